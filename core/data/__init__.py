@@ -1,0 +1,1 @@
+"""Footage: fetching registry-shipped clips/stills, decoding, the train/dev split, synthetic video."""

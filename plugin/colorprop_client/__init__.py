@@ -1,0 +1,1 @@
+"""DCC-side client for the colorprop server. Imports only the standard library, numpy and pyzmq."""

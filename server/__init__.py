@@ -1,0 +1,1 @@
+"""colorprop inference server (ZeroMQ)."""
