@@ -1,0 +1,1 @@
+import sys; from colorprop.cli import main; sys.exit(main())

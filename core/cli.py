@@ -1,0 +1,162 @@
+"""`colorprop`: the one command-line tool.
+
+    colorprop colorize --input 'plate.####.exr' --key 1=key.exr --output 'out.####.exr' --frames 1-51
+    colorprop eval | data fetch | train | bench | suggest-keys | serve | keys | example
+
+Exit codes: 0 success; 1 other failure; 2 bad input (pattern, range, option, key); 3 unreadable or bad
+pixels (EXR, NaN/Inf, size); 4 cannot write output; 5 weights missing or corrupt; 6 server
+unavailable; 130 cancelled/interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import ColorpropError, InputError
+
+EXIT_SERVER_UNAVAILABLE = 6
+
+
+# ---------------------------------------------------------------- progress
+
+
+class Progress:
+    """A bar on a terminal; plain lines (and ``openjd_progress: N``) otherwise."""
+
+    def __init__(self, stream=None, mode: str = "auto"):
+        self.stream = stream or sys.stderr
+        self.mode = ("bar" if self.stream.isatty() else "lines") if mode == "auto" else mode
+        self.start = time.perf_counter()
+
+    def __call__(self, event) -> None:
+        if self.mode == "none":
+            return
+        pct = 100.0 * event.done / max(event.total, 1)
+        state = "skipped (exists)" if event.skipped else f"{event.seconds:.2f} s"
+        if self.mode == "bar":
+            width = 30
+            filled = int(width * event.done / max(event.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} "
+                              f"frame {event.frame} {state}   ")
+            if event.done == event.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"frame {event.frame} done ({event.done}/{event.total}, {state})\n")
+            self.stream.write(f"openjd_progress: {pct:.1f}\n")
+        self.stream.flush()
+
+
+# ---------------------------------------------------------------- colorize
+
+
+def parse_keys(specs: list[str]) -> dict[int, str]:
+    keys: dict[int, str] = {}
+    for spec in specs:
+        frame, sep, path = spec.partition("=")
+        if not sep or not frame.strip().lstrip("-").isdigit() or not path:
+            raise InputError(f"--key {spec!r}: expected FRAME=PATH, e.g. --key 1=key.exr")
+        if int(frame) in keys:
+            raise InputError(f"--key {spec!r}: frame {int(frame)} is given twice")
+        keys[int(frame)] = path
+    return keys
+
+
+def cmd_colorize(args) -> int:
+    from .engine import Engine, ShotOptions
+    from .sequence import parse_frames
+
+    keys = parse_keys(args.key)
+    frames = parse_frames(args.frames) if args.frames else None
+    options = ShotOptions.from_dict({
+        k: v for k, v in {
+            "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
+            "upsample": args.upsample, "write_confidence": args.confidence, "regrade": args.regrade,
+        }.items() if v is not None
+    })
+    if frames is None:
+        from .sequence import FramePattern
+
+        frames = FramePattern(args.input).existing_frames()
+        if not frames:
+            raise InputError(f"--input {args.input}: matches no file")
+    progress = Progress(mode=args.progress)
+
+    if args.server:
+        from colorprop_server.remote import colorize_via_server  # zmq lives outside core
+
+        report = colorize_via_server(args.server, args.input, keys, args.output, frames, options, progress,
+                                     skip_existing=args.skip_existing, timeout_s=args.timeout)
+    else:
+        from .pipeline import colorize_sequence
+
+        engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device)
+        report = colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
+                                   skip_existing=args.skip_existing, pixel_type=args.pixel_type)
+    print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
+          f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
+    return 0
+
+
+def add_colorize(sub) -> None:
+    p = sub.add_parser("colorize", help="colour an EXR sequence from key frame(s)",
+                       description="Colour every frame of a plate sequence from one or more colour keys.")
+    p.add_argument("--input", required=True, help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
+    p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
+                   help="a colour key frame; repeat for several keys")
+    p.add_argument("--output", required=True, help="output sequence pattern; must not overwrite the input")
+    p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames)")
+    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
+                   help="full (default) | local | global (ablations) | flow (classical DIS baseline)")
+    p.add_argument("--colorspace", help="OCIO colour space of plate and key (default: file metadata, "
+                                        "else 'Linear Rec.709 (sRGB)')")
+    p.add_argument("--working-width", type=int, help="width at which the networks run (default 480)")
+    p.add_argument("--upsample", choices=("guided", "bilinear"), help="chroma upsampling (default guided)")
+    p.add_argument("--confidence", action="store_true", default=None,
+                   help="write a colorprop.confidence channel")
+    p.add_argument("--regrade", action="store_true", default=None,
+                   help="the key is a regrade of a colour plate: propagate the change only")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="resume: keep complete output frames already on disk")
+    p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
+    p.add_argument("--weights", help="weights folder (default: the shipped weights/)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+    p.set_defaults(func=cmd_colorize)
+
+
+# ---------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colorprop", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_colorize(sub)
+    from . import commands  # the other subcommands, each in its own module
+
+    commands.add_all(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ColorpropError as err:
+        print(f"colorprop: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("colorprop: interrupted", file=sys.stderr)
+        return 130
+    except OSError as err:
+        print(f"colorprop: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,419 @@
+"""One shot, end to end: plate frames in, keys, coloured frames out.
+
+    read plate ─▶ linear Rec.709 ─▶ L (full res, kept) ─▶ L at working res
+        ─▶ Propagator.step (local ∥ global ─▶ fusion) ─▶ ab at working res
+        ─▶ ab upsampled under full-res L ─▶ Lab(L_plate, ab) ─▶ plate colour space ─▶ sink
+
+The luminance written is the plate's own: Lab's L carries CIE Y exactly, whatever ab is.
+The state carried to the next frame is the *written* colour (rounded as the sink stores it), so a
+run resumed from existing output frames continues exactly as an uninterrupted one would.
+
+Keys: each frame takes colour from its nearest key on each side: forward from the earlier key,
+backward from the later one; between two keys both are computed and blended by confidence.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol
+
+import numpy as np
+
+from . import color
+from .engine import Engine, ShotOptions
+from .errors import ColorpropError, InputError, PixelError, SequenceError
+from .exr import Plate, check_finite, read_exr, write_exr
+from .propagate import Propagator, resize_hw
+from .sequence import FramePattern, check_no_overwrite
+
+DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
+CONFIDENCE_CHANNEL = "colorprop.confidence"
+RGB = ("R", "G", "B")
+
+
+class Cancelled(ColorpropError):
+    exit_code = 130
+
+
+# ---------------------------------------------------------------- frames in and out
+
+
+@dataclass
+class PlateFrame:
+    pixels: np.ndarray  # HxWxC float32 (data window)
+    channels: tuple[str, ...]
+    colorspace: str | None
+    template: Plate | None = None  # EXR header to copy (windows, metadata, extra channels)
+    name: str = ""  # file path or "frame N", for messages
+
+    def rgb(self) -> np.ndarray:
+        """HxWx3: R,G,B; a one-channel (Y) plate is replicated."""
+        index = {c: i for i, c in enumerate(self.channels)}
+        if all(c in index for c in RGB):
+            return self.pixels[..., [index[c] for c in RGB]]
+        gray = self.pixels[..., index.get("Y", 0)]
+        return np.repeat(gray[..., None], 3, axis=2)
+
+
+@dataclass
+class KeyImage:
+    pixels: np.ndarray  # HxWx3 float32 in its colour space
+    colorspace: str | None = None
+    name: str = ""
+
+
+@dataclass
+class FrameResult:
+    rgb: np.ndarray  # HxWx3 float32, plate colour space
+    confidence: np.ndarray  # HxW float32 in [0, 1]
+    source: PlateFrame
+
+
+class FrameSource(Protocol):
+    frames: list[int]
+
+    def read(self, frame: int) -> PlateFrame: ...
+
+
+class FrameSink(Protocol):
+    pixel_dtype: type  # what the sink stores (np.float16 or np.float32): the carried state is rounded alike
+
+    def exists(self, frame: int) -> bool: ...
+
+    def read_back(self, frame: int) -> np.ndarray: ...  # HxWx3 rgb already written (resume)
+
+    def write(self, frame: int, result: FrameResult) -> None: ...
+
+
+@dataclass
+class ProgressEvent:
+    frame: int
+    done: int
+    total: int
+    seconds: float  # wall time of this frame
+    skipped: bool = False
+
+
+@dataclass
+class ShotReport:
+    frames_written: list[int] = field(default_factory=list)
+    frames_skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ArraySource:
+    """Frames held in memory (the server's in-band mode, eval, tests)."""
+
+    def __init__(self, frames: dict[int, np.ndarray], channels=RGB, colorspace: str | None = None):
+        self.frames = sorted(frames)
+        self._pixels = frames
+        self.channels = tuple(channels)
+        self.colorspace = colorspace
+
+    def read(self, frame: int) -> PlateFrame:
+        return PlateFrame(np.asarray(self._pixels[frame], np.float32), self.channels, self.colorspace,
+                          None, f"frame {frame}")
+
+
+class ArraySink:
+    pixel_dtype = np.float32
+
+    def __init__(self):
+        self.results: dict[int, FrameResult] = {}
+
+    def exists(self, frame: int) -> bool:
+        return False
+
+    def read_back(self, frame: int) -> np.ndarray:
+        return self.results[frame].rgb
+
+    def write(self, frame: int, result: FrameResult) -> None:
+        self.results[frame] = result
+
+
+class ExrSequenceSource:
+    def __init__(self, pattern: str, frames: Iterable[int]):
+        self.pattern = FramePattern(pattern)
+        self.frames = list(frames)
+        if not self.frames:
+            raise SequenceError(f"{pattern}: no frames requested")
+        missing = [f for f in self.frames if not self.pattern.path(f).exists()]
+        if len(missing) == len(self.frames):
+            raise SequenceError(f"{pattern}: matches no file for frames {format_frames(self.frames)}")
+        if missing:
+            raise SequenceError(f"{pattern}: missing frame(s) {format_frames(missing)} "
+                                f"(first missing file: {self.pattern.path(missing[0])})")
+
+    def read(self, frame: int) -> PlateFrame:
+        path = self.pattern.path(frame)
+        plate = read_exr(path)
+        return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
+
+
+class ExrSequenceSink:
+    """Writes R,G,B (+ the plate's other channels, + confidence) atomically, as half floats by default."""
+
+    def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False):
+        self.pattern = FramePattern(pattern)
+        self.pixel_type = pixel_type
+        self.pixel_dtype = np.float16 if pixel_type == "half" else np.float32
+        self.write_confidence = write_confidence
+
+    def exists(self, frame: int) -> bool:
+        """A complete, readable output frame (a half-written one never has the final name)."""
+        path = self.pattern.path(frame)
+        if not path.exists():
+            return False
+        try:
+            read_exr(path)
+        except ColorpropError:
+            return False
+        return True
+
+    def read_back(self, frame: int) -> np.ndarray:
+        plate = read_exr(self.pattern.path(frame))
+        return PlateFrame(plate.pixels, plate.channels, None, plate).rgb()
+
+    def write(self, frame: int, result: FrameResult) -> None:
+        pixels, channels = output_channels(result, self.write_confidence)
+        path = self.pattern.path(frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type)
+
+
+def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+    """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB)."""
+    src = result.source
+    keep = [(i, c) for i, c in enumerate(src.channels) if c not in RGB and not (c == "Y" and len(src.channels) == 1)
+            and c != CONFIDENCE_CHANNEL]
+    planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i, _ in keep]
+    channels = RGB + tuple(c for _, c in keep)
+    if write_confidence:
+        planes.append(result.confidence)
+        channels += (CONFIDENCE_CHANNEL,)
+    return np.stack(planes, axis=-1).astype(np.float32), channels
+
+
+# ---------------------------------------------------------------- colour in and out of the working space
+
+
+@dataclass
+class Prepared:
+    """One plate frame in the working space."""
+
+    L_full: np.ndarray  # HxW CIE L of the plate (unclipped)
+    L_work: np.ndarray  # hxw
+    space: str
+    frame: PlateFrame
+
+
+class ShotColour:
+    """Colour-space bookkeeping of one shot: plate space, working size."""
+
+    def __init__(self, options: ShotOptions, first: PlateFrame):
+        space = options.colorspace or first.colorspace or DEFAULT_COLORSPACE
+        try:
+            self.space = color.check_colorspace(space)
+        except InputError as err:
+            origin = "--colorspace" if options.colorspace else f"metadata of {first.name}"
+            raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
+        h, w = first.pixels.shape[:2]
+        self.full_size = (w, h)
+        self.work_size = working_size(w, h, options.working_width)
+        self.upsample = options.upsample
+
+    def prepare(self, frame: PlateFrame) -> Prepared:
+        check_finite(frame.pixels, frame.name, "plate")
+        h, w = frame.pixels.shape[:2]
+        if (w, h) != self.full_size:
+            raise PixelError(f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}")
+        L = color.lab_l_from_y(color.luminance(color.to_linear_rec709(frame.rgb(), self.space)))
+        return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
+
+    def key_ab(self, key: KeyImage) -> np.ndarray:
+        """HxWx2 Lab ab of the key at full resolution."""
+        check_finite(key.pixels, key.name, "key")
+        h, w = key.pixels.shape[:2]
+        if (w, h) != self.full_size:
+            raise PixelError(f"{key.name}: key is {w}x{h} but the plate is {self.full_size[0]}x{self.full_size[1]}")
+        space = key.colorspace or self.space
+        return color.linear_rec709_to_lab(color.to_linear_rec709(key.pixels, color.check_colorspace(space)))[..., 1:]
+
+    def finish(self, prep: Prepared, ab_full: np.ndarray, confidence_full: np.ndarray) -> FrameResult:
+        lab = np.concatenate([prep.L_full[..., None], ab_full], axis=-1)
+        rgb = color.from_linear_rec709(color.lab_to_linear_rec709(lab), self.space)
+        return FrameResult(rgb.astype(np.float32), confidence_full.astype(np.float32), prep.frame)
+
+    def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ab = color.upsample_chroma(ab_work, L_full, method=self.upsample)
+        conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
+        return ab, conf
+
+    def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
+        """The colour carried to the next frame: what was written, back at the working size."""
+        ab = color.linear_rec709_to_lab(color.to_linear_rec709(written_rgb, self.space))[..., 1:]
+        return resize_hw(np.ascontiguousarray(ab), *self.work_size)
+
+
+def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:
+    """(w, h) at which the networks run: never larger than the plate, even dimensions."""
+    if width <= working_width:
+        return width, height
+    h = max(2, int(round(height * working_width / width / 2)) * 2)
+    return working_width, h
+
+
+# ---------------------------------------------------------------- the shot
+
+
+def plan_segments(frames: list[int], keys: list[int]) -> list[tuple[str, int | None, int | None, list[int]]]:
+    """Split frames into runs: ("key", k, k, [k]), ("forward", a, None, [...]), ("backward", None, b, [...]),
+    ("between", a, b, [...]) with frames in ascending order."""
+    missing = [k for k in keys if k not in frames]
+    if missing:
+        raise InputError(f"key frame(s) {format_frames(missing)} are not among the frames to process "
+                         f"({format_frames(frames)}); include them in --frames")
+    segments = []
+    head = [f for f in frames if f < keys[0]]
+    if head:
+        segments.append(("backward", None, keys[0], head))
+    for i, k in enumerate(keys):
+        segments.append(("key", k, k, [k]))
+        following = keys[i + 1] if i + 1 < len(keys) else None
+        run = [f for f in frames if f > k and (following is None or f < following)]
+        if run:
+            segments.append(("forward", k, None, run) if following is None else ("between", k, following, run))
+    return segments
+
+
+def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
+             sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
+             cancel: Callable[[], bool] | None = None, skip_existing: bool = False) -> ShotReport:
+    """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``."""
+    engine.check_method(options.method)
+    if not keys:
+        raise InputError("at least one key frame is needed (--key FRAME=PATH)")
+    frames = list(source.frames)
+    order = sorted(keys)
+    segments = plan_segments(frames, order)
+    shot = ShotColour(options, source.read(frames[0]))
+    key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
+    report = ShotReport()
+    start = time.perf_counter()
+    done = 0
+
+    def emit(frame: int, result: FrameResult | None, seconds: float) -> None:
+        nonlocal done
+        done += 1
+        if result is None:
+            report.frames_skipped.append(frame)
+        else:
+            sink.write(frame, result)
+            report.frames_written.append(frame)
+        if progress is not None:
+            progress(ProgressEvent(frame, done, len(frames), seconds, skipped=result is None))
+
+    def check_cancel() -> None:
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled by request")
+
+    def carried_state(frame: int, result: FrameResult | None) -> np.ndarray:
+        """The written colour, rounded as the sink stores it (read back when the frame was skipped)."""
+        rgb = sink.read_back(frame) if result is None else result.rgb.astype(sink.pixel_dtype).astype(np.float32)
+        return shot.state_ab(rgb)
+
+    def new_propagator(key: int) -> Propagator:
+        key_L = shot.prepare(source.read(key)).L_work
+        return Propagator(options.method, key_L, resize_hw(key_ab_full[key], *shot.work_size), engine.models)
+
+    for kind, a, b, run in segments:
+        check_cancel()
+        if kind == "key":
+            t0 = time.perf_counter()
+            result = None
+            if not (skip_existing and sink.exists(a)):
+                prep = shot.prepare(source.read(a))
+                result = shot.finish(prep, key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
+            emit(a, result, time.perf_counter() - t0)
+            continue
+
+        with tempfile.TemporaryDirectory(prefix="colorprop-backward-") as spill:
+            backward = None
+            if kind == "between":
+                # The backward pass from the later key, spilled to disk (memory stays flat), blended below.
+                backward = Path(spill)
+                propagator = new_propagator(b)
+                for frame in reversed(run):
+                    check_cancel()
+                    prep = shot.prepare(source.read(frame))
+                    step = propagator.step(prep.L_work)
+                    np.save(backward / f"{frame}.npy", np.dstack([step.ab, step.confidence]).astype(np.float32))
+                    propagator.accept(prep.L_work, step.ab)
+
+            propagator = new_propagator(b if kind == "backward" else a)
+            for frame in (reversed(run) if kind == "backward" else run):
+                check_cancel()
+                t0 = time.perf_counter()
+                prep = shot.prepare(source.read(frame))
+                if skip_existing and sink.exists(frame):
+                    emit(frame, None, 0.0)
+                    propagator.accept(prep.L_work, carried_state(frame, None))
+                    continue
+                ab, confidence = propagator.step(prep.L_work)
+                if backward is not None:
+                    other = np.load(backward / f"{frame}.npy")
+                    ab, confidence = blend_by_confidence(ab, confidence, other[..., :2], other[..., 2])
+                result = shot.finish(prep, *shot.to_full(ab, confidence, prep.L_full))
+                emit(frame, result, time.perf_counter() - t0)
+                propagator.accept(prep.L_work, carried_state(frame, result))
+
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def blend_by_confidence(ab_f: np.ndarray, conf_f: np.ndarray, ab_b: np.ndarray, conf_b: np.ndarray,
+                        eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel confidence-weighted mean of the forward and backward colour (HxWx2, HxW)."""
+    w_f = conf_f + eps
+    w_b = conf_b + eps
+    ab = (ab_f * w_f[..., None] + ab_b * w_b[..., None]) / (w_f + w_b)[..., None]
+    return ab.astype(np.float32), np.maximum(conf_f, conf_b)
+
+
+# ---------------------------------------------------------------- the CLI's job on EXR sequences
+
+
+def load_key(path: str | os.PathLike, colorspace: str | None) -> KeyImage:
+    plate = read_exr(path)
+    frame = PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
+    return KeyImage(frame.rgb(), colorspace or plate.colorspace, str(path))
+
+
+def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], output_pattern: str,
+                      frames: list[int], options: ShotOptions, progress=None, cancel=None,
+                      skip_existing: bool = False, pixel_type: str = "half") -> ShotReport:
+    """Everything is checked before the first frame is written: frames exist, keys read, sizes match,
+    the output would not overwrite the input."""
+    engine.check_method(options.method)
+    output = FramePattern(output_pattern)
+    check_no_overwrite(FramePattern(input_pattern), output, frames)
+    outputs = {output.path(f).resolve(): f for f in frames}
+    for key_frame, key_path in keys.items():
+        if Path(key_path).resolve() in outputs:
+            raise SequenceError(f"--output {output_pattern!r} frame {outputs[Path(key_path).resolve()]} would "
+                                f"overwrite the key {key_path} (frame {key_frame}); choose another output path")
+    source = ExrSequenceSource(input_pattern, frames)
+    key_images = {frame: load_key(path, options.colorspace) for frame, path in keys.items()}
+    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence)
+    return run_shot(engine, source, key_images, options, sink, progress, cancel, skip_existing)
+
+
+def format_frames(frames: list[int], limit: int = 8) -> str:
+    shown = ", ".join(map(str, frames[:limit]))
+    return shown + (f", … ({len(frames)} in all)" if len(frames) > limit else "")
+
+

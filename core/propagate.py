@@ -1,0 +1,139 @@
+"""One direction of propagation: colour carried from a key frame through a run of frames.
+
+A ``Propagator`` owns the per-run state (the previous frame's L and ab, the key's features) and
+nothing else, so memory is flat in shot length. Its boundary is numpy at the working resolution:
+
+    step(L  HxW float32, CIE L 0..100)  ->  Step(ab HxWx2 float32 Lab units, confidence HxW in [0, 1])
+
+Methods:
+    flow    DIS optical flow warps the previous frame's ab (classical baseline, no weights)
+    local   F_w: kernels predicted from (previous, current) gray carry the previous ab (after DIS pre-alignment
+            when the trained F_w was trained that way)
+    global  F_s: the key's colour copied at coarse-to-fine feature matches
+    full    F_f fuses local and global under the current luminance
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+import cv2
+import numpy as np
+import torch
+
+from .flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
+
+if TYPE_CHECKING:
+    from .models import Models
+
+METHODS = ("full", "local", "global", "flow")
+LEARNED_METHODS = ("full", "local", "global")
+
+AB_SCALE = 128.0  # network chroma = ab / 128
+L_SCALE = 100.0  # network gray = L / 100
+L_NET_MAX = 1.2  # HDR luminance is shown to the networks clipped here; the true L is kept outside
+
+
+class Step(NamedTuple):
+    ab: np.ndarray  # HxWx2 float32, Lab units
+    confidence: np.ndarray  # HxW float32 in [0, 1]
+
+
+def gray_tensor(L: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxW CIE L (0..100) -> 1x1xHxW network gray, clipped for the networks only."""
+    return torch.from_numpy(np.clip(L / L_SCALE, 0.0, L_NET_MAX).astype(np.float32))[None, None].to(device)
+
+
+def ab_tensor(ab: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxWx2 Lab ab -> 1x2xHxW network chroma."""
+    return torch.from_numpy(np.ascontiguousarray(ab.transpose(2, 0, 1) / AB_SCALE, dtype=np.float32))[None].to(device)
+
+
+def ab_numpy(ab: torch.Tensor) -> np.ndarray:
+    """1x2xHxW network chroma -> HxWx2 Lab ab."""
+    return (ab[0].permute(1, 2, 0).float().cpu().numpy() * AB_SCALE).astype(np.float32)
+
+
+def map_numpy(x: torch.Tensor) -> np.ndarray:
+    """1x1xHxW -> HxW."""
+    return x[0, 0].float().cpu().numpy().astype(np.float32)
+
+
+class Propagator:
+    """Carries the key's colour forward (or backward) one frame per ``step``."""
+
+    def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        if method in LEARNED_METHODS and models is None:
+            raise ValueError(f"method {method!r} needs trained models")
+        self.method = method
+        self.models = models
+        self.device = models.device if models is not None else torch.device("cpu")
+        self.dis = make_dis()
+        self.prev_L = key_L
+        self.prev_ab = key_ab
+        self.key_state = None
+        if method in ("full", "global"):
+            with torch.inference_mode():
+                self.key_state = models.global_branch.encode_key(
+                    gray_tensor(key_L, self.device), ab_tensor(key_ab, self.device)
+                )
+
+    def step(self, L: np.ndarray) -> Step:
+        """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
+        if self.method == "flow":
+            flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+            return Step(flowed.ab, flowed.consistency)
+        with torch.inference_mode():
+            return self._step_learned(L)
+
+    def accept(self, L: np.ndarray, ab: np.ndarray) -> None:
+        """Carry this frame's colour (what was written, HxWx2) on to the next step."""
+        self.prev_L, self.prev_ab = L, ab
+
+    def _step_learned(self, L: np.ndarray) -> Step:
+        models, dev = self.models, self.device
+        gray = gray_tensor(L, dev)
+
+        if self.method in ("local", "full"):
+            # DIS pre-alignment of the previous frame, then F_w's kernels fix what flow got wrong.
+            flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+            prev_L_aligned = warp_backward(self.prev_L, flowed.flow)
+            local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
+            ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
+            consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
+            if self.method == "local":
+                return Step(ab_numpy(ab_local), flowed.consistency)
+
+        global_out = models.global_branch(gray, self.key_state)
+        if self.method == "global":
+            return Step(ab_numpy(global_out.ab), map_numpy(global_out.similarity).clip(0, 1))
+
+        cues = torch.cat([global_out.similarity, consistency], dim=1)
+        fused = models.fusion(gray, ab_local, global_out.ab, cues)
+        confidence = confidence_from_cues(global_out.similarity, consistency)
+        return Step(ab_numpy(fused.ab), map_numpy(confidence))
+
+
+def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:
+    """DIS flow from the current frame back to the previous one; previous ab warped along it."""
+    prev_u8, cur_u8 = l_to_u8(prev_L), l_to_u8(L)
+    flow_bwd = dis_flow(dis, cur_u8, prev_u8)
+    flow_fwd = dis_flow(dis, prev_u8, cur_u8)
+    return FlowStep(warp_backward(prev_ab, flow_bwd), forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
+
+
+def confidence_from_cues(similarity: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
+    """Per-pixel confidence in [0, 1]: high where the flow is consistent or the key match is strong."""
+    sim = similarity.clamp(0, 1)
+    return 1.0 - (1.0 - consistency.clamp(0, 1)) * (1.0 - sim)
+
+
+def resize_hw(x: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Area-average when shrinking, bilinear when growing; HxW or HxWxC."""
+    h, w = x.shape[:2]
+    if (w, h) == (width, height):
+        return x
+    interp = cv2.INTER_AREA if width < w else cv2.INTER_LINEAR
+    return cv2.resize(x, (width, height), interpolation=interp)
