@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make example` and `make test`.
+# Both create (or reuse) the virtual environment .venv/ at the repository root.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# torch first, pinned to the CPU build that lies on this machine's disk (/opt/wheels); a bare `torch`
+# requirement would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: example test venv clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(FIND_LINKS) $(TORCH)
+	$(PY) -m pip install -q $(FIND_LINKS) -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+example: $(STAMP)
+	$(VENV)/bin/colorprop example --output out/example
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)
