@@ -1,0 +1,302 @@
+"""Colour math: plate space <-> linear Rec.709, luminance, CIE Lab (D65), chroma upsampling.
+
+Layouts: numpy images are HxWxC float32, torch tensors NxCxHxW. Nothing here clips: values
+above 1.0 and below 0.0 survive every round trip (HDR plates, negative lobes from grading).
+
+Colour spaces come from OpenImageIO's built-in OCIO config (``OpenImageIO.ColorConfig()``):
+names such as "ACEScg", "Linear Rec.709 (sRGB)", "sRGB Encoded Rec.709 (sRGB)", "Raw", their
+aliases ("lin_ap1_scene", "srgb_tx", ...) and roles ("scene_linear", "data", ...).
+Conversion uses OCIO's processors through ``ImageBufAlgo.colorconvert``, which do not clamp:
+the sRGB/gamma curves of that config extend linearly or by pass-through below 0 and keep their
+power law above 1 (verified in tests/test_color.py), so no hand-written curve is needed.
+OCIO evaluates power curves with a fast approximation: round trips are exact to ~5e-5
+relative, well below half-float precision (~5e-4).
+
+Lab: XYZ from linear Rec.709 uses the Rec.709/D65 matrix whose Y row is exactly the luminance
+weights (0.2126, 0.7152, 0.0722), and the white point is that matrix applied to RGB (1, 1, 1),
+so neutral greys have a = b = 0 and ``lab_to_linear_rec709`` reproduces the luminance that L was
+computed from, whatever a and b are. L is 0..100 for Y in 0..1 and exceeds 100 for Y > 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+
+import cv2
+import numpy as np
+import OpenImageIO as oiio
+import torch
+
+from colorprop.errors import ColorSpaceError
+
+LINEAR_REC709 = "Linear Rec.709 (sRGB)"
+LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
+
+# Linear Rec.709 -> CIE XYZ (D65). X and Z rows from the Rec.709 primaries and D65 white; the Y
+# row is the rounded luminance weights the whole project uses, so Y == luminance() exactly.
+_RGB_TO_XYZ = np.array(
+    [
+        [0.4123908, 0.3575843, 0.1804808],
+        LUMA_WEIGHTS,
+        [0.0193308, 0.1191948, 0.9505322],
+    ],
+    dtype=np.float64,
+)
+_XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
+# White = XYZ of RGB (1, 1, 1): makes greys exactly achromatic. Y white is 1.0.
+_WHITE = _RGB_TO_XYZ.sum(axis=1)
+_Y_WHITE = float(_WHITE[1])
+
+# CIE constants, exact rationals: f(t) is linear below EPSILON, a cube root above it.
+_EPSILON = 216.0 / 24389.0
+_KAPPA = 24389.0 / 27.0
+_F_BREAK = 6.0 / 29.0  # f(EPSILON); the inverse switches segments here
+
+
+# ----------------------------------------------------------------------------- colour spaces
+
+
+@functools.lru_cache(maxsize=1)
+def _config() -> oiio.ColorConfig:
+    # Built lazily (no import-time side effects); OIIO's built-in config, not $OCIO.
+    return oiio.ColorConfig()
+
+
+def colorspace_names() -> list[str]:
+    """Canonical colour space names of the config, in config order."""
+    return list(_config().getColorSpaceNames())
+
+
+def check_colorspace(name: str) -> str:
+    """The canonical colour space for ``name``: a name, alias or role, case-insensitive.
+
+    OIIO's resolver decides first, so "linear" means "Linear Rec.709 (sRGB)" (as in Nuke) while
+    the role "scene_linear" means "ACEScg" in this config. Raises ColorSpaceError naming the bad
+    value, the closest known spellings and all valid names.
+    """
+    names = colorspace_names()
+    if not isinstance(name, str) or not name.strip():
+        raise ColorSpaceError(f"colour space {name!r}: empty; valid names: {', '.join(names)}")
+    name = name.strip()
+    resolved = _config().resolve(name)
+    if resolved in names:
+        return resolved
+    lowered = {known.lower(): canonical for known, canonical in _all_spellings().items()}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    close = difflib.get_close_matches(name, list(_all_spellings()), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ColorSpaceError(f"unknown colour space {name!r}.{hint} Valid names: {', '.join(names)}")
+
+
+@functools.lru_cache(maxsize=1)
+def _all_spellings() -> dict[str, str]:
+    """Every name, alias and role -> canonical name."""
+    config = _config()
+    spellings = {}
+    for canonical in config.getColorSpaceNames():
+        spellings[canonical] = canonical
+        for alias in config.getAliases(canonical):
+            spellings[alias] = canonical
+    for role in config.getRoles():
+        spellings[role] = config.getColorSpaceNameByRole(role)
+    return spellings
+
+
+def _is_identity(space: str) -> bool:
+    # Data spaces ("Raw") carry no colour transform; converting them would be meaningless.
+    return space == LINEAR_REC709 or _config().isData(space)
+
+
+def to_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
+    """HxWx3 pixels in ``space`` -> HxWx3 float32 linear Rec.709, unclipped."""
+    space = check_colorspace(space)
+    if _is_identity(space):
+        return np.asarray(rgb, dtype=np.float32)
+    return _colorconvert(rgb, space, LINEAR_REC709)
+
+
+def from_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
+    """HxWx3 float32 linear Rec.709 -> HxWx3 float32 in ``space``, unclipped."""
+    space = check_colorspace(space)
+    if _is_identity(space):
+        return np.asarray(rgb, dtype=np.float32)
+    return _colorconvert(rgb, LINEAR_REC709, space)
+
+
+def _colorconvert(rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 RGB, got shape {rgb.shape}")
+    buf = oiio.ImageBuf(np.ascontiguousarray(rgb, dtype=np.float32))
+    # unpremult=False: our buffers have no alpha, and unpremultiplying would touch nothing but cost.
+    out = oiio.ImageBufAlgo.colorconvert(buf, src, dst, False)
+    if out.has_error:
+        raise ColorSpaceError(f"cannot convert {src!r} -> {dst!r}: {out.geterror()}")
+    return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(rgb.shape)
+
+
+# ----------------------------------------------------------------------------- luminance, Lab
+
+
+def luminance(rgb_lin: np.ndarray) -> np.ndarray:
+    """HxWx3 linear Rec.709 -> HxW CIE Y = 0.2126 R + 0.7152 G + 0.0722 B (in the input's float dtype)."""
+    rgb_lin = np.asarray(rgb_lin)
+    dtype = rgb_lin.dtype if rgb_lin.dtype == np.float64 else np.float32
+    weights = np.asarray(LUMA_WEIGHTS, dtype=dtype)
+    return (rgb_lin.astype(dtype, copy=False) @ weights).astype(dtype, copy=False)
+
+
+def _f(t):
+    """CIE f(t), with the linear segment below EPSILON extended to negatives (numpy or torch)."""
+    lib = torch if isinstance(t, torch.Tensor) else np
+    return lib.where(t > _EPSILON, _cbrt(t), (_KAPPA * t + 16.0) / 116.0)
+
+
+def _f_inv(f):
+    lib = torch if isinstance(f, torch.Tensor) else np
+    return lib.where(f > _F_BREAK, f * f * f, (116.0 * f - 16.0) / _KAPPA)
+
+
+def _cbrt(t):
+    if isinstance(t, torch.Tensor):
+        # Only the t > EPSILON branch is kept; clamping keeps pow() away from NaN for negatives.
+        return torch.clamp(t, min=_EPSILON).pow(1.0 / 3.0)
+    return np.cbrt(t)
+
+
+def lab_l_from_y(y):
+    """CIE L* (0..100 for Y in 0..1, more above) from luminance Y; numpy array or torch tensor."""
+    return 116.0 * _f(y / _Y_WHITE) - 16.0
+
+
+def y_from_lab_l(lab_l):
+    """Luminance Y from CIE L*; exact inverse of ``lab_l_from_y``; numpy array or torch tensor."""
+    return _Y_WHITE * _f_inv((lab_l + 16.0) / 116.0)
+
+
+def _out_dtype(array: np.ndarray):
+    # float64 in -> float64 out (tests, offline maths); anything else -> the project's float32.
+    return np.float64 if array.dtype == np.float64 else np.float32
+
+
+def linear_rec709_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """HxWx3 linear Rec.709 -> HxWx3 CIE Lab (D65): L in 0..100(+), a and b roughly -128..128.
+
+    Computed in float64; returned as float32 (float64 if given float64).
+    """
+    rgb = np.asarray(rgb)
+    xyz = rgb.astype(np.float64) @ _RGB_TO_XYZ.T
+    fx, fy, fz = (_f(xyz[..., i] / _WHITE[i]) for i in range(3))
+    lab = np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+    return lab.astype(_out_dtype(rgb))
+
+
+def lab_to_linear_rec709(lab: np.ndarray) -> np.ndarray:
+    """HxWx3 CIE Lab (D65) -> HxWx3 linear Rec.709, unclipped.
+
+    luminance() of the result equals y_from_lab_l(L) for any a, b (the Y row of the inverse
+    matrix maps XYZ back to exactly that Y); computed in float64 so the cancellation between
+    large X/Z and small Y does not eat the precision.
+    """
+    lab = np.asarray(lab)
+    lab64 = lab.astype(np.float64)
+    fy = (lab64[..., 0] + 16.0) / 116.0
+    fx = fy + lab64[..., 1] / 500.0
+    fz = fy - lab64[..., 2] / 200.0
+    xyz = np.stack([_WHITE[i] * _f_inv(f) for i, f in enumerate((fx, fy, fz))], axis=-1)
+    return (xyz @ _XYZ_TO_RGB.T).astype(_out_dtype(lab))
+
+
+def linear_rec709_to_lab_t(rgb: torch.Tensor) -> torch.Tensor:
+    """Nx3xHxW linear Rec.709 -> Nx3xHxW CIE Lab (D65), in the tensor's dtype and device."""
+    xyz = _matmul_channels(rgb, _RGB_TO_XYZ)
+    fx, fy, fz = (_f(xyz[:, i] / float(_WHITE[i])) for i in range(3))
+    return torch.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+
+
+def lab_to_linear_rec709_t(lab: torch.Tensor) -> torch.Tensor:
+    """Nx3xHxW CIE Lab (D65) -> Nx3xHxW linear Rec.709, unclipped, in the tensor's dtype and device."""
+    fy = (lab[:, 0] + 16.0) / 116.0
+    fx = fy + lab[:, 1] / 500.0
+    fz = fy - lab[:, 2] / 200.0
+    xyz = torch.stack([float(_WHITE[i]) * _f_inv(f) for i, f in enumerate((fx, fy, fz))], dim=1)
+    return _matmul_channels(xyz, _XYZ_TO_RGB)
+
+
+def _matmul_channels(image: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
+    """Apply a 3x3 matrix to the channel axis of an Nx3xHxW tensor."""
+    m = torch.as_tensor(matrix, dtype=image.dtype, device=image.device)
+    return torch.einsum("ij,njhw->nihw", m, image)
+
+
+# ----------------------------------------------------------------------------- chroma upsampling
+
+
+def upsample_chroma(
+    ab_small: np.ndarray,
+    lab_l_full: np.ndarray,
+    method: str = "guided",
+    radius: int = 2,
+    eps: float = 1e-4,
+) -> np.ndarray:
+    """Chroma at working resolution -> full resolution, following the full-res luminance edges.
+
+    ab_small: hxwx2 (or 2xhxw) chroma in any unit (ab or ab/128). lab_l_full: HxW CIE L (0..100+).
+    method "bilinear": cv2 bilinear resize. method "guided": fast guided filter (He, Sun, Tang,
+    "Fast Guided Filter", 2015) with guide L/100: the per-window linear model chroma = a*L + b is
+    fitted at the small resolution (``radius`` in small pixels, ``eps`` on the (L/100)^2 scale),
+    a and b are upsampled bilinearly and applied to the full-res L, so chroma edges snap to
+    luminance edges instead of being smeared over a working-resolution pixel.
+    Returns HxWx2 float32.
+    """
+    ab_small = _as_hwc2(ab_small)
+    lab_l_full = np.asarray(lab_l_full, dtype=np.float32)
+    if lab_l_full.ndim != 2:
+        raise ValueError(f"lab_l_full must be HxW, got shape {lab_l_full.shape}")
+    full_size = (lab_l_full.shape[1], lab_l_full.shape[0])  # cv2 wants (width, height)
+    if method == "bilinear":
+        return _resize(ab_small, full_size)
+    if method == "guided":
+        return _fast_guided_upsample(ab_small, lab_l_full / 100.0, full_size, radius, eps)
+    raise ValueError(f"upsample method {method!r}: expected 'guided' or 'bilinear'")
+
+
+def _as_hwc2(ab: np.ndarray) -> np.ndarray:
+    ab = np.asarray(ab, dtype=np.float32)
+    if ab.ndim == 3 and ab.shape[2] == 2:
+        return ab
+    if ab.ndim == 3 and ab.shape[0] == 2:
+        return np.ascontiguousarray(ab.transpose(1, 2, 0))
+    raise ValueError(f"chroma must be hxwx2 or 2xhxw, got shape {ab.shape}")
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    out = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    # cv2 drops a trailing channel axis of length 1; keep HxWxC.
+    return out.reshape(size[1], size[0], -1).astype(np.float32, copy=False)
+
+
+def _box(image: np.ndarray, radius: int) -> np.ndarray:
+    return cv2.boxFilter(image, -1, (2 * radius + 1, 2 * radius + 1), normalize=True,
+                         borderType=cv2.BORDER_REFLECT)
+
+
+def _fast_guided_upsample(ab_small: np.ndarray, guide_full: np.ndarray, full_size: tuple[int, int],
+                          radius: int, eps: float) -> np.ndarray:
+    small_size = (ab_small.shape[1], ab_small.shape[0])
+    # INTER_AREA: the small guide must average the full-res L the way the working image did.
+    guide_small = cv2.resize(guide_full, small_size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    mean_i = _box(guide_small, radius)
+    var_i = _box(guide_small * guide_small, radius) - mean_i * mean_i
+    channels = []
+    for c in range(ab_small.shape[2]):
+        p = ab_small[..., c]
+        mean_p = _box(p, radius)
+        cov_ip = _box(guide_small * p, radius) - mean_i * mean_p
+        a = cov_ip / (var_i + eps)
+        b = mean_p - a * mean_i
+        a_full = _resize(_box(a, radius), full_size)[..., 0]
+        b_full = _resize(_box(b, radius), full_size)[..., 0]
+        channels.append(a_full * guide_full + b_full)
+    return np.stack(channels, axis=-1).astype(np.float32)

@@ -1,0 +1,264 @@
+"""OpenEXR plates in and out (OpenImageIO), with everything we do not touch passed through.
+
+A ``Plate`` is the first subimage of one EXR: pixels of the *data window* as HxWxC float32,
+the channel names, per-channel pixel types, both windows and all header attributes. Writing with
+a template plate reproduces its windows, channel types, compression and metadata, so a comp
+gets back a file that differs from its plate only in the pixels we changed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import OpenImageIO as oiio
+
+from colorprop.errors import ExrReadError, ExrWriteError, PixelError
+
+DEFAULT_COMPRESSION = "zip"
+PIXEL_TYPES = ("half", "float", "uint")
+# OIIO bookkeeping that describes the file just read, not the image; the writer recomputes it.
+_NOT_COPIED = frozenset({"oiio:subimages", "oiio:RowsPerChunk"})
+
+
+@dataclass(frozen=True)
+class SpecInfo:
+    """Data window (x, y, width, height) and display window (full_*) in pixels."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    full_x: int
+    full_y: int
+    full_width: int
+    full_height: int
+
+    @property
+    def data_window_is_display_window(self) -> bool:
+        return (self.x, self.y, self.width, self.height) == (
+            self.full_x, self.full_y, self.full_width, self.full_height)
+
+
+@dataclass
+class Plate:
+    """One EXR image.
+
+    pixels: HxWxC float32 covering the data window (H = spec_info.height, W = spec_info.width).
+    channels: C names in file order as OIIO reports them (R, G, B, A first, then the rest).
+    pixel_types: per channel, "half" / "float" / "uint".
+    metadata: every header attribute by name; metadata_types keeps each attribute's OIIO type
+    string ("string", "float2", "matrix", "timecode", ...) so a rewrite is type-exact.
+    """
+
+    pixels: np.ndarray
+    channels: tuple[str, ...]
+    spec_info: SpecInfo
+    pixel_types: tuple[str, ...]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    metadata_types: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def channel(self, name: str) -> np.ndarray:
+        """HxW float32 view of channel ``name``; PixelError naming the file if it is absent."""
+        if name not in self.channels:
+            raise PixelError(f"{self.path}: no channel {name!r}; channels are {', '.join(self.channels)}")
+        return self.pixels[..., self.channels.index(name)]
+
+    def rgb(self) -> np.ndarray:
+        """HxWx3 float32 colour: R, G, B; a plate with Y (or a single channel) replicates it; A is dropped."""
+        if all(c in self.channels for c in "RGB"):
+            return np.stack([self.channel(c) for c in "RGB"], axis=-1)
+        if "Y" in self.channels:
+            gray = self.channel("Y")
+        elif len(self.channels) == 1:
+            gray = self.pixels[..., 0]
+        else:
+            raise PixelError(
+                f"{self.path}: no colour channels (need R, G, B or Y); channels are {', '.join(self.channels)}")
+        return np.repeat(gray[..., None], 3, axis=-1)
+
+    @property
+    def colorspace(self) -> str | None:
+        """Colour space named in the header ("oiio:ColorSpace", else "colorspace"), or None."""
+        for key in ("oiio:ColorSpace", "colorspace"):
+            value = self.metadata.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return None
+
+
+def read_exr(path: str | Path) -> Plate:
+    """Read the first subimage of an EXR, all channels, as float32 (layout in ``Plate``).
+
+    ExrReadError(path, reason) for a missing, empty, non-EXR, deep, or truncated file: pixels are
+    read in full and OIIO's error state checked, so a short file never comes back as zeros.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExrReadError(path, "no such file")
+    if path.stat().st_size == 0:
+        raise ExrReadError(path, "file is empty (0 bytes)")
+    inp = oiio.ImageInput.open(str(path))
+    if inp is None:
+        raise ExrReadError(path, oiio.geterror() or "OpenImageIO could not open it")
+    try:
+        return _read_open_input(inp, path)
+    finally:
+        inp.close()
+
+
+def _read_open_input(inp: oiio.ImageInput, path: Path) -> Plate:
+    if inp.format_name() != "openexr":
+        raise ExrReadError(path, f"not an OpenEXR file (OpenImageIO reads it as {inp.format_name()})")
+    spec = inp.spec()
+    if spec.deep:
+        raise ExrReadError(path, "deep EXR is not supported")
+    if spec.width <= 0 or spec.height <= 0 or spec.nchannels <= 0:
+        raise ExrReadError(path, f"empty image ({spec.width}x{spec.height}, {spec.nchannels} channels)")
+    pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
+    error = inp.geterror()
+    if pixels is None or error:
+        raise ExrReadError(path, f"pixel data unreadable (truncated or corrupt?): {error or 'no data'}")
+    pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
+    metadata, metadata_types = _metadata_of(spec)
+    return Plate(
+        pixels=pixels,
+        channels=tuple(spec.channelnames),
+        spec_info=SpecInfo(spec.x, spec.y, spec.width, spec.height,
+                           spec.full_x, spec.full_y, spec.full_width, spec.full_height),
+        pixel_types=_channel_types(spec),
+        metadata=metadata,
+        path=path,
+        metadata_types=metadata_types,
+    )
+
+
+def _channel_types(spec: oiio.ImageSpec) -> tuple[str, ...]:
+    # channelformats is empty when every channel shares spec.format.
+    formats = spec.channelformats or (spec.format,) * spec.nchannels
+    return tuple(str(t) for t in formats)
+
+
+def _metadata_of(spec: oiio.ImageSpec) -> tuple[dict[str, Any], dict[str, str]]:
+    values, types = {}, {}
+    for param in spec.extra_attribs:
+        if param.name in _NOT_COPIED:
+            continue
+        values[param.name] = param.value
+        types[param.name] = str(param.type)
+    return values, types
+
+
+def write_exr(
+    path: str | Path,
+    pixels: np.ndarray,
+    channels: tuple[str, ...] | list[str],
+    template: Plate | None = None,
+    pixel_type: str = "half",
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``pixels`` (HxWxC float32, the data window) as an EXR, atomically.
+
+    With a template: its data/display windows, compression and every metadata attribute are
+    copied, and each channel that also exists in the template keeps the template's pixel type;
+    other channels use ``pixel_type``. ``extra_metadata`` (name -> str/int/float/tuple) is
+    applied last and wins. Without a template the image sits at (0, 0) with data = display
+    window and zip compression.
+
+    The file is written as ``<dir>/.<name>.tmp-<pid>.exr`` and moved over ``path`` with
+    os.replace, so readers never see half a frame. Any failure removes the temp file and raises
+    ExrWriteError(path, reason). Returns ``path``.
+    """
+    path = Path(path)
+    channels = tuple(channels)
+    try:
+        spec = _spec_for(pixels, channels, template, pixel_type, extra_metadata or {})
+    except (ValueError, TypeError) as err:
+        raise ExrWriteError(path, str(err)) from err
+    # Keep the .exr extension: OIIO picks the writer from it.
+    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix or '.exr'}")
+    try:
+        _write_spec_and_pixels(temp, spec, pixels)
+        os.replace(temp, path)
+    except Exception as err:
+        temp.unlink(missing_ok=True)
+        reason = err.reason if isinstance(err, ExrWriteError) else f"{type(err).__name__}: {err}"
+        raise ExrWriteError(path, reason) from err
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _spec_for(pixels: np.ndarray, channels: tuple[str, ...], template: Plate | None,
+              pixel_type: str, extra_metadata: dict[str, Any]) -> oiio.ImageSpec:
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[2] != len(channels):
+        raise ValueError(f"pixels shape {pixels.shape} does not match {len(channels)} channels {channels}")
+    if len(set(channels)) != len(channels):
+        raise ValueError(f"duplicate channel names in {channels}")
+    if pixel_type not in PIXEL_TYPES:
+        raise ValueError(f"pixel_type {pixel_type!r}: expected one of {', '.join(PIXEL_TYPES)}")
+    height, width = pixels.shape[:2]
+    spec = oiio.ImageSpec(width, height, len(channels), oiio.TypeDesc(pixel_type))
+    spec.channelnames = channels
+    spec.attribute("compression", DEFAULT_COMPRESSION)
+    if template is not None:
+        _apply_template(spec, template, channels, pixel_type)
+    if "oiio:ColorSpace" in extra_metadata and "colorInteropID" not in extra_metadata:
+        # OIIO writes oiio:ColorSpace as colorInteropID; a stale copied id would win on reading.
+        spec.erase_attribute("colorInteropID")
+    for name, value in extra_metadata.items():
+        spec.attribute(name, value)
+    return spec
+
+
+def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, ...], pixel_type: str) -> None:
+    info = template.spec_info
+    if (spec.width, spec.height) != (info.width, info.height):
+        raise ValueError(f"pixels are {spec.width}x{spec.height} but the template's data window is "
+                         f"{info.width}x{info.height}")
+    spec.x, spec.y = info.x, info.y
+    spec.full_x, spec.full_y = info.full_x, info.full_y
+    spec.full_width, spec.full_height = info.full_width, info.full_height
+    types = dict(zip(template.channels, template.pixel_types))
+    spec.channelformats = tuple(oiio.TypeDesc(types.get(c, pixel_type)) for c in channels)
+    for name, value in template.metadata.items():
+        type_name = template.metadata_types.get(name)
+        if type_name is None:
+            spec.attribute(name, value)
+        else:
+            spec.attribute(name, oiio.TypeDesc(type_name), value)
+
+
+def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
+    data = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
+    out = oiio.ImageOutput.create(str(temp))
+    if out is None:
+        raise ExrWriteError(temp, oiio.geterror() or "no EXR writer")
+    written = out.open(str(temp), spec) and out.write_image(data)
+    # close() flushes the last chunks; a failure there (disk full) is a write failure too.
+    closed = out.close()
+    if not (written and closed):
+        raise ExrWriteError(temp, out.geterror() or "OpenImageIO reported a failure without a message")
+
+
+def check_finite(pixels: np.ndarray, path: str | Path | None, what: str = "pixels") -> None:
+    """Raise PixelError if ``pixels`` (HxW or HxWxC) holds NaN or Inf.
+
+    The message names the file, ``what`` (e.g. "plate", "key frame 1001"), how many pixels are
+    affected and the first one as (x, y) in array coordinates (row-major scan order).
+    """
+    bad = ~np.isfinite(pixels)
+    if bad.ndim == 3:
+        bad = bad.any(axis=2)
+    count = int(bad.sum())
+    if count == 0:
+        return
+    y, x = np.unravel_index(int(np.argmax(bad)), bad.shape)
+    raise PixelError(f"{path}: {what} has {count} pixel(s) with NaN/Inf; first at (x={int(x)}, y={int(y)})")

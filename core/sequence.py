@@ -1,0 +1,129 @@
+"""Frame ranges and frame-numbered file patterns.
+
+A pattern names every frame of a shot with one frame token: ``####`` (padding = number of ``#``),
+``@@@@`` (same, Houdini/Nuke style), ``%04d`` or ``%d`` (printf). Frame numbers may be negative;
+the sign is written before the padded digits (``-001``), as Nuke does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from colorprop.errors import InputError, SequenceError
+
+# One chunk of a frame spec: "7", "1-100", "1-100x2", "-5--1" (negative frames allowed).
+_CHUNK_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+))?)?\s*$")
+# Frame tokens, in the order they are searched for; the first match wins.
+_TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")
+
+
+def parse_frames(spec: str) -> list[int]:
+    """Frame numbers for ``spec``: ``"7"``, ``"1-100"``, ``"1-100x2"``, ``"1-10,20-30"``.
+
+    Returns the frames in the order written, duplicates removed. Raises InputError naming the
+    spec (and the bad chunk) for anything else, including an empty spec, a descending range or a
+    zero step.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError(f"frame range {spec!r}: empty; expected e.g. '1-100', '1-100x2', '7' or '1-10,20-30'")
+    frames: list[int] = []
+    for chunk in spec.split(","):
+        frames.extend(_parse_chunk(chunk, spec))
+    return list(dict.fromkeys(frames))
+
+
+def _parse_chunk(chunk: str, spec: str) -> range:
+    match = _CHUNK_RE.match(chunk)
+    if match is None:
+        raise InputError(f"frame range {spec!r}: cannot parse {chunk.strip()!r}; expected e.g. '1-100x2'")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    step = int(match.group(3)) if match.group(3) is not None else 1
+    if step <= 0:
+        raise InputError(f"frame range {spec!r}: step in {chunk.strip()!r} must be >= 1")
+    if last < first:
+        raise InputError(f"frame range {spec!r}: {chunk.strip()!r} ends before it starts")
+    return range(first, last + 1, step)
+
+
+class FramePattern:
+    """A frame-numbered path such as ``plates/sh010.####.exr`` or ``out/sh010.%04d.exr``.
+
+    ``path(frame)`` fills the token; ``existing_frames()`` lists the frames on disk.
+    A string without a frame token raises SequenceError (use a plain Path for a single file).
+    """
+
+    def __init__(self, pattern: str | Path):
+        self.pattern = str(pattern)
+        path = Path(self.pattern)
+        match = _TOKEN_RE.search(path.name)
+        if match is None:
+            raise SequenceError(
+                f"pattern {self.pattern!r}: no frame token in the file name; use '####', '@@@@' or '%04d'"
+            )
+        self._folder = path.parent
+        self._prefix = path.name[: match.start()]
+        self._suffix = path.name[match.end():]
+        self.padding = _padding(match)
+
+    @property
+    def is_pattern(self) -> bool:
+        """Always True: construction fails for strings without a frame token."""
+        return True
+
+    def path(self, frame: int) -> Path:
+        """The file of ``frame``, zero-padded to ``padding`` digits (sign before the digits)."""
+        sign = "-" if frame < 0 else ""
+        return self._folder / f"{self._prefix}{sign}{abs(int(frame)):0{self.padding}d}{self._suffix}"
+
+    def existing_frames(self) -> list[int]:
+        """Sorted frame numbers whose files exist in the pattern's folder.
+
+        Files whose digit count does not fit the padding (``12`` for ``####``) are not frames of
+        this pattern; wider numbers (``12345`` for ``####``) are, since padding is a minimum.
+        """
+        if not self._folder.is_dir():
+            return []
+        regex = self._file_regex()
+        frames = []
+        for entry in self._folder.iterdir():
+            match = regex.match(entry.name)
+            if match is not None and entry.is_file():
+                frames.append(int(match.group(1)))
+        return sorted(frames)
+
+    def _file_regex(self) -> re.Pattern[str]:
+        digits = rf"\d{{{self.padding},}}" if self.padding > 1 else r"\d+"
+        return re.compile(rf"^{re.escape(self._prefix)}(-?{digits}){re.escape(self._suffix)}$")
+
+    def __repr__(self) -> str:
+        return f"FramePattern({self.pattern!r})"
+
+    def __str__(self) -> str:
+        return self.pattern
+
+
+def _padding(match: re.Match[str]) -> int:
+    token = match.group(1)
+    if token[0] in "#@":
+        return len(token)
+    return int(match.group(2)) if match.group(2) else 1
+
+
+def check_no_overwrite(input_pattern: FramePattern, output_pattern: FramePattern, frames: Iterable[int]) -> None:
+    """Raise SequenceError if writing ``frames`` through ``output_pattern`` would replace an input.
+
+    Paths are compared resolved (symlinks, ``..``), and every output frame is checked against
+    every input frame, so ``out.####`` vs ``out.%03d`` collisions on other frames are found too.
+    """
+    frames = list(frames)
+    inputs = {input_pattern.path(f).resolve(): f for f in frames}
+    for frame in frames:
+        out = output_pattern.path(frame).resolve()
+        if out in inputs:
+            raise SequenceError(
+                f"output {output_pattern.pattern!r} frame {frame} is {out}, which is input frame "
+                f"{inputs[out]} of {input_pattern.pattern!r}; choose another output path"
+            )
