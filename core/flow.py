@@ -1,0 +1,180 @@
+"""Classical baseline: colour propagation by DIS optical flow (OpenCV).
+
+For each new frame k the backward flow k→k-1 (DIS, PRESET_MEDIUM, on 8-bit L) tells where each
+pixel of frame k was in frame k-1; the previous frame's chroma (ab) is fetched there with
+``cv2.remap`` (bilinear, border replicate). Luminance is always the current frame's own L.
+The forward flow k-1→k gives the forward-backward consistency check (Sundaram et al. 2010),
+returned as a soft per-pixel confidence in [0, 1] — a cue for the fusion network.
+
+Conventions: numpy HWC float32; L in 0..100 (HxW), ab in Lab units (HxWx2). Flow is HxWx2 in
+pixels, (dx, dy), such that ``cur(x) ≈ prev(x + flow(x))``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+# Forward-backward check (Sundaram, Brox, Keutzer, ECCV 2010): consistent when
+# |w + w^|^2 < ALPHA (|w|^2 + |w^|^2) + BETA. We turn the ratio into a soft confidence.
+FB_ALPHA = 0.01
+FB_BETA = 0.5
+
+
+class FlowStep(NamedTuple):
+    ab: np.ndarray  # HxWx2 float32, Lab units: chroma propagated onto the current frame
+    consistency: np.ndarray  # HxW float32 in [0, 1]: forward-backward flow consistency
+    flow: np.ndarray  # HxWx2 float32 pixels: backward flow cur → prev used for the warp
+
+
+def l_to_u8(L: np.ndarray) -> np.ndarray:
+    """Lab L (HxW, 0..100, may exceed 100) → uint8 0..255 for DIS. Clips: flow input only."""
+    return np.clip(np.rint(np.asarray(L, np.float32) * 2.55), 0, 255).astype(np.uint8)
+
+
+def make_dis(preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+    return cv2.DISOpticalFlow_create(preset)
+
+
+def dis_flow(dis, src_u8: np.ndarray, dst_u8: np.ndarray) -> np.ndarray:
+    """Flow HxWx2 (pixels) with ``src(x) ≈ dst(x + flow(x))``."""
+    return dis.calc(src_u8, dst_u8, None)
+
+
+def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return xs + flow[..., 0], ys + flow[..., 1]
+
+
+def warp_backward(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """Sample ``image`` (HxW or HxWxC, C ≤ 4) at ``x + flow(x)``: bilinear, border replicate."""
+    map_x, map_y = _sample_grid(flow)
+    return cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32), map_x, map_y,
+        interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+    )
+
+
+def forward_backward_consistency(flow_bwd: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
+    """Soft consistency HxW in [0, 1] of the backward flow (cur → prev) against the forward flow.
+
+    ``flow_bwd``: cur(x) ≈ prev(x + b(x)); ``flow_fwd``: prev(y) ≈ cur(y + f(y)). For a
+    consistent pixel f(x + b(x)) ≈ -b(x). With err = |b + f(x+b)|² and
+    tol = ALPHA (|b|² + |f(x+b)|²) + BETA, confidence = exp(-err / tol): 1 when the flows agree,
+    e⁻¹ at Sundaram's hard threshold, → 0 in occlusions. Pixels whose match leaves the previous
+    frame get 0 (they are dis-occluded by the border).
+    """
+    h, w = flow_bwd.shape[:2]
+    map_x, map_y = _sample_grid(flow_bwd)
+    f_at = cv2.remap(flow_fwd, map_x, map_y, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    err = np.sum((flow_bwd + f_at) ** 2, axis=-1)
+    tol = FB_ALPHA * (np.sum(flow_bwd**2, axis=-1) + np.sum(f_at**2, axis=-1)) + FB_BETA
+    conf = np.exp(-err / tol)
+    outside = (map_x < -0.5) | (map_x > w - 0.5) | (map_y < -0.5) | (map_y > h - 0.5)
+    conf[outside] = 0.0
+    return conf.astype(np.float32)
+
+
+class FlowPropagator:
+    """Frame-by-frame chroma propagation by DIS flow. State: previous L and ab only (flat memory).
+
+    ``FlowPropagator(key_L HxW 0..100, key_ab HxWx2)``; ``.step(L HxW) -> FlowStep`` for each
+    following frame in order.
+    """
+
+    def __init__(self, key_L: np.ndarray, key_ab: np.ndarray, preset: int = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM):
+        key_L = np.asarray(key_L, np.float32)
+        key_ab = np.asarray(key_ab, np.float32)
+        if key_L.ndim != 2 or key_ab.shape != (*key_L.shape, 2):
+            raise ValueError(f"key_L must be HxW and key_ab HxWx2, got {key_L.shape} and {key_ab.shape}")
+        self._dis = make_dis(preset)
+        self._prev_u8 = l_to_u8(key_L)
+        self._prev_ab = key_ab.copy()
+
+    def step(self, L: np.ndarray) -> FlowStep:
+        cur_u8 = l_to_u8(L)
+        if cur_u8.shape != self._prev_u8.shape:
+            raise ValueError(f"frame size {cur_u8.shape} differs from the key's {self._prev_u8.shape}")
+        flow_bwd = dis_flow(self._dis, cur_u8, self._prev_u8)
+        flow_fwd = dis_flow(self._dis, self._prev_u8, cur_u8)
+        ab = warp_backward(self._prev_ab, flow_bwd)
+        consistency = forward_backward_consistency(flow_bwd, flow_fwd)
+        self._prev_u8, self._prev_ab = cur_u8, ab
+        return FlowStep(ab=ab, consistency=consistency, flow=flow_bwd)
+
+
+def propagate_flow(L_frames: list[np.ndarray], ab_key: np.ndarray) -> list[np.ndarray]:
+    """Propagate ``ab_key`` (HxWx2, frame 1's chroma) through ``L_frames`` (each HxW, 0..100).
+
+    Returns one ab (HxWx2) per frame: index 0 is the key's own chroma, index k the propagation
+    onto frame k+1.
+    """
+    prop = FlowPropagator(L_frames[0], ab_key)
+    out = [np.asarray(ab_key, np.float32).copy()]
+    for L in L_frames[1:]:
+        out.append(prop.step(L).ab)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# `python -m colorprop.flow`: the baseline on the dev split (writes JSON, prints a table)
+# --------------------------------------------------------------------------------------------
+
+def evaluate_dev(cache_dir=None, ns=(10, 20, 30, 40, 50)) -> dict:
+    """Flow and gray Lab-PSNR (mean over frames 2..N) on each dev clip, propagating from frame 1."""
+    import time
+
+    from colorprop.color import linear_rec709_to_lab
+    from colorprop.data.clips import load_dev_clips, load_split
+    from colorprop.metrics import colourfulness, mean_lab_psnr_first_n
+
+    report_apart = {f"{e['clip']}@{e['start_frame']}" for e in load_split()["dev"] if e.get("report_apart")}
+    results = {}
+    for clip in load_dev_clips(cache_dir):
+        labs = [linear_rec709_to_lab(f) for f in clip.frames_linear]
+        t0 = time.perf_counter()
+        abs_ = propagate_flow([lab[..., 0] for lab in labs], labs[0][..., 1:])
+        secs = (time.perf_counter() - t0) / max(1, len(labs) - 1)
+        flow_labs = [np.concatenate([lab[..., :1], ab], -1) for lab, ab in zip(labs, abs_)]
+        gray_labs = [np.concatenate([lab[..., :1], np.zeros_like(lab[..., 1:])], -1) for lab in labs]
+        results[clip.name] = {
+            "size": list(clip.size),
+            "colourfulness": float(np.mean([colourfulness(lab) for lab in labs])),
+            "report_apart": clip.name in report_apart,
+            "seconds_per_frame": secs,
+            "flow": {n: mean_lab_psnr_first_n(flow_labs, labs, n) for n in ns},
+            "gray": {n: mean_lab_psnr_first_n(gray_labs, labs, n) for n in ns},
+        }
+    return results
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m colorprop.flow", description="DIS flow baseline on the dev split")
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    res = evaluate_dev(args.cache)
+    ns = list(next(iter(res.values()))["flow"])
+    print(f"{'clip':24s} {'size':>9s} {'chroma':>6s} {'method':6s} " + " ".join(f"N={n:<4d}" for n in ns))
+    for name, r in res.items():
+        for m in ("gray", "flow"):
+            print(f"{name:24s} {'x'.join(map(str, r['size'])):>9s} {r['colourfulness']:6.1f} {m:6s} "
+                  + " ".join(f"{r[m][n]:6.2f}" for n in ns))
+    for m in ("gray", "flow"):
+        main_set = [r for r in res.values() if not r["report_apart"]]
+        print(f"{'MEAN (dev)':24s} {'':>9s} {'':6s} {m:6s} "
+              + " ".join(f"{np.mean([r[m][n] for r in main_set]):6.2f}" for n in ns))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
