@@ -1,1 +1,35 @@
-"""colorprop inference server (ZeroMQ)."""
+"""colorprop inference server (ZeroMQ): one engine, many artists, a versioned protocol.
+
+``serve(config)`` runs a standalone server (or a worker when ``config.broker`` is set);
+``run_broker(config)`` runs the scale-out broker; ``generate_keys(dir)`` makes CURVE keys.
+Importing this package loads neither torch nor the engine: that happens when a server starts.
+"""
+
+from .config import ServerConfig
+from .security import SecurityError, generate_keys, is_loopback
+
+__all__ = ["ServerConfig", "serve", "run_broker", "generate_keys", "is_loopback", "SecurityError", "Server", "Broker"]
+
+
+def serve(config: ServerConfig | None = None, install_signals: bool = True) -> None:
+    from .server import serve as _serve
+
+    _serve(config, install_signals)
+
+
+def run_broker(config: ServerConfig, install_signals: bool = True) -> None:
+    from .broker import run_broker as _run_broker
+
+    _run_broker(config, install_signals)
+
+
+def __getattr__(name: str):
+    if name == "Server":
+        from .server import Server
+
+        return Server
+    if name == "Broker":
+        from .broker import Broker
+
+        return Broker
+    raise AttributeError(name)

@@ -1,0 +1,475 @@
+"""Light client for the colorprop server: pyzmq + numpy only, safe to call from a DCC's UI thread.
+
+Lazy Pirate (zguide ch. 4): every request is sent on a DEALER socket with LINGER 0 and a fresh
+request id; the reply is awaited with ``poll`` for at most ``timeout_s``; on silence the socket is
+closed and reopened and the request resent, at most ``retries`` times, then
+:class:`ServerUnavailable` is raised. Nothing here blocks forever. Every request is idempotent
+on the server (job ids are chosen here, frames are keyed by number, results are fetched "after
+sequence number N"), so a resend never duplicates work.
+
+Typical use::
+
+    results = colorize_arrays("tcp://127.0.0.1:5557", frames={1: rgb1, 2: rgb2},
+                              keys={1: key_rgb}, options={"method": "full"})
+    rgb, confidence = results[2]
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import zmq
+
+from . import protocol as P
+from .protocol import ProtocolError
+
+__all__ = [
+    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "ServerBusy", "JobFailed",
+    "JobLost", "JobCancelled", "ProtocolError", "colorize_arrays", "colorize_paths",
+]
+
+
+class ServerError(Exception):
+    """The server answered with an error. ``code`` is one of ``protocol.E_*``."""
+
+    def __init__(self, code: str, message: str, field: str | None = None):
+        self.code = code
+        self.field = field
+        super().__init__(f"server error [{code}]: {message}" + (f" (field {field!r})" if field else ""))
+
+
+class ServerUnavailable(ServerError):
+    """No reply from the server within ``timeout_s`` after all retries."""
+
+    def __init__(self, address: str, tries: int, timeout_s: float):
+        super().__init__("unavailable", f"no reply from {address} after {tries} tries of {timeout_s:g} s")
+
+
+class ServerBusy(ServerError):
+    """The server's queue is full; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, retry_after_s: float):
+        self.retry_after_s = float(retry_after_s)
+        super().__init__("busy", f"{message}; retry in {self.retry_after_s:g} s")
+
+
+class JobFailed(ServerError):
+    """The shot failed on the server (bad pixels, engine error, worker lost...)."""
+
+
+class JobLost(JobFailed):
+    """The server no longer knows the job (restarted, or the session timed out)."""
+
+
+class JobCancelled(ServerError):
+    def __init__(self, job_id: str):
+        super().__init__("cancelled", f"job {job_id} was cancelled")
+
+
+def _raise_for(msg: P.Message) -> None:
+    if msg.type == P.ERROR:
+        code, text = str(msg.get("code", P.E_INTERNAL)), str(msg.get("message", ""))
+        if code == P.E_UNKNOWN_JOB:
+            raise JobLost(code, text, msg.get("field"))
+        raise ServerError(code, text, msg.get("field"))
+    if msg.type == P.BUSY:
+        raise ServerBusy(str(msg.get("message", "server busy")), float(msg.get("retry_after_s", 1.0)))
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """CURVE key material for the client: its own key pair and the server's public key (z85 bytes)."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes
+
+    @classmethod
+    def from_files(cls, client_secret_file: str | os.PathLike, server_public_file: str | os.PathLike) -> "CurveKeys":
+        """Load ``<name>.key_secret`` and ``server.key`` as written by ``colorprop keys``."""
+        from zmq.auth import load_certificate
+
+        public, secret = load_certificate(os.fspath(client_secret_file))
+        server_public, _ = load_certificate(os.fspath(server_public_file))
+        if not secret:
+            raise ValueError(f"{client_secret_file} holds no secret key")
+        return cls(public, secret, server_public)
+
+    @classmethod
+    def from_dir(cls, keys_dir: str | os.PathLike, name: str = "client") -> "CurveKeys":
+        d = os.fspath(keys_dir)
+        return cls.from_files(os.path.join(d, f"{name}.key_secret"), os.path.join(d, "server.key"))
+
+
+@dataclass
+class Event:
+    """One progress/result/terminal event of a job."""
+
+    kind: str
+    seq: int
+    frame: int | None = None
+    rgb: np.ndarray | None = None  # HxWx3 float32, plate colour space
+    confidence: np.ndarray | None = None  # HxW float32
+    info: dict | None = None
+
+
+class Client:
+    """A connection to one colorprop server or broker. Not thread-safe: one per thread."""
+
+    def __init__(
+        self,
+        address: str = "tcp://127.0.0.1:5557",
+        timeout_s: float = 5.0,
+        retries: int = 3,
+        curve: CurveKeys | None = None,
+        context: zmq.Context | None = None,
+    ):
+        self.address = address
+        self.timeout_s = float(timeout_s)
+        self.retries = max(1, int(retries))
+        self.curve = curve
+        self._ctx = context or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+        self.max_message_bytes = P.DEFAULT_MAX_MESSAGE_BYTES
+        self.capabilities: dict | None = None
+
+    # -- Lazy Pirate core -------------------------------------------------------------------
+    def _connect(self) -> zmq.Socket:
+        s = self._ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            s.curve_publickey = self.curve.public
+            s.curve_secretkey = self.curve.secret
+            s.curve_serverkey = self.curve.server_public
+        s.connect(self.address)
+        return s
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def request(
+        self,
+        type: str,
+        arrays: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]] | None = None,
+        wait_s: float = 0.0,
+        **fields: Any,
+    ) -> P.Message:
+        """Send one request and return the decoded reply. ``wait_s`` extends the reply timeout
+        for long-polls. Raises ServerUnavailable after ``retries`` silent tries, ServerBusy or
+        ServerError for busy/error replies, ProtocolError for a malformed reply."""
+        rid = P.new_id()
+        frames = P.encode(type, rid, arrays, **fields)
+        deadline_each = self.timeout_s + wait_s
+        for _attempt in range(self.retries):
+            if self._sock is None:
+                self._sock = self._connect()
+            self._sock.send_multipart(frames, copy=len(frames) == 1)
+            end = time.monotonic() + deadline_each
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 or not self._sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                    break
+                reply = self._sock.recv_multipart(copy=False)
+                try:
+                    msg = P.decode(reply, max_message_bytes=self.max_message_bytes, expect=P.REPLY_TYPES)
+                except ProtocolError as exc:
+                    if exc.request_id not in (rid, None):
+                        continue  # a stale reply to an earlier, abandoned request
+                    raise
+                if msg.id != rid:
+                    continue  # stale reply from a previous try: discard (Lazy Pirate)
+                _raise_for(msg)
+                return msg
+            # Silence: the socket may hold a half-sent request or a dead connection; start over.
+            self._drop_socket()
+        raise ServerUnavailable(self.address, self.retries, deadline_each)
+
+    def close(self) -> None:
+        self._drop_socket()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- requests ---------------------------------------------------------------------------
+    def ping(self) -> float:
+        """Round-trip time in seconds."""
+        t0 = time.monotonic()
+        self.request(P.PING)
+        return time.monotonic() - t0
+
+    def hello(self) -> dict:
+        """The server's capabilities: protocol version, methods, options with types, limits."""
+        msg = self.request(P.HELLO, client="colorprop_client")
+        caps = dict(msg.header)
+        limits = caps.get("limits") or {}
+        if isinstance(limits.get("max_message_bytes"), int):
+            self.max_message_bytes = max(limits["max_message_bytes"], 1 << 20)
+        self.capabilities = caps
+        return caps
+
+    capabilities_of = hello
+
+    def open_shot(
+        self,
+        keys: Mapping[int, Any],
+        options: Mapping[str, Any] | None = None,
+        frames: Sequence[int] = (),
+        mode: str = P.MODE_INBAND,
+        input_pattern: str | None = None,
+        output_pattern: str | None = None,
+        colorspace: str | None = None,
+        job_id: str | None = None,
+    ) -> "Job":
+        """Open a shot session and return its :class:`Job`.
+
+        In-band mode: ``keys`` maps frame -> HxWx3 array (plate colour space), ``frames`` lists
+        every frame you will send. Paths mode: ``keys`` maps frame -> EXR path on shared storage,
+        ``input_pattern``/``output_pattern`` are frame patterns (``####``) under the server's
+        allowed roots and ``frames`` the frames to colorize.
+        """
+        job_id = job_id or P.new_id()
+        fields: dict[str, Any] = {
+            "job": job_id, "mode": mode, "options": dict(options or {}),
+            "frames": [int(f) for f in frames], "colorspace": colorspace,
+        }
+        arrays = []
+        if mode == P.MODE_INBAND:
+            key_frames = []
+            for f, img in sorted(keys.items()):
+                arr = _as_wire_array(img)
+                arrays.append((f"key{int(f)}", arr))
+                key_frames.append(int(f))
+            fields["keys"] = key_frames
+        elif mode == P.MODE_PATHS:
+            fields["keys"] = {str(int(f)): os.fspath(p) for f, p in keys.items()}
+            fields["input"] = input_pattern
+            fields["output"] = output_pattern
+        else:
+            raise ValueError(f"mode must be one of {P.MODES}, not {mode!r}")
+        msg = self.request(P.OPEN_SHOT, arrays, **fields)
+        return Job(self, job_id, mode, msg.header)
+
+
+def _as_wire_array(img: Any) -> np.ndarray:
+    arr = np.asarray(img)
+    if arr.dtype != np.float16:
+        arr = arr.astype(np.float32, copy=False)
+    return arr
+
+
+class Job:
+    """One shot session on the server."""
+
+    def __init__(self, client: Client, job_id: str, mode: str, opened: dict):
+        self.client = client
+        self.id = job_id
+        self.mode = mode
+        self.opened = opened
+        self.after = -1  # highest event sequence number received
+        self.finished: Event | None = None
+
+    def send_frame(self, frame: int, pixels: np.ndarray, channels: Sequence[str] = ("R", "G", "B"),
+                   colorspace: str | None = None) -> dict:
+        """Send one in-band frame (HxWxC). Raises ServerBusy when the job's buffer is full."""
+        msg = self.client.request(
+            P.FRAME, [("pixels", _as_wire_array(pixels))], job=self.id, frame=int(frame),
+            channels=list(channels), colorspace=colorspace,
+        )
+        return msg.header
+
+    def fetch(self, wait_s: float = 1.0, max_events: int = 16) -> list[Event]:
+        """Long-poll for events after the last one received (at most ``wait_s`` server-side)."""
+        msg = self.client.request(
+            P.FETCH, wait_s=wait_s, job=self.id, after=self.after, wait_ms=int(wait_s * 1000), max_events=max_events,
+        )
+        out = []
+        for ev in msg.get("events", []):
+            if not isinstance(ev, dict) or type(ev.get("seq")) is not int:
+                raise ProtocolError(P.E_PROTOCOL, "malformed event in reply", "events")
+            seq = ev["seq"]
+            if seq <= self.after:
+                continue
+            self.after = seq
+            e = Event(kind=str(ev.get("kind")), seq=seq, frame=ev.get("frame"), info=ev)
+            if e.kind == P.EV_RESULT:
+                e.rgb = msg.arrays.get(ev.get("rgb"))
+                e.confidence = msg.arrays.get(ev.get("confidence"))
+                if e.rgb is None:
+                    raise ProtocolError(P.E_PROTOCOL, f"result for frame {e.frame} has no pixels", "events")
+            if e.kind in P.TERMINAL_EVENTS:
+                self.finished = e
+            out.append(e)
+        return out
+
+    def events(self, timeout_s: float | None = None, wait_s: float = 1.0) -> Iterator[Event]:
+        """Iterate events until the job finishes (or ``timeout_s`` passes: TimeoutError)."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.finished is None:
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"job {self.id} did not finish within {timeout_s} s")
+            yield from self.fetch(wait_s=wait_s)
+
+    def cancel(self) -> None:
+        self.client.request(P.CANCEL, job=self.id)
+
+    def close(self) -> None:
+        """Drop the session on the server (idempotent; an unknown job is fine)."""
+        try:
+            self.client.request(P.CLOSE, job=self.id)
+        except JobLost:
+            pass
+
+
+def _raise_terminal(job: Job, ev: Event) -> None:
+    if ev.kind == P.EV_CANCELLED:
+        raise JobCancelled(job.id)
+    if ev.kind == P.EV_FAILED:
+        info = ev.info or {}
+        code = str(info.get("code", P.E_ENGINE))
+        cls = JobLost if code in (P.E_UNKNOWN_JOB, P.E_WORKER_LOST, P.E_SHUTDOWN) else JobFailed
+        raise cls(code, str(info.get("message", "job failed")), info.get("field"))
+
+
+def _retry_busy(call: Callable[[], Any], deadline: float) -> Any:
+    while True:
+        try:
+            return call()
+        except ServerBusy as exc:
+            if time.monotonic() + min(exc.retry_after_s, 0.05) > deadline:
+                raise
+            time.sleep(min(exc.retry_after_s, 0.25))
+
+
+def colorize_arrays(
+    address: str | Client,
+    frames: Mapping[int, np.ndarray],
+    keys: Mapping[int, np.ndarray],
+    options: Mapping[str, Any] | None = None,
+    channels: Sequence[str] = ("R", "G", "B"),
+    colorspace: str | None = None,
+    on_progress: Callable[[Event], None] | None = None,
+    window: int = 4,
+    timeout_s: float = 5.0,
+    retries: int = 3,
+    curve: CurveKeys | None = None,
+    restarts: int = 1,
+    busy_wait_s: float = 60.0,
+    job_timeout_s: float | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Colorize in-band frames on a server: ``{frame: (rgb HxWx3, confidence HxW)}``.
+
+    Frames are streamed with at most ``window`` un-processed frames on the server. If the job is
+    lost (server restarted, worker died) the whole shot is resent up to ``restarts`` times;
+    propagation is deterministic, so the result equals a single run.
+    """
+    own = not isinstance(address, Client)
+    client = Client(address, timeout_s, retries, curve) if own else address
+    try:
+        for attempt in range(restarts + 1):
+            try:
+                return _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress,
+                                             window, busy_wait_s, job_timeout_s)
+            except JobLost:
+                if attempt == restarts:
+                    raise
+    finally:
+        if own:
+            client.close()
+    raise AssertionError("unreachable")
+
+
+def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress, window,
+                          busy_wait_s, job_timeout_s):
+    order = sorted(int(f) for f in frames)
+    deadline = time.monotonic() + busy_wait_s
+    job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace), deadline)
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    need: list[int] = []  # frames the engine is waiting for: sent first, even if sent before
+    ahead = list(order)  # the rest, sent in order while fewer than `window` await their result
+    in_window: set[int] = set()
+    end = None if job_timeout_s is None else time.monotonic() + job_timeout_s
+    try:
+        while job.finished is None:
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
+            while need or (ahead and len(in_window - results.keys()) < window):
+                nxt = need[0] if need else ahead[0]
+                try:
+                    job.send_frame(nxt, frames[nxt], channels, colorspace)
+                except ServerBusy:
+                    break
+                if need:
+                    need.pop(0)
+                    if nxt in ahead:
+                        ahead.remove(nxt)
+                else:
+                    ahead.pop(0)
+                    in_window.add(nxt)
+            for ev in job.fetch(wait_s=2.0):
+                if ev.kind == P.EV_RESULT:
+                    results[ev.frame] = (ev.rgb, ev.confidence)
+                elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
+                    if int(ev.frame) not in need:
+                        need.append(int(ev.frame))
+                elif ev.kind in P.TERMINAL_EVENTS:
+                    _raise_terminal(job, ev)
+                if on_progress is not None:
+                    on_progress(ev)
+    finally:
+        try:
+            job.close()
+        except ServerError:
+            pass
+    missing = [f for f in order if f not in results]
+    if missing:
+        raise JobFailed(P.E_INTERNAL, f"job {job.id} finished without results for frames {missing[:10]}")
+    return results
+
+
+def colorize_paths(
+    address: str | Client,
+    input_pattern: str,
+    output_pattern: str,
+    frames: Sequence[int],
+    keys: Mapping[int, str | os.PathLike],
+    options: Mapping[str, Any] | None = None,
+    colorspace: str | None = None,
+    on_progress: Callable[[Event], None] | None = None,
+    timeout_s: float = 5.0,
+    retries: int = 3,
+    curve: CurveKeys | None = None,
+    busy_wait_s: float = 60.0,
+    job_timeout_s: float | None = None,
+) -> dict:
+    """Colorize EXR frames on shared storage; the server reads and writes the files.
+    Returns the ``done`` event's report."""
+    own = not isinstance(address, Client)
+    client = Client(address, timeout_s, retries, curve) if own else address
+    try:
+        deadline = time.monotonic() + busy_wait_s
+        job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
+                                                   output_pattern, colorspace), deadline)
+        try:
+            for ev in job.events(timeout_s=job_timeout_s, wait_s=2.0):
+                if ev.kind in P.TERMINAL_EVENTS:
+                    _raise_terminal(job, ev)
+                if on_progress is not None:
+                    on_progress(ev)
+            return dict((job.finished.info or {}).get("report") or {})
+        finally:
+            try:
+                job.close()
+            except ServerError:
+                pass
+    finally:
+        if own:
+            client.close()

@@ -1,0 +1,320 @@
+"""Broker for scale-out: clients on a frontend ROUTER, ``colorprop serve --worker`` processes on a
+backend ROUTER (zguide's Paranoid Pirate queue, with Majordomo-style sticky routing per job).
+
+* Workers announce themselves with READY (their capabilities and ``max_jobs``) and exchange
+  heartbeats with the broker every ``heartbeat_s``; a worker silent for ``liveness`` heartbeats
+  is dead.
+* A job is pinned to one worker (the one with the fewest jobs) when it is opened; every later
+  request of that job goes to the same worker.
+* When a worker dies, each shared-path job it held is reopened on another worker (the shot starts
+  again; outputs are written atomically and the stale temp files of the dead writer removed),
+  with event numbers continuing where the client is, and the requests that were in flight are
+  resent there. An in-band job cannot be replayed by the broker (the pixels were on the dead
+  worker): its client gets ``failed``/``worker_lost`` and the client library resends the shot.
+* The broker answers ping and hello itself, and "busy, retry in N s" when every worker is full.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from colorprop_client import protocol as P
+from colorprop_client.protocol import ProtocolError
+
+from .config import ServerConfig
+from .security import CurveServer, check_bind_allowed
+from .server import W_DISCONNECT, W_HEARTBEAT, W_READY, W_REPLY, W_REQUEST, WORKER_PROTO
+
+log = logging.getLogger("colorprop_server.broker")
+request_log = logging.getLogger("colorprop_server.requests")
+RETRY_PREFIX = "broker-retry-"
+
+
+@dataclass
+class _Worker:
+    ident: bytes
+    caps: dict
+    expiry: float
+    jobs: set = field(default_factory=set)
+    inflight: dict = field(default_factory=dict)  # request id -> (client env, frames, job)
+
+    @property
+    def capacity(self) -> int:
+        return int((self.caps.get("limits") or {}).get("max_jobs", 1))
+
+
+@dataclass
+class _Route:
+    job: str
+    worker: bytes | None
+    mode: str
+    open_frames: list | None  # the original open_shot (shared-path jobs only, for a restart)
+    last_seq: int = -1
+    retries: int = 0
+    failed: dict | None = None  # terminal event to hand out once the worker is lost for good
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Broker:
+    def __init__(self, config: ServerConfig, context: zmq.Context | None = None):
+        self.config = config
+        self.ctx = context or zmq.Context.instance()
+        self.workers: dict[bytes, _Worker] = {}
+        self.routes: dict[str, _Route] = {}
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.frontend_endpoint: str | None = None
+        self.backend_endpoint: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        cfg = self.config
+        for addr in (cfg.bind, cfg.backend_bind):
+            check_bind_allowed(addr, cfg.curve_keys)
+        curve = CurveServer(self.ctx, cfg.curve_keys) if cfg.curve_keys else None
+        front = self.ctx.socket(zmq.ROUTER)
+        back = self.ctx.socket(zmq.ROUTER)
+        for s in (front, back):
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes + P.MAX_HEADER_BYTES)
+            if curve:
+                curve.apply(s)
+        try:
+            front.bind(cfg.bind)
+            back.bind(cfg.backend_bind)
+            self.frontend_endpoint = front.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self.backend_endpoint = back.getsockopt(zmq.LAST_ENDPOINT).decode()
+            log.info(json.dumps({"event": "broker_listening", "frontend": self.frontend_endpoint,
+                                 "backend": self.backend_endpoint, "curve": bool(curve)}))
+            self.ready.set()
+            self._loop(front, back)
+        finally:
+            for s in (front, back):
+                s.close(linger=0)
+            if curve:
+                curve.stop()
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self, front: zmq.Socket, back: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(front, zmq.POLLIN)
+        poller.register(back, zmq.POLLIN)
+        interval = self.config.heartbeat_s
+        next_hb = time.monotonic() + interval
+        while not self._stop.is_set():
+            events = dict(poller.poll(int(min(interval, 0.1) * 1000)))
+            if back in events:
+                for _ in range(64):
+                    if not back.poll(0, zmq.POLLIN):
+                        break
+                    self._on_worker(back.recv_multipart(copy=False), front)
+            if front in events:
+                for _ in range(64):
+                    if not front.poll(0, zmq.POLLIN):
+                        break
+                    self._on_client(front.recv_multipart(copy=False), front, back)
+            now = time.monotonic()
+            if now >= next_hb:
+                for w in list(self.workers.values()):
+                    _send(back, [w.ident, WORKER_PROTO, W_HEARTBEAT])
+                next_hb = now + interval
+            for w in [w for w in self.workers.values() if w.expiry < now]:
+                self._worker_died(w, front, back)
+            for r in [r for r in self.routes.values() if now - r.last_seen > 2 * self.config.session_timeout_s]:
+                self.routes.pop(r.job, None)
+                if r.worker in self.workers:
+                    self.workers[r.worker].jobs.discard(r.job)
+        for w in self.workers.values():
+            _send(back, [w.ident, WORKER_PROTO, W_DISCONNECT])
+
+    # ------------------------------------------------------------------ workers
+    def _on_worker(self, frames: list, front: zmq.Socket) -> None:
+        if len(frames) < 3 or frames[1].bytes != WORKER_PROTO:
+            return
+        ident, cmd = frames[0].bytes, frames[2].bytes
+        now = time.monotonic()
+        expiry = now + self.config.heartbeat_s * self.config.liveness
+        w = self.workers.get(ident)
+        if cmd == W_READY:
+            try:
+                caps = json.loads(frames[3].bytes) if len(frames) > 3 else {}
+            except ValueError:
+                caps = {}
+            if w is None:
+                self.workers[ident] = _Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
+                log.info(json.dumps({"event": "worker_ready", "worker": ident.hex()[:16], "workers": len(self.workers)}))
+            return
+        if w is None:
+            return  # unknown (expired) worker: it will notice the silence and reconnect
+        w.expiry = expiry
+        if cmd == W_REPLY and len(frames) >= 5:
+            env, out = frames[3].bytes, frames[4:]
+            try:
+                head = json.loads(out[0].bytes)
+            except ValueError:
+                head = {}
+            rid = head.get("id", "")
+            entry = w.inflight.pop(rid, None)
+            if isinstance(rid, str) and rid.startswith(RETRY_PREFIX):
+                return  # the reply to our own reopen of a job
+            job = entry[2] if entry else head.get("job")
+            r = self.routes.get(job) if isinstance(job, str) else None
+            if r is not None and head.get("type") == P.EVENTS:
+                for ev in head.get("events", []):
+                    if isinstance(ev, dict) and isinstance(ev.get("seq"), int):
+                        r.last_seq = max(r.last_seq, ev["seq"])
+            if r is not None and head.get("type") == P.ERROR and head.get("code") == P.E_UNKNOWN_JOB:
+                self._forget(r)
+            _send(front, [env, *out])
+        elif cmd == W_DISCONNECT:
+            self._worker_died(w, front, None)
+
+    def _worker_died(self, w: _Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
+        self.workers.pop(w.ident, None)
+        log.warning(json.dumps({"event": "worker_lost", "worker": w.ident.hex()[:16], "jobs": len(w.jobs),
+                                "workers": len(self.workers)}))
+        for job in list(w.jobs):
+            r = self.routes.get(job)
+            if r is None:
+                continue
+            r.worker = None
+            target = self._pick_worker() if (r.mode == P.MODE_PATHS and r.open_frames is not None
+                                             and r.retries < self.config.job_retries and back is not None) else None
+            if target is not None:
+                r.retries += 1
+                r.worker = target.ident
+                target.jobs.add(job)
+                head = json.loads(bytes(r.open_frames[0]))
+                head.update(id=RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 2)
+                _send(back, [target.ident, WORKER_PROTO, W_REQUEST, b"broker",
+                             json.dumps(head).encode(), *r.open_frames[1:]])
+                # Tell the client (the event numbers continue after the one it has seen).
+                r.failed = None
+                log.warning(json.dumps({"event": "job_retried", "job": job, "worker": target.ident.hex()[:16],
+                                        "retry": r.retries}))
+            else:
+                r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
+                            "message": "the worker running this job died" +
+                                       ("; in-band jobs must be resent by the client" if r.mode == P.MODE_INBAND
+                                        else "; no worker left to retry it")}
+        for rid, (env, frames, job) in w.inflight.items():
+            r = self.routes.get(job)
+            if r is not None and r.worker is not None and back is not None:
+                self._forward(r, env, frames, rid, back)
+            elif r is not None and r.failed is not None:
+                self._answer_failed(r, env, frames, front)
+
+    def _pick_worker(self) -> _Worker | None:
+        free = [w for w in self.workers.values() if len(w.jobs) < w.capacity]
+        return min(free, key=lambda w: len(w.jobs)) if free else None
+
+    def _forget(self, r: _Route) -> None:
+        self.routes.pop(r.job, None)
+        if r.worker in self.workers:
+            self.workers[r.worker].jobs.discard(r.job)
+
+    # ------------------------------------------------------------------ clients
+    def _on_client(self, frames: list, front: zmq.Socket, back: zmq.Socket) -> None:
+        if len(frames) < 2:
+            return
+        env, body = frames[0].bytes, frames[1:]
+        t0 = time.monotonic()
+
+        def reply(out: list, status: str | None = None) -> None:
+            _send(front, [env, *out])
+            request_log.info(json.dumps({"client": env.hex()[:16], "broker": True, "status": status,
+                                         "ms": round((time.monotonic() - t0) * 1000, 2)}))
+
+        try:
+            msg = P.decode(body, self.config.max_message_bytes, expect=P.REQUEST_TYPES)
+        except ProtocolError as exc:
+            reply(P.error_reply(exc.request_id, exc.code, str(exc), exc.field), "error")
+            return
+        if msg.type == P.PING:
+            reply(P.encode(P.PONG, msg.id, time=time.time(), workers=len(self.workers), jobs=len(self.routes)), "pong")
+            return
+        if msg.type == P.HELLO:
+            if not self.workers:
+                reply(P.encode(P.BUSY, msg.id, message="no worker connected", retry_after_s=2.0), "busy")
+                return
+            caps = dict(next(iter(self.workers.values())).caps)
+            caps["broker"] = {"workers": len(self.workers)}
+            reply(P.encode(P.CAPABILITIES, msg.id, **caps), "capabilities")
+            return
+        job = msg.get("job")
+        if not isinstance(job, str) or not 0 < len(job) <= 64:
+            reply(P.error_reply(msg.id, P.E_BAD_INPUT, "job must be a string", "job"), "error")
+            return
+        r = self.routes.get(job)
+        if msg.type == P.OPEN_SHOT and r is None:
+            w = self._pick_worker()
+            if w is None:
+                reply(P.encode(P.BUSY, msg.id, message="all workers are full" if self.workers else "no worker connected",
+                               retry_after_s=2.0), "busy")
+                return
+            mode = msg.get("mode") if msg.get("mode") in P.MODES else P.MODE_INBAND
+            r = _Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None)
+            self.routes[job] = r
+            w.jobs.add(job)
+        if r is None:
+            reply(P.error_reply(msg.id, P.E_UNKNOWN_JOB, f"no job {job} on this broker", "job"), "error")
+            return
+        r.last_seen = time.monotonic()
+        if r.worker is None:
+            if msg.type == P.CLOSE:
+                self._forget(r)
+                reply(P.encode(P.ACK, msg.id, job=job, closed=True), "ack")
+            else:
+                self._answer_failed(r, env, body, front)
+            return
+        self._forward(r, env, body, msg.id, back)
+        if msg.type == P.CLOSE:
+            self._forget(r)
+
+    def _forward(self, r: _Route, env: bytes, body: list, rid: str, back: zmq.Socket) -> None:
+        w = self.workers.get(r.worker)
+        if w is None:
+            return
+        frames = [f if isinstance(f, (bytes, bytearray)) else f.bytes for f in body]
+        w.inflight[rid] = (env, frames, r.job)
+        _send(back, [w.ident, WORKER_PROTO, W_REQUEST, env, *frames])
+
+    def _answer_failed(self, r: _Route, env: bytes, body: list, front: zmq.Socket) -> None:
+        try:
+            head = json.loads(bytes(body[0]) if isinstance(body[0], (bytes, bytearray)) else body[0].bytes)
+            rid = head.get("id", "-")
+            mtype = head.get("type")
+        except ValueError:
+            rid, mtype = "-", None
+        failed = r.failed or {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST, "message": "worker lost"}
+        if mtype == P.FETCH:
+            ev = dict(failed, seq=r.last_seq + 1)
+            _send(front, [env, *P.encode(P.EVENTS, rid, job=r.job, state="failed", events=[ev])])
+        else:
+            _send(front, [env, *P.error_reply(rid, str(failed["code"]), str(failed["message"]), "job")])
+
+
+def _send(sock: zmq.Socket, frames: list) -> None:
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.ZMQError as exc:
+        log.warning("message dropped: %s", exc)
+
+
+def run_broker(config: ServerConfig, install_signals: bool = True) -> None:
+    import signal
+
+    broker = Broker(config)
+    if install_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: broker.stop())
+    broker.run()

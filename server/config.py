@@ -1,0 +1,47 @@
+"""Server configuration: one frozen dataclass, every default in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BIND = "tcp://127.0.0.1:5557"
+DEFAULT_BACKEND_BIND = "tcp://127.0.0.1:5558"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    bind: str = DEFAULT_BIND  # ROUTER address (server, or broker frontend)
+    weights_dir: str | None = None
+    device: str = "auto"
+    allowed_roots: tuple[str, ...] = ()  # shared-path mode works only under these folders
+    curve_keys: str | None = None  # folder from `colorprop keys`: server.key_secret + authorized_clients/
+    curve_client_name: str = "worker"  # worker mode: <curve_keys>/<name>.key_secret authenticates to the broker
+    max_jobs: int = 8  # active shots at once; more get "busy, retry in N s"
+    max_buffered_frames: int = 8  # in-band frames waiting on the server, per job
+    max_pending_results: int = 8  # results computed but not yet fetched, per job (then the job waits)
+    max_message_bytes: int = 1 << 30  # declared and actual size of one message
+    max_frame_pixels: int = 8192 * 8192
+    max_frames_per_shot: int = 100_000
+    max_wait_ms: int = 5000  # longest long-poll a fetch may ask for
+    max_events_per_fetch: int = 32
+    session_timeout_s: float = 120.0  # a session nobody asked about for this long is dropped
+    shutdown_grace_s: float = 30.0  # SIGTERM: wait this long for in-flight frames, then exit
+    # Broker / worker (Paranoid Pirate)
+    broker: str | None = None  # worker mode: connect to this broker backend
+    backend_bind: str = DEFAULT_BACKEND_BIND  # broker mode: where workers connect
+    heartbeat_s: float = 1.0
+    liveness: int = 3  # heartbeats missed before the peer is declared dead
+    job_retries: int = 2  # broker: how often a shared-path job is restarted after its worker died
+    engine: Any = field(default=None, compare=False, repr=False)  # an already loaded Engine (tests, bench)
+
+    def limits(self) -> dict[str, Any]:
+        return {
+            "max_jobs": self.max_jobs,
+            "max_buffered_frames": self.max_buffered_frames,
+            "max_message_bytes": self.max_message_bytes,
+            "max_frame_pixels": self.max_frame_pixels,
+            "max_frames_per_shot": self.max_frames_per_shot,
+            "max_wait_ms": self.max_wait_ms,
+            "session_timeout_s": self.session_timeout_s,
+        }

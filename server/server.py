@@ -1,0 +1,253 @@
+"""The socket loops: a standalone ROUTER server, and a Paranoid Pirate worker behind a broker.
+
+Both run a :class:`~colorprop_server.service.Service` in the socket thread; job threads wake the
+loop through a pipe, so a finished frame is answered immediately without busy polling.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from colorprop_client import protocol as P
+
+from .config import ServerConfig
+from .security import CurveServer, check_bind_allowed, curve_client_keys, is_loopback
+from .service import Service
+
+log = logging.getLogger("colorprop_server")
+
+# Worker <-> broker framing (after the ROUTER identity on the broker side).
+WORKER_PROTO = b"CPW1"
+W_READY, W_REQUEST, W_REPLY, W_HEARTBEAT, W_DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
+
+
+class _WakePipe:
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+
+    def wake(self) -> None:
+        try:
+            os.write(self.w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # pipe full (already woken) or closed at shutdown
+
+    def drain(self) -> None:
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def load_engine(config: ServerConfig) -> Any:
+    if config.engine is not None:
+        return config.engine
+    from colorprop.engine import Engine
+
+    t0 = time.monotonic()
+    engine = Engine.load(config.weights_dir, config.device)
+    log.info(json.dumps({"event": "engine_loaded", "methods": engine.methods(), "s": round(time.monotonic() - t0, 2)}))
+    return engine
+
+
+class Server:
+    """A standalone server (``mode="server"``) or a broker worker (``mode="worker"``).
+
+    ``run()`` blocks until ``stop()`` (or SIGTERM/SIGINT when ``serve`` installed handlers), then
+    cancels the jobs, lets the frame in flight finish (at most ``shutdown_grace_s``), answers the
+    waiting long-polls and returns.
+    """
+
+    def __init__(self, config: ServerConfig, context: zmq.Context | None = None):
+        self.config = config
+        self.ctx = context or zmq.Context.instance()
+        self._stop = threading.Event()
+        self._pipe = _WakePipe()
+        self.engine = load_engine(config)
+        self.service = Service(config, self.engine, self._pipe.wake)
+        self.ready = threading.Event()
+        self.endpoint: str | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pipe.wake()
+
+    # ------------------------------------------------------------------ standalone ROUTER
+    def run(self) -> None:
+        if self.config.broker:
+            return self._run_worker()
+        check_bind_allowed(self.config.bind, self.config.curve_keys)
+        curve = CurveServer(self.ctx, self.config.curve_keys) if self.config.curve_keys else None
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + P.MAX_HEADER_BYTES)
+        if curve:
+            curve.apply(sock)
+        try:
+            sock.bind(self.config.bind)
+            self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            log.info(json.dumps({"event": "listening", "endpoint": self.endpoint, "curve": bool(curve)}))
+            self.ready.set()
+            self._loop(sock, self._router_reply, self._router_recv)
+        finally:
+            sock.close(linger=0)
+            if curve:
+                curve.stop()
+            self._pipe.close()
+
+    def _router_recv(self, sock: zmq.Socket) -> None:
+        frames = sock.recv_multipart(copy=False)
+        if len(frames) < 2:
+            return
+        ident = frames[0].bytes
+        self.service.handle(frames[1:], ident.hex()[:16], lambda out, ident=ident: self._send(sock, [ident, *out]))
+
+    def _router_reply(self, sock: zmq.Socket) -> None:
+        pass
+
+    @staticmethod
+    def _send(sock: zmq.Socket, frames: list) -> None:
+        try:
+            sock.send_multipart(frames, copy=False, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("reply dropped: peer not reading")
+        except zmq.ZMQError as exc:
+            log.warning("reply dropped: %s", exc)
+
+    def _loop(self, sock: zmq.Socket, _unused: Any, on_readable: Any, on_idle: Any = None) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._pipe.r, zmq.POLLIN)
+        service = self.service
+        shutdown_started: float | None = None
+        while True:
+            if self._stop.is_set() and shutdown_started is None:
+                shutdown_started = time.monotonic()
+                log.info(json.dumps({"event": "shutdown", "jobs": len(service.active_jobs())}))
+                service.shutdown()
+            if shutdown_started is not None:
+                grace_over = time.monotonic() - shutdown_started > self.config.shutdown_grace_s
+                if not service.threads_alive() or grace_over:
+                    service.tick()  # answer waiting long-polls with the final events
+                    break
+            nd = service.next_deadline()
+            timeout = 100 if nd is None else max(0, min(100, int((nd - time.monotonic()) * 1000) + 1))
+            events = dict(poller.poll(timeout))
+            if self._pipe.r in events:
+                self._pipe.drain()
+            if sock in events:
+                for _ in range(64):  # bounded burst, then tick
+                    if not sock.poll(0, zmq.POLLIN):
+                        break
+                    on_readable(sock)
+            if on_idle is not None:
+                on_idle(sock)
+            service.tick()
+        # Give the last replies a moment to leave before the socket closes.
+        time.sleep(0.05)
+
+    # ------------------------------------------------------------------ worker (Paranoid Pirate)
+    def _worker_socket(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + P.MAX_HEADER_BYTES)
+        if self.config.curve_keys:
+            pub, sec, srv = curve_client_keys(self.config.curve_keys, self.config.curve_client_name)
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, srv
+        elif not is_loopback(self.config.broker):
+            raise ValueError(f"refusing to connect to {self.config.broker} without CURVE (--curve-keys DIR)")
+        sock.connect(self.config.broker)
+        caps = json.dumps(self.service.capabilities()).encode()
+        sock.send_multipart([WORKER_PROTO, W_READY, caps])
+        return sock
+
+    def _run_worker(self) -> None:
+        cfg = self.config
+        interval = cfg.heartbeat_s
+        state = {"sock": self._worker_socket(), "broker_seen": time.monotonic(), "hb_sent": 0.0,
+                 "backoff": interval}
+        self.endpoint = cfg.broker
+        self.ready.set()
+        log.info(json.dumps({"event": "worker_connected", "broker": cfg.broker}))
+
+        def on_readable(sock: zmq.Socket) -> None:
+            frames = sock.recv_multipart(copy=False)
+            state["broker_seen"] = time.monotonic()
+            state["backoff"] = interval
+            if len(frames) < 2 or frames[0].bytes != WORKER_PROTO:
+                return
+            cmd = frames[1].bytes
+            if cmd == W_REQUEST and len(frames) >= 4:
+                env = frames[2].bytes
+                self.service.handle(frames[3:], env.hex()[:16],
+                                    lambda out, env=env: self._send(sock, [WORKER_PROTO, W_REPLY, env, *out]))
+            elif cmd == W_DISCONNECT:
+                state["reconnect"] = True
+
+        def on_idle(sock: zmq.Socket) -> None:
+            now = time.monotonic()
+            if now - state["hb_sent"] >= interval:
+                self._send(sock, [WORKER_PROTO, W_HEARTBEAT])
+                state["hb_sent"] = now
+            if state.pop("reconnect", False) or now - state["broker_seen"] > interval * cfg.liveness:
+                # The broker is gone (or forgot us): it has given our jobs to others, so drop them.
+                log.warning(json.dumps({"event": "broker_lost", "reconnect_in_s": state["backoff"]}))
+                self.service.cancel_all("broker lost")
+                raise _Reconnect()
+
+        while not self._stop.is_set():
+            sock = state["sock"]
+            try:
+                self._loop(sock, None, on_readable, on_idle)
+                break
+            except _Reconnect:
+                sock.close(linger=0)
+                self._stop.wait(state["backoff"])
+                state["backoff"] = min(state["backoff"] * 2, 32 * interval)
+                state["sock"] = self._worker_socket()
+                state["broker_seen"] = time.monotonic()
+        try:
+            state["sock"].send_multipart([WORKER_PROTO, W_DISCONNECT], flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        state["sock"].close(linger=100)
+        self._pipe.close()
+
+
+class _Reconnect(Exception):
+    pass
+
+
+def serve(config: ServerConfig | None = None, install_signals: bool = True) -> None:
+    """Run a server (or a worker, when ``config.broker`` is set) until SIGTERM/SIGINT."""
+    config = config or ServerConfig()
+    server = Server(config)
+    if install_signals and threading.current_thread() is threading.main_thread():
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: server.stop())
+        try:
+            server.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    else:
+        server.run()
