@@ -124,14 +124,13 @@ def propagate_flow(L_frames: list[np.ndarray], ab_key: np.ndarray) -> list[np.nd
 # --------------------------------------------------------------------------------------------
 
 def evaluate_dev(cache_dir=None, ns=(10, 20, 30, 40, 50)) -> dict:
-    """Flow and gray Lab-PSNR (mean over frames 2..N) on each dev clip, propagating from frame 1."""
+    """Flow and gray Lab-PSNR (mean over the first N propagated frames) on each dev clip, propagating from frame 1."""
     import time
 
     from colorprop.color import linear_rec709_to_lab
-    from colorprop.data.clips import load_dev_clips, load_split
+    from colorprop.data.clips import load_dev_clips
     from colorprop.metrics import colourfulness, mean_lab_psnr_first_n
 
-    report_apart = {f"{e['clip']}@{e['start_frame']}" for e in load_split()["dev"] if e.get("report_apart")}
     results = {}
     for clip in load_dev_clips(cache_dir):
         labs = [linear_rec709_to_lab(f) for f in clip.frames_linear]
@@ -143,7 +142,7 @@ def evaluate_dev(cache_dir=None, ns=(10, 20, 30, 40, 50)) -> dict:
         results[clip.name] = {
             "size": list(clip.size),
             "colourfulness": float(np.mean([colourfulness(lab) for lab in labs])),
-            "report_apart": clip.name in report_apart,
+            "report_apart": clip.report_apart,
             "seconds_per_frame": secs,
             "flow": {n: mean_lab_psnr_first_n(flow_labs, labs, n) for n in ns},
             "gray": {n: mean_lab_psnr_first_n(gray_labs, labs, n) for n in ns},

@@ -7,13 +7,14 @@ first N frames but does not state the peak or the channel weighting. We define i
     PSNR = 10 · log10(100² / MSE)
 
 i.e. the peak is the L range (100), the three channels weigh equally, and PSNR is computed per
-frame and then averaged over frames 2..N (as their per-frame plot, Fig. 9, implies; the key,
-frame 1, is excluded because propagation returns it exactly). Because methods
+frame and then averaged over the first N propagated frames (as their per-frame plot, Fig. 9,
+implies; the key, frame 1, is not scored because propagation returns it exactly). Because methods
 under test reuse the true L, the error is chroma only and the "gray" baseline (a = b = 0) gives
 PSNR = 10·log10(3·100² / mean(a² + b²)). Sanity check against the paper: their gray baseline
 is 33.65 dB, which under this definition means an rms chroma of ~3.6 Lab units on their test set
-(under a 255 peak it would be ~9.1). Both are plausible for DAVIS-like footage, so absolute
-numbers are not comparable to the paper's table — only differences between methods are.
+(under a 255 peak it would be ~9.1). Our dev clips are far more colourful (mean chroma 9–100
+Lab units; gray scores 4–24 dB on them), so absolute numbers are not comparable to the paper's
+table — only differences between methods on the same clips are.
 """
 
 from __future__ import annotations
@@ -44,15 +45,15 @@ def lab_psnr(pred_lab: np.ndarray, true_lab: np.ndarray, peak: float = LAB_PSNR_
 
 
 def mean_lab_psnr_first_n(pred_labs: list[np.ndarray], true_labs: list[np.ndarray], n: int) -> float:
-    """The paper's figure-8 number: per-frame Lab-PSNR averaged over the first ``n`` frames.
+    """The paper's figure-8 number: per-frame Lab-PSNR averaged over the first ``n`` propagated frames.
 
-    Lists start at the key (frame 1). The key itself is excluded (a propagation method returns
-    it exactly, PSNR = inf), so the average runs over frames 2..n.
+    Lists start at the key (frame 1), which is not scored (propagation returns it exactly); the
+    average runs over frames 2..n+1, so N=50 needs 51 frames (the dev ranges have 51).
     """
-    n = min(n, len(pred_labs), len(true_labs))
-    if n < 2:
-        raise ValueError("need at least 2 frames (the key and one propagated frame)")
-    return float(np.mean([lab_psnr(p, t) for p, t in zip(pred_labs[1:n], true_labs[1:n])]))
+    m = min(len(pred_labs), len(true_labs)) - 1
+    if n < 1 or m < n:
+        raise ValueError(f"need the key plus {n} propagated frames, got {m + 1} frames")
+    return float(np.mean([lab_psnr(p, t) for p, t in zip(pred_labs[1 : n + 1], true_labs[1 : n + 1])]))
 
 
 def colourfulness(lab: np.ndarray) -> float:

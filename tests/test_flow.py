@@ -28,10 +28,10 @@ def _translate(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def shifted_sequence():
-    """10 frames (Lab, 128x128) of the canvas translated by a known subpixel shift per frame."""
+    """Key + 10 frames (Lab, 128x128) of the canvas translated by a known subpixel shift per frame."""
     rgb = lab_to_linear_rec709(_textured_lab_canvas())
     frames = []
-    for k in range(10):
+    for k in range(11):
         moved = _translate(rgb, 0.7 * k, 0.4 * k)  # the shift is applied in linear light, like a camera
         frames.append(linear_rec709_to_lab(moved[32:160, 32:160]))
     return frames
@@ -48,7 +48,7 @@ def test_flow_propagation_keeps_colour_on_known_subpixel_shift(shifted_sequence)
     psnr_gray = mean_lab_psnr_first_n(gray_labs, labs, 10)
     assert psnr_flow > 30.0, psnr_flow
     assert psnr_gray < 20.0, psnr_gray
-    # even the last frame, after 9 warps, is still good
+    # even the last frame, after 10 warps, is still good
     assert lab_psnr(flow_labs[-1], labs[-1]) > 28.0
 
 

