@@ -78,7 +78,8 @@ def _conv_block(cin: int, cout: int) -> nn.Sequential:
 
 
 class _Up(nn.Module):
-    """Bilinear x2, 3x3 conv to the skip's width, concat with the skip, conv block."""
+    """3x3 conv to the skip's width (at the coarse level, 4x cheaper), bilinear x2, concat with the
+    skip, conv block."""
 
     def __init__(self, cin: int, cskip: int):
         super().__init__()
@@ -86,8 +87,8 @@ class _Up(nn.Module):
         self.block = _conv_block(2 * cskip, cskip)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        return self.block(torch.cat([self.reduce(x), skip], dim=1))
+        x = F.interpolate(self.reduce(x), size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.block(torch.cat([x, skip], dim=1))
 
 
 class LocalNet(nn.Module):
@@ -104,16 +105,15 @@ class LocalNet(nn.Module):
             cin = c
         self.decoders = nn.ModuleList(_Up(ch[i + 1], ch[i]) for i in reversed(range(len(ch) - 1)))
         k = cfg.kernel_size
-        self.head_v = nn.Sequential(nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU(inplace=True),
-                                    nn.Conv2d(ch[0], k, 3, padding=1))
-        self.head_h = nn.Sequential(nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU(inplace=True),
-                                    nn.Conv2d(ch[0], k, 3, padding=1))
-        for head in (self.head_v, self.head_h):
-            last = head[-1]
-            with torch.no_grad():
-                last.weight.mul_(0.01)
-                last.bias.zero_()
-                last.bias[k // 2] = cfg.init_center_logit
+        # one trunk, one conv emitting both kernels: channels [0, K) vertical, [K, 2K) horizontal
+        self.head = nn.Sequential(nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(ch[0], 2 * k, 3, padding=1))
+        last = self.head[-1]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            last.bias.zero_()
+            last.bias[k // 2] = cfg.init_center_logit
+            last.bias[k + k // 2] = cfg.init_center_logit
 
     @property
     def multiple(self) -> int:
@@ -149,9 +149,9 @@ class LocalNet(nn.Module):
             skips.append(x)
         for dec, skip in zip(self.decoders, reversed(skips[:-1])):
             x = dec(x, skip)
-        kv = torch.softmax(self.head_v(x)[..., :h, :w], dim=1)
-        kh = torch.softmax(self.head_h(x)[..., :h, :w], dim=1)
-        return LocalOutput(kv, kh)
+        logits = self.head(x)[..., :h, :w]
+        k = self.cfg.kernel_size
+        return LocalOutput(torch.softmax(logits[:, :k], dim=1), torch.softmax(logits[:, k:], dim=1))
 
     def warp(self, ab_prev: torch.Tensor, out: LocalOutput) -> torch.Tensor:
         """Apply the predicted kernels to ``ab_prev`` (N x C x H x W, e.g. ab/128) -> N x C x H x W."""
