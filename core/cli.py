@@ -5,12 +5,13 @@
 
 Exit codes: 0 success; 1 other failure; 2 bad input (pattern, range, option, key); 3 unreadable or bad
 pixels (EXR, NaN/Inf, size); 4 cannot write output; 5 weights missing or corrupt; 6 server
-unavailable; 130 cancelled/interrupted.
+unavailable; 130 cancelled/interrupted (Ctrl-C, or SIGTERM from a farm).
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -53,15 +54,31 @@ class Progress:
 
 
 def parse_keys(specs: list[str]) -> dict[int, str]:
+    """``FRAME=PATH``, or ``FRAMES=PATTERN`` for a key sequence (``1,48=key.####.exr``: the farm form)."""
+    from .sequence import FramePattern, parse_frames
+
     keys: dict[int, str] = {}
     for spec in specs:
         frame, sep, path = spec.partition("=")
-        if not sep or not frame.strip().lstrip("-").isdigit() or not path:
+        if not sep or not path or not frame.strip():
             raise InputError(f"--key {spec!r}: expected FRAME=PATH, e.g. --key 1=key.exr")
-        if int(frame) in keys:
-            raise InputError(f"--key {spec!r}: frame {int(frame)} is given twice")
-        keys[int(frame)] = path
+        single = frame.strip().lstrip("-").isdigit()
+        try:
+            pattern = None if single and Path(path).exists() else FramePattern(path)
+        except InputError:  # no frame token: a plain file
+            pattern = None
+        if not single and pattern is None:
+            raise InputError(f"--key {spec!r}: several frames need a key pattern, e.g. 1,48=key.####.exr")
+        for f in parse_frames(frame):
+            if f in keys:
+                raise InputError(f"--key {spec!r}: frame {f} is given twice")
+            keys[f] = str(pattern.path(f)) if pattern is not None else path
     return keys
+
+
+def on_sigterm(signum, frame) -> None:
+    """A farm cancels with SIGTERM: unwind like Ctrl-C (temp file removed, exit 130)."""
+    raise KeyboardInterrupt
 
 
 def cmd_colorize(args) -> int:
@@ -70,6 +87,8 @@ def cmd_colorize(args) -> int:
 
     keys = parse_keys(args.key)
     frames = parse_frames(args.frames) if args.frames else None
+    if not args.list_segments and not args.output:
+        raise InputError("--output is required (an output sequence pattern, e.g. 'out.####.exr')")
     options = ShotOptions.from_dict({
         k: v for k, v in {
             "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
@@ -82,6 +101,26 @@ def cmd_colorize(args) -> int:
         frames = FramePattern(args.input).existing_frames()
         if not frames:
             raise InputError(f"--input {args.input}: matches no file")
+    if args.list_segments:
+        import json
+
+        from .pipeline import key_segments
+
+        segments = key_segments(sorted(frames), sorted(keys))
+        print(json.dumps({"keys": ",".join(str(s.key) for s in segments),
+                          "segments": [s.to_json() for s in segments]}, indent=2))
+        return 0
+    if args.segment is not None and args.server:
+        from .pipeline import key_segments
+
+        owned = [s for s in key_segments(sorted(frames), sorted(keys)) if s.key == args.segment]
+        if not owned:
+            raise InputError(f"--segment {args.segment}: not a key frame (keys: {sorted(keys)})")
+        if owned[0].frames != sorted(frames):
+            raise InputError(f"--segment {args.segment} with --server: the server runs whole shots only; "
+                             "run this segment embedded (no --server)")
+        args.segment = None  # the segment is the whole shot
+    signal.signal(signal.SIGTERM, on_sigterm)
     progress = Progress(mode=args.progress)
 
     if args.server:
@@ -94,7 +133,8 @@ def cmd_colorize(args) -> int:
 
         engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device)
         report = colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
-                                   skip_existing=args.skip_existing, pixel_type=args.pixel_type)
+                                   skip_existing=args.skip_existing, pixel_type=args.pixel_type,
+                                   segment=args.segment)
     print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
           f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
     return 0
@@ -105,8 +145,8 @@ def add_colorize(sub) -> None:
                        description="Colour every frame of a plate sequence from one or more colour keys.")
     p.add_argument("--input", required=True, help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
     p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
-                   help="a colour key frame; repeat for several keys")
-    p.add_argument("--output", required=True, help="output sequence pattern; must not overwrite the input")
+                   help="a colour key frame; repeat for several keys, or FRAMES=PATTERN (1,48=key.####.exr)")
+    p.add_argument("--output", help="output sequence pattern; must not overwrite the input (required)")
     p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames)")
     p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
                    help="full (default) | local | global (ablations) | flow (classical DIS baseline)")
@@ -126,6 +166,10 @@ def add_colorize(sub) -> None:
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+    p.add_argument("--segment", type=int, metavar="KEY",
+                   help="colour only the segment of this key frame (a farm task; see --list-segments)")
+    p.add_argument("--list-segments", action="store_true",
+                   help="print the independent key-to-key segments as JSON and exit (no --output needed)")
     p.set_defaults(func=cmd_colorize)
 
 

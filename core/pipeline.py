@@ -290,16 +290,58 @@ def plan_segments(frames: list[int], keys: list[int]) -> list[tuple[str, int | N
     return segments
 
 
+@dataclass
+class KeySegment:
+    """Frames a farm task can colour alone: one key, the frames up to the next key (and, for the first
+    key, the frames before it). ``keys`` are the keys it reads (the next one too, for the blend)."""
+
+    key: int
+    frames: list[int]
+    keys: list[int]
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "frames": format_range(self.frames), "first": self.frames[0],
+                "last": self.frames[-1], "count": len(self.frames), "keys": self.keys}
+
+
+def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
+    """Group ``plan_segments`` by owning key. Each group depends only on the plate and the key images,
+    never on another group's output, so groups run as independent tasks with identical results."""
+    groups: list[KeySegment] = []
+    head: list[int] = []
+    for kind, a, b, run in plan_segments(frames, sorted(keys)):
+        if kind == "backward":
+            head = list(run)
+        elif kind == "key":
+            groups.append(KeySegment(a, head + [a], [a]))
+            head = []
+        else:
+            groups[-1].frames.extend(run)
+            if kind == "between":
+                groups[-1].keys.append(b)
+    return groups
+
+
 def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
              sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
-             cancel: Callable[[], bool] | None = None, skip_existing: bool = False) -> ShotReport:
-    """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``."""
+             cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
+             segment: int | None = None) -> ShotReport:
+    """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
+
+    ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
+    """
     engine.check_method(options.method)
     if not keys:
         raise InputError("at least one key frame is needed (--key FRAME=PATH)")
     frames = list(source.frames)
     order = sorted(keys)
     segments = plan_segments(frames, order)
+    if segment is not None:
+        if segment not in keys:
+            raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
+        chosen = set(next(s for s in key_segments(frames, order) if s.key == segment).frames)
+        segments = [s for s in segments if s[3][0] in chosen]
+    total = sum(len(s[3]) for s in segments)
     shot = ShotColour(options, source.read(frames[0]))
     key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
     report = ShotReport()
@@ -315,7 +357,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             sink.write(frame, result)
             report.frames_written.append(frame)
         if progress is not None:
-            progress(ProgressEvent(frame, done, len(frames), seconds, skipped=result is None))
+            progress(ProgressEvent(frame, done, total, seconds, skipped=result is None))
 
     def check_cancel() -> None:
         if cancel is not None and cancel():
@@ -395,7 +437,8 @@ def load_key(path: str | os.PathLike, colorspace: str | None) -> KeyImage:
 
 def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], output_pattern: str,
                       frames: list[int], options: ShotOptions, progress=None, cancel=None,
-                      skip_existing: bool = False, pixel_type: str = "half") -> ShotReport:
+                      skip_existing: bool = False, pixel_type: str = "half",
+                      segment: int | None = None) -> ShotReport:
     """Everything is checked before the first frame is written: frames exist, keys read, sizes match,
     the output would not overwrite the input."""
     engine.check_method(options.method)
@@ -409,7 +452,7 @@ def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], 
     source = ExrSequenceSource(input_pattern, frames)
     key_images = {frame: load_key(path, options.colorspace) for frame, path in keys.items()}
     sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence)
-    return run_shot(engine, source, key_images, options, sink, progress, cancel, skip_existing)
+    return run_shot(engine, source, key_images, options, sink, progress, cancel, skip_existing, segment)
 
 
 def format_frames(frames: list[int], limit: int = 8) -> str:
@@ -417,3 +460,15 @@ def format_frames(frames: list[int], limit: int = 8) -> str:
     return shown + (f", … ({len(frames)} in all)" if len(frames) > limit else "")
 
 
+def format_range(frames: list[int]) -> str:
+    """Ascending frames as a spec ``parse_frames`` reads back: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    chunks: list[str] = []
+    start = prev = frames[0]
+    for f in frames[1:] + [None]:
+        if f is not None and f == prev + 1:
+            prev = f
+            continue
+        chunks.append(str(start) if start == prev else f"{start}-{prev}")
+        if f is not None:
+            start = prev = f
+    return ",".join(chunks)
