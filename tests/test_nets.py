@@ -46,10 +46,12 @@ def test_sepconv_matches_direct_loops(k, dilation, size):
     h, w = size
     img = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(1))
     kv, kh = random_kernels(2, k, h, w, seed=2)
-    fast = apply_separable_kernels(img, kv, kh, dilation)
+    fast = apply_separable_kernels(img, kv, kh, dilation)  # in-place inference path
     ref = apply_separable_kernels_direct(img, kv, kh, dilation)
     assert fast.shape == img.shape
     assert torch.allclose(fast, ref, atol=1e-5)
+    differentiable = apply_separable_kernels(img, kv.requires_grad_(), kh, dilation)  # autograd path
+    assert torch.allclose(differentiable.detach(), ref, atol=1e-5)
 
 
 def test_sepconv_unnormalised_kernels_match_direct():
