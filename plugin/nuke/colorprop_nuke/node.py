@@ -1,0 +1,245 @@
+"""The Nuke-facing layer of the ColorProp node: knobs, renders, threads. Logic lives in ``logic``.
+
+Threads: Colorize renders the plate and keys with ``nuke.execute`` on the main thread (Nuke
+requires it), then a worker thread talks to the server under a ``nuke.ProgressTask``; every knob
+change from that thread goes through ``nuke.executeInMainThread``. Without a GUI (farm,
+``nuke -t``) the same steps run in the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+
+import nuke
+
+from . import logic
+
+NODE_CLASS = "ColorProp"
+OK_COLOR, BUSY_COLOR, ERROR_COLOR = 0x4B7DAAFF, 0xC8A032FF, 0xCC3333FF
+_CALL = "import colorprop_nuke.node as _cp; _cp.{}(nuke.thisNode())"
+_jobs: dict[str, threading.Thread] = {}  # node name -> running worker
+
+
+# -- building the node ----------------------------------------------------------------------------
+def create_node() -> "nuke.Node":
+    """A ColorProp Group: inputs plate (0) and key (1); output = the coloured sequence."""
+    group = nuke.nodes.Group(name=NODE_CLASS + "1")
+    group.begin()
+    try:
+        plate = nuke.nodes.Input(name="plate")
+        key = nuke.nodes.Input(name="key")
+        for name, src in (("WritePlate", plate), ("WriteKey", key)):
+            w = nuke.nodes.Write(name=name, file_type="exr", channels="rgb", disable=True)
+            w.setInput(0, src)
+            w["datatype"].setValue("32 bit float")
+            w["compression"].setValue("Zip (1 scanline)")
+            w["raw"].setValue(True)  # no colour conversion: the server gets the working space
+        read = nuke.nodes.Read(name="Result", raw=True)
+        out = nuke.nodes.Output(name="Output1")
+        out.setInput(0, plate)  # pass the plate through until there is a result
+    finally:
+        group.end()
+    _add_knobs(group)
+    return group
+
+
+def _add_knobs(node: "nuke.Node") -> None:
+    methods, default_method = logic.method_choices(None)
+    knobs = [
+        nuke.Tab_Knob("colorprop", "ColorProp"),
+        nuke.String_Knob("server", "server"),
+        nuke.PyScript_Knob("connect", "connect", _CALL.format("on_connect")),
+        nuke.String_Knob("keyframes", "keyframes"),
+        nuke.PyScript_Knob("add_key", "add current frame as key", _CALL.format("on_add_key")),
+        nuke.String_Knob("frame_range", "frame range"),
+        nuke.Enumeration_Knob("method", "method", methods),
+        nuke.Enumeration_Knob("quality", "quality", logic.quality_choices(None)),
+        nuke.Enumeration_Knob("mode", "data", list(logic.MODE_LABELS.values())),
+        nuke.File_Knob("work_dir", "work folder"),
+        nuke.String_Knob("colorspace", "plate colour space"),
+        nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
+        nuke.PyScript_Knob("cancel", "Cancel", _CALL.format("on_cancel")),
+        nuke.Text_Knob("status", "status", "not run yet"),
+    ]
+    for k in knobs:
+        node.addKnob(k)
+    node["server"].setValue(logic.DEFAULT_ADDRESS)
+    node["keyframes"].setValue(str(int(nuke.frame())))
+    node["method"].setValue(default_method)
+    node["quality"].setValue("standard")
+    node["server"].setTooltip("colorprop server, e.g. tcp://gpu-host:5557 (env COLORPROP_SERVER sets the default)")
+    node["keyframes"].setTooltip("frames where the 'key' input holds a coloured frame, e.g. '1, 48'")
+    node["frame_range"].setTooltip("frames to colour, e.g. '1001-1100'; empty: the plate's range")
+    node["mode"].setTooltip("send pixels: works anywhere. shared paths: the server reads and writes the "
+                            "work folder itself (must be on storage it sees, under its allowed roots)")
+    node["work_dir"].setTooltip("temporary renders and the results; empty: a folder under the system temp")
+    node["colorspace"].setTooltip("colour space of the rendered plate (the working space); empty: linear Rec.709")
+
+
+# -- knob callbacks (main thread) -----------------------------------------------------------------
+def on_add_key(node: "nuke.Node") -> None:
+    node["keyframes"].setValue(logic.add_keyframe(node["keyframes"].value(), int(nuke.frame())))
+
+
+def on_connect(node: "nuke.Node") -> None:
+    """Fill method/mode choices from the server (short, bounded wait: one try of a few seconds)."""
+    try:
+        caps = logic.connect(node["server"].value().strip())
+    except logic.ColorizeError as exc:
+        _set_status(node, f"ERROR: {exc}", ERROR_COLOR)
+        return
+    methods, default = logic.method_choices(caps)
+    current = node["method"].value()
+    node["method"].setValues(methods)
+    node["method"].setValue(current if current in methods else default)
+    node["mode"].setValues([logic.MODE_LABELS[m] for m in logic.mode_choices(caps)])
+    engine = caps.get("engine") or {}
+    _set_status(node, f"connected: {', '.join(methods)} on {engine.get('device', '?')}", OK_COLOR)
+
+
+def on_cancel(node: "nuke.Node") -> None:
+    flag = _cancel_flags.get(node.name())
+    if flag is not None:
+        flag.set()
+        _set_status(node, "cancelling...", BUSY_COLOR)
+
+
+_cancel_flags: dict[str, threading.Event] = {}
+
+
+def on_colorize(node: "nuke.Node") -> None:
+    name = node.name()
+    if name in _jobs and _jobs[name].is_alive():
+        _set_status(node, "already running: press Cancel first", BUSY_COLOR)
+        return
+    try:
+        plan = plan_from_node(node)
+        plan.check()
+        _set_status(node, "rendering plate and keys...", BUSY_COLOR)
+        render_inputs(node, plan)
+    except logic.ColorizeError as exc:
+        _set_status(node, f"ERROR: {exc}", ERROR_COLOR)
+        return
+    except RuntimeError as exc:  # nuke.execute failures (missing input, render error)
+        _set_status(node, f"ERROR: rendering the inputs failed: {exc}", ERROR_COLOR)
+        return
+    cancel = threading.Event()
+    _cancel_flags[name] = cancel
+    if nuke.GUI:
+        t = threading.Thread(target=_work, args=(node, plan, cancel), name=f"colorprop-{name}", daemon=True)
+        _jobs[name] = t
+        t.start()
+    else:
+        _work(node, plan, cancel)
+
+
+def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
+    first, last = node.firstFrame(), node.lastFrame()
+    plate_in = node.input(0)
+    if plate_in is None:
+        raise logic.ColorizeError("connect a plate to the 'plate' input")
+    if node.input(1) is None:
+        raise logic.ColorizeError("connect the coloured keyframe(s) to the 'key' input")
+    work = node["work_dir"].value().strip() or default_work_dir(node)
+    modes = {label: mode for mode, label in logic.MODE_LABELS.items()}
+    return logic.ShotPlan(
+        address=node["server"].value().strip(),
+        frames=logic.parse_frame_range(node["frame_range"].value(), plate_in.firstFrame(), plate_in.lastFrame()),
+        keyframes=logic.parse_keyframes(node["keyframes"].value()),
+        plate_pattern=os.path.join(work, "plate", "plate.####.exr"),
+        key_pattern=os.path.join(work, "key", "key.####.exr"),
+        output_pattern=os.path.join(work, "colorized", f"{node.name()}.####.exr"),
+        method=node["method"].value(),
+        quality=node["quality"].value(),
+        mode=modes.get(node["mode"].value(), "inband"),
+        colorspace=node["colorspace"].value().strip() or None,
+    )
+
+
+def default_work_dir(node: "nuke.Node") -> str:
+    script = os.path.splitext(os.path.basename(nuke.root().name() or "untitled"))[0] or "untitled"
+    return os.path.join(tempfile.gettempdir(), "colorprop", re.sub(r"[^\w.-]", "_", script), node.name())
+
+
+def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
+    """Render the plate over the frame range and the key input at the key frames (main thread)."""
+    for pattern in (plan.plate_pattern, plan.key_pattern, plan.output_pattern):
+        os.makedirs(os.path.dirname(pattern), exist_ok=True)
+    with node:
+        plate_w, key_w = nuke.toNode("WritePlate"), nuke.toNode("WriteKey")
+        for write, pattern, frames in ((plate_w, plan.plate_pattern, plan.frames),
+                                       (key_w, plan.key_pattern, plan.keyframes)):
+            write["file"].setValue(pattern)
+            write["disable"].setValue(False)
+            try:
+                for a, b in _runs(frames):
+                    nuke.execute(write, a, b, 1)
+            finally:
+                write["disable"].setValue(True)
+
+
+def _runs(frames: list[int]) -> list[tuple[int, int]]:
+    """[1,2,3,7,8] -> [(1,3),(7,8)]: one nuke.execute per contiguous run."""
+    runs: list[tuple[int, int]] = []
+    for f in frames:
+        if runs and f == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], f)
+        else:
+            runs.append((f, f))
+    return runs
+
+
+# -- the worker (any thread) ----------------------------------------------------------------------
+def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event) -> None:
+    task = nuke.ProgressTask(f"ColorProp {node.name()}")
+
+    def progress(fraction: float, message: str) -> None:
+        task.setProgress(int(round(fraction * 100)))
+        task.setMessage(message)
+        _in_main(_set_status, node, message, BUSY_COLOR)
+
+    def is_cancelled() -> bool:
+        return cancel.is_set() or task.isCancelled()
+
+    try:
+        outputs = logic.run_plan(plan, progress, is_cancelled)
+    except logic.Cancelled:
+        _in_main(_set_status, node, "cancelled", BUSY_COLOR)
+    except logic.ColorizeError as exc:
+        _in_main(_set_status, node, f"ERROR: {exc}", ERROR_COLOR)
+    except Exception as exc:  # a bug must still reach the artist, not die silently in a thread
+        _in_main(_set_status, node, f"ERROR: {logic.describe_error(exc)}", ERROR_COLOR)
+    else:
+        _in_main(show_result, node, plan, len(outputs))
+    finally:
+        del task  # closes Nuke's progress bar
+
+
+def _in_main(fn, *args) -> None:
+    if nuke.GUI and threading.current_thread() is not threading.main_thread():
+        nuke.executeInMainThread(fn, args)
+    else:
+        fn(*args)
+
+
+def show_result(node: "nuke.Node", plan: logic.ShotPlan, count: int) -> None:
+    """Point the internal Read at the results and wire it to the output (main thread)."""
+    with node:
+        read, out = nuke.toNode("Result"), nuke.toNode("Output1")
+        read["file"].setValue(plan.output_pattern)
+        read["first"].setValue(plan.frames[0])
+        read["last"].setValue(plan.frames[-1])
+        read["origfirst"].setValue(plan.frames[0])
+        read["origlast"].setValue(plan.frames[-1])
+        read["on_error"].setValue("nearest frame")
+        read["reload"].execute()
+        out.setInput(0, read)
+    _set_status(node, f"done: {count} frames -> {plan.output_pattern}", OK_COLOR)
+
+
+def _set_status(node: "nuke.Node", text: str, color: int) -> None:
+    node["status"].setValue(text)
+    node["tile_color"].setValue(color)
