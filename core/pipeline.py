@@ -249,6 +249,8 @@ class ShotColour:
         return FrameResult(rgb.astype(np.float32), confidence_full.astype(np.float32), prep.frame)
 
     def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
+            return ab_work, conf_work
         ab = color.upsample_chroma(ab_work, L_full, method=self.upsample)
         conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
         return ab, conf
