@@ -2,16 +2,16 @@
 
 ``serve(config)`` runs a standalone server (or a worker when ``config.broker`` is set);
 ``run_broker(config)`` runs the scale-out broker; ``generate_keys(dir)`` makes CURVE keys.
-Importing this package loads neither torch nor the engine: that happens when a server starts.
+Importing this package loads neither zmq, torch nor the engine: that happens when used.
 """
 
 from .config import ServerConfig
-from .security import SecurityError, generate_keys, is_loopback
 
-__all__ = ["ServerConfig", "serve", "run_broker", "generate_keys", "is_loopback", "SecurityError", "Server", "Broker"]
+__all__ = ["ServerConfig", "serve", "run_broker", "generate_keys", "Server", "Broker"]
 
 
 def serve(config: ServerConfig | None = None, install_signals: bool = True) -> None:
+    """Run a server (or a worker when ``config.broker`` is set) until SIGTERM/SIGINT."""
     from .server import serve as _serve
 
     _serve(config, install_signals)
@@ -21,6 +21,13 @@ def run_broker(config: ServerConfig, install_signals: bool = True) -> None:
     from .broker import run_broker as _run_broker
 
     _run_broker(config, install_signals)
+
+
+def generate_keys(keys_dir, clients=("client", "worker")) -> dict:
+    """CURVE key pairs for the server and each client name, plus the allow-list (``colorprop keys``)."""
+    from .security import generate_keys as _generate_keys
+
+    return _generate_keys(keys_dir, tuple(clients))
 
 
 def __getattr__(name: str):

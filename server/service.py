@@ -150,6 +150,9 @@ class Service:
         info: dict[str, Any] = {"client": client}
 
         def logged_reply(out: list) -> None:
+            if not request_log.isEnabledFor(logging.INFO):
+                reply(out)
+                return
             try:
                 head = json.loads(bytes(out[0]))
                 info.update(status=head.get("type"), code=head.get("code"))
@@ -278,10 +281,19 @@ class Service:
         session = Session(job_id, client, mode, frames, seq_base)
         if mode == P.MODE_INBAND:
             keys = self._inband_keys(msg, session, colorspace)
+            carry = msg.get("carry_dtype", "float32")
+            if carry not in ("float32", "float16"):
+                raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
             target = self._run_inband
-            args = (session, keys, options, colorspace)
+            args = (session, keys, options, colorspace, np.float16 if carry == "float16" else np.float32)
         else:
             plan = self._paths_plan(msg, frames)
+            skip, pixel_type = msg.get("skip_existing", False), msg.get("pixel_type", "half")
+            if not isinstance(skip, bool):
+                raise ProtocolError(P.E_BAD_INPUT, "skip_existing must be true/false", "skip_existing")
+            if pixel_type not in ("half", "float"):
+                raise ProtocolError(P.E_BAD_INPUT, "pixel_type must be half or float", "pixel_type")
+            plan.update(skip_existing=skip, pixel_type=pixel_type)
             target = self._run_paths
             args = (session, plan, options)
         session.opened_reply = {"job": job_id, "frames": len(frames), "mode": mode}
@@ -422,6 +434,9 @@ class Service:
             raise ProtocolError(P.E_BAD_INPUT, "keys must be a non-empty list of frame numbers", "keys")
         if set(msg.arrays) != {f"key{k}" for k in key_frames}:
             raise ProtocolError(P.E_BAD_INPUT, "one buffer 'key<frame>' per key frame is needed", "buffers")
+        key_cs = msg.get("key_colorspaces") or {}
+        if not isinstance(key_cs, dict) or any(v is not None and not isinstance(v, str) for v in key_cs.values()):
+            raise ProtocolError(P.E_BAD_INPUT, "key_colorspaces must map frames to colour space names", "key_colorspaces")
         keys = {}
         for k in key_frames:
             if k not in s.frame_set:
@@ -441,7 +456,7 @@ class Service:
             except ProtocolError as exc:
                 exc.field = "keys"
                 raise
-            keys[k] = KeyImage(np.array(arr, dtype=np.float32), colorspace, f"key {k}")
+            keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}")
         return keys
 
     def _paths_plan(self, msg: P.Message, frames: list[int]) -> dict:
@@ -543,7 +558,7 @@ class Service:
                 s.cond.wait(0.1)
         self.gate.acquire(s.id, s.stop.is_set)
 
-    def _run_inband(self, s: Session, keys: dict, options: Any, colorspace: str | None) -> Any:
+    def _run_inband(self, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
         from colorprop.pipeline import PlateFrame, run_shot
 
         service = self
@@ -574,7 +589,7 @@ class Service:
                 return PlateFrame(pixels, channels, cs if cs is not None else colorspace, None, f"frame {frame}")
 
         class ResultSink:
-            pixel_dtype = np.float32
+            pixel_dtype = carry  # the client stores results like this (half EXRs): carry the same state
 
             def exists(self, frame: int) -> bool:
                 return False
@@ -598,7 +613,7 @@ class Service:
         service, roots = self, self.roots
         self.gate.acquire(s.id, s.stop.is_set)
         source = ExrSequenceSource(plan["input"], s.frames)
-        sink = ExrSequenceSink(plan["output"], "half", options.write_confidence)
+        sink = ExrSequenceSink(plan["output"], plan["pixel_type"], options.write_confidence)
         _remove_stale_temps(sink.pattern, s.frames)
         keys = {}
         for k, path in plan["keys"].items():
@@ -627,7 +642,8 @@ class Service:
                 sink.write(frame, result)
                 s.push({"kind": "written", "frame": frame, "path": str(path)})
 
-        return run_shot(self.engine, CheckedSource(), keys, options, CheckedSink(), self._progress(s), s.stop.is_set)
+        return run_shot(self.engine, CheckedSource(), keys, options, CheckedSink(), self._progress(s), s.stop.is_set,
+                        skip_existing=plan["skip_existing"])
 
 
 def _remove_stale_temps(pattern: Any, frames: list[int]) -> None:

@@ -228,6 +228,7 @@ class Client:
         output_pattern: str | None = None,
         colorspace: str | None = None,
         job_id: str | None = None,
+        **extra: Any,
     ) -> "Job":
         """Open a shot session and return its :class:`Job`.
 
@@ -239,7 +240,7 @@ class Client:
         job_id = job_id or P.new_id()
         fields: dict[str, Any] = {
             "job": job_id, "mode": mode, "options": dict(options or {}),
-            "frames": [int(f) for f in frames], "colorspace": colorspace,
+            "frames": [int(f) for f in frames], "colorspace": colorspace, **extra,
         }
         arrays = []
         if mode == P.MODE_INBAND:
@@ -364,12 +365,19 @@ def colorize_arrays(
     restarts: int = 1,
     busy_wait_s: float = 60.0,
     job_timeout_s: float | None = None,
+    carry_dtype: str = "float32",
+    on_result: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    key_colorspaces: Mapping[int, str | None] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Colorize in-band frames on a server: ``{frame: (rgb HxWx3, confidence HxW)}``.
 
     Frames are streamed with at most ``window`` un-processed frames on the server. If the job is
     lost (server restarted, worker died) the whole shot is resent up to ``restarts`` times;
-    propagation is deterministic, so the result equals a single run.
+    propagation is deterministic, so the result equals a single run. ``carry_dtype="float16"``
+    when you store the results as half floats: the colour carried between frames is then rounded
+    the same way, exactly as the embedded engine does with a half-float EXR sink.
+    ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
+    result is handed over as it arrives and not kept (the returned dict is then empty).
     """
     own = not isinstance(address, Client)
     client = Client(address, timeout_s, retries, curve) if own else address
@@ -377,7 +385,8 @@ def colorize_arrays(
         for attempt in range(restarts + 1):
             try:
                 return _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress,
-                                             window, busy_wait_s, job_timeout_s)
+                                             window, busy_wait_s, job_timeout_s, carry_dtype, on_result,
+                                             key_colorspaces)
             except JobLost:
                 if attempt == restarts:
                     raise
@@ -388,11 +397,15 @@ def colorize_arrays(
 
 
 def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress, window,
-                          busy_wait_s, job_timeout_s):
+                          busy_wait_s, job_timeout_s, carry_dtype, on_result, key_colorspaces):
     order = sorted(int(f) for f in frames)
     deadline = time.monotonic() + busy_wait_s
-    job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace), deadline)
+    job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace,
+                                               carry_dtype=carry_dtype,
+                                               key_colorspaces={str(int(k)): v for k, v in (key_colorspaces or {}).items()}),
+                      deadline)
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    got: set[int] = set()
     need: list[int] = []  # frames the engine is waiting for: sent first, even if sent before
     ahead = list(order)  # the rest, sent in order while fewer than `window` await their result
     in_window: set[int] = set()
@@ -401,7 +414,7 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
         while job.finished is None:
             if end is not None and time.monotonic() > end:
                 raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
-            while need or (ahead and len(in_window - results.keys()) < window):
+            while need or (ahead and len(in_window - got) < window):
                 nxt = need[0] if need else ahead[0]
                 try:
                     job.send_frame(nxt, frames[nxt], channels, colorspace)
@@ -416,7 +429,11 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                     in_window.add(nxt)
             for ev in job.fetch(wait_s=2.0):
                 if ev.kind == P.EV_RESULT:
-                    results[ev.frame] = (ev.rgb, ev.confidence)
+                    got.add(ev.frame)
+                    if on_result is not None:
+                        on_result(ev.frame, ev.rgb, ev.confidence)
+                    else:
+                        results[ev.frame] = (ev.rgb, ev.confidence)
                 elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
                     if int(ev.frame) not in need:
                         need.append(int(ev.frame))
@@ -429,7 +446,7 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
             job.close()
         except ServerError:
             pass
-    missing = [f for f in order if f not in results]
+    missing = [f for f in order if f not in got]
     if missing:
         raise JobFailed(P.E_INTERNAL, f"job {job.id} finished without results for frames {missing[:10]}")
     return results
@@ -449,6 +466,8 @@ def colorize_paths(
     curve: CurveKeys | None = None,
     busy_wait_s: float = 60.0,
     job_timeout_s: float | None = None,
+    skip_existing: bool = False,
+    pixel_type: str = "half",
 ) -> dict:
     """Colorize EXR frames on shared storage; the server reads and writes the files.
     Returns the ``done`` event's report."""
@@ -457,7 +476,8 @@ def colorize_paths(
     try:
         deadline = time.monotonic() + busy_wait_s
         job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
-                                                   output_pattern, colorspace), deadline)
+                                                   output_pattern, colorspace, skip_existing=skip_existing,
+                                                   pixel_type=pixel_type), deadline)
         try:
             for ev in job.events(timeout_s=job_timeout_s, wait_s=2.0):
                 if ev.kind in P.TERMINAL_EVENTS:

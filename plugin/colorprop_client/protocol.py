@@ -8,8 +8,8 @@ The header always carries ``v`` (protocol version), ``type`` (one of the message
 ``id`` (request id, chosen by the client and echoed in the reply) and ``buffers``: one descriptor
 per raw buffer frame that follows (``name``, ``shape``, ``dtype``, ``nbytes``), plus
 ``total_bytes``, the declared sum of all buffer sizes. Pixel buffers are raw C-order arrays of a
-little-endian float dtype (HWC for images, HW for confidence). Nothing is ever pickled or
-evaluated: a header is plain JSON, a buffer is only ever read with ``numpy.frombuffer``.
+little-endian float dtype (HWC for images, HW for confidence). No Python object serialisation and
+no evaluation: a header is plain JSON, a buffer is only ever read with ``numpy.frombuffer``.
 
 Decoding is strict and checks, in this order: frame count, header size, JSON object, version,
 message type, buffer descriptors (names, dtypes, shapes), ``shape x itemsize == nbytes`` for each

@@ -1,0 +1,117 @@
+"""`colorprop serve`, `colorprop broker` and `colorprop keys`: argparse glue.
+
+core/commands.py calls :func:`add_cli` with its subparsers. Nothing heavy is imported here:
+zmq, torch and the engine load only when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from .config import DEFAULT_BACKEND_BIND, DEFAULT_BIND, ServerConfig
+
+
+def add_cli(subparsers) -> None:
+    """Add the ``serve``, ``broker`` and ``keys`` subcommands."""
+    add_serve(subparsers)
+    add_broker(subparsers)
+    add_keys(subparsers)
+
+
+def _common(p) -> None:
+    p.add_argument("--curve-keys", metavar="DIR", default=None,
+                   help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback")
+    p.add_argument("--max-jobs", type=int, default=8, help="shots served at once; more get 'busy, retry in N s'")
+    p.add_argument("--session-timeout", type=float, default=120.0, help="drop a silent client's session after S s")
+    p.add_argument("--max-message-mb", type=int, default=1024, help="largest accepted message (MiB)")
+    p.add_argument("--heartbeat", type=float, default=1.0, help="broker/worker heartbeat interval (s)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING (requests are logged at INFO)")
+
+
+def _config(args, **extra) -> ServerConfig:
+    return ServerConfig(
+        curve_keys=args.curve_keys, max_jobs=args.max_jobs, session_timeout_s=args.session_timeout,
+        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, **extra,
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(message)s")
+
+
+def add_serve(subparsers) -> None:
+    p = subparsers.add_parser(
+        "serve", help="run the colorprop server (or a worker behind a broker)",
+        description="Load the networks once and serve colorization over ZeroMQ until SIGTERM/SIGINT.")
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"ROUTER address (default {DEFAULT_BIND})")
+    p.add_argument("--worker", action="store_true", help="run as a worker of a broker (needs --broker)")
+    p.add_argument("--broker", metavar="ADDR", default=None, help="broker backend address, e.g. tcp://gpu-host:5558")
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="folder under which shared-path jobs may read and write; repeat for several")
+    p.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--curve-client-name", default="worker", help="worker mode: which key pair to use")
+    _common(p)
+    p.set_defaults(func=run_serve)
+
+
+def run_serve(args) -> int:
+    from colorprop.errors import InputError
+
+    if args.worker != bool(args.broker):
+        raise InputError("--worker and --broker ADDR go together")
+    _setup_logging(args.log_level)
+    config = _config(args, bind=args.bind, broker=args.broker, allowed_roots=tuple(args.allow_root),
+                     weights_dir=args.weights, device=args.device, curve_client_name=args.curve_client_name)
+    from .security import SecurityError
+    from .server import serve
+
+    try:
+        serve(config)
+    except SecurityError as err:
+        raise InputError(str(err)) from None
+    return 0
+
+
+def add_broker(subparsers) -> None:
+    p = subparsers.add_parser(
+        "broker", help="run the scale-out broker (clients in front, `serve --worker` processes behind)")
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"client-facing address (default {DEFAULT_BIND})")
+    p.add_argument("--backend", default=DEFAULT_BACKEND_BIND,
+                   help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})")
+    p.add_argument("--job-retries", type=int, default=2, help="restarts of a shared-path job whose worker died")
+    _common(p)
+    p.set_defaults(func=run_broker_command)
+
+
+def run_broker_command(args) -> int:
+    from colorprop.errors import InputError
+
+    _setup_logging(args.log_level)
+    from .broker import run_broker
+    from .security import SecurityError
+
+    try:
+        run_broker(_config(args, bind=args.bind, backend_bind=args.backend, job_retries=args.job_retries))
+    except SecurityError as err:
+        raise InputError(str(err)) from None
+    return 0
+
+
+def add_keys(subparsers) -> None:
+    p = subparsers.add_parser("keys", help="make CURVE keys for the server and its clients")
+    p.add_argument("dir", help="folder for the keys (server.key_secret stays on the server)")
+    p.add_argument("--client", action="append", default=None, metavar="NAME",
+                   help="client key pair to make and allow (repeat; default: client and worker)")
+    p.set_defaults(func=run_keys)
+
+
+def run_keys(args) -> int:
+    from .security import generate_keys
+
+    written = generate_keys(args.dir, tuple(args.client or ("client", "worker")))
+    print(json.dumps(written, indent=2))
+    return 0

@@ -1,0 +1,142 @@
+"""`colorprop colorize --server ADDRESS`: the CLI's job, run on a server.
+
+If the server offers shared-path mode and the files lie under its allowed roots, the server reads
+and writes the EXRs itself. Otherwise the frames travel in-band: read here, coloured there,
+written here exactly as the embedded engine would write them (same channels, template, half
+floats, and the same half-rounded colour carried from frame to frame, so the output is
+identical).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+from colorprop.errors import ColorpropError, InputError, PixelError
+
+from colorprop_client import client as C
+from colorprop_client import protocol as P
+
+EXIT_SERVER_UNAVAILABLE = 6
+
+
+class ServerUnavailableError(ColorpropError):
+    exit_code = EXIT_SERVER_UNAVAILABLE
+
+
+class RemoteJobError(ColorpropError):
+    exit_code = 1
+
+
+def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
+                        frames: list[int], options: Any, progress: Callable | None = None,
+                        skip_existing: bool = False, timeout_s: float = 10.0, pixel_type: str = "half",
+                        curve_keys: str | None = None, curve_name: str = "client") -> Any:
+    """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``."""
+    from colorprop.pipeline import ProgressEvent, ShotReport
+
+    curve = C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
+    client = C.Client(address, timeout_s=timeout_s, retries=3, curve=curve)
+    report = ShotReport()
+    t0 = time.perf_counter()
+    total = len(frames)
+    try:
+        caps = client.hello()
+        opts = options.to_dict()
+        if P.MODE_PATHS in caps.get("modes", []):
+            def on_event(ev: C.Event) -> None:
+                if ev.kind == P.EV_PROGRESS and progress is not None:
+                    info = ev.info or {}
+                    progress(ProgressEvent(int(info.get("frame", 0)), int(info.get("done", 0)), int(info.get("total", total)),
+                                           float(info.get("seconds", 0.0)), bool(info.get("skipped", False))))
+            try:
+                rep = C.colorize_paths(
+                    client, str(Path(input_pattern).absolute()), str(Path(output_pattern).absolute()), frames,
+                    {k: str(Path(p).absolute()) for k, p in keys.items()}, opts, on_progress=on_event,
+                    skip_existing=skip_existing, pixel_type=pixel_type)
+                report.frames_written = list(rep.get("frames_written", []))
+                report.frames_skipped = list(rep.get("frames_skipped", []))
+                report.seconds = time.perf_counter() - t0
+                return report
+            except C.ServerError as err:
+                if err.code != P.E_PATH:
+                    raise
+                print(f"colorprop: {err}; sending the frames in-band instead", file=sys.stderr)
+        _colorize_inband(client, input_pattern, keys, output_pattern, frames, options, progress, skip_existing,
+                         pixel_type, report)
+        report.seconds = time.perf_counter() - t0
+        return report
+    except C.ServerUnavailable as err:
+        raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
+    except C.ServerError as err:
+        if err.code == P.E_PIXELS:
+            raise PixelError(str(err)) from None
+        if err.code in (P.E_BAD_INPUT, P.E_PATH, P.E_VERSION):
+            raise InputError(str(err)) from None
+        raise RemoteJobError(str(err)) from None
+    finally:
+        client.close()
+
+
+class _LazyPlates(Mapping):
+    """frame -> HxWx3 rgb of the plate, read when the client sends it."""
+
+    def __init__(self, pattern: Any, frames: list[int]):
+        self.pattern, self.frames = pattern, frames
+
+    def __getitem__(self, frame: int) -> Any:
+        from colorprop.exr import read_exr
+        from colorprop.pipeline import PlateFrame
+
+        if frame not in self.frames:
+            raise KeyError(frame)
+        plate = read_exr(self.pattern.path(frame))
+        return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate).rgb()
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def _colorize_inband(client, input_pattern, keys, output_pattern, frames, options, progress, skip_existing,
+                     pixel_type, report) -> None:
+    import numpy as np
+
+    from colorprop.exr import read_exr
+    from colorprop.pipeline import (ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent, load_key)
+    from colorprop.sequence import FramePattern, check_no_overwrite
+
+    in_pat = FramePattern(input_pattern)
+    check_no_overwrite(in_pat, FramePattern(output_pattern), frames)
+    missing = [f for f in frames if not in_pat.path(f).exists()]
+    if missing:
+        raise InputError(f"{input_pattern}: missing frame(s) {missing[:8]}")
+    first = read_exr(in_pat.path(frames[0]))
+    colorspace = options.colorspace or first.colorspace
+    key_images = {k: load_key(p, options.colorspace) for k, p in keys.items()}
+    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence)
+    done = 0
+
+    def on_result(frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
+        nonlocal done
+        t = time.perf_counter()
+        done += 1
+        if skip_existing and sink.exists(frame):
+            report.frames_skipped.append(frame)
+        else:
+            plate = read_exr(in_pat.path(frame))
+            source = PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(in_pat.path(frame)))
+            sink.write(frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32), source))
+            report.frames_written.append(frame)
+        if progress is not None:
+            progress(ProgressEvent(frame, done, len(frames), time.perf_counter() - t, frame in report.frames_skipped))
+
+    C.colorize_arrays(client, _LazyPlates(in_pat, list(frames)), {k: img.pixels for k, img in key_images.items()},
+                      options.to_dict(), colorspace=colorspace, on_result=on_result,
+                      carry_dtype="float16" if pixel_type == "half" else "float32",
+                      key_colorspaces={k: img.colorspace for k, img in key_images.items()})

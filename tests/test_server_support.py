@@ -1,0 +1,133 @@
+"""Shared fixtures and helpers for the server tests (this module holds no tests itself).
+
+Every server here is real: a ROUTER on 127.0.0.1 with a port the OS picks, run in a thread of
+the test process or in a subprocess (``python -m colorprop_server``). Everything is stopped by
+the fixtures; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colorprop_client.client import Client
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_shot(n: int, h: int = 48, w: int = 64, seed: int = 0, first: int = 1) -> tuple[dict, dict]:
+    """``n`` plate frames (HxWx3 float32, a moving pattern plus noise) and a colour key on the first."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    frames = {}
+    for i in range(first, first + n):
+        v = 0.5 + 0.35 * np.sin((x + 2 * i + seed) / 7.0) * np.cos((y + i) / 5.0)
+        v = v + 0.05 * rng.random((h, w), dtype=np.float32)
+        frames[i] = np.repeat(v[..., None], 3, axis=2).astype(np.float32)
+    key = (frames[first] * np.array([1.0, 0.55, 0.25], np.float32)).astype(np.float32)
+    return frames, {first: key}
+
+
+def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
+    """The reference: ``run_shot`` in this process with in-memory source and sink."""
+    from colorprop.engine import ShotOptions
+    from colorprop.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+
+    sink = ArraySink()
+    run_shot(engine, ArraySource(frames), {k: KeyImage(v) for k, v in keys.items()},
+             ShotOptions.from_dict({"method": method}), sink)
+    return {f: (r.rgb, r.confidence) for f, r in sink.results.items()}
+
+
+class ThreadServer:
+    def __init__(self, engine, **config):
+        from colorprop_server import ServerConfig
+        from colorprop_server.server import Server
+
+        config.setdefault("bind", "tcp://127.0.0.1:0")
+        self.server = Server(ServerConfig(engine=engine, **config))
+        self.thread = threading.Thread(target=self.server.run, name="test-server", daemon=True)
+        self.thread.start()
+        assert self.server.ready.wait(10), "server did not start"
+        self.address = self.server.endpoint
+
+    @property
+    def service(self):
+        return self.server.service
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(15)
+        assert not self.thread.is_alive(), "server thread did not stop"
+
+
+def wait_until(pred, timeout: float = 10.0, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def spawn(args: list[str], **kw) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "colorprop_server", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+
+
+def wait_hello(address: str, proc: subprocess.Popen | None = None, timeout: float = 60.0, curve=None) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server process exited with {proc.returncode}")
+        try:
+            with Client(address, timeout_s=0.5, retries=1, curve=curve) as c:
+                return c.hello()
+        except Exception:
+            time.sleep(0.1)
+    raise TimeoutError(f"no server at {address}")
+
+
+def stop_proc(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from colorprop.engine import Engine
+
+    return Engine.load()
+
+
+@pytest.fixture(scope="module")
+def server(engine, tmp_path_factory):
+    """One server for the module: small limits so oversize is cheap to provoke."""
+    root = tmp_path_factory.mktemp("allowed")
+    srv = ThreadServer(engine, allowed_roots=(str(root),), max_message_bytes=4 << 20, session_timeout_s=2.0,
+                       max_jobs=8)
+    srv.root = root
+    yield srv
+    srv.stop()
