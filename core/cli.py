@@ -82,7 +82,7 @@ def on_sigterm(signum, frame) -> None:
 
 
 def cmd_colorize(args) -> int:
-    from .engine import Engine, ShotOptions
+    from .engine import ShotOptions
     from .sequence import parse_frames
 
     keys = parse_keys(args.key)
@@ -120,24 +120,28 @@ def cmd_colorize(args) -> int:
             raise InputError(f"--segment {args.segment} with --server: the server runs whole shots only; "
                              "run this segment embedded (no --server)")
         args.segment = None  # the segment is the whole shot
-    signal.signal(signal.SIGTERM, on_sigterm)
-    progress = Progress(mode=args.progress)
-
-    if args.server:
-        from colorprop_server.remote import colorize_via_server  # zmq lives outside core
-
-        report = colorize_via_server(args.server, args.input, keys, args.output, frames, options, progress,
-                                     skip_existing=args.skip_existing, timeout_s=args.timeout)
-    else:
-        from .pipeline import colorize_sequence
-
-        engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device)
-        report = colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
-                                   skip_existing=args.skip_existing, pixel_type=args.pixel_type,
-                                   segment=args.segment)
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        report = run_colorize(args, keys, frames, options, Progress(mode=args.progress))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
           f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
     return 0
+
+
+def run_colorize(args, keys, frames, options, progress):
+    if args.server:
+        from colorprop_server.remote import colorize_via_server  # zmq lives outside core
+
+        return colorize_via_server(args.server, args.input, keys, args.output, frames, options, progress,
+                                   skip_existing=args.skip_existing, timeout_s=args.timeout)
+    from .engine import Engine
+    from .pipeline import colorize_sequence
+
+    engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device)
+    return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
+                             skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment)
 
 
 def add_colorize(sub) -> None:

@@ -1,0 +1,215 @@
+"""Farm behaviour: segments, exit codes, SIGTERM, and the Open Job Description template run with
+`openjd run` on the example shot: uninterrupted, killed part-way, resumed (outputs must be equal).
+
+Method flow everywhere (no weights, ~0.1 s a frame); the whole file takes ~40 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from colorprop.cli import main
+from colorprop.exr import read_exr
+from colorprop.pipeline import format_range, key_segments
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOT = ROOT / "examples" / "shot"
+TEMPLATE = ROOT / "plugin" / "farm" / "colorprop_shot" / "template.yaml"
+BIN = Path(sys.executable).parent
+COLORPROP = BIN / "colorprop"
+OPENJD = BIN / "openjd"
+KEYS = (1, 12)  # two keys: two segments, two tasks
+FRAMES = range(1, 25)
+
+needs_openjd = pytest.mark.skipif(not OPENJD.exists(), reason="openjd-cli not installed (pip install -e '.[test]')")
+
+
+@pytest.fixture(scope="module")
+def keys_dir(tmp_path_factory) -> Path:
+    """Keys for frames 1 and 12 (frame 12's key is frame 1's: any colour does for equality tests)."""
+    folder = tmp_path_factory.mktemp("keys")
+    for k in KEYS:
+        shutil.copy(SHOT / "key.0001.exr", folder / f"key.{k:04d}.exr")
+    return folder
+
+
+def key_arg(keys_dir: Path) -> str:
+    return f"{','.join(map(str, KEYS))}={keys_dir}/key.####.exr"
+
+
+def frames_of(folder: Path, name: str = "colour") -> dict[int, np.ndarray]:
+    return {int(p.name.split(".")[1]): read_exr(p).pixels for p in sorted(folder.glob(f"{name}.*.exr"))}
+
+
+def assert_same_pixels(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b) == list(FRAMES)
+    for f in a:
+        np.testing.assert_array_equal(a[f], b[f], err_msg=f"frame {f}")
+
+
+def no_tty_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("COLORPROP_SERVER", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, keys_dir) -> dict[int, np.ndarray]:
+    """One uninterrupted, unsegmented CLI run: what every farm run must reproduce exactly."""
+    out = tmp_path_factory.mktemp("reference")
+    proc = subprocess.run([str(COLORPROP), "colorize", "--input", str(SHOT / "plate.####.exr"),
+                           "--key", key_arg(keys_dir), "--output", str(out / "colour.####.exr"),
+                           "--method", "flow"], capture_output=True, text=True, env=no_tty_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # Off a TTY: plain lines and openjd_progress, never a carriage-return bar.
+    assert "openjd_progress: 100.0" in proc.stderr and "\r" not in proc.stderr
+    return frames_of(out)
+
+
+# ---------------------------------------------------------------- segments and exit codes (in-process)
+
+
+def test_key_segments_partition_frames():
+    frames = list(range(1, 25))
+    segments = key_segments(frames, [20, 10])
+    assert [(s.key, s.frames[0], s.frames[-1], s.keys) for s in segments] == [(10, 1, 19, [10, 20]), (20, 20, 24, [20])]
+    assert sum((s.frames for s in segments), []) == frames
+    one = key_segments(frames, [1])
+    assert len(one) == 1 and one[0].frames == frames  # one key: one sequential task
+    assert format_range([1, 2, 3, 7, 9, 10]) == "1-3,7,9-10"
+
+
+def test_list_segments_json(capsys, keys_dir):
+    rc = main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_arg(keys_dir), "--list-segments"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["keys"] == "1,12"
+    assert [(s["key"], s["frames"], s["keys"]) for s in out["segments"]] == [(1, "1-11", [1, 12]), (12, "12-24", [12])]
+
+
+@pytest.mark.parametrize("extra, code", [
+    (["--segment", "5"], 2),  # not a key frame
+    (["--frames", "2-24"], 2),  # key 1 outside the range
+    (["--frames", "1-30"], 2),  # plate frames missing
+    (["--method", "flow", "--output", "{plate}"], 2),  # would overwrite the input
+])
+def test_exit_codes(tmp_path, keys_dir, extra, code):
+    argv = ["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_arg(keys_dir), "--method", "flow",
+            "--progress", "none", "--output", str(tmp_path / "o.####.exr")]
+    argv += [a.replace("{plate}", str(SHOT / "plate.####.exr")) for a in extra]
+    assert main(argv) == code
+    assert not list(tmp_path.glob("o.*.exr"))  # checked before the first frame is written
+
+
+def test_missing_output_is_bad_input(keys_dir):
+    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_arg(keys_dir)]) == 2
+
+
+def test_sigterm_exits_130_without_partial_frames(tmp_path, keys_dir):
+    """A farm cancels with SIGTERM: exit 130, only complete frames under final names, no temp files."""
+    proc = subprocess.Popen([str(COLORPROP), "colorize", "--input", str(SHOT / "plate.####.exr"), "--key",
+                             key_arg(keys_dir), "--output", str(tmp_path / "colour.####.exr"), "--method", "flow",
+                             "--segment", "12", "--progress", "lines"],
+                            stderr=subprocess.PIPE, text=True, env=no_tty_env())
+    wait_for_frames(tmp_path, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    written = list(tmp_path.glob("colour.*.exr"))
+    assert 2 <= len(written) < 13
+    for path in written:
+        read_exr(path)
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+# ---------------------------------------------------------------- the OpenJD template
+
+
+def openjd(*args: str, **kwargs):
+    return subprocess.Popen([str(OPENJD), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=no_tty_env(), **kwargs)
+
+
+def template_params(keys_dir: Path, out: Path, existing: str = "resume") -> list[str]:
+    params = {"PlateDirectory": SHOT, "PlateName": "plate.####.exr", "KeyDirectory": keys_dir,
+              "KeyName": "key.####.exr", "KeyFrames": ",".join(map(str, KEYS)), "OutputDirectory": out,
+              "OutputName": "colour.####.exr", "Method": "flow", "ExistingFrames": existing,
+              "ColorpropCommand": COLORPROP}
+    return [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
+
+
+def wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("colour.*.exr"))) < count:
+        assert proc.poll() is None, "finished before it could be interrupted"
+        assert time.monotonic() < deadline, "no output frames"
+        time.sleep(0.01)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (openjd runs its actions in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@needs_openjd
+def test_openjd_check():
+    proc = subprocess.run([str(OPENJD), "check", str(TEMPLATE)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_openjd
+def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir, reference):
+    # 1. An uninterrupted farm run (two tasks, one per key) gives the unsegmented run's pixels.
+    full = tmp_path / "full"
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, full, existing="overwrite"))
+    log, _ = run.communicate(timeout=180)
+    assert run.returncode == 0, log
+    assert "openjd_progress:" in log and "--segment 1" in log and "--segment 12" in log
+    assert_same_pixels(frames_of(full), reference)
+
+    # 2. A run killed (SIGKILL, the whole process tree) after a few frames of its first task.
+    resumed = tmp_path / "resumed"
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed), start_new_session=True)
+    wait_for_frames(resumed, 3, run)
+    for pid in [run.pid, *descendants(run.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run.communicate(timeout=30)
+    time.sleep(0.3)
+    left = sorted(resumed.glob("colour.*.exr"))
+    assert 3 <= len(left) < len(FRAMES), "the kill came too late to test a resume"
+    for path in left:  # a killed task never leaves a half-written frame under a final name
+        read_exr(path)
+
+    # 3. The same template resumes (ExistingFrames=resume): finished frames kept, the rest coloured.
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed))
+    log, _ = run.communicate(timeout=180)
+    assert run.returncode == 0, log
+    skipped = sum(int(line.split(" skipped")[0].rsplit(",", 1)[1])
+                  for line in log.splitlines() if "frame(s) written" in line)
+    assert skipped == len(left)  # finished frames are kept, not redone
+    assert_same_pixels(frames_of(resumed), reference)
