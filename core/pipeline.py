@@ -188,8 +188,11 @@ class ExrSequenceSink:
 def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
     """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB)."""
     src = result.source
-    keep = [(i, c) for i, c in enumerate(src.channels) if c not in RGB and not (c == "Y" and len(src.channels) == 1)
-            and c != CONFIDENCE_CHANNEL]
+    gray_plate = not all(c in src.channels for c in RGB)  # then its Y (or only channel) was the image
+    image = set(RGB) | ({"Y"} if gray_plate else set()) | {CONFIDENCE_CHANNEL}
+    if gray_plate and "Y" not in src.channels:
+        image.add(src.channels[0])
+    keep = [(i, c) for i, c in enumerate(src.channels) if c not in image]
     planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i, _ in keep]
     channels = RGB + tuple(c for _, c in keep)
     if write_confidence:
