@@ -28,3 +28,15 @@ test: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Real-Blender test: bpy 5.0.1 (Python 3.11, ~360 MB wheel) in its own venv, with Blender's numpy<2.
+BLENDER_VENV := .venv-blender
+BLENDER_STAMP := $(BLENDER_VENV)/.installed
+.PHONY: blender-venv blender-test
+$(BLENDER_STAMP):
+	test -x $(BLENDER_VENV)/bin/python || $(PYTHON) -m venv $(BLENDER_VENV)
+	$(BLENDER_VENV)/bin/python -m pip install -q bpy==5.0.1 'numpy<2' 'pyzmq>=25'
+	touch $(BLENDER_STAMP)
+blender-venv: $(BLENDER_STAMP)
+blender-test: $(STAMP) $(BLENDER_STAMP)
+	$(PY) -m pytest -q tests/test_blender_addon.py

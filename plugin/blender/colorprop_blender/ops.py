@@ -1,0 +1,248 @@
+"""Operators: connect, keys, Colorize. ``execute`` runs to the end (background/farm); ``invoke``
+(the panel button) is modal: the network work runs in a thread, bpy work stays on the main thread
+through :class:`MainThreadBridge`, Esc cancels."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import threading
+from typing import Any, Callable
+
+import bpy
+import numpy as np
+
+from . import blender_io, logic
+
+_caps: dict[str, Any] = {}  # last capabilities, for the method enum
+
+
+class Job:
+    """What Colorize needs, prepared on the main thread."""
+
+    def __init__(self, context: "bpy.types.Context"):
+        st = context.scene.colorprop
+        self.scene = context.scene
+        self.address = st.server.strip()
+        caps = logic.connect(self.address)
+        _caps.clear()
+        _caps.update(caps)
+        plate = bpy.path.abspath(st.plate)
+        if not st.plate.strip():
+            raise logic.ColorizeError("choose the plate: one frame of an image sequence, or a movie")
+        if logic.is_movie(plate):
+            self.decoded = tempfile.mkdtemp(prefix="colorprop_movie_")
+            self.pattern, frames = blender_io.movie_to_exrs(plate, self.decoded)
+        else:
+            self.pattern, frames = logic.sequence_of(plate)
+        if st.use_range:
+            frames = [f for f in frames if st.frame_start <= f <= st.frame_end]
+        self.frames = frames
+        if not st.keys:
+            raise logic.ColorizeError("add a keyframe: a frame number and its coloured image")
+        self.keys = {int(k.frame): blender_io.load_rgb(bpy.path.abspath(k.path)) for k in st.keys}
+        self.options = logic.build_options(caps, st.method, st.quality)
+        self.out_pattern = logic.output_pattern(blender_io.output_folder(st.output_dir), self.pattern)
+        os.makedirs(os.path.dirname(self.out_pattern), exist_ok=True)
+
+    def load(self, frame: int) -> np.ndarray:
+        return blender_io.load_rgb(logic.frame_path(self.pattern, frame))
+
+    def finish(self) -> "bpy.types.Node":
+        return blender_io.add_result_node(self.scene, self.out_pattern, self.frames)
+
+
+def _set_status(context: "bpy.types.Context", text: str, progress: float | None = None) -> None:
+    st = context.scene.colorprop
+    st.status = text
+    if progress is not None:
+        st.progress = progress
+    for area in getattr(context.screen, "areas", []) or []:
+        if area.type == "NODE_EDITOR":
+            area.tag_redraw()
+
+
+class COLORPROP_OT_connect(bpy.types.Operator):
+    bl_idname = "colorprop.connect"
+    bl_label = "Connect"
+    bl_description = "Ask the server for its methods and options"
+
+    def execute(self, context):
+        try:
+            caps = logic.connect(context.scene.colorprop.server.strip())
+        except logic.ColorizeError as exc:
+            _set_status(context, f"ERROR: {exc}")
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        _caps.clear()
+        _caps.update(caps)
+        methods, default = logic.method_choices(caps)
+        context.scene.colorprop.method = default
+        _set_status(context, f"connected: {', '.join(methods)} on {(caps.get('engine') or {}).get('device', '?')}")
+        return {"FINISHED"}
+
+
+class COLORPROP_OT_key_add(bpy.types.Operator):
+    bl_idname = "colorprop.key_add"
+    bl_label = "Add Current Frame as Key"
+    bl_description = "Add a keyframe at the current frame; then choose its coloured image"
+
+    def execute(self, context):
+        key = context.scene.colorprop.keys.add()
+        key.frame = context.scene.frame_current
+        return {"FINISHED"}
+
+
+class COLORPROP_OT_key_remove(bpy.types.Operator):
+    bl_idname = "colorprop.key_remove"
+    bl_label = "Remove Key"
+    index: bpy.props.IntProperty()
+
+    def execute(self, context):
+        context.scene.colorprop.keys.remove(self.index)
+        return {"FINISHED"}
+
+
+class MainThreadBridge:
+    """The worker thread asks for frames and hands back results; the modal timer serves both."""
+
+    def __init__(self, job: Job, cancel: threading.Event):
+        self.job, self.cancel = job, cancel
+        self.requests: "queue.Queue[tuple[int, dict]]" = queue.Queue()
+        self.results: "queue.Queue[tuple[int, np.ndarray]]" = queue.Queue()
+
+    def load(self, frame: int) -> np.ndarray:  # worker thread
+        slot: dict[str, Any] = {"done": threading.Event()}
+        self.requests.put((frame, slot))
+        while not slot["done"].wait(0.1):
+            if self.cancel.is_set():
+                raise logic.Cancelled()
+        if "error" in slot:
+            raise slot["error"]
+        return slot["pixels"]
+
+    def write(self, frame: int, rgb: np.ndarray) -> None:  # worker thread
+        self.results.put((frame, np.array(rgb, dtype=np.float32)))
+
+    def serve(self, writer: blender_io.ExrWriter) -> None:  # main thread
+        while True:
+            try:
+                frame, slot = self.requests.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                slot["pixels"] = self.job.load(frame)
+            except Exception as exc:  # handed to the worker, which reports it
+                slot["error"] = exc
+            slot["done"].set()
+        while True:
+            try:
+                frame, rgb = self.results.get_nowait()
+            except queue.Empty:
+                break
+            writer.save(logic.frame_path(self.job.out_pattern, frame), rgb)
+
+
+class COLORPROP_OT_colorize(bpy.types.Operator):
+    bl_idname = "colorprop.colorize"
+    bl_label = "Colorize"
+    bl_description = "Colour the plate from the keyframes on the colorprop server (Esc cancels)"
+
+    _timer = None
+
+    def _prepare(self, context) -> Job | None:
+        try:
+            _set_status(context, "preparing...", 0.0)
+            return Job(context)
+        except logic.ColorizeError as exc:
+            _set_status(context, f"ERROR: {exc}")
+            self.report({"ERROR"}, str(exc))
+            return None
+
+    def _done(self, context, job: Job) -> None:
+        node = job.finish()
+        _set_status(context, f"done: {len(job.frames)} frames -> {job.out_pattern}", 1.0)
+        self.report({"INFO"}, f"ColorProp: {len(job.frames)} frames in {os.path.dirname(job.out_pattern)}; node '{node.name}'")
+
+    # Blocking: background mode, scripts, the farm.
+    def execute(self, context):
+        job = self._prepare(context)
+        if job is None:
+            return {"CANCELLED"}
+        writer = blender_io.ExrWriter()
+        wm = context.window_manager
+        try:
+            logic.run_job(job.address, job.frames, job.load, job.keys, job.options,
+                          lambda f, rgb: writer.save(logic.frame_path(job.out_pattern, f), rgb),
+                          progress=lambda frac, msg: _set_status(context, msg, frac))
+        except logic.ColorizeError as exc:
+            _set_status(context, f"ERROR: {exc}")
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        finally:
+            writer.close()
+        self._done(context, job)
+        return {"FINISHED"}
+
+    # Interactive: modal, the UI keeps running.
+    def invoke(self, context, event):
+        job = self._prepare(context)
+        if job is None:
+            return {"CANCELLED"}
+        self.job, self.cancel = job, threading.Event()
+        self.bridge = MainThreadBridge(job, self.cancel)
+        self.writer = blender_io.ExrWriter()
+        self.outcome: dict[str, Any] = {}
+        self.progress = [0.0, "sending..."]
+
+        def progress(frac: float, msg: str) -> None:
+            self.progress[:] = [frac, msg]
+
+        def work() -> None:
+            try:
+                logic.run_job(job.address, job.frames, self.bridge.load, job.keys, job.options, self.bridge.write,
+                              progress=progress, is_cancelled=self.cancel.is_set)
+            except logic.Cancelled:
+                self.outcome["cancelled"] = True
+            except Exception as exc:
+                self.outcome["error"] = str(exc)
+
+        self.thread = threading.Thread(target=work, name="colorprop", daemon=True)
+        self.thread.start()
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        self._timer = wm.event_timer_add(0.1, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        if event.type == "ESC":
+            self.cancel.set()
+            _set_status(context, "cancelling...")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        self.bridge.serve(self.writer)
+        frac, msg = self.progress
+        context.window_manager.progress_update(int(frac * 100))
+        _set_status(context, msg, frac)
+        if self.thread.is_alive():
+            return {"PASS_THROUGH"}
+        self.bridge.serve(self.writer)  # results that arrived last
+        wm = context.window_manager
+        wm.event_timer_remove(self._timer)
+        wm.progress_end()
+        self.writer.close()
+        if self.outcome.get("cancelled"):
+            _set_status(context, "cancelled")
+            self.report({"WARNING"}, "ColorProp: cancelled")
+            return {"CANCELLED"}
+        if "error" in self.outcome:
+            _set_status(context, f"ERROR: {self.outcome['error']}")
+            self.report({"ERROR"}, self.outcome["error"])
+            return {"CANCELLED"}
+        self._done(context, self.job)
+        return {"FINISHED"}
+
+
+classes = (COLORPROP_OT_connect, COLORPROP_OT_key_add, COLORPROP_OT_key_remove, COLORPROP_OT_colorize)

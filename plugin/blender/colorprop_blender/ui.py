@@ -1,0 +1,81 @@
+"""Settings (on the scene) and the panel in the Compositor's sidebar (N panel, tab ColorProp)."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import logic, ops
+
+_method_items: list = []  # Blender needs the enum item strings kept alive
+
+
+def _methods(self, context):
+    methods, _ = logic.method_choices(ops._caps or None)
+    _method_items[:] = [(m, m, f"method {m}") for m in methods]
+    return _method_items
+
+
+class ColorPropKey(bpy.types.PropertyGroup):
+    frame: bpy.props.IntProperty(name="Frame", description="Frame of the plate this key colours")
+    path: bpy.props.StringProperty(name="Image", subtype="FILE_PATH", description="The coloured frame")
+
+
+class ColorPropSettings(bpy.types.PropertyGroup):
+    server: bpy.props.StringProperty(name="Server", default=logic.DEFAULT_ADDRESS)
+    plate: bpy.props.StringProperty(name="Plate", subtype="FILE_PATH",
+                                    description="One frame of the image sequence (e.g. plate.0001.exr), or a movie")
+    keys: bpy.props.CollectionProperty(type=ColorPropKey)
+    use_range: bpy.props.BoolProperty(name="Limit Frames", default=False)
+    frame_start: bpy.props.IntProperty(name="Start", default=1)
+    frame_end: bpy.props.IntProperty(name="End", default=250)
+    method: bpy.props.EnumProperty(name="Method", items=_methods)
+    quality: bpy.props.EnumProperty(name="Quality", default="standard",
+                                    items=[(q, q.title(), f"working width {v['working_width']} px")
+                                           for q, v in logic.QUALITY_PRESETS.items()])
+    output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH",
+                                         description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend")
+    status: bpy.props.StringProperty(name="Status", default="")
+    progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+
+
+class COLORPROP_PT_panel(bpy.types.Panel):
+    bl_label = "ColorProp"
+    bl_space_type = "NODE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "ColorProp"
+
+    @classmethod
+    def poll(cls, context):
+        return getattr(context.space_data, "tree_type", "") == "CompositorNodeTree"
+
+    def draw(self, context):
+        st = context.scene.colorprop
+        col = self.layout.column()
+        row = col.row(align=True)
+        row.prop(st, "server")
+        row.operator("colorprop.connect", text="", icon="FILE_REFRESH")
+        col.prop(st, "plate")
+        col.label(text="Keyframes:")
+        for i, key in enumerate(st.keys):
+            row = col.row(align=True)
+            row.prop(key, "frame", text="")
+            row.prop(key, "path", text="")
+            row.operator("colorprop.key_remove", text="", icon="X").index = i
+        col.operator("colorprop.key_add", icon="ADD")
+        col.prop(st, "use_range")
+        if st.use_range:
+            row = col.row(align=True)
+            row.prop(st, "frame_start")
+            row.prop(st, "frame_end")
+        col.prop(st, "method")
+        col.prop(st, "quality")
+        col.prop(st, "output_dir")
+        col.operator("colorprop.colorize", icon="COLOR")
+        if st.status:
+            if st.status.startswith("ERROR"):
+                col.label(text=st.status, icon="ERROR")
+            else:
+                col.progress(factor=st.progress, text=st.status)
+
+
+classes = (ColorPropKey, ColorPropSettings, COLORPROP_PT_panel)
