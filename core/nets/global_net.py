@@ -45,7 +45,7 @@ class GlobalConfig:
     roi_radius: int = 1
     temperature: float = 0.02
     soft_topk: int = 8
-    chunk: int = 128
+    chunk: int = 64
     color_model: str = "linear"
     color_window: int = 9
     color_eps: float = 1e-4

@@ -118,7 +118,7 @@ def match_coarse_to_fine(
     roi_radius: int = 1,
     temperature: float = 0.02,
     soft_topk: int = 8,
-    chunk: int = 128,
+    chunk: int = 64,
 ) -> Match:
     """Match every fine location of ``cur`` to the key's fine grid, coarse first then inside the ROI.
 
