@@ -68,6 +68,7 @@ class Broker:
         self.ctx = context or zmq.Context.instance()
         self.workers: dict[bytes, _Worker] = {}
         self.routes: dict[str, _Route] = {}
+        self.jobs_retried = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.frontend_endpoint: str | None = None
@@ -191,10 +192,11 @@ class Broker:
                                              and r.retries < self.config.job_retries and back is not None) else None
             if target is not None:
                 r.retries += 1
+                self.jobs_retried += 1
                 r.worker = target.ident
                 target.jobs.add(job)
                 head = json.loads(bytes(r.open_frames[0]))
-                head.update(id=RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 2)
+                head.update(id=RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 1)
                 _send(back, [target.ident, WORKER_PROTO, W_REQUEST, b"broker",
                              json.dumps(head).encode(), *r.open_frames[1:]])
                 # Tell the client (the event numbers continue after the one it has seen).

@@ -175,7 +175,8 @@ class Server:
         elif not is_loopback(self.config.broker):
             raise ValueError(f"refusing to connect to {self.config.broker} without CURVE (--curve-keys DIR)")
         sock.connect(self.config.broker)
-        caps = json.dumps(self.service.capabilities()).encode()
+        caps = dict(self.service.capabilities(), worker={"pid": os.getpid()})
+        caps = json.dumps(caps).encode()
         sock.send_multipart([WORKER_PROTO, W_READY, caps])
         return sock
 

@@ -62,7 +62,8 @@ class JobFailed(ServerError):
 
 
 class JobLost(JobFailed):
-    """The server no longer knows the job (restarted, or the session timed out)."""
+    """The job is gone: the server restarted or shut down, the session timed out, or the worker
+    running it died. Resending the shot is safe (``colorize_arrays(restarts=...)`` does it)."""
 
 
 class JobCancelled(ServerError):
@@ -73,7 +74,7 @@ class JobCancelled(ServerError):
 def _raise_for(msg: P.Message) -> None:
     if msg.type == P.ERROR:
         code, text = str(msg.get("code", P.E_INTERNAL)), str(msg.get("message", ""))
-        if code == P.E_UNKNOWN_JOB:
+        if code in (P.E_UNKNOWN_JOB, P.E_WORKER_LOST):
             raise JobLost(code, text, msg.get("field"))
         raise ServerError(code, text, msg.get("field"))
     if msg.type == P.BUSY:
