@@ -1,0 +1,90 @@
+"""`colorprop colorize --server`, `colorprop keys`: same EXRs as the embedded engine, both data modes."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from colorprop_client import protocol as P
+from colorprop_client.client import Client
+
+from test_server_support import ThreadServer, engine, free_port, make_shot  # noqa: F401
+
+
+def _plates(folder, n=6, seed=51):
+    from colorprop.exr import write_exr
+
+    frames, keys = make_shot(n, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, px in frames.items():
+        alpha = np.full(px.shape[:2] + (1,), 0.25 * (f % 4), np.float32)
+        write_exr(folder / f"plate.{f:04d}.exr", np.concatenate([px, alpha], -1), ("R", "G", "B", "A"),
+                  pixel_type="half")
+    write_exr(folder / "key.exr", keys[1], ("R", "G", "B"), pixel_type="float")
+    return str(folder / "plate.####.exr"), str(folder / "key.exr"), list(frames)
+
+
+def _colorize(plate, key, out, *extra):
+    from colorprop.cli import main
+
+    return main(["colorize", "--input", plate, "--key", f"1={key}", "--output", out, "--method", "flow",
+                 "--progress", "none", *extra])
+
+
+def _same_exrs(a_pattern, b_pattern, frames):
+    from colorprop.exr import read_exr
+
+    for f in frames:
+        a, b = read_exr(a_pattern.replace("####", f"{f:04d}")), read_exr(b_pattern.replace("####", f"{f:04d}"))
+        assert a.channels == b.channels == ("R", "G", "B", "A")
+        np.testing.assert_array_equal(a.pixels, b.pixels, err_msg=f"frame {f}")
+
+
+@pytest.mark.parametrize("shared_paths", [False, True], ids=["in-band", "shared-paths"])
+def test_colorize_with_server_writes_what_the_embedded_cli_writes(engine, tmp_path, shared_paths):
+    plate, key, frames = _plates(tmp_path / "shot")
+    roots = (str(tmp_path),) if shared_paths else ()
+    srv = ThreadServer(engine, allowed_roots=roots)
+    try:
+        assert _colorize(plate, key, str(tmp_path / "embedded" / "c.####.exr")) == 0
+        assert _colorize(plate, key, str(tmp_path / "remote" / "c.####.exr"), "--server", srv.address) == 0
+        with Client(srv.address) as c:
+            assert (P.MODE_PATHS in c.hello()["modes"]) == shared_paths
+    finally:
+        srv.stop()
+    _same_exrs(str(tmp_path / "embedded" / "c.####.exr"), str(tmp_path / "remote" / "c.####.exr"), frames)
+
+
+def test_colorize_with_server_outside_roots_falls_back_to_in_band(engine, tmp_path):
+    plate, key, frames = _plates(tmp_path / "shot")
+    srv = ThreadServer(engine, allowed_roots=(str(tmp_path / "elsewhere"),))
+    try:
+        assert _colorize(plate, key, str(tmp_path / "remote" / "c.####.exr"), "--server", srv.address) == 0
+    finally:
+        srv.stop()
+    assert _colorize(plate, key, str(tmp_path / "embedded" / "c.####.exr")) == 0
+    _same_exrs(str(tmp_path / "embedded" / "c.####.exr"), str(tmp_path / "remote" / "c.####.exr"), frames)
+
+
+def test_colorize_without_server_exits_6_quickly(tmp_path):
+    plate, key, _ = _plates(tmp_path / "shot", n=2)
+    t0 = time.monotonic()
+    rc = _colorize(plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}",
+                   "--timeout", "0.5")
+    assert rc == 6 and time.monotonic() - t0 < 5.0
+
+
+def test_keys_command_writes_server_and_client_keys(tmp_path):
+    from colorprop.cli import main
+
+    assert main(["keys", str(tmp_path / "k"), "--client", "alice", "--client", "farm"]) == 0
+    names = sorted(p.name for p in (tmp_path / "k").iterdir())
+    assert names == ["alice.key", "alice.key_secret", "authorized_clients", "farm.key", "farm.key_secret",
+                     "server.key", "server.key_secret"]
+    assert sorted(p.name for p in (tmp_path / "k" / "authorized_clients").iterdir()) == ["alice.key", "farm.key"]
+    with pytest.raises(ValueError):
+        from colorprop_server import generate_keys
+
+        generate_keys(tmp_path / "k", ("../evil",))
