@@ -213,3 +213,34 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
                   for line in log.splitlines() if "frame(s) written" in line)
     assert skipped == len(left)  # finished frames are kept, not redone
     assert_same_pixels(frames_of(resumed), reference)
+
+
+def has_serve() -> bool:
+    try:
+        import colorprop_server.cli  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@needs_openjd
+@pytest.mark.skipif(not has_serve(), reason="this colorprop has no `serve` command")
+def test_openjd_run_with_session_server(tmp_path):
+    """ServerMode=serve: session setup starts one `colorprop serve`, tasks get COLORPROP_SERVER through
+    openjd_env, pixels equal an embedded run, and session exit stops the server."""
+    embedded = tmp_path / "embedded"
+    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", f"1={SHOT / 'key.0001.exr'}",
+                 "--frames", "1-8", "--method", "flow", "--progress", "none",
+                 "--output", str(embedded / "colour.####.exr")]) == 0
+    served = tmp_path / "served"
+    params = template_params(SHOT, served) + ["-p", "KeyFrames=1", "-p", "Frames=1-8", "-p", "ServerMode=serve"]
+    run = openjd("run", str(TEMPLATE), *params)
+    log, _ = run.communicate(timeout=180)
+    assert run.returncode == 0, log
+    assert "openjd_env: COLORPROP_SERVER=ipc://" in log and "--server ipc://" in log
+    pid = int(log.split("COLORPROP_SERVE_PID=")[1].split()[0])
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    a, b = frames_of(embedded), frames_of(served)
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    for f in a:
+        np.testing.assert_array_equal(a[f], b[f], err_msg=f"frame {f}")
