@@ -281,3 +281,22 @@ def test_missing_inputs_are_reported_before_rendering(standin, tmp_path):
     node["colorize"].execute()
     assert "connect a plate" in node["status"].value()
     assert not [c for c in nuke.calls if c[0] == "execute"]
+
+
+# -- examples/nuke --------------------------------------------------------------------------------
+def test_example_builder_and_hand_written_script_match_the_node(standin, server, tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_example", ROOT / "examples" / "nuke" / "build_example.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    node = example.build(server[0])
+    assert node.input(0)["file"].value().endswith("plate.####.exr")
+    nk = (ROOT / "examples" / "nuke" / "colorprop_example.nk").read_text()
+    user_knobs = [k for k, v in node.knobs().items() if v.label is not None and k not in
+                  ("name", "tile_color", "label")]
+    for knob in user_knobs:
+        if knob != "colorprop":
+            assert f" {knob}" in nk, f"colorprop_example.nk lacks the {knob!r} knob"
+    for inner in ("WritePlate", "WriteKey", "Result", "Output1"):
+        assert f"name {inner}" in nk

@@ -25,7 +25,8 @@ def _files(folder: Path):
             yield path
 
 
-def build(out_dir: Path) -> Path:
+def build(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
     version = ".".join(map(str, ast.literal_eval(re.search(r'"version": (\([^)]*\))', (ADDON / "__init__.py").read_text()).group(1))))
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"colorprop_blender-{version}.zip"

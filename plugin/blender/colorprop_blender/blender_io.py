@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import bpy
@@ -133,7 +134,7 @@ def add_result_node(scene: "bpy.types.Scene", pattern: str, frames: list[int]) -
     first = frames[0]
     image = bpy.data.images.load(logic.frame_path(pattern, first), check_existing=False)
     image.source = "SEQUENCE"
-    image.name = os.path.basename(pattern).replace("####", "")
+    image.name = re.sub(r"[._-]?#+", "", os.path.basename(pattern))
     node = tree.nodes.new("CompositorNodeImage")
     node.name = node.label = "ColorProp " + image.name
     node.image = image
