@@ -23,7 +23,7 @@ venv: $(STAMP)
 example: $(STAMP)
 	$(VENV)/bin/colorprop example --output out/example
 
-test: $(STAMP)
+test: $(STAMP) $(BLENDER_STAMP)
 	$(PY) -m pytest -q
 
 clean-venv:
