@@ -244,3 +244,15 @@ def test_openjd_run_with_session_server(tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for f in a:
         np.testing.assert_array_equal(a[f], b[f], err_msg=f"frame {f}")
+
+
+def test_job_bundle_files_name_template_parameters():
+    yaml = pytest.importorskip("yaml")  # comes with openjd-cli
+
+    template = yaml.safe_load(TEMPLATE.read_text())
+    assert template["specificationVersion"] == "jobtemplate-2023-09"
+    names = {p["name"] for p in template["parameterDefinitions"]}
+    values = yaml.safe_load((TEMPLATE.parent / "parameter_values.yaml").read_text())["parameterValues"]
+    assert {v["name"] for v in values if not v["name"].startswith("deadline:")} <= names
+    assets = yaml.safe_load((TEMPLATE.parent / "asset_references.yaml").read_text())
+    assert set(assets["assetReferences"]) == {"inputs", "outputs"}
