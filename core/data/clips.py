@@ -138,6 +138,44 @@ def read_frames(
         cap.release()
 
 
+def read_ranges(path: Path | str, ranges: list[tuple[int, int]], width: int | None = None) -> dict[tuple[int, int], list[np.ndarray]]:
+    """Decode several (start_frame, num_frames) ranges of one video in a single sequential pass.
+
+    Cheaper than ``read_frames`` per range on long files: frames between ranges are grabbed
+    (not converted) once. Returns {(start, num): linear frames}; a range past the end is dropped.
+    """
+    wanted: dict[int, list[tuple[int, int]]] = {}
+    for start, num in ranges:
+        for f in range(start, start + num):
+            wanted.setdefault(f, []).append((start, num))
+    out: dict[tuple[int, int], list[np.ndarray]] = {r: [] for r in ranges}
+    if not wanted:
+        return out
+    last = max(wanted)
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataMissingError(str(path), "OpenCV cannot open this video")
+    try:
+        for index in range(last + 1):
+            if index not in wanted:
+                if not cap.grab():
+                    break
+                continue
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            h, w = bgr.shape[:2]
+            size = even_size(w, h, width)
+            if size != (w, h):
+                bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if size[0] < w else cv2.INTER_LINEAR)
+            frame = srgb_eotf(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0)
+            for r in wanted[index]:
+                out[r].append(frame)
+    finally:
+        cap.release()
+    return {r: frames for r, frames in out.items() if len(frames) == r[1]}
+
+
 def load_clip(
     cache_dir: Path | str, name: str, start_frame: int = 0, num_frames: int | None = None, width: int | None = None
 ) -> Clip:
