@@ -48,7 +48,7 @@ class TrainConfig:
                                                                use_ab_prev=True, init_center_logit=2.0).to_dict())
     local_patch: int = 96
     local_batch: int = 12
-    local_steps: int = 600
+    local_steps: int = 200
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
     # stage 2: F_f (cues: global similarity, flow consistency)
@@ -185,32 +185,43 @@ def random_crops(arrays: dict[str, np.ndarray], batch: int, patch: int, rng: np.
     return torch.from_numpy(np.stack(out))
 
 
+def fit(stage: str, net: torch.nn.Module, arrays: dict[str, np.ndarray], steps: int, lr: float, batch: int,
+        patch: int, seed: int, device: torch.device, run: "Run", loss_fn, checkpoint_every: int = 50) -> None:
+    """Adam + cosine schedule over random crops of ``arrays``; resumable; ``loss_fn(batch) -> (loss, logged)``."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    start = run.resume(stage, net, opt, sched)
+    rng = np.random.default_rng(seed + start)
+    torch.manual_seed(seed + start)
+    net.train()
+    for step in range(start, steps):
+        loss, logged = loss_fn(random_crops(arrays, batch, patch, rng).to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        run.log(stage, step, loss=loss.item(), **logged)
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            run.checkpoint(stage, step + 1, net, opt, sched)
+    net.eval()
+
+
 def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, run: "Run") -> None:
     net = models.local
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.local_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.local_steps)
-    start = run.resume("local", net, opt, sched)
-    rng = np.random.default_rng(cfg.seed + 1 + start)
-    torch.manual_seed(cfg.seed + 1 + start)
-    net.train()
-    for step in range(start, cfg.local_steps):
-        b = random_crops(pairs, cfg.local_batch, cfg.local_patch, rng).to(models.device)
+
+    def loss_fn(b: torch.Tensor):
         g0, g1, ab0, ab1 = b[:, 0:1], b[:, 1:2], b[:, 2:4], b[:, 4:6]
         pred = net.warp(ab0, net(g0, g1, ab0))
         # Flow already gets most pixels right; weight the pixels it gets wrong (occlusions, drift) up, or the
         # kernels learn only the identity (measured: collapsed by step 20 with a plain L1).
         hard = 1.0 + cfg.local_hard_weight * (ab0 - ab1).abs().sum(1, keepdim=True)
         loss = (hard * (pred - ab1).abs()).mean() / hard.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
         flow_only = (hard * (ab0 - ab1).abs()).mean() / hard.mean()
-        run.log("local", step, loss=loss.item(), flow_only=flow_only.item(), l1=F.l1_loss(pred, ab1).item(),
-                flow_only_l1=F.l1_loss(ab0, ab1).item())
-        if (step + 1) % 100 == 0 or step + 1 == cfg.local_steps:
-            run.checkpoint("local", step + 1, net, opt, sched)
-    net.eval()
+        return loss, {"flow_only": flow_only.item(), "l1": F.l1_loss(pred, ab1).item(),
+                      "flow_only_l1": F.l1_loss(ab0, ab1).item()}
+
+    fit("local", net, pairs, cfg.local_steps, cfg.local_lr, cfg.local_batch, cfg.local_patch, cfg.seed + 1,
+        models.device, run, loss_fn, checkpoint_every=100)
 
 
 # ---------------------------------------------------------------- stage 2: F_f
@@ -245,26 +256,15 @@ def fusion_inputs(models: Models, segments: list[Segment]) -> dict[str, np.ndarr
 
 def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: "Run") -> None:
     net = models.fusion
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.fusion_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.fusion_steps)
-    start = run.resume("fusion", net, opt, sched)
-    rng = np.random.default_rng(cfg.seed + 2 + start)
-    torch.manual_seed(cfg.seed + 2 + start)
-    net.train()
-    for step in range(start, cfg.fusion_steps):
-        b = random_crops(data, cfg.fusion_batch, cfg.fusion_patch, rng).to(models.device)
+
+    def loss_fn(b: torch.Tensor):
         gray, ab_local, ab_global, cues, ab_true = b[:, 0:1], b[:, 1:3], b[:, 3:5], b[:, 5:7], b[:, 7:9]
         pred = net(gray, ab_local, ab_global, cues).ab
-        loss = F.l1_loss(pred, ab_true)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        run.log("fusion", step, loss=loss.item(), local_only=F.l1_loss(ab_local, ab_true).item(),
-                global_only=F.l1_loss(ab_global, ab_true).item())
-        if (step + 1) % 50 == 0 or step + 1 == cfg.fusion_steps:
-            run.checkpoint("fusion", step + 1, net, opt, sched)
-    net.eval()
+        return F.l1_loss(pred, ab_true), {"local_only": F.l1_loss(ab_local, ab_true).item(),
+                                          "global_only": F.l1_loss(ab_global, ab_true).item()}
+
+    fit("fusion", net, data, cfg.fusion_steps, cfg.fusion_lr, cfg.fusion_batch, cfg.fusion_patch, cfg.seed + 2,
+        models.device, run, loss_fn)
 
 
 # ---------------------------------------------------------------- the run folder

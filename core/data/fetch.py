@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from colorprop.errors import ColorpropError
+from colorprop.weights import sha256_file
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -408,14 +409,6 @@ def download(source: Source, dest: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Manifest and the fetch loop
 # --------------------------------------------------------------------------------------------
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def load_manifest(cache_dir: Path) -> dict:
     path = Path(cache_dir) / MANIFEST_NAME
