@@ -117,7 +117,7 @@ class Broker:
                 for _ in range(64):
                     if not back.poll(0, zmq.POLLIN):
                         break
-                    self._on_worker(back.recv_multipart(copy=False), front)
+                    self._on_worker(back.recv_multipart(copy=False), front, back)
             if front in events:
                 for _ in range(64):
                     if not front.poll(0, zmq.POLLIN):
@@ -138,7 +138,7 @@ class Broker:
             _send(back, [w.ident, WORKER_PROTO, W_DISCONNECT])
 
     # ------------------------------------------------------------------ workers
-    def _on_worker(self, frames: list, front: zmq.Socket) -> None:
+    def _on_worker(self, frames: list, front: zmq.Socket, back: zmq.Socket) -> None:
         if len(frames) < 3 or frames[1].bytes != WORKER_PROTO:
             return
         ident, cmd = frames[0].bytes, frames[2].bytes
@@ -176,8 +176,8 @@ class Broker:
             if r is not None and head.get("type") == P.ERROR and head.get("code") == P.E_UNKNOWN_JOB:
                 self._forget(r)
             _send(front, [env, *out])
-        elif cmd == W_DISCONNECT:
-            self._worker_died(w, front, None)
+        elif cmd == W_DISCONNECT:  # a worker stopping cleanly: its shared-path jobs move on too
+            self._worker_died(w, front, back)
 
     def _worker_died(self, w: _Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
         self.workers.pop(w.ident, None)

@@ -9,6 +9,7 @@ identical).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -34,11 +35,21 @@ class RemoteJobError(ColorpropError):
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
                         frames: list[int], options: Any, progress: Callable | None = None,
                         skip_existing: bool = False, timeout_s: float = 10.0, pixel_type: str = "half",
-                        curve_keys: str | None = None, curve_name: str = "client") -> Any:
-    """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``."""
+                        curve_keys: str | None = None, curve_name: str | None = None) -> Any:
+    """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``.
+
+    CURVE keys come from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (a folder holding
+    ``<name>.key_secret`` and ``server.key``; name from ``curve_name``/``$COLORPROP_CURVE_NAME``,
+    default ``client``).
+    """
     from colorprop.pipeline import ProgressEvent, ShotReport
 
-    curve = C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
+    curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
+    curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
+    try:
+        curve = C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
+    except (OSError, ValueError) as err:
+        raise InputError(f"CURVE keys {curve_keys}/{curve_name}.key_secret: {err}") from None
     client = C.Client(address, timeout_s=timeout_s, retries=3, curve=curve)
     report = ShotReport()
     t0 = time.perf_counter()

@@ -343,7 +343,10 @@ class Service:
                                retry_after_s=round(self.frame_seconds, 3)))
                 return
             else:
-                s.inbox[frame] = (np.array(pixels, dtype=np.float32), tuple(channels), colorspace)
+                # float32 arrives as a read-only view of the received frame: no copy (the engine never
+                # writes into its input); half floats are widened once.
+                px = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32)
+                s.inbox[frame] = (px, tuple(channels), colorspace)
                 accepted = True
                 s.cond.notify_all()
         reply(P.encode(P.ACK, msg.id, job=s.id, frame=frame, accepted=accepted))

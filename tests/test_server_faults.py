@@ -19,7 +19,7 @@ from colorprop_client.client import (Client, CurveKeys, JobLost, ServerUnavailab
                                      colorize_paths)
 
 from test_server_support import (REPO, ThreadServer, embedded, engine, free_port, make_shot, spawn,  # noqa: F401
-                                 stop_proc, wait_hello, wait_until)
+                                 stop_proc, wait_hello, wait_until, watchdog)
 
 
 def _identical(got, ref):

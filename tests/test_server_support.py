@@ -7,6 +7,7 @@ the fixtures; every wait is bounded.
 
 from __future__ import annotations
 
+import faulthandler  # noqa: F401  (used by the watchdog fixture)
 import os
 import signal
 import socket
@@ -113,6 +114,16 @@ def stop_proc(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0)
             proc.kill()
             proc.wait(10)
     return proc.returncode
+
+
+@pytest.fixture(autouse=True)
+def watchdog():
+    """No test here may hang the suite: after 150 s dump every thread's stack and exit."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(150, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="module")

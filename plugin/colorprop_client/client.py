@@ -469,28 +469,42 @@ def colorize_paths(
     job_timeout_s: float | None = None,
     skip_existing: bool = False,
     pixel_type: str = "half",
+    restarts: int = 1,
 ) -> dict:
-    """Colorize EXR frames on shared storage; the server reads and writes the files.
-    Returns the ``done`` event's report."""
+    """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
+    Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
+    resubmitted up to ``restarts`` times."""
     own = not isinstance(address, Client)
     client = Client(address, timeout_s, retries, curve) if own else address
     try:
-        deadline = time.monotonic() + busy_wait_s
-        job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
-                                                   output_pattern, colorspace, skip_existing=skip_existing,
-                                                   pixel_type=pixel_type), deadline)
-        try:
-            for ev in job.events(timeout_s=job_timeout_s, wait_s=2.0):
-                if ev.kind in P.TERMINAL_EVENTS:
-                    _raise_terminal(job, ev)
-                if on_progress is not None:
-                    on_progress(ev)
-            return dict((job.finished.info or {}).get("report") or {})
-        finally:
+        for attempt in range(restarts + 1):
             try:
-                job.close()
-            except ServerError:
-                pass
+                return _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace,
+                                            on_progress, busy_wait_s, job_timeout_s, skip_existing, pixel_type)
+            except JobLost:
+                if attempt == restarts:
+                    raise
     finally:
         if own:
             client.close()
+    raise AssertionError("unreachable")
+
+
+def _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress,
+                         busy_wait_s, job_timeout_s, skip_existing, pixel_type):
+    deadline = time.monotonic() + busy_wait_s
+    job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
+                                               output_pattern, colorspace, skip_existing=skip_existing,
+                                               pixel_type=pixel_type), deadline)
+    try:
+        for ev in job.events(timeout_s=job_timeout_s, wait_s=2.0):
+            if ev.kind in P.TERMINAL_EVENTS:
+                _raise_terminal(job, ev)
+            if on_progress is not None:
+                on_progress(ev)
+        return dict((job.finished.info or {}).get("report") or {})
+    finally:
+        try:
+            job.close()
+        except ServerError:
+            pass
