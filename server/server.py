@@ -93,7 +93,11 @@ class Server:
     def run(self) -> None:
         if self.config.broker:
             return self._run_worker()
-        check_bind_allowed(self.config.bind, self.config.curve_keys)
+        try:
+            check_bind_allowed(self.config.bind, self.config.curve_keys)
+        except Exception:
+            self._pipe.close()
+            raise
         curve = CurveServer(self.ctx, self.config.curve_keys) if self.config.curve_keys else None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -106,7 +110,7 @@ class Server:
             self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
             log.info(json.dumps({"event": "listening", "endpoint": self.endpoint, "curve": bool(curve)}))
             self.ready.set()
-            self._loop(sock, self._router_reply, self._router_recv)
+            self._loop(sock, self._router_recv)
         finally:
             sock.close(linger=0)
             if curve:
@@ -120,9 +124,6 @@ class Server:
         ident = frames[0].bytes
         self.service.handle(frames[1:], ident.hex()[:16], lambda out, ident=ident: self._send(sock, [ident, *out]))
 
-    def _router_reply(self, sock: zmq.Socket) -> None:
-        pass
-
     @staticmethod
     def _send(sock: zmq.Socket, frames: list) -> None:
         try:
@@ -132,7 +133,7 @@ class Server:
         except zmq.ZMQError as exc:
             log.warning("reply dropped: %s", exc)
 
-    def _loop(self, sock: zmq.Socket, _unused: Any, on_readable: Any, on_idle: Any = None) -> None:
+    def _loop(self, sock: zmq.Socket, on_readable: Any, on_idle: Any = None) -> None:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(self._pipe.r, zmq.POLLIN)
@@ -173,6 +174,7 @@ class Server:
             pub, sec, srv = curve_client_keys(self.config.curve_keys, self.config.curve_client_name)
             sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, srv
         elif not is_loopback(self.config.broker):
+            sock.close(linger=0)
             raise ValueError(f"refusing to connect to {self.config.broker} without CURVE (--curve-keys DIR)")
         sock.connect(self.config.broker)
         caps = dict(self.service.capabilities(), worker={"pid": os.getpid()})
@@ -183,7 +185,12 @@ class Server:
     def _run_worker(self) -> None:
         cfg = self.config
         interval = cfg.heartbeat_s
-        state = {"sock": self._worker_socket(), "broker_seen": time.monotonic(), "hb_sent": 0.0,
+        try:
+            first = self._worker_socket()
+        except Exception:
+            self._pipe.close()
+            raise
+        state = {"sock": first, "broker_seen": time.monotonic(), "hb_sent": 0.0,
                  "backoff": interval}
         self.endpoint = cfg.broker
         self.ready.set()
@@ -217,7 +224,7 @@ class Server:
         while not self._stop.is_set():
             sock = state["sock"]
             try:
-                self._loop(sock, None, on_readable, on_idle)
+                self._loop(sock, on_readable, on_idle)
                 break
             except _Reconnect:
                 sock.close(linger=0)
