@@ -108,6 +108,7 @@ def add_suggest_keys(sub) -> None:
     p.add_argument("--count", type=int, default=3)
     p.add_argument("--method", default=None)
     p.add_argument("--colorspace", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object (for the DCC nodes)")
 
     def run(args):
         from .suggest import run_suggest_command

@@ -5,6 +5,13 @@ colour of frame 1 (and, with ``--keys first,last``, of the last frame); every me
 plate through the product's own pipeline (``run_shot`` on in-memory frames, working resolution and
 upsampling included); we report Lab-PSNR averaged over the first N propagated frames.
 "gray" is the plate itself (ab = 0).
+
+With ``--keys first,last`` each method is also scored (same frames: 2..last-1) with one key
+(``<method>-1key``) and with the same two keys blended by a fixed linear crossfade by frame distance
+(``<method>-crossfade``), the baseline the per-pixel confidence blend must beat.
+
+Confidence check: per clip and method, the mean Lab error (ΔE, per pixel) of the lowest-confidence
+10 % of pixels over that of the highest 10 %, pooled over the propagated frames (target ≥ 3×).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import color
+from .confidence import blend_by_confidence, blend_crossfade, error_ratio_by_confidence
 from .engine import Engine, ShotOptions
 from .metrics import lab_psnr
 from .pipeline import ArraySink, ArraySource, KeyImage, run_shot
@@ -28,44 +36,90 @@ EVAL_SPACE = "Linear Rec.709 (sRGB)"
 def colorize_clip(engine: Engine, frames_linear: list[np.ndarray], key_indices: list[int], method: str,
                   working_width: int | None = None) -> list[np.ndarray]:
     """Colour a clip (list of HxWx3 linear Rec.709) from the true colour at ``key_indices``; returns Lab frames."""
+    return colorize_clip_with_confidence(engine, frames_linear, key_indices, method, working_width)[0]
+
+
+def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray], key_indices: list[int],
+                                  method: str, working_width: int | None = None,
+                                  blend=blend_by_confidence) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``colorize_clip`` plus the confidence written for each frame (HxW); ``blend``: see ``run_shot``."""
     gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames_linear)}
     if method == "gray":
-        return [color.linear_rec709_to_lab(g) for g in gray.values()]
+        return [color.linear_rec709_to_lab(g) for g in gray.values()], [np.zeros(g.shape[:2], np.float32)
+                                                                        for g in gray.values()]
     keys = {k + 1: KeyImage(frames_linear[k], EVAL_SPACE, f"key {k + 1}") for k in key_indices}
     options = {"method": method, "colorspace": EVAL_SPACE}
     if working_width is not None:
         options["working_width"] = working_width
     sink = ArraySink()
-    run_shot(engine, ArraySource(gray, colorspace=EVAL_SPACE), keys, ShotOptions.from_dict(options), sink)
-    return [color.linear_rec709_to_lab(sink.results[f].rgb) for f in sorted(sink.results)]
+    run_shot(engine, ArraySource(gray, colorspace=EVAL_SPACE), keys, ShotOptions.from_dict(options), sink,
+             blend=blend)
+    frames = sorted(sink.results)
+    return ([color.linear_rec709_to_lab(sink.results[f].rgb) for f in frames],
+            [sink.results[f].confidence for f in frames])
+
+
+def eval_variants(method: str, keys: str, key_indices: list[int]) -> list[tuple[str, list[int], object]]:
+    """(name, key indices, blend) to run for one method: with two keys also one key and the crossfade."""
+    variants = [(method, key_indices, blend_by_confidence)]
+    if method != "gray" and len(key_indices) == 2:
+        variants += [(f"{method}-1key", key_indices[:1], blend_by_confidence),
+                     (f"{method}-crossfade", key_indices, blend_crossfade)]
+    return variants
 
 
 def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str = "first",
              log=print) -> dict:
     """Per clip and method: Lab-PSNR per frame and its mean over the first N propagated frames."""
     results: dict = {"ns": list(ns), "keys": keys, "clips": {}, "seconds": {}}
+    names = methods
     for clip in clips:
         true_lab = [color.linear_rec709_to_lab(f) for f in clip.frames_linear]
         last = len(true_lab) - 1
         key_indices = [0] if keys == "first" else [0, last]
+        scored = [i for i in range(len(true_lab)) if i not in key_indices]  # the keys themselves are not scored
         per_method = {}
+        names = []
         for method in methods:
-            t0 = time.perf_counter()
-            pred = colorize_clip(engine, clip.frames_linear, key_indices, method)
-            seconds = time.perf_counter() - t0
-            # Propagated frames only: the keys themselves are not scored.
-            psnr = [lab_psnr(pred[i], true_lab[i]) for i in range(len(true_lab)) if i not in key_indices]
-            per_method[method] = {
-                "per_frame": psnr,
-                "mean_first_n": {str(n): float(np.mean(psnr[:n])) for n in ns if n <= len(psnr)},
-                "seconds_per_frame": seconds / len(true_lab),
-            }
-            log(f"  {clip.name:24s} {method:7s} N=10 {per_method[method]['mean_first_n'].get('10', float('nan')):6.2f} dB"
-                f"  N={len(psnr)} {np.mean(psnr):6.2f} dB  ({seconds / len(true_lab):.2f} s/frame)")
+            for name, variant_keys, blend in eval_variants(method, keys, key_indices):
+                names.append(name)
+                t0 = time.perf_counter()
+                pred, conf = colorize_clip_with_confidence(engine, clip.frames_linear, variant_keys, method,
+                                                           blend=blend)
+                seconds = time.perf_counter() - t0
+                psnr = [lab_psnr(pred[i], true_lab[i]) for i in scored]
+                per_method[name] = {
+                    "per_frame": psnr,
+                    "mean_first_n": {str(n): float(np.mean(psnr[:n])) for n in ns if n <= len(psnr)},
+                    "seconds_per_frame": seconds / len(true_lab),
+                }
+                line = (f"  {clip.name:24s} {name:15s} N=10 {per_method[name]['mean_first_n'].get('10', float('nan')):6.2f} dB"
+                        f"  N={len(psnr)} {np.mean(psnr):6.2f} dB  ({seconds / len(true_lab):.2f} s/frame)")
+                if method != "gray":
+                    errors = [np.linalg.norm(pred[i] - true_lab[i], axis=-1) for i in scored]
+                    check = error_ratio_by_confidence([conf[i] for i in scored], errors)
+                    per_method[name]["confidence"] = check
+                    line += f"  conf low/high 10% error {check['ratio']:5.1f}x"
+                log(line)
         results["clips"][clip.name] = {"report_apart": bool(getattr(clip, "report_apart", False)),
                                        "methods": per_method}
-    results["mean"] = summarise(results, methods, ns)
+    results["methods"] = names
+    results["mean"] = summarise(results, names, ns)
+    results["confidence"] = summarise_confidence(results, names)
     return results
+
+
+def summarise_confidence(results: dict, names: list[str]) -> dict:
+    """Per method: the low/high-confidence error ratio per main dev clip, its mean and its minimum."""
+    main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
+    table = {}
+    for name in names:
+        ratios = {n: c["methods"][name]["confidence"]["ratio"] for n, c in main.items()
+                  if "confidence" in c["methods"].get(name, {})}
+        if ratios:
+            table[name] = {"per_clip": ratios, "mean": float(np.mean(list(ratios.values()))),
+                           "min": float(min(ratios.values()))}
+    return table
 
 
 def summarise(results: dict, methods: list[str], ns) -> dict:
@@ -133,8 +187,12 @@ def run_eval_command(args) -> int:
         clips = [c for c in clips if c.name in wanted]
     results = evaluate(engine, clips, methods, ns, args.keys, log=lambda s: print(s, file=sys.stderr))
     results["weights"] = engine.describe()["weights"]
+    methods = results["methods"]
     table = format_table(results, methods)
     print(table)
+    for name, check in results["confidence"].items():
+        print(f"confidence {name}: error of the lowest-confidence 10% / highest 10% = {check['mean']:.1f}x "
+              f"mean, {check['min']:.1f}x min over main dev clips (target >= 3x)")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

@@ -9,7 +9,13 @@ The state carried to the next frame is the *written* colour (rounded as the sink
 run resumed from existing output frames continues exactly as an uninterrupted one would.
 
 Keys: each frame takes colour from its nearest key on each side: forward from the earlier key,
-backward from the later one; between two keys both are computed and blended by confidence.
+backward from the later one; between two keys both are computed and blended per pixel by their
+carried confidence (confidence.py); the forward run then carries the blended colour and confidence.
+
+Regrade (``ShotOptions.regrade``): the plate is in colour and a key is a regrade of its plate frame.
+What is carried is the *change*, delta_ab = ab(key) − ab(plate frame); each frame is written as
+ab(plate) + propagated delta under the plate's L, and where the delta is exactly zero the plate's own
+pixels are written unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import numpy as np
 
 from . import color
 from .engine import Engine, ShotOptions
+from .confidence import blend_by_confidence
 from .errors import ColorpropError, InputError, PixelError, SequenceError
 from .exr import Plate, check_finite, read_exr, write_exr
 from .propagate import Propagator, resize_hw
@@ -330,10 +337,12 @@ def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
 def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
              sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
              cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
-             segment: int | None = None) -> ShotReport:
+             segment: int | None = None, blend=blend_by_confidence) -> ShotReport:
     """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
 
     ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
+    ``blend(ab_f, conf_f, ab_b, conf_b, t) -> (ab, conf)``: how two runs meet between keys (``t`` = 0 at
+    the earlier key, 1 at the later); eval swaps in ``confidence.blend_crossfade`` as the baseline.
     """
     engine.check_method(options.method)
     if not keys:
@@ -349,6 +358,8 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
     total = sum(len(s[3]) for s in segments)
     shot = ShotColour(options, source.read(frames[0]))
     key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
+    if options.regrade:  # carry the change the key made to its plate frame, not the colour
+        key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot)) for k, ab in key_ab_full.items()}
     report = ShotReport()
     start = time.perf_counter()
     done = 0
@@ -368,10 +379,21 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         if cancel is not None and cancel():
             raise Cancelled("cancelled by request")
 
-    def carried_state(frame: int, result: FrameResult | None) -> np.ndarray:
-        """The written colour, rounded as the sink stores it (read back when the frame was skipped)."""
+    def carried_state(frame: int, result: FrameResult | None, prep: Prepared) -> np.ndarray:
+        """The written colour, rounded as the sink stores it (read back when the frame was skipped);
+        with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
         rgb = sink.read_back(frame) if result is None else result.rgb.astype(sink.pixel_dtype).astype(np.float32)
-        return shot.state_ab(rgb)
+        if not options.regrade:
+            return shot.state_ab(rgb)
+        return shot.state_ab(rgb) - shot.state_ab(prep.frame.rgb().astype(sink.pixel_dtype).astype(np.float32))
+
+    def finish(prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray) -> FrameResult:
+        if not options.regrade:
+            return shot.finish(prep, ab_full, conf_full)
+        result = shot.finish(prep, plate_ab(prep.frame, shot) + ab_full, conf_full)
+        unchanged = np.all(ab_full == 0, axis=-1)[..., None]
+        result.rgb = np.where(unchanged, prep.frame.rgb(), result.rgb).astype(np.float32)
+        return result
 
     def new_propagator(key: int) -> Propagator:
         key_L = shot.prepare(source.read(key)).L_work
@@ -384,7 +406,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             result = None
             if not (skip_existing and sink.exists(a)):
                 prep = shot.prepare(source.read(a))
-                result = shot.finish(prep, key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
+                result = finish(prep, key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
             emit(a, result, time.perf_counter() - t0)
             continue
 
@@ -399,39 +421,50 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                     prep = shot.prepare(source.read(frame))
                     step = propagator.step(prep.L_work)
                     np.save(backward / f"{frame}.npy", np.dstack([step.ab, step.confidence]).astype(np.float32))
-                    propagator.accept(prep.L_work, step.ab)
+                    propagator.accept(prep.L_work, step.ab, step.confidence)
 
             propagator = new_propagator(b if kind == "backward" else a)
             for frame in (reversed(run) if kind == "backward" else run):
                 check_cancel()
                 t0 = time.perf_counter()
                 prep = shot.prepare(source.read(frame))
-                if skip_existing and sink.exists(frame):
-                    emit(frame, None, 0.0)
-                    propagator.accept(prep.L_work, carried_state(frame, None))
-                    continue
+                skip = skip_existing and sink.exists(frame)
+                # A skipped frame still steps: its confidence is carried on exactly as in an uninterrupted run.
                 ab, confidence = propagator.step(prep.L_work)
                 if backward is not None:
                     other = np.load(backward / f"{frame}.npy")
-                    ab, confidence = blend_by_confidence(ab, confidence, other[..., :2], other[..., 2])
-                result = shot.finish(prep, *shot.to_full(ab, confidence, prep.L_full))
+                    ab, confidence = blend(ab, confidence, other[..., :2], other[..., 2], (frame - a) / (b - a))
+                if skip:
+                    emit(frame, None, 0.0)
+                    propagator.accept(prep.L_work, carried_state(frame, None, prep), confidence)
+                    continue
+                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full))
                 emit(frame, result, time.perf_counter() - t0)
-                propagator.accept(prep.L_work, carried_state(frame, result))
+                propagator.accept(prep.L_work, carried_state(frame, result, prep), confidence)
 
     report.seconds = time.perf_counter() - start
     return report
 
 
-def blend_by_confidence(ab_f: np.ndarray, conf_f: np.ndarray, ab_b: np.ndarray, conf_b: np.ndarray,
-                        eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel confidence-weighted mean of the forward and backward colour (HxWx2, HxW)."""
-    w_f = conf_f + eps
-    w_b = conf_b + eps
-    ab = (ab_f * w_f[..., None] + ab_b * w_b[..., None]) / (w_f + w_b)[..., None]
-    return ab.astype(np.float32), np.maximum(conf_f, conf_b)
-
-
 # ---------------------------------------------------------------- the CLI's job on EXR sequences
+
+
+def plate_ab(frame: PlateFrame, shot: ShotColour) -> np.ndarray:
+    """HxWx2 Lab ab of a colour plate frame (regrade); a gray plate has no colour to regrade."""
+    if not all(c in frame.channels for c in RGB):
+        raise InputError(f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has "
+                         f"{', '.join(frame.channels)}")
+    return color.linear_rec709_to_lab(color.to_linear_rec709(frame.rgb(), shot.space))[..., 1:]
+
+
+REGRADE_UNCHANGED = 0.01  # Lab ab units: a smaller change is colour-conversion noise, not a grade
+
+
+def regrade_change(key_ab: np.ndarray, plate_ab_: np.ndarray) -> np.ndarray:
+    """HxWx2 delta the key made to its plate frame; exactly 0 where it made none (so the plate is kept)."""
+    delta = (key_ab - plate_ab_).astype(np.float32)
+    delta[np.hypot(delta[..., 0], delta[..., 1]) < REGRADE_UNCHANGED] = 0.0
+    return delta
 
 
 def load_key(path: str | os.PathLike, colorspace: str | None) -> KeyImage:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import torch
 
+from .confidence import carry_confidence
 from .flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class Propagator:
         self.dis = make_dis()
         self.prev_L = key_L
         self.prev_ab = key_ab
+        self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
+        self.last_conf = self.prev_conf
         self.key_state = None
         if method in ("full", "global"):
             with torch.inference_mode():
@@ -84,13 +87,22 @@ class Propagator:
         """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
         if self.method == "flow":
             flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
-            return Step(flowed.ab, flowed.consistency)
+            return self._with_carried(Step(flowed.ab, self._carried(flowed, L)))
         with torch.inference_mode():
-            return self._step_learned(L)
+            return self._with_carried(self._step_learned(L))
 
-    def accept(self, L: np.ndarray, ab: np.ndarray) -> None:
-        """Carry this frame's colour (what was written, HxWx2) on to the next step."""
+    def accept(self, L: np.ndarray, ab: np.ndarray, confidence: np.ndarray | None = None) -> None:
+        """Carry this frame's colour (what was written, HxWx2) and confidence (HxW; default: the last
+        step's) on to the next step."""
         self.prev_L, self.prev_ab = L, ab
+        self.prev_conf = self.last_conf if confidence is None else np.asarray(confidence, np.float32)
+
+    def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
+        return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
+
+    def _with_carried(self, step: Step) -> Step:
+        self.last_conf = step.confidence  # what accept() carries unless told otherwise
+        return step
 
     def _step_learned(self, L: np.ndarray) -> Step:
         models, dev = self.models, self.device
@@ -104,7 +116,7 @@ class Propagator:
             ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
             consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
             if self.method == "local":
-                return Step(ab_numpy(ab_local), flowed.consistency)
+                return Step(ab_numpy(ab_local), self._carried(flowed, L))
 
         global_out = models.global_branch(gray, self.key_state)
         if self.method == "global":
@@ -112,7 +124,8 @@ class Propagator:
 
         cues = torch.cat([global_out.similarity, consistency], dim=1)
         fused = models.fusion(gray, ab_local, global_out.ab, cues)
-        confidence = confidence_from_cues(global_out.similarity, consistency)
+        confidence = confidence_from_cues(global_out.similarity,
+                                              torch.from_numpy(self._carried(flowed, L))[None, None].to(dev))
         return Step(ab_numpy(fused.ab), map_numpy(confidence))
 
 
@@ -125,7 +138,8 @@ def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> Fl
 
 
 def confidence_from_cues(similarity: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
-    """Per-pixel confidence in [0, 1]: high where the flow is consistent or the key match is strong."""
+    """Per-pixel confidence in [0, 1]: high where the carried confidence (or, before issue 8, the flow's
+    consistency) is high or the key match is strong."""
     sim = similarity.clamp(0, 1)
     return 1.0 - (1.0 - consistency.clamp(0, 1)) * (1.0 - sim)
 

@@ -1,0 +1,163 @@
+"""Many keys, confidence and key suggestions (issue 8) on real EXR sequences made here (method flow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from colorprop import color
+from colorprop.cli import main as cli_main
+from colorprop.confidence import blend_by_confidence, blend_crossfade, error_ratio_by_confidence
+from colorprop.exr import read_exr, write_exr
+
+W, H = 96, 64
+SPACE = "Linear Rec.709 (sRGB)"
+RED = np.float32([0.8, 0.02, 0.03])  # linear; luminance ~0.19, far from the background's
+
+
+def background(n: int, shift: float = 1.0, seed: int = 5) -> list[np.ndarray]:
+    """HxWx3 linear frames of a smooth colourful texture sliding left by ``shift`` px per frame."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.random((H + 8, W + 8 + int(shift * n) + 8, 3)).astype(np.float32), (0, 0), 4)
+    big = (big - big.min()) / (big.max() - big.min()) * 0.6 + 0.3
+    return [cv2.warpAffine(big, np.float32([[1, 0, 4 + i * shift], [0, 1, 4]]), (W, H),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for i in range(n)]
+
+
+def with_object(frames: list[np.ndarray], boxes: dict[int, tuple[int, int, int, int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Paint a red box (x0, y0, x1, y1) into frame index i for each entry; returns (frames, masks)."""
+    out, masks = [], []
+    for i, f in enumerate(frames):
+        f = f.copy()
+        m = np.zeros((H, W), bool)
+        if i in boxes:
+            x0, y0, x1, y1 = boxes[i]
+            m[y0:y1, max(x0, 0):min(x1, W)] = True
+            f[m] = RED
+        out.append(f)
+        masks.append(m)
+    return out, masks
+
+
+def write_plate(folder: Path, frames: list[np.ndarray], keys: list[int]) -> tuple[str, list[str]]:
+    """Gray plate.####.exr (frames 1..n, RGB = luminance) and key.<frame>.exr in colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames, start=1):
+        y = color.luminance(f)
+        write_exr(folder / f"plate.{i:04d}.exr", np.dstack([y, y, y]), ("R", "G", "B"),
+                  extra_metadata={"oiio:ColorSpace": SPACE})
+    specs = []
+    for k in keys:
+        write_exr(folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+        specs += ["--key", f"{k}={folder / f'key.{k:04d}.exr'}"]
+    return str(folder / "plate.####.exr"), specs
+
+
+def colorize(plate: str, key_args: list[str], out: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(Lab HxWx3, confidence HxW) for frames 1..n."""
+    assert cli_main(["colorize", "--progress", "none", "--input", plate, *key_args, "--output", out,
+                     "--frames", f"1-{n}", "--method", "flow", "--pixel-type", "float", "--confidence"]) == 0
+    result = []
+    for i in range(1, n + 1):
+        res = read_exr(out.replace("####", f"{i:04d}"))
+        rgb = np.dstack([res.channel(c) for c in "RGB"])
+        result.append((color.linear_rec709_to_lab(rgb), res.channel("colorprop.confidence")))
+    return result
+
+
+def entering_shot(n: int = 14) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A red box slides in from the right edge from frame 5 on, 5 px per frame, and stays."""
+    boxes = {i: (W - 5 * (i - 3), 20, W - 5 * (i - 3) + 24, 44) for i in range(4, n)}
+    return with_object(background(n), boxes)
+
+
+def test_suggest_keys_finds_the_frame_where_an_object_appears(tmp_path, capsys):
+    n = 12
+    frames, _ = with_object(background(n), {i: (40, 18, 64, 42) for i in range(6, n)})  # appears at frame 7
+    plate, key_args = write_plate(tmp_path, frames, [1])
+    assert cli_main(["suggest-keys", "--input", plate, *key_args, "--frames", f"1-{n}", "--method", "flow",
+                     "--count", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["suggestions"][0]["frame"] == 7
+    assert len(report["suggestions"]) == 2 and len(report["frames"]) == n
+    assert cli_main(["suggest-keys", "--input", plate, *key_args, "--frames", f"1-{n}", "--method", "flow"]) == 0
+    assert "suggested key frames" in capsys.readouterr().out
+
+
+def test_two_keys_beat_one_when_an_object_enters(tmp_path):
+    n = 14
+    frames, masks = entering_shot(n)
+    true = [color.linear_rec709_to_lab(f) for f in frames]
+    plate, one = write_plate(tmp_path / "one", frames, [1])
+    _, two = write_plate(tmp_path / "two", frames, [1, n])
+    single = colorize(plate, one, str(tmp_path / "o1" / "c.####.exr"), n)
+    double = colorize(plate, two, str(tmp_path / "o2" / "c.####.exr"), n)
+
+    def error(result, region=None):
+        errs = [np.linalg.norm(result[i][0] - true[i], axis=-1) for i in range(1, n - 1)]
+        if region is not None:
+            errs = [e[m] for e, m in zip(errs, region[1:n - 1]) if m.any()]
+        return float(np.mean(np.concatenate([np.ravel(e) for e in errs])))
+
+    assert error(double) < 0.6 * error(single)
+    assert error(double, masks) < 0.5 * error(single, masks)  # the box gets its colour from the later key
+    assert error(double, masks) < 15.0
+
+
+def test_confidence_is_lower_where_colour_is_wrong(tmp_path):
+    n = 12
+    frames, masks = entering_shot(n)
+    true = [color.linear_rec709_to_lab(f) for f in frames]
+    plate, one = write_plate(tmp_path, frames, [1])
+    result = colorize(plate, one, str(tmp_path / "o" / "c.####.exr"), n)
+    inside = np.concatenate([result[i][1][masks[i]] for i in range(6, n)])
+    outside = np.concatenate([result[i][1][~masks[i]] for i in range(6, n)])
+    assert inside.mean() < 0.3 * outside.mean()  # the box's colour is invented: confidence knows
+    errors = [np.linalg.norm(result[i][0] - true[i], axis=-1) for i in range(1, n)]
+    assert error_ratio_by_confidence([r[1] for r in result[1:]], errors)["ratio"] >= 3.0
+    np.testing.assert_array_equal(result[0][1], 1.0)  # the key is certain
+
+
+def test_blend_is_per_pixel_by_confidence_not_a_crossfade():
+    ab_f = np.full((4, 4, 2), 10.0, np.float32)
+    ab_b = np.full((4, 4, 2), -10.0, np.float32)
+    conf_f = np.ones((4, 4), np.float32)
+    conf_f[:, 2:] = 0.0  # the forward run lost the right half
+    conf_b = np.ones((4, 4), np.float32)
+    conf_b[:, :2] = 0.0  # the backward run lost the left half
+    ab, conf = blend_by_confidence(ab_f, conf_f, ab_b, conf_b, t=0.5)
+    assert np.all(ab[:, :2] > 9.0) and np.all(ab[:, 2:] < -9.0)
+    np.testing.assert_allclose(conf, 1.0)
+    ab, _ = blend_crossfade(ab_f, conf_f, ab_b, conf_b, t=0.5)
+    np.testing.assert_allclose(ab, 0.0)
+    # both runs lost: the nearer key wins
+    zero = np.zeros((4, 4), np.float32)
+    ab, _ = blend_by_confidence(ab_f, zero, ab_b, zero, t=0.1)
+    assert np.all(ab > 9.0)
+
+
+def test_error_ratio_by_confidence():
+    conf = [np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)]
+    err = [1.0 + 9.0 * (1.0 - conf[0])]
+    r = error_ratio_by_confidence(conf, err)
+    assert r["ratio"] > 5.0 and r["low_confidence"] < r["high_confidence"]
+
+
+def test_suggest_keys_bad_count_is_bad_input(tmp_path):
+    frames = background(3)
+    plate, key_args = write_plate(tmp_path, frames, [1])
+    assert cli_main(["suggest-keys", "--input", plate, *key_args, "--count", "0", "--method", "flow"]) == 2
+
+
+@pytest.mark.parametrize("keys", [[1, 8], [1, 5, 8]])
+def test_many_keys_reproduce_every_key_exactly(tmp_path, keys):
+    frames, _ = entering_shot(8)
+    plate, key_args = write_plate(tmp_path, frames, keys)
+    result = colorize(plate, key_args, str(tmp_path / "o" / "c.####.exr"), 8)
+    for k in keys:
+        truth = color.linear_rec709_to_lab(frames[k - 1])
+        assert np.abs(result[k - 1][0][..., 1:] - truth[..., 1:]).max() < 0.2  # the key EXR is half
