@@ -135,7 +135,8 @@ def run_colorize(args, keys, frames, options, progress):
         from colorprop_server.remote import colorize_via_server  # zmq lives outside core
 
         return colorize_via_server(args.server, args.input, keys, args.output, frames, options, progress,
-                                   skip_existing=args.skip_existing, timeout_s=args.timeout)
+                                   skip_existing=args.skip_existing, timeout_s=args.timeout,
+                                   pixel_type=args.pixel_type)
     from .engine import Engine
     from .pipeline import colorize_sequence
 
