@@ -15,7 +15,9 @@ Methods:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+import contextlib
+import time
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 
 import cv2
 import numpy as np
@@ -60,8 +62,31 @@ def map_numpy(x: torch.Tensor) -> np.ndarray:
     return x[0, 0].float().cpu().numpy().astype(np.float32)
 
 
+class StageClock:
+    """Wall seconds per stage name, summed over calls (``colorprop bench``). CUDA work is waited for
+    at both ends of a stage, so a stage's time is its own, not the queue's."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.seconds: dict[str, float] = {}
+        self._cuda = device is not None and device.type == "cuda"
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if self._cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self._cuda:
+                torch.cuda.synchronize()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
 class Propagator:
-    """Carries the key's colour forward (or backward) one frame per ``step``."""
+    """Carries the key's colour forward (or backward) one frame per ``step``.
+
+    ``clock``: a StageClock to time dis_flow / F_w / F_s / F_f (bench), or None."""
 
     def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None):
         if method not in METHODS:
@@ -77,6 +102,7 @@ class Propagator:
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
         self.last_conf = self.prev_conf
         self.key_state = None
+        self.clock: StageClock | None = None
         if method in ("full", "global"):
             with torch.inference_mode():
                 self.key_state = models.global_branch.encode_key(
@@ -86,7 +112,8 @@ class Propagator:
     def step(self, L: np.ndarray) -> Step:
         """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
         if self.method == "flow":
-            flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+            with self._stage("dis_flow"):
+                flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
             return self._with_carried(Step(flowed.ab, self._carried(flowed, L)))
         with torch.inference_mode():
             return self._with_carried(self._step_learned(L))
@@ -104,29 +131,36 @@ class Propagator:
         self.last_conf = step.confidence  # what accept() carries unless told otherwise
         return step
 
+    def _stage(self, name: str):
+        return self.clock(name) if self.clock is not None else contextlib.nullcontext()
+
     def _step_learned(self, L: np.ndarray) -> Step:
         models, dev = self.models, self.device
         gray = gray_tensor(L, dev)
 
         if self.method in ("local", "full"):
             # DIS pre-alignment of the previous frame, then F_w's kernels fix what flow got wrong.
-            flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
-            prev_L_aligned = warp_backward(self.prev_L, flowed.flow)
-            local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
-            ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
-            consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
-            if self.method == "local":
-                return Step(ab_numpy(ab_local), self._carried(flowed, L))
+            with self._stage("dis_flow"):
+                flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+                prev_L_aligned = warp_backward(self.prev_L, flowed.flow)
+            with self._stage("F_w"):
+                local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
+                ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
+                consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
+                if self.method == "local":
+                    return Step(ab_numpy(ab_local), self._carried(flowed, L))
 
-        global_out = models.global_branch(gray, self.key_state)
-        if self.method == "global":
-            return Step(ab_numpy(global_out.ab), map_numpy(global_out.similarity).clip(0, 1))
+        with self._stage("F_s"):
+            global_out = models.global_branch(gray, self.key_state)
+            if self.method == "global":
+                return Step(ab_numpy(global_out.ab), map_numpy(global_out.similarity).clip(0, 1))
 
-        cues = torch.cat([global_out.similarity, consistency], dim=1)
-        fused = models.fusion(gray, ab_local, global_out.ab, cues)
-        confidence = confidence_from_cues(global_out.similarity,
+        with self._stage("F_f"):
+            cues = torch.cat([global_out.similarity, consistency], dim=1)
+            fused = models.fusion(gray, ab_local, global_out.ab, cues)
+            confidence = confidence_from_cues(global_out.similarity,
                                               torch.from_numpy(self._carried(flowed, L))[None, None].to(dev))
-        return Step(ab_numpy(fused.ab), map_numpy(confidence))
+            return Step(ab_numpy(fused.ab), map_numpy(confidence))
 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:

@@ -1,0 +1,310 @@
+"""`colorprop bench`: seconds per frame for each stage and end to end, peak memory, at 480p..4K.
+
+For every plate size a synthetic shot is written (textured ACEScg RGBA half-float EXRs, zip, moving
+a few pixels a frame, so DIS and the matching do real work). Then, for each method (the learned
+``full`` when weights load, and the classical ``flow`` as the ratio reference, always in the same
+run) and each device, one **child process** measures:
+
+* stages, one frame at a time in the product's own functions: ``exr_read`` (read_exr),
+  ``colour_in`` (plate space -> linear -> L, L at the working size), ``dis_flow`` (DIS pre-alignment),
+  ``F_w``, ``F_s``, ``F_f`` (the networks, as Propagator.step runs them), ``upsample`` (chroma and
+  confidence to full resolution), ``colour_out`` (Lab -> plate space, and the carried state back at
+  the working size), ``exr_write`` (write_exr of R,G,B + pass-through channels);
+* ``end_to_end``: ``run_shot`` on the EXR sequence, as ``colorprop colorize`` runs it (reading and
+  writing overlapped with compute): the interval between successive finished frames;
+* ``peak_rss_mib``: the child's ru_maxrss, so sizes and methods never share a peak.
+
+Each figure is the median over ``repeats`` frames after one warm-up frame. Timings are not
+assertions: they depend on the machine and on what else runs on it (recorded in ``machine``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("exr_read", "colour_in", "dis_flow", "F_w", "F_s", "F_f", "upsample", "colour_out", "exr_write")
+PLATE_SPACE = "ACEScg"
+PLATE_NAME = "plate.####.exr"
+
+
+# ---------------------------------------------------------------- synthetic plates
+
+
+def synthetic_frames(width: int, height: int, count: int, seed: int = 7):
+    """``count`` HxWx3 float32 linear Rec.709 frames: smooth colour regions, fine luminance texture and
+    hard edges, panning 3 px right and 1 px down per frame (HDR highlights up to ~4)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    margin = 4 * count + 8
+    big_w, big_h = width + margin, height + margin
+    coarse = rng.random((max(4, big_h // 96), max(4, big_w // 96), 3)).astype(np.float32)
+    colour = cv2.resize(coarse, (big_w, big_h), interpolation=cv2.INTER_CUBIC)
+    blocks = rng.random((max(2, big_h // 160), max(2, big_w // 160), 1)).astype(np.float32)
+    edges = cv2.resize(blocks, (big_w, big_h), interpolation=cv2.INTER_NEAREST)[..., None]
+    fine = cv2.GaussianBlur(rng.random((big_h, big_w)).astype(np.float32), (0, 0), 1.5)[..., None]
+    big = np.clip(colour, 0.02, None) * (0.35 + 0.9 * edges) * (0.6 + 0.8 * fine)
+    big[..., :] *= np.where(rng.random((big_h, big_w, 1)) > 0.9995, 4.0, 1.0).astype(np.float32)
+    for i in range(count):
+        x0, y0 = 4 + 3 * i, 4 + i
+        yield np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+
+
+def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str, str]:
+    """plate.0001..count.exr (RGBA half, ACEScg) and key.exr (the true colour of frame 1)."""
+    from . import color
+    from .exr import write_exr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rgb in enumerate(synthetic_frames(width, height, count), start=1):
+        plate = color.from_linear_rec709(rgb, PLATE_SPACE)
+        if i == 1:
+            write_exr(folder / "key.exr", plate, ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": PLATE_SPACE})
+        y = color.luminance(rgb)  # the plate is the gray (luminance) version, as a colorist hands it over
+        gray = color.from_linear_rec709(np.dstack([y, y, y]), PLATE_SPACE)
+        alpha = np.ones((height, width, 1), np.float32)
+        write_exr(folder / f"plate.{i:04d}.exr", np.dstack([gray, alpha]), ("R", "G", "B", "A"),
+                  extra_metadata={"oiio:ColorSpace": PLATE_SPACE})
+    return str(folder / PLATE_NAME), str(folder / "key.exr")
+
+
+# ---------------------------------------------------------------- one measurement (child process)
+
+
+def measure(folder: str, method: str, device: str, repeats: int, working_width: int | None,
+            weights: str | None) -> dict:
+    """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc)."""
+    import torch
+
+    from .engine import Engine, ShotOptions
+    from .exr import read_exr
+    from .pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
+    from .propagate import Propagator, StageClock, resize_hw
+
+    engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow")
+    options = ShotOptions(method=method) if working_width is None else ShotOptions(method=method,
+                                                                                 working_width=working_width)
+    frames = list(range(1, repeats + 3))  # key, warm-up, repeats
+    plates = str(Path(folder) / PLATE_NAME)
+    key = load_key(Path(folder) / "key.exr", None)
+    out = Path(folder) / f"out-{method}-{device}"
+    torch_device = engine.models.device if engine.models is not None else torch.device("cpu")
+
+    # Stages, frame by frame, in the pipeline's own functions.
+    source = ExrSequenceSource(plates, frames)
+    sink = ExrSequenceSink(str(out / "stages.####.exr"))
+    stage_rows: list[dict[str, float]] = []
+    with torch.inference_mode():
+        shot = ShotColour(options, source.read(frames[0]))
+        key_prep = shot.prepare(source.read(frames[0]))
+        propagator = Propagator(method, key_prep.L_work, resize_hw(shot.key_ab(key), *shot.work_size), engine.models)
+        for frame in frames[1:]:
+            clock = StageClock(torch_device)
+            propagator.clock = clock
+            with clock("exr_read"):
+                plate = source.read(frame)
+            with clock("colour_in"):
+                prep = shot.prepare(plate)
+            ab, confidence = propagator.step(prep.L_work)
+            with clock("upsample"):
+                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full)
+            with clock("colour_out"):
+                result = shot.finish(prep, ab_full, conf_full)
+                state = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))
+            with clock("exr_write"):
+                sink.write(frame, result)
+            propagator.accept(prep.L_work, state)
+            stage_rows.append(clock.seconds)
+    measured = stage_rows[1:]  # the first propagated frame is the warm-up
+    stages = {name: (statistics.median(r.get(name, 0.0) for r in measured) if name in measured[0] else None)
+              for name in STAGES}
+
+    # End to end, as `colorprop colorize` runs it.
+    finished: list[float] = []
+    start = time.perf_counter()
+    with overlapped_io(ExrSequenceSource(plates, frames), ExrSequenceSink(str(out / "shot.####.exr"))) as io:
+        report = run_shot(engine, *io[:1], {frames[0]: key}, options, io[1],
+                          progress=lambda ev: finished.append(time.perf_counter()))
+    total = time.perf_counter() - start
+    intervals = np.diff(finished)[1:]  # frame k done -> frame k+1 done; drop the key -> warm-up interval
+    assert len(report.frames_written) == len(frames)
+    check = read_exr(out / f"shot.{frames[-1]:04d}.exr")  # the written frame is a whole plate
+    return {
+        "method": method,
+        "device": str(torch_device) if method != "flow" else "cpu",
+        "working_size": list(shot.work_size),
+        "upsample": options.upsample,
+        "stages": stages,
+        "stage_sum": float(sum(v for v in stages.values() if v is not None)),
+        "end_to_end": float(np.median(intervals)),
+        "end_to_end_mean_with_key": total / len(frames),
+        "frames": len(frames),
+        "channels_out": list(check.channels),
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _child_main(argv: list[str]) -> int:
+    request = json.loads(argv[0])
+    print("BENCH-RESULT " + json.dumps(measure(**request)))
+    return 0
+
+
+def run_child(request: dict, timeout: float | None = None) -> dict:
+    """``measure`` in a fresh interpreter, so its peak RSS is its own."""
+    proc = subprocess.run([sys.executable, "-m", "colorprop.bench", json.dumps(request)],
+                          capture_output=True, text=True, timeout=timeout)
+    for line in proc.stdout.splitlines():
+        if line.startswith("BENCH-RESULT "):
+            return json.loads(line[len("BENCH-RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
+    raise RuntimeError(f"bench child {request['method']}/{request['device']} failed (exit {proc.returncode}): "
+                       + "\n".join(tail))
+
+
+# ---------------------------------------------------------------- the command
+
+
+def machine_info() -> dict:
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    flags = ""
+    try:
+        flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import cv2
+        import OpenImageIO as oiio
+
+        info["opencv"], info["openimageio"] = cv2.__version__, oiio.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    from .errors import InputError
+
+    sizes = []
+    for item in text.split(","):
+        try:
+            w, h = (int(v) for v in item.strip().lower().split("x"))
+        except ValueError:
+            raise InputError(f"--sizes: {item!r} is not WIDTHxHEIGHT") from None
+        if w < 16 or h < 16:
+            raise InputError(f"--sizes: {item!r} is too small (at least 16x16)")
+        sizes.append((w, h))
+    return sizes
+
+
+def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", methods: list[str] | None = None,
+          working_width: int | None = None, weights: str | None = None, log=print) -> dict:
+    """Every (size, method, device) row; see the module docstring. ``methods`` default: full (when
+    weights load) and flow."""
+    import torch
+
+    from .engine import Engine
+
+    if methods is None:
+        engine = Engine.load(Path(weights) if weights else None)
+        methods = ["full", "flow"] if engine.models is not None else ["flow"]
+        if engine.models is None:
+            log(f"colorprop bench: no weights ({engine.weights_error}); timing flow only")
+        del engine
+    devices = ["cpu"]
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        devices = ["cuda", "cpu"] if device == "auto" else ["cuda"]
+    elif device not in ("auto", "cpu"):
+        devices = [device]
+    from .weights import default_weights_dir
+
+    results = {"command": "colorprop bench", "repeats": repeats, "machine": machine_info(),
+               "weights": str(Path(weights) if weights else default_weights_dir()), "plate": {
+                   "colorspace": PLATE_SPACE, "channels": "RGBA", "pixel_type": "half", "compression": "zip"},
+               "stages": list(STAGES), "rows": [], "ratio_to_flow": {}}
+    for w, h in sizes:
+        with tempfile.TemporaryDirectory(prefix=f"colorprop-bench-{w}x{h}-") as folder:
+            t0 = time.perf_counter()
+            write_plates(Path(folder), w, h, repeats + 2)
+            log(f"colorprop bench: {w}x{h}: plates written ({time.perf_counter() - t0:.1f} s)")
+            for method in methods:
+                for dev in (["cpu"] if method == "flow" else devices):
+                    request = {"folder": folder, "method": method, "device": dev, "repeats": repeats,
+                               "working_width": working_width, "weights": weights}
+                    row = {"size": f"{w}x{h}", "width": w, "height": h, **run_child(request)}
+                    results["rows"].append(row)
+                    log(format_row(row))
+        flow = next((r for r in results["rows"] if r["size"] == f"{w}x{h}" and r["method"] == "flow"), None)
+        if flow is not None:
+            for r in results["rows"]:
+                if r["size"] == f"{w}x{h}" and r["method"] != "flow":
+                    results["ratio_to_flow"][f"{w}x{h}/{r['method']}/{r['device']}"] = r["end_to_end"] / flow["end_to_end"]
+    results["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return results
+
+
+def format_row(row: dict) -> str:
+    return (f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} work {row['working_size'][0]}x"
+            f"{row['working_size'][1]}: {row['end_to_end']:.3f} s/frame end to end, "
+            f"peak {row['peak_rss_mib']:.0f} MiB")
+
+
+def format_table(results: dict) -> str:
+    """Markdown: one row per (size, method, device); medians in seconds per frame."""
+    head = ["size", "method", "device", "working"] + list(STAGES) + ["stage sum", "end to end", "× flow",
+                                                                    "peak RSS MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results["rows"]:
+        ratio = results["ratio_to_flow"].get(f"{r['size']}/{r['method']}/{r['device']}")
+        cells = [r["size"], r["method"], r["device"], f"{r['working_size'][0]}x{r['working_size'][1]}"]
+        cells += ["–" if r["stages"][s] is None else f"{r['stages'][s]:.3f}" for s in STAGES]
+        cells += [f"{r['stage_sum']:.3f}", f"**{r['end_to_end']:.3f}**",
+                  "1" if r["method"] == "flow" else (f"{ratio:.2f}" if ratio else "–"), f"{r['peak_rss_mib']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_bench_command(args) -> int:
+    sizes = parse_sizes(args.sizes)
+    if args.repeats < 1:
+        from .errors import InputError
+
+        raise InputError(f"--repeats: {args.repeats}; at least 1")
+    methods = [m.strip() for m in args.methods.split(",")] if getattr(args, "methods", None) else None
+    results = bench(sizes, args.repeats, args.device, methods, getattr(args, "working_width", None),
+                    getattr(args, "weights", None), log=lambda s: print(s, file=sys.stderr))
+    print(format_table(results))
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"colorprop bench: wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

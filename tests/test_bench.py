@@ -1,0 +1,64 @@
+"""`colorprop bench` on a tiny plate: valid JSON with every stage, for the learned method and flow.
+
+Untrained networks (built here, written as a weights folder) time exactly like trained ones; no timing
+is asserted, only that the measurement runs and reports what docs/BENCHMARKS.md quotes.
+"""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from colorprop import bench, weights
+from colorprop.errors import InputError
+from colorprop.nets.fusion_net import FusionConfig, FusionNet
+from colorprop.nets.global_net import GlobalConfig
+from colorprop.nets.local_net import LocalNet, LocalNetConfig
+
+
+@pytest.fixture(scope="module")
+def untrained_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    local_cfg = LocalNetConfig(channels=(8, 16), kernel_size=5, use_ab_prev=True)
+    fusion_cfg = FusionConfig(width=8, n_cues=2)
+    networks = {
+        "local": weights.write_network(folder, "local", LocalNet(local_cfg).state_dict(), local_cfg.to_dict()),
+        "global": {"file": None, "sha256": None, "config": GlobalConfig(features="tiny").to_dict()},
+        "fusion": weights.write_network(folder, "fusion", FusionNet(fusion_cfg).state_dict(), fusion_cfg.to_dict()),
+    }
+    weights.write_manifest(folder, {"name": "colorprop-test", "version": "0", "networks": networks})
+    return folder
+
+
+def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, capsys):
+    out = tmp_path / "bench.json"
+    args = SimpleNamespace(sizes="160x96", repeats=1, json=str(out), device="cpu", working_width=64,
+                           weights=str(untrained_weights))
+    assert bench.run_bench_command(args) == 0
+    results = json.loads(out.read_text())
+    assert results["stages"] == list(bench.STAGES)
+    assert results["machine"]["cores"] >= 1
+    rows = {r["method"]: r for r in results["rows"]}
+    assert set(rows) == {"full", "flow"}
+    for method, row in rows.items():
+        assert row["size"] == "160x96" and row["working_size"] == [64, 38]
+        assert set(row["stages"]) == set(bench.STAGES)
+        learned_only = {"F_w", "F_s", "F_f"}
+        for stage, seconds in row["stages"].items():
+            if method == "flow" and stage in learned_only:
+                assert seconds is None
+            else:
+                assert seconds is not None and seconds >= 0.0, (method, stage)
+        assert row["end_to_end"] > 0 and row["peak_rss_mib"] > 0
+        assert row["channels_out"] == ["R", "G", "B", "A"]  # pass-through channel survives
+    assert set(results["ratio_to_flow"]) == {"160x96/full/cpu"}
+    table = capsys.readouterr().out
+    assert "| 160x96 | full |" in table and "| 160x96 | flow |" in table
+
+
+def test_sizes_are_checked():
+    assert bench.parse_sizes("854x480, 64X32") == [(854, 480), (64, 32)]
+    with pytest.raises(InputError, match="WIDTHxHEIGHT"):
+        bench.parse_sizes("1080p")
