@@ -101,6 +101,8 @@ class Propagator:
         self.prev_ab = key_ab
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
         self.last_conf = self.prev_conf
+        # The flow chain's own confidence (never restored by the key match): a cue for F_f.
+        self.prev_chain = self.last_chain = self.prev_conf
         self.key_state = None
         self.clock: StageClock | None = None
         if method in ("full", "global"):
@@ -123,6 +125,7 @@ class Propagator:
         step's) on to the next step."""
         self.prev_L, self.prev_ab = L, ab
         self.prev_conf = self.last_conf if confidence is None else np.asarray(confidence, np.float32)
+        self.prev_chain = self.last_chain
 
     def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
@@ -156,7 +159,9 @@ class Propagator:
                 return Step(ab_numpy(global_out.ab), map_numpy(global_out.similarity).clip(0, 1))
 
         with self._stage("F_f"):
-            cues = torch.cat([global_out.similarity, consistency], dim=1)
+            self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
+            chain = torch.from_numpy(self.last_chain)[None, None].to(dev)
+            cues = fusion_cues(global_out.similarity, consistency, chain, models.fusion.cfg.n_cues)
             fused = models.fusion(gray, ab_local, global_out.ab, cues)
             confidence = confidence_from_cues(global_out.similarity,
                                               torch.from_numpy(self._carried(flowed, L))[None, None].to(dev))
@@ -169,6 +174,12 @@ def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> Fl
     flow_bwd = dis_flow(dis, cur_u8, prev_u8)
     flow_fwd = dis_flow(dis, prev_u8, cur_u8)
     return FlowStep(warp_backward(prev_ab, flow_bwd), forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
+
+
+def fusion_cues(similarity: torch.Tensor, consistency: torch.Tensor, chain: torch.Tensor, n_cues: int) -> torch.Tensor:
+    """F_f's cue channels, N x n_cues x H x W: the key match's similarity, this step's flow consistency and
+    the flow chain's carried confidence (weights trained with 2 cues use the first two)."""
+    return torch.cat([similarity, consistency, chain][:n_cues], dim=1)
 
 
 def confidence_from_cues(similarity: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:

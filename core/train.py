@@ -30,7 +30,8 @@ from .models import Models, build_models, pick_device
 from .nets.fusion_net import FusionConfig
 from .nets.global_net import GlobalConfig
 from .nets.local_net import LocalNetConfig
-from .propagate import AB_SCALE, L_SCALE, flow_step
+from .confidence import carry_confidence
+from .propagate import AB_SCALE, L_SCALE, flow_step, fusion_cues
 from .flow import make_dis, warp_backward
 
 
@@ -39,9 +40,9 @@ class TrainConfig:
     seed: int = 20181203
     train_width: int = 320
     # data: segments of consecutive frames
-    clip_segments: int = 64
-    synthetic_segments: int = 40
-    segment_frames: int = 20
+    clip_segments: int = 50
+    synthetic_segments: int = 30
+    segment_frames: int = 40  # long enough for flow to drift: where F_f must learn to lean on F_s
     max_clip_frames_step: int = 2  # frames may be taken every 1..N source frames (more motion)
     # stage 1: F_w
     local: dict = field(default_factory=lambda: LocalNetConfig(channels=(16, 32, 64, 128), kernel_size=13,
@@ -51,11 +52,11 @@ class TrainConfig:
     local_steps: int = 200
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
-    # stage 2: F_f (cues: global similarity, flow consistency)
-    fusion: dict = field(default_factory=lambda: FusionConfig(n_cues=2).to_dict())
+    # stage 2: F_f (cues: global similarity, flow consistency, flow-chain confidence)
+    fusion: dict = field(default_factory=lambda: FusionConfig(n_cues=3).to_dict())
     fusion_patch: int = 112
     fusion_batch: int = 8
-    fusion_steps: int = 600
+    fusion_steps: int = 1500
     fusion_lr: float = 5e-4
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
@@ -230,25 +231,30 @@ def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, 
 @torch.inference_mode()
 def fusion_inputs(models: Models, segments: list[Segment]) -> dict[str, np.ndarray]:
     """Propagate each segment from its first frame (local recursion with F_w + DIS, global from the key) and keep,
-    per frame: gray, ab_local, ab_global, similarity, consistency, ab_true (N x 9 x H x W float16, grouped by size)."""
+    per frame: gray, ab_local, ab_global, the 3 cues (similarity, consistency, flow-chain confidence), ab_true
+    (N x 10 x H x W float16, grouped by size); the fusion net takes the first ``n_cues`` cues."""
     dev = models.device
     dis = make_dis()
     by_size: dict[tuple, list] = {}
-    for seg in segments:
+    for i, seg in enumerate(segments):
+        if i % 10 == 0:
+            print(f"fusion inputs: segment {i}/{len(segments)}", file=sys.stderr, flush=True)
         labs = [lab_split(f) for f in seg.frames]
         L_key, ab_key = labs[0]
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
         key = models.global_branch.encode_key(t(L_key / L_SCALE)[None, None], t(ab_key.transpose(2, 0, 1) / AB_SCALE)[None])
         prev_L, prev_ab = L_key, ab_key
+        chain = np.ones(L_key.shape, np.float32)
         for L, ab_true in labs[1:]:
             flowed = flow_step(dis, prev_L, prev_ab, L)
+            chain = carry_confidence(chain, prev_L, L, flowed.flow, flowed.consistency)
             gray = t(L / L_SCALE)[None, None]
             ab_flow = t(flowed.ab.transpose(2, 0, 1) / AB_SCALE)[None]
             prev_aligned = t(warp_backward(prev_L, flowed.flow) / L_SCALE)[None, None]
             ab_local = models.local.warp(ab_flow, models.local(prev_aligned, gray, ab_flow))
             glob = models.global_branch(gray, key)
-            item = torch.cat([gray, ab_local, glob.ab, glob.similarity, t(flowed.consistency)[None, None],
-                              t(ab_true.transpose(2, 0, 1) / AB_SCALE)[None]], dim=1)[0]
+            cues = fusion_cues(glob.similarity, t(flowed.consistency)[None, None], t(chain)[None, None], 3)
+            item = torch.cat([gray, ab_local, glob.ab, cues, t(ab_true.transpose(2, 0, 1) / AB_SCALE)[None]], dim=1)[0]
             by_size.setdefault(tuple(item.shape), []).append(item.cpu().numpy().astype(np.float16))
             prev_L, prev_ab = L, ab_local[0].permute(1, 2, 0).cpu().numpy() * AB_SCALE
     return {f"{s[1]}x{s[2]}": np.stack(v) for s, v in by_size.items()}
@@ -258,7 +264,8 @@ def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, 
     net = models.fusion
 
     def loss_fn(b: torch.Tensor):
-        gray, ab_local, ab_global, cues, ab_true = b[:, 0:1], b[:, 1:3], b[:, 3:5], b[:, 5:7], b[:, 7:9]
+        gray, ab_local, ab_global, ab_true = b[:, 0:1], b[:, 1:3], b[:, 3:5], b[:, 8:10]
+        cues = b[:, 5:5 + net.cfg.n_cues]
         pred = net(gray, ab_local, ab_global, cues).ab
         return F.l1_loss(pred, ab_true), {"local_only": F.l1_loss(ab_local, ab_true).item(),
                                           "global_only": F.l1_loss(ab_global, ab_true).item()}
