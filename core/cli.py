@@ -166,7 +166,7 @@ def add_colorize(sub) -> None:
     p.add_argument("--skip-existing", action="store_true",
                    help="resume: keep complete output frames already on disk")
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
-    p.add_argument("--weights", help="weights folder (default: the shipped weights/)")
+    p.add_argument("--weights", help="weights folder (default: the shipped core/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")

@@ -40,6 +40,8 @@ def add_eval(sub) -> None:
     p.add_argument("--json", default="out/eval.json", help="where to write the results")
     p.add_argument("--plot", default=None, help="PNG of PSNR per frame index (Figure 9)")
     p.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    p.add_argument("--record-in-manifest", action="store_true",
+                   help="store the table in the weights' manifest.json (metrics)")
     p.add_argument("--weights", default=None)
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
 

@@ -26,6 +26,7 @@ import numpy as np
 from . import color
 from .confidence import blend_by_confidence, blend_crossfade, error_ratio_by_confidence
 from .engine import Engine, ShotOptions
+from .errors import InputError
 from .metrics import lab_psnr
 from .pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
@@ -200,5 +201,27 @@ def run_eval_command(args) -> int:
         Path(args.markdown).write_text(table + "\n")
     if args.plot:
         plot_per_frame(results, methods, Path(args.plot))
+    if args.record_in_manifest:
+        record_in_manifest(engine, results, table)
     print(f"colorprop eval: wrote {out}", file=sys.stderr)
     return 0
+
+
+def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
+    """Put the eval table (mean Lab-PSNR per method and N over the main dev clips) into the weights manifest."""
+    from .weights import write_manifest
+
+    if engine.models is None or engine.models.manifest is None:
+        raise InputError("--record-in-manifest needs trained weights")
+    manifest = engine.models.manifest
+    data = dict(manifest.data)
+    data["metrics"] = {
+        "protocol": f"colorprop eval --keys {results['keys']}: Lab-PSNR (dB) over the first N propagated frames, "
+                    "mean over the main dev clips of core/data/split.json",
+        "clips": sorted(results["clips"]),
+        "mean_lab_psnr": results["mean"],
+        "table": table,
+        "confidence_error_ratio": {k: v.get("mean") for k, v in results.get("confidence", {}).items()},
+    }
+    write_manifest(manifest.folder, data)
+    print(f"colorprop eval: recorded the table in {manifest.folder}/manifest.json", file=sys.stderr)

@@ -5,7 +5,7 @@
       │  chroma and the true chroma ("warp loss")
       └─ stage 2, F_f: each segment propagated from its first frame with the trained F_w (+DIS) and
          F_s; their outputs and cues are precomputed once; L1 on the fused chroma
-    → weights/ (local.pt, fusion.pt, manifest.json with sha256, configs, data, command, revision)
+    → a weights folder (local.pt, fusion.pt, manifest.json with sha256, configs, data, command, revision)
 
 Every run has a folder (config.json, log.jsonl, checkpoints, precomputed data) and resumes from it.
 Seeds are fixed; the same config re-creates the same weights up to floating-point noise.

@@ -1,6 +1,6 @@
 """Shipped network weights: a manifest (name, version, sha256, config, data, metrics) and strict loading.
 
-Layout of a weights folder (default: ``weights/`` at the repository root, or $COLORPROP_WEIGHTS)::
+Layout of a weights folder (default: ``core/shipped_weights/``, installed with the package; or $COLORPROP_WEIGHTS)::
 
     manifest.json        {"name", "version", "created", "code_revision", "command", "training": {...},
                           "metrics": {...}, "networks": {"local": {"file", "sha256", "config"},
@@ -22,19 +22,16 @@ from typing import Any
 from .errors import WeightsError
 
 MANIFEST = "manifest.json"
+SHIPPED = "shipped_weights"
 NETWORK_NAMES = ("local", "global", "fusion")
 
 
 def default_weights_dir() -> Path:
-    """$COLORPROP_WEIGHTS, else ``weights/`` beside core/ (the repository root, or site-packages' copy)."""
+    """$COLORPROP_WEIGHTS, else the weights shipped inside the package (core/shipped_weights/)."""
     env = os.environ.get("COLORPROP_WEIGHTS")
     if env:
         return Path(env)
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "weights", here / "weights"):
-        if (candidate / MANIFEST).exists():
-            return candidate
-    return here.parent / "weights"
+    return Path(__file__).resolve().parent / SHIPPED
 
 
 def sha256_file(path: Path) -> str:
@@ -102,7 +99,7 @@ def load_state_dict(manifest: Manifest, name: str):
     if entry.sha256 != actual:
         raise WeightsError(
             f"{path}: sha256 mismatch (manifest {entry.sha256}, file {actual}); the file is corrupt "
-            "or was replaced. Restore it from the repository (git checkout -- weights/) or retrain."
+            "or was replaced. Restore it from the repository (git checkout -- core/shipped_weights/) or retrain."
         )
     return torch.load(path, map_location="cpu", weights_only=True)
 

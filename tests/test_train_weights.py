@@ -1,0 +1,88 @@
+"""Training (smoke mode, real code path) and the weights manifest: sha256-checked, strict loading."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from colorprop import weights
+from colorprop.engine import Engine, ShotOptions
+from colorprop.errors import WeightsError
+from colorprop.models import load_models
+from colorprop.train import SMOKE, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train")
+    train(replace(TrainConfig(), **SMOKE), out / "run", out / "weights", device="cpu")
+    return out
+
+
+def test_smoke_training_writes_a_loadable_manifest(smoke_run):
+    folder = smoke_run / "weights"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for name in ("local", "fusion"):
+        entry = manifest["networks"][name]
+        assert entry["sha256"] == weights.sha256_file(folder / entry["file"])
+    assert manifest["training"]["config"]["smoke"] is True
+    assert manifest["code_revision"]
+    models = load_models(folder, device="cpu")
+    assert models.fusion.cfg.n_cues == manifest["networks"]["fusion"]["config"]["n_cues"]
+    log = [json.loads(line) for line in (smoke_run / "run" / "log.jsonl").read_text().splitlines()]
+    stages = {r["stage"] for r in log}
+    assert stages == {"local", "fusion"}
+    assert all(np.isfinite(r["loss"]) for r in log)
+
+
+def test_training_resumes_from_its_checkpoints(smoke_run, tmp_path):
+    """A resumed run with nothing left to do reproduces the same weights (checkpoints restore state)."""
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run / "run", run)
+    train(replace(TrainConfig(), **SMOKE), run, tmp_path / "w2", device="cpu", resume=True)
+    a = torch.load(smoke_run / "weights" / "fusion.pt", weights_only=True)
+    b = torch.load(tmp_path / "w2" / "fusion.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_corrupt_weights_are_refused(smoke_run, tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(smoke_run / "weights", folder)
+    data = bytearray((folder / "fusion.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "fusion.pt").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_models(folder, device="cpu")
+
+
+def test_weights_for_another_architecture_are_refused(smoke_run, tmp_path):
+    folder = tmp_path / "weights"
+    shutil.copytree(smoke_run / "weights", folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["networks"]["fusion"]["config"]["width"] = 32
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_models(folder, device="cpu")
+
+
+def test_engine_without_weights_offers_flow_only(tmp_path):
+    engine = Engine.load(tmp_path / "nothing")
+    assert engine.methods() == ["flow"]
+    with pytest.raises(WeightsError, match="colorprop train"):
+        engine.check_method("full")
+
+
+def test_shipped_weights_load_and_carry_their_eval_table():
+    manifest = weights.read_manifest()
+    models = load_models(device="cpu")
+    assert models.manifest.folder == manifest.folder
+    table = manifest.data["metrics"]["mean_lab_psnr"]
+    assert {"flow", "full"} <= set(table)
+    engine = Engine(models)
+    assert ShotOptions().method == "full" and "full" in engine.methods()
