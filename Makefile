@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Real-Blender test: bpy 5.0.1 (Python 3.11, ~360 MB wheel) in its own venv, with Blender's numpy<2.
+BLENDER_VENV := .venv-blender
+BLENDER_STAMP := $(BLENDER_VENV)/.installed
 # torch first, pinned to the CPU build that lies on this machine's disk (/opt/wheels); a bare `torch`
 # requirement would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
@@ -29,9 +32,6 @@ test: $(STAMP) $(BLENDER_STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Real-Blender test: bpy 5.0.1 (Python 3.11, ~360 MB wheel) in its own venv, with Blender's numpy<2.
-BLENDER_VENV := .venv-blender
-BLENDER_STAMP := $(BLENDER_VENV)/.installed
 .PHONY: blender-venv blender-test
 $(BLENDER_STAMP):
 	test -x $(BLENDER_VENV)/bin/python || $(PYTHON) -m venv $(BLENDER_VENV)
