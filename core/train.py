@@ -57,6 +57,9 @@ class TrainConfig:
     fusion_patch: int = 112
     fusion_batch: int = 8
     fusion_steps: int = 1500
+    # round 2: inputs regenerated with F_f in the loop (its output is the carried state), then fine-tuned
+    fusion_round2_steps: int = 600
+    fusion_round2_lr: float = 2e-4
     fusion_lr: float = 5e-4
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
@@ -67,7 +70,8 @@ class TrainConfig:
 
 
 SMOKE = dict(clip_segments=0, synthetic_segments=4, segment_frames=5, local_patch=64, local_batch=4,
-             local_steps=12, fusion_patch=64, fusion_batch=2, fusion_steps=6, train_width=192, smoke=True)
+             local_steps=12, fusion_patch=64, fusion_batch=2, fusion_steps=6, fusion_round2_steps=3, train_width=192,
+             smoke=True)
 
 
 # ---------------------------------------------------------------- data
@@ -229,7 +233,7 @@ def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, 
 
 
 @torch.inference_mode()
-def fusion_inputs(models: Models, segments: list[Segment]) -> dict[str, np.ndarray]:
+def fusion_inputs(models: Models, segments: list[Segment], fused_state: bool = False) -> dict[str, np.ndarray]:
     """Propagate each segment from its first frame (local recursion with F_w + DIS, global from the key) and keep,
     per frame: gray, ab_local, ab_global, the 3 cues (similarity, consistency, flow-chain confidence), ab_true
     (N x 10 x H x W float16, grouped by size); the fusion net takes the first ``n_cues`` cues."""
@@ -256,11 +260,15 @@ def fusion_inputs(models: Models, segments: list[Segment]) -> dict[str, np.ndarr
             cues = fusion_cues(glob.similarity, t(flowed.consistency)[None, None], t(chain)[None, None], 3)
             item = torch.cat([gray, ab_local, glob.ab, cues, t(ab_true.transpose(2, 0, 1) / AB_SCALE)[None]], dim=1)[0]
             by_size.setdefault(tuple(item.shape), []).append(item.cpu().numpy().astype(np.float16))
-            prev_L, prev_ab = L, ab_local[0].permute(1, 2, 0).cpu().numpy() * AB_SCALE
+            carried = ab_local
+            if fused_state:  # round 2: carry F_f's own output, as inference does (its errors feed back)
+                carried = models.fusion(gray, ab_local, glob.ab, cues[:, :models.fusion.cfg.n_cues]).ab
+            prev_L, prev_ab = L, carried[0].permute(1, 2, 0).cpu().numpy() * AB_SCALE
     return {f"{s[1]}x{s[2]}": np.stack(v) for s, v in by_size.items()}
 
 
-def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: "Run") -> None:
+def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: "Run",
+                 stage: str = "fusion") -> None:
     net = models.fusion
 
     def loss_fn(b: torch.Tensor):
@@ -270,7 +278,7 @@ def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, 
         return F.l1_loss(pred, ab_true), {"local_only": F.l1_loss(ab_local, ab_true).item(),
                                           "global_only": F.l1_loss(ab_global, ab_true).item()}
 
-    fit("fusion", net, data, cfg.fusion_steps, cfg.fusion_lr, cfg.fusion_batch, cfg.fusion_patch, cfg.seed + 2,
+    fit(stage, net, data, cfg.fusion_steps, cfg.fusion_lr, cfg.fusion_batch, cfg.fusion_patch, cfg.seed + 2,
         models.device, run, loss_fn)
 
 
@@ -371,6 +379,12 @@ def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", 
     del pairs
     fusion_data = run.cached("fusion_inputs", lambda: fusion_inputs(models, get_segments()))
     train_fusion(models, fusion_data, cfg, run)
+    if cfg.fusion_round2_steps:
+        del fusion_data
+        models.fusion.eval()
+        round2 = run.cached("fusion_inputs_round2", lambda: fusion_inputs(models, get_segments(), fused_state=True))
+        train_fusion(models, round2, replace(cfg, fusion_steps=cfg.fusion_round2_steps, fusion_lr=cfg.fusion_round2_lr),
+                     run, stage="fusion_round2")
     seconds = time.perf_counter() - t_start
 
     entries = {

@@ -58,8 +58,10 @@ def server(tmp_path_factory):
     """A real `colorprop serve` on 127.0.0.1 whose allowed root is a temp folder (shared paths)."""
     root = tmp_path_factory.mktemp("shared")
     address = f"tcp://127.0.0.1:{_free_port()}"
+    no_weights = tmp_path_factory.mktemp("no-weights")  # a flow-only server, whatever weights the checkout ships
     proc = subprocess.Popen([sys.executable, "-m", "colorprop", "serve", "--bind", address, "--allow-root", str(root),
-                             "--log-level", "WARNING"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--weights", str(no_weights), "--log-level", "WARNING"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for_server(address, proc)
         yield address, root

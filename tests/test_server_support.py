@@ -127,10 +127,11 @@ def watchdog():
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(tmp_path_factory):
+    """An engine without weights (method flow only), whatever weights the checkout ships."""
     from colorprop.engine import Engine
 
-    return Engine.load()
+    return Engine.load(tmp_path_factory.mktemp("no-weights"))
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def test_smoke_training_writes_a_loadable_manifest(smoke_run):
     assert models.fusion.cfg.n_cues == manifest["networks"]["fusion"]["config"]["n_cues"]
     log = [json.loads(line) for line in (smoke_run / "run" / "log.jsonl").read_text().splitlines()]
     stages = {r["stage"] for r in log}
-    assert stages == {"local", "fusion"}
+    assert stages == {"local", "fusion", "fusion_round2"}
     assert all(np.isfinite(r["loss"]) for r in log)
 
 
