@@ -261,6 +261,34 @@ class Client:
         return Job(self, job_id, mode, msg.header)
 
 
+
+class CancelledByUser(Exception):
+    """The artist pressed cancel (raised by ``CancellableClient``)."""
+
+
+class CancellableClient(Client):
+    """A Client whose every request first checks ``is_cancelled`` (cancel/close still go out) and, when set,
+    cancels the open job on the server and raises ``CancelledByUser``. The client loops call ``request``
+    at least every few seconds, so cancel takes effect within one long-poll even while a frame computes.
+    Used by the DCC plug-ins."""
+
+    def __init__(self, *args: Any, is_cancelled: Callable[[], bool] = lambda: False, **kw: Any):
+        super().__init__(*args, **kw)
+        self.is_cancelled = is_cancelled
+        self.job_id: str | None = None
+
+    def request(self, type: str, arrays: Any = None, wait_s: float = 0.0, **fields: Any) -> P.Message:
+        if type == P.OPEN_SHOT:
+            self.job_id = fields.get("job")
+        if type not in (P.CANCEL, P.CLOSE) and self.is_cancelled():
+            if self.job_id is not None:
+                try:
+                    super().request(P.CANCEL, job=self.job_id)
+                except ServerError:
+                    pass
+            raise CancelledByUser()
+        return super().request(type, arrays, wait_s, **fields)
+
 def _as_wire_array(img: Any) -> np.ndarray:
     arr = np.asarray(img)
     if arr.dtype != np.float16:

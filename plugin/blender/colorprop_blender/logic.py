@@ -17,10 +17,10 @@ import numpy as np
 
 try:  # inside the add-on zip the client is bundled next to this package
     from .colorprop_client import protocol as P
-    from .colorprop_client.client import Client, Event, JobCancelled, ServerError, ServerUnavailable, colorize_arrays
+    from .colorprop_client.client import CancellableClient, CancelledByUser, Client, Event, JobCancelled, ServerError, ServerUnavailable, colorize_arrays
 except ImportError:  # running from the repository: plugin/ is on sys.path
     from colorprop_client import protocol as P
-    from colorprop_client.client import Client, Event, JobCancelled, ServerError, ServerUnavailable, colorize_arrays
+    from colorprop_client.client import CancellableClient, CancelledByUser, Client, Event, JobCancelled, ServerError, ServerUnavailable, colorize_arrays
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", "tcp://127.0.0.1:5557")
 CONNECT_TIMEOUT_S = 2.0
@@ -37,8 +37,7 @@ class ColorizeError(Exception):
     """Something the artist must fix; shown in the panel and the operator report as is."""
 
 
-class Cancelled(Exception):
-    pass
+Cancelled = CancelledByUser  # the artist pressed cancel
 
 
 # -- pixels ---------------------------------------------------------------------------------------
@@ -139,26 +138,6 @@ def build_options(caps: Mapping[str, Any], method: str, quality: str) -> dict[st
     return options
 
 
-class CancellableClient(Client):
-    """A Client whose requests first check ``is_cancelled`` (cancel/close still go out); the
-    client loops call ``request`` every few seconds, so cancel acts within one long-poll."""
-
-    def __init__(self, *args: Any, is_cancelled: Callable[[], bool] = lambda: False, **kw: Any):
-        super().__init__(*args, **kw)
-        self.is_cancelled = is_cancelled
-        self.job_id: str | None = None
-
-    def request(self, type: str, arrays: Any = None, wait_s: float = 0.0, **fields: Any) -> P.Message:
-        if type == P.OPEN_SHOT:
-            self.job_id = fields.get("job")
-        if type not in (P.CANCEL, P.CLOSE) and self.is_cancelled():
-            if self.job_id is not None:
-                try:
-                    super().request(P.CANCEL, job=self.job_id)
-                except ServerError:
-                    pass
-            raise Cancelled()
-        return super().request(type, arrays, wait_s, **fields)
 
 
 class LazyFrames(Mapping):

@@ -18,7 +18,7 @@ import numpy as np
 
 from colorprop_client import protocol as P
 from colorprop_client.client import (
-    Client, Event, JobCancelled, ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths,
+    CancellableClient, CancelledByUser, Client, Event, JobCancelled, ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths,
 )
 
 from .exr_io import ExrError, read_exr, write_exr
@@ -42,8 +42,7 @@ class ColorizeError(Exception):
     """Anything the artist must fix; the message is shown on the node as is."""
 
 
-class Cancelled(Exception):
-    """The artist pressed cancel."""
+Cancelled = CancelledByUser  # the artist pressed cancel
 
 
 # -- knob text ------------------------------------------------------------------------------------
@@ -168,28 +167,6 @@ class ShotPlan:
             raise ColorizeError(f"quality {self.quality!r} is not one of {', '.join(QUALITY_PRESETS)}")
 
 
-class CancellableClient(Client):
-    """A Client whose every request first checks ``is_cancelled`` (closing/cancelling still go out).
-
-    The client library's loops call ``request`` at least every few seconds, so cancel takes effect
-    within one long-poll even while the server is busy on a frame."""
-
-    def __init__(self, *args: Any, is_cancelled: Callable[[], bool] = lambda: False, **kw: Any):
-        super().__init__(*args, **kw)
-        self.is_cancelled = is_cancelled
-        self.job_id: str | None = None
-
-    def request(self, type: str, arrays: Any = None, wait_s: float = 0.0, **fields: Any) -> P.Message:
-        if type == P.OPEN_SHOT:
-            self.job_id = fields.get("job")
-        if type not in (P.CANCEL, P.CLOSE) and self.is_cancelled():
-            if self.job_id is not None:
-                try:
-                    super().request(P.CANCEL, job=self.job_id)
-                except ServerError:
-                    pass
-            raise Cancelled()
-        return super().request(type, arrays, wait_s, **fields)
 
 
 def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict:
