@@ -528,16 +528,20 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                 check_cancel()
                 t0 = time.perf_counter()
                 prep = shot.prepare(source.read(frame))
-                skip = skip_existing and sink.exists(frame)
-                # A skipped frame still steps: its confidence is carried on exactly as in an uninterrupted run.
+                if skip_existing and sink.exists(frame):
+                    # Already written (resume): its colour is read back, its confidence carried by flow alone.
+                    ab = carried_state(frame, None, prep)
+                    confidence = propagator.confidence_only(prep.L_work)
+                    if backward is not None:
+                        other = np.load(backward / f"{frame}.npy")
+                        _, confidence = blend(ab, confidence, ab, other[..., 2], (frame - a) / (b - a))
+                    emit(frame, None, 0.0)
+                    propagator.accept(prep.L_work, ab, confidence)
+                    continue
                 ab, confidence = propagator.step(prep.L_work)
                 if backward is not None:
                     other = np.load(backward / f"{frame}.npy")
                     ab, confidence = blend(ab, confidence, other[..., :2], other[..., 2], (frame - a) / (b - a))
-                if skip:
-                    emit(frame, None, 0.0)
-                    propagator.accept(prep.L_work, carried_state(frame, None, prep), confidence)
-                    continue
                 result = finish(prep, *shot.to_full(ab, confidence, prep.L_full))
                 emit(frame, result, time.perf_counter() - t0)
                 propagator.accept(prep.L_work, carried_state(frame, result, prep), confidence)

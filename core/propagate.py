@@ -120,6 +120,16 @@ class Propagator:
         with torch.inference_mode():
             return self._with_carried(self._step_learned(L))
 
+    def confidence_only(self, L: np.ndarray) -> np.ndarray:
+        """For a frame that is already written (resume): the flow-carried confidence (HxW), no networks.
+
+        Equal to ``step(L).confidence`` for flow, local and global-free chains; for ``full`` the key match
+        does not restore it on this frame. The flow chain's cue for F_f is carried exactly."""
+        flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
+        self.last_conf = self._carried(flowed, L)
+        return self.last_conf
+
     def accept(self, L: np.ndarray, ab: np.ndarray, confidence: np.ndarray | None = None) -> None:
         """Carry this frame's colour (what was written, HxWx2) and confidence (HxW; default: the last
         step's) on to the next step."""

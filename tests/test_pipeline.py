@@ -244,3 +244,25 @@ def test_console_script_exit_code_on_failure(tmp_path):
                              f"1={tmp_path / 'k.exr'}", "--output", str(tmp_path / "o.####.exr"), "--frames", "1-3",
                              "--method", "flow"], capture_output=True, text=True)
     assert result.returncode != 0 and "colorprop: error:" in result.stderr
+
+
+def test_skip_existing_resumes_full_method_without_recomputing(tmp_path):
+    """With the shipped networks: a resumed run keeps the written frames (not recomputed) and colours the rest
+    exactly as an uninterrupted run does."""
+    engine = Engine.load()
+    assert "full" in engine.methods()
+    frames = textured_frames(6)
+    plate, key = write_shot(tmp_path / "in", frames)
+    full = str(tmp_path / "full" / "c.####.exr")
+    part = str(tmp_path / "part" / "c.####.exr")
+    args = ["--input", plate, "--key", f"1={key}", "--method", "full", "--frames"]
+    assert run_cli(*args, "1-6", "--output", full) == 0
+    assert run_cli(*args, "1-3", "--output", part) == 0
+    before = {i: os.stat(part.replace("####", f"{i:04d}")).st_mtime_ns for i in (1, 2, 3)}
+    assert run_cli(*args, "1-6", "--output", part, "--skip-existing") == 0
+    for i in (1, 2, 3):
+        assert os.stat(part.replace("####", f"{i:04d}")).st_mtime_ns == before[i]
+    for i in range(1, 7):
+        a = read_exr(full.replace("####", f"{i:04d}")).pixels
+        b = read_exr(part.replace("####", f"{i:04d}")).pixels
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
