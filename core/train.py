@@ -58,7 +58,7 @@ class TrainConfig:
     fusion_batch: int = 8
     fusion_steps: int = 1500
     # round 2: inputs regenerated with F_f in the loop (its output is the carried state), then fine-tuned
-    fusion_round2_steps: int = 600
+    fusion_round2_steps: int = 0  # off: measured worse (dancer -7 dB at N=10), see docs/TRAINING.md
     fusion_round2_lr: float = 2e-4
     fusion_lr: float = 5e-4
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
