@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +101,12 @@ class CurveServer:
         sock.curve_publickey = self.public
         sock.curve_server = True
 
-    def stop(self) -> None:
-        self.auth.stop()
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """zmq.auth's stop() joins its thread without a timeout, and was seen to hang a test run once:
+        shutting the server down must never wait on it for more than ``timeout_s``."""
+        stopper = threading.Thread(target=self.auth.stop, name="curve-auth-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout_s)
 
 
 def curve_client_keys(keys_dir: str | os.PathLike, name: str) -> tuple[bytes, bytes, bytes]:

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -86,8 +87,12 @@ def wait_until(pred, timeout: float = 10.0, step: float = 0.05) -> bool:
     return pred()
 
 
+NO_WEIGHTS = os.path.join(tempfile.gettempdir(), "colorprop-tests-no-weights")  # never created: flow-only servers
+
+
 def spawn(args: list[str], **kw) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    """A server process without networks (these tests use method flow; loading networks only slows them)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLORPROP_WEIGHTS=NO_WEIGHTS)
     return subprocess.Popen([sys.executable, "-m", "colorprop_server", *args], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
 
@@ -116,14 +121,19 @@ def stop_proc(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0)
     return proc.returncode
 
 
+WATCHDOG_LOG = os.path.join(tempfile.gettempdir(), "colorprop-tests-watchdog.txt")
+
+
 @pytest.fixture(autouse=True)
 def watchdog():
-    """No test here may hang the suite: after 150 s dump every thread's stack and exit."""
+    """No test here may hang the suite: after 300 s dump every thread's stack to WATCHDOG_LOG and exit
+    (to a file: pytest captures the terminal, so a dump there would be lost with the process)."""
     import faulthandler
 
-    faulthandler.dump_traceback_later(150, exit=True)
-    yield
-    faulthandler.cancel_dump_traceback_later()
+    with open(WATCHDOG_LOG, "w") as log:
+        faulthandler.dump_traceback_later(300, exit=True, file=log)
+        yield
+        faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="module")
