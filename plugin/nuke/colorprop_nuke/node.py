@@ -37,7 +37,7 @@ def create_node() -> "nuke.Node":
             w["datatype"].setValue("32 bit float")
             w["compression"].setValue("Zip (1 scanline)")
             w["raw"].setValue(True)  # no colour conversion: the server gets the working space
-        read = nuke.nodes.Read(name="Result", raw=True)
+        nuke.nodes.Read(name="Result", raw=True)
         out = nuke.nodes.Output(name="Output1")
         out.setInput(0, plate)  # pass the plate through until there is a result
     finally:
@@ -137,7 +137,6 @@ def on_colorize(node: "nuke.Node") -> None:
 
 
 def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
-    first, last = node.firstFrame(), node.lastFrame()
     plate_in = node.input(0)
     if plate_in is None:
         raise logic.ColorizeError("connect a plate to the 'plate' input")
