@@ -90,7 +90,7 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
     from .engine import Engine, ShotOptions
     from .exr import read_exr
     from .pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
-    from .propagate import Propagator, StageClock, resize_hw
+    from .propagate import Propagator, StageClock
 
     engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow")
     options = ShotOptions(method=method) if working_width is None else ShotOptions(method=method,
@@ -108,7 +108,8 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
     with torch.inference_mode():
         shot = ShotColour(options, source.read(frames[0]))
         key_prep = shot.prepare(source.read(frames[0]))
-        propagator = Propagator(method, key_prep.L_work, resize_hw(shot.key_ab(key), *shot.work_size), engine.models)
+        prev_full = shot.key_ab(key)
+        propagator = Propagator(method, key_prep.L_work, shot.to_work(prev_full), engine.models)
         for frame in frames[1:]:
             clock = StageClock(torch_device)
             propagator.clock = clock
@@ -116,15 +117,16 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
                 plate = source.read(frame)
             with clock("colour_in"):
                 prep = shot.prepare(plate)
-            ab, confidence = propagator.step(prep.L_work)
+            ab, confidence, _ = propagator.step(prep.L_work)
             with clock("upsample"):
-                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full)
+                prior = shot.prior(prev_full, propagator.last_flow)
+                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prior)
             with clock("colour_out"):
                 result = shot.finish(prep, ab_full, conf_full)
-                state = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))
+                prev_full = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))
             with clock("exr_write"):
                 sink.write(frame, result)
-            propagator.accept(prep.L_work, state)
+            propagator.accept(prep.L_work, shot.to_work(prev_full))
             stage_rows.append(clock.seconds)
     measured = stage_rows[1:]  # the first propagated frame is the warm-up
     stages = {name: (statistics.median(r.get(name, 0.0) for r in measured) if name in measured[0] else None)
@@ -180,12 +182,14 @@ QUALITY_CLIPS = {"bbb": 1920, "pose2sim_t2_cam01": 1080}  # dev clips decoded at
 
 
 def working_width_quality(widths: list[int], method: str = "full", frames: int = 10,
-                          upsamples: tuple[str, ...] = ("guided", "bilinear"), cache: str | None = None,
-                          log=print) -> dict:
+                          upsamples: tuple[str, ...] = ("guided",), carries: tuple[str, ...] = ("full", "working"),
+                          cache: str | None = None, log=print) -> dict:
     """Lab-PSNR (mean over the ``frames`` frames after key frame 1) of dev clips at ~1080p coloured at
     each working width, against the same run at full resolution (the width of the clip)::
 
         python -c "from colorprop.bench import working_width_quality as q; q([480, 640, 960], 'flow')"
+
+    Rows: each width × upsampling × carry (``ShotOptions.carry``), labelled ``<width>/<upsample>/carry <c>``.
     """
     from . import color
     from .data.clips import clip_path, load_split, read_frames
@@ -203,14 +207,15 @@ def working_width_quality(widths: list[int], method: str = "full", frames: int =
         true = [color.linear_rec709_to_lab(f) for f in clip]
         gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(clip)}
         rows = {}
-        for ww, up in [(width, "guided")] + [(w, u) for w in widths for u in upsamples]:
+        runs = [(width, "guided", "full")] + [(w, u, c) for w in widths for u in upsamples for c in carries]
+        for ww, up, carry in runs:
             t0 = time.perf_counter()
             sink = ArraySink()
             run_shot(engine, ArraySource(gray, colorspace=space), {1: KeyImage(clip[0], space)},
-                     ShotOptions(method=method, colorspace=space, working_width=ww, upsample=up), sink)
+                     ShotOptions(method=method, colorspace=space, working_width=ww, upsample=up, carry=carry), sink)
             psnr = [lab_psnr(color.linear_rec709_to_lab(sink.results[f].rgb), true[f - 1])
                     for f in sorted(sink.results) if f != 1]
-            label = "full" if ww == width else f"{ww}/{up}"
+            label = "full" if ww == width else f"{ww}/{up}/carry {carry}"
             rows[label] = {"psnr": float(np.mean(psnr)), "seconds_per_frame": (time.perf_counter() - t0) / len(clip)}
             log(f"  {name:20s} {method:5s} {label:14s} {rows[label]['psnr']:7.3f} dB")
         results["clips"][name] = {"size": list(clip[0].shape[1::-1]), "rows": rows}

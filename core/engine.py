@@ -25,6 +25,7 @@ class ShotOptions:
     colorspace: str | None = None  # None: from the plate's metadata, else "Linear Rec.709 (sRGB)"
     working_width: int = DEFAULT_WORKING_WIDTH  # networks run at this width (never upscaled)
     upsample: str = "guided"  # chroma back to full resolution: guided | bilinear
+    carry: str = "full"  # resolution at which the written colour is carried to the next frame: full | working
     write_confidence: bool = False  # add a colorprop.confidence channel to the output
     regrade: bool = False  # key = regrade of a colour plate: propagate the change (issue 8)
 
@@ -64,6 +65,8 @@ OPTION_SCHEMA: dict[str, tuple[type, tuple | None, str]] = {
     "colorspace": (str, None, "OCIO colour space of the plate; default: from metadata"),
     "working_width": (int, None, "width at which the networks run; chroma is upsampled under full-res luminance"),
     "upsample": (str, ("guided", "bilinear"), "chroma upsampling"),
+    "carry": (str, ("full", "working"), "full: the last frame's colour is warped at plate resolution and the "
+              "networks' change is added on top (sharper); working: carried at the working size"),
     "write_confidence": (bool, None, "write a colorprop.confidence channel"),
     "regrade": (bool, None, "propagate the key's change relative to a colour plate"),
 }

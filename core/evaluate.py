@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import color
-from .confidence import blend_by_confidence, blend_crossfade, error_ratio_by_confidence
+from .confidence import blend_crossfade, error_ratio_by_confidence
 from .engine import Engine, ShotOptions
 from .errors import InputError
 from .metrics import lab_psnr
@@ -42,8 +42,9 @@ def colorize_clip(engine: Engine, frames_linear: list[np.ndarray], key_indices: 
 
 def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray], key_indices: list[int],
                                   method: str, working_width: int | None = None,
-                                  blend=blend_by_confidence) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """``colorize_clip`` plus the confidence written for each frame (HxW); ``blend``: see ``run_shot``."""
+                                  blend=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``colorize_clip`` plus the confidence written for each frame (HxW); ``blend``: see ``run_shot``
+    (None: the product's own confidence blend)."""
     gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames_linear)}
     if method == "gray":
         return [color.linear_rec709_to_lab(g) for g in gray.values()], [np.zeros(g.shape[:2], np.float32)
@@ -62,9 +63,9 @@ def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray
 
 def eval_variants(method: str, keys: str, key_indices: list[int]) -> list[tuple[str, list[int], object]]:
     """(name, key indices, blend) to run for one method: with two keys also one key and the crossfade."""
-    variants = [(method, key_indices, blend_by_confidence)]
+    variants = [(method, key_indices, None)]
     if method != "gray" and len(key_indices) == 2:
-        variants += [(f"{method}-1key", key_indices[:1], blend_by_confidence),
+        variants += [(f"{method}-1key", key_indices[:1], None),
                      (f"{method}-crossfade", key_indices, blend_crossfade)]
     return variants
 

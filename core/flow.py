@@ -58,6 +58,17 @@ def warp_backward(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     )
 
 
+def resize_flow(flow: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A flow field (hxwx2, pixels) at another size (HxWx2): resampled bilinearly and its vectors scaled."""
+    h, w = flow.shape[:2]
+    if (w, h) == (width, height):
+        return flow
+    out = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= width / w
+    out[..., 1] *= height / h
+    return out
+
+
 def forward_backward_consistency(flow_bwd: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
     """Soft consistency HxW in [0, 1] of the backward flow (cur → prev) against the forward flow.
 

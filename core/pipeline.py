@@ -21,6 +21,7 @@ pixels are written unchanged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -33,9 +34,10 @@ import numpy as np
 
 from . import color
 from .engine import Engine, ShotOptions
-from .confidence import blend_by_confidence
+from .confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right
 from .errors import ColorpropError, InputError, PixelError, SequenceError
 from .exr import Plate, check_finite, read_exr, write_exr
+from .flow import resize_flow, warp_backward
 from .propagate import Propagator, resize_hw
 from .sequence import FramePattern, check_no_overwrite
 
@@ -321,6 +323,7 @@ class ShotColour:
         self.full_size = (w, h)
         self.work_size = working_size(w, h, options.working_width)
         self.upsample = options.upsample
+        self.carry_full = options.carry == "full"
 
     def prepare(self, frame: PlateFrame) -> Prepared:
         check_finite(frame.pixels, frame.name, "plate")
@@ -355,17 +358,32 @@ class ShotColour:
         lab = np.concatenate([L[..., None], ab], axis=-1)
         return color.from_linear_rec709(color.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
 
-    def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def prior(self, prev_ab_full: np.ndarray, flow_work: np.ndarray | None) -> np.ndarray | None:
+        """The previous frame's written colour (HxWx2) warped onto this frame at full resolution along
+        the working-size flow (upsampled), or None where there is nothing to carry this way."""
+        if not self.carry_full or flow_work is None or self.work_size == self.full_size:
+            return None
+        return warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
+
+    def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
+                prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Working-size colour and confidence at full resolution. With a ``prior`` (``prior()``), only the
+        change the working-size step made to it is upsampled: where the step kept the carried colour,
+        its full-resolution detail is kept instead of being re-made from the working size each frame."""
         if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
             return ab_work, conf_work
-        ab = color.upsample_chroma(ab_work, L_full, method=self.upsample)
         conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
-        return ab, conf
+        if prior is None:
+            return color.upsample_chroma(ab_work, L_full, method=self.upsample), conf
+        change = ab_work - resize_hw(prior, *self.work_size)
+        return prior + color.upsample_chroma(change, L_full, method=self.upsample), conf
 
     def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
-        """The colour carried to the next frame: what was written, back at the working size."""
-        ab = color.map_row_bands(self._ab_of, written_rgb)
-        return resize_hw(ab, *self.work_size)
+        """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
+        return color.map_row_bands(self._ab_of, written_rgb)
+
+    def to_work(self, ab_full: np.ndarray) -> np.ndarray:
+        return resize_hw(ab_full, *self.work_size)
 
     def _ab_of(self, rgb: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(color.linear_rec709_to_lab(color.to_linear_rec709(rgb, self.space))[..., 1:])
@@ -437,16 +455,19 @@ def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
 def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
              sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
              cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
-             segment: int | None = None, blend=blend_by_confidence) -> ShotReport:
+             segment: int | None = None, blend=None) -> ShotReport:
     """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
 
     ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
-    ``blend(ab_f, conf_f, ab_b, conf_b, t) -> (ab, conf)``: how two runs meet between keys (``t`` = 0 at
-    the earlier key, 1 at the later); eval swaps in ``confidence.blend_crossfade`` as the baseline.
+    ``blend(ab_f, carried_f, ab_b, carried_b, t) -> ab``: how two runs meet between keys (``t`` = 0 at
+    the earlier key, 1 at the later); default: ``blend_by_confidence`` with the method's prior power;
+    eval swaps in ``confidence.blend_crossfade`` as the baseline.
     """
     engine.check_method(options.method)
     if not keys:
         raise InputError("at least one key frame is needed (--key FRAME=PATH)")
+    if blend is None:
+        blend = functools.partial(blend_by_confidence, power=BLEND_PRIOR_POWER[options.method])
     frames = list(source.frames)
     order = sorted(keys)
     segments = plan_segments(frames, order)
@@ -497,7 +518,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
 
     def new_propagator(key: int) -> Propagator:
         key_L = shot.prepare(source.read(key)).L_work
-        return Propagator(options.method, key_L, resize_hw(key_ab_full[key], *shot.work_size), engine.models)
+        return Propagator(options.method, key_L, shot.to_work(key_ab_full[key]), engine.models)
 
     for kind, a, b, run in segments:
         check_cancel()
@@ -520,31 +541,35 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                     check_cancel()
                     prep = shot.prepare(source.read(frame))
                     step = propagator.step(prep.L_work)
-                    np.save(backward / f"{frame}.npy", np.dstack([step.ab, step.confidence]).astype(np.float32))
-                    propagator.accept(prep.L_work, step.ab, step.confidence)
+                    np.save(backward / f"{frame}.npy", np.dstack(step).astype(np.float32))  # ab, confidence, carried
+                    propagator.accept(prep.L_work, step.ab, step.carried)
 
             propagator = new_propagator(b if kind == "backward" else a)
+            prev_full = key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
             for frame in (reversed(run) if kind == "backward" else run):
                 check_cancel()
                 t0 = time.perf_counter()
                 prep = shot.prepare(source.read(frame))
                 if skip_existing and sink.exists(frame):
-                    # Already written (resume): its colour is read back, its confidence carried by flow alone.
-                    ab = carried_state(frame, None, prep)
-                    confidence = propagator.confidence_only(prep.L_work)
+                    # Already written (resume): its colour is read back, its carried confidence recomputed
+                    # by flow alone (exactly what the uninterrupted run carried), no networks.
+                    prev_full = carried_state(frame, None, prep)
+                    carried = propagator.carried_only(prep.L_work)
                     if backward is not None:
-                        other = np.load(backward / f"{frame}.npy")
-                        _, confidence = blend(ab, confidence, ab, other[..., 2], (frame - a) / (b - a))
+                        carried = either_right(carried, np.load(backward / f"{frame}.npy")[..., 3])
                     emit(frame, None, 0.0)
-                    propagator.accept(prep.L_work, ab, confidence)
+                    propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
                     continue
-                ab, confidence = propagator.step(prep.L_work)
+                ab, confidence, carried = propagator.step(prep.L_work)
                 if backward is not None:
                     other = np.load(backward / f"{frame}.npy")
-                    ab, confidence = blend(ab, confidence, other[..., :2], other[..., 2], (frame - a) / (b - a))
-                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full))
+                    ab = blend(ab, carried, other[..., :2], other[..., 3], (frame - a) / (b - a))
+                    confidence, carried = either_right(confidence, other[..., 2]), either_right(carried, other[..., 3])
+                prior = shot.prior(prev_full, propagator.last_flow)
+                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prior))
                 emit(frame, result, time.perf_counter() - t0)
-                propagator.accept(prep.L_work, carried_state(frame, result, prep), confidence)
+                prev_full = carried_state(frame, result, prep)
+                propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
 
     report.seconds = time.perf_counter() - start
     return report

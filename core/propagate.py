@@ -3,7 +3,7 @@
 A ``Propagator`` owns the per-run state (the previous frame's L and ab, the key's features) and
 nothing else, so memory is flat in shot length. Its boundary is numpy at the working resolution:
 
-    step(L  HxW float32, CIE L 0..100)  ->  Step(ab HxWx2 float32 Lab units, confidence HxW in [0, 1])
+    step(L  HxW float32, CIE L 0..100)  ->  Step(ab HxWx2 float32 Lab units, confidence HxW, carried HxW)
 
 Methods:
     flow    DIS optical flow warps the previous frame's ab (classical baseline, no weights)
@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from .confidence import carry_confidence
+from .confidence import agreement, carry_confidence, written_confidence
 from .flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ L_NET_MAX = 1.2  # HDR luminance is shown to the networks clipped here; the true
 
 class Step(NamedTuple):
     ab: np.ndarray  # HxWx2 float32, Lab units
-    confidence: np.ndarray  # HxW float32 in [0, 1]
+    confidence: np.ndarray  # HxW float32 in [0, 1]: the matte that is written (confidence.written_confidence)
+    carried: np.ndarray  # HxW float32 in [0, 1]: carried on to the next frame; weighs runs in a blend
 
 
 def gray_tensor(L: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -100,9 +101,10 @@ class Propagator:
         self.prev_L = key_L
         self.prev_ab = key_ab
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
-        self.last_conf = self.prev_conf
+        self.last_carried = self.prev_conf
         # The flow chain's own confidence (never restored by the key match): a cue for F_f.
         self.prev_chain = self.last_chain = self.prev_conf
+        self.last_flow: np.ndarray | None = None  # hxwx2 backward flow of the last step (None: global)
         self.key_state = None
         self.clock: StageClock | None = None
         if method in ("full", "global"):
@@ -115,33 +117,41 @@ class Propagator:
         """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
         if self.method == "flow":
             with self._stage("dis_flow"):
-                flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
-            return self._with_carried(Step(flowed.ab, self._carried(flowed, L)))
+                flowed = self._flow(L)
+            carried = self._carried(flowed, L)
+            return self._with_carried(Step(flowed.ab, written_confidence(carried, L), carried))
         with torch.inference_mode():
             return self._with_carried(self._step_learned(L))
 
-    def confidence_only(self, L: np.ndarray) -> np.ndarray:
-        """For a frame that is already written (resume): the flow-carried confidence (HxW), no networks.
+    def carried_only(self, L: np.ndarray) -> np.ndarray:
+        """For a frame that is already written (resume): ``step(L).carried`` (HxW) without the networks.
 
-        Equal to ``step(L).confidence`` for flow, local and global-free chains; for ``full`` the key match
-        does not restore it on this frame. The flow chain's cue for F_f is carried exactly."""
-        flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+        Exact for every method but ``global`` (whose confidence is the key match's similarity alone): the
+        carried part depends on flow only. The flow chain's cue for F_f is carried exactly too."""
+        flowed = self._flow(L)
         self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
-        self.last_conf = self._carried(flowed, L)
-        return self.last_conf
+        self.last_carried = self._carried(flowed, L)
+        return self.last_carried
 
-    def accept(self, L: np.ndarray, ab: np.ndarray, confidence: np.ndarray | None = None) -> None:
-        """Carry this frame's colour (what was written, HxWx2) and confidence (HxW; default: the last
-        step's) on to the next step."""
+    def accept(self, L: np.ndarray, ab: np.ndarray, carried: np.ndarray | None = None) -> None:
+        """Carry this frame's colour (what was written, HxWx2) and carried confidence (HxW; default: the
+        last step's ``carried``) on to the next step."""
         self.prev_L, self.prev_ab = L, ab
-        self.prev_conf = self.last_conf if confidence is None else np.asarray(confidence, np.float32)
+        self.prev_conf = self.last_carried if carried is None else np.asarray(carried, np.float32)
         self.prev_chain = self.last_chain
+
+    def _flow(self, L: np.ndarray) -> FlowStep:
+        """DIS from this frame back to the previous one; the flow is kept as ``last_flow`` (the pipeline
+        warps the full-resolution colour along it)."""
+        flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+        self.last_flow = flowed.flow
+        return flowed
 
     def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
 
     def _with_carried(self, step: Step) -> Step:
-        self.last_conf = step.confidence  # what accept() carries unless told otherwise
+        self.last_carried = step.carried  # what accept() carries unless told otherwise
         return step
 
     def _stage(self, name: str):
@@ -154,28 +164,32 @@ class Propagator:
         if self.method in ("local", "full"):
             # DIS pre-alignment of the previous frame, then F_w's kernels fix what flow got wrong.
             with self._stage("dis_flow"):
-                flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
+                flowed = self._flow(L)
                 prev_L_aligned = warp_backward(self.prev_L, flowed.flow)
             with self._stage("F_w"):
                 local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
                 consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
                 if self.method == "local":
-                    return Step(ab_numpy(ab_local), self._carried(flowed, L))
+                    carried = self._carried(flowed, L)
+                    return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
 
         with self._stage("F_s"):
             global_out = models.global_branch(gray, self.key_state)
             if self.method == "global":
-                return Step(ab_numpy(global_out.ab), map_numpy(global_out.similarity).clip(0, 1))
+                similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
+                return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
 
         with self._stage("F_f"):
             self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
             chain = torch.from_numpy(self.last_chain)[None, None].to(dev)
             cues = fusion_cues(global_out.similarity, consistency, chain, models.fusion.cfg.n_cues)
             fused = models.fusion(gray, ab_local, global_out.ab, cues)
-            confidence = confidence_from_cues(global_out.similarity,
-                                              torch.from_numpy(self._carried(flowed, L))[None, None].to(dev))
-            return Step(ab_numpy(fused.ab), map_numpy(confidence))
+            ab_local_np, ab_global_np = ab_numpy(ab_local), ab_numpy(global_out.ab)
+        carried = self._carried(flowed, L)
+        confidence = written_confidence(carried, L, map_numpy(global_out.similarity).clip(0, 1),
+                                        agreement(ab_local_np, ab_global_np))
+        return Step(ab_numpy(fused.ab), confidence, carried)
 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:
@@ -190,13 +204,6 @@ def fusion_cues(similarity: torch.Tensor, consistency: torch.Tensor, chain: torc
     """F_f's cue channels, N x n_cues x H x W: the key match's similarity, this step's flow consistency and
     the flow chain's carried confidence (weights trained with 2 cues use the first two)."""
     return torch.cat([similarity, consistency, chain][:n_cues], dim=1)
-
-
-def confidence_from_cues(similarity: torch.Tensor, consistency: torch.Tensor) -> torch.Tensor:
-    """Per-pixel confidence in [0, 1]: high where the carried confidence (or, before issue 8, the flow's
-    consistency) is high or the key match is strong."""
-    sim = similarity.clamp(0, 1)
-    return 1.0 - (1.0 - consistency.clamp(0, 1)) * (1.0 - sim)
 
 
 def resize_hw(x: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -11,7 +11,8 @@ import pytest
 
 from colorprop import color
 from colorprop.cli import main as cli_main
-from colorprop.confidence import blend_by_confidence, blend_crossfade, error_ratio_by_confidence
+from colorprop.confidence import (blend_by_confidence, blend_crossfade, edge_cue, either_right,
+                                  error_ratio_by_confidence)
 from colorprop.exr import read_exr, write_exr
 
 W, H = 96, 64
@@ -129,14 +130,14 @@ def test_blend_is_per_pixel_by_confidence_not_a_crossfade():
     conf_f[:, 2:] = 0.0  # the forward run lost the right half
     conf_b = np.ones((4, 4), np.float32)
     conf_b[:, :2] = 0.0  # the backward run lost the left half
-    ab, conf = blend_by_confidence(ab_f, conf_f, ab_b, conf_b, t=0.5)
+    ab = blend_by_confidence(ab_f, conf_f, ab_b, conf_b, t=0.5)
     assert np.all(ab[:, :2] > 9.0) and np.all(ab[:, 2:] < -9.0)
-    np.testing.assert_allclose(conf, 1.0)
-    ab, _ = blend_crossfade(ab_f, conf_f, ab_b, conf_b, t=0.5)
+    np.testing.assert_allclose(either_right(conf_f, conf_b), 1.0)  # right where either run is
+    ab = blend_crossfade(ab_f, conf_f, ab_b, conf_b, t=0.5)
     np.testing.assert_allclose(ab, 0.0)
     # both runs lost: the nearer key wins
     zero = np.zeros((4, 4), np.float32)
-    ab, _ = blend_by_confidence(ab_f, zero, ab_b, zero, t=0.1)
+    ab = blend_by_confidence(ab_f, zero, ab_b, zero, t=0.1)
     assert np.all(ab > 9.0)
 
 
@@ -161,3 +162,26 @@ def test_many_keys_reproduce_every_key_exactly(tmp_path, keys):
     for k in keys:
         truth = color.linear_rec709_to_lab(frames[k - 1])
         assert np.abs(result[k - 1][0][..., 1:] - truth[..., 1:]).max() < 0.2  # the key EXR is half
+
+
+def test_edge_cue_is_low_across_luminance_edges_and_one_on_flat_areas():
+    L = np.full((32, 32), 20.0, np.float32)
+    L[:, 16:] = 80.0
+    cue = edge_cue(L)
+    assert np.all(cue[:, 15:17] < 0.01)
+    np.testing.assert_allclose(cue[:, :12], 1.0)
+    np.testing.assert_allclose(cue[:, 20:], 1.0)
+
+
+def test_resume_recomputes_the_carried_confidence_exactly():
+    """``carried_only`` (a skipped frame: no networks, colour read back) carries what ``step`` carried."""
+    from colorprop.propagate import Propagator
+
+    frames = [color.linear_rec709_to_lab(f) for f in background(3)]
+    stepped, resumed = (Propagator("flow", frames[0][..., 0], frames[0][..., 1:]) for _ in range(2))
+    for lab in frames[1:]:
+        step = stepped.step(lab[..., 0])
+        np.testing.assert_array_equal(resumed.carried_only(lab[..., 0]), step.carried)
+        assert np.all(step.confidence <= step.carried + 1e-6)  # the written matte adds this frame's cues
+        stepped.accept(lab[..., 0], step.ab)
+        resumed.accept(lab[..., 0], step.ab)

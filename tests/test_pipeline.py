@@ -266,3 +266,36 @@ def test_skip_existing_resumes_full_method_without_recomputing(tmp_path):
         a = read_exr(full.replace("####", f"{i:04d}")).pixels
         b = read_exr(part.replace("####", f"{i:04d}")).pixels
         np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
+
+
+def test_full_resolution_carry_keeps_detail_the_working_size_loses(engine):
+    """Networks/flow at a quarter of the plate width: carrying the written colour at plate resolution
+    (``carry="full"``, the default) keeps the key's fine chroma; carrying it at the working size blurs it."""
+    frames = textured_frames(8, shift=1.0)
+    true = [color.linear_rec709_to_lab(f) for f in frames]
+    gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames)}
+    errors = {}
+    for carry in ("full", "working"):
+        sink = ArraySink()
+        options = ShotOptions(method="flow", colorspace=SPACE, working_width=W // 4, carry=carry)
+        run_shot(engine, ArraySource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)}, options, sink)
+        lab = color.linear_rec709_to_lab(sink.results[8].rgb)
+        errors[carry] = float(np.abs(lab[8:-8, 8:-8, 1:] - true[7][8:-8, 8:-8, 1:]).mean())  # borders: dis-occluded
+    assert errors["full"] < 0.75 * errors["working"], errors  # measured 3.8 vs 5.9
+
+
+def test_resume_with_full_resolution_carry_is_exact(tmp_path, engine):
+    """The plate is wider than the working size: a resumed run reads the written colour back at full
+    resolution and carries it on exactly as the uninterrupted run did."""
+    frames = textured_frames(6)
+    plate, key = write_shot(tmp_path / "in", frames)
+    full = str(tmp_path / "full" / "c.####.exr")
+    part = str(tmp_path / "part" / "c.####.exr")
+    args = ["--input", plate, "--key", f"1={key}", "--method", "flow", "--working-width", "64", "--frames"]
+    assert run_cli(*args, "1-6", "--output", full) == 0
+    assert run_cli(*args, "1-3", "--output", part) == 0
+    assert run_cli(*args, "1-6", "--output", part, "--skip-existing") == 0
+    for i in range(1, 7):
+        a = read_exr(full.replace("####", f"{i:04d}")).pixels
+        b = read_exr(part.replace("####", f"{i:04d}")).pixels
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
