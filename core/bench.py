@@ -83,7 +83,7 @@ def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str
 
 
 def measure(folder: str, method: str, device: str, repeats: int, working_width: int | None,
-            weights: str | None) -> dict:
+            weights: str | None, precision: str = "fp32") -> dict:
     """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc)."""
     import torch
 
@@ -92,7 +92,8 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
     from .pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
     from .propagate import Propagator, StageClock
 
-    engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow")
+    engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow",
+                         precision=precision)
     options = ShotOptions(method=method) if working_width is None else ShotOptions(method=method,
                                                                                  working_width=working_width)
     frames = list(range(1, repeats + 3))  # key, warm-up, repeats
@@ -145,6 +146,7 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
     return {
         "method": method,
         "device": str(torch_device) if method != "flow" else "cpu",
+        "precision": precision if method != "flow" else "fp32",
         "working_size": list(shot.work_size),
         "upsample": options.upsample,
         "stages": stages,
@@ -275,9 +277,10 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", methods: list[str] | None = None,
-          working_width: int | None = None, weights: str | None = None, log=print) -> dict:
-    """Every (size, method, device) row; see the module docstring. ``methods`` default: full (when
-    weights load) and flow."""
+          working_width: int | None = None, weights: str | None = None, precisions: tuple[str, ...] = ("fp32",),
+          log=print) -> dict:
+    """Every (size, method, device, precision) row; see the module docstring. ``methods`` default: full
+    (when weights load) and flow. ``precisions`` apply to the learned methods (flow has no networks)."""
     import torch
 
     from .engine import Engine
@@ -305,9 +308,10 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
             write_plates(Path(folder), w, h, repeats + 2)
             log(f"colorprop bench: {w}x{h}: plates written ({time.perf_counter() - t0:.1f} s)")
             for method in methods:
-                for dev in (["cpu"] if method == "flow" else devices):
+                for dev, prec in ([("cpu", "fp32")] if method == "flow" else
+                                  [(d, p) for d in devices for p in precisions]):
                     request = {"folder": folder, "method": method, "device": dev, "repeats": repeats,
-                               "working_width": working_width, "weights": weights}
+                               "working_width": working_width, "weights": weights, "precision": prec}
                     row = {"size": f"{w}x{h}", "width": w, "height": h, **run_child(request)}
                     results["rows"].append(row)
                     log(format_row(row))
@@ -315,25 +319,29 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
         if flow is not None:
             for r in results["rows"]:
                 if r["size"] == f"{w}x{h}" and r["method"] != "flow":
-                    results["ratio_to_flow"][f"{w}x{h}/{r['method']}/{r['device']}"] = r["end_to_end"] / flow["end_to_end"]
+                    results["ratio_to_flow"][row_key(r)] = r["end_to_end"] / flow["end_to_end"]
     results["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return results
 
 
+def row_key(row: dict) -> str:
+    return f"{row['size']}/{row['method']}/{row['device']}/{row.get('precision', 'fp32')}"
+
+
 def format_row(row: dict) -> str:
-    return (f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} work {row['working_size'][0]}x"
+    return (f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} {row.get('precision', 'fp32')} work {row['working_size'][0]}x"
             f"{row['working_size'][1]}: {row['end_to_end']:.3f} s/frame end to end, "
             f"peak {row['peak_rss_mib']:.0f} MiB")
 
 
 def format_table(results: dict) -> str:
     """Markdown: one row per (size, method, device); medians in seconds per frame."""
-    head = ["size", "method", "device", "working"] + list(STAGES) + ["stage sum", "end to end", "× flow",
+    head = ["size", "method", "device", "precision", "working"] + list(STAGES) + ["stage sum", "end to end", "× flow",
                                                                     "peak RSS MiB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
-        ratio = results["ratio_to_flow"].get(f"{r['size']}/{r['method']}/{r['device']}")
-        cells = [r["size"], r["method"], r["device"], f"{r['working_size'][0]}x{r['working_size'][1]}"]
+        ratio = results["ratio_to_flow"].get(row_key(r))
+        cells = [r["size"], r["method"], r["device"], r.get("precision", "fp32"), f"{r['working_size'][0]}x{r['working_size'][1]}"]
         cells += ["–" if r["stages"][s] is None else f"{r['stages'][s]:.3f}" for s in STAGES]
         cells += [f"{r['stage_sum']:.3f}", f"**{r['end_to_end']:.3f}**",
                   "1" if r["method"] == "flow" else (f"{ratio:.2f}" if ratio else "–"), f"{r['peak_rss_mib']:.0f}"]
@@ -348,8 +356,9 @@ def run_bench_command(args) -> int:
 
         raise InputError(f"--repeats: {args.repeats}; at least 1")
     methods = [m.strip() for m in args.methods.split(",")] if getattr(args, "methods", None) else None
+    precisions = tuple(p.strip() for p in getattr(args, "precisions", "fp32").split(","))
     results = bench(sizes, args.repeats, args.device, methods, getattr(args, "working_width", None),
-                    getattr(args, "weights", None), log=lambda s: print(s, file=sys.stderr))
+                    getattr(args, "weights", None), precisions, log=lambda s: print(s, file=sys.stderr))
     print(format_table(results))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

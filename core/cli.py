@@ -92,7 +92,8 @@ def cmd_colorize(args) -> int:
     options = ShotOptions.from_dict({
         k: v for k, v in {
             "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
-            "upsample": args.upsample, "write_confidence": args.confidence, "regrade": args.regrade,
+            "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
+            "regrade": args.regrade,
         }.items() if v is not None
     })
     if frames is None:
@@ -140,7 +141,7 @@ def run_colorize(args, keys, frames, options, progress):
     from .engine import Engine
     from .pipeline import colorize_sequence
 
-    engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device)
+    engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
     return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
                              skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment)
 
@@ -159,6 +160,9 @@ def add_colorize(sub) -> None:
                                         "else 'Linear Rec.709 (sRGB)')")
     p.add_argument("--working-width", type=int, help="width at which the networks run (default 480)")
     p.add_argument("--upsample", choices=("guided", "bilinear"), help="chroma upsampling (default guided)")
+    p.add_argument("--carry", choices=("full", "working"),
+                   help="carry the last frame's colour at plate resolution (full, default: sharper) or at the "
+                        "working width (the networks' size)")
     p.add_argument("--confidence", action="store_true", default=None,
                    help="write a colorprop.confidence channel")
     p.add_argument("--regrade", action="store_true", default=None,
@@ -168,6 +172,8 @@ def add_colorize(sub) -> None:
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
     p.add_argument("--weights", help="weights folder (default: the shipped core/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else fp32; docs/BENCHMARKS.md)")
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")

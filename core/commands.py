@@ -43,6 +43,8 @@ def add_eval(sub) -> None:
     p.add_argument("--record-in-manifest", action="store_true",
                    help="store the table in the weights' manifest.json (metrics)")
     p.add_argument("--weights", default=None)
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else fp32)")
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
 
     def run(args):
@@ -93,6 +95,7 @@ def add_bench(sub) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", default="out/bench.json")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precisions", default="fp32", help="for the networks: fp32, bf16 or both (fp32,bf16)")
 
     def run(args):
         from .bench import run_bench_command

@@ -5,6 +5,7 @@ The CLI, the server and the farm path all hold an ``Engine`` and call ``pipeline
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,14 +81,17 @@ class Engine:
         self.weights_error = weights_error
 
     @classmethod
-    def load(cls, weights_dir: Path | None = None, device: str = "auto", require: bool = False) -> "Engine":
+    def load(cls, weights_dir: Path | None = None, device: str = "auto", require: bool = False,
+             precision: str | None = None) -> "Engine":
+        """``precision``: "fp32" | "bf16" (None: $COLORPROP_PRECISION, else fp32; docs/BENCHMARKS.md)."""
         from .weights import read_manifest
 
+        precision = precision or os.environ.get("COLORPROP_PRECISION") or "fp32"
         try:
             read_manifest(weights_dir)  # cheap: no weights, no need to import the networks
             from .models import load_models
 
-            return cls(load_models(weights_dir, device))
+            return cls(load_models(weights_dir, device, precision))
         except WeightsError as err:
             if require:
                 raise
@@ -109,6 +113,7 @@ class Engine:
             "engine": "colorprop",
             "version": __version__,
             "device": str(self.models.device) if self.models is not None else "cpu",
+            "precision": self.models.precision if self.models is not None else "fp32",
             "weights": None if manifest is None else {"version": manifest.version, "folder": str(manifest.folder)},
             "methods": self.methods(),
             "default_method": "full" if self.models is not None else "flow",

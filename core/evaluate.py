@@ -176,7 +176,7 @@ def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
 def run_eval_command(args) -> int:
     from .data.clips import load_dev_clips
 
-    engine = Engine.load(Path(args.weights) if args.weights else None)
+    engine = Engine.load(Path(args.weights) if args.weights else None, precision=args.precision)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unavailable = [m for m in methods if m != "gray" and m not in engine.methods()]
     if unavailable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,9 @@ from .nets.global_net import GlobalBranch, GlobalConfig
 from .nets.local_net import LocalNet, LocalNetConfig
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class Models:
     local: LocalNet  # F_w
@@ -21,6 +25,13 @@ class Models:
     fusion: FusionNet  # F_f
     device: torch.device
     manifest: weights.Manifest | None = None
+    precision: str = "fp32"  # "bf16": the networks' convolutions under bfloat16 autocast (matching stays fp32)
+
+    def autocast(self):
+        """Context for a network forward: bfloat16 autocast when ``precision`` is "bf16", else nothing."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -40,8 +51,10 @@ def build_models(local_cfg: LocalNetConfig, global_cfg: GlobalConfig, fusion_cfg
     )
 
 
-def load_models(folder: Path | None = None, device: str = "auto") -> Models:
+def load_models(folder: Path | None = None, device: str = "auto", precision: str = "fp32") -> Models:
     """Networks from a weights folder; sha256-checked, ``strict=True``, eval mode."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
     manifest = weights.read_manifest(folder)
     models = build_models(
         LocalNetConfig.from_dict(manifest.network("local").config),
@@ -60,4 +73,5 @@ def load_models(folder: Path | None = None, device: str = "auto") -> Models:
     for module in (models.local, models.global_branch, models.fusion):
         module.eval()
     models.manifest = manifest
+    models.precision = precision
     return models

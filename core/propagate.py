@@ -108,7 +108,7 @@ class Propagator:
         self.key_state = None
         self.clock: StageClock | None = None
         if method in ("full", "global"):
-            with torch.inference_mode():
+            with torch.inference_mode(), models.autocast():
                 self.key_state = models.global_branch.encode_key(
                     gray_tensor(key_L, self.device), ab_tensor(key_ab, self.device)
                 )
@@ -167,7 +167,9 @@ class Propagator:
                 flowed = self._flow(L)
                 prev_L_aligned = warp_backward(self.prev_L, flowed.flow)
             with self._stage("F_w"):
-                local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
+                with models.autocast():  # the kernels come out in float32 for the warp (docs/BENCHMARKS.md)
+                    local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
+                local_out = type(local_out)(*(k.float() for k in local_out))
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
                 consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
                 if self.method == "local":
@@ -175,7 +177,9 @@ class Propagator:
                     return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
 
         with self._stage("F_s"):
-            global_out = models.global_branch(gray, self.key_state)
+            with models.autocast():
+                global_out = models.global_branch(gray, self.key_state)
+            global_out = type(global_out)(*(x.float() for x in global_out))
             if self.method == "global":
                 similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
                 return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
@@ -184,7 +188,8 @@ class Propagator:
             self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
             chain = torch.from_numpy(self.last_chain)[None, None].to(dev)
             cues = fusion_cues(global_out.similarity, consistency, chain, models.fusion.cfg.n_cues)
-            fused = models.fusion(gray, ab_local, global_out.ab, cues)
+            with models.autocast():
+                fused = models.fusion(gray, ab_local, global_out.ab, cues)
             ab_local_np, ab_global_np = ab_numpy(ab_local), ab_numpy(global_out.ab)
         carried = self._carried(flowed, L)
         confidence = written_confidence(carried, L, map_numpy(global_out.similarity).clip(0, 1),

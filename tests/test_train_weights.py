@@ -86,3 +86,28 @@ def test_shipped_weights_load_and_carry_their_eval_table():
     assert {"flow", "full"} <= set(table)
     engine = Engine(models)
     assert ShotOptions().method == "full" and "full" in engine.methods()
+
+
+def test_bf16_runs_the_networks_in_bfloat16_and_stays_close_to_fp32():
+    """``precision="bf16"``: the convolutions run under bfloat16 autocast (the F_w kernels and the output
+    come back in float32), matching stays float32, and the colour stays within a fraction of a Lab unit."""
+    from colorprop.propagate import Propagator
+
+    rng = np.random.default_rng(1)
+    import cv2
+
+    L = cv2.GaussianBlur(rng.random((64, 96)).astype(np.float32), (0, 0), 2) * 80 + 10
+    ab = cv2.GaussianBlur(rng.random((64, 96, 2)).astype(np.float32), (0, 0), 2) * 40 - 20
+    out = {}
+    for precision in ("fp32", "bf16"):
+        models = load_models(device="cpu", precision=precision)
+        conv = models.fusion.body[0]
+        with torch.inference_mode(), models.autocast():
+            y = conv(torch.zeros(1, conv.in_channels, 8, 8))
+        assert y.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+        step = Propagator("full", L, ab, models).step(np.roll(L, 2, axis=1))
+        assert step.ab.dtype == np.float32
+        out[precision] = step.ab
+    assert float(np.abs(out["bf16"] - out["fp32"]).mean()) < 0.5
+    with pytest.raises(ValueError, match="precision"):
+        load_models(device="cpu", precision="fp16")

@@ -131,13 +131,16 @@ class GlobalBranch(nn.Module):
         return KeyState(features=feats, color_model=model, ab_fine=ab_fine)
 
     def match(self, cur_features: Features, key: KeyState) -> Match:
+        """Always in float32, also under a bfloat16 autocast: near-equal similarities must rank exactly."""
         cfg = self.cfg
-        kf = key.features
+        kf = Features(*(t.float() for t in key.features))
+        cur_features = Features(*(t.float() for t in cur_features))
         n = cur_features.coarse.shape[0]
         if kf.coarse.shape[0] == 1 and n > 1:
             kf = Features(kf.coarse.expand(n, -1, -1, -1), kf.fine.expand(n, -1, -1, -1))
-        return match_coarse_to_fine(kf, cur_features, k=cfg.k, roi_radius=cfg.roi_radius,
-                                    temperature=cfg.temperature, soft_topk=cfg.soft_topk, chunk=cfg.chunk)
+        with torch.autocast(cur_features.coarse.device.type, enabled=False):
+            return match_coarse_to_fine(kf, cur_features, k=cfg.k, roi_radius=cfg.roi_radius,
+                                        temperature=cfg.temperature, soft_topk=cfg.soft_topk, chunk=cfg.chunk)
 
     def forward(self, gray_cur: torch.Tensor, key: KeyState) -> GlobalOutput:
         """Colour the current frame from the key.
