@@ -172,8 +172,9 @@ def add_colorize(sub) -> None:
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
     p.add_argument("--weights", help="weights folder (default: the shipped core/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="the networks' precision (default: $COLORPROP_PRECISION, else fp32; docs/BENCHMARKS.md)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
+                        "CPU/GPU computes it natively; docs/BENCHMARKS.md)")
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")

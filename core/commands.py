@@ -43,8 +43,8 @@ def add_eval(sub) -> None:
     p.add_argument("--record-in-manifest", action="store_true",
                    help="store the table in the weights' manifest.json (metrics)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=None,
-                   help="the networks' precision (default: $COLORPROP_PRECISION, else fp32)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto)")
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
 
     def run(args):

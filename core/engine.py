@@ -83,10 +83,11 @@ class Engine:
     @classmethod
     def load(cls, weights_dir: Path | None = None, device: str = "auto", require: bool = False,
              precision: str | None = None) -> "Engine":
-        """``precision``: "fp32" | "bf16" (None: $COLORPROP_PRECISION, else fp32; docs/BENCHMARKS.md)."""
+        """``precision``: "auto" | "fp32" | "bf16" (None: $COLORPROP_PRECISION, else auto: bf16 where the
+        device computes it natively, models.resolve_precision; docs/BENCHMARKS.md)."""
         from .weights import read_manifest
 
-        precision = precision or os.environ.get("COLORPROP_PRECISION") or "fp32"
+        precision = precision or os.environ.get("COLORPROP_PRECISION") or "auto"
         try:
             read_manifest(weights_dir)  # cheap: no weights, no need to import the networks
             from .models import load_models

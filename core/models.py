@@ -18,6 +18,19 @@ from .nets.local_net import LocalNet, LocalNetConfig
 PRECISIONS = ("fp32", "bf16")
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" -> "bf16" where the device computes bfloat16 natively (a CUDA GPU that supports it, a CPU with
+    AVX-512 BF16 or AMX through oneDNN), else "fp32"; "fp32"/"bf16" are kept. Quality: docs/BENCHMARKS.md."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+        return "bf16" if device.type == "cpu" and native is not None and native() else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose from auto, {', '.join(PRECISIONS)}")
+    return precision
+
+
 @dataclass
 class Models:
     local: LocalNet  # F_w
@@ -52,15 +65,16 @@ def build_models(local_cfg: LocalNetConfig, global_cfg: GlobalConfig, fusion_cfg
 
 
 def load_models(folder: Path | None = None, device: str = "auto", precision: str = "fp32") -> Models:
-    """Networks from a weights folder; sha256-checked, ``strict=True``, eval mode."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r}: choose from {', '.join(PRECISIONS)}")
+    """Networks from a weights folder; sha256-checked, ``strict=True``, eval mode. ``precision``: fp32 | bf16
+    | auto (``resolve_precision``)."""
+    torch_device = pick_device(device)
+    precision = resolve_precision(precision, torch_device)
     manifest = weights.read_manifest(folder)
     models = build_models(
         LocalNetConfig.from_dict(manifest.network("local").config),
         GlobalConfig.from_dict(manifest.network("global").config),
         FusionConfig.from_dict(manifest.network("fusion").config),
-        pick_device(device),
+        torch_device,
     )
     for name, module in (("local", models.local), ("global", models.global_branch), ("fusion", models.fusion)):
         state = weights.load_state_dict(manifest, name)

@@ -53,7 +53,7 @@ def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, ca
                 assert seconds is not None and seconds >= 0.0, (method, stage)
         assert row["end_to_end"] > 0 and row["peak_rss_mib"] > 0
         assert row["channels_out"] == ["R", "G", "B", "A"]  # pass-through channel survives
-    assert set(results["ratio_to_flow"]) == {"160x96/full/cpu"}
+    assert set(results["ratio_to_flow"]) == {"160x96/full/cpu/fp32"}
     table = capsys.readouterr().out
     assert "| 160x96 | full |" in table and "| 160x96 | flow |" in table
 

@@ -111,3 +111,8 @@ def test_bf16_runs_the_networks_in_bfloat16_and_stays_close_to_fp32():
     assert float(np.abs(out["bf16"] - out["fp32"]).mean()) < 0.5
     with pytest.raises(ValueError, match="precision"):
         load_models(device="cpu", precision="fp16")
+    from colorprop.models import resolve_precision
+
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
