@@ -518,7 +518,8 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
 
     def new_propagator(key: int) -> Propagator:
         key_L = shot.prepare(source.read(key)).L_work
-        return Propagator(options.method, key_L, shot.to_work(key_ab_full[key]), engine.models)
+        return Propagator(options.method, key_L, shot.to_work(key_ab_full[key]), engine.models,
+                          change_only=options.regrade)
 
     for kind, a, b, run in segments:
         check_cancel()

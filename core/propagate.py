@@ -89,12 +89,17 @@ class Propagator:
 
     ``clock``: a StageClock to time dis_flow / F_w / F_s / F_f (bench), or None."""
 
-    def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None):
+    def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None,
+                 change_only: bool = False):
+        """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
+        puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
+        plate's own colour; measured on real footage in docs/KEYS.md."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if method in LEARNED_METHODS and models is None:
             raise ValueError(f"method {method!r} needs trained models")
         self.method = method
+        self.change_only = change_only
         self.models = models
         self.device = models.device if models is not None else torch.device("cpu")
         self.dis = make_dis()
@@ -194,7 +199,10 @@ class Propagator:
         carried = self._carried(flowed, L)
         confidence = written_confidence(carried, L, map_numpy(global_out.similarity).clip(0, 1),
                                         agreement(ab_local_np, ab_global_np))
-        return Step(ab_numpy(fused.ab), confidence, carried)
+        ab = ab_numpy(fused.ab)
+        if self.change_only:
+            ab[np.all(ab_local_np == 0.0, axis=-1)] = 0.0
+        return Step(ab, confidence, carried)
 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:

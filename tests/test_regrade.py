@@ -61,11 +61,12 @@ def shot(tmp_path: Path):
     return tmp_path, frames
 
 
-def test_regrade_carries_the_change_and_keeps_the_plate_elsewhere(shot):
+@pytest.mark.parametrize("method", ["flow", "full"])
+def test_regrade_carries_the_change_and_keeps_the_plate_elsewhere(shot, method):
     folder, frames = shot
     out = str(folder / "out" / "r.####.exr")
     assert cli_main(["colorize", "--progress", "none", "--input", str(folder / "plate.####.exr"),
-                     "--key", f"1={folder / 'key.exr'}", "--output", out, "--frames", "1-8", "--method", "flow",
+                     "--key", f"1={folder / 'key.exr'}", "--output", out, "--frames", "1-8", "--method", method,
                      "--regrade", "--pixel-type", "float"]) == 0
     for i in range(1, 8):
         res = read_exr(out.replace("####", f"{i + 1:04d}"))
