@@ -516,10 +516,13 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         result.rgb = np.where(unchanged, prep.frame.rgb(), result.rgb).astype(np.float32)
         return result
 
-    def new_propagator(key: int) -> Propagator:
-        key_L = shot.prepare(source.read(key)).L_work
-        return Propagator(options.method, key_L, shot.to_work(key_ab_full[key]), engine.models,
-                          change_only=options.regrade)
+    def new_propagator(key: int, other: int | None = None) -> Propagator:
+        """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
+        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
+        def work(k: int) -> tuple[np.ndarray, np.ndarray]:
+            return shot.prepare(source.read(k)).L_work, shot.to_work(key_ab_full[k])
+        others = [work(other)] if other is not None else []
+        return Propagator(options.method, *work(key), engine.models, change_only=options.regrade, other_keys=others)
 
     for kind, a, b, run in segments:
         check_cancel()
@@ -537,7 +540,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             if kind == "between":
                 # The backward pass from the later key, spilled to disk (memory stays flat), blended below.
                 backward = Path(spill)
-                propagator = new_propagator(b)
+                propagator = new_propagator(b, a)
                 for frame in reversed(run):
                     check_cancel()
                     prep = shot.prepare(source.read(frame))
@@ -545,7 +548,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                     np.save(backward / f"{frame}.npy", np.dstack(step).astype(np.float32))  # ab, confidence, carried
                     propagator.accept(prep.L_work, step.ab, step.carried)
 
-            propagator = new_propagator(b if kind == "backward" else a)
+            propagator = new_propagator(b, None) if kind == "backward" else new_propagator(a, b)
             prev_full = key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
             for frame in (reversed(run) if kind == "backward" else run):
                 check_cancel()

@@ -90,7 +90,7 @@ class Propagator:
     ``clock``: a StageClock to time dis_flow / F_w / F_s / F_f (bench), or None."""
 
     def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None,
-                 change_only: bool = False):
+                 change_only: bool = False, other_keys: list[tuple[np.ndarray, np.ndarray]] = ()):
         """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
         plate's own colour; measured on real footage in docs/KEYS.md."""
@@ -114,9 +114,9 @@ class Propagator:
         self.clock: StageClock | None = None
         if method in ("full", "global"):
             with torch.inference_mode(), models.autocast():
-                self.key_state = models.global_branch.encode_key(
-                    gray_tensor(key_L, self.device), ab_tensor(key_ab, self.device)
-                )
+                states = [models.global_branch.encode_key(gray_tensor(kl, self.device), ab_tensor(kab, self.device))
+                          for kl, kab in [(key_L, key_ab), *other_keys]]
+                self.key_state = states[0] if len(states) == 1 else models.global_branch.join_keys(*states)
 
     def step(self, L: np.ndarray) -> Step:
         """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""

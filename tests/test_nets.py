@@ -229,3 +229,26 @@ def test_fusion_reuses_the_joint_instance_statistics(residual):
     moved = net(gray, s * ab_l + t, s * ab_g + t, cues).ab
     assert (base - (ab_l if residual else 0)).abs().max() > 1e-3  # the net really does something
     assert torch.allclose(moved, s * base + t, atol=1e-9)
+
+
+def test_joined_keys_match_the_key_a_frame_looks_like():
+    """``GlobalBranch.join_keys``: a frame equal to the second key takes its colour from the second key."""
+    from colorprop.models import load_models
+
+    import cv2
+    import numpy as np
+
+    models = load_models(device="cpu")
+
+    def tex(seed):
+        r = np.random.default_rng(seed)
+        return cv2.GaussianBlur(r.random((64, 96)).astype(np.float32), (0, 0), 2)
+
+    gray = [torch.from_numpy(tex(s) * 0.8 + 0.1)[None, None] for s in (1, 2)]
+    ab = [torch.full((1, 2, 64, 96), v) for v in (-0.3, 0.3)]
+    branch = models.global_branch
+    with torch.inference_mode():
+        joined = branch.join_keys(*(branch.encode_key(g, a) for g, a in zip(gray, ab)))
+        out = branch(gray[1], joined)
+    assert joined.features.coarse.shape[-1] == 2 * branch.encode_key(gray[0], ab[0]).features.coarse.shape[-1]
+    assert float(out.ab.mean()) > 0.2, "the frame should take the second key's colour"

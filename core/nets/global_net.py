@@ -130,6 +130,13 @@ class GlobalBranch(nn.Module):
             model = torch.cat([ab_fine, torch.zeros_like(ab_fine)], dim=1)
         return KeyState(features=feats, color_model=model, ab_fine=ab_fine)
 
+    @staticmethod
+    def join_keys(*keys: KeyState) -> KeyState:
+        """Several keys (same size) as one: their grids side by side, so a frame matches against all of them."""
+        cat = lambda xs: torch.cat(list(xs), dim=-1)  # noqa: E731
+        return KeyState(features=Features(cat(k.features.coarse for k in keys), cat(k.features.fine for k in keys)),
+                        color_model=cat(k.color_model for k in keys), ab_fine=cat(k.ab_fine for k in keys))
+
     def match(self, cur_features: Features, key: KeyState) -> Match:
         """Always in float32, also under a bfloat16 autocast: near-equal similarities must rank exactly."""
         cfg = self.cfg
