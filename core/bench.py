@@ -120,8 +120,7 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
                 prep = shot.prepare(plate)
             ab, confidence, _ = propagator.step(prep.L_work)
             with clock("upsample"):
-                prior = shot.prior(prev_full, propagator.last_flow)
-                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prior)
+                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow)
             with clock("colour_out"):
                 result = shot.finish(prep, ab_full, conf_full)
                 prev_full = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))

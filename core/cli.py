@@ -146,6 +146,12 @@ def run_colorize(args, keys, frames, options, progress):
                              skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment)
 
 
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
+                        "CPU/GPU computes it natively; docs/BENCHMARKS.md)")
+
+
 def add_colorize(sub) -> None:
     p = sub.add_parser("colorize", help="colour an EXR sequence from key frame(s)",
                        description="Colour every frame of a plate sequence from one or more colour keys.")
@@ -172,9 +178,7 @@ def add_colorize(sub) -> None:
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
     p.add_argument("--weights", help="weights folder (default: the shipped core/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
-                        "CPU/GPU computes it natively; docs/BENCHMARKS.md)")
+    add_precision_argument(p)
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")

@@ -5,7 +5,7 @@ The server commands live in colorprop_server (core never imports zmq); they are 
 
 from __future__ import annotations
 
-
+from .cli import add_precision_argument
 
 
 def add_all(sub) -> None:
@@ -43,8 +43,7 @@ def add_eval(sub) -> None:
     p.add_argument("--record-in-manifest", action="store_true",
                    help="store the table in the weights' manifest.json (metrics)")
     p.add_argument("--weights", default=None)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto)")
+    add_precision_argument(p)
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
 
     def run(args):

@@ -358,23 +358,22 @@ class ShotColour:
         lab = np.concatenate([L[..., None], ab], axis=-1)
         return color.from_linear_rec709(color.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
 
-    def prior(self, prev_ab_full: np.ndarray, flow_work: np.ndarray | None) -> np.ndarray | None:
-        """The previous frame's written colour (HxWx2) warped onto this frame at full resolution along
-        the working-size flow (upsampled), or None where there is nothing to carry this way."""
-        if not self.carry_full or flow_work is None or self.work_size == self.full_size:
-            return None
-        return warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
-
     def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
-                prior: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Working-size colour and confidence at full resolution. With a ``prior`` (``prior()``), only the
-        change the working-size step made to it is upsampled: where the step kept the carried colour,
-        its full-resolution detail is kept instead of being re-made from the working size each frame."""
+                prev_ab_full: np.ndarray | None = None, flow_work: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Working-size colour and confidence at full resolution.
+
+        With ``carry="full"``, the previous frame's written colour (``prev_ab_full`` HxWx2) and the step's
+        working-size backward flow (``flow_work``): that colour is warped onto this frame at full
+        resolution (the prior) and only the change the working-size step made to it is upsampled; where
+        the step kept the carried colour, its full-resolution detail is kept instead of being re-made
+        from the working size each frame."""
         if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
             return ab_work, conf_work
         conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
-        if prior is None:
+        if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
             return color.upsample_chroma(ab_work, L_full, method=self.upsample), conf
+        prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
         change = ab_work - resize_hw(prior, *self.work_size)
         return prior + color.upsample_chroma(change, L_full, method=self.upsample), conf
 
@@ -569,8 +568,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                     other = np.load(backward / f"{frame}.npy")
                     ab = blend(ab, carried, other[..., :2], other[..., 3], (frame - a) / (b - a))
                     confidence, carried = either_right(confidence, other[..., 2]), either_right(carried, other[..., 3])
-                prior = shot.prior(prev_full, propagator.last_flow)
-                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prior))
+                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
                 emit(frame, result, time.perf_counter() - t0)
                 prev_full = carried_state(frame, result, prep)
                 propagator.accept(prep.L_work, shot.to_work(prev_full), carried)

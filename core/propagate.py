@@ -58,6 +58,11 @@ def ab_numpy(ab: torch.Tensor) -> np.ndarray:
     return (ab[0].permute(1, 2, 0).float().cpu().numpy() * AB_SCALE).astype(np.float32)
 
 
+def as_float32(outputs: tuple) -> tuple:
+    """A network's NamedTuple output with every tensor in float32 (after a bfloat16 autocast)."""
+    return type(outputs)(*(t.float() for t in outputs))
+
+
 def map_numpy(x: torch.Tensor) -> np.ndarray:
     """1x1xHxW -> HxW."""
     return x[0, 0].float().cpu().numpy().astype(np.float32)
@@ -107,7 +112,7 @@ class Propagator:
         self.prev_ab = key_ab
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
         self.last_carried = self.prev_conf
-        # The flow chain's own confidence (never restored by the key match): a cue for F_f.
+        # The flow chain's own confidence, a cue for F_f: the carried one without what blends add between keys.
         self.prev_chain = self.last_chain = self.prev_conf
         self.last_flow: np.ndarray | None = None  # hxwx2 backward flow of the last step (None: global)
         self.key_state = None
@@ -174,7 +179,7 @@ class Propagator:
             with self._stage("F_w"):
                 with models.autocast():  # the kernels come out in float32 for the warp (docs/BENCHMARKS.md)
                     local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
-                local_out = type(local_out)(*(k.float() for k in local_out))
+                local_out = as_float32(local_out)
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
                 consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
                 if self.method == "local":
@@ -184,7 +189,7 @@ class Propagator:
         with self._stage("F_s"):
             with models.autocast():
                 global_out = models.global_branch(gray, self.key_state)
-            global_out = type(global_out)(*(x.float() for x in global_out))
+            global_out = as_float32(global_out)
             if self.method == "global":
                 similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
                 return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
