@@ -1,1 +1,1 @@
-import sys; from colorprop.cli import main; sys.exit(main())
+import sys; from colorprop.cli.main import main; sys.exit(main())

@@ -54,8 +54,8 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
     """Median wall time of one shot, embedded vs through a server; writes JSON when asked."""
     import numpy as np
 
-    from colorprop.engine import Engine, ShotOptions
-    from colorprop.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.engine.engine import Engine, ShotOptions
+    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
     from colorprop_client.client import Client, colorize_arrays
 
     plates, keys = _shot(width, height, frames)

@@ -1,6 +1,6 @@
 """`colorprop serve`, `colorprop broker` and `colorprop keys`: argparse glue.
 
-core/commands.py calls :func:`add_cli` with its subparsers. Nothing heavy is imported here:
+core/cli/commands.py calls :func:`add_cli` with its subparsers. Nothing heavy is imported here:
 zmq, torch and the engine load only when a command runs.
 """
 

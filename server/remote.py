@@ -42,7 +42,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     ``<name>.key_secret`` and ``server.key``; name from ``curve_name``/``$COLORPROP_CURVE_NAME``,
     default ``client``).
     """
-    from colorprop.pipeline import ProgressEvent, ShotReport
+    from colorprop.shot.pipeline import ProgressEvent, ShotReport
 
     curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
     curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
@@ -99,8 +99,8 @@ class _LazyPlates(Mapping):
         self.pattern, self.frames = pattern, frames
 
     def __getitem__(self, frame: int) -> Any:
-        from colorprop.exr import read_exr
-        from colorprop.pipeline import PlateFrame
+        from colorprop.io.exr import read_exr
+        from colorprop.shot.pipeline import PlateFrame
 
         if frame not in self.frames:
             raise KeyError(frame)
@@ -118,9 +118,9 @@ def _colorize_inband(client, input_pattern, keys, output_pattern, frames, option
                      pixel_type, report) -> None:
     import numpy as np
 
-    from colorprop.exr import read_exr
-    from colorprop.pipeline import (ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent, load_key)
-    from colorprop.sequence import FramePattern, check_no_overwrite
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.pipeline import (ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent, load_key)
+    from colorprop.io.sequence import FramePattern, check_no_overwrite
 
     in_pat = FramePattern(input_pattern)
     check_no_overwrite(in_pat, FramePattern(output_pattern), frames)

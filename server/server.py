@@ -59,7 +59,7 @@ class _WakePipe:
 def load_engine(config: ServerConfig) -> Any:
     if config.engine is not None:
         return config.engine
-    from colorprop.engine import Engine
+    from colorprop.engine.engine import Engine
 
     t0 = time.monotonic()
     engine = Engine.load(config.weights_dir, config.device)

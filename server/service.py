@@ -239,7 +239,7 @@ class Service:
         reply(P.encode(P.CAPABILITIES, msg.id, **self.capabilities()))
 
     def _on_open_shot(self, msg: P.Message, client: str, reply: Reply) -> None:
-        from colorprop.engine import ShotOptions
+        from colorprop.engine.engine import ShotOptions
         from colorprop.errors import ColorpropError
 
         job_id = _job_id(msg)
@@ -429,7 +429,7 @@ class Service:
         return P.encode(P.EVENTS, request_id, arrays, job=s.id, state=s.state, events=events)
 
     def _inband_keys(self, msg: P.Message, s: Session, colorspace: str | None) -> dict:
-        from colorprop.pipeline import KeyImage
+        from colorprop.shot.pipeline import KeyImage
 
         key_frames = msg.get("keys")
         if not isinstance(key_frames, list) or not key_frames or any(type(k) is not int for k in key_frames):
@@ -463,7 +463,7 @@ class Service:
 
     def _paths_plan(self, msg: P.Message, frames: list[int]) -> dict:
         from colorprop.errors import ColorpropError
-        from colorprop.sequence import FramePattern
+        from colorprop.io.sequence import FramePattern
 
         if not self.roots:
             raise ProtocolError(P.E_PATH, "shared-path mode is off on this server (no allowed roots)", "mode")
@@ -501,7 +501,7 @@ class Service:
     # ------------------------------------------------------------------ job threads
     def _job_thread(self, s: Session, target: Callable, args: tuple) -> None:
         from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
-        from colorprop.pipeline import Cancelled
+        from colorprop.shot.pipeline import Cancelled
 
         t0 = time.monotonic()
         try:
@@ -561,7 +561,7 @@ class Service:
         self.gate.acquire(s.id, s.stop.is_set)
 
     def _run_inband(self, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
-        from colorprop.pipeline import PlateFrame, run_shot
+        from colorprop.shot.pipeline import PlateFrame, run_shot
 
         service = self
 
@@ -610,7 +610,7 @@ class Service:
         return run_shot(self.engine, InbandSource(), keys, options, ResultSink(), self._progress(s), s.stop.is_set)
 
     def _run_paths(self, s: Session, plan: dict, options: Any) -> Any:
-        from colorprop.pipeline import ExrSequenceSink, ExrSequenceSource, load_key, run_shot
+        from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, load_key, run_shot
 
         service, roots = self, self.roots
         self.gate.acquire(s.id, s.stop.is_set)

@@ -11,11 +11,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from colorprop import bench, weights
+from colorprop.measure import bench
+from colorprop.engine import weights
 from colorprop.errors import InputError
-from colorprop.nets.fusion_net import FusionConfig, FusionNet
-from colorprop.nets.global_net import GlobalConfig
-from colorprop.nets.local_net import LocalNet, LocalNetConfig
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
+from colorprop.engine.nets.global_net import GlobalConfig
+from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig
 
 
 @pytest.fixture(scope="module")

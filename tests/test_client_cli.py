@@ -14,7 +14,7 @@ from test_server_support import ThreadServer, engine, free_port, make_shot, watc
 
 
 def _plates(folder, n=6, seed=51):
-    from colorprop.exr import write_exr
+    from colorprop.io.exr import write_exr
 
     frames, keys = make_shot(n, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -27,14 +27,14 @@ def _plates(folder, n=6, seed=51):
 
 
 def _colorize(plate, key, out, *extra):
-    from colorprop.cli import main
+    from colorprop.cli.main import main
 
     return main(["colorize", "--input", plate, "--key", f"1={key}", "--output", out, "--method", "flow",
                  "--progress", "none", *extra])
 
 
 def _same_exrs(a_pattern, b_pattern, frames):
-    from colorprop.exr import read_exr
+    from colorprop.io.exr import read_exr
 
     for f in frames:
         a, b = read_exr(a_pattern.replace("####", f"{f:04d}")), read_exr(b_pattern.replace("####", f"{f:04d}"))
@@ -77,7 +77,7 @@ def test_colorize_without_server_exits_6_quickly(tmp_path):
 
 
 def test_keys_command_writes_server_and_client_keys(tmp_path):
-    from colorprop.cli import main
+    from colorprop.cli.main import main
 
     assert main(["keys", str(tmp_path / "k"), "--client", "alice", "--client", "farm"]) == 0
     names = sorted(p.name for p in (tmp_path / "k").iterdir())

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from colorprop import color
-from colorprop.color import (
+from colorprop.colour import convert
+from colorprop.colour.convert import (
     LINEAR_REC709,
     check_colorspace,
     colorspace_names,
@@ -195,7 +195,7 @@ def test_luminance_exact_float32(y, ab_range):
     ab = np.random.default_rng(3).uniform(-ab_range, ab_range, (64, 64, 2))
     rgb = lab_to_linear_rec709(_lab_with_true_l(y, ab, np.float32))
     assert rgb.dtype == np.float32
-    y_back = rgb.astype(np.float64) @ np.asarray(color.LUMA_WEIGHTS)
+    y_back = rgb.astype(np.float64) @ np.asarray(convert.LUMA_WEIGHTS)
     assert np.abs(y_back / y - 1.0).max() < 1e-5
 
 
@@ -255,7 +255,7 @@ def test_torch_luminance_exact(y):
     ab = torch.empty(1, 2, 16, 16, dtype=torch.float64).uniform_(-128, 128, generator=torch.Generator().manual_seed(1))
     lab_l = lab_l_from_y(torch.full((1, 1, 16, 16), y, dtype=torch.float64))
     rgb = lab_to_linear_rec709_t(torch.cat([lab_l, ab], dim=1))
-    weights = torch.tensor(color.LUMA_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
+    weights = torch.tensor(convert.LUMA_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
     torch.testing.assert_close((rgb * weights).sum(dim=1), torch.full((1, 16, 16), y, dtype=torch.float64),
                                rtol=1e-10, atol=0)
 

@@ -10,7 +10,7 @@ import OpenImageIO as oiio
 import pytest
 
 from colorprop.errors import ExrReadError, ExrWriteError, PixelError
-from colorprop.exr import Plate, check_finite, read_exr, write_exr
+from colorprop.io.exr import Plate, check_finite, read_exr, write_exr
 
 # Values exactly representable in half, so half round trips compare exactly.
 _HALF_EXACT = np.array([0.0, 0.25, 1.0, 4.0, 65504.0 / 16, -0.125, 1.5, 0.0009765625], np.float32)
@@ -24,7 +24,7 @@ def _pixels(height: int, width: int, nchannels: int, seed: int = 0) -> np.ndarra
 
 def _write_with_oiio(path: Path, pixels: np.ndarray, channels, types, *, window=None,
                      attribs=(), compression="piz") -> Path:
-    """Write an EXR straight through OIIO (independent of colorprop.exr), as a plate from a DCC would be."""
+    """Write an EXR straight through OIIO (independent of colorprop.io.exr), as a plate from a DCC would be."""
     height, width, nchannels = pixels.shape
     spec = oiio.ImageSpec(width, height, nchannels, oiio.TypeDesc(types[0]))
     spec.channelnames = tuple(channels)

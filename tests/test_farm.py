@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorprop.cli import main
-from colorprop.exr import read_exr
-from colorprop.pipeline import format_range, key_segments
+from colorprop.cli.main import main
+from colorprop.io.exr import read_exr
+from colorprop.shot.pipeline import format_range, key_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOT = ROOT / "examples" / "shot"

@@ -1,12 +1,12 @@
-"""DIS flow propagation baseline (colorprop.flow) and the Lab metrics it is judged by."""
+"""DIS flow propagation baseline (colorprop.engine.flow) and the Lab metrics it is judged by."""
 
 import cv2
 import numpy as np
 import pytest
 
-from colorprop.color import lab_to_linear_rec709, linear_rec709_to_lab
-from colorprop.flow import FlowPropagator, FlowStep, forward_backward_consistency, propagate_flow, warp_backward
-from colorprop.metrics import colourfulness, lab_psnr, mean_lab_psnr_first_n
+from colorprop.colour.convert import lab_to_linear_rec709, linear_rec709_to_lab
+from colorprop.engine.flow import FlowPropagator, FlowStep, forward_backward_consistency, propagate_flow, warp_backward
+from colorprop.measure.metrics import colourfulness, lab_psnr, mean_lab_psnr_first_n
 
 
 def _textured_lab_canvas(size: int = 192, seed: int = 0) -> np.ndarray:

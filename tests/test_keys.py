@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from colorprop import color
-from colorprop.cli import main as cli_main
-from colorprop.confidence import (blend_by_confidence, blend_crossfade, edge_cue, either_right,
+from colorprop.colour import convert
+from colorprop.cli.main import main as cli_main
+from colorprop.engine.confidence import (blend_by_confidence, blend_crossfade, edge_cue, either_right,
                                   error_ratio_by_confidence)
-from colorprop.exr import read_exr, write_exr
+from colorprop.io.exr import read_exr, write_exr
 
 W, H = 96, 64
 SPACE = "Linear Rec.709 (sRGB)"
@@ -48,7 +48,7 @@ def write_plate(folder: Path, frames: list[np.ndarray], keys: list[int]) -> tupl
     """Gray plate.####.exr (frames 1..n, RGB = luminance) and key.<frame>.exr in colour."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames, start=1):
-        y = color.luminance(f)
+        y = convert.luminance(f)
         write_exr(folder / f"plate.{i:04d}.exr", np.dstack([y, y, y]), ("R", "G", "B"),
                   extra_metadata={"oiio:ColorSpace": SPACE})
     specs = []
@@ -66,7 +66,7 @@ def colorize(plate: str, key_args: list[str], out: str, n: int) -> list[tuple[np
     for i in range(1, n + 1):
         res = read_exr(out.replace("####", f"{i:04d}"))
         rgb = np.dstack([res.channel(c) for c in "RGB"])
-        result.append((color.linear_rec709_to_lab(rgb), res.channel("colorprop.confidence")))
+        result.append((convert.linear_rec709_to_lab(rgb), res.channel("colorprop.confidence")))
     return result
 
 
@@ -92,7 +92,7 @@ def test_suggest_keys_finds_the_frame_where_an_object_appears(tmp_path, capsys):
 def test_two_keys_beat_one_when_an_object_enters(tmp_path):
     n = 14
     frames, masks = entering_shot(n)
-    true = [color.linear_rec709_to_lab(f) for f in frames]
+    true = [convert.linear_rec709_to_lab(f) for f in frames]
     plate, one = write_plate(tmp_path / "one", frames, [1])
     _, two = write_plate(tmp_path / "two", frames, [1, n])
     single = colorize(plate, one, str(tmp_path / "o1" / "c.####.exr"), n)
@@ -112,7 +112,7 @@ def test_two_keys_beat_one_when_an_object_enters(tmp_path):
 def test_confidence_is_lower_where_colour_is_wrong(tmp_path):
     n = 12
     frames, masks = entering_shot(n)
-    true = [color.linear_rec709_to_lab(f) for f in frames]
+    true = [convert.linear_rec709_to_lab(f) for f in frames]
     plate, one = write_plate(tmp_path, frames, [1])
     result = colorize(plate, one, str(tmp_path / "o" / "c.####.exr"), n)
     inside = np.concatenate([result[i][1][masks[i]] for i in range(6, n)])
@@ -160,7 +160,7 @@ def test_many_keys_reproduce_every_key_exactly(tmp_path, keys):
     plate, key_args = write_plate(tmp_path, frames, keys)
     result = colorize(plate, key_args, str(tmp_path / "o" / "c.####.exr"), 8)
     for k in keys:
-        truth = color.linear_rec709_to_lab(frames[k - 1])
+        truth = convert.linear_rec709_to_lab(frames[k - 1])
         assert np.abs(result[k - 1][0][..., 1:] - truth[..., 1:]).max() < 0.2  # the key EXR is half
 
 
@@ -175,9 +175,9 @@ def test_edge_cue_is_low_across_luminance_edges_and_one_on_flat_areas():
 
 def test_resume_recomputes_the_carried_confidence_exactly():
     """``carried_only`` (a skipped frame: no networks, colour read back) carries what ``step`` carried."""
-    from colorprop.propagate import Propagator
+    from colorprop.engine.propagate import Propagator
 
-    frames = [color.linear_rec709_to_lab(f) for f in background(3)]
+    frames = [convert.linear_rec709_to_lab(f) for f in background(3)]
     stepped, resumed = (Propagator("flow", frames[0][..., 0], frames[0][..., 1:]) for _ in range(2))
     for lab in frames[1:]:
         step = stepped.step(lab[..., 0])

@@ -20,9 +20,9 @@ def imported_after(code: str) -> set[str]:
 
 def test_core_never_imports_zmq_nuke_or_bpy():
     modules = [m.name for m in pkgutil.walk_packages([str(CORE)], "colorprop.") if not m.name.endswith("__main__")]
-    assert "colorprop.pipeline" in modules and "colorprop.nets.fusion_net" in modules
+    assert "colorprop.shot.pipeline" in modules and "colorprop.engine.nets.fusion_net" in modules
     loaded = imported_after("import importlib\n" + "\n".join(f"importlib.import_module({m!r})" for m in modules)
-                            + "\nimport colorprop.cli as c; c.build_parser()")
+                            + "\nimport colorprop.cli.main as c; c.build_parser()")
     assert not {"zmq", "nuke", "bpy"} & loaded
     for path in CORE.rglob("*.py"):
         text = path.read_text()

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from colorprop.nets.features import EfficientNetLite0Features, Features
-from colorprop.nets.matching import Match, coarse_topk, match_coarse_to_fine, readout, roi_cells
+from colorprop.engine.nets.features import EfficientNetLite0Features, Features
+from colorprop.engine.nets.matching import Match, coarse_topk, match_coarse_to_fine, readout, roi_cells
 
 
 def smooth_noise(h: int, w: int, seed: int = 0,

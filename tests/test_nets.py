@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from colorprop.errors import WeightsError
-from colorprop.nets import features as features_mod
-from colorprop.nets.features import EfficientNetLite0Features, Features, TinyFeatures, TinyFeaturesConfig, build_features
-from colorprop.nets.fusion_net import FusionConfig, FusionNet, FusionOutput
-from colorprop.nets.global_net import GlobalBranch, GlobalConfig, GlobalOutput, KeyState
-from colorprop.nets.local_net import LocalNet, LocalNetConfig, LocalOutput
-from colorprop.nets.sepconv import apply_separable_kernels, apply_separable_kernels_direct
+from colorprop.engine.nets import features as features_mod
+from colorprop.engine.nets.features import EfficientNetLite0Features, Features, TinyFeatures, TinyFeaturesConfig, build_features
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet, FusionOutput
+from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig, GlobalOutput, KeyState
+from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig, LocalOutput
+from colorprop.engine.nets.sepconv import apply_separable_kernels, apply_separable_kernels_direct
 
 
 def smooth_noise(h: int, w: int, seed: int = 0,
@@ -233,7 +233,7 @@ def test_fusion_reuses_the_joint_instance_statistics(residual):
 
 def test_joined_keys_match_the_key_a_frame_looks_like():
     """``GlobalBranch.join_keys``: a frame equal to the second key takes its colour from the second key."""
-    from colorprop.models import load_models
+    from colorprop.engine.models import load_models
 
     import cv2
     import numpy as np

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorprop import color
-from colorprop.cli import main as cli_main
-from colorprop.engine import Engine, ShotOptions
-from colorprop.exr import read_exr, write_exr
-from colorprop.pipeline import (ArraySink, ArraySource, KeyImage, colorize_sequence, plan_segments, run_shot,
+from colorprop.colour import convert
+from colorprop.cli.main import main as cli_main
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.io.exr import read_exr, write_exr
+from colorprop.shot.pipeline import (ArraySink, ArraySource, KeyImage, colorize_sequence, plan_segments, run_shot,
                                 working_size)
 
 W, H = 96, 64
@@ -43,7 +43,7 @@ def write_shot(folder: Path, frames: list[np.ndarray], gray_channel: str = "Y", 
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames, start=1):
         f = f * hdr_gain
-        y = color.luminance(f)
+        y = convert.luminance(f)
         if gray_channel == "Y":
             pixels, channels = y[..., None], ("Y",)
         else:
@@ -79,11 +79,11 @@ def test_flow_colorize_keeps_luminance_adds_colour_and_passes_channels(tmp_path,
         np.testing.assert_array_equal(res.channel("Z"), src.channel("Z"))
         assert res.metadata.get("shot:name") == "t01"
         y_in = src.channel("Y")
-        y_out = color.luminance(res.rgb())
+        y_out = convert.luminance(res.rgb())
         assert y_in.max() > 1.0  # HDR survives
         rel = np.abs(y_out - y_in) / np.maximum(np.abs(y_in), 1e-2)
         assert rel.max() <= 1e-3, f"frame {i}: luminance changed by {rel.max():.2e}"
-        chroma = np.hypot(*color.linear_rec709_to_lab(res.rgb())[..., 1:].transpose(2, 0, 1))
+        chroma = np.hypot(*convert.linear_rec709_to_lab(res.rgb())[..., 1:].transpose(2, 0, 1))
         assert chroma.mean() > 5.0, f"frame {i}: no colour"
     # the key frame's output is the key's colour
     key_px = read_exr(key).rgb()
@@ -93,12 +93,12 @@ def test_flow_colorize_keeps_luminance_adds_colour_and_passes_channels(tmp_path,
 
 def test_flow_propagation_is_close_to_the_truth(tmp_path, engine):
     frames = textured_frames(10, shift=1.0)
-    gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
     sink = ArraySink()
     run_shot(engine, ArraySource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)},
              ShotOptions(method="flow"), sink)
-    true_ab = color.linear_rec709_to_lab(frames[-1])[..., 1:]
-    got_ab = color.linear_rec709_to_lab(sink.results[10].rgb)[..., 1:]
+    true_ab = convert.linear_rec709_to_lab(frames[-1])[..., 1:]
+    got_ab = convert.linear_rec709_to_lab(sink.results[10].rgb)[..., 1:]
     inner = (slice(8, -8), slice(8, -20))
     err = np.abs(got_ab[inner] - true_ab[inner]).mean()
     assert err < 2.0, f"mean ab error {err:.2f} after 9 frames of a 1 px/frame pan"
@@ -106,7 +106,7 @@ def test_flow_propagation_is_close_to_the_truth(tmp_path, engine):
 
 def test_two_keys_blend_forward_and_backward(tmp_path, engine):
     frames = textured_frames(9)
-    gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
     keys = {1: KeyImage(frames[0], SPACE), 9: KeyImage(frames[8], SPACE)}
     sink = ArraySink()
     run_shot(engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), sink)
@@ -115,8 +115,8 @@ def test_two_keys_blend_forward_and_backward(tmp_path, engine):
     # the right border is dis-occluded going forward; the backward pass from key 9 knows it
     single = ArraySink()
     run_shot(engine, ArraySource(gray, colorspace=SPACE), {1: keys[1]}, ShotOptions(method="flow"), single)
-    true_ab = color.linear_rec709_to_lab(frames[7])[..., 1:]
-    err = lambda s: np.abs(color.linear_rec709_to_lab(s.results[8].rgb)[..., 1:] - true_ab).mean()  # noqa: E731
+    true_ab = convert.linear_rec709_to_lab(frames[7])[..., 1:]
+    err = lambda s: np.abs(convert.linear_rec709_to_lab(s.results[8].rgb)[..., 1:] - true_ab).mean()  # noqa: E731
     assert err(sink) < err(single)
 
 
@@ -272,14 +272,14 @@ def test_full_resolution_carry_keeps_detail_the_working_size_loses(engine):
     """Networks/flow at a quarter of the plate width: carrying the written colour at plate resolution
     (``carry="full"``, the default) keeps the key's fine chroma; carrying it at the working size blurs it."""
     frames = textured_frames(8, shift=1.0)
-    true = [color.linear_rec709_to_lab(f) for f in frames]
-    gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames)}
+    true = [convert.linear_rec709_to_lab(f) for f in frames]
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames)}
     errors = {}
     for carry in ("full", "working"):
         sink = ArraySink()
         options = ShotOptions(method="flow", colorspace=SPACE, working_width=W // 4, carry=carry)
         run_shot(engine, ArraySource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)}, options, sink)
-        lab = color.linear_rec709_to_lab(sink.results[8].rgb)
+        lab = convert.linear_rec709_to_lab(sink.results[8].rgb)
         errors[carry] = float(np.abs(lab[8:-8, 8:-8, 1:] - true[7][8:-8, 8:-8, 1:]).mean())  # borders: dis-occluded
     assert errors["full"] < 0.75 * errors["working"], errors  # measured 3.8 vs 5.9
 

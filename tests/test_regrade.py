@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from colorprop import color
-from colorprop.cli import main as cli_main
-from colorprop.engine import Engine, ShotOptions
-from colorprop.exr import read_exr, write_exr
-from colorprop.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.colour import convert
+from colorprop.cli.main import main as cli_main
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.io.exr import read_exr, write_exr
+from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 from colorprop.errors import InputError
 
 W, H = 96, 64
@@ -34,10 +34,10 @@ def colour_plate(n: int, seed: int = 9) -> list[np.ndarray]:
 
 
 def regrade(frame: np.ndarray) -> np.ndarray:
-    lab = color.linear_rec709_to_lab(frame)
+    lab = convert.linear_rec709_to_lab(frame)
     x0, y0, x1, y1 = BOX
     lab[y0:y1, x0:x1, 1:] += TINT
-    return color.lab_to_linear_rec709(lab).astype(np.float32)
+    return convert.lab_to_linear_rec709(lab).astype(np.float32)
 
 
 def box_mask(i: int, grow: int) -> np.ndarray:
@@ -71,8 +71,8 @@ def test_regrade_carries_the_change_and_keeps_the_plate_elsewhere(shot, method):
     for i in range(1, 8):
         res = read_exr(out.replace("####", f"{i + 1:04d}"))
         rgb = np.dstack([res.channel(c) for c in "RGB"])
-        lab, plate_lab = color.linear_rec709_to_lab(rgb), color.linear_rec709_to_lab(frames[i])
-        np.testing.assert_allclose(color.luminance(rgb), color.luminance(frames[i]), rtol=1e-4, atol=1e-5)
+        lab, plate_lab = convert.linear_rec709_to_lab(rgb), convert.linear_rec709_to_lab(frames[i])
+        np.testing.assert_allclose(convert.luminance(rgb), convert.luminance(frames[i]), rtol=1e-4, atol=1e-5)
         delta = lab[..., 1:] - plate_lab[..., 1:]
         inside = box_mask(i, -3)
         assert np.abs(delta[inside] - TINT).mean() < 1.5, f"frame {i + 1}: tint not carried"
@@ -94,13 +94,13 @@ def test_regrade_between_two_keys_and_untouched_key(shot):
     for i in range(1, 7):
         outside = ~box_mask(i, 4)
         np.testing.assert_allclose(sink.results[i + 1].rgb[outside], frames[i][outside], atol=1e-4)
-    d2 = color.linear_rec709_to_lab(sink.results[2].rgb)[..., 1:] - color.linear_rec709_to_lab(frames[1])[..., 1:]
+    d2 = convert.linear_rec709_to_lab(sink.results[2].rgb)[..., 1:] - convert.linear_rec709_to_lab(frames[1])[..., 1:]
     assert np.abs(d2[box_mask(1, -3)] - TINT).mean() < 3.0  # near the regraded key: its change
 
 
 def test_regrade_needs_a_colour_plate(shot):
     _, frames = shot
-    gray = {i + 1: color.luminance(f)[..., None] for i, f in enumerate(frames)}
+    gray = {i + 1: convert.luminance(f)[..., None] for i, f in enumerate(frames)}
     with pytest.raises(InputError, match="colour plate"):
         run_shot(Engine(None, "test"), ArraySource(gray, channels=("Y",), colorspace=SPACE),
                  {1: KeyImage(regrade(frames[0]), SPACE)}, ShotOptions(method="flow", regrade=True), ArraySink())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from colorprop.errors import InputError, SequenceError
-from colorprop.sequence import FramePattern, check_no_overwrite, parse_frames
+from colorprop.io.sequence import FramePattern, check_no_overwrite, parse_frames
 
 
 @pytest.mark.parametrize(

@@ -354,7 +354,7 @@ def test_fuzz_ten_thousand_malformed_messages_then_a_valid_ping(server):
 
 
 def _write_plates(folder, frames: dict, key: np.ndarray):
-    from colorprop.exr import write_exr
+    from colorprop.io.exr import write_exr
 
     folder.mkdir(parents=True, exist_ok=True)
     for f, px in frames.items():
@@ -364,9 +364,9 @@ def _write_plates(folder, frames: dict, key: np.ndarray):
 
 
 def test_paths_mode_writes_the_same_exrs_as_the_embedded_cli(server, engine, tmp_path):
-    from colorprop.engine import ShotOptions
-    from colorprop.exr import read_exr
-    from colorprop.pipeline import colorize_sequence
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.pipeline import colorize_sequence
 
     frames, keys = make_shot(6, seed=11)
     plate, key = _write_plates(server.root / "shot1", frames, keys[1])

@@ -192,9 +192,9 @@ def _kill_worker_of_only_job(broker) -> int:
 
 
 def test_worker_killed_mid_paths_job_is_retried_elsewhere(cluster, engine, tmp_path):
-    from colorprop.engine import ShotOptions
-    from colorprop.exr import read_exr, write_exr
-    from colorprop.pipeline import colorize_sequence
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import read_exr, write_exr
+    from colorprop.shot.pipeline import colorize_sequence
 
     frames, keys = make_shot(60, h=96, w=128, seed=31)
     shot = cluster.root / "sh010"

@@ -47,8 +47,8 @@ def make_shot(n: int, h: int = 48, w: int = 64, seed: int = 0, first: int = 1) -
 
 def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     """The reference: ``run_shot`` in this process with in-memory source and sink."""
-    from colorprop.engine import ShotOptions
-    from colorprop.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
     sink = ArraySink()
     run_shot(engine, ArraySource(frames), {k: KeyImage(v) for k, v in keys.items()},
@@ -139,7 +139,7 @@ def watchdog():
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """An engine without weights (method flow only), whatever weights the checkout ships."""
-    from colorprop.engine import Engine
+    from colorprop.engine.engine import Engine
 
     return Engine.load(tmp_path_factory.mktemp("no-weights"))
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from colorprop import weights
-from colorprop.engine import Engine, ShotOptions
+from colorprop.engine import weights
+from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import WeightsError
-from colorprop.models import load_models
-from colorprop.train import SMOKE, TrainConfig, train
+from colorprop.engine.models import load_models
+from colorprop.training.train import SMOKE, TrainConfig, train
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_shipped_weights_load_and_carry_their_eval_table():
 def test_bf16_runs_the_networks_in_bfloat16_and_stays_close_to_fp32():
     """``precision="bf16"``: the convolutions run under bfloat16 autocast (the F_w kernels and the output
     come back in float32), matching stays float32, and the colour stays within a fraction of a Lab unit."""
-    from colorprop.propagate import Propagator
+    from colorprop.engine.propagate import Propagator
 
     rng = np.random.default_rng(1)
     import cv2
@@ -111,7 +111,7 @@ def test_bf16_runs_the_networks_in_bfloat16_and_stays_close_to_fp32():
     assert float(np.abs(out["bf16"] - out["fp32"]).mean()) < 0.5
     with pytest.raises(ValueError, match="precision"):
         load_models(device="cpu", precision="fp16")
-    from colorprop.models import resolve_precision
+    from colorprop.engine.models import resolve_precision
 
     native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from colorprop.errors import ColorpropError
-from colorprop.weights import sha256_file
+from colorprop.engine.weights import sha256_file
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1

@@ -7,10 +7,10 @@ the tint (how much of the grade arrives) and the fraction of pixels far from the
 import sys, json
 from pathlib import Path
 import numpy as np
-from colorprop import color
-from colorprop.engine import Engine, ShotOptions
+from colorprop.colour import convert
+from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.data.clips import load_dev_clips
-from colorprop.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 SPACE = "Linear Rec.709 (sRGB)"
 engine = Engine.load()
 clip = [c for c in load_dev_clips(".cache") if c.name.startswith(sys.argv[1] if len(sys.argv) > 1 else "pose2sim")][0]

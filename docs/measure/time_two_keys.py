@@ -3,8 +3,8 @@
     .venv/bin/python docs/measure/time_two_keys.py
 """
 import time, numpy as np, cv2, statistics
-from colorprop.engine import Engine
-from colorprop.propagate import Propagator
+from colorprop.engine.engine import Engine
+from colorprop.engine.propagate import Propagator
 rng = np.random.default_rng(0)
 L = cv2.GaussianBlur(rng.random((270, 480)).astype(np.float32), (0, 0), 3) * 100
 ab = cv2.GaussianBlur(rng.random((270, 480, 2)).astype(np.float32), (0, 0), 3) * 40 - 20

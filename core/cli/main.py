@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ColorpropError, InputError
+from colorprop.errors import ColorpropError, InputError
 
 EXIT_SERVER_UNAVAILABLE = 6
 
@@ -55,7 +55,7 @@ class Progress:
 
 def parse_keys(specs: list[str]) -> dict[int, str]:
     """``FRAME=PATH``, or ``FRAMES=PATTERN`` for a key sequence (``1,48=key.####.exr``: the farm form)."""
-    from .sequence import FramePattern, parse_frames
+    from colorprop.io.sequence import FramePattern, parse_frames
 
     keys: dict[int, str] = {}
     for spec in specs:
@@ -82,8 +82,8 @@ def on_sigterm(signum, frame) -> None:
 
 
 def cmd_colorize(args) -> int:
-    from .engine import ShotOptions
-    from .sequence import parse_frames
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.sequence import parse_frames
 
     keys = parse_keys(args.key)
     frames = parse_frames(args.frames) if args.frames else None
@@ -97,7 +97,7 @@ def cmd_colorize(args) -> int:
         }.items() if v is not None
     })
     if frames is None:
-        from .sequence import FramePattern
+        from colorprop.io.sequence import FramePattern
 
         frames = FramePattern(args.input).existing_frames()
         if not frames:
@@ -105,14 +105,14 @@ def cmd_colorize(args) -> int:
     if args.list_segments:
         import json
 
-        from .pipeline import key_segments
+        from colorprop.shot.pipeline import key_segments
 
         segments = key_segments(sorted(frames), sorted(keys))
         print(json.dumps({"keys": ",".join(str(s.key) for s in segments),
                           "segments": [s.to_json() for s in segments]}, indent=2))
         return 0
     if args.segment is not None and args.server:
-        from .pipeline import key_segments
+        from colorprop.shot.pipeline import key_segments
 
         owned = [s for s in key_segments(sorted(frames), sorted(keys)) if s.key == args.segment]
         if not owned:
@@ -138,8 +138,8 @@ def run_colorize(args, keys, frames, options, progress):
         return colorize_via_server(args.server, args.input, keys, args.output, frames, options, progress,
                                    skip_existing=args.skip_existing, timeout_s=args.timeout,
                                    pixel_type=args.pixel_type)
-    from .engine import Engine
-    from .pipeline import colorize_sequence
+    from colorprop.engine.engine import Engine
+    from colorprop.shot.pipeline import colorize_sequence
 
     engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
     return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
@@ -176,7 +176,7 @@ def add_colorize(sub) -> None:
     p.add_argument("--skip-existing", action="store_true",
                    help="resume: keep complete output frames already on disk")
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
-    p.add_argument("--weights", help="weights folder (default: the shipped core/shipped_weights/)")
+    p.add_argument("--weights", help="weights folder (default: the shipped core/engine/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     add_precision_argument(p)
     p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
@@ -196,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorprop", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_colorize(sub)
-    from . import commands  # the other subcommands, each in its own module
+    from colorprop.cli import commands  # the other subcommands, each in its own module
 
     commands.add_all(sub)
     return parser

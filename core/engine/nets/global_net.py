@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .features import GRAY_CLIP, STRIDE_COARSE, STRIDE_FINE, FeatureExtractor, Features, build_features, pad_to_multiple
-from .matching import Match, match_coarse_to_fine, readout
+from colorprop.engine.nets.features import GRAY_CLIP, STRIDE_COARSE, STRIDE_FINE, FeatureExtractor, Features, build_features, pad_to_multiple
+from colorprop.engine.nets.matching import Match, match_coarse_to_fine, readout
 
 __all__ = ["GlobalConfig", "KeyState", "GlobalOutput", "GlobalBranch", "local_color_model"]
 

@@ -32,14 +32,14 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from . import color
-from .engine import Engine, ShotOptions
-from .confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right
-from .errors import ColorpropError, InputError, PixelError, SequenceError
-from .exr import Plate, check_finite, read_exr, write_exr
-from .flow import resize_flow, warp_backward
-from .propagate import Propagator, resize_hw
-from .sequence import FramePattern, check_no_overwrite
+from colorprop.colour import convert
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right
+from colorprop.errors import ColorpropError, InputError, PixelError, SequenceError
+from colorprop.io.exr import Plate, check_finite, read_exr, write_exr
+from colorprop.engine.flow import resize_flow, warp_backward
+from colorprop.engine.propagate import Propagator, resize_hw
+from colorprop.io.sequence import FramePattern, check_no_overwrite
 
 DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
 CONFIDENCE_CHANNEL = "colorprop.confidence"
@@ -315,7 +315,7 @@ class ShotColour:
     def __init__(self, options: ShotOptions, first: PlateFrame):
         space = options.colorspace or first.colorspace or DEFAULT_COLORSPACE
         try:
-            self.space = color.check_colorspace(space)
+            self.space = convert.check_colorspace(space)
         except InputError as err:
             origin = "--colorspace" if options.colorspace else f"metadata of {first.name}"
             raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
@@ -331,12 +331,12 @@ class ShotColour:
         if (w, h) != self.full_size:
             raise PixelError(f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}")
         # Row bands on a thread pool: per-pixel maths, the same numbers, a fraction of the time at 4K.
-        L = color.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
+        L = convert.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
         return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
 
     def _lab_l(self, pixels: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:
         rgb = PlateFrame(pixels, channels, None).rgb()
-        return color.lab_l_from_y(color.luminance(color.to_linear_rec709(rgb, self.space)))
+        return convert.lab_l_from_y(convert.luminance(convert.to_linear_rec709(rgb, self.space)))
 
     def key_ab(self, key: KeyImage) -> np.ndarray:
         """HxWx2 Lab ab of the key at full resolution."""
@@ -345,18 +345,18 @@ class ShotColour:
         if (w, h) != self.full_size:
             raise PixelError(f"{key.name}: key is {w}x{h} but the plate is {self.full_size[0]}x{self.full_size[1]}")
         space = key.colorspace or self.space
-        space = color.check_colorspace(space)
-        return color.map_row_bands(
-            lambda rgb: np.ascontiguousarray(color.linear_rec709_to_lab(color.to_linear_rec709(rgb, space))[..., 1:]),
+        space = convert.check_colorspace(space)
+        return convert.map_row_bands(
+            lambda rgb: np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:]),
             key.pixels)
 
     def finish(self, prep: Prepared, ab_full: np.ndarray, confidence_full: np.ndarray) -> FrameResult:
-        rgb = color.map_row_bands(self._plate_rgb, prep.L_full, ab_full)
+        rgb = convert.map_row_bands(self._plate_rgb, prep.L_full, ab_full)
         return FrameResult(rgb.astype(np.float32, copy=False), confidence_full.astype(np.float32), prep.frame)
 
     def _plate_rgb(self, L: np.ndarray, ab: np.ndarray) -> np.ndarray:
         lab = np.concatenate([L[..., None], ab], axis=-1)
-        return color.from_linear_rec709(color.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
+        return convert.from_linear_rec709(convert.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
 
     def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
                 prev_ab_full: np.ndarray | None = None, flow_work: np.ndarray | None = None
@@ -372,20 +372,20 @@ class ShotColour:
             return ab_work, conf_work
         conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
         if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
-            return color.upsample_chroma(ab_work, L_full, method=self.upsample), conf
+            return convert.upsample_chroma(ab_work, L_full, method=self.upsample), conf
         prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
         change = ab_work - resize_hw(prior, *self.work_size)
-        return prior + color.upsample_chroma(change, L_full, method=self.upsample), conf
+        return prior + convert.upsample_chroma(change, L_full, method=self.upsample), conf
 
     def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
         """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
-        return color.map_row_bands(self._ab_of, written_rgb)
+        return convert.map_row_bands(self._ab_of, written_rgb)
 
     def to_work(self, ab_full: np.ndarray) -> np.ndarray:
         return resize_hw(ab_full, *self.work_size)
 
     def _ab_of(self, rgb: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(color.linear_rec709_to_lab(color.to_linear_rec709(rgb, self.space))[..., 1:])
+        return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, self.space))[..., 1:])
 
 
 def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:
@@ -585,7 +585,7 @@ def plate_ab(frame: PlateFrame, shot: ShotColour) -> np.ndarray:
     if not all(c in frame.channels for c in RGB):
         raise InputError(f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has "
                          f"{', '.join(frame.channels)}")
-    return color.linear_rec709_to_lab(color.to_linear_rec709(frame.rgb(), shot.space))[..., 1:]
+    return convert.linear_rec709_to_lab(convert.to_linear_rec709(frame.rgb(), shot.space))[..., 1:]
 
 
 REGRADE_UNCHANGED = 0.01  # Lab ab units: a smaller change is colour-conversion noise, not a grade

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import color
-from .confidence import blend_crossfade, error_ratio_by_confidence
-from .engine import Engine, ShotOptions
-from .errors import InputError
-from .metrics import lab_psnr
-from .pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.colour import convert
+from colorprop.engine.confidence import blend_crossfade, error_ratio_by_confidence
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.errors import InputError
+from colorprop.measure.metrics import lab_psnr
+from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
 DEFAULT_NS = (10, 20, 30, 40, 50)
 EVAL_SPACE = "Linear Rec.709 (sRGB)"
@@ -45,9 +45,9 @@ def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray
                                   blend=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``colorize_clip`` plus the confidence written for each frame (HxW); ``blend``: see ``run_shot``
     (None: the product's own confidence blend)."""
-    gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames_linear)}
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames_linear)}
     if method == "gray":
-        return [color.linear_rec709_to_lab(g) for g in gray.values()], [np.zeros(g.shape[:2], np.float32)
+        return [convert.linear_rec709_to_lab(g) for g in gray.values()], [np.zeros(g.shape[:2], np.float32)
                                                                         for g in gray.values()]
     keys = {k + 1: KeyImage(frames_linear[k], EVAL_SPACE, f"key {k + 1}") for k in key_indices}
     options = {"method": method, "colorspace": EVAL_SPACE}
@@ -57,7 +57,7 @@ def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray
     run_shot(engine, ArraySource(gray, colorspace=EVAL_SPACE), keys, ShotOptions.from_dict(options), sink,
              blend=blend)
     frames = sorted(sink.results)
-    return ([color.linear_rec709_to_lab(sink.results[f].rgb) for f in frames],
+    return ([convert.linear_rec709_to_lab(sink.results[f].rgb) for f in frames],
             [sink.results[f].confidence for f in frames])
 
 
@@ -76,7 +76,7 @@ def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str
     results: dict = {"ns": list(ns), "keys": keys, "clips": {}, "seconds": {}}
     names = methods
     for clip in clips:
-        true_lab = [color.linear_rec709_to_lab(f) for f in clip.frames_linear]
+        true_lab = [convert.linear_rec709_to_lab(f) for f in clip.frames_linear]
         last = len(true_lab) - 1
         key_indices = [0] if keys == "first" else [0, last]
         scored = [i for i in range(len(true_lab)) if i not in key_indices]  # the keys themselves are not scored
@@ -174,7 +174,7 @@ def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
 
 
 def run_eval_command(args) -> int:
-    from .data.clips import load_dev_clips
+    from colorprop.data.clips import load_dev_clips
 
     engine = Engine.load(Path(args.weights) if args.weights else None, precision=args.precision)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -210,7 +210,7 @@ def run_eval_command(args) -> int:
 
 def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
     """Put the eval table (mean Lab-PSNR per method and N over the main dev clips) into the weights manifest."""
-    from .weights import write_manifest
+    from colorprop.engine.weights import write_manifest
 
     if engine.models is None or engine.models.manifest is None:
         raise InputError("--record-in-manifest needs trained weights")

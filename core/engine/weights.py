@@ -1,6 +1,6 @@
 """Shipped network weights: a manifest (name, version, sha256, config, data, metrics) and strict loading.
 
-Layout of a weights folder (default: ``core/shipped_weights/``, installed with the package; or $COLORPROP_WEIGHTS)::
+Layout of a weights folder (default: ``core/engine/shipped_weights/``, installed with the package; or $COLORPROP_WEIGHTS)::
 
     manifest.json        {"name", "version", "created", "code_revision", "command", "training": {...},
                           "metrics": {...}, "networks": {"local": {"file", "sha256", "config"},
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import WeightsError
+from colorprop.errors import WeightsError
 
 MANIFEST = "manifest.json"
 SHIPPED = "shipped_weights"
@@ -27,7 +27,7 @@ NETWORK_NAMES = ("local", "global", "fusion")
 
 
 def default_weights_dir() -> Path:
-    """$COLORPROP_WEIGHTS, else the weights shipped inside the package (core/shipped_weights/)."""
+    """$COLORPROP_WEIGHTS, else the weights shipped inside the package (core/engine/shipped_weights/)."""
     env = os.environ.get("COLORPROP_WEIGHTS")
     if env:
         return Path(env)
@@ -99,7 +99,7 @@ def load_state_dict(manifest: Manifest, name: str):
     if entry.sha256 != actual:
         raise WeightsError(
             f"{path}: sha256 mismatch (manifest {entry.sha256}, file {actual}); the file is corrupt "
-            "or was replaced. Restore it from the repository (git checkout -- core/shipped_weights/) or retrain."
+            "or was replaced. Restore it from the repository (git checkout -- core/engine/shipped_weights/) or retrain."
         )
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -63,16 +63,16 @@ def synthetic_frames(width: int, height: int, count: int, seed: int = 7):
 
 def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str, str]:
     """plate.0001..count.exr (RGBA half, ACEScg) and key.exr (the true colour of frame 1)."""
-    from . import color
-    from .exr import write_exr
+    from colorprop.colour import convert
+    from colorprop.io.exr import write_exr
 
     folder.mkdir(parents=True, exist_ok=True)
     for i, rgb in enumerate(synthetic_frames(width, height, count), start=1):
-        plate = color.from_linear_rec709(rgb, PLATE_SPACE)
+        plate = convert.from_linear_rec709(rgb, PLATE_SPACE)
         if i == 1:
             write_exr(folder / "key.exr", plate, ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": PLATE_SPACE})
-        y = color.luminance(rgb)  # the plate is the gray (luminance) version, as a colorist hands it over
-        gray = color.from_linear_rec709(np.dstack([y, y, y]), PLATE_SPACE)
+        y = convert.luminance(rgb)  # the plate is the gray (luminance) version, as a colorist hands it over
+        gray = convert.from_linear_rec709(np.dstack([y, y, y]), PLATE_SPACE)
         alpha = np.ones((height, width, 1), np.float32)
         write_exr(folder / f"plate.{i:04d}.exr", np.dstack([gray, alpha]), ("R", "G", "B", "A"),
                   extra_metadata={"oiio:ColorSpace": PLATE_SPACE})
@@ -87,10 +87,10 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
     """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc)."""
     import torch
 
-    from .engine import Engine, ShotOptions
-    from .exr import read_exr
-    from .pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
-    from .propagate import Propagator, StageClock
+    from colorprop.engine.engine import Engine, ShotOptions
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
+    from colorprop.engine.propagate import Propagator, StageClock
 
     engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow",
                          precision=precision)
@@ -167,7 +167,7 @@ def _child_main(argv: list[str]) -> int:
 
 def run_child(request: dict, timeout: float | None = None) -> dict:
     """``measure`` in a fresh interpreter, so its peak RSS is its own."""
-    proc = subprocess.run([sys.executable, "-m", "colorprop.bench", json.dumps(request)],
+    proc = subprocess.run([sys.executable, "-m", "colorprop.measure.bench", json.dumps(request)],
                           capture_output=True, text=True, timeout=timeout)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH-RESULT "):
@@ -188,25 +188,25 @@ def working_width_quality(widths: list[int], method: str = "full", frames: int =
     """Lab-PSNR (mean over the ``frames`` frames after key frame 1) of dev clips at ~1080p coloured at
     each working width, against the same run at full resolution (the width of the clip)::
 
-        python -c "from colorprop.bench import working_width_quality as q; q([480, 640, 960], 'flow')"
+        python -c "from colorprop.measure.bench import working_width_quality as q; q([480, 640, 960], 'flow')"
 
     Rows: each width × upsampling × carry (``ShotOptions.carry``), labelled ``<width>/<upsample>/carry <c>``.
     """
-    from . import color
-    from .data.clips import clip_path, load_split, read_frames
-    from .engine import Engine, ShotOptions
-    from .metrics import lab_psnr
-    from .pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.colour import convert
+    from colorprop.data.clips import clip_path, load_split, read_frames
+    from colorprop.engine.engine import Engine, ShotOptions
+    from colorprop.measure.metrics import lab_psnr
+    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
     engine = Engine.load(None)
     space = "Linear Rec.709 (sRGB)"
     dev = {e["clip"]: e for e in load_split()["dev"]}
-    cache = cache or os.environ.get("COLORPROP_CACHE") or str(Path(__file__).resolve().parent.parent / ".cache")
+    cache = cache or os.environ.get("COLORPROP_CACHE") or str(Path(__file__).resolve().parents[2] / ".cache")
     results: dict = {"method": method, "frames": frames, "clips": {}}
     for name, width in QUALITY_CLIPS.items():
         clip, _ = read_frames(clip_path(cache, name), dev[name]["start_frame"], frames + 1, width)
-        true = [color.linear_rec709_to_lab(f) for f in clip]
-        gray = {i + 1: np.repeat(color.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(clip)}
+        true = [convert.linear_rec709_to_lab(f) for f in clip]
+        gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(clip)}
         rows = {}
         runs = [(width, "guided", "full")] + [(w, u, c) for w in widths for u in upsamples for c in carries]
         for ww, up, carry in runs:
@@ -214,7 +214,7 @@ def working_width_quality(widths: list[int], method: str = "full", frames: int =
             sink = ArraySink()
             run_shot(engine, ArraySource(gray, colorspace=space), {1: KeyImage(clip[0], space)},
                      ShotOptions(method=method, colorspace=space, working_width=ww, upsample=up, carry=carry), sink)
-            psnr = [lab_psnr(color.linear_rec709_to_lab(sink.results[f].rgb), true[f - 1])
+            psnr = [lab_psnr(convert.linear_rec709_to_lab(sink.results[f].rgb), true[f - 1])
                     for f in sorted(sink.results) if f != 1]
             label = "full" if ww == width else f"{ww}/{up}/carry {carry}"
             rows[label] = {"psnr": float(np.mean(psnr)), "seconds_per_frame": (time.perf_counter() - t0) / len(clip)}
@@ -261,7 +261,7 @@ def machine_info() -> dict:
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-    from .errors import InputError
+    from colorprop.errors import InputError
 
     sizes = []
     for item in text.split(","):
@@ -282,7 +282,7 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
     (when weights load) and flow. ``precisions`` apply to the learned methods (flow has no networks)."""
     import torch
 
-    from .engine import Engine
+    from colorprop.engine.engine import Engine
 
     if methods is None:
         engine = Engine.load(Path(weights) if weights else None)
@@ -295,7 +295,7 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
         devices = ["cuda", "cpu"] if device == "auto" else ["cuda"]
     elif device not in ("auto", "cpu"):
         devices = [device]
-    from .weights import default_weights_dir
+    from colorprop.engine.weights import default_weights_dir
 
     results = {"command": "colorprop bench", "repeats": repeats, "machine": machine_info(),
                "weights": str(Path(weights) if weights else default_weights_dir()), "plate": {
@@ -351,7 +351,7 @@ def format_table(results: dict) -> str:
 def run_bench_command(args) -> int:
     sizes = parse_sizes(args.sizes)
     if args.repeats < 1:
-        from .errors import InputError
+        from colorprop.errors import InputError
 
         raise InputError(f"--repeats: {args.repeats}; at least 1")
     methods = [m.strip() for m in args.methods.split(",")] if getattr(args, "methods", None) else None

@@ -25,14 +25,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__, color, weights
-from .models import Models, build_models, pick_device
-from .nets.fusion_net import FusionConfig
-from .nets.global_net import GlobalConfig
-from .nets.local_net import LocalNetConfig
-from .confidence import carry_confidence
-from .propagate import AB_SCALE, L_SCALE, flow_step, fusion_cues
-from .flow import make_dis, warp_backward
+from colorprop import __version__
+from colorprop.colour import convert
+from colorprop.engine import weights
+from colorprop.engine.models import Models, build_models, pick_device
+from colorprop.engine.nets.fusion_net import FusionConfig
+from colorprop.engine.nets.global_net import GlobalConfig
+from colorprop.engine.nets.local_net import LocalNetConfig
+from colorprop.engine.confidence import carry_confidence
+from colorprop.engine.propagate import AB_SCALE, L_SCALE, flow_step, fusion_cues
+from colorprop.engine.flow import make_dis, warp_backward
 
 
 @dataclass(frozen=True)
@@ -84,13 +86,13 @@ class Segment:
 
 
 def lab_split(frame_linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lab = color.linear_rec709_to_lab(frame_linear)
+    lab = convert.linear_rec709_to_lab(frame_linear)
     return lab[..., 0].astype(np.float32), np.ascontiguousarray(lab[..., 1:], dtype=np.float32)
 
 
 def clip_segments(cfg: TrainConfig, rng: np.random.Generator, cache_dir: Path) -> list[Segment]:
     """Random runs of frames from the training clips of split.json (never a dev clip); one decoding pass per clip."""
-    from .data.clips import clip_info, clip_path, load_split, read_ranges
+    from colorprop.data.clips import clip_info, clip_path, load_split, read_ranges
 
     entries = [e for e in load_split()["train"] if not e.get("report_apart")]
     spans = []  # (clip, first frame, frame count)
@@ -119,7 +121,7 @@ def clip_segments(cfg: TrainConfig, rng: np.random.Generator, cache_dir: Path) -
 
 
 def synthetic_segments(cfg: TrainConfig, rng: np.random.Generator, stills: list[np.ndarray]) -> list[Segment]:
-    from .data.synthetic import make_synthetic_clip
+    from colorprop.data.synthetic import make_synthetic_clip
 
     height = int(round(cfg.train_width * 9 / 16 / 2)) * 2
     segments = []
@@ -133,11 +135,11 @@ def synthetic_segments(cfg: TrainConfig, rng: np.random.Generator, stills: list[
 
 def load_stills(cfg: TrainConfig, cache_dir: Path) -> list[np.ndarray]:
     if cfg.smoke:  # the bundled example key: no fetched data needed
-        from .example import example_shot_dir
-        from .exr import read_exr
+        from colorprop.shot.example import example_shot_dir
+        from colorprop.io.exr import read_exr
 
         return [read_exr(example_shot_dir() / "key.0001.exr").rgb()]
-    from .data.synthetic import list_stills, load_still
+    from colorprop.data.synthetic import list_stills, load_still
 
     return [load_still(p, max_side=1024) for p in list_stills(cache_dir)]
 
@@ -354,7 +356,7 @@ def git_revision() -> str:
 
 def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", resume: bool = False,
           cache_dir: Path | None = None, command: str = "") -> Path:
-    from .data.fetch import default_cache_dir
+    from colorprop.data.fetch import default_cache_dir
 
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)

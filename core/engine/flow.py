@@ -131,16 +131,16 @@ def propagate_flow(L_frames: list[np.ndarray], ab_key: np.ndarray) -> list[np.nd
 
 
 # --------------------------------------------------------------------------------------------
-# `python -m colorprop.flow`: the baseline on the dev split (writes JSON, prints a table)
+# `python -m colorprop.engine.flow`: the baseline on the dev split (writes JSON, prints a table)
 # --------------------------------------------------------------------------------------------
 
 def evaluate_dev(cache_dir=None, ns=(10, 20, 30, 40, 50)) -> dict:
     """Flow and gray Lab-PSNR (mean over the first N propagated frames) on each dev clip, propagating from frame 1."""
     import time
 
-    from colorprop.color import linear_rec709_to_lab
+    from colorprop.colour.convert import linear_rec709_to_lab
     from colorprop.data.clips import load_dev_clips
-    from colorprop.metrics import colourfulness, mean_lab_psnr_first_n
+    from colorprop.measure.metrics import colourfulness, mean_lab_psnr_first_n
 
     results = {}
     for clip in load_dev_clips(cache_dir):
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     import argparse
     import json
 
-    ap = argparse.ArgumentParser(prog="python -m colorprop.flow", description="DIS flow baseline on the dev split")
+    ap = argparse.ArgumentParser(prog="python -m colorprop.engine.flow", description="DIS flow baseline on the dev split")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from . import weights
-from .errors import WeightsError
-from .nets.fusion_net import FusionConfig, FusionNet
-from .nets.global_net import GlobalBranch, GlobalConfig
-from .nets.local_net import LocalNet, LocalNetConfig
+from colorprop.engine import weights
+from colorprop.errors import WeightsError
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
+from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig
+from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig
 
 
 PRECISIONS = ("fp32", "bf16")

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sepconv import apply_separable_kernels
+from colorprop.engine.nets.sepconv import apply_separable_kernels
 
 __all__ = ["LocalNetConfig", "LocalOutput", "LocalNet"]
 

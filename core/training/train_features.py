@@ -8,7 +8,7 @@ the only loss is the target's true colour. No labels, no ImageNet: the features 
     A = softmax(f_tgt · f_refᵀ / τ)  over reference positions (per grid)
     ab_tgt ≈ A · ab_ref   (ab pooled to the grid)         loss: L1, fine + coarse
 
-    python -m colorprop.train_features --out runs/features [--steps 800]
+    python -m colorprop.training.train_features --out runs/features [--steps 800]
 writes <out>/weights: the shipped manifest with its ``global`` entry replaced by these features, so
 ``colorprop eval --methods global --weights <out>/weights`` compares it with the ImageNet backbone.
 """
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import weights
-from .nets.features import STRIDE_COARSE, STRIDE_FINE, TinyFeatures, TinyFeaturesConfig
-from .nets.global_net import GlobalBranch, GlobalConfig
-from .propagate import AB_SCALE, L_SCALE
-from .train import TrainConfig, lab_split, make_segments
+from colorprop.engine import weights
+from colorprop.engine.nets.features import STRIDE_COARSE, STRIDE_FINE, TinyFeatures, TinyFeaturesConfig
+from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig
+from colorprop.engine.propagate import AB_SCALE, L_SCALE
+from colorprop.training.train import TrainConfig, lab_split, make_segments
 
 
 def attention_copy(f_tgt: torch.Tensor, f_ref: torch.Tensor, ab_ref: torch.Tensor, tau: float) -> torch.Tensor:
@@ -93,7 +93,7 @@ def train_features(stack: np.ndarray, steps: int, seed: int, log=print, batch: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m colorprop.train_features", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m colorprop.training.train_features", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--base-weights", default=None, help="weights folder whose manifest is copied (default: shipped)")

@@ -37,7 +37,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .flow import warp_backward
+from colorprop.engine.flow import warp_backward
 
 EDGE_SCALE = 8.0  # L units per pixel (Sobel / 8); dev clips, docs/KEYS.md
 AGREEMENT_SCALE = 5.0  # Lab ab units; dev clips, docs/KEYS.md

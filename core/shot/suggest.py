@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .confidence import frame_summary
-from .engine import Engine, ShotOptions
-from .errors import InputError
-from .pipeline import ExrSequenceSource, FrameResult, KeyImage, load_key, run_shot
+from colorprop.engine.confidence import frame_summary
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.errors import InputError
+from colorprop.shot.pipeline import ExrSequenceSource, FrameResult, KeyImage, load_key, run_shot
 
 SPACING = 2  # frames on each side of a suggestion that are not suggested again
 
@@ -86,8 +86,8 @@ def suggest_frames(summary: dict[int, dict[str, float]], keys: list[int], count:
 
 
 def run_suggest_command(args) -> int:
-    from .cli import parse_keys
-    from .sequence import FramePattern, parse_frames
+    from colorprop.cli.main import parse_keys
+    from colorprop.io.sequence import FramePattern, parse_frames
 
     if args.count < 1:
         raise InputError(f"--count {args.count}: must be at least 1")

@@ -5,7 +5,7 @@ The server commands live in colorprop_server (core never imports zmq); they are 
 
 from __future__ import annotations
 
-from .cli import add_precision_argument
+from colorprop.cli.main import add_precision_argument
 
 
 def add_all(sub) -> None:
@@ -24,7 +24,7 @@ def add_example(sub) -> None:
     p.add_argument("--method", default=None, help="default: full when weights are shipped, else flow")
 
     def run(args):
-        from .example import run_example
+        from colorprop.shot.example import run_example
 
         return run_example(args.output, args.method)
 
@@ -47,7 +47,7 @@ def add_eval(sub) -> None:
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
 
     def run(args):
-        from .evaluate import run_eval_command
+        from colorprop.measure.evaluate import run_eval_command
 
         return run_eval_command(args)
 
@@ -63,7 +63,7 @@ def add_data(sub) -> None:
     f.add_argument("--quick", action="store_true", help="only what the dev split needs")
 
     def run(args):
-        from .data.fetch import main as fetch_main
+        from colorprop.data.fetch import main as fetch_main
 
         argv = (["--cache", args.cache] if args.cache else []) + (["--sources", *args.sources] if args.sources else [])
         return fetch_main(argv + (["--quick"] if args.quick else []))
@@ -81,7 +81,7 @@ def add_train(sub) -> None:
     p.add_argument("--device", default="auto")
 
     def run(args):
-        from .train import run_train_command
+        from colorprop.training.train import run_train_command
 
         return run_train_command(args)
 
@@ -97,7 +97,7 @@ def add_bench(sub) -> None:
     p.add_argument("--precisions", default="fp32", help="for the networks: fp32, bf16 or both (fp32,bf16)")
 
     def run(args):
-        from .bench import run_bench_command
+        from colorprop.measure.bench import run_bench_command
 
         return run_bench_command(args)
 
@@ -115,7 +115,7 @@ def add_suggest_keys(sub) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (for the DCC nodes)")
 
     def run(args):
-        from .suggest import run_suggest_command
+        from colorprop.shot.suggest import run_suggest_command
 
         return run_suggest_command(args)
 

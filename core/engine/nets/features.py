@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import WeightsError
+from colorprop.errors import WeightsError
 
 __all__ = [
     "Features", "FeatureExtractor", "EfficientNetLite0Config", "EfficientNetLite0Features",

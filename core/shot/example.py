@@ -12,25 +12,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import color
-from .engine import Engine, ShotOptions
-from .errors import InputError
-from .exr import read_exr
-from .sequence import FramePattern
+from colorprop.colour import convert
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.errors import InputError
+from colorprop.io.exr import read_exr
+from colorprop.io.sequence import FramePattern
 
 SHEET_COLUMNS = 6
 
 
 def example_shot_dir() -> Path:
-    for candidate in (Path(__file__).resolve().parent.parent / "examples" / "shot", Path.cwd() / "examples" / "shot"):
+    for candidate in (Path(__file__).resolve().parents[2] / "examples" / "shot", Path.cwd() / "examples" / "shot"):
         if (candidate / "key.0001.exr").exists():
             return candidate
     raise InputError("the example shot (examples/shot/) is not here: run from a checkout of the repository")
 
 
 def run_example(output: str, method: str | None = None) -> int:
-    from .cli import Progress
-    from .pipeline import colorize_sequence
+    from colorprop.cli.main import Progress
+    from colorprop.shot.pipeline import colorize_sequence
 
     shot = example_shot_dir()
     out = Path(output)
@@ -52,7 +52,7 @@ def run_example(output: str, method: str | None = None) -> int:
 
 def to_display_bgr8(linear_rgb: np.ndarray) -> np.ndarray:
     """Linear Rec.709 HxWx3 -> sRGB-encoded 8-bit BGR for a PNG (clipped: a preview only)."""
-    srgb = color.from_linear_rec709(linear_rgb.astype(np.float32), "sRGB Encoded Rec.709 (sRGB)")
+    srgb = convert.from_linear_rec709(linear_rgb.astype(np.float32), "sRGB Encoded Rec.709 (sRGB)")
     return (np.clip(srgb, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8)
 
 
@@ -66,8 +66,8 @@ def contact_sheet(plate_pattern: str, result_pattern: str, frames: list[int], pa
         for frame in picks:
             plate = read_exr(FramePattern(pattern).path(frame))
             rgb = plate.rgb()
-            space = color.check_colorspace(plate.colorspace or "Linear Rec.709 (sRGB)")
-            tile = to_display_bgr8(color.to_linear_rec709(rgb, space))
+            space = convert.check_colorspace(plate.colorspace or "Linear Rec.709 (sRGB)")
+            tile = to_display_bgr8(convert.to_linear_rec709(rgb, space))
             h = int(round(tile.shape[0] * thumb_width / tile.shape[1]))
             tile = cv2.resize(tile, (thumb_width, h), interpolation=cv2.INTER_AREA)
             cv2.putText(tile, str(frame), (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)

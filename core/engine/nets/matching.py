@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .features import Features
+from colorprop.engine.nets.features import Features
 
 __all__ = ["Match", "coarse_topk", "roi_cells", "match_coarse_to_fine", "readout"]
 

@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .errors import InputError, WeightsError
-from .propagate import LEARNED_METHODS, METHODS
+from colorprop import __version__
+from colorprop.errors import InputError, WeightsError
+from colorprop.engine.propagate import LEARNED_METHODS, METHODS
 
 if TYPE_CHECKING:
-    from .models import Models
+    from colorprop.engine.models import Models
 
 DEFAULT_WORKING_WIDTH = 480
 
@@ -85,12 +85,12 @@ class Engine:
              precision: str | None = None) -> "Engine":
         """``precision``: "auto" | "fp32" | "bf16" (None: $COLORPROP_PRECISION, else auto: bf16 where the
         device computes it natively, models.resolve_precision; docs/BENCHMARKS.md)."""
-        from .weights import read_manifest
+        from colorprop.engine.weights import read_manifest
 
         precision = precision or os.environ.get("COLORPROP_PRECISION") or "auto"
         try:
             read_manifest(weights_dir)  # cheap: no weights, no need to import the networks
-            from .models import load_models
+            from colorprop.engine.models import load_models
 
             return cls(load_models(weights_dir, device, precision))
         except WeightsError as err:

@@ -23,11 +23,11 @@ import cv2
 import numpy as np
 import torch
 
-from .confidence import agreement, carry_confidence, written_confidence
-from .flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
+from colorprop.engine.confidence import agreement, carry_confidence, written_confidence
+from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
-    from .models import Models
+    from colorprop.engine.models import Models
 
 METHODS = ("full", "local", "global", "flow")
 LEARNED_METHODS = ("full", "local", "global")
