@@ -1,7 +1,7 @@
 """`colorprop serve`, `colorprop broker` and `colorprop keys`: argparse glue.
 
-core/cli/commands.py calls :func:`add_cli` with its subparsers. Nothing heavy is imported here:
-zmq, torch and the engine load only when a command runs.
+core's CLI calls :func:`add_cli` with its subparsers (entry point ``colorprop.cli`` in pyproject.toml).
+Nothing heavy is imported here: zmq, torch and the engine load only when a command runs.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ kept and both sides even. The split is by clip, never by frame: see ``split.json
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -44,6 +45,14 @@ class Clip:
         """(width, height) of the frames."""
         h, w = self.frames_linear[0].shape[:2]
         return w, h
+
+
+def default_cache_dir() -> Path:
+    """``$COLORPROP_CACHE`` or ``<repo root>/.cache`` (git-ignored)."""
+    env = os.environ.get("COLORPROP_CACHE")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / ".cache"
 
 
 def srgb_eotf(encoded: np.ndarray) -> np.ndarray:
@@ -201,8 +210,6 @@ def load_dev_clips(cache_dir: Path | str | None = None, include_report_apart: bo
     is False; callers report them separately. Clip.name is ``<clip>@<start_frame>``.
     """
     if cache_dir is None:
-        from colorprop.data.fetch import default_cache_dir
-
         cache_dir = default_cache_dir()
     clips = []
     for e in load_split()["dev"]:

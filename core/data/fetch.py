@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from colorprop.errors import ColorpropError
-from colorprop.engine.weights import sha256_file
+from colorprop.data.clips import default_cache_dir  # noqa: F401  (the cache folder, defined with the clips)
+from colorprop.io.files import sha256_file
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -47,14 +48,6 @@ class FetchError(ColorpropError):
         self.package = package
         self.reason = reason
         super().__init__(f"cannot fetch {package}: {reason}")
-
-
-def default_cache_dir() -> Path:
-    """``$COLORPROP_CACHE`` or ``<repo root>/.cache`` (git-ignored)."""
-    env = os.environ.get("COLORPROP_CACHE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / ".cache"
 
 
 # --------------------------------------------------------------------------------------------

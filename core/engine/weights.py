@@ -12,7 +12,6 @@ Nothing is downloaded: a missing or corrupt file is a WeightsError that says wha
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from colorprop.errors import WeightsError
+from colorprop.io.files import sha256_file  # noqa: F401  (weights.sha256_file: the manifest's hash)
 
 MANIFEST = "manifest.json"
 SHIPPED = "shipped_weights"
@@ -32,14 +32,6 @@ def default_weights_dir() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parent / SHIPPED
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,18 @@ before it in propagation order (the frame nearer the key it was coloured from): 
 dis-occlusion or a cut makes a step, while the slow decay along a run does not. Neighbours of a chosen
 frame (± ``SPACING``) are skipped so one event is suggested once.
 
-Prints a short table, or with ``--json`` one JSON object the DCC nodes read:
-``{"method", "keys", "count", "suggestions": [{"frame", "drop", "mean_confidence", "low_fraction"}],
-"frames": [{"frame", "mean_confidence", "low_fraction"}]}``.
+The command (table or JSON) is cli/suggest_keys.py.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from colorprop.engine.confidence import frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
-from colorprop.errors import InputError
-from colorprop.shot.pipeline import ExrSequenceSource, FrameResult, KeyImage, load_key, run_shot
+from colorprop.shot.pipeline import FrameResult, KeyImage, run_shot
 
 SPACING = 2  # frames on each side of a suggestion that are not suggested again
 
@@ -83,40 +78,3 @@ def suggest_frames(summary: dict[int, dict[str, float]], keys: list[int], count:
         if all(abs(s.frame - c.frame) > spacing for c in chosen):
             chosen.append(s)
     return chosen
-
-
-def run_suggest_command(args) -> int:
-    from colorprop.cli.main import parse_keys
-    from colorprop.io.sequence import FramePattern, parse_frames
-
-    if args.count < 1:
-        raise InputError(f"--count {args.count}: must be at least 1")
-    key_paths = parse_keys(args.key)
-    frames = parse_frames(args.frames) if args.frames else FramePattern(args.input).existing_frames()
-    if not frames:
-        raise InputError(f"--input {args.input}: matches no file")
-    engine = Engine.load(None)
-    method = args.method or ("full" if engine.models is not None else "flow")
-    options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
-    keys = {f: load_key(p, args.colorspace) for f, p in key_paths.items()}
-    summary = confidence_per_frame(engine, ExrSequenceSource(args.input, sorted(frames)), keys, options)
-    chosen = suggest_frames(summary, sorted(keys), args.count)
-    report = {
-        "method": method,
-        "keys": sorted(keys),
-        "count": args.count,
-        "suggestions": [{"frame": s.frame, "drop": round(s.drop, 4), "mean_confidence": round(s.mean_confidence, 4),
-                         "low_fraction": round(s.low_fraction, 4)} for s in chosen],
-        "frames": [{"frame": f, "mean_confidence": round(v["mean"], 4), "low_fraction": round(v["low_fraction"], 4)}
-                   for f, v in sorted(summary.items())],
-    }
-    if getattr(args, "json", False):
-        print(json.dumps(report, indent=1))
-        return 0
-    print(f"suggested key frames (method {method}, keys {', '.join(map(str, sorted(keys)))}): "
-          + (", ".join(str(s.frame) for s in chosen) or "none"))
-    print(f"{'frame':>6s} {'drop':>7s} {'mean conf':>9s} {'low (<0.5)':>10s}")
-    for s in chosen:
-        print(f"{s.frame:6d} {s.drop:7.3f} {s.mean_confidence:9.3f} {s.low_fraction:10.1%}")
-    sys.stdout.flush()
-    return 0

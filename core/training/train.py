@@ -135,7 +135,7 @@ def synthetic_segments(cfg: TrainConfig, rng: np.random.Generator, stills: list[
 
 def load_stills(cfg: TrainConfig, cache_dir: Path) -> list[np.ndarray]:
     if cfg.smoke:  # the bundled example key: no fetched data needed
-        from colorprop.shot.example import example_shot_dir
+        from colorprop.data.example import example_shot_dir
         from colorprop.io.exr import read_exr
 
         return [read_exr(example_shot_dir() / "key.0001.exr").rgb()]

@@ -1,0 +1,70 @@
+"""What several commands share: the progress printer, key specs, the --precision option, SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from colorprop.errors import InputError
+
+
+class Progress:
+    """A bar on a terminal; plain lines (and ``openjd_progress: N``) otherwise."""
+
+    def __init__(self, stream=None, mode: str = "auto"):
+        self.stream = stream or sys.stderr
+        self.mode = ("bar" if self.stream.isatty() else "lines") if mode == "auto" else mode
+        self.start = time.perf_counter()
+
+    def __call__(self, event) -> None:
+        if self.mode == "none":
+            return
+        pct = 100.0 * event.done / max(event.total, 1)
+        state = "skipped (exists)" if event.skipped else f"{event.seconds:.2f} s"
+        if self.mode == "bar":
+            width = 30
+            filled = int(width * event.done / max(event.total, 1))
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} "
+                              f"frame {event.frame} {state}   ")
+            if event.done == event.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"frame {event.frame} done ({event.done}/{event.total}, {state})\n")
+            self.stream.write(f"openjd_progress: {pct:.1f}\n")
+        self.stream.flush()
+
+
+def parse_keys(specs: list[str]) -> dict[int, str]:
+    """``FRAME=PATH``, or ``FRAMES=PATTERN`` for a key sequence (``1,48=key.####.exr``: the farm form)."""
+    from colorprop.io.sequence import FramePattern, parse_frames
+
+    keys: dict[int, str] = {}
+    for spec in specs:
+        frame, sep, path = spec.partition("=")
+        if not sep or not path or not frame.strip():
+            raise InputError(f"--key {spec!r}: expected FRAME=PATH, e.g. --key 1=key.exr")
+        single = frame.strip().lstrip("-").isdigit()
+        try:
+            pattern = None if single and Path(path).exists() else FramePattern(path)
+        except InputError:  # no frame token: a plain file
+            pattern = None
+        if not single and pattern is None:
+            raise InputError(f"--key {spec!r}: several frames need a key pattern, e.g. 1,48=key.####.exr")
+        for f in parse_frames(frame):
+            if f in keys:
+                raise InputError(f"--key {spec!r}: frame {f} is given twice")
+            keys[f] = str(pattern.path(f)) if pattern is not None else path
+    return keys
+
+
+def on_sigterm(signum, frame) -> None:
+    """A farm cancels with SIGTERM: unwind like Ctrl-C (temp file removed, exit 130)."""
+    raise KeyboardInterrupt
+
+
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
+                        "CPU/GPU computes it natively; docs/BENCHMARKS.md)")

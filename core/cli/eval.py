@@ -1,0 +1,28 @@
+"""`colorprop eval`: Lab-PSNR of the methods on the dev clips (the paper's protocol)."""
+
+from __future__ import annotations
+
+from colorprop.cli.common import add_precision_argument
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="Lab-PSNR of the methods on the dev clips (the paper's protocol)")
+    p.add_argument("--methods", default="gray,flow,local,global,full")
+    p.add_argument("--n", default="10,20,30,40,50", help="frame counts to average over")
+    p.add_argument("--keys", default="first", help="first | first,last")
+    p.add_argument("--clips", default=None, help="comma-separated dev clip names (default: all)")
+    p.add_argument("--json", default="out/eval.json", help="where to write the results")
+    p.add_argument("--plot", default=None, help="PNG of PSNR per frame index (Figure 9)")
+    p.add_argument("--markdown", default=None, help="write the table as Markdown here")
+    p.add_argument("--record-in-manifest", action="store_true",
+                   help="store the table in the weights' manifest.json (metrics)")
+    p.add_argument("--weights", default=None)
+    add_precision_argument(p)
+    p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from colorprop.measure.evaluate import run_eval_command
+
+    return run_eval_command(args)

@@ -1,0 +1,65 @@
+"""`colorprop suggest-keys`: where the artist should paint the next key (shot/suggest.py decides).
+
+Prints a short table, or with ``--json`` one JSON object the DCC nodes read:
+``{"method", "keys", "count", "suggestions": [{"frame", "drop", "mean_confidence", "low_fraction"}],
+"frames": [{"frame", "mean_confidence", "low_fraction"}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from colorprop.cli.common import parse_keys
+from colorprop.errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("suggest-keys", help="frames where confidence drops most: where to paint the next key")
+    p.add_argument("--input", required=True)
+    p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH")
+    p.add_argument("--frames", default=None)
+    p.add_argument("--count", type=int, default=3)
+    p.add_argument("--method", default=None)
+    p.add_argument("--colorspace", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object (for the DCC nodes)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from colorprop.engine.engine import Engine, ShotOptions
+    from colorprop.io.sequence import FramePattern, parse_frames
+    from colorprop.shot.pipeline import ExrSequenceSource, load_key
+    from colorprop.shot.suggest import confidence_per_frame, suggest_frames
+
+    if args.count < 1:
+        raise InputError(f"--count {args.count}: must be at least 1")
+    key_paths = parse_keys(args.key)
+    frames = parse_frames(args.frames) if args.frames else FramePattern(args.input).existing_frames()
+    if not frames:
+        raise InputError(f"--input {args.input}: matches no file")
+    engine = Engine.load(None)
+    method = args.method or ("full" if engine.models is not None else "flow")
+    options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
+    keys = {f: load_key(p, args.colorspace) for f, p in key_paths.items()}
+    summary = confidence_per_frame(engine, ExrSequenceSource(args.input, sorted(frames)), keys, options)
+    chosen = suggest_frames(summary, sorted(keys), args.count)
+    report = {
+        "method": method,
+        "keys": sorted(keys),
+        "count": args.count,
+        "suggestions": [{"frame": s.frame, "drop": round(s.drop, 4), "mean_confidence": round(s.mean_confidence, 4),
+                         "low_fraction": round(s.low_fraction, 4)} for s in chosen],
+        "frames": [{"frame": f, "mean_confidence": round(v["mean"], 4), "low_fraction": round(v["low_fraction"], 4)}
+                   for f, v in sorted(summary.items())],
+    }
+    if getattr(args, "json", False):
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"suggested key frames (method {method}, keys {', '.join(map(str, sorted(keys)))}): "
+          + (", ".join(str(s.frame) for s in chosen) or "none"))
+    print(f"{'frame':>6s} {'drop':>7s} {'mean conf':>9s} {'low (<0.5)':>10s}")
+    for s in chosen:
+        print(f"{s.frame:6d} {s.drop:7.3f} {s.mean_confidence:9.3f} {s.low_fraction:10.1%}")
+    sys.stdout.flush()
+    return 0
