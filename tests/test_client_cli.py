@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
@@ -88,3 +89,18 @@ def test_keys_command_writes_server_and_client_keys(tmp_path):
         from colorprop_server import generate_keys
 
         generate_keys(tmp_path / "k", ("../evil",))
+
+
+def test_help_lists_the_server_commands_that_colorprop_server_registers(capsys):
+    """core's parser gets serve/broker/keys from the ``colorprop.cli`` entry point, not by importing the server."""
+    from importlib.metadata import entry_points
+
+    from colorprop.cli.main import main
+
+    assert [ep.value for ep in entry_points(group="colorprop.cli")] == ["colorprop_server.cli:add_cli"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    listed = capsys.readouterr().out
+    for command in ("colorize", "example", "suggest-keys", "serve", "broker", "keys"):
+        assert re.search(rf"^    {command}\s", listed, re.M), command
