@@ -14,15 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_server_support import free_port, spawn, stop_proc, wait_hello
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOT = ROOT / "examples" / "shot"
@@ -85,26 +85,22 @@ SCRIPT = textwrap.dedent(r'''
 
     # Cancel, in Blender's Python: the client loop stops within one request once asked.
     from colorprop_blender import blender_io, logic
+    from colorprop_blender._client import dcc
+    out["client_file"] = dcc.__file__
     written = []
-    def write(frame, rgb):
+    def write(frame, rgb, confidence):
         written.append(frame)
     plate_pattern, frames = logic.sequence_of(plate0)
+    shot = dcc.InbandShot(lambda f: blender_io.load_rgb(dcc.frame_path(plate_pattern, f)),
+                          {1: blender_io.load_rgb(key_path)}, write)
     try:
-        logic.run_job(address, frames, lambda f: blender_io.load_rgb(logic.frame_path(plate_pattern, f)),
-                      {1: blender_io.load_rgb(key_path)}, {"method": "flow"}, write,
-                      is_cancelled=lambda: len(written) >= 2)
+        dcc.run_job(address, frames, shot, {"method": "flow"}, is_cancelled=lambda: len(written) >= 2)
         out["cancel"] = "not cancelled"
-    except logic.Cancelled:
+    except dcc.Cancelled:
         out["cancel"] = "cancelled"
     out["cancel_written"] = written
     json.dump(out, open(result_json, "w"), indent=1)
 ''')
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -118,30 +114,14 @@ def blender_python() -> Path:
 
 @pytest.fixture(scope="module")
 def server():
-    sys.path.insert(0, str(ROOT / "plugin"))
-    from colorprop_client.client import Client, ServerUnavailable
-
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "colorprop", "serve", "--bind", address, "--log-level", "WARNING"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """A real `colorprop serve` process on 127.0.0.1 (flow only)."""
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--log-level", "WARNING"])
     try:
-        end = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, "colorprop serve exited"
-            try:
-                with Client(address, timeout_s=0.5, retries=1) as c:
-                    c.ping()
-                break
-            except ServerUnavailable:
-                assert time.monotonic() < end, "colorprop serve did not answer"
-                time.sleep(0.2)
+        wait_hello(address, proc)
         yield address
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_proc(proc)
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -173,7 +153,7 @@ def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, t
     result_json = tmp_path / "result.json"
     env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "user_scripts"), "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)  # Blender's Python must find the client only inside the add-on zip
-    args = [str(zip_path), server, f"tcp://127.0.0.1:{_free_port()}", str(shot / "plate.0001.exr"),
+    args = [str(zip_path), server, f"tcp://127.0.0.1:{free_port()}", str(shot / "plate.0001.exr"),
             str(tmp_path / "key_painted.exr"), str(result_json)]
     proc = subprocess.run([str(blender_python), str(script), *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -182,6 +162,7 @@ def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, t
 
     assert res["blender"].startswith("5.0") and res["numpy"].startswith("1.")
     assert str(tmp_path / "user_scripts") in res["addon_file"]  # the installed zip, not the repo
+    assert str(tmp_path / "user_scripts") in res["client_file"]  # and the client bundled in it
     # a dead server: a clear message within a few seconds
     assert res["dead_result"][0] == "CANCELLED" and res["dead_seconds"] < 6
     assert "no colorprop server answers" in res["dead_result"][1]

@@ -196,7 +196,7 @@ def test_the_dcc_side_never_imports_the_engine_or_its_libraries():
 
 
 @pytest.mark.parametrize("code, never", [
-    ("import colorprop_client.client, colorprop_client.protocol", DCC_NEVER),
+    ("import colorprop_client.client, colorprop_client.protocol, colorprop_client.dcc", DCC_NEVER),
     ("import colorprop.cli.main as m; m.build_parser()", ("zmq", "nuke", "bpy")),
 ], ids=["client", "core-cli"])
 def test_what_is_loaded_at_run_time(code, never):

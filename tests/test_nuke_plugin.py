@@ -1,15 +1,21 @@
 """The Nuke node (plugin/nuke) against a stand-in ``nuke`` module and a real server on 127.0.0.1.
 
-Nuke cannot be installed here: ``tests/nuke_standin/nuke.py`` implements the few calls the node
-makes and records them. What is real: the EXR files, the client, ``colorprop serve`` and its
-engine (method ``flow``, no weights needed), the threads, cancel and the dead-server path.
+Nuke cannot be installed here (no installer or licence on these machines or in CI), so
+``tests/nuke_standin/nuke.py`` implements the few calls the node makes, as we read Foundry's Python
+API reference, and records them.
+
+Covered, with real parts: the EXR codec (checked against OpenImageIO), the client and a real
+`colorprop serve` process with its engine (method flow), the knob scripts run as a PyScript_Knob
+runs them, the worker thread and main-thread queue, cancel, a dead server, where the files go, the
+example scripts' knobs. Not covered: that real Nuke behaves like the stand-in (knob classes and
+values such as the Write's "32 bit float", ``nuke.execute`` of a Write inside a Group,
+``executeInMainThread``, ``ProgressTask``), Nuke's own rendering and colour management, and that the
+``.nk`` files load in Nuke. Try the node in Nuke before relying on it.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -25,52 +31,26 @@ for p in (ROOT / "tests" / "nuke_standin", ROOT / "plugin" / "nuke", ROOT / "plu
         sys.path.insert(0, str(p))
 
 import nuke  # noqa: E402  (the stand-in)
+from colorprop_client import dcc  # noqa: E402
 from colorprop_nuke import exr_io, logic  # noqa: E402
 from colorprop_nuke import node as cpnode  # noqa: E402
+
+from test_server_support import free_port, spawn, stop_proc, wait_hello  # noqa: E402
 
 oiio = pytest.importorskip("OpenImageIO")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(address: str, proc: subprocess.Popen, seconds: float = 60.0) -> None:
-    from colorprop_client.client import Client, ServerUnavailable
-
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"colorprop serve exited with {proc.returncode}")
-        try:
-            with Client(address, timeout_s=0.5, retries=1) as c:
-                c.ping()
-            return
-        except ServerUnavailable:
-            time.sleep(0.2)
-    raise RuntimeError(f"colorprop serve did not answer at {address} within {seconds} s")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """A real `colorprop serve` on 127.0.0.1 whose allowed root is a temp folder (shared paths)."""
+    """A real `colorprop serve` process on 127.0.0.1 (flow only) whose allowed root is a temp folder."""
     root = tmp_path_factory.mktemp("shared")
-    address = f"tcp://127.0.0.1:{_free_port()}"
-    no_weights = tmp_path_factory.mktemp("no-weights")  # a flow-only server, whatever weights the checkout ships
-    proc = subprocess.Popen([sys.executable, "-m", "colorprop", "serve", "--bind", address, "--allow-root", str(root),
-                             "--weights", str(no_weights), "--log-level", "WARNING"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--allow-root", str(root), "--log-level", "WARNING"])
     try:
-        _wait_for_server(address, proc)
+        wait_hello(address, proc)
         yield address, root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_proc(proc)
 
 
 @pytest.fixture
@@ -145,35 +125,11 @@ def test_exr_reader_names_the_file_on_junk(tmp_path):
         exr_io.read_exr(tmp_path / "missing.exr")
 
 
-# -- plain logic ----------------------------------------------------------------------------------
-def test_knob_text_parsing():
-    assert logic.parse_keyframes("12, 1 24;1") == [1, 12, 24]
-    assert logic.add_keyframe("1, 24", 12) == "1, 12, 24"
-    assert logic.add_keyframe("junk", 5) == "5"
-    with pytest.raises(logic.ColorizeError, match="'x'"):
-        logic.parse_keyframes("1, x")
-    assert logic.parse_frame_range("", 3, 6) == [3, 4, 5, 6]
-    assert logic.parse_frame_range("1-9x4, 20", 0, 0) == [1, 5, 9, 20]
-    with pytest.raises(logic.ColorizeError, match="frame range"):
-        logic.parse_frame_range("9-1", 0, 0)
-    assert logic.frame_path("/a/b.####.exr", 7) == "/a/b.0007.exr"
-    assert logic.frame_path("/a/b.%05d.exr", 7) == "/a/b.00007.exr"
-
-
-def test_options_follow_the_servers_capabilities():
-    caps = {"engine": {"methods": ["flow"], "default_method": "flow",
-                       "options": {"method": {"choices": ["full", "flow"]}, "working_width": {"choices": None},
-                                   "upsample": {"choices": ["guided"]}}}}
-    assert logic.method_choices(caps) == (["flow"], "flow")
-    assert logic.build_options(caps, "flow", "draft") == {"method": "flow", "working_width": 320}
-    with pytest.raises(logic.ColorizeError, match="not offered"):
-        logic.build_options(caps, "full", "standard")
-    assert logic.method_choices(None)[0] == logic.FALLBACK_METHODS
-
-
+# -- the plan -------------------------------------------------------------------------------------
+# (knob text, options and the job loop are colorprop_client.dcc, tested in test_dcc.py)
 def test_plan_checks_keys_inside_the_range():
     plan = logic.ShotPlan("tcp://127.0.0.1:1", [1, 2, 3], [5], "p.####.exr", "k.####.exr", "o.####.exr")
-    with pytest.raises(logic.ColorizeError, match=r"\[5\].*outside"):
+    with pytest.raises(dcc.ColorizeError, match=r"\[5\].*outside"):
         plan.check()
 
 
@@ -230,11 +186,11 @@ def test_colorize_headless_renders_sends_and_wires_result(standin, server, mode)
     pattern = read["file"].value()
     assert pattern.startswith(str(work)) and "####" in pattern
     for f in range(1, 7):
-        rgb = exr_io.read_exr(logic.frame_path(pattern, f)).rgb()
+        rgb = exr_io.read_exr(dcc.frame_path(pattern, f)).rgb()
         plate = _shot_frame(f)
         np.testing.assert_allclose(_luminance(rgb), _luminance(plate), atol=2e-3, rtol=2e-3)
         assert np.mean(rgb.max(2) - rgb.min(2)) > 0.01  # colour appeared on a gray plate
-    out1, key = exr_io.read_exr(logic.frame_path(pattern, 1)).rgb(), _key_frame(1)
+    out1, key = exr_io.read_exr(dcc.frame_path(pattern, 1)).rgb(), _key_frame(1)
     chroma = lambda x: x - _luminance(x)[..., None]  # noqa: E731
     assert np.abs(chroma(out1) - chroma(key)).mean() < 0.5 * np.abs(chroma(out1) - chroma(key[::-1])).mean()
     progress = nuke.ProgressTask.instances[-1]
@@ -268,7 +224,7 @@ def test_gui_colorize_runs_off_the_main_thread_and_cancels(standin, server, tmp_
 
 
 def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path):
-    node = _make_node(f"tcp://127.0.0.1:{_free_port()}", tmp_path)
+    node = _make_node(f"tcp://127.0.0.1:{free_port()}", tmp_path)
     node["method"].setValues(["flow"])
     t0 = time.monotonic()
     node["colorize"].execute()

@@ -254,7 +254,8 @@ def root() -> _Root:
 
 def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
     """Stand-in render of a Write: pixels from upstream, written as float EXR to its file knob."""
-    from colorprop_nuke import exr_io, logic
+    from colorprop_client import dcc
+    from colorprop_nuke import exr_io
 
     _record("execute", node.name(), start, end, incr)
     if node._class != "Write":
@@ -262,7 +263,7 @@ def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
     if node["disable"].value():
         raise RuntimeError(f"{node.name()} is disabled")
     for f in range(start, end + 1, incr):
-        exr_io.write_exr(logic.frame_path(node["file"].value(), f), node.upstream_pixels(f))
+        exr_io.write_exr(dcc.frame_path(node["file"].value(), f), node.upstream_pixels(f))
 
 
 def executeInMainThread(fn: Callable, args: tuple = ()) -> None:

@@ -10,17 +10,18 @@ import bpy
 import numpy as np
 
 from . import logic
+from ._client import dcc
 
 
 def load_rgb(path: str) -> np.ndarray:
     """Any image Blender reads -> HxWx3 float32 scene-linear, top row first."""
     if not os.path.isfile(path):
-        raise logic.ColorizeError(f"{path}: no such file")
+        raise dcc.ColorizeError(f"{path}: no such file")
     img = bpy.data.images.load(path, check_existing=False)
     try:
         w, h = img.size
         if w == 0 or h == 0:
-            raise logic.ColorizeError(f"{path}: Blender cannot read this image")
+            raise dcc.ColorizeError(f"{path}: Blender cannot read this image")
         flat = np.empty(w * h * img.channels, np.float32)
         img.pixels.foreach_get(flat)
         rgb = logic.blender_to_hwc(flat, w, h, img.channels)
@@ -83,7 +84,7 @@ def movie_to_exrs(movie: str, out_dir: str) -> tuple[str, list[int]]:
     tree = bpy.data.node_groups.new("colorprop_decode", "CompositorNodeTree")
     try:
         if clip.source != "MOVIE" or clip.frame_duration < 1:
-            raise logic.ColorizeError(f"{movie}: Blender cannot read this movie")
+            raise dcc.ColorizeError(f"{movie}: Blender cannot read this movie")
         n = clip.frame_duration
         scene.compositing_node_group = tree
         node = tree.nodes.new("CompositorNodeImage")
@@ -132,7 +133,7 @@ def add_result_node(scene: "bpy.types.Scene", pattern: str, frames: list[int]) -
     it yet, to the tree's Group Output."""
     tree = compositor_tree(scene)
     first = frames[0]
-    image = bpy.data.images.load(logic.frame_path(pattern, first), check_existing=False)
+    image = bpy.data.images.load(dcc.frame_path(pattern, first), check_existing=False)
     image.source = "SEQUENCE"
     image.name = re.sub(r"[._-]?#+", "", os.path.basename(pattern))
     node = tree.nodes.new("CompositorNodeImage")

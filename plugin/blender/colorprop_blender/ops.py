@@ -8,12 +8,13 @@ import os
 import queue
 import tempfile
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import bpy
 import numpy as np
 
 from . import blender_io, logic
+from ._client import dcc
 
 _caps: dict[str, Any] = {}  # last capabilities, for the method enum
 
@@ -25,12 +26,12 @@ class Job:
         st = context.scene.colorprop
         self.scene = context.scene
         self.address = st.server.strip()
-        caps = logic.connect(self.address)
+        self.caps = caps = dcc.connect(self.address)
         _caps.clear()
         _caps.update(caps)
         plate = bpy.path.abspath(st.plate)
         if not st.plate.strip():
-            raise logic.ColorizeError("choose the plate: one frame of an image sequence, or a movie")
+            raise dcc.ColorizeError("choose the plate: one frame of an image sequence, or a movie")
         if logic.is_movie(plate):
             self.decoded = tempfile.mkdtemp(prefix="colorprop_movie_")
             self.pattern, frames = blender_io.movie_to_exrs(plate, self.decoded)
@@ -40,14 +41,19 @@ class Job:
             frames = [f for f in frames if st.frame_start <= f <= st.frame_end]
         self.frames = frames
         if not st.keys:
-            raise logic.ColorizeError("add a keyframe: a frame number and its coloured image")
+            raise dcc.ColorizeError("add a keyframe: a frame number and its coloured image")
         self.keys = {int(k.frame): blender_io.load_rgb(bpy.path.abspath(k.path)) for k in st.keys}
-        self.options = logic.build_options(caps, st.method, st.quality)
+        self.options = dcc.build_options(caps, st.method, st.quality)
         self.out_pattern = logic.output_pattern(blender_io.output_folder(st.output_dir), self.pattern)
         os.makedirs(os.path.dirname(self.out_pattern), exist_ok=True)
 
     def load(self, frame: int) -> np.ndarray:
-        return blender_io.load_rgb(logic.frame_path(self.pattern, frame))
+        return blender_io.load_rgb(dcc.frame_path(self.pattern, frame))
+
+    def run(self, load_frame, write_result, progress, is_cancelled=lambda: False) -> None:
+        """The job on the server (any thread): ``load_frame(frame)``, ``write_result(frame, rgb, confidence)``."""
+        dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result), self.options,
+                    progress, is_cancelled, caps=self.caps)
 
     def finish(self) -> "bpy.types.Node":
         return blender_io.add_result_node(self.scene, self.out_pattern, self.frames)
@@ -70,14 +76,14 @@ class COLORPROP_OT_connect(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            caps = logic.connect(context.scene.colorprop.server.strip())
-        except logic.ColorizeError as exc:
+            caps = dcc.connect(context.scene.colorprop.server.strip())
+        except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         _caps.clear()
         _caps.update(caps)
-        methods, default = logic.method_choices(caps)
+        methods, default = dcc.method_choices(caps)
         context.scene.colorprop.method = default
         _set_status(context, f"connected: {', '.join(methods)} on {(caps.get('engine') or {}).get('device', '?')}")
         return {"FINISHED"}
@@ -117,12 +123,12 @@ class MainThreadBridge:
         self.requests.put((frame, slot))
         while not slot["done"].wait(0.1):
             if self.cancel.is_set():
-                raise logic.Cancelled()
+                raise dcc.Cancelled()
         if "error" in slot:
             raise slot["error"]
         return slot["pixels"]
 
-    def write(self, frame: int, rgb: np.ndarray) -> None:  # worker thread
+    def write(self, frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:  # worker thread
         self.results.put((frame, np.array(rgb, dtype=np.float32)))
 
     def serve(self, writer: blender_io.ExrWriter) -> None:  # main thread
@@ -141,7 +147,7 @@ class MainThreadBridge:
                 frame, rgb = self.results.get_nowait()
             except queue.Empty:
                 break
-            writer.save(logic.frame_path(self.job.out_pattern, frame), rgb)
+            writer.save(dcc.frame_path(self.job.out_pattern, frame), rgb)
 
 
 class COLORPROP_OT_colorize(bpy.types.Operator):
@@ -155,7 +161,7 @@ class COLORPROP_OT_colorize(bpy.types.Operator):
         try:
             _set_status(context, "preparing...", 0.0)
             return Job(context)
-        except logic.ColorizeError as exc:
+        except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
             self.report({"ERROR"}, str(exc))
             return None
@@ -171,12 +177,10 @@ class COLORPROP_OT_colorize(bpy.types.Operator):
         if job is None:
             return {"CANCELLED"}
         writer = blender_io.ExrWriter()
-        wm = context.window_manager
         try:
-            logic.run_job(job.address, job.frames, job.load, job.keys, job.options,
-                          lambda f, rgb: writer.save(logic.frame_path(job.out_pattern, f), rgb),
-                          progress=lambda frac, msg: _set_status(context, msg, frac))
-        except logic.ColorizeError as exc:
+            job.run(job.load, lambda f, rgb, confidence: writer.save(dcc.frame_path(job.out_pattern, f), rgb),
+                    progress=lambda frac, msg: _set_status(context, msg, frac))
+        except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -201,9 +205,8 @@ class COLORPROP_OT_colorize(bpy.types.Operator):
 
         def work() -> None:
             try:
-                logic.run_job(job.address, job.frames, self.bridge.load, job.keys, job.options, self.bridge.write,
-                              progress=progress, is_cancelled=self.cancel.is_set)
-            except logic.Cancelled:
+                job.run(self.bridge.load, self.bridge.write, progress, self.cancel.is_set)
+            except dcc.Cancelled:
                 self.outcome["cancelled"] = True
             except Exception as exc:
                 self.outcome["error"] = str(exc)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bpy
 
-from . import logic, ops
+from . import ops
+from ._client import dcc
 
 _method_items: list = []  # Blender needs the enum item strings kept alive
 
 
 def _methods(self, context):
-    methods, _ = logic.method_choices(ops._caps or None)
+    methods, _ = dcc.method_choices(ops._caps or None)
     _method_items[:] = [(m, m, f"method {m}") for m in methods]
     return _method_items
 
@@ -21,7 +22,7 @@ class ColorPropKey(bpy.types.PropertyGroup):
 
 
 class ColorPropSettings(bpy.types.PropertyGroup):
-    server: bpy.props.StringProperty(name="Server", default=logic.DEFAULT_ADDRESS)
+    server: bpy.props.StringProperty(name="Server", default=dcc.DEFAULT_ADDRESS)
     plate: bpy.props.StringProperty(name="Plate", subtype="FILE_PATH",
                                     description="One frame of the image sequence (e.g. plate.0001.exr), or a movie")
     keys: bpy.props.CollectionProperty(type=ColorPropKey)
@@ -31,7 +32,7 @@ class ColorPropSettings(bpy.types.PropertyGroup):
     method: bpy.props.EnumProperty(name="Method", items=_methods)
     quality: bpy.props.EnumProperty(name="Quality", default="standard",
                                     items=[(q, q.title(), f"working width {v['working_width']} px")
-                                           for q, v in logic.QUALITY_PRESETS.items()])
+                                           for q, v in dcc.QUALITY_PRESETS.items()])
     output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH",
                                          description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend")
     status: bpy.props.StringProperty(name="Status", default="")

@@ -15,6 +15,8 @@ import threading
 
 import nuke
 
+from colorprop_client import dcc
+
 from . import logic
 
 NODE_CLASS = "ColorProp"
@@ -47,7 +49,7 @@ def create_node() -> "nuke.Node":
 
 
 def _add_knobs(node: "nuke.Node") -> None:
-    methods, default_method = logic.method_choices(None)
+    methods, default_method = dcc.method_choices(None)
     knobs = [
         nuke.Tab_Knob("colorprop", "ColorProp"),
         nuke.String_Knob("server", "server"),
@@ -56,8 +58,8 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.PyScript_Knob("add_key", "add current frame as key", _CALL.format("on_add_key")),
         nuke.String_Knob("frame_range", "frame range"),
         nuke.Enumeration_Knob("method", "method", methods),
-        nuke.Enumeration_Knob("quality", "quality", logic.quality_choices(None)),
-        nuke.Enumeration_Knob("mode", "data", list(logic.MODE_LABELS.values())),
+        nuke.Enumeration_Knob("quality", "quality", list(dcc.QUALITY_PRESETS)),
+        nuke.Enumeration_Knob("mode", "data", list(dcc.MODE_LABELS.values())),
         nuke.File_Knob("work_dir", "work folder"),
         nuke.String_Knob("colorspace", "plate colour space"),
         nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
@@ -66,7 +68,7 @@ def _add_knobs(node: "nuke.Node") -> None:
     ]
     for k in knobs:
         node.addKnob(k)
-    node["server"].setValue(logic.DEFAULT_ADDRESS)
+    node["server"].setValue(dcc.DEFAULT_ADDRESS)
     node["keyframes"].setValue(str(int(nuke.frame())))
     node["method"].setValue(default_method)
     node["quality"].setValue("standard")
@@ -81,21 +83,21 @@ def _add_knobs(node: "nuke.Node") -> None:
 
 # -- knob callbacks (main thread) -----------------------------------------------------------------
 def on_add_key(node: "nuke.Node") -> None:
-    node["keyframes"].setValue(logic.add_keyframe(node["keyframes"].value(), int(nuke.frame())))
+    node["keyframes"].setValue(dcc.add_keyframe(node["keyframes"].value(), int(nuke.frame())))
 
 
 def on_connect(node: "nuke.Node") -> None:
     """Fill method/mode choices from the server (short, bounded wait: one try of a few seconds)."""
     try:
-        caps = logic.connect(node["server"].value().strip())
-    except logic.ColorizeError as exc:
+        caps = dcc.connect(node["server"].value().strip())
+    except dcc.ColorizeError as exc:
         _set_status(node, f"ERROR: {exc}", ERROR_COLOR)
         return
-    methods, default = logic.method_choices(caps)
+    methods, default = dcc.method_choices(caps)
     current = node["method"].value()
     node["method"].setValues(methods)
     node["method"].setValue(current if current in methods else default)
-    node["mode"].setValues([logic.MODE_LABELS[m] for m in logic.mode_choices(caps)])
+    node["mode"].setValues([dcc.MODE_LABELS[m] for m in dcc.mode_choices(caps)])
     engine = caps.get("engine") or {}
     _set_status(node, f"connected: {', '.join(methods)} on {engine.get('device', '?')}", OK_COLOR)
 
@@ -120,7 +122,7 @@ def on_colorize(node: "nuke.Node") -> None:
         plan.check()
         _set_status(node, "rendering plate and keys...", BUSY_COLOR)
         render_inputs(node, plan)
-    except logic.ColorizeError as exc:
+    except dcc.ColorizeError as exc:
         _set_status(node, f"ERROR: {exc}", ERROR_COLOR)
         return
     except RuntimeError as exc:  # nuke.execute failures (missing input, render error)
@@ -139,15 +141,15 @@ def on_colorize(node: "nuke.Node") -> None:
 def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
     plate_in = node.input(0)
     if plate_in is None:
-        raise logic.ColorizeError("connect a plate to the 'plate' input")
+        raise dcc.ColorizeError("connect a plate to the 'plate' input")
     if node.input(1) is None:
-        raise logic.ColorizeError("connect the coloured keyframe(s) to the 'key' input")
+        raise dcc.ColorizeError("connect the coloured keyframe(s) to the 'key' input")
     work = node["work_dir"].value().strip() or default_work_dir(node)
-    modes = {label: mode for mode, label in logic.MODE_LABELS.items()}
+    modes = {label: mode for mode, label in dcc.MODE_LABELS.items()}
     return logic.ShotPlan(
         address=node["server"].value().strip(),
-        frames=logic.parse_frame_range(node["frame_range"].value(), plate_in.firstFrame(), plate_in.lastFrame()),
-        keyframes=logic.parse_keyframes(node["keyframes"].value()),
+        frames=dcc.parse_frame_range(node["frame_range"].value(), plate_in.firstFrame(), plate_in.lastFrame()),
+        keyframes=dcc.parse_keyframes(node["keyframes"].value()),
         plate_pattern=os.path.join(work, "plate", "plate.####.exr"),
         key_pattern=os.path.join(work, "key", "key.####.exr"),
         output_pattern=os.path.join(work, "colorized", f"{node.name()}.####.exr"),
@@ -205,12 +207,12 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event) -> N
 
     try:
         outputs = logic.run_plan(plan, progress, is_cancelled)
-    except logic.Cancelled:
+    except dcc.Cancelled:
         _in_main(_set_status, node, "cancelled", BUSY_COLOR)
-    except logic.ColorizeError as exc:
+    except dcc.ColorizeError as exc:
         _in_main(_set_status, node, f"ERROR: {exc}", ERROR_COLOR)
     except Exception as exc:  # a bug must still reach the artist, not die silently in a thread
-        _in_main(_set_status, node, f"ERROR: {logic.describe_error(exc)}", ERROR_COLOR)
+        _in_main(_set_status, node, f"ERROR: {dcc.describe_error(exc)}", ERROR_COLOR)
     else:
         _in_main(show_result, node, plan, len(outputs))
     finally:

@@ -1,0 +1,313 @@
+"""What every DCC plug-in (Nuke node, Blender add-on) does that is not the DCC itself.
+
+Knob/field text (key frames, frame ranges, frame patterns, the server address), the choices a
+server offers (methods, data modes, quality presets), one job on the server with progress and
+cancel, and one line of text per error that says what to do. The host layers only render or read
+their images, write results and show what this module returns or raises.
+
+Runs in Nuke's and Blender's Python: the standard library, numpy (1.x or 2.x) and pyzmq only; never
+torch or OpenImageIO. Frame patterns and ranges follow ``colorprop.io.sequence`` (the same tokens,
+the same signs); ``tests/test_dcc.py`` checks both against one table.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+try:
+    import zmq  # noqa: F401  (imported here first so that a missing pyzmq is named as such)
+except ModuleNotFoundError as _exc:
+    raise ModuleNotFoundError(
+        f"colorprop needs pyzmq, and the Python running this plug-in has none ({sys.executable}, "
+        f"Python {sys.version_info.major}.{sys.version_info.minor}). Blender: install the ColorProp "
+        "extension built for this platform (it bundles pyzmq), see docs/DCC.md. Nuke: install pyzmq "
+        "into Nuke's Python (docs/DCC.md, 'Install').", name="zmq") from _exc
+
+from . import protocol as P
+from .client import (CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost, ServerBusy,
+                     ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
+
+DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", "tcp://127.0.0.1:5557")
+CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
+JOB_TIMEOUT_S = 10.0  # per request once the server has answered
+FALLBACK_METHODS = ["full", "local", "global", "flow"]  # shown before the first connect
+MODE_LABELS = {P.MODE_INBAND: "send pixels", P.MODE_PATHS: "shared paths"}
+# Quality presets map onto the server's own options; only those the server declares are sent.
+QUALITY_PRESETS: dict[str, dict[str, Any]] = {
+    "draft": {"working_width": 320, "upsample": "bilinear"},
+    "standard": {"working_width": 480, "upsample": "guided"},
+    "high": {"working_width": 960, "upsample": "guided"},
+}
+_ADDRESS_RE = re.compile(r"(tcp|ipc|inproc)://\S+")
+_TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")  # as colorprop.io.sequence: the first match in the file name wins
+
+Progress = Callable[[float, str], None]  # (fraction 0..1, message)
+
+
+class ColorizeError(Exception):
+    """Something the artist must fix; the host shows the message as it is."""
+
+
+Cancelled = CancelledByUser  # the artist pressed cancel
+
+
+# -- knob text ------------------------------------------------------------------------------------
+def parse_keyframes(text: str) -> list[int]:
+    """``"1, 12 24"`` -> ``[1, 12, 24]`` (sorted, unique). ColorizeError on anything else."""
+    frames = set()
+    for tok in re.split(r"[\s,;]+", (text or "").strip()):
+        if not tok:
+            continue
+        if not re.fullmatch(r"-?\d+", tok):
+            raise ColorizeError(f"keyframes: {tok!r} is not a frame number (write e.g. '1, 12, 24')")
+        frames.add(int(tok))
+    return sorted(frames)
+
+
+def add_keyframe(text: str, frame: int) -> str:
+    """The keyframes text with ``frame`` added (unreadable text is replaced)."""
+    try:
+        frames = parse_keyframes(text)
+    except ColorizeError:
+        frames = []
+    return ", ".join(str(f) for f in sorted(set(frames) | {int(frame)}))
+
+
+def parse_frame_range(text: str, first: int, last: int) -> list[int]:
+    """``"1-24"``, ``"1-24x2"``, ``"5"``, ``"1-10,20-30"`` (sorted, unique); empty means ``first-last``."""
+    text = (text or "").strip()
+    if not text:
+        return list(range(int(first), int(last) + 1))
+    frames: set[int] = set()
+    for part in re.split(r"[\s,]+", text):
+        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?", part)
+        if not m:
+            raise ColorizeError(f"frame range: {part!r} is not like '1-24', '1-24x2' or '7'")
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) is not None else a
+        step = int(m.group(3) or 1)
+        if b < a or step < 1:
+            raise ColorizeError(f"frame range: {part!r} runs backwards or has a zero step")
+        frames.update(range(a, b + 1, step))
+    return sorted(frames)
+
+
+def frame_path(pattern: str, frame: int) -> str:
+    """The path of one frame: ``/x/plate.####.exr``, ``.@@@@.``, ``.%04d.`` or ``.%d.`` filled with
+    ``frame`` (zero-padded; a negative frame's sign comes before the digits, as Nuke writes it)."""
+    folder, name = os.path.split(pattern)
+    m = _TOKEN_RE.search(name)
+    if m is None:
+        raise ColorizeError(f"{pattern!r} has no frame number token (####, @@@@ or %04d)")
+    token = m.group(1)
+    padding = len(token) if token[0] in "#@" else int(m.group(2) or 1)
+    sign = "-" if frame < 0 else ""
+    return os.path.join(folder, f"{name[:m.start()]}{sign}{abs(int(frame)):0{padding}d}{name[m.end():]}")
+
+
+def check_address(address: str) -> str:
+    """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
+    address = (address or "").strip()
+    if not _ADDRESS_RE.fullmatch(address):
+        raise ColorizeError(f"server address {address!r} should look like tcp://127.0.0.1:5557 "
+                            "(or ipc://PATH, inproc://NAME)")
+    return address
+
+
+def check_frames(frames: list[int], keyframes: list[int]) -> None:
+    """The frames to colour are not empty and hold every key frame."""
+    if not frames:
+        raise ColorizeError("the frame range is empty")
+    if not keyframes:
+        raise ColorizeError("no keyframes: add at least one frame with its coloured image")
+    outside = sorted(set(keyframes) - set(frames))
+    if outside:
+        raise ColorizeError(f"keyframe(s) {outside} lie outside the frames {frames[0]}-{frames[-1]}")
+
+
+# -- server choices -------------------------------------------------------------------------------
+def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict:
+    """The server's capabilities, or ColorizeError with a message an artist can act on."""
+    address = check_address(address)
+    client = Client(address, timeout_s=timeout_s, retries=1)
+    try:
+        return client.hello()
+    except ServerUnavailable:
+        raise ColorizeError(f"no colorprop server answers at {address} (waited {timeout_s:g} s). "
+                            "Is `colorprop serve` running there, and is the address right?") from None
+    except (ServerError, P.ProtocolError) as exc:
+        raise ColorizeError(describe_error(exc)) from None
+    finally:
+        client.close()
+
+
+def method_choices(caps: Mapping[str, Any] | None) -> tuple[list[str], str]:
+    """(methods, default) from a capabilities reply; a fixed list before the first connect."""
+    engine = (caps or {}).get("engine") or {}
+    methods = [str(m) for m in engine.get("methods") or []] or list(FALLBACK_METHODS)
+    default = engine.get("default_method")
+    return methods, default if default in methods else methods[0]
+
+
+def mode_choices(caps: Mapping[str, Any] | None) -> list[str]:
+    modes = [m for m in (caps or {}).get("modes") or [P.MODE_INBAND] if m in MODE_LABELS]
+    return modes or [P.MODE_INBAND]
+
+
+def declared_options(caps: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The shot options this server declares (name -> {type, choices, help})."""
+    return dict(((caps or {}).get("engine") or {}).get("options") or {})
+
+
+def build_options(caps: Mapping[str, Any] | None, method: str | None, quality: str = "standard",
+                  **extra: Any) -> dict[str, Any]:
+    """Options for OPEN_SHOT: the method (None: the server's default), the quality preset's values the
+    server declares, and ``extra`` (e.g. ``regrade=True``), which the server must declare."""
+    methods, default = method_choices(caps)
+    method = method or default
+    if caps and method not in methods:
+        raise ColorizeError(f"method {method!r} is not offered by this server (it has {', '.join(methods)})")
+    if quality not in QUALITY_PRESETS:
+        raise ColorizeError(f"quality {quality!r} is not one of {', '.join(QUALITY_PRESETS)}")
+    declared = declared_options(caps)
+    options: dict[str, Any] = {"method": method}
+    for name, value in QUALITY_PRESETS[quality].items():
+        spec = declared.get(name)
+        if spec is not None and (not spec.get("choices") or value in spec["choices"]):
+            options[name] = value
+    for name, value in extra.items():
+        if caps and name not in declared:
+            raise ColorizeError(f"this server has no option {name!r}; update the server or turn it off")
+        options[name] = value
+    return options
+
+
+# -- one job --------------------------------------------------------------------------------------
+class LazyFrames(Mapping):
+    """frame -> HxWx3 pixels, made by ``load(frame)`` only when the client is about to send them."""
+
+    def __init__(self, frames: list[int], load: Callable[[int], np.ndarray]):
+        self.frames, self.load = list(frames), load
+
+    def __getitem__(self, frame: int) -> np.ndarray:
+        if frame not in self.frames:
+            raise KeyError(frame)
+        return self.load(frame)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.frames)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass
+class InbandShot:
+    """Pixels travel with the requests: the host loads each plate frame and writes each result."""
+
+    load_frame: Callable[[int], np.ndarray]  # frame -> HxWx3 float32, top row first
+    keys: dict[int, np.ndarray]  # key frame -> HxWx3 float32
+    write_result: Callable[[int, np.ndarray, np.ndarray], None]  # (frame, rgb HxWx3, confidence HxW)
+    mode = P.MODE_INBAND
+
+
+@dataclass
+class PathsShot:
+    """The server reads the plate and keys and writes the results on storage both sides see."""
+
+    plate_pattern: str
+    key_paths: dict[int, str]
+    output_pattern: str
+    mode = P.MODE_PATHS
+
+
+class FrameCounter:
+    """Frames done of a job, as (fraction, message) for a progress bar."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def count(self, frame: Any) -> tuple[float, str]:
+        self.done = min(self.total, self.done + 1)
+        rate = (time.monotonic() - self.started) / self.done
+        return self.done / self.total, f"frame {frame}: {self.done}/{self.total} ({rate:.1f} s/frame)"
+
+    def finished(self) -> str:
+        return f"done: {self.total} frames in {time.monotonic() - self.started:.1f} s"
+
+
+def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, options: dict[str, Any],
+            progress: Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False,
+            colorspace: str | None = None, caps: Mapping[str, Any] | None = None,
+            timeout_s: float = JOB_TIMEOUT_S) -> None:
+    """Colour ``frames`` on the server at ``address``; returns when every result is written.
+
+    ``caps``: the capabilities from :func:`connect` (asked for here when None). Raises ColorizeError
+    (one line for the artist) or Cancelled."""
+    address = check_address(address)
+    keyframes = sorted(shot.keys if isinstance(shot, InbandShot) else shot.key_paths)
+    check_frames(frames, keyframes)
+    progress = progress or (lambda f, m: None)
+    if caps is None:
+        progress(0.0, f"connecting to {address}")
+        caps = connect(address)
+    if shot.mode not in mode_choices(caps):
+        raise ColorizeError("this server has no shared-path mode (it was started without allowed roots); "
+                            "use 'send pixels'")
+    counter = FrameCounter(len(frames))
+    # In-band, a frame counts when its result is written here; with shared paths, when the server
+    # reports it written.
+    counted = P.EV_RESULT if shot.mode == P.MODE_INBAND else P.EV_PROGRESS
+
+    def on_event(ev: Event) -> None:
+        if ev.kind == P.EV_RESULT and ev.rgb is not None and isinstance(shot, InbandShot):
+            shot.write_result(int(ev.frame), ev.rgb, ev.confidence)
+        if ev.kind == counted:
+            progress(*counter.count(ev.frame))
+        elif ev.kind == P.EV_RETRIED:
+            progress(counter.done / counter.total, "a server worker was lost; the job restarted on another")
+
+    client = CancellableClient(address, timeout_s=timeout_s, retries=3, is_cancelled=is_cancelled)
+    try:
+        progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')})")
+        if isinstance(shot, InbandShot):
+            colorize_arrays(client, LazyFrames(frames, shot.load_frame), shot.keys, options,
+                            colorspace=colorspace, on_progress=on_event)
+        else:
+            colorize_paths(client, shot.plate_pattern, shot.output_pattern, frames, shot.key_paths, options,
+                           colorspace=colorspace, on_progress=on_event)
+    except (Cancelled, JobCancelled):
+        raise Cancelled() from None
+    except (ServerError, TimeoutError, P.ProtocolError) as exc:
+        raise ColorizeError(describe_error(exc)) from None
+    finally:
+        client.close()
+    progress(1.0, counter.finished())
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the node's status or the panel: what happened and what to do."""
+    if isinstance(exc, ServerUnavailable):
+        return f"the server stopped answering ({exc}); is it still running?"
+    if isinstance(exc, ServerBusy):
+        return f"the server is busy with other shots; retry in {exc.retry_after_s:g} s"
+    if isinstance(exc, JobLost):
+        return f"{exc} (the server restarted or dropped the job; press Colorize again)"
+    if isinstance(exc, (ServerError, P.ProtocolError)):
+        hints = {
+            P.E_PATH: " (shared paths must lie under the server's allowed roots; or use 'send pixels')",
+            P.E_PIXELS: " (NaN/Inf pixels in the plate or keys, or keys of another size than the plate)",
+            P.E_VERSION: " (update the plug-in or the server so both speak the same protocol)",
+        }
+        return str(exc) + hints.get(exc.code, "")
+    if isinstance(exc, TimeoutError):
+        return f"timed out: {exc}"
+    return f"{type(exc).__name__}: {exc}"

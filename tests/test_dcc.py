@@ -1,0 +1,179 @@
+"""The DCC helpers both plug-ins use (plugin/colorprop_client/dcc.py), against a real server.
+
+The server runs in this process (``ThreadServer``, method flow), reached over ``inproc://`` as well
+as tcp on 127.0.0.1. Frame patterns and ranges are checked against core's own parser on one table,
+so the plug-ins and ``colorprop colorize`` read the same text the same way.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from colorprop.errors import InputError
+from colorprop.io.exr import write_exr
+from colorprop.io.sequence import FramePattern, parse_frames
+from colorprop_client import dcc
+from colorprop_client import protocol as P
+from colorprop_client.client import ServerError, colorize_arrays
+
+from test_server_support import ThreadServer, engine, free_port, make_shot, watchdog  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def inproc_server(engine, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("shared")
+    srv = ThreadServer(engine, bind="inproc://colorprop-test-dcc", allowed_roots=(str(root),))
+    srv.root = root
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("pattern, frame", [
+    ("/a/b.####.exr", 7), ("/a/b.%04d.exr", 7), ("/a/b.%d.exr", 1234), ("/a/b_@@@.exr", 12),
+    ("/a/b.##.exr", 12345), ("/a/b.####.exr", -3), ("/x.####/b.%03d.exr", 5), ("rel/b.%05d.exr", 42),
+])
+def test_frame_path_matches_core(pattern, frame):
+    assert dcc.frame_path(pattern, frame) == str(FramePattern(pattern).path(frame))
+
+
+def test_frame_path_without_token_is_an_error():
+    with pytest.raises(dcc.ColorizeError, match="no frame number token"):
+        dcc.frame_path("/a/b.exr", 1)
+    with pytest.raises(dcc.ColorizeError):
+        dcc.frame_path("/shots/####/plate.exr", 1)  # the token must be in the file name, as in core
+
+
+@pytest.mark.parametrize("text", ["1-24", "1-24x5", "7", "1-3,10-12", "-5--2", "3,1,2"])
+def test_frame_ranges_match_core(text):
+    assert dcc.parse_frame_range(text, 0, 0) == sorted(parse_frames(text))
+
+
+@pytest.mark.parametrize("text", ["9-1", "1-9x0", "a-b", "1-"])
+def test_bad_frame_ranges_are_refused_like_core(text):
+    with pytest.raises(dcc.ColorizeError, match="frame range"):
+        dcc.parse_frame_range(text, 0, 0)
+    with pytest.raises(InputError):
+        parse_frames(text)
+
+
+def test_keyframe_text():
+    assert dcc.parse_keyframes("12, 1 24;1") == [1, 12, 24]
+    assert dcc.add_keyframe("1, 24", 12) == "1, 12, 24"
+    assert dcc.add_keyframe("junk", 5) == "5"
+    with pytest.raises(dcc.ColorizeError, match="'x'"):
+        dcc.parse_keyframes("1, x")
+    assert dcc.parse_frame_range("", 3, 6) == [3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:5557", "ipc:///tmp/cp.sock", "inproc://cp", " tcp://h:1 "])
+def test_addresses_accepted(address):
+    assert dcc.check_address(address) == address.strip()
+
+
+@pytest.mark.parametrize("address", ["", "127.0.0.1:5557", "http://127.0.0.1:5557", "tcp://", "udp://h:1"])
+def test_addresses_refused(address):
+    with pytest.raises(dcc.ColorizeError, match="should look like tcp://"):
+        dcc.check_address(address)
+
+
+def test_keys_must_lie_inside_the_frames():
+    with pytest.raises(dcc.ColorizeError, match=r"\[5\].*outside"):
+        dcc.check_frames([1, 2, 3], [5])
+    with pytest.raises(dcc.ColorizeError, match="no keyframes"):
+        dcc.check_frames([1, 2, 3], [])
+
+
+def test_options_follow_the_servers_capabilities():
+    caps = {"engine": {"methods": ["flow"], "default_method": "flow",
+                       "options": {"method": {"choices": ["full", "flow"]}, "working_width": {"choices": None},
+                                   "upsample": {"choices": ["guided"]}, "regrade": {"type": "bool"}}}}
+    assert dcc.method_choices(caps) == (["flow"], "flow")
+    assert dcc.build_options(caps, "flow", "draft") == {"method": "flow", "working_width": 320}
+    assert dcc.build_options(caps, None, "high", regrade=True) == {"method": "flow", "working_width": 960,
+                                                                   "upsample": "guided", "regrade": True}
+    with pytest.raises(dcc.ColorizeError, match="not offered"):
+        dcc.build_options(caps, "full", "standard")
+    with pytest.raises(dcc.ColorizeError, match="no option 'write_confidence'"):
+        dcc.build_options(caps, "flow", "standard", write_confidence=True)
+    assert dcc.method_choices(None)[0] == dcc.FALLBACK_METHODS
+
+
+def test_connect_over_inproc(inproc_server):
+    caps = dcc.connect(inproc_server.address)
+    assert inproc_server.address.startswith("inproc://")
+    assert "flow" in dcc.method_choices(caps)[0]
+    assert {"regrade", "write_confidence"} <= set(dcc.declared_options(caps))
+
+
+def test_connect_to_nobody_says_so_within_the_timeout():
+    t0 = time.monotonic()
+    with pytest.raises(dcc.ColorizeError, match="no colorprop server answers at tcp://127.0.0.1:"):
+        dcc.connect(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.5)
+    assert time.monotonic() - t0 < 3
+
+
+def test_run_job_inband_gives_the_clients_pixels_and_reports_progress(inproc_server):
+    frames, keys = make_shot(6, seed=4)
+    written: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    seen: list[tuple[float, str]] = []
+    shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: written.__setitem__(f, (rgb, conf)))
+    dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
+                progress=lambda frac, msg: seen.append((frac, msg)))
+    reference = colorize_arrays(inproc_server.address, frames, keys, {"method": "flow"})
+    assert sorted(written) == sorted(frames)
+    for f in frames:
+        np.testing.assert_array_equal(written[f][0], reference[f][0])
+        np.testing.assert_array_equal(written[f][1], reference[f][1])
+    fractions = [frac for frac, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any("6/6" in msg for _, msg in seen) and seen[-1][1].startswith("done: 6 frames")
+
+
+def test_run_job_cancel_stops_early(inproc_server):
+    frames, keys = make_shot(20, seed=5)
+    written: list[int] = []
+    shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: written.append(f))
+    with pytest.raises(dcc.Cancelled):
+        dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
+                    is_cancelled=lambda: len(written) >= 2)
+    assert 2 <= len(written) < 20
+
+
+def test_a_job_that_fails_mid_run_is_reported(inproc_server):
+    """Shared paths, plate frame 4 truncated on disk: the server writes frames 1-3, then fails the job
+    when it reads frame 4; the artist gets the file and the reason, and no frame 4 or later exists."""
+    folder = inproc_server.root / "fails_mid_run"
+    folder.mkdir()
+    frames, keys = make_shot(6, seed=6)
+    for f, rgb in frames.items():
+        write_exr(folder / f"plate.{f:04d}.exr", rgb, ("R", "G", "B"))
+    write_exr(folder / "key.0001.exr", keys[1], ("R", "G", "B"))
+    plate4 = folder / "plate.0004.exr"
+    plate4.write_bytes(plate4.read_bytes()[:200])
+    seen: list[str] = []
+    shot = dcc.PathsShot(str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "out.####.exr"))
+    with pytest.raises(dcc.ColorizeError, match="plate.0004.exr") as err:
+        dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
+                    progress=lambda frac, msg: seen.append(msg))
+    assert "cannot read EXR" in str(err.value)
+    assert sorted(p.name for p in folder.glob("out.*.exr")) == [f"out.{f:04d}.exr" for f in (1, 2, 3)]
+    assert any("3/6" in msg for msg in seen)  # progress came in before the failure
+
+
+def test_paths_mode_needs_a_server_with_allowed_roots(engine, tmp_path):  # noqa: F811
+    srv = ThreadServer(engine)
+    try:
+        shot = dcc.PathsShot(str(tmp_path / "p.####.exr"), {1: str(tmp_path / "k.exr")}, str(tmp_path / "o.####.exr"))
+        with pytest.raises(dcc.ColorizeError, match="no shared-path mode"):
+            dcc.run_job(srv.address, [1, 2], shot, {"method": "flow"})
+    finally:
+        srv.stop()
+
+
+def test_error_lines_say_what_to_do():
+    assert dcc.describe_error(ServerError(P.E_PATH, "/x is outside")).endswith("or use 'send pixels')")
+    assert "update the plug-in or the server" in dcc.describe_error(ServerError(P.E_VERSION, "v2"))
+    assert dcc.describe_error(ServerError(P.E_BAD_INPUT, "bad")) == "server error [bad_input]: bad"
