@@ -2,7 +2,7 @@
 settings filled in (plate, key at frame 1, method flow).
 
     .venv-blender/bin/python examples/blender/build_example_blend.py [--out out/example_blender/shot.blend]
-        [--server tcp://127.0.0.1:5557] [--colorize]
+        [--server ADDRESS] [--colorize]
     # or with a Blender install:  blender -b -P examples/blender/build_example_blend.py -- --colorize
 
 The add-on must be installed (plugin/blender/build_addon.py makes the zip); when it is not, the
@@ -64,11 +64,13 @@ def build(out: str, server: str) -> None:
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(REPO, "out", "example_blender", "colorprop_example.blend"))
-    ap.add_argument("--server", default=os.environ.get("COLORPROP_SERVER", "tcp://127.0.0.1:5557"))
+    ap.add_argument("--server", help="default: $COLORPROP_SERVER, else tcp://127.0.0.1:5557")
     ap.add_argument("--colorize", action="store_true")
     args = ap.parse_args(argv)
     ensure_addon()
-    build(args.out, args.server)
+    from colorprop_blender._client import dcc
+
+    build(args.out, args.server or dcc.DEFAULT_ADDRESS)
     if args.colorize:
         bpy.ops.colorprop.connect()
         bpy.context.scene.colorprop.method = "flow"

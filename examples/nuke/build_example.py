@@ -1,6 +1,6 @@
 """Set up the example shot in Nuke: plate and key Reads feeding a ColorProp node.
 
-    nuke -t examples/nuke/build_example.py [--server tcp://127.0.0.1:5557] [--colorize] [--save out.nk]
+    nuke -t examples/nuke/build_example.py [--server ADDRESS] [--colorize] [--save out.nk]
 
 With NUKE_PATH=plugin/nuke. ``--colorize`` runs the node headless (as on the farm) and waits;
 ``--save`` writes the script (default: out/example_nuke/colorprop_example.nk).
@@ -16,6 +16,7 @@ import sys
 import nuke
 
 import colorprop_nuke.node as cpnode
+from colorprop_client import dcc
 
 SHOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shot")
 
@@ -34,7 +35,7 @@ def build(server: str) -> "nuke.Node":
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--server", default=os.environ.get("COLORPROP_SERVER", "tcp://127.0.0.1:5557"))
+    ap.add_argument("--server", default=dcc.DEFAULT_ADDRESS)
     ap.add_argument("--colorize", action="store_true")
     ap.add_argument("--save", default=os.path.join("out", "example_nuke", "colorprop_example.nk"))
     args = ap.parse_args(argv)
