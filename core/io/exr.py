@@ -104,11 +104,21 @@ def read_exr(path: str | Path) -> Plate:
         raise ExrReadError(path, "file is empty (0 bytes)")
     inp = oiio.ImageInput.open(str(path))
     if inp is None:
-        raise ExrReadError(path, oiio.geterror() or "OpenImageIO could not open it")
+        raise ExrReadError(path, _oiio_error(oiio.geterror) or "OpenImageIO could not open it")
     try:
         return _read_open_input(inp, path)
+    except UnicodeDecodeError as err:  # a header string (channel or attribute name, value) is not text
+        raise ExrReadError(path, f"corrupt header: {err.reason} at byte {err.start} of a header string") from None
     finally:
         inp.close()
+
+
+def _oiio_error(geterror) -> str:
+    """OpenImageIO's error message; it quotes raw header bytes, which are not always valid UTF-8."""
+    try:
+        return geterror()
+    except UnicodeDecodeError:
+        return "corrupt header (OpenImageIO's message about it is not valid text)"
 
 
 def _read_open_input(inp: oiio.ImageInput, path: Path) -> Plate:
@@ -120,7 +130,7 @@ def _read_open_input(inp: oiio.ImageInput, path: Path) -> Plate:
     if spec.width <= 0 or spec.height <= 0 or spec.nchannels <= 0:
         raise ExrReadError(path, f"empty image ({spec.width}x{spec.height}, {spec.nchannels} channels)")
     pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
-    error = inp.geterror()
+    error = _oiio_error(inp.geterror)
     if pixels is None or error:
         raise ExrReadError(path, f"pixel data unreadable (truncated or corrupt?): {error or 'no data'}")
     pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
