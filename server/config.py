@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from colorprop_client import protocol as P
+
 DEFAULT_BIND = "tcp://127.0.0.1:5557"
 DEFAULT_BACKEND_BIND = "tcp://127.0.0.1:5558"
 
@@ -22,7 +24,7 @@ class ServerConfig:
     max_pending_results: int = 8  # results computed but not yet fetched, per job (then the job waits)
     max_message_bytes: int = 1 << 30  # declared and actual size of one message
     max_frame_pixels: int = 8192 * 8192
-    max_frames_per_shot: int = 100_000
+    max_frames_per_shot: int = P.MAX_FRAMES_PER_SHOT
     max_wait_ms: int = 5000  # longest long-poll a fetch may ask for
     max_events_per_fetch: int = 32
     session_timeout_s: float = 120.0  # a session nobody asked about for this long is dropped

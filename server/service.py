@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -259,9 +260,10 @@ class Service:
             return
         frames = msg.get("frames")
         if (not isinstance(frames, list) or not frames or len(frames) > self.config.max_frames_per_shot
-                or any(type(f) is not int for f in frames) or len(set(frames)) != len(frames)):
-            raise ProtocolError(P.E_BAD_INPUT, f"frames must be 1..{self.config.max_frames_per_shot} distinct integers",
-                                "frames")
+                or any(type(f) is not int or abs(f) > P.MAX_FRAME_NUMBER for f in frames)
+                or len(set(frames)) != len(frames)):
+            raise ProtocolError(P.E_BAD_INPUT, f"frames must be 1..{self.config.max_frames_per_shot} distinct integers "
+                                f"of at most {len(str(P.MAX_FRAME_NUMBER))} digits", "frames")
         options_in = msg.get("options", {})
         if not isinstance(options_in, dict):
             raise ProtocolError(P.E_BAD_INPUT, "options must be an object", "options")
@@ -462,6 +464,8 @@ class Service:
         return keys
 
     def _paths_plan(self, msg: P.Message, frames: list[int]) -> dict:
+        """The checks that cost nothing (socket thread): field types and bounds, the patterns'
+        folders and the keys inside the roots. Per-frame checks run in the job thread."""
         from colorprop.errors import ColorpropError
         from colorprop.io.sequence import FramePattern
 
@@ -469,12 +473,14 @@ class Service:
             raise ProtocolError(P.E_PATH, "shared-path mode is off on this server (no allowed roots)", "mode")
         inp, out, keys = msg.get("input"), msg.get("output"), msg.get("keys")
         for name, v in (("input", inp), ("output", out)):
-            if not isinstance(v, str) or not v or len(v) > 4096:
-                raise ProtocolError(P.E_BAD_INPUT, f"{name} must be a frame pattern string", name)
-        if not isinstance(keys, dict) or not keys:
-            raise ProtocolError(P.E_BAD_INPUT, "keys must map frame numbers to EXR paths", "keys")
+            if not isinstance(v, str) or not v or len(v) > P.MAX_PATH_CHARS:
+                raise ProtocolError(P.E_BAD_INPUT, f"{name} must be a frame pattern of 1..{P.MAX_PATH_CHARS} "
+                                    "characters", name)
+        if not isinstance(keys, dict) or not 0 < len(keys) <= P.MAX_KEYS:
+            raise ProtocolError(P.E_BAD_INPUT, f"keys must map 1..{P.MAX_KEYS} frame numbers to EXR paths", "keys")
         try:
-            key_paths = {int(k): v for k, v in keys.items() if isinstance(v, str) and str(int(k)) == k}
+            key_paths = {int(k): v for k, v in keys.items()
+                         if isinstance(v, str) and len(v) <= P.MAX_PATH_CHARS and str(int(k)) == k}
         except ValueError:
             key_paths = {}
         if len(key_paths) != len(keys):
@@ -483,20 +489,40 @@ class Service:
             in_pat, out_pat = FramePattern(inp), FramePattern(out)
         except ColorpropError as exc:
             raise ProtocolError(P.E_BAD_INPUT, str(exc), "input/output") from None
+        for name, pattern in (("input", in_pat), ("output", out_pat)):
+            if pattern.padding > P.MAX_FRAME_PADDING:
+                raise ProtocolError(P.E_BAD_INPUT, f"{name}: a frame token of {pattern.padding} digits; at most "
+                                    f"{P.MAX_FRAME_PADDING}", name)
         try:
-            for name, pattern in (("input", in_pat), ("output", out_pat)):
+            for pattern in (in_pat, out_pat):
                 self.roots.check(pattern.pattern)
                 self.roots.check(pattern.path(frames[0]).parent)
-            outputs = {self.roots.check(out_pat.path(f)): f for f in frames}
-            for f in frames:
-                if self.roots.check(in_pat.path(f)) in outputs:
-                    raise ProtocolError(P.E_BAD_INPUT, f"output frame {f} would overwrite an input frame", "output")
-            for k, path in key_paths.items():
-                if self.roots.check(path) in outputs:
-                    raise ProtocolError(P.E_BAD_INPUT, f"output would overwrite key {k}", "output")
+            for path in key_paths.values():
+                self.roots.check_file(path)
         except PathRefused as exc:
             raise ProtocolError(P.E_PATH, str(exc), "path") from None
         return {"input": in_pat.pattern, "output": out_pat.pattern, "keys": key_paths}
+
+    def _check_paths(self, s: Session, plan: dict) -> None:
+        """Every frame's input and output inside the roots, no output over an input or a key (job
+        thread: a 20,000-frame shot takes a while, and the socket thread must stay free)."""
+        from colorprop.errors import SequenceError
+        from colorprop.io.sequence import FramePattern
+
+        in_pat, out_pat = FramePattern(plan["input"]), FramePattern(plan["output"])
+        outputs: dict = {}
+        for i, f in enumerate(s.frames):
+            if i % 256 == 0 and s.stop.is_set():
+                raise _Stop()
+            outputs[self.roots.check(out_pat.path(f))] = f
+        for i, f in enumerate(s.frames):
+            if i % 256 == 0 and s.stop.is_set():
+                raise _Stop()
+            if self.roots.check(in_pat.path(f)) in outputs:
+                raise SequenceError(f"output frame {f} would overwrite an input frame ({in_pat.path(f)})")
+        for k, path in plan["keys"].items():
+            if self.roots.check(path) in outputs:
+                raise SequenceError(f"output would overwrite key {k} ({path})")
 
     # ------------------------------------------------------------------ job threads
     def _job_thread(self, s: Session, target: Callable, args: tuple) -> None:
@@ -610,57 +636,53 @@ class Service:
         return run_shot(self.engine, InbandSource(), keys, options, ResultSink(), self._progress(s), s.stop.is_set)
 
     def _run_paths(self, s: Session, plan: dict, options: Any) -> Any:
+        """Shared-path job: every path is checked against the roots again when it is used; writes go
+        through the output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``)."""
+        from colorprop.errors import ExrWriteError
+        from colorprop.io.exr import remove_stale_temps
         from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, load_key, run_shot
 
         service, roots = self, self.roots
+        self._check_paths(s, plan)
         self.gate.acquire(s.id, s.stop.is_set)
         source = ExrSequenceSource(plan["input"], s.frames)
         sink = ExrSequenceSink(plan["output"], plan["pixel_type"], options.write_confidence)
-        _remove_stale_temps(sink.pattern, s.frames)
-        keys = {}
-        for k, path in plan["keys"].items():
-            keys[k] = load_key(roots.check(path), options.colorspace)
+        out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
+        with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
+            remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
+        keys = {k: load_key(roots.check_file(path), options.colorspace) for k, path in plan["keys"].items()}
 
         class CheckedSource:
             frames = source.frames
 
             def read(self, frame: int) -> Any:
                 service._turn(s)
-                roots.check(source.pattern.path(frame))  # again at read time: the file may have changed
+                roots.check_file(source.pattern.path(frame))  # again at read time: the file may have changed
                 return source.read(frame)
 
         class CheckedSink:
             pixel_dtype = sink.pixel_dtype
 
             def exists(self, frame: int) -> bool:
+                roots.check_file(sink.pattern.path(frame))
                 return sink.exists(frame)
 
             def read_back(self, frame: int) -> np.ndarray:
+                roots.check_file(sink.pattern.path(frame))
                 return sink.read_back(frame)
 
             def write(self, frame: int, result: Any) -> None:
                 path = sink.pattern.path(frame)
-                roots.check(path)
-                sink.write(frame, result)
-                s.push({"kind": "written", "frame": frame, "path": str(path)})
+                with roots.pinned_dir(out_dir, create=True) as pinned:
+                    into = ExrSequenceSink(str(pinned / out_name), sink.pixel_type, sink.write_confidence)
+                    try:
+                        into.write(frame, result)
+                    except ExrWriteError as err:  # name the file, not the descriptor path
+                        raise ExrWriteError(path, err.reason.replace(str(pinned), str(out_dir))) from None
+                s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
 
         return run_shot(self.engine, CheckedSource(), keys, options, CheckedSink(), self._progress(s), s.stop.is_set,
                         skip_existing=plan["skip_existing"])
-
-
-def _remove_stale_temps(pattern: Any, frames: list[int]) -> None:
-    """Remove temp files a killed writer left for this job's frames (write_exr's
-    ``.<stem>.tmp-<pid><suffix>``): the job owns these outputs now."""
-    for f in frames:
-        path = pattern.path(f)
-        folder = path.parent
-        if not folder.is_dir():
-            continue
-        for tmp in folder.glob(f".{path.stem}.tmp-*{path.suffix}"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
 
 def _job_id(msg: P.Message) -> str:

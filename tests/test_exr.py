@@ -302,3 +302,51 @@ def test_plate_is_a_dataclass_with_contract_fields(plate_path):
     assert isinstance(plate, Plate)
     for name in ("pixels", "channels", "spec_info", "pixel_types", "metadata", "path"):
         assert hasattr(plate, name)
+
+
+def test_write_never_follows_a_link_planted_at_a_temp_name(tmp_path):
+    """A link planted where the writer's temp file goes (the old predictable `.<stem>.tmp-<pid>.exr`,
+    or any name) is never written through: the victim keeps its bytes, the output is a real file."""
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "shot"
+    out.mkdir()
+    (out / f".o.0006.tmp-{os.getpid()}.exr").symlink_to(victim)
+    write_exr(out / "o.0006.exr", _pixels(4, 4, 3), "RGB")
+    assert victim.read_bytes() == b"precious"
+    assert (out / "o.0006.exr").is_file() and not (out / "o.0006.exr").is_symlink()
+    # A link at the final name is replaced by the new file, not written through either.
+    (out / "o.0007.exr").symlink_to(victim)
+    write_exr(out / "o.0007.exr", _pixels(4, 4, 3), "RGB")
+    assert victim.read_bytes() == b"precious" and not (out / "o.0007.exr").is_symlink()
+
+
+def test_temp_names_are_unguessable_and_recognised(tmp_path):
+    from colorprop.io.exr import is_temp_of, temp_name
+
+    target = tmp_path / "o.0001.exr"
+    names = {temp_name(target) for _ in range(50)}
+    assert len(names) == 50
+    assert all(is_temp_of(n, target) == os.getpid() for n in names)
+    assert is_temp_of(".o.0001.tmp-123.exr", target) == 123  # older writers' names
+    for other in ("o.0001.exr", ".o.0002.tmp-1.exr", ".o.0001.tmp-x.exr", ".o.0001.tmp-1-zzzzzzzz.exr"):
+        assert is_temp_of(other, target) is None
+
+
+def test_remove_stale_temps_removes_dead_writers_files_only(tmp_path):
+    from colorprop.io.exr import remove_stale_temps, temp_name
+
+    target = tmp_path / "o.0001.exr"
+    outside = tmp_path / "outside.exr"
+    outside.write_bytes(b"keep")
+    stale = [".o.0001.tmp-999999.exr", ".o.0001.tmp-999998-0123abcd.exr"]
+    for name in stale:
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / ".o.0001.tmp-999997.exr").symlink_to(outside)  # a planted link: removed, target kept
+    own = temp_name(target)  # a write in flight in this process
+    (tmp_path / own).write_bytes(b"mine")
+    (tmp_path / ".o.0002.tmp-999999.exr").write_bytes(b"other frame")
+    removed = remove_stale_temps([target, tmp_path / "o.0003.exr"])
+    assert sorted(removed) == sorted(stale + [".o.0001.tmp-999997.exr"])
+    assert outside.read_bytes() == b"keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([own, ".o.0002.tmp-999999.exr", "outside.exr"])

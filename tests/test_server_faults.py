@@ -206,7 +206,7 @@ def test_worker_killed_mid_paths_job_is_retried_elsewhere(cluster, engine, tmp_p
     killed = []
 
     def hook(ev):
-        if ev.kind == "written" and not killed:
+        if ev.kind == P.EV_WRITTEN and not killed:
             killed.append(_kill_worker_of_only_job(cluster))
 
     with Client(cluster.frontend_endpoint, timeout_s=2, retries=5) as c:

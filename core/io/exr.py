@@ -9,9 +9,11 @@ gets back a file that differs from its plate only in the pixels we changed.
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import OpenImageIO as oiio
@@ -179,9 +181,12 @@ def write_exr(
     applied last and wins. Without a template the image sits at (0, 0) with data = display
     window and zip compression.
 
-    The file is written as ``<dir>/.<name>.tmp-<pid>.exr`` and moved over ``path`` with
-    os.replace, so readers never see half a frame. Any failure removes the temp file and raises
-    ExrWriteError(path, reason). Returns ``path``.
+    The file is written to a temp name in the same folder (:func:`temp_name`: ``.<stem>.tmp-<pid>-<random>.exr``),
+    created exclusively and without following a link planted there (``O_CREAT|O_EXCL|O_NOFOLLOW``;
+    OpenImageIO writes through that very file where ``/proc/self/fd`` exists), then moved over
+    ``path`` with os.replace (which replaces a link at ``path`` rather than writing through it), so
+    readers never see half a frame and nothing outside the folder is ever written. Any failure
+    removes the temp file and raises ExrWriteError(path, reason). Returns ``path``.
     """
     path = Path(path)
     channels = tuple(channels)
@@ -189,19 +194,85 @@ def write_exr(
         spec = _spec_for(pixels, channels, template, pixel_type, extra_metadata or {})
     except (ValueError, TypeError) as err:
         raise ExrWriteError(path, str(err)) from err
-    # Keep the .exr extension: OIIO picks the writer from it.
-    temp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix or '.exr'}")
+    temp, fd = None, -1
     try:
-        _write_spec_and_pixels(temp, spec, pixels)
+        temp, fd = _create_temp(path)
+        _write_spec_and_pixels(temp, spec, pixels, fd)
+        os.close(fd)
+        fd = -1
         os.replace(temp, path)
     except Exception as err:
-        temp.unlink(missing_ok=True)
+        _discard_temp(temp, fd)
         reason = err.reason if isinstance(err, ExrWriteError) else f"{type(err).__name__}: {err}"
         raise ExrWriteError(path, reason) from err
     except BaseException:
-        temp.unlink(missing_ok=True)
+        _discard_temp(temp, fd)
         raise
     return path
+
+
+# A temp name: "." + stem + ".tmp-" + writer pid [+ "-" + 8 hex] + suffix.
+_TEMP_RE = re.compile(r"\.(?P<stem>.+)\.tmp-(?P<pid>\d+)(?:-[0-9a-f]{8})?(?P<suffix>\.[^.]*)")
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows (no symlinks planted by other users there)
+
+
+def temp_name(path: Path) -> str:
+    """The name write_exr gives ``path``'s temp file: ``.<stem>.tmp-<pid>-<8 hex><suffix>`` (the
+    suffix is kept, OpenImageIO picks the writer from it; the random part makes it unguessable)."""
+    return f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix or '.exr'}"
+
+
+def is_temp_of(name: str, path: Path) -> int | None:
+    """The writer's pid if ``name`` is a temp file write_exr made for ``path`` (this or an older
+    version: ``.<stem>.tmp-<pid>[-<8 hex>]<suffix>``), else None."""
+    m = _TEMP_RE.fullmatch(name)
+    if m is None or (m["stem"], m["suffix"]) != (path.stem, path.suffix or ".exr"):
+        return None
+    return int(m["pid"])
+
+
+def remove_stale_temps(paths: Iterable[str | Path]) -> list[str]:
+    """Remove the temp files that killed writers left for ``paths`` (never this process's own, which
+    may be in flight on another thread): one listing per folder, however many frames. Only entries
+    of those folders are touched, and unlink never follows a link, so a link planted under a temp
+    name is removed, not what it points to. Returns the names removed."""
+    wanted: dict[Path, set[tuple[str, str]]] = {}
+    for p in map(Path, paths):
+        wanted.setdefault(p.parent, set()).add((p.stem, p.suffix or ".exr"))
+    removed = []
+    for folder, outputs in wanted.items():
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            m = _TEMP_RE.fullmatch(name)
+            if m is None or (m["stem"], m["suffix"]) not in outputs or int(m["pid"]) == os.getpid():
+                continue
+            try:
+                os.unlink(folder / name)
+                removed.append(name)
+            except OSError:
+                pass  # gone already, or not ours to remove
+    return removed
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(8):
+        temp = path.with_name(temp_name(path))
+        try:
+            return temp, os.open(temp, flags, 0o666)
+        except FileExistsError:
+            continue  # 32 random bits taken: someone planted that name; draw again
+    raise ExrWriteError(path, "could not create a temp file with a fresh name in its folder")
+
+
+def _discard_temp(temp: Path | None, fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
+    if temp is not None:
+        temp.unlink(missing_ok=True)
 
 
 def _spec_for(pixels: np.ndarray, channels: tuple[str, ...], template: Plate | None,
@@ -246,12 +317,15 @@ def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, 
             spec.attribute(name, oiio.TypeDesc(type_name), value)
 
 
-def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray) -> None:
+def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray, fd: int) -> None:
+    """Write into the temp file opened as ``fd``: through ``/proc/self/fd/<fd>`` where it exists, so
+    the bytes go to the file we created even if its name was swapped for a link meanwhile."""
     data = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
     out = oiio.ImageOutput.create(str(temp))
     if out is None:
         raise ExrWriteError(temp, oiio.geterror() or "no EXR writer")
-    written = out.open(str(temp), spec) and out.write_image(data)
+    through = f"/proc/self/fd/{fd}" if os.path.isdir("/proc/self/fd") else str(temp)
+    written = out.open(through, spec) and out.write_image(data)
     # close() flushes the last chunks; a failure there (disk full) is a write failure too.
     closed = out.close()
     if not (written and closed):

@@ -62,6 +62,7 @@ EV_DONE = "done"  # the shot finished; ``report`` holds the summary
 EV_FAILED = "failed"  # the shot failed; ``code`` and ``message`` say why
 EV_CANCELLED = "cancelled"
 EV_RETRIED = "retried"  # the job restarted on another worker (broker mode)
+EV_WRITTEN = "written"  # shared-path mode: an output frame is in place (frame, path)
 TERMINAL_EVENTS = frozenset({EV_DONE, EV_FAILED, EV_CANCELLED})
 
 # Data modes for OPEN_SHOT.
@@ -85,11 +86,18 @@ E_SHUTDOWN = "shutdown"  # the server is stopping
 DTYPES = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2")}
 
 # Defaults; the server announces its own values in CAPABILITIES.
-MAX_HEADER_BYTES = 64 * 1024
+MAX_HEADER_BYTES = 256 * 1024  # holds a frame list of MAX_FRAMES_PER_SHOT numbers
 MAX_BUFFERS = 16
 MAX_NDIM = 3
 MAX_DIM = 32768
 DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
+# What one request may ask for; the server refuses anything beyond with E_BAD_INPUT naming the field.
+MAX_FRAMES_PER_SHOT = 20_000
+MAX_FRAME_NUMBER = 10**9 - 1  # |frame| bound, so a frame's file name stays short
+MAX_KEYS = 256
+MAX_PATH_CHARS = 4096  # a path or frame pattern (shared-path mode)
+MAX_NAME_CHARS = 255  # one component of a path
+MAX_FRAME_PADDING = 16  # digits of a frame token: '%099999999d' would build 100 MB of zeros per path
 
 
 class ProtocolError(Exception):
