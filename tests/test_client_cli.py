@@ -11,7 +11,7 @@ import pytest
 from colorprop_client import protocol as P
 from colorprop_client.client import Client
 
-from test_server_support import ThreadServer, engine, free_port, make_shot, watchdog  # noqa: F401
+from serverkit import ThreadServer, engine, free_port, make_shot, watchdog  # noqa: F401
 
 
 def _plates(folder, n=6, seed=51):

@@ -19,7 +19,7 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, JobCancelled, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
-from test_server_support import ThreadServer, embedded, engine, make_shot, server, wait_until, watchdog  # noqa: F401
+from serverkit import ThreadServer, embedded, engine, make_shot, server, wait_until, watchdog  # noqa: F401
 
 
 def _assert_identical(got: dict, ref: dict) -> None:

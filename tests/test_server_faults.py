@@ -18,7 +18,7 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, CurveKeys, JobLost, ServerUnavailable, colorize_arrays,
                                      colorize_paths)
 
-from test_server_support import (REPO, ThreadServer, embedded, engine, free_port, make_shot, spawn,  # noqa: F401
+from serverkit import (REPO, ThreadServer, embedded, engine, free_port, make_shot, spawn,  # noqa: F401
                                  stop_proc, wait_hello, wait_until, watchdog)
 
 
