@@ -1,16 +1,14 @@
-"""Shared fixtures and helpers for the server tests (this module holds no tests itself).
+"""Helpers for the server tests (fixtures live in conftest.py).
 
 Every server here is real: a ROUTER on 127.0.0.1 with a port the OS picks, run in a thread of
-the test process or in a subprocess (``python -m colorprop_server``). Everything is stopped by
-the fixtures; every wait is bounded.
+the test process (:class:`ThreadServer`) or in a subprocess (:func:`spawn`,
+``python -m colorprop_server``). Every wait is bounded.
 """
 
 from __future__ import annotations
 
-import faulthandler  # noqa: F401  (used by the watchdog fixture)
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,17 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from colorprop_client.client import Client
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_shot(n: int, h: int = 48, w: int = 64, seed: int = 0, first: int = 1) -> tuple[dict, dict]:
@@ -119,37 +110,3 @@ def stop_proc(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 20.0)
             proc.kill()
             proc.wait(10)
     return proc.returncode
-
-
-WATCHDOG_LOG = os.path.join(tempfile.gettempdir(), "colorprop-tests-watchdog.txt")
-
-
-@pytest.fixture(autouse=True)
-def watchdog():
-    """No test here may hang the suite: after 300 s dump every thread's stack to WATCHDOG_LOG and exit
-    (to a file: pytest captures the terminal, so a dump there would be lost with the process)."""
-    import faulthandler
-
-    with open(WATCHDOG_LOG, "w") as log:
-        faulthandler.dump_traceback_later(300, exit=True, file=log)
-        yield
-        faulthandler.cancel_dump_traceback_later()
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    """An engine without weights (method flow only), whatever weights the checkout ships."""
-    from colorprop.engine.engine import Engine
-
-    return Engine.load(tmp_path_factory.mktemp("no-weights"))
-
-
-@pytest.fixture(scope="module")
-def server(engine, tmp_path_factory):
-    """One server for the module: small limits so oversize is cheap to provoke."""
-    root = tmp_path_factory.mktemp("allowed")
-    srv = ThreadServer(engine, allowed_roots=(str(root),), max_message_bytes=4 << 20, session_timeout_s=2.0,
-                       max_jobs=8)
-    srv.root = root
-    yield srv
-    srv.stop()

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_server_support import free_port, spawn, stop_proc, wait_hello
+from serverkit import spawn, stop_proc, wait_hello
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOT = ROOT / "examples" / "shot"
@@ -113,7 +113,7 @@ def blender_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(free_port):
     """A real `colorprop serve` process on 127.0.0.1 (flow only)."""
     address = f"tcp://127.0.0.1:{free_port()}"
     proc = spawn(["serve", "--bind", address, "--log-level", "WARNING"])
@@ -138,7 +138,7 @@ def _read(path: Path) -> np.ndarray:
     return px[..., [names.index(c) for c in "RGB"]]
 
 
-def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, tmp_path):
+def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, tmp_path, free_port):
     sys.path.insert(0, str(ROOT / "plugin" / "blender"))
     import build_addon
 

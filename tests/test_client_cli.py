@@ -11,7 +11,9 @@ import pytest
 from colorprop_client import protocol as P
 from colorprop_client.client import Client
 
-from serverkit import ThreadServer, engine, free_port, make_shot, watchdog  # noqa: F401
+from serverkit import ThreadServer, make_shot
+
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def _plates(folder, n=6, seed=51):
@@ -69,7 +71,7 @@ def test_colorize_with_server_outside_roots_falls_back_to_in_band(engine, tmp_pa
     _same_exrs(str(tmp_path / "embedded" / "c.####.exr"), str(tmp_path / "remote" / "c.####.exr"), frames)
 
 
-def test_colorize_without_server_exits_6_quickly(tmp_path):
+def test_colorize_without_server_exits_6_quickly(tmp_path, free_port):
     plate, key, _ = _plates(tmp_path / "shot", n=2)
     t0 = time.monotonic()
     rc = _colorize(plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}",

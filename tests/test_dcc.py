@@ -19,11 +19,13 @@ from colorprop_client import dcc
 from colorprop_client import protocol as P
 from colorprop_client.client import ServerError, colorize_arrays
 
-from test_server_support import ThreadServer, engine, free_port, make_shot, watchdog  # noqa: F401
+from serverkit import ThreadServer, make_shot
+
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 @pytest.fixture(scope="module")
-def inproc_server(engine, tmp_path_factory):  # noqa: F811
+def inproc_server(engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("shared")
     srv = ThreadServer(engine, bind="inproc://colorprop-test-dcc", allowed_roots=(str(root),))
     srv.root = root
@@ -108,7 +110,7 @@ def test_connect_over_inproc(inproc_server):
     assert {"regrade", "write_confidence"} <= set(dcc.declared_options(caps))
 
 
-def test_connect_to_nobody_says_so_within_the_timeout():
+def test_connect_to_nobody_says_so_within_the_timeout(free_port):
     t0 = time.monotonic()
     with pytest.raises(dcc.ColorizeError, match="no colorprop server answers at tcp://127.0.0.1:"):
         dcc.connect(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.5)
@@ -163,7 +165,7 @@ def test_a_job_that_fails_mid_run_is_reported(inproc_server):
     assert any("3/6" in msg for msg in seen)  # progress came in before the failure
 
 
-def test_paths_mode_needs_a_server_with_allowed_roots(engine, tmp_path):  # noqa: F811
+def test_paths_mode_needs_a_server_with_allowed_roots(engine, tmp_path):
     srv = ThreadServer(engine)
     try:
         shot = dcc.PathsShot(str(tmp_path / "p.####.exr"), {1: str(tmp_path / "k.exr")}, str(tmp_path / "o.####.exr"))

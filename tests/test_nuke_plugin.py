@@ -35,13 +35,13 @@ from colorprop_client import dcc  # noqa: E402
 from colorprop_nuke import exr_io, logic  # noqa: E402
 from colorprop_nuke import node as cpnode  # noqa: E402
 
-from test_server_support import free_port, spawn, stop_proc, wait_hello  # noqa: E402
+from serverkit import spawn, stop_proc, wait_hello  # noqa: E402
 
 oiio = pytest.importorskip("OpenImageIO")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, free_port):
     """A real `colorprop serve` process on 127.0.0.1 (flow only) whose allowed root is a temp folder."""
     root = tmp_path_factory.mktemp("shared")
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -223,7 +223,7 @@ def test_gui_colorize_runs_off_the_main_thread_and_cancels(standin, server, tmp_
     assert len(done) < 24
 
 
-def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path):
+def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path, free_port):
     node = _make_node(f"tcp://127.0.0.1:{free_port()}", tmp_path)
     node["method"].setValues(["flow"])
     t0 = time.monotonic()

@@ -19,7 +19,9 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, JobCancelled, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
-from serverkit import ThreadServer, embedded, engine, make_shot, server, wait_until, watchdog  # noqa: F401
+from serverkit import ThreadServer, embedded, make_shot, wait_until
+
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def _assert_identical(got: dict, ref: dict) -> None:
@@ -276,7 +278,7 @@ def test_oversize_is_refused_declared_and_actual(server):
     reply = _raw(server, [json.dumps(head).encode()])  # declared only: refused from the header
     assert reply.get("code") == P.E_TOO_LARGE and reply.id == "big-1"
     # Actually sending more than the limit: the transport drops it (MAXMSGSIZE); the server lives on.
-    assert _raw(server, [json.dumps(head).encode(), b"\0" * (limit + (128 << 10))], timeout=1.0) is None
+    assert _raw(server, [json.dumps(head).encode(), b"\0" * (limit + P.MAX_HEADER_BYTES + (64 << 10))], timeout=1.0) is None
     with Client(server.address, timeout_s=2) as c:
         assert c.ping() < 1.0
 

@@ -18,8 +18,9 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, CurveKeys, JobLost, ServerUnavailable, colorize_arrays,
                                      colorize_paths)
 
-from serverkit import (REPO, ThreadServer, embedded, engine, free_port, make_shot, spawn,  # noqa: F401
-                                 stop_proc, wait_hello, wait_until, watchdog)
+from serverkit import REPO, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until
+
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 
 def _identical(got, ref):
@@ -62,7 +63,7 @@ def test_client_killed_mid_job_has_its_session_dropped(engine):
 # ---------------------------------------------------------------- server restarted / down
 
 
-def test_no_server_raises_server_unavailable_within_seconds():
+def test_no_server_raises_server_unavailable_within_seconds(free_port):
     addr = f"tcp://127.0.0.1:{free_port()}"
     t0 = time.monotonic()
     with pytest.raises(ServerUnavailable):
@@ -71,7 +72,7 @@ def test_no_server_raises_server_unavailable_within_seconds():
     assert time.monotonic() - t0 < 3.0
 
 
-def test_server_restarted_while_a_client_waits(engine):
+def test_server_restarted_while_a_client_waits(engine, free_port):
     addr = f"tcp://127.0.0.1:{free_port()}"
     procs = [spawn(["serve", "--bind", addr, "--log-level", "WARNING"])]
     frames, keys = make_shot(40, h=96, w=128, seed=21)
