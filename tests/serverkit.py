@@ -36,6 +36,18 @@ def make_shot(n: int, h: int = 48, w: int = 64, seed: int = 0, first: int = 1) -
     return frames, {first: key}
 
 
+def write_plates(folder: Path, frames: dict, key: np.ndarray) -> tuple[str, str]:
+    """``frames`` as float EXRs ``plate.NNNN.exr`` and ``key`` as ``key.exr`` in ``folder``;
+    returns the plate pattern and the key path."""
+    from colorprop.io.exr import write_exr
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for f, px in frames.items():
+        write_exr(folder / f"plate.{f:04d}.exr", px, ("R", "G", "B"), pixel_type="float")
+    write_exr(folder / "key.exr", key, ("R", "G", "B"), pixel_type="float")
+    return str(folder / "plate.####.exr"), str(folder / "key.exr")
+
+
 def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     """The reference: ``run_shot`` in this process with in-memory source and sink."""
     from colorprop.engine.engine import ShotOptions

@@ -19,7 +19,7 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, JobCancelled, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
-from serverkit import ThreadServer, embedded, make_shot, wait_until
+from serverkit import ThreadServer, embedded, make_shot, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -355,23 +355,13 @@ def test_fuzz_ten_thousand_malformed_messages_then_a_valid_ping(server):
 # ---------------------------------------------------------------- shared-path mode
 
 
-def _write_plates(folder, frames: dict, key: np.ndarray):
-    from colorprop.io.exr import write_exr
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for f, px in frames.items():
-        write_exr(folder / f"plate.{f:04d}.exr", px, ("R", "G", "B"), pixel_type="float")
-    write_exr(folder / "key.exr", key, ("R", "G", "B"), pixel_type="float")
-    return str(folder / "plate.####.exr"), str(folder / "key.exr")
-
-
 def test_paths_mode_writes_the_same_exrs_as_the_embedded_cli(server, engine, tmp_path):
     from colorprop.engine.engine import ShotOptions
     from colorprop.io.exr import read_exr
     from colorprop.shot.pipeline import colorize_sequence
 
     frames, keys = make_shot(6, seed=11)
-    plate, key = _write_plates(server.root / "shot1", frames, keys[1])
+    plate, key = write_plates(server.root / "shot1", frames, keys[1])
     out = str(server.root / "shot1" / "out" / "col.####.exr")
     report = colorize_paths(server.address, plate, out, list(frames), {1: key}, {"method": "flow"}, timeout_s=3)
     assert report["frames_written"] == list(frames)
@@ -385,8 +375,8 @@ def test_paths_mode_writes_the_same_exrs_as_the_embedded_cli(server, engine, tmp
 
 def test_paths_outside_allowed_roots_are_refused(server, tmp_path):
     frames, keys = make_shot(3, seed=12)
-    outside_plate, outside_key = _write_plates(tmp_path / "outside", frames, keys[1])
-    inside_plate, inside_key = _write_plates(server.root / "shot2", frames, keys[1])
+    outside_plate, outside_key = write_plates(tmp_path / "outside", frames, keys[1])
+    inside_plate, inside_key = write_plates(server.root / "shot2", frames, keys[1])
     out = str(server.root / "shot2" / "out.####.exr")
     (server.root / "escape").symlink_to(tmp_path / "outside")
     (server.root / "shot2" / "key_link.exr").symlink_to(outside_key)

@@ -1,0 +1,195 @@
+"""Attacks on a real `colorprop serve` process on 127.0.0.1, as a hostile or careless client with
+write access to the shared folders would try them (issue 16): each must stay impossible.
+
+- a link planted at the writer's temp name (or swapped in while it writes) must not get a file
+  outside the allowed roots overwritten;
+- `skip_existing` must not read an output frame that links outside the roots;
+- a frame token of 99,999,999 digits, or a 20,000-frame shot, must not stall the socket thread:
+  a ping is answered within 1 s meanwhile, and SIGTERM ends the process in bounded time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from colorprop_client import protocol as P
+from colorprop_client.client import Client, ServerError, colorize_paths
+
+from serverkit import make_shot, spawn, stop_proc, wait_hello, write_plates
+
+pytestmark = pytest.mark.usefixtures("watchdog")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, free_port):
+    """A server process whose allowed root is ``root``; ``outside`` is a folder next to it."""
+    base = tmp_path_factory.mktemp("attacks")
+    root, outside = base / "root", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--allow-root", str(root), "--log-level", "WARNING"])
+    try:
+        wait_hello(address, proc)
+        yield address, proc, root, outside
+    finally:
+        stop_proc(proc)
+
+
+def _victim(outside, name="victim.exr") -> tuple:
+    path = outside / name
+    path.write_bytes(b"not yours to overwrite")
+    return path, path.read_bytes()
+
+
+def test_links_at_temp_and_final_names_never_redirect_a_write(served):
+    """The issue's reproduction: links planted at the predictable temp name of every frame before
+    the job runs: the job succeeds and the victim keeps its bytes. A link at a final name that
+    leads outside is refused before anything is written."""
+    address, proc, root, outside = served
+    victim, before = _victim(outside)
+    frames, keys = make_shot(8, seed=61)
+    plate, key = write_plates(root / "sh1", frames, keys[1])
+    out = root / "sh1" / "o"
+    out.mkdir()
+    for f in frames:
+        (out / f".o.{f:04d}.tmp-{proc.pid}.exr").symlink_to(victim)
+    report = colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
+                            timeout_s=5)
+    assert report["frames_written"] == list(frames)
+    assert victim.read_bytes() == before
+    for f in frames:
+        assert (out / f"o.{f:04d}.exr").is_file() and not (out / f"o.{f:04d}.exr").is_symlink()
+    out2 = root / "sh1" / "o2"
+    out2.mkdir()
+    (out2 / "o.0006.exr").symlink_to(victim)
+    with pytest.raises(ServerError) as err:
+        colorize_paths(address, plate, str(out2 / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
+                       timeout_s=5)
+    assert err.value.code == P.E_PATH and "o.0006.exr" in str(err.value)
+    assert victim.read_bytes() == before and sorted(p.name for p in out2.iterdir()) == ["o.0006.exr"]
+
+
+def test_temp_files_swapped_for_links_while_writing_never_redirect_a_write(served):
+    """A client watching the output folder replaces each new temp file by a link to the victim
+    while the server writes. The output may be wrong (the client owns that folder), but the bytes
+    go into the file the server created, never to the victim."""
+    address, proc, root, outside = served
+    victim, before = _victim(outside, "victim2.exr")
+    frames, keys = make_shot(8, seed=63)
+    plate, key = write_plates(root / "sh3", frames, keys[1])
+    out = root / "sh3" / "o"
+    out.mkdir()
+    swaps = []
+    stop = threading.Event()
+
+    def swapper():
+        while not stop.is_set():
+            for name in os.listdir(out):
+                p = out / name
+                if ".tmp-" in name and not p.is_symlink():
+                    try:
+                        p.unlink()
+                        p.symlink_to(victim)
+                        swaps.append(name)
+                    except OSError:
+                        pass
+
+    t = threading.Thread(target=swapper)
+    t.start()
+    try:
+        colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
+                       timeout_s=5)
+    except ServerError:
+        pass  # a frame swapped under the writer may fail the job: the point is where the bytes went
+    finally:
+        stop.set()
+        t.join(10)
+    print(f"{len(swaps)} temp files swapped for links while the server wrote")
+    assert victim.read_bytes() == before
+    assert sorted(p.name for p in outside.iterdir() if p.name.startswith("victim2")) == ["victim2.exr"]
+
+
+def test_skip_existing_does_not_read_an_output_frame_linking_outside(served):
+    from colorprop.io.exr import write_exr
+
+    address, proc, root, outside = served
+    frames, keys = make_shot(5, seed=62)
+    plate, key = write_plates(root / "sh2", frames, keys[1])
+    secret = outside / "secret.exr"
+    write_exr(secret, np.full((48, 64, 3), (0.9, 0.1, 0.1), np.float32), ("R", "G", "B"), pixel_type="float")
+    out = root / "sh2" / "o"
+    out.mkdir()
+    (out / "o.0002.exr").symlink_to(secret)
+    with pytest.raises(ServerError) as err:
+        colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
+                       timeout_s=5, skip_existing=True)
+    assert err.value.code == P.E_PATH and "o.0002.exr" in str(err.value) and "outside" in str(err.value)
+    assert not (out / "o.0003.exr").exists()  # nothing was carried on from the secret frame
+
+
+def _ping_times(address: str, stop: threading.Event, out: list) -> None:
+    with Client(address, timeout_s=5, retries=1) as c:
+        while not stop.is_set():
+            out.append(c.ping())
+            time.sleep(0.02)
+
+
+def _raw_open(address: str, **fields) -> P.Message:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(address)
+    try:
+        sock.send_multipart(P.encode(P.OPEN_SHOT, "attack-1", **fields))
+        assert sock.poll(10_000), "no answer to the open"
+        return P.decode(sock.recv_multipart(), expect=P.REPLY_TYPES)
+    finally:
+        sock.close(0)
+
+
+def test_huge_frame_token_and_long_shot_do_not_stall_pings_and_sigterm_is_honoured(tmp_path, free_port):
+    root = tmp_path / "root"
+    (root / "sh").mkdir(parents=True)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--allow-root", str(root), "--log-level", "WARNING"])
+    try:
+        wait_hello(address, proc)
+        key = str(root / "sh" / "key.exr")
+        pings: list[float] = []
+        stop = threading.Event()
+        pinger = threading.Thread(target=_ping_times, args=(address, stop, pings))
+        pinger.start()
+        try:
+            time.sleep(0.3)
+            # 1. The issue's message: a 99,999,999-digit frame token with 2,000 frames, refused at once.
+            reply = _raw_open(address, job="huge-token", mode=P.MODE_PATHS, frames=list(range(1, 2001)),
+                              input=str(root / "sh" / "p.####.exr"), output=str(root / "%99999999d.exr"),
+                              keys={"1": key}, options={"method": "flow"})
+            assert reply.type == P.ERROR and reply.get("code") == P.E_BAD_INPUT
+            assert reply.get("field") == "output" and str(P.MAX_FRAME_PADDING) in reply.get("message")
+            # 2. The largest shot allowed: its per-frame path checks run in the job thread.
+            frames = list(range(1, P.MAX_FRAMES_PER_SHOT + 1))
+            reply = _raw_open(address, job="long-shot", mode=P.MODE_PATHS, frames=frames,
+                              input=str(root / "sh" / "p.%08d.exr"), output=str(root / "sh" / "o.%08d.exr"),
+                              keys={"1": key}, options={"method": "flow"})
+            assert reply.type == P.OPENED, reply.header
+            time.sleep(1.5)
+        finally:
+            stop.set()
+            pinger.join(15)
+        t_term = time.monotonic()  # 3. SIGTERM ends the process in bounded time
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(15)
+        term_s = time.monotonic() - t_term
+    finally:
+        stop_proc(proc, signal.SIGKILL)
+    assert len(pings) >= 10 and max(pings) < 1.0, json.dumps({"n": len(pings), "max_s": max(pings or [0])})
+    assert rc == 0 and term_s < 10.0, (rc, term_s)
