@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--markdown", default=None, help="write the table as Markdown here")
     p.add_argument("--record-in-manifest", action="store_true",
                    help="store the table in the weights' manifest.json (metrics)")
+    p.add_argument("--suggest", action="store_true",
+                   help="also check suggest-keys: top suggestion among the 5 worst frames, gain of a key there "
+                        "over one at the midpoint (two more runs per clip and method)")
     p.add_argument("--weights", default=None)
     add_precision_argument(p)
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")

@@ -10,8 +10,18 @@ With ``--keys first,last`` each method is also scored (same frames: 2..last-1) w
 (``<method>-1key``) and with the same two keys blended by a fixed linear crossfade by frame distance
 (``<method>-crossfade``), the baseline the per-pixel confidence blend must beat.
 
-Confidence check: per clip and method, the mean Lab error (ΔE, per pixel) of the lowest-confidence
-10 % of pixels over that of the highest 10 %, pooled over the propagated frames (target ≥ 3×).
+Confidence (measure/matte.py), per clip and method over the scored frames: the error captured at 20 % (per
+frame, the share of the squared Lab error in the 20 % least-confident pixels, averaged over frames; a matte
+that knows nothing scores 0.20) and a calibration table (confidence bins against mean ΔE and the fraction of
+pixels within 4 ab units), pooled over the main dev clips. It replaces the ratio of the mean error of the
+lowest- and highest-confidence 10 %, which a few near-perfect pixels could push to 10⁴× and which said
+nothing about what a value means.
+
+With ``suggest`` (``--suggest``), per clip and method: ``shot.suggest`` ranks the frames by the written
+matte; is its top suggestion among the 5 frames with the largest true Lab MSE, and how much does a key there
+(its true colour, added to the eval keys) gain over a key at the shot's midpoint? Gains are in dB of the Lab MSE
+averaged over the scored frames other than those two (the PSNR of the shot's mean error, not the mean of
+per-frame PSNRs, which a few near-perfect frames would dominate).
 """
 
 from __future__ import annotations
@@ -24,10 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from colorprop.colour import convert
-from colorprop.engine.confidence import blend_crossfade, error_ratio_by_confidence
+from colorprop.engine.confidence import blend_crossfade, frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
-from colorprop.measure.metrics import lab_psnr
+from colorprop.measure.matte import CalibrationTable, matte_measures
+from colorprop.measure.metrics import LAB_PSNR_PEAK, lab_mse, lab_psnr
+from colorprop.shot.suggest import suggest_frames
 from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
 DEFAULT_NS = (10, 20, 30, 40, 50)
@@ -71,8 +83,9 @@ def eval_variants(method: str, keys: str, key_indices: list[int]) -> list[tuple[
 
 
 def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str = "first",
-             log=print) -> dict:
-    """Per clip and method: Lab-PSNR per frame and its mean over the first N propagated frames."""
+             log=print, suggest: bool = False) -> dict:
+    """Per clip and method: Lab-PSNR per frame and its mean over the first N propagated frames; the
+    confidence measures; with ``suggest`` the key-suggestion check (module docstring)."""
     results: dict = {"ns": list(ns), "keys": keys, "clips": {}, "seconds": {}}
     names = methods
     for clip in clips:
@@ -98,30 +111,104 @@ def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str
                 line = (f"  {clip.name:24s} {name:15s} N=10 {per_method[name]['mean_first_n'].get('10', float('nan')):6.2f} dB"
                         f"  N={len(psnr)} {np.mean(psnr):6.2f} dB  ({seconds / len(true_lab):.2f} s/frame)")
                 if method != "gray":
-                    errors = [np.linalg.norm(pred[i] - true_lab[i], axis=-1) for i in scored]
-                    check = error_ratio_by_confidence([conf[i] for i in scored], errors)
+                    check = matte_measures([conf[i] for i in scored], [pred[i] for i in scored],
+                                           [true_lab[i] for i in scored])
                     per_method[name]["confidence"] = check
-                    line += f"  conf low/high 10% error {check['ratio']:5.1f}x"
+                    line += f"  conf captured@20% {check['captured']:.2f} (ceiling {check['captured_max']:.2f})"
+                    if suggest and name == method:
+                        per_method[name]["suggest"] = suggestion_check(engine, clip.frames_linear, true_lab, method,
+                                                                       key_indices, pred, conf)
+                        sc = per_method[name]["suggest"]
+                        line += (f"  suggest {sc['top']} ({'in' if sc['hit'] else 'not in'} worst 5), "
+                                 f"{sc['advantage_db']:+.2f} dB over the midpoint")
                 log(line)
         results["clips"][clip.name] = {"report_apart": bool(getattr(clip, "report_apart", False)),
                                        "methods": per_method}
     results["methods"] = names
     results["mean"] = summarise(results, names, ns)
     results["confidence"] = summarise_confidence(results, names)
+    if suggest:
+        results["suggest"] = summarise_suggestions(results, names)
     return results
 
 
+def suggestion_check(engine: Engine, frames_linear: list[np.ndarray], true_lab: list[np.ndarray], method: str,
+                     key_indices: list[int], pred: list[np.ndarray], conf: list[np.ndarray]) -> dict:
+    """The key-suggestion check of one clip (module docstring); frames are numbered from 1 as in eval."""
+    scored = [i for i in range(len(true_lab)) if i not in key_indices]
+    mse = {i: lab_mse(pred[i], true_lab[i]) for i in scored}
+    worst = sorted(scored, key=lambda i: -mse[i])[:5]
+    summary = {i + 1: frame_summary(c) for i, c in enumerate(conf)}
+    top = suggest_frames(summary, [k + 1 for k in key_indices], 1)[0].frame - 1
+    mid = (len(true_lab) - 1) // 2
+    if mid in key_indices:
+        mid += 1
+    judged = [i for i in scored if i not in (top, mid)]
+
+    def shot_psnr(labs: list[np.ndarray]) -> float:
+        return 10.0 * float(np.log10(LAB_PSNR_PEAK**2 / np.mean([lab_mse(labs[i], true_lab[i]) for i in judged])))
+
+    base = shot_psnr(pred)
+    with_top = shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [top]), method))
+    with_mid = with_top if mid == top else shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [mid]), method))
+    return {"top": top + 1, "worst5": [i + 1 for i in worst], "hit": top in worst, "midpoint": mid + 1,
+            "gain_top_db": with_top - base, "gain_mid_db": with_mid - base, "advantage_db": with_top - with_mid}
+
+
 def summarise_confidence(results: dict, names: list[str]) -> dict:
-    """Per method: the low/high-confidence error ratio per main dev clip, its mean and its minimum."""
+    """Per method: error captured at 20 % per main dev clip, its mean and minimum, the mean ceiling, and the
+    calibration table pooled over the main dev clips (rows and its calibration error)."""
     main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
     table = {}
     for name in names:
-        ratios = {n: c["methods"][name]["confidence"]["ratio"] for n, c in main.items()
+        checks = {n: c["methods"][name]["confidence"] for n, c in main.items()
                   if "confidence" in c["methods"].get(name, {})}
-        if ratios:
-            table[name] = {"per_clip": ratios, "mean": float(np.mean(list(ratios.values()))),
-                           "min": float(min(ratios.values()))}
+        if not checks:
+            continue
+        captured = {n: ch["captured"] for n, ch in checks.items()}
+        pooled = CalibrationTable()
+        for ch in checks.values():
+            pooled = pooled.merged(CalibrationTable.from_json(ch["calibration"]))
+        table[name] = {"per_clip": captured, "mean": float(np.nanmean(list(captured.values()))),
+                       "min": float(np.nanmin(list(captured.values()))),
+                       "ceiling": float(np.nanmean([ch["captured_max"] for ch in checks.values()])),
+                       "calibration": pooled.rows(), "ece": pooled.ece()}
     return table
+
+
+def summarise_suggestions(results: dict, names: list[str]) -> dict:
+    """Per method: share of main dev clips whose top suggestion is among the 5 worst frames, and the mean
+    gains (dB) of a key at the suggestion and at the midpoint."""
+    main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
+    table = {}
+    for name in names:
+        checks = {n: c["methods"][name]["suggest"] for n, c in main.items() if "suggest" in c["methods"].get(name, {})}
+        if checks:
+            table[name] = {"per_clip": checks, "hit_rate": float(np.mean([c["hit"] for c in checks.values()])),
+                           **{k: float(np.mean([c[k] for c in checks.values()]))
+                              for k in ("gain_top_db", "gain_mid_db", "advantage_db")}}
+    return table
+
+
+def format_confidence(results: dict) -> str:
+    """The confidence measures as text: per method a line, then its pooled calibration table."""
+    lines = []
+    for name, check in results["confidence"].items():
+        lines.append(f"confidence {name}: error captured at 20% = {check['mean']:.2f} mean, {check['min']:.2f} min "
+                     f"over main dev clips (knows nothing: 0.20, ceiling {check['ceiling']:.2f}); "
+                     f"calibration error {check['ece']:.3f}")
+        rows = check["calibration"]
+        cells = {"confidence bin": [f"{r['lo']:.1f}-{r['hi']:.1f}" for r in rows],
+                 "pixels": [f"{r['share']:.1%}" for r in rows],
+                 "mean confidence": ["–" if r["confidence"] is None else f"{r['confidence']:.2f}" for r in rows],
+                 "within 4 ab": ["–" if r["within"] is None else f"{r['within']:.1%}" for r in rows],
+                 "mean error (dE)": ["–" if r["error"] is None else f"{r['error']:.1f}" for r in rows]}
+        lines += ["  " + f"{label:16s}" + "".join(f"{c:>9s}" for c in values) for label, values in cells.items()]
+    for name, check in results.get("suggest", {}).items():
+        lines.append(f"suggest-keys {name}: top suggestion among the 5 worst frames on {check['hit_rate']:.0%} of main "
+                     f"dev clips; a key there gains {check['gain_top_db']:+.2f} dB, at the midpoint "
+                     f"{check['gain_mid_db']:+.2f} dB (mean over main dev clips)")
+    return "\n".join(lines)
 
 
 def summarise(results: dict, methods: list[str], ns) -> dict:
@@ -187,14 +274,13 @@ def run_eval_command(args) -> int:
     if args.clips:
         wanted = set(args.clips.split(","))
         clips = [c for c in clips if c.name in wanted]
-    results = evaluate(engine, clips, methods, ns, args.keys, log=lambda s: print(s, file=sys.stderr))
+    results = evaluate(engine, clips, methods, ns, args.keys, log=lambda s: print(s, file=sys.stderr),
+                       suggest=getattr(args, "suggest", False))
     results["weights"] = engine.describe()["weights"]
     methods = results["methods"]
     table = format_table(results, methods)
     print(table)
-    for name, check in results["confidence"].items():
-        print(f"confidence {name}: error of the lowest-confidence 10% / highest 10% = {check['mean']:.1f}x "
-              f"mean, {check['min']:.1f}x min over main dev clips (target >= 3x)")
+    print(format_confidence(results))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
@@ -222,7 +308,7 @@ def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
         "clips": sorted(results["clips"]),
         "mean_lab_psnr": results["mean"],
         "table": table,
-        "confidence_error_ratio": {k: v.get("mean") for k, v in results.get("confidence", {}).items()},
+        "confidence_error_captured_20": {k: v.get("mean") for k, v in results.get("confidence", {}).items()},
     }
     write_manifest(manifest.folder, data)
     print(f"colorprop eval: recorded the table in {manifest.folder}/manifest.json", file=sys.stderr)
