@@ -18,18 +18,22 @@ carried   how well the pixel is tracked back to the key. Each step moves the pre
           Two runs meeting between keys are weighed by it (``blend_by_confidence``): it measured best
           for that, better than the written matte below (docs/KEYS.md).
 
-written   the ``colorprop.confidence`` matte a compositor sees (and ``suggest-keys`` reads): how right
-          the colour is, from the carried value and this frame's own cues, which are not carried on:
+written   the ``colorprop.confidence`` matte a compositor sees (and ``suggest-keys`` reads): the probability
+          that the written colour is right, i.e. that its ab lies within 4 Lab units of the truth
+          (measure/matte.py measures it against that meaning in ``colorprop eval``).
 
-              written = [1 − (1 − carried)(1 − similarity)] · agreement · edge
+          flow, local   ``calibrated(carried)``: the tracking value through a monotone map fitted on the
+                        training clips (``FLOW_CALIBRATION``, docs/measure/fit_confidence.py). Tracked
+                        texture stays high, edges included; where the flow lost the pixel (a dis-occlusion,
+                        something entering, a luminance change) it falls, and it falls further from the key.
+          global        the same map on the key match's similarity (not fitted for it)
+          full          [1 − (1 − carried)(1 − similarity)] · agreement · edge (until F_f's own confidence
+                        replaces it): similarity the key match's cosine similarity; agreement
+                        exp(−|ab_local − ab_global|² / s²), s = ``AGREEMENT_SCALE``; edge
+                        exp(−(|∇L| / ``EDGE_SCALE``)²)
 
-          similarity  (full) the key match's cosine similarity: a strong match restores confidence
-          agreement   (full) exp(−|ab_local − ab_global|² / s²), s = ``AGREEMENT_SCALE``: the two branches
-                      disagree where the colour is uncertain
-          edge        exp(−(|∇L| / ``EDGE_SCALE``)²): chroma is least certain across luminance edges,
-                      where a half-pixel misalignment of the colour shows
-          ``global`` has no flow: its carried value is the similarity. ``flow``/``local`` use the edge cue only.
-          Chosen by the error ratio on the dev clips (docs/KEYS.md).
+          Where two runs meet between keys (``meet_confidence``) the blended colour is right where it stayed
+          near a run that is right: runs that disagree make the confidence fall.
 """
 
 from __future__ import annotations
@@ -48,7 +52,25 @@ BLEND_FLOOR = 0.02  # confidence every pixel keeps in the blend (dev clips, docs
 # flow tracks every pixel (its carried confidence cannot see that), so its runs are trusted less far from
 # their key. Measured on the dev clips (docs/KEYS.md).
 BLEND_PRIOR_POWER = {"flow": 2.0, "local": 2.0, "global": 2.0, "full": 4.0}
-LOW_CONFIDENCE = 0.5  # "low" for the fraction reported per frame (suggest-keys)
+LOW_CONFIDENCE = 0.5  # "low" for the fraction reported per frame (suggest-keys): more likely wrong than right
+MEET_SCALE = 2.0  # Lab ab units: how far a blend may leave a run's colour and keep its confidence (training clips)
+# P(ab within 4 Lab units of the truth) against the carried value, for the flow-carried colour (flow, local):
+# (raw, probability) knots of a monotone fit on the training clips of core/data/split.json, one key, method
+# flow; produced by `python docs/measure/fit_confidence.py` (docs/KEYS.md).
+FLOW_CALIBRATION = (
+    (0.00000, 0.3645),
+    (0.00418, 0.5587),
+    (0.16058, 0.8188),
+    (0.46409, 0.9032),
+    (0.67272, 0.9288),
+    (0.82069, 0.9462),
+    (0.90263, 0.9557),
+    (0.95003, 0.9634),
+    (0.97414, 0.9728),
+    (0.98723, 0.9802),
+    (0.99802, 0.9956),
+    (1.00000, 0.9999),
+)  # two-fold check by range: calibration error 0.031 / 0.025
 
 
 def photometric_similarity(L: np.ndarray, prev_L_warped: np.ndarray, sigma: float = PHOTOMETRIC_SIGMA) -> np.ndarray:
@@ -82,13 +104,40 @@ def edge_cue(L: np.ndarray, scale: float = EDGE_SCALE) -> np.ndarray:
     return np.exp(-g2 / (scale * scale)).astype(np.float32)
 
 
+def calibrated(raw: np.ndarray, knots=None) -> np.ndarray:
+    """P(ab within 4 Lab units) for a raw tracking value (HxW in [0, 1]) through the monotone map ``knots``
+    ((raw, probability) pairs, ascending; default ``FLOW_CALIBRATION``), joined linearly."""
+    xs, ps = zip(*(FLOW_CALIBRATION if knots is None else knots))
+    return np.interp(np.asarray(raw, np.float32), xs, ps).astype(np.float32)
+
+
 def written_confidence(carried: np.ndarray, L: np.ndarray, similarity: np.ndarray | None = None,
                        agreement_: np.ndarray | None = None) -> np.ndarray:
     """The matte that is written (module docstring); ``similarity``/``agreement_`` only with ``full``."""
+    if similarity is None and agreement_ is None:
+        return calibrated(carried)
     conf = carried if similarity is None else either_right(carried, similarity)
     if agreement_ is not None:
         conf = conf * agreement_
     return (conf * edge_cue(L)).astype(np.float32)
+
+
+def meet_confidence(ab: np.ndarray, ab_f: np.ndarray, conf_f: np.ndarray, ab_b: np.ndarray,
+                    conf_b: np.ndarray, scale: float = MEET_SCALE) -> np.ndarray:
+    """The written matte (HxW) of a blended colour ``ab`` (HxWx2) from the forward and backward runs' colour
+    (HxWx2 each) and written confidence (HxW each): the blend is right where it stayed near a run that is
+    right,
+
+        max(conf_f · near(ab, ab_f), conf_b · near(ab, ab_b)),   near = exp(−(|Δab| / scale)²)
+
+    so where the runs agree the surer one speaks, and where they disagree the run the blend left behind
+    does not. Chosen on two-key runs of the training clips against ``either_right`` (which claims more than
+    either run: it overstated the share of right pixels) and the product form (docs/KEYS.md)."""
+    def near(other: np.ndarray) -> np.ndarray:
+        d2 = np.sum((np.asarray(ab, np.float32) - np.asarray(other, np.float32)) ** 2, axis=-1)
+        return np.exp(-d2 / (scale * scale))
+
+    return np.maximum(conf_f * near(ab_f), conf_b * near(ab_b)).astype(np.float32)
 
 
 # ---------------------------------------------------------------- two runs meeting between keys
@@ -121,25 +170,10 @@ def either_right(conf_f: np.ndarray, conf_b: np.ndarray) -> np.ndarray:
     return (1.0 - (1.0 - conf_f) * (1.0 - conf_b)).astype(np.float32)
 
 
-# ---------------------------------------------------------------- measuring it
+# ---------------------------------------------------------------- summarising a frame (suggest-keys; measure/matte.py measures)
 
 
 def frame_summary(conf: np.ndarray, low: float = LOW_CONFIDENCE) -> dict[str, float]:
     """Mean confidence and fraction of pixels below ``low`` of one frame (HxW)."""
     conf = np.asarray(conf, np.float32)
     return {"mean": float(conf.mean()), "low_fraction": float((conf < low).mean())}
-
-
-def error_ratio_by_confidence(confidences: list[np.ndarray], errors: list[np.ndarray],
-                              fraction: float = 0.1) -> dict[str, float]:
-    """Mean per-pixel error of the lowest-confidence ``fraction`` of pixels over that of the highest,
-    pooled over the given frames (HxW each). Ties in confidence are broken by a fixed random order so
-    a block of equal values is split without bias."""
-    conf = np.concatenate([np.ravel(c) for c in confidences]).astype(np.float64)
-    err = np.concatenate([np.ravel(e) for e in errors]).astype(np.float64)
-    n = max(1, int(round(fraction * conf.size)))
-    jitter = np.random.default_rng(0).random(conf.size) * 1e-9
-    order = np.argsort(conf + jitter, kind="stable")
-    low, high = float(err[order[:n]].mean()), float(err[order[-n:]].mean())
-    return {"low_error": low, "high_error": high, "ratio": low / max(high, 1e-9),
-            "low_confidence": float(conf[order[:n]].mean()), "high_confidence": float(conf[order[-n:]].mean())}

@@ -34,7 +34,7 @@ import numpy as np
 
 from colorprop.colour import convert
 from colorprop.engine.engine import Engine, ShotOptions
-from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right
+from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right, meet_confidence
 from colorprop.errors import ColorpropError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_finite, read_exr, write_exr
 from colorprop.engine.flow import resize_flow, warp_backward
@@ -566,8 +566,9 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                 ab, confidence, carried = propagator.step(prep.L_work)
                 if backward is not None:
                     other = np.load(backward / f"{frame}.npy")
-                    ab = blend(ab, carried, other[..., :2], other[..., 3], (frame - a) / (b - a))
-                    confidence, carried = either_right(confidence, other[..., 2]), either_right(carried, other[..., 3])
+                    blended = blend(ab, carried, other[..., :2], other[..., 3], (frame - a) / (b - a))
+                    confidence = meet_confidence(blended, ab, confidence, other[..., :2], other[..., 2])
+                    ab, carried = blended, either_right(carried, other[..., 3])
                 result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
                 emit(frame, result, time.perf_counter() - t0)
                 prev_full = carried_state(frame, result, prep)
