@@ -1,8 +1,9 @@
 """`colorprop suggest-keys`: where the artist should paint the next key (shot/suggest.py decides).
 
 Prints a short table, or with ``--json`` one JSON object the DCC nodes read:
-``{"method", "keys", "count", "suggestions": [{"frame", "drop", "mean_confidence", "low_fraction"}],
-"frames": [{"frame", "mean_confidence", "low_fraction"}]}``.
+``{"method", "keys", "count", "suggestions": [{"frame", "expected_error", "mean_confidence", "low_fraction"}],
+"frames": [{"frame", "expected_error", "mean_confidence", "low_fraction"}]}``, suggestions weakest first;
+``expected_error`` = mean(1 − confidence), the expected share of wrong pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from colorprop.errors import InputError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("suggest-keys", help="frames where confidence drops most: where to paint the next key")
+    p = sub.add_parser("suggest-keys", help="the weakest frames (lowest confidence, spread over the shot): where to paint the next key")
     p.add_argument("--input", required=True)
     p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH")
     p.add_argument("--frames", default=None)
@@ -48,18 +49,19 @@ def run(args) -> int:
         "method": method,
         "keys": sorted(keys),
         "count": args.count,
-        "suggestions": [{"frame": s.frame, "drop": round(s.drop, 4), "mean_confidence": round(s.mean_confidence, 4),
-                         "low_fraction": round(s.low_fraction, 4)} for s in chosen],
-        "frames": [{"frame": f, "mean_confidence": round(v["mean"], 4), "low_fraction": round(v["low_fraction"], 4)}
-                   for f, v in sorted(summary.items())],
+        "suggestions": [{"frame": s.frame, "expected_error": round(s.expected_error, 4),
+                         "mean_confidence": round(s.mean_confidence, 4), "low_fraction": round(s.low_fraction, 4)}
+                        for s in chosen],
+        "frames": [{"frame": f, "expected_error": round(1.0 - v["mean"], 4), "mean_confidence": round(v["mean"], 4),
+                    "low_fraction": round(v["low_fraction"], 4)} for f, v in sorted(summary.items())],
     }
     if getattr(args, "json", False):
         print(json.dumps(report, indent=1))
         return 0
     print(f"suggested key frames (method {method}, keys {', '.join(map(str, sorted(keys)))}): "
           + (", ".join(str(s.frame) for s in chosen) or "none"))
-    print(f"{'frame':>6s} {'drop':>7s} {'mean conf':>9s} {'low (<0.5)':>10s}")
+    print(f"{'frame':>6s} {'expected error':>14s} {'mean conf':>9s} {'low (<0.5)':>10s}")
     for s in chosen:
-        print(f"{s.frame:6d} {s.drop:7.3f} {s.mean_confidence:9.3f} {s.low_fraction:10.1%}")
+        print(f"{s.frame:6d} {s.expected_error:14.1%} {s.mean_confidence:9.3f} {s.low_fraction:10.1%}")
     sys.stdout.flush()
     return 0

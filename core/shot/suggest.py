@@ -1,13 +1,16 @@
 """`colorprop suggest-keys`: where the artist should paint the next key.
 
 The shot is propagated from the given keys exactly as `colorize` would (embedded ``run_shot``, nothing
-written); each frame's carried confidence (confidence.py) is summarised as its mean and its fraction
-of low-confidence pixels. A frame is suggested where the mean confidence *drops* most from the frame
-before it in propagation order (the frame nearer the key it was coloured from): a new object, a
-dis-occlusion or a cut makes a step, while the slow decay along a run does not. Neighbours of a chosen
-frame (± ``SPACING``) are skipped so one event is suggested once.
+written); each frame's written confidence (confidence.py: the probability that a pixel's colour is right)
+is summarised by ``confidence.frame_summary``. A frame's expected error is its expected share of wrong
+pixels, mean(1 − confidence): the weakest frames of the current result, wherever they are in the shot.
 
-The command (table or JSON) is cli/suggest_keys.py.
+The first suggestion is the weakest frame, even next to a key. Each further one is the weakest after
+discounting frames near a key or an earlier suggestion: a frame d frames away counts min(1, d / spacing)
+of its expected error, spacing = the shot's length / (2 · (count + 1)), so several suggestions spread over
+the shot and a frame beside a key only comes back when it is far worse than the rest.
+
+The command (table or JSON) is cli/suggest_keys.py; ``colorprop eval --suggest`` measures it.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import numpy as np
 from colorprop.engine.confidence import frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.shot.pipeline import FrameResult, KeyImage, run_shot
-
-SPACING = 2  # frames on each side of a suggestion that are not suggested again
 
 
 class ConfidenceSink:
@@ -44,7 +45,7 @@ class ConfidenceSink:
 @dataclass
 class Suggestion:
     frame: int
-    drop: float  # mean confidence of the frame before (propagation order) minus this frame's
+    expected_error: float  # mean(1 − confidence): the expected share of wrong pixels
     mean_confidence: float
     low_fraction: float
 
@@ -55,26 +56,27 @@ def confidence_per_frame(engine: Engine, source, keys: dict[int, KeyImage], opti
     return sink.summary
 
 
+def default_spacing(frames: int, count: int) -> float:
+    """Frames over which the discount near a key or an earlier suggestion fades out (module docstring)."""
+    return max(2.0, frames / (2.0 * (count + 1)))
+
+
 def suggest_frames(summary: dict[int, dict[str, float]], keys: list[int], count: int,
-                   spacing: int = SPACING) -> list[Suggestion]:
-    """The ``count`` frames (never a key) whose mean confidence drops most from their predecessor in
-    propagation order: the next frame for those before the first key, the previous one otherwise."""
+                   spacing: float | None = None) -> list[Suggestion]:
+    """Up to ``count`` frames (never a key) of ``summary`` ({frame: frame_summary}), weakest first, spread
+    as the module docstring says."""
     frames = sorted(summary)
-    first_key = min(keys)
-    candidates = []
-    for i, f in enumerate(frames):
-        if f in keys:
-            continue
-        j = i + 1 if f < first_key else i - 1
-        if not 0 <= j < len(frames):
-            continue
-        prev = summary[frames[j]]
-        candidates.append(Suggestion(f, prev["mean"] - summary[f]["mean"], summary[f]["mean"], summary[f]["low_fraction"]))
-    candidates.sort(key=lambda s: (-s.drop, s.frame))
-    chosen: list[Suggestion] = []
-    for s in candidates:
-        if len(chosen) == count:
-            break
-        if all(abs(s.frame - c.frame) > spacing for c in chosen):
-            chosen.append(s)
-    return chosen
+    spacing = default_spacing(len(frames), count) if spacing is None else spacing
+    expected = {f: 1.0 - summary[f]["mean"] for f in frames if f not in keys}
+    chosen: list[int] = []
+    while expected and len(chosen) < count:
+        anchors = list(keys) + chosen if chosen else []
+
+        def discounted(f: int) -> float:
+            d = min((abs(f - a) for a in anchors), default=None)
+            return expected[f] if d is None else expected[f] * min(1.0, d / spacing)
+
+        best = max(sorted(expected), key=discounted)  # ties: the earliest frame
+        chosen.append(best)
+        del expected[best]
+    return [Suggestion(f, 1.0 - summary[f]["mean"], summary[f]["mean"], summary[f]["low_fraction"]) for f in chosen]
