@@ -140,9 +140,9 @@ def _read(path: Path) -> np.ndarray:
 
 def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, tmp_path, free_port):
     sys.path.insert(0, str(ROOT / "plugin" / "blender"))
-    import build_addon
+    import build_extension
 
-    zip_path = build_addon.build(tmp_path / "dist")
+    zip_path = build_extension.build(tmp_path / "dist")
     shot = tmp_path / "shot"
     shot.mkdir()
     for f in FRAMES:

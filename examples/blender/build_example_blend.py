@@ -5,7 +5,7 @@ settings filled in (plate, key at frame 1, method flow).
         [--server ADDRESS] [--colorize]
     # or with a Blender install:  blender -b -P examples/blender/build_example_blend.py -- --colorize
 
-The add-on must be installed (plugin/blender/build_addon.py makes the zip); when it is not, the
+The add-on must be installed (plugin/blender/build_extension.py makes the zip); when it is not, the
 script installs the freshly built zip into Blender's user add-ons. ``--colorize`` runs the operator
 (needs `colorprop serve`); the coloured EXRs land in colorprop/ next to the .blend.
 """
@@ -30,10 +30,10 @@ def ensure_addon() -> None:
         # source folder (without the bundled client) instead of the installed zip.
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("build_addon", os.path.join(REPO, "plugin", "blender", "build_addon.py"))
-        build_addon = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(build_addon)
-        zip_path = build_addon.build(os.path.join(REPO, "dist"))
+        spec = importlib.util.spec_from_file_location("build_extension", os.path.join(REPO, "plugin", "blender", "build_extension.py"))
+        build_extension = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(build_extension)
+        zip_path = build_extension.build(os.path.join(REPO, "dist"))
         bpy.ops.preferences.addon_install(filepath=str(zip_path), overwrite=True)
     bpy.ops.preferences.addon_enable(module="colorprop_blender")
 

@@ -1,6 +1,6 @@
 """Build the Blender add-on zip: colorprop_blender/ with colorprop_client bundled inside it.
 
-    python plugin/blender/build_addon.py --out dist/
+    python plugin/blender/build_extension.py --out dist/
 
 Install in Blender with Edit > Preferences > Add-ons > Install from Disk (the zip).
 """
