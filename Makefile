@@ -35,7 +35,7 @@ clean-venv:
 .PHONY: blender-venv blender-test
 $(BLENDER_STAMP):
 	test -x $(BLENDER_VENV)/bin/python || $(PYTHON) -m venv $(BLENDER_VENV)
-	$(BLENDER_VENV)/bin/python -m pip install -q bpy==5.0.1 'numpy<2' 'pyzmq>=25'
+	$(BLENDER_VENV)/bin/python -m pip install -q bpy==5.0.1 'numpy<2'
 	touch $(BLENDER_STAMP)
 blender-venv: $(BLENDER_STAMP)
 blender-test: $(STAMP) $(BLENDER_STAMP)

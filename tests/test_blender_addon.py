@@ -1,10 +1,17 @@
-"""The Blender add-on in real Blender: bpy 5.0.1 (PyPI) in its own venv, .venv-blender.
+"""The Blender extension in real Blender: bpy 5.0.1 (PyPI) in its own venv, .venv-blender.
 
-The test builds the add-on zip, then runs a script under .venv-blender's Python (Blender's numpy<2,
-pyzmq, no torch) that installs and enables the add-on, builds a scene around an EXR sequence (the
-example shot), runs the Colorize operator against a real `colorprop serve` on 127.0.0.1 (method
-flow: no weights needed), and reports what it made. Here the files are checked with OpenImageIO:
-colour appears, luminance is unchanged, nothing is flipped.
+The test builds the extension zip (plugin/blender/build_extension.py: pyzmq wheels for every platform
+from PyPI, cached in build/blender-wheels/), then runs scripts under .venv-blender's Python (Blender's
+numpy<2, no torch) in which ``zmq`` cannot be imported from the venv's own site-packages (a finder on
+sys.meta_path hides it, although the shared venv has pyzmq), as in a stock Blender.
+
+1. Install the zip with Blender's extension installer (offline, from disk) and enable it: pyzmq must
+   now come from the wheel the extension brought. Build a scene around an EXR sequence (the example
+   shot), run the Colorize operator against a real `colorprop serve` on 127.0.0.1 (method flow: no
+   weights needed), and report what it made; here the files are checked with OpenImageIO: colour
+   appears, luminance is unchanged, nothing is flipped. A dead server and cancel too.
+2. With zmq hidden everywhere (no wheel fits), enabling must fail with a message that names pyzmq and
+   the fix, not a missing colorprop_client.
 
 The venv is made by `make blender-venv` (~360 MB download once). COLORPROP_SKIP_BLENDER=1 skips.
 """
@@ -31,17 +38,45 @@ FRAMES = range(1, 7)
 
 pytestmark = pytest.mark.skipif(os.environ.get("COLORPROP_SKIP_BLENDER") == "1", reason="COLORPROP_SKIP_BLENDER=1")
 
-SCRIPT = textwrap.dedent(r'''
-    import json, os, sys, time
-    import bpy, numpy, zmq
+# Runs first in every Blender script: `import zmq` may not find the venv's pyzmq (the shared venv has
+# one; a stock Blender has none). With HIDE_ALL set, it finds none anywhere.
+HIDE_ZMQ = textwrap.dedent(r'''
+    import importlib.machinery, os, sys
+
+    class HideVenvZmq:
+        venv_site = [p for p in sys.path if p.endswith("site-packages")]
+
+        def find_spec(self, name, path=None, target=None):
+            if name != "zmq":
+                return None  # zmq's submodules are found inside whichever zmq package was found
+            paths = [] if os.environ.get("HIDE_ALL") else [p for p in sys.path if p not in self.venv_site]
+            spec = importlib.machinery.PathFinder.find_spec(name, paths)
+            if spec is None:
+                raise ModuleNotFoundError("No module named 'zmq'", name="zmq")
+            return spec
+
+    sys.meta_path.insert(0, HideVenvZmq())
+''')
+
+SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+    import json, time
+    import bpy, numpy
 
     zip_path, address, dead_address, plate0, key_path, result_json = sys.argv[-6:]
     out = {"numpy": numpy.__version__, "blender": bpy.app.version_string}
+    try:
+        import zmq
+        out["zmq_before"] = zmq.__file__
+    except ModuleNotFoundError as exc:
+        out["zmq_before"] = str(exc)
 
-    bpy.ops.preferences.addon_install(filepath=zip_path, overwrite=True)
-    bpy.ops.preferences.addon_enable(module="colorprop_blender")
-    import colorprop_blender
-    out["addon_file"] = colorprop_blender.__file__
+    out["install"] = list(bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                                   enable_on_install=True))
+    import zmq
+    out["zmq_after"] = zmq.__file__
+    import bl_ext.user_default.colorprop as colorprop_ext
+    out["addon_file"] = colorprop_ext.__file__
+    out["enabled"] = "bl_ext.user_default.colorprop" in bpy.context.preferences.addons
 
     # A scene around the EXR sequence: the plate in the compositor, saved so outputs go next to it.
     scene = bpy.context.scene
@@ -84,8 +119,8 @@ SCRIPT = textwrap.dedent(r'''
     out["links_from_result"] = sorted(l.to_node.bl_idname for l in tree.links if l.from_node == img_node)
 
     # Cancel, in Blender's Python: the client loop stops within one request once asked.
-    from colorprop_blender import blender_io, logic
-    from colorprop_blender._client import dcc
+    from bl_ext.user_default.colorprop import blender_io, logic
+    from bl_ext.user_default.colorprop._client import dcc
     out["client_file"] = dcc.__file__
     written = []
     def write(frame, rgb, confidence):
@@ -99,6 +134,21 @@ SCRIPT = textwrap.dedent(r'''
     except dcc.Cancelled:
         out["cancel"] = "cancelled"
     out["cancel_written"] = written
+    json.dump(out, open(result_json, "w"), indent=1)
+''')
+
+NO_PYZMQ_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+    import json
+    import bpy
+    import addon_utils
+
+    zip_path, result_json = sys.argv[-2:]
+    out = {"install": list(bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                                     enable_on_install=False))}
+    errors = []
+    addon_utils.enable("bl_ext.user_default.colorprop", default_set=True, handle_error=errors.append)
+    out["errors"] = [f"{type(e).__name__}: {e}" for e in errors]
+    out["enabled"] = "bl_ext.user_default.colorprop" in bpy.context.preferences.addons
     json.dump(out, open(result_json, "w"), indent=1)
 ''')
 
@@ -138,31 +188,67 @@ def _read(path: Path) -> np.ndarray:
     return px[..., [names.index(c) for c in "RGB"]]
 
 
-def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, tmp_path, free_port):
+@pytest.fixture(scope="module")
+def extension_zip(tmp_path_factory) -> Path:
+    """The extension as a studio builds it (the wheels come from PyPI once, then from build/blender-wheels/)."""
     sys.path.insert(0, str(ROOT / "plugin" / "blender"))
     import build_extension
 
-    zip_path = build_extension.build(tmp_path / "dist")
+    return build_extension.build(tmp_path_factory.mktemp("dist"))
+
+
+def test_extension_zip_has_a_pyzmq_wheel_for_every_platform_and_python(extension_zip):
+    import tomllib
+    import zipfile
+
+    with zipfile.ZipFile(extension_zip) as zf:
+        names = set(zf.namelist())
+        manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
+    assert {"__init__.py", "_client.py", "colorprop_client/dcc.py", "colorprop_client/client.py"} <= names
+    assert manifest["id"] == "colorprop" and manifest["blender_version_min"] == "5.0.0"
+    wheels = [w.removeprefix("./") for w in manifest["wheels"]]
+    assert set(wheels) == {n for n in names if n.endswith(".whl")}
+    tags = {"linux-x64": "x86_64", "linux-arm64": "aarch64", "windows-x64": "win_amd64",
+            "windows-arm64": "win_arm64", "macos-x64": "universal2", "macos-arm64": "universal2"}
+    assert sorted(manifest["platforms"]) == sorted(tags)
+    for platform, tag in tags.items():
+        for python in ("-cp311-cp311-", "-cp312-abi3-"):  # Blender 5.0's Python 3.11; 3.12 and later
+            assert [w for w in wheels if python in w and w.endswith(f"{tag}.whl")], (platform, python)
+
+
+def run_blender(blender_python: Path, script: str, args: list[str], tmp_path: Path, **env_extra: str) -> dict:
+    """``script`` under Blender's Python with its own user folders (extensions land there); its JSON result."""
+    path = tmp_path / "script.py"
+    path.write_text(script)
+    result_json = tmp_path / "result.json"
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender_user"), "PYTHONNOUSERSITE": "1",
+           **env_extra}
+    env.pop("PYTHONPATH", None)  # Blender's Python must find the client only inside the extension
+    proc = subprocess.run([str(blender_python), str(path), *args, str(result_json)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and result_json.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(result_json.read_text())
+
+
+def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, server, extension_zip, tmp_path,
+                                                                free_port):
     shot = tmp_path / "shot"
     shot.mkdir()
     for f in FRAMES:
         shutil.copy(SHOT / f"plate.{f:04d}.exr", shot)
     shutil.copy(SHOT / "key.0001.exr", tmp_path / "key_painted.exr")
-    script = tmp_path / "run_addon.py"
-    script.write_text(SCRIPT)
-    result_json = tmp_path / "result.json"
-    env = {**os.environ, "BLENDER_USER_SCRIPTS": str(tmp_path / "user_scripts"), "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)  # Blender's Python must find the client only inside the add-on zip
-    args = [str(zip_path), server, f"tcp://127.0.0.1:{free_port()}", str(shot / "plate.0001.exr"),
-            str(tmp_path / "key_painted.exr"), str(result_json)]
-    proc = subprocess.run([str(blender_python), str(script), *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and result_json.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(result_json.read_text())
+    args = [str(extension_zip), server, f"tcp://127.0.0.1:{free_port()}", str(shot / "plate.0001.exr"),
+            str(tmp_path / "key_painted.exr")]
+    res = run_blender(blender_python, SCRIPT, args, tmp_path)
 
+    # pyzmq: hidden before the install, then the extension's own wheel
+    assert res["zmq_before"] == "No module named 'zmq'"
+    assert res["install"] == ["FINISHED"] and res["enabled"]
+    user = str(tmp_path / "blender_user" / "extensions")
+    assert res["zmq_after"].startswith(os.path.join(user, ".local")), res["zmq_after"]
     assert res["blender"].startswith("5.0") and res["numpy"].startswith("1.")
-    assert str(tmp_path / "user_scripts") in res["addon_file"]  # the installed zip, not the repo
-    assert str(tmp_path / "user_scripts") in res["client_file"]  # and the client bundled in it
+    assert res["addon_file"].startswith(os.path.join(user, "user_default", "colorprop"))  # installed, not the repo
+    assert res["client_file"].startswith(os.path.join(user, "user_default", "colorprop", "colorprop_client"))
     # a dead server: a clear message within a few seconds
     assert res["dead_result"][0] == "CANCELLED" and res["dead_seconds"] < 6
     assert "no colorprop server answers" in res["dead_result"][1]
@@ -192,3 +278,14 @@ def test_addon_colours_an_exr_sequence_in_real_blender(blender_python, server, t
     assert np.abs(chroma(out1) - chroma(key)).mean() < 0.5 * np.abs(chroma(out1) - chroma(key[::-1])).mean()
     # cancel from Blender's Python stops the job early
     assert res["cancel"] == "cancelled" and 2 <= len(res["cancel_written"]) < 24
+
+
+def test_without_pyzmq_enabling_says_so_and_how_to_fix_it(blender_python, extension_zip, tmp_path):
+    """No wheel fits (zmq hidden everywhere): the error names pyzmq and the fix, not colorprop_client."""
+    res = run_blender(blender_python, NO_PYZMQ_SCRIPT, [str(extension_zip)], tmp_path, HIDE_ALL="1")
+    assert res["install"] == ["FINISHED"] and not res["enabled"]
+    (error,) = res["errors"]
+    assert error.startswith("ModuleNotFoundError: colorprop cannot talk to its server: pyzmq (module zmq) "
+                            "is not installed in this Python"), error
+    assert "build_extension.py" in error and "-m pip install pyzmq" in error
+    assert "colorprop_client" not in error

@@ -5,8 +5,8 @@ settings filled in (plate, key at frame 1, method flow).
         [--server ADDRESS] [--colorize]
     # or with a Blender install:  blender -b -P examples/blender/build_example_blend.py -- --colorize
 
-The add-on must be installed (plugin/blender/build_extension.py makes the zip); when it is not, the
-script installs the freshly built zip into Blender's user add-ons. ``--colorize`` runs the operator
+The extension must be installed (plugin/blender/build_extension.py makes the zip); when it is not,
+the script builds it and installs it into Blender's user extensions. ``--colorize`` runs the operator
 (needs `colorprop serve`); the coloured EXRs land in colorprop/ next to the .blend.
 """
 
@@ -22,20 +22,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 SHOT = os.path.join(REPO, "examples", "shot")
 
 
+MODULE = "bl_ext.user_default.colorprop"  # the extension's module once installed in the user repository
+
+
 def ensure_addon() -> None:
-    import addon_utils
+    """Install the freshly built extension (plugin/blender/build_extension.py) unless it is installed."""
+    if MODULE in bpy.context.preferences.addons:
+        return
+    # Load the builder by path: plugin/blender on sys.path would make the source folder importable
+    # (without the bundled client and wheels) instead of the installed extension.
+    import importlib.util
 
-    if not any(m.__name__ == "colorprop_blender" for m in addon_utils.modules()):
-        # Load the builder by path: putting plugin/blender on sys.path would make Blender enable the
-        # source folder (without the bundled client) instead of the installed zip.
-        import importlib.util
-
-        spec = importlib.util.spec_from_file_location("build_extension", os.path.join(REPO, "plugin", "blender", "build_extension.py"))
-        build_extension = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(build_extension)
-        zip_path = build_extension.build(os.path.join(REPO, "dist"))
-        bpy.ops.preferences.addon_install(filepath=str(zip_path), overwrite=True)
-    bpy.ops.preferences.addon_enable(module="colorprop_blender")
+    spec = importlib.util.spec_from_file_location("build_extension", os.path.join(REPO, "plugin", "blender", "build_extension.py"))
+    build_extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_extension)
+    zip_path = build_extension.build(os.path.join(REPO, "dist"))
+    bpy.ops.extensions.package_install_files(filepath=str(zip_path), repo="user_default", enable_on_install=True)
 
 
 def build(out: str, server: str) -> None:
@@ -68,7 +70,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--colorize", action="store_true")
     args = ap.parse_args(argv)
     ensure_addon()
-    from colorprop_blender._client import dcc
+    import importlib
+
+    dcc = importlib.import_module(MODULE + "._client").dcc
 
     build(args.out, args.server or dcc.DEFAULT_ADDRESS)
     if args.colorize:

@@ -22,14 +22,27 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+
+def pyzmq_missing_message() -> str:
+    """What to tell an artist whose DCC Python has no pyzmq: which Python, and the fix for this host."""
+    where = f"{sys.executable}, Python {sys.version_info.major}.{sys.version_info.minor}"
+    if "bpy" in sys.modules:
+        fix = ("Install the ColorProp extension zip built by plugin/blender/build_extension.py for this platform "
+               f"(it brings pyzmq for {sys.platform}), or run: \"{sys.executable}\" -m pip install pyzmq")
+    elif "nuke" in sys.modules:
+        fix = ("Install pyzmq into a folder on NUKE_PATH with Nuke's own Python, as docs/DCC.md ('Install') shows: "
+               "\"<Nuke folder>/python\" -m pip install --target <folder on NUKE_PATH> pyzmq")
+    else:
+        fix = f"Run: \"{sys.executable}\" -m pip install pyzmq"
+    return f"colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python ({where}). {fix}"
+
+
 try:
     import zmq  # noqa: F401  (imported here first so that a missing pyzmq is named as such)
 except ModuleNotFoundError as _exc:
-    raise ModuleNotFoundError(
-        f"colorprop needs pyzmq, and the Python running this plug-in has none ({sys.executable}, "
-        f"Python {sys.version_info.major}.{sys.version_info.minor}). Blender: install the ColorProp "
-        "extension built for this platform (it bundles pyzmq), see docs/DCC.md. Nuke: install pyzmq "
-        "into Nuke's Python (docs/DCC.md, 'Install').", name="zmq") from _exc
+    if _exc.name != "zmq":
+        raise
+    raise ModuleNotFoundError(pyzmq_missing_message(), name="zmq") from None
 
 from . import protocol as P
 from .client import (CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost, ServerBusy,

@@ -1,14 +1,7 @@
-"""ColorProp for Blender: colour a plate from keyframes on a colorprop server (Compositor sidebar)."""
+"""ColorProp for Blender: colour a plate from keyframes on a colorprop server (Compositor sidebar).
 
-bl_info = {
-    "name": "ColorProp",
-    "author": "colorprop",
-    "version": (0, 1, 0),
-    "blender": (5, 0, 0),
-    "location": "Compositor > Sidebar > ColorProp",
-    "description": "Deep video colour propagation through a colorprop server",
-    "category": "Compositing",
-}
+A Blender extension: blender_manifest.toml holds its name, version and the bundled pyzmq wheels
+(plugin/blender/build_extension.py builds it)."""
 
 
 def register():
