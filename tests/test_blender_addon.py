@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hide_zmq import HIDE_ZMQ
 from serverkit import spawn, stop_proc, wait_hello
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,26 +38,6 @@ BLENDER_PY = ROOT / ".venv-blender" / "bin" / "python"
 FRAMES = range(1, 7)
 
 pytestmark = pytest.mark.skipif(os.environ.get("COLORPROP_SKIP_BLENDER") == "1", reason="COLORPROP_SKIP_BLENDER=1")
-
-# Runs first in every Blender script: `import zmq` may not find the venv's pyzmq (the shared venv has
-# one; a stock Blender has none). With HIDE_ALL set, it finds none anywhere.
-HIDE_ZMQ = textwrap.dedent(r'''
-    import importlib.machinery, os, sys
-
-    class HideVenvZmq:
-        venv_site = [p for p in sys.path if p.endswith("site-packages")]
-
-        def find_spec(self, name, path=None, target=None):
-            if name != "zmq":
-                return None  # zmq's submodules are found inside whichever zmq package was found
-            paths = [] if os.environ.get("HIDE_ALL") else [p for p in sys.path if p not in self.venv_site]
-            spec = importlib.machinery.PathFinder.find_spec(name, paths)
-            if spec is None:
-                raise ModuleNotFoundError("No module named 'zmq'", name="zmq")
-            return spec
-
-    sys.meta_path.insert(0, HideVenvZmq())
-''')
 
 SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     import json, time

@@ -15,8 +15,11 @@ values such as the Write's "32 bit float", ``nuke.execute`` of a Write inside a 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -35,6 +38,7 @@ from colorprop_client import dcc  # noqa: E402
 from colorprop_nuke import exr_io, logic  # noqa: E402
 from colorprop_nuke import node as cpnode  # noqa: E402
 
+from hide_zmq import HIDE_ZMQ  # noqa: E402
 from serverkit import spawn, stop_proc, wait_hello  # noqa: E402
 
 oiio = pytest.importorskip("OpenImageIO")
@@ -57,6 +61,12 @@ def server(tmp_path_factory, free_port):
 def standin():
     nuke.reset(gui=False, frame=1)
     yield nuke
+    for flag in cpnode._cancel_flags.values():  # no worker outlives its test
+        flag.set()
+    for worker in cpnode._jobs.values():
+        worker.join(30)
+    cpnode._jobs.clear()
+    cpnode._cancel_flags.clear()
     nuke.reset()
 
 
@@ -73,17 +83,17 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
-def _make_node(address: str, work: Path, last: int = 6):
+def _make_node(address: str, work: Path | None, last: int = 6, plate_frame=_shot_frame, key_frame=_key_frame):
     plate = nuke.nodes.Read(name="Plate")
-    plate.render_frame, plate.frame_range = _shot_frame, (1, 24)
+    plate.render_frame, plate.frame_range = plate_frame, (1, 24)
     key = nuke.nodes.Read(name="Key")
-    key.render_frame = _key_frame
+    key.render_frame = key_frame
     node = cpnode.create_node()
     node.setInput(0, plate)
     node.setInput(1, key)
     node["server"].setValue(address)
     node["frame_range"].setValue(f"1-{last}")
-    node["work_dir"].setValue(str(work))
+    node["work_dir"].setValue(str(work) if work is not None else "")
     return node
 
 
@@ -202,11 +212,10 @@ def test_gui_colorize_runs_off_the_main_thread_and_cancels(standin, server, tmp_
     node = _make_node(server[0], tmp_path, last=24)
     node["method"].setValues(["flow"])
     node["method"].setValue("flow")
-    t0 = time.monotonic()
     node["colorize"].execute()
-    assert time.monotonic() - t0 < 5  # only the renders ran on this thread; the network work did not
+    # the knob returned after the renders, with the network work still running in its own thread
     worker = cpnode._jobs[node.name()]
-    assert worker is not threading.current_thread()
+    assert worker is not threading.current_thread() and worker.is_alive()
     end = time.monotonic() + 60
     while not nuke.ProgressTask.instances or not any("frame" in m for m in nuke.ProgressTask.instances[-1].messages):
         assert time.monotonic() < end, "no progress within 60 s"
@@ -228,10 +237,11 @@ def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path, f
     node["method"].setValues(["flow"])
     t0 = time.monotonic()
     node["colorize"].execute()
-    assert time.monotonic() - t0 < 6
+    assert time.monotonic() - t0 < 6  # one connect try of 2 s; nothing rendered first
     status = node["status"].value()
     assert status.startswith("ERROR: no colorprop server answers at tcp://127.0.0.1:"), status
     assert node["tile_color"].value() == cpnode.ERROR_COLOR
+    assert not [c for c in nuke.calls if c[0] == "execute"]
 
 
 def test_missing_inputs_are_reported_before_rendering(standin, tmp_path):
@@ -239,6 +249,116 @@ def test_missing_inputs_are_reported_before_rendering(standin, tmp_path):
     node["colorize"].execute()
     assert "connect a plate" in node["status"].value()
     assert not [c for c in nuke.calls if c[0] == "execute"]
+
+
+# -- where the files go, regrade, confidence -------------------------------------------------------
+def test_results_go_next_to_the_saved_script_not_the_temp_folder(standin, server, tmp_path):
+    script = tmp_path / "comp" / "sh010_comp_v001.nk"
+    script.parent.mkdir()
+    nuke.reset(script=str(script))
+    node = _make_node(server[0], None, last=3)
+    node["connect"].execute()  # the server offers flow only
+    node["colorize"].execute()
+    assert node["status"].value().startswith("done: 3 frames"), node["status"].value()
+    work = tmp_path / "comp" / "colorprop" / "sh010_comp_v001" / "ColorProp1"
+    with node:
+        assert nuke.toNode("Result")["file"].value() == str(work / "colorized" / "ColorProp1.####.exr")
+    assert sorted(p.name for p in (work / "colorized").iterdir()) == [f"ColorProp1.{f:04d}.exr" for f in (1, 2, 3)]
+    assert sorted(p.name for p in (work / "plate").iterdir()) == [f"plate.{f:04d}.exr" for f in (1, 2, 3)]
+
+
+def test_an_unsaved_script_without_work_folder_is_refused_before_rendering(standin, server):
+    nuke.reset(script="Root")  # what Nuke names the root of a script never saved
+    node = _make_node(server[0], None)
+    node["colorize"].execute()
+    assert node["status"].value() == "ERROR: save the script first (the results go next to it), or set the work folder"
+    assert not [c for c in nuke.calls if c[0] == "execute"]
+
+
+def _colour_plate(frame: int) -> np.ndarray:
+    """The example plate tinted: a colour plate, as a regrade starts from."""
+    return (_shot_frame(frame) * np.array([1.0, 0.8, 0.55], np.float32)).astype(np.float32)
+
+
+def test_regrade_and_confidence_reach_the_server_and_the_files(standin, server, tmp_path):
+    """Regrade with a key equal to its plate frame changes nothing, so every output equals the plate
+    (without regrade the colour is re-propagated and differs); the matte channel is written, 1 at the key."""
+    outputs = {}
+    for regrade in (True, False):
+        node = _make_node(server[0], tmp_path / f"regrade_{regrade}", last=4, plate_frame=_colour_plate,
+                          key_frame=_colour_plate)
+        node["name"].setValue(f"ColorProp{int(regrade)}")
+        node["connect"].execute()  # the server offers flow only
+        node["regrade"].setValue(regrade)
+        node["confidence"].setValue(True)
+        node["colorize"].execute()
+        assert node["status"].value().startswith("done: 4 frames"), node["status"].value()
+        with node:
+            outputs[regrade] = nuke.toNode("Result")["file"].value()
+    for f in range(1, 5):
+        img = exr_io.read_exr(dcc.frame_path(outputs[True], f))
+        assert img.channels == ("B", "G", "R", "colorprop.confidence")
+        np.testing.assert_array_equal(img.rgb(), _colour_plate(f))
+        matte = img.pixels[..., 3]
+        assert matte.min() >= 0 and matte.max() <= 1 and (f > 1 or matte.min() == 1)
+    assert not np.array_equal(exr_io.read_exr(dcc.frame_path(outputs[False], 3)).rgb(), _colour_plate(3))
+
+
+def test_confidence_in_shared_paths_mode_is_written_by_the_server(standin, server):
+    address, shared = server
+    node = _make_node(address, shared / "confidence_paths", last=3)
+    node["connect"].execute()
+    node["mode"].setValue("shared paths")
+    node["confidence"].setValue(True)
+    node["colorize"].execute()
+    assert node["status"].value().startswith("done: 3 frames"), node["status"].value()
+    with node:
+        pattern = nuke.toNode("Result")["file"].value()
+    assert "colorprop.confidence" in exr_io.read_exr(dcc.frame_path(pattern, 2)).channels
+
+
+# -- pyzmq for Nuke's Python ----------------------------------------------------------------------
+INIT_AND_IMPORT = HIDE_ZMQ + textwrap.dedent(r'''
+    import json
+    standin, init, result = sys.argv[1:4]
+    sys.path.insert(0, standin)
+    import nuke  # the stand-in: Nuke has imported its own module before init.py runs
+    exec(compile(open(init).read(), init, "exec"), {"__file__": init})
+    try:
+        from colorprop_client import dcc
+        import zmq
+        out = {"zmq": zmq.__file__, "dcc": dcc.__file__}
+    except ModuleNotFoundError as exc:
+        out = {"error": str(exc)}
+    json.dump(out, open(result, "w"))
+''')
+
+
+def test_pyzmq_installed_as_docs_dcc_says_is_found_through_init_py(tmp_path):
+    """docs/DCC.md's install line (pip --target for Nuke's Python version and platform) into a copy of
+    plugin/nuke/site-packages, then a Python without pyzmq runs init.py and imports the client. Checks
+    our layout and init.py; Nuke's own Python is not here."""
+    site_dir = tmp_path / "site-packages"
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(site_dir),
+           "--only-binary", ":all:", "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}",
+           "--platform", dcc.pip_platform(), "pyzmq==27.3.0"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    script = tmp_path / "init_and_import.py"
+    script.write_text(INIT_AND_IMPORT)
+    env = {**os.environ, "PYTHONNOUSERSITE": "1", "COLORPROP_NUKE_SITE": str(site_dir)}
+    env.pop("PYTHONPATH", None)
+    args = [sys.executable, str(script), str(ROOT / "tests" / "nuke_standin"), str(ROOT / "plugin" / "nuke" / "init.py")]
+    subprocess.run([*args, str(tmp_path / "found.json")], env=env, check=True, timeout=120)
+    found = json.loads((tmp_path / "found.json").read_text())
+    assert found.get("zmq", "").startswith(str(site_dir)), found
+    assert found["dcc"] == str(ROOT / "plugin" / "colorprop_client" / "dcc.py")
+    # without it, the message names pyzmq and the Nuke fix
+    env["COLORPROP_NUKE_SITE"] = str(tmp_path / "nothing-here")
+    subprocess.run([*args, str(tmp_path / "missing.json")], env=env, check=True, timeout=120)
+    error = json.loads((tmp_path / "missing.json").read_text())["error"]
+    assert error.startswith("colorprop cannot talk to its server: pyzmq (module zmq) is not installed"), error
+    assert "plugin/nuke/site-packages" in error and f"--platform {dcc.pip_platform()} pyzmq" in error
 
 
 # -- examples/nuke --------------------------------------------------------------------------------
@@ -258,3 +378,67 @@ def test_example_builder_and_hand_written_script_match_the_node(standin, server,
             assert f" {knob}" in nk, f"colorprop_example.nk lacks the {knob!r} knob"
     for inner in ("WritePlate", "WriteKey", "Result", "Output1"):
         assert f"name {inner}" in nk
+
+
+def read_nk(text: str) -> dict[str, dict]:
+    """Wire a .nk script as Nuke reads one, to check its structure (not Nuke itself): each node pops its
+    ``inputs`` (default 1; top of the stack = input 0) and pushes itself; ``push $v``, ``push 0`` and
+    ``set v [stack 0]``; a Group's nodes follow it, with a stack of their own, until ``end_group``.
+    Returns {"Group.Node": {"class", "inputs": [names], "knobs": {name: raw value}}}."""
+    nodes: dict[str, dict] = {}
+    contexts = [("", [], {})]  # (group prefix, stack, variables)
+    current = None
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        prefix, stack, variables = contexts[-1]
+        if current is not None:
+            if s == "}":
+                name = prefix + current["knobs"].get("name", current["class"])
+                n_inputs = int(current["knobs"].get("inputs", 1))
+                popped = [stack.pop() for _ in range(n_inputs)]
+                current["inputs"] = popped
+                if current["class"] != "Root":
+                    stack.append(name)
+                    nodes[name] = current
+                if current["class"] == "Group":
+                    contexts.append((name + ".", [], {}))
+                current = None
+            else:
+                key, _, value = s.partition(" ")
+                current["knobs"].setdefault(key, value.strip('"'))
+        elif s.endswith("{") and s[:-1].strip().isidentifier():
+            current = {"class": s[:-1].strip(), "knobs": {}}
+        elif s == "end_group":
+            contexts.pop()
+        elif s.startswith("push "):
+            ref = s.split()[1]
+            stack.append(None if ref == "0" else variables[ref.lstrip("$")])
+        elif s.startswith("set ") and s.endswith("[stack 0]"):
+            variables[s.split()[1]] = stack[-1]
+        elif s.split()[0] == "version":
+            continue
+        else:
+            raise AssertionError(f"unexpected line in .nk: {line!r}")
+    return nodes
+
+
+def test_example_script_opens_as_a_script_and_wires_the_node():
+    """No clipboard-paste syntax; plate into input 0 and key into input 1; the shot found from the file."""
+    path = ROOT / "examples" / "nuke" / "colorprop_example.nk"
+    text = path.read_text()
+    assert "cut_paste_input" not in text
+    nodes = read_nk(text)
+    assert nodes["ColorProp1"]["inputs"] == ["Plate", "Key"]
+    assert nodes["ColorProp1.WritePlate"]["inputs"] == ["ColorProp1.plate"]
+    assert nodes["ColorProp1.WriteKey"]["inputs"] == ["ColorProp1.key"]
+    assert nodes["ColorProp1.Output1"]["inputs"] == ["ColorProp1.plate"]
+    assert nodes["ColorProp1.key"]["knobs"]["number"] == "1"
+    assert nodes["Viewer1"]["inputs"] == ["ColorProp1"]
+    assert nodes["ColorProp1"]["knobs"].get("work_dir", "") == ""  # results next to the script
+    for read, first in (("Plate", "plate.0001.exr"), ("Key", "key.0001.exr")):
+        pattern = nodes[read]["knobs"]["file"]
+        assert pattern.startswith("\\[file dirname \\[value root.name]]/"), pattern
+        resolved = (path.parent / pattern.split("]]/", 1)[1]).resolve()
+        assert (resolved.parent / first).exists(), resolved

@@ -13,6 +13,7 @@ the same signs); ``tests/test_dcc.py`` checks both against one table.
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 import time
@@ -23,18 +24,30 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 
+def pip_platform() -> str:
+    """The pip platform tag of this machine's Python (for ``pip install --platform``)."""
+    machine = platform.machine().lower()
+    if sys.platform.startswith("linux"):
+        return f"manylinux_2_28_{'aarch64' if machine in ('aarch64', 'arm64') else 'x86_64'}"
+    if sys.platform == "win32":
+        return "win_arm64" if machine == "arm64" else "win_amd64"
+    return "macosx_11_0_arm64" if machine == "arm64" else "macosx_10_15_x86_64"
+
+
 def pyzmq_missing_message() -> str:
     """What to tell an artist whose DCC Python has no pyzmq: which Python, and the fix for this host."""
-    where = f"{sys.executable}, Python {sys.version_info.major}.{sys.version_info.minor}"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if "bpy" in sys.modules:
         fix = ("Install the ColorProp extension zip built by plugin/blender/build_extension.py for this platform "
-               f"(it brings pyzmq for {sys.platform}), or run: \"{sys.executable}\" -m pip install pyzmq")
+               f"(it brings pyzmq along), or run: \"{sys.executable}\" -m pip install pyzmq")
     elif "nuke" in sys.modules:
-        fix = ("Install pyzmq into a folder on NUKE_PATH with Nuke's own Python, as docs/DCC.md ('Install') shows: "
-               "\"<Nuke folder>/python\" -m pip install --target <folder on NUKE_PATH> pyzmq")
+        fix = ("Put pyzmq for Nuke's Python into plugin/nuke/site-packages (init.py adds it), from any Python with "
+               f"pip: python -m pip install --target <colorprop>/plugin/nuke/site-packages --only-binary :all: "
+               f"--python-version {version} --platform {pip_platform()} pyzmq (docs/DCC.md, 'Install')")
     else:
         fix = f"Run: \"{sys.executable}\" -m pip install pyzmq"
-    return f"colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python ({where}). {fix}"
+    return (f"colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python "
+            f"({sys.executable}, Python {version}). {fix}")
 
 
 try:

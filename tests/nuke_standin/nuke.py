@@ -20,11 +20,13 @@ _frame = 1
 _all_nodes: list["Node"] = []
 _context: list["Node"] = []  # group stack (begin/end, with node:)
 _this: list["Node"] = []
+SAVED_SCRIPT = "/shows/demo/comp/sh010_comp_v001.nk"
+_script = SAVED_SCRIPT  # what root().name() answers; "Root" for a script never saved
 
 
-def reset(gui: bool = False, frame: int = 1) -> None:
-    global GUI, _frame
-    GUI, _frame = gui, frame
+def reset(gui: bool = False, frame: int = 1, script: str = SAVED_SCRIPT) -> None:
+    global GUI, _frame, _script
+    GUI, _frame, _script = gui, frame, script
     calls.clear(), main_queue.clear(), _all_nodes.clear(), _context.clear(), _this.clear()
     ProgressTask.instances.clear()
 
@@ -114,7 +116,8 @@ class Enumeration_Knob(Knob):
 
 
 class Boolean_Knob(Knob):
-    pass
+    def __init__(self, name: str, label: str | None = None, value: bool = False):
+        super().__init__(name, label, value)
 
 
 class Int_Knob(Knob):
@@ -245,7 +248,7 @@ def selectedNodes() -> list[Node]:
 
 class _Root:
     def name(self) -> str:
-        return "/shows/demo/comp/sh010_comp_v001.nk"
+        return _script
 
 
 def root() -> _Root:

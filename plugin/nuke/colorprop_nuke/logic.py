@@ -12,10 +12,15 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from colorprop_client import dcc
 from colorprop_client import protocol as P
 
 from .exr_io import ExrError, read_exr, write_exr
+
+
+CONFIDENCE_CHANNEL = "colorprop.confidence"  # the channel `colorprop colorize --confidence` writes
 
 
 @dataclass
@@ -33,12 +38,23 @@ class ShotPlan:
     options: dict[str, Any] = field(default_factory=dict)  # more server options, which it must declare
     mode: str = P.MODE_INBAND
     colorspace: str | None = None
+    confidence: bool = False  # also write the colorprop.confidence matte into the results
+    caps: dict[str, Any] | None = None  # the server's capabilities, when already asked (else run_plan asks)
     timeout_s: float = dcc.JOB_TIMEOUT_S
 
     def check(self) -> None:
         dcc.check_frames(self.frames, self.keyframes)
         if self.mode not in dcc.MODE_LABELS:
             raise dcc.ColorizeError(f"unknown data mode {self.mode!r}")
+
+
+def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarray | None) -> None:
+    """One coloured frame as a float EXR: R, G, B and, when given, the confidence matte."""
+    path = dcc.frame_path(pattern, frame)
+    if confidence is None:
+        write_exr(path, rgb)
+    else:
+        write_exr(path, np.dstack([rgb, confidence]), ("R", "G", "B", CONFIDENCE_CHANNEL))
 
 
 def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
@@ -48,16 +64,22 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
     Raises dcc.ColorizeError (message for the node), dcc.Cancelled."""
     plan.check()
     progress = progress or (lambda f, m: None)
-    progress(0.0, f"connecting to {plan.address}")
-    caps = dcc.connect(plan.address)
-    options = dcc.build_options(caps, plan.method, plan.quality, **plan.options)
+    caps = plan.caps
+    if caps is None:
+        progress(0.0, f"connecting to {plan.address}")
+        caps = dcc.connect(plan.address)
+    extra = dict(plan.options)
+    if plan.confidence and plan.mode == P.MODE_PATHS:
+        extra["write_confidence"] = True  # the server writes the files; in-band the matte comes with each result
+    options = dcc.build_options(caps, plan.method, plan.quality, **extra)
     os.makedirs(os.path.dirname(plan.output_pattern) or ".", exist_ok=True)
     try:
         if plan.mode == P.MODE_INBAND:
             shot: dcc.InbandShot | dcc.PathsShot = dcc.InbandShot(
                 load_frame=lambda f: read_exr(dcc.frame_path(plan.plate_pattern, f)).rgb(),
                 keys={k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgb() for k in plan.keyframes},
-                write_result=lambda f, rgb, conf: write_exr(dcc.frame_path(plan.output_pattern, f), rgb))
+                write_result=lambda f, rgb, conf: write_result(plan.output_pattern, f, rgb,
+                                                               conf if plan.confidence else None))
         else:
             shot = dcc.PathsShot(plan.plate_pattern, {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
                                  plan.output_pattern)

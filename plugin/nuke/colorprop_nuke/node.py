@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import threading
 
 import nuke
@@ -60,6 +59,8 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.Enumeration_Knob("method", "method", methods),
         nuke.Enumeration_Knob("quality", "quality", list(dcc.QUALITY_PRESETS)),
         nuke.Enumeration_Knob("mode", "data", list(dcc.MODE_LABELS.values())),
+        nuke.Boolean_Knob("regrade", "regrade"),
+        nuke.Boolean_Knob("confidence", "write confidence matte"),
         nuke.File_Knob("work_dir", "work folder"),
         nuke.String_Knob("colorspace", "plate colour space"),
         nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
@@ -77,7 +78,11 @@ def _add_knobs(node: "nuke.Node") -> None:
     node["frame_range"].setTooltip("frames to colour, e.g. '1001-1100'; empty: the plate's range")
     node["mode"].setTooltip("send pixels: works anywhere. shared paths: the server reads and writes the "
                             "work folder itself (must be on storage it sees, under its allowed roots)")
-    node["work_dir"].setTooltip("temporary renders and the results; empty: a folder under the system temp")
+    node["regrade"].setTooltip("the plate is in colour and the key is a regrade of it: carry the key's change "
+                               "and keep the plate's own colour where the key did not change it")
+    node["confidence"].setTooltip("add a colorprop.confidence channel to the results: low where the colour "
+                                  "is likely wrong (see it with a Shuffle or the Viewer's channel menu)")
+    node["work_dir"].setTooltip("renders and results; empty: colorprop/<script>/<node>/ next to the saved script")
     node["colorspace"].setTooltip("colour space of the rendered plate (the working space); empty: linear Rec.709")
 
 
@@ -120,6 +125,7 @@ def on_colorize(node: "nuke.Node") -> None:
     try:
         plan = plan_from_node(node)
         plan.check()
+        plan.caps = dcc.connect(plan.address)  # a dead server is reported before any rendering (bounded wait)
         _set_status(node, "rendering plate and keys...", BUSY_COLOR)
         render_inputs(node, plan)
     except dcc.ColorizeError as exc:
@@ -145,6 +151,7 @@ def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
     if node.input(1) is None:
         raise dcc.ColorizeError("connect the coloured keyframe(s) to the 'key' input")
     work = node["work_dir"].value().strip() or default_work_dir(node)
+    extra = {"regrade": True} if node["regrade"].value() else {}  # sent only when on: older servers lack it
     modes = {label: mode for mode, label in dcc.MODE_LABELS.items()}
     return logic.ShotPlan(
         address=node["server"].value().strip(),
@@ -157,12 +164,19 @@ def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
         quality=node["quality"].value(),
         mode=modes.get(node["mode"].value(), "inband"),
         colorspace=node["colorspace"].value().strip() or None,
+        options=extra,
+        confidence=bool(node["confidence"].value()),
     )
 
 
 def default_work_dir(node: "nuke.Node") -> str:
-    script = os.path.splitext(os.path.basename(nuke.root().name() or "untitled"))[0] or "untitled"
-    return os.path.join(tempfile.gettempdir(), "colorprop", re.sub(r"[^\w.-]", "_", script), node.name())
+    """``<script folder>/colorprop/<script name>/<node name>``: the renders and results live with the
+    comp, never in the system temp folder. An unsaved script has no folder: ColorizeError."""
+    script = nuke.root().name()
+    if not script or not os.path.isabs(script) or not script.lower().endswith((".nk", ".nknc", ".nkind")):
+        raise dcc.ColorizeError("save the script first (the results go next to it), or set the work folder")
+    stem = re.sub(r"[^\w.-]", "_", os.path.splitext(os.path.basename(script))[0])
+    return os.path.join(os.path.dirname(script), "colorprop", stem, node.name())
 
 
 def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
