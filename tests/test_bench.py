@@ -23,7 +23,7 @@ from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig
 def untrained_weights(tmp_path_factory):
     folder = tmp_path_factory.mktemp("weights")
     local_cfg = LocalNetConfig(channels=(8, 16), kernel_size=5, use_ab_prev=True)
-    fusion_cfg = FusionConfig(width=8, n_cues=2)
+    fusion_cfg = FusionConfig(width=8)
     networks = {
         "local": weights.write_network(folder, "local", LocalNet(local_cfg).state_dict(), local_cfg.to_dict()),
         "global": {"file": None, "sha256": None, "config": GlobalConfig(features="tiny").to_dict()},

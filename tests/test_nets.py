@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from colorprop.errors import WeightsError
 from colorprop.engine.nets import features as features_mod
 from colorprop.engine.nets.features import EfficientNetLite0Features, Features, TinyFeatures, TinyFeaturesConfig, build_features
-from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet, FusionOutput
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig, GlobalOutput, KeyState
 from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig, LocalOutput
 from colorprop.engine.nets.sepconv import apply_separable_kernels, apply_separable_kernels_direct
@@ -193,42 +193,74 @@ def test_global_branch_odd_size_and_batched_key(lite0):
     assert out.similarity.abs().max() <= 1.0 + 1e-5
 
 
-# --- fusion ------------------------------------------------------------------------------------
+# --- fusion (F_f chooses) and the one step ------------------------------------------------------
 
-def _fusion_inputs(n=2, h=24, w=31, cues=1, seed=0):
+def _candidates(n=2, h=24, w=31, seed=0, consistency=None):
+    from colorprop.engine.step import Candidates
+
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n, 1, h, w, generator=g), 0.3 * torch.randn(n, 2, h, w, generator=g) + 0.1,
-            0.3 * torch.randn(n, 2, h, w, generator=g) - 0.05, torch.rand(n, cues, h, w, generator=g))
+    r = lambda c: torch.rand(n, c, h, w, generator=g)  # noqa: E731
+    cons = r(1) if consistency is None else torch.full((n, 1, h, w), float(consistency))
+    return Candidates(gray=r(1), flow=torch.zeros(n, 2, h, w), consistency=cons, photometric=r(1), chain=r(1),
+                      ab_key=0.3 * torch.randn(n, 2, h, w, generator=g), similarity=r(1))
 
 
-def test_fusion_shapes_and_near_local_at_init():
-    cfg = FusionConfig(n_cues=1)
-    assert cfg.width == 64 and cfg.dilations == (1, 2, 4, 1, 1)
+def test_fusion_starts_as_the_consistency_rule():
+    """Untrained, F_f takes the key match exactly where the flow's consistency is below the rule's threshold."""
+    from colorprop.engine.step import propagate_step, start
+
+    cfg = FusionConfig()
     assert FusionConfig.from_dict(cfg.to_dict()) == cfg
     net = FusionNet(cfg)
-    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [c.dilation[0] for c in convs] == [1, 2, 4, 1, 1, 1] and convs[-1].out_channels == 2
-    gray, ab_l, ab_g, cues = _fusion_inputs()
-    out = net(gray, ab_l, ab_g, cues)
-    assert isinstance(out, FusionOutput) and out.ab.shape == (2, 2, 24, 31)
-    assert (out.ab - ab_l).abs().max() < 0.05
-    with torch.no_grad():
-        net.out.weight.zero_()
-    assert torch.equal(net(gray, ab_l, ab_g, cues).ab, ab_l)
+    c = _candidates()
+    carried = start(0.2 * torch.randn(2, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
+    out = propagate_step(net, carried, c)
+    assert isinstance(out.key_weight, torch.Tensor) and out.ab.shape == (2, 2, 24, 31)
+    take_key = c.consistency < cfg.rule_threshold
+    assert torch.equal(out.key_weight.bool(), take_key)
+    assert torch.allclose(out.ab, torch.where(take_key, c.ab_key, carried.ab))  # zero flow: ab_flow = carried
+    assert set(torch.unique(out.key_weight).tolist()) <= {0.0, 1.0}  # a hard choice, never a blend
     with pytest.raises(ValueError):
-        net(gray, ab_l, ab_g)
+        net(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 8, 8))
 
 
-@pytest.mark.parametrize("residual", [True, False])
-def test_fusion_reuses_the_joint_instance_statistics(residual):
-    net = FusionNet(FusionConfig(n_cues=1, residual=residual, eps=1e-12, init_scale=1.0)).double()
-    gray, ab_l, ab_g, cues = (t.double() for t in _fusion_inputs())
-    s = torch.tensor([2.5, 0.4], dtype=torch.float64).view(1, 2, 1, 1)
-    t = torch.tensor([0.3, -0.2], dtype=torch.float64).view(1, 2, 1, 1)
-    base = net(gray, ab_l, ab_g, cues).ab
-    moved = net(gray, s * ab_l + t, s * ab_g + t, cues).ab
-    assert (base - (ab_l if residual else 0)).abs().max() > 1e-3  # the net really does something
-    assert torch.allclose(moved, s * base + t, atol=1e-9)
+def test_training_choice_is_hard_forward_with_a_gradient():
+    """Straight-through: the forward value is 0/1, the key logit still gets a gradient through the colour."""
+    from colorprop.engine.step import propagate_step, start
+
+    net = FusionNet(FusionConfig())
+    c = _candidates(consistency=0.3)
+    carried = start(torch.zeros(2, 2, 24, 31))
+    out = propagate_step(net, carried, c, training=True)
+    assert set(torch.unique(out.key_weight.detach()).tolist()) == {1.0}
+    out.ab.sub(1.0).abs().mean().backward()
+    assert net.rule_gain.grad is not None and float(net.rule_gain.grad.abs()) > 0
+
+
+def test_step_warp_matches_the_flow_warp():
+    """step.warp (torch, differentiable) samples like flow.warp_backward (cv2.remap): one sampling everywhere."""
+    import numpy as np
+
+    from colorprop.engine.flow import warp_backward
+    from colorprop.engine.step import warp
+
+    rng = np.random.default_rng(3)
+    image = rng.random((20, 27, 2)).astype(np.float32)
+    flow = (rng.random((20, 27, 2)).astype(np.float32) - 0.5) * 8  # some samples fall outside: border repeats
+    ours = warp(torch.from_numpy(image.transpose(2, 0, 1))[None], torch.from_numpy(flow.transpose(2, 0, 1))[None])
+    assert np.abs(ours[0].numpy().transpose(1, 2, 0) - warp_backward(image, flow)).max() < 1e-3
+
+
+def test_age_restarts_where_the_written_colour_left_the_flow_candidate():
+    from colorprop.engine.step import AGE_FRAMES, Carried, advance, carry_on, start
+
+    carried = start(torch.zeros(1, 2, 4, 5))
+    moved = advance(carried, torch.zeros(1, 2, 4, 5))
+    written = torch.zeros(1, 2, 4, 5)
+    written[..., 0, 0] = 0.5  # refreshed from the key at one pixel
+    nxt = carry_on(moved, written)
+    assert isinstance(nxt, Carried) and float(nxt.age[0, 0, 0, 0]) == 0.0
+    assert torch.allclose(nxt.age[0, 0, 1:], torch.full((3, 5), 1.0 / AGE_FRAMES))
 
 
 def test_joined_keys_match_the_key_a_frame_looks_like():

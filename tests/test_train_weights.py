@@ -34,11 +34,11 @@ def test_smoke_training_writes_a_loadable_manifest(smoke_run):
     assert manifest["training"]["config"]["smoke"] is True
     assert manifest["code_revision"]
     models = load_models(folder, device="cpu")
-    assert models.fusion.cfg.n_cues == manifest["networks"]["fusion"]["config"]["n_cues"]
+    assert models.fusion.cfg.width == manifest["networks"]["fusion"]["config"]["width"]
     log = [json.loads(line) for line in (smoke_run / "run" / "log.jsonl").read_text().splitlines()]
     stages = {r["stage"] for r in log}
-    assert stages == {"local", "fusion", "fusion_round2"}
-    assert all(np.isfinite(r["loss"]) for r in log)
+    assert stages == {"local", "fusion"}
+    assert all(np.isfinite(r.get("loss", r.get("l1"))) for r in log)
 
 
 def test_training_resumes_from_its_checkpoints(smoke_run, tmp_path):
@@ -49,6 +49,22 @@ def test_training_resumes_from_its_checkpoints(smoke_run, tmp_path):
     a = torch.load(smoke_run / "weights" / "fusion.pt", weights_only=True)
     b = torch.load(tmp_path / "w2" / "fusion.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("pause_after", [5, 14])  # in the middle of stage 1 (F_w), of stage 2 (F_f)
+def test_training_paused_mid_stage_reproduces_an_uninterrupted_run(smoke_run, tmp_path, pause_after):
+    """A run stopped in the middle of a stage and resumed gives the uninterrupted run's weights: the batch of
+    step k depends on (seed, k) alone, and optimiser and schedule resume from the checkpoint."""
+    cfg = replace(TrainConfig(), **SMOKE)
+    assert cfg.local_steps < pause_after < cfg.local_steps + cfg.fusion_steps or pause_after < cfg.local_steps
+    run = tmp_path / "run"
+    assert train(cfg, run, tmp_path / "w", device="cpu", max_steps=pause_after) is None
+    assert not (tmp_path / "w" / "manifest.json").exists()
+    assert train(cfg, run, tmp_path / "w", device="cpu", resume=True) is not None
+    for name in ("local", "fusion"):
+        a = torch.load(smoke_run / "weights" / f"{name}.pt", weights_only=True)
+        b = torch.load(tmp_path / "w" / f"{name}.pt", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
 
 
 def test_corrupt_weights_are_refused(smoke_run, tmp_path):
@@ -65,7 +81,7 @@ def test_weights_for_another_architecture_are_refused(smoke_run, tmp_path):
     folder = tmp_path / "weights"
     shutil.copytree(smoke_run / "weights", folder)
     manifest = json.loads((folder / "manifest.json").read_text())
-    manifest["networks"]["fusion"]["config"]["width"] = 32
+    manifest["networks"]["fusion"]["config"]["width"] = 7
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(WeightsError, match="do not fit"):
         load_models(folder, device="cpu")

@@ -23,7 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from colorprop.engine.confidence import agreement, carry_confidence, written_confidence
+from colorprop.engine.confidence import agreement, carry_confidence, photometric_similarity, written_confidence
+from colorprop.engine.step import Candidates, Carried, advance, carry_on, propagate_step, start
 from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
@@ -61,6 +62,11 @@ def ab_numpy(ab: torch.Tensor) -> np.ndarray:
 def as_float32(outputs: tuple) -> tuple:
     """A network's NamedTuple output with every tensor in float32 (after a bfloat16 autocast)."""
     return type(outputs)(*(t.float() for t in outputs))
+
+
+def flow_tensor(flow: np.ndarray, device: torch.device) -> torch.Tensor:
+    """HxWx2 flow (pixels) -> 1x2xHxW."""
+    return torch.from_numpy(np.ascontiguousarray(flow.transpose(2, 0, 1), dtype=np.float32))[None].to(device)
 
 
 def map_numpy(x: torch.Tensor) -> np.ndarray:
@@ -116,6 +122,9 @@ class Propagator:
         self.prev_chain = self.last_chain = self.prev_conf
         self.last_flow: np.ndarray | None = None  # hxwx2 backward flow of the last step (None: global)
         self.key_state = None
+        # full: the step's carried state (step.Carried, torch) and this frame's flow candidate (for accept)
+        self.carried_state = start(ab_tensor(key_ab, self.device)) if method == "full" else None
+        self.advanced: Carried | None = None
         self.clock: StageClock | None = None
         if method in ("full", "global"):
             with torch.inference_mode(), models.autocast():
@@ -141,6 +150,9 @@ class Propagator:
         flowed = self._flow(L)
         self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
         self.last_carried = self._carried(flowed, L)
+        if self.carried_state is not None:
+            with torch.inference_mode():
+                self.advanced = advance(self.carried_state, flow_tensor(flowed.flow, self.device))
         return self.last_carried
 
     def accept(self, L: np.ndarray, ab: np.ndarray, carried: np.ndarray | None = None) -> None:
@@ -149,6 +161,9 @@ class Propagator:
         self.prev_L, self.prev_ab = L, ab
         self.prev_conf = self.last_carried if carried is None else np.asarray(carried, np.float32)
         self.prev_chain = self.last_chain
+        if self.carried_state is not None:
+            with torch.inference_mode():
+                self.carried_state = carry_on(self.advanced, ab_tensor(ab, self.device))
 
     def _flow(self, L: np.ndarray) -> FlowStep:
         """DIS from this frame back to the previous one; the flow is kept as ``last_flow`` (the pipeline
@@ -171,7 +186,7 @@ class Propagator:
         models, dev = self.models, self.device
         gray = gray_tensor(L, dev)
 
-        if self.method in ("local", "full"):
+        if self.method == "local":
             # DIS pre-alignment of the previous frame, then F_w's kernels fix what flow got wrong.
             with self._stage("dis_flow"):
                 flowed = self._flow(L)
@@ -181,11 +196,12 @@ class Propagator:
                     local_out = models.local(gray_tensor(prev_L_aligned, dev), gray, ab_tensor(flowed.ab, dev))
                 local_out = as_float32(local_out)
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
-                consistency = torch.from_numpy(flowed.consistency)[None, None].to(dev)
-                if self.method == "local":
-                    carried = self._carried(flowed, L)
-                    return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
+            carried = self._carried(flowed, L)
+            return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
 
+        if self.method == "full":
+            with self._stage("dis_flow"):
+                flowed = self._flow(L)
         with self._stage("F_s"):
             with models.autocast():
                 global_out = models.global_branch(gray, self.key_state)
@@ -196,18 +212,24 @@ class Propagator:
 
         with self._stage("F_f"):
             self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
-            chain = torch.from_numpy(self.last_chain)[None, None].to(dev)
-            cues = fusion_cues(global_out.similarity, consistency, chain, models.fusion.cfg.n_cues)
+            candidates = self._candidates(L, flowed, gray, global_out)
             with models.autocast():
-                fused = models.fusion(gray, ab_local, global_out.ab, cues)
-            ab_local_np, ab_global_np = ab_numpy(ab_local), ab_numpy(global_out.ab)
+                out = propagate_step(models.fusion, self.carried_state, candidates)
+            self.advanced = Carried(out.ab_flow, out.age_flow)
+            ab = ab_numpy(out.ab)
         carried = self._carried(flowed, L)
         confidence = written_confidence(carried, L, map_numpy(global_out.similarity).clip(0, 1),
-                                        agreement(ab_local_np, ab_global_np))
-        ab = ab_numpy(fused.ab)
-        if self.change_only:
-            ab[np.all(ab_local_np == 0.0, axis=-1)] = 0.0
+                                        agreement(ab_numpy(out.ab_flow), ab_numpy(global_out.ab)))
+        if self.change_only:  # regrade: no change where the tracked change is exactly 0
+            ab[np.all(ab_numpy(out.ab_flow) == 0.0, axis=-1)] = 0.0
         return Step(ab, confidence, carried)
+
+    def _candidates(self, L: np.ndarray, flowed: FlowStep, gray: torch.Tensor, global_out) -> Candidates:
+        """This frame's ``step.Candidates`` (1 x C x h x w tensors) from DIS, the flow chain and F_s."""
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(self.device)  # noqa: E731
+        photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
+        return Candidates(gray, flow_tensor(flowed.flow, self.device), t(flowed.consistency), t(photometric), t(self.last_chain), global_out.ab,
+                          global_out.similarity.clamp(0.0, 1.0))
 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:
@@ -216,12 +238,6 @@ def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> Fl
     flow_bwd = dis_flow(dis, cur_u8, prev_u8)
     flow_fwd = dis_flow(dis, prev_u8, cur_u8)
     return FlowStep(warp_backward(prev_ab, flow_bwd), forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
-
-
-def fusion_cues(similarity: torch.Tensor, consistency: torch.Tensor, chain: torch.Tensor, n_cues: int) -> torch.Tensor:
-    """F_f's cue channels, N x n_cues x H x W: the key match's similarity, this step's flow consistency and
-    the flow chain's carried confidence (weights trained with 2 cues use the first two)."""
-    return torch.cat([similarity, consistency, chain][:n_cues], dim=1)
 
 
 def resize_hw(x: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -32,9 +32,10 @@ from colorprop.engine.models import Models, build_models, pick_device
 from colorprop.engine.nets.fusion_net import FusionConfig
 from colorprop.engine.nets.global_net import GlobalConfig
 from colorprop.engine.nets.local_net import LocalNetConfig
-from colorprop.engine.confidence import carry_confidence
-from colorprop.engine.propagate import AB_SCALE, L_SCALE, flow_step, fusion_cues
+from colorprop.engine.confidence import carry_confidence, photometric_similarity
+from colorprop.engine.propagate import AB_SCALE, L_SCALE, ab_tensor, flow_step, gray_tensor, map_numpy
 from colorprop.engine.flow import make_dis, warp_backward
+from colorprop.engine.step import Candidates, Carried, carry_on, propagate_step, start
 
 
 @dataclass(frozen=True)
@@ -42,27 +43,31 @@ class TrainConfig:
     seed: int = 20181203
     train_width: int = 320
     # data: segments of consecutive frames
-    clip_segments: int = 50
-    synthetic_segments: int = 30
-    segment_frames: int = 40  # long enough for flow to drift: where F_f must learn to lean on F_s
+    clip_segments: int = 16  # F_w's pairs (stage 1); F_f's runs are ``fusion_*_runs`` below
+    synthetic_segments: int = 8
+    segment_frames: int = 40
     max_clip_frames_step: int = 2  # frames may be taken every 1..N source frames (more motion)
     # stage 1: F_w
     local: dict = field(default_factory=lambda: LocalNetConfig(channels=(16, 32, 64, 128), kernel_size=13,
                                                                use_ab_prev=True, init_center_logit=2.0).to_dict())
     local_patch: int = 96
     local_batch: int = 12
-    local_steps: int = 200
+    local_steps: int = 100  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
-    # stage 2: F_f (cues: global similarity, flow consistency, flow-chain confidence)
-    fusion: dict = field(default_factory=lambda: FusionConfig(n_cues=3).to_dict())
-    fusion_patch: int = 112
-    fusion_batch: int = 8
-    fusion_steps: int = 1500
-    # round 2: inputs regenerated with F_f in the loop (its output is the carried state), then fine-tuned
-    fusion_round2_steps: int = 0  # off: measured worse (dancer -7 dB at N=10), see docs/TRAINING.md
-    fusion_round2_lr: float = 2e-4
-    fusion_lr: float = 5e-4
+    # stage 2: F_f trained through the recursion (step.propagate_step unrolled over whole runs)
+    fusion: dict = field(default_factory=lambda: FusionConfig().to_dict())
+    fusion_width: int = 256  # frames of the recursive runs are decoded at this width ...
+    fusion_crop: int = 144  # ... and one fixed crop of crop x crop per run is kept (F_s sees the whole frame)
+    fusion_clip_runs: int = 40
+    fusion_synthetic_runs: int = 20
+    fusion_frames: int = 50  # the room for F_f lies in frames 10-50 (../shared/METHOD.md)
+    fusion_batch: int = 6
+    fusion_steps: int = 120  # one step = one pass of a batch of runs through all their frames
+    fusion_window: int = 10  # truncated back-propagation: an optimiser update every this many frames
+    fusion_lr: float = 1e-3
+    fusion_late_weight: float = 1.0  # frame t of T weighs 1 + late_weight * t / T in the loss
+    fusion_confidence_within: float = 4.0  # F_f's confidence target: |error| < this (Lab ab units)
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
 
@@ -72,8 +77,8 @@ class TrainConfig:
 
 
 SMOKE = dict(clip_segments=0, synthetic_segments=4, segment_frames=5, local_patch=64, local_batch=4,
-             local_steps=12, fusion_patch=64, fusion_batch=2, fusion_steps=6, fusion_round2_steps=3, train_width=192,
-             smoke=True)
+             local_steps=12, train_width=192, fusion_width=96, fusion_crop=48, fusion_clip_runs=0,
+             fusion_synthetic_runs=3, fusion_frames=7, fusion_batch=2, fusion_steps=4, fusion_window=3, smoke=True)
 
 
 # ---------------------------------------------------------------- data
@@ -198,10 +203,9 @@ def fit(stage: str, net: torch.nn.Module, arrays: dict[str, np.ndarray], steps: 
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     start = run.resume(stage, net, opt, sched)
-    rng = np.random.default_rng(seed + start)
-    torch.manual_seed(seed + start)
     net.train()
     for step in range(start, steps):
+        rng = np.random.default_rng([seed, step])  # the batch of step k depends on k alone: resume = uninterrupted
         loss, logged = loss_fn(random_crops(arrays, batch, patch, rng).to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,6 +214,10 @@ def fit(stage: str, net: torch.nn.Module, arrays: dict[str, np.ndarray], steps: 
         run.log(stage, step, loss=loss.item(), **logged)
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             run.checkpoint(stage, step + 1, net, opt, sched)
+        elif run.out_of_steps():
+            run.checkpoint(stage, step + 1, net, opt, sched)
+        if run.out_of_steps():
+            raise TrainingPaused(stage, step + 1)
     net.eval()
 
 
@@ -231,66 +239,156 @@ def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, 
         models.device, run, loss_fn, checkpoint_every=100)
 
 
-# ---------------------------------------------------------------- stage 2: F_f
+# ---------------------------------------------------------------- stage 2: F_f through the recursion
+
+CANDIDATE_CHANNELS = 11  # gray 1, flow 2, consistency 1, photometric 1, chain 1, ab_key 2, similarity 1, ab_true 2
+
+
+def fusion_runs(cfg: TrainConfig, cache_dir: Path) -> list[Segment]:
+    """The runs F_f is trained on: training clips and synthetic video, ``fusion_frames`` long, at ``fusion_width``."""
+    return make_segments(replace(cfg, train_width=cfg.fusion_width, segment_frames=cfg.fusion_frames,
+                                 clip_segments=cfg.fusion_clip_runs, synthetic_segments=cfg.fusion_synthetic_runs),
+                         cache_dir)
 
 
 @torch.inference_mode()
-def fusion_inputs(models: Models, segments: list[Segment], fused_state: bool = False) -> dict[str, np.ndarray]:
-    """Propagate each segment from its first frame (local recursion with F_w + DIS, global from the key) and keep,
-    per frame: gray, ab_local, ab_global, the 3 cues (similarity, consistency, flow-chain confidence), ab_true
-    (N x 10 x H x W float16, grouped by size); the fusion net takes the first ``n_cues`` cues."""
+def run_candidates(models: Models, frames: list[np.ndarray]) -> np.ndarray:
+    """What no trained weight changes, for every frame of a run keyed at its first frame: T x 11 x H x W float32
+    (``step.Candidates`` channels then ab_true; frame 0 holds the key's own colour, its other channels unused).
+    The same DIS flow, flow chain and F_s the Propagator computes at inference."""
     dev = models.device
+    labs = [lab_split(f) for f in frames]
+    L_key, ab_key = labs[0]
+    key = models.global_branch.encode_key(gray_tensor(L_key, dev), ab_tensor(ab_key, dev))
     dis = make_dis()
-    by_size: dict[tuple, list] = {}
-    for i, seg in enumerate(segments):
+    chain = np.ones(L_key.shape, np.float32)
+    h, w = L_key.shape
+    out = np.zeros((len(frames), CANDIDATE_CHANNELS, h, w), np.float32)
+    out[0, 9:11] = ab_key.transpose(2, 0, 1) / AB_SCALE
+    prev_L = L_key
+    for t, (L, ab_true) in enumerate(labs[1:], start=1):
+        flowed = flow_step(dis, prev_L, np.zeros((h, w, 2), np.float32), L)
+        chain = carry_confidence(chain, prev_L, L, flowed.flow, flowed.consistency)
+        glob = models.global_branch(gray_tensor(L, dev), key)
+        out[t, 0] = map_numpy(gray_tensor(L, dev))
+        out[t, 1:3] = flowed.flow.transpose(2, 0, 1)
+        out[t, 3] = flowed.consistency
+        out[t, 4] = photometric_similarity(L, warp_backward(prev_L, flowed.flow))
+        out[t, 5] = chain
+        out[t, 6:8] = glob.ab[0].cpu().numpy()
+        out[t, 8] = map_numpy(glob.similarity.clamp(0.0, 1.0))
+        out[t, 9:11] = ab_true.transpose(2, 0, 1) / AB_SCALE
+        prev_L = L
+    return out
+
+
+def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> dict[str, np.ndarray]:
+    """Candidates of every run (``run_candidates``) cut to one fixed random crop x crop window per run:
+    {"runs": R x T x 11 x crop x crop float16}. Flow vectors stay in pixels: they may point outside the
+    window, where the warp repeats the border, as it does at a frame's edge."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for i, run in enumerate(runs):
         if i % 10 == 0:
-            print(f"fusion inputs: segment {i}/{len(segments)}", file=sys.stderr, flush=True)
-        labs = [lab_split(f) for f in seg.frames]
-        L_key, ab_key = labs[0]
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(dev)  # noqa: E731
-        key = models.global_branch.encode_key(t(L_key / L_SCALE)[None, None], t(ab_key.transpose(2, 0, 1) / AB_SCALE)[None])
-        prev_L, prev_ab = L_key, ab_key
-        chain = np.ones(L_key.shape, np.float32)
-        for L, ab_true in labs[1:]:
-            flowed = flow_step(dis, prev_L, prev_ab, L)
-            chain = carry_confidence(chain, prev_L, L, flowed.flow, flowed.consistency)
-            gray = t(L / L_SCALE)[None, None]
-            ab_flow = t(flowed.ab.transpose(2, 0, 1) / AB_SCALE)[None]
-            prev_aligned = t(warp_backward(prev_L, flowed.flow) / L_SCALE)[None, None]
-            ab_local = models.local.warp(ab_flow, models.local(prev_aligned, gray, ab_flow))
-            glob = models.global_branch(gray, key)
-            cues = fusion_cues(glob.similarity, t(flowed.consistency)[None, None], t(chain)[None, None], 3)
-            item = torch.cat([gray, ab_local, glob.ab, cues, t(ab_true.transpose(2, 0, 1) / AB_SCALE)[None]], dim=1)[0]
-            by_size.setdefault(tuple(item.shape), []).append(item.cpu().numpy().astype(np.float16))
-            carried = ab_local
-            if fused_state:  # round 2: carry F_f's own output, as inference does (its errors feed back)
-                carried = models.fusion(gray, ab_local, glob.ab, cues[:, :models.fusion.cfg.n_cues]).ab
-            prev_L, prev_ab = L, carried[0].permute(1, 2, 0).cpu().numpy() * AB_SCALE
-    return {f"{s[1]}x{s[2]}": np.stack(v) for s, v in by_size.items()}
+            print(f"fusion inputs: run {i}/{len(runs)}", file=sys.stderr, flush=True)
+        cand = run_candidates(models, run.frames)
+        h, w = cand.shape[-2:]
+        if h < crop or w < crop:
+            continue
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        kept.append(cand[..., y:y + crop, x:x + crop].astype(np.float16))
+    return {"runs": np.stack(kept)}
 
 
-def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: "Run",
-                 stage: str = "fusion") -> None:
-    net = models.fusion
+def split_candidates(frame: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
+    """B x 11 x H x W (one frame of a batch of runs) -> (Candidates, ab_true B x 2 x H x W)."""
+    return Candidates(frame[:, 0:1], frame[:, 1:3], frame[:, 3:4], frame[:, 4:5], frame[:, 5:6], frame[:, 6:8],
+                      frame[:, 8:9]), frame[:, 9:11]
 
-    def loss_fn(b: torch.Tensor):
-        gray, ab_local, ab_global, ab_true = b[:, 0:1], b[:, 1:3], b[:, 3:5], b[:, 8:10]
-        cues = b[:, 5:5 + net.cfg.n_cues]
-        pred = net(gray, ab_local, ab_global, cues).ab
-        return F.l1_loss(pred, ab_true), {"local_only": F.l1_loss(ab_local, ab_true).item(),
-                                          "global_only": F.l1_loss(ab_global, ab_true).item()}
 
-    fit(stage, net, data, cfg.fusion_steps, cfg.fusion_lr, cfg.fusion_batch, cfg.fusion_patch, cfg.seed + 2,
-        models.device, run, loss_fn)
+def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
+    """The recursion over ``frames`` (B x T' x 11 x H x W, frame indices t0.. of runs ``total`` long) from
+    ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
+    frame, logged numbers). Loss: L1 on ab weighted toward later frames, plus F_f's confidence against
+    whether its colour is within ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
+    loss = frames.new_zeros(())
+    logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0}
+    within = cfg.fusion_confidence_within / AB_SCALE
+    for i in range(frames.shape[1]):
+        cand, ab_true = split_candidates(frames[:, i])
+        out = propagate_step(net, carried, cand, training=True)
+        weight = 1.0 + cfg.fusion_late_weight * (t0 + i) / total
+        l1 = (out.ab - ab_true).abs().mean()
+        right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
+        conf = F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
+        loss = loss + weight * l1 + 0.05 * conf
+        logged["l1"] += l1.item()
+        logged["flow_l1"] += (out.ab_flow.detach() - ab_true).abs().mean().item()
+        logged["key_share"] += out.key_weight.detach().mean().item()
+        carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)
+    n = frames.shape[1]
+    return loss / n, carried, {k: v / n for k, v in logged.items()}
+
+
+def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: "Run") -> None:
+    """F_f through the recursion: each step takes a batch of whole runs from their key, and updates every
+    ``fusion_window`` frames (truncated back-propagation; the state carried into a window is the current
+    model's own output, so it learns to recover from its own drift). The batch of step k is drawn from
+    (seed, k): a resumed run draws exactly the batches an uninterrupted one would."""
+    net, dev = models.fusion, models.device
+    runs = data["runs"]
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.fusion_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.fusion_steps)
+    start_step = run.resume("fusion", net, opt, sched)
+    net.train()
+    total = runs.shape[1]
+    for step_i in range(start_step, cfg.fusion_steps):
+        rng = np.random.default_rng([cfg.seed + 2, step_i])
+        pick = rng.choice(len(runs), size=min(cfg.fusion_batch, len(runs)), replace=False)
+        batch = torch.from_numpy(runs[np.sort(pick)].astype(np.float32)).to(dev)
+        if rng.random() < 0.5:  # mirror: flip the image and the flow's x component
+            batch = batch.flip(-1)
+            batch[:, :, 1] = -batch[:, :, 1]
+        carried = start(batch[:, 0, 9:11])
+        logged_sum: dict[str, float] = {}
+        for t0 in range(1, total, cfg.fusion_window):
+            window = batch[:, t0:t0 + cfg.fusion_window]
+            loss, carried, logged = unroll_loss(net, carried, window, t0, total, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            carried = Carried(*(x.detach() for x in carried))
+            for k, v in logged.items():
+                logged_sum[k] = logged_sum.get(k, 0.0) + v * window.shape[1] / (total - 1)
+        sched.step()
+        run.log("fusion", step_i, **logged_sum)
+        if (step_i + 1) % 5 == 0 or step_i + 1 == cfg.fusion_steps:
+            run.checkpoint("fusion", step_i + 1, net, opt, sched)
+        elif run.out_of_steps():
+            run.checkpoint("fusion", step_i + 1, net, opt, sched)
+        if run.out_of_steps():
+            raise TrainingPaused("fusion", step_i + 1)
+    net.eval()
 
 
 # ---------------------------------------------------------------- the run folder
 
 
-class Run:
-    """config.json, log.jsonl, <stage>.ckpt and precomputed data of one training run."""
+class TrainingPaused(Exception):
+    """``max_steps`` optimiser steps were taken in this process; the run resumes from its checkpoints."""
 
-    def __init__(self, folder: Path, cfg: TrainConfig, resume: bool):
+    def __init__(self, stage: str, step: int):
+        super().__init__(f"paused in stage {stage} at step {step}")
+
+
+class Run:
+    """config.json, log.jsonl, <stage>.ckpt and precomputed data of one training run.
+
+    ``max_steps``: this process takes at most that many training steps (all stages together), checkpoints
+    and stops (``TrainingPaused``): a long run fits sessions that may end, and is resumed with ``resume``."""
+
+    def __init__(self, folder: Path, cfg: TrainConfig, resume: bool, max_steps: int | None = None):
+        self.steps_left = max_steps
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / "config.json"
@@ -303,7 +401,13 @@ class Run:
         self.started = time.perf_counter()
         self._log = open(folder / "log.jsonl", "a")
 
+    def out_of_steps(self) -> bool:
+        """Counts the step just taken; True once ``max_steps`` have been taken by this process."""
+        return self.steps_left is not None and self.steps_left <= 0
+
     def log(self, stage: str, step: int, **values) -> None:
+        if self.steps_left is not None:
+            self.steps_left -= 1
         record = {"stage": stage, "step": step, "t": round(time.perf_counter() - self.started, 2), **values}
         self._log.write(json.dumps(record) + "\n")
         if step % 25 == 0:
@@ -355,12 +459,22 @@ def git_revision() -> str:
 
 
 def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", resume: bool = False,
-          cache_dir: Path | None = None, command: str = "") -> Path:
+          cache_dir: Path | None = None, command: str = "", max_steps: int | None = None) -> Path | None:
+    """The whole run; returns the manifest's path, or None when ``max_steps`` paused it (resume to go on)."""
+    try:
+        return _train(cfg, out, weights_out, device, resume, cache_dir, command, max_steps)
+    except TrainingPaused as paused:
+        print(f"colorprop train: {paused}; continue with --resume --out {out}", file=sys.stderr)
+        return None
+
+
+def _train(cfg: TrainConfig, out: Path, weights_out: Path, device: str, resume: bool, cache_dir: Path | None,
+           command: str, max_steps: int | None) -> Path:
     from colorprop.data.fetch import default_cache_dir
 
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    run = Run(out, cfg, resume)
+    run = Run(out, cfg, resume, max_steps)
     cache_dir = cache_dir or default_cache_dir()
     dev = pick_device(device)
     models = build_models(LocalNetConfig.from_dict(cfg.local), GlobalConfig.from_dict(cfg.global_),
@@ -379,14 +493,9 @@ def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", 
     pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
     train_local(models, pairs, cfg, run)
     del pairs
-    fusion_data = run.cached("fusion_inputs", lambda: fusion_inputs(models, get_segments()))
+    fusion_data = run.cached("fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir),
+                                                                    cfg.fusion_crop, cfg.seed + 3))
     train_fusion(models, fusion_data, cfg, run)
-    if cfg.fusion_round2_steps:
-        del fusion_data
-        models.fusion.eval()
-        round2 = run.cached("fusion_inputs_round2", lambda: fusion_inputs(models, get_segments(), fused_state=True))
-        train_fusion(models, round2, replace(cfg, fusion_steps=cfg.fusion_round2_steps, fusion_lr=cfg.fusion_round2_lr),
-                     run, stage="fusion_round2")
     seconds = time.perf_counter() - t_start
 
     entries = {
@@ -426,8 +535,9 @@ def run_train_command(args) -> int:
         cfg = replace(cfg, **SMOKE)
     weights_out = Path(args.weights_out) if args.weights_out else Path(args.out) / "weights"
     command = "colorprop " + " ".join(sys.argv[1:]) if sys.argv and "colorprop" in sys.argv[0] else ""
-    train(cfg, Path(args.out), weights_out, args.device, args.resume, command=command)
-    return 0
+    done = train(cfg, Path(args.out), weights_out, args.device, args.resume, command=command,
+                 max_steps=getattr(args, "max_steps", None))
+    return 0 if done else 75  # EX_TEMPFAIL: paused, resume to finish
 
 
 __all__ = ["TrainConfig", "train", "run_train_command"]

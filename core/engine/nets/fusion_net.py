@@ -1,15 +1,23 @@
-"""F_f, fusion and refinement (paper 4.3): local + global chroma -> final chroma.
+"""F_f, fusion that chooses (paper 4.3, adapted): per pixel, pick the flow-carried colour or the key match.
 
-Five 3x3 conv layers of ``width`` (64) channels with ReLU and dilations 1, 2, 4, 1, 1, then a linear
-3x3 conv to 2 chroma channels. The chroma inputs are instance-normalised *jointly*: per sample and
-per channel (a, b), one mean and one standard deviation over the pixels of ab_local and ab_global
-together; the same statistics de-normalise the output. Gray is instance-normalised on its own;
-cues (e.g. match similarity, flow consistency) are passed as they are.
+The paper's F_f regresses chroma from the local and global estimates. Inside the frame-by-frame recursion a
+regression leaks: any share of the key match it mixes into a well-tracked pixel is carried on and compounds
+(measured: ../shared/METHOD.md, "choosing between the flow chain and the key match"). So F_f predicts, per
+pixel, a *choice* between the candidates, from cues that say where each one is right:
 
-With ``residual=True`` the output is ``ab_local + std * delta``; the last conv starts near zero, so
-an untrained net returns ab_local. Because the chroma statistics are reused, the net is equivariant
-to affine changes of the chroma inputs: ``F(g, s*l + t, s*g_ab + t) = s*F(g, l, g_ab) + t`` per
-channel (s > 0), up to ``eps``.
+    inputs  N x 11 x H x W: gray, ab_flow (2), ab_key (2), |ab_flow − ab_key| (1), consistency, photometric,
+            chain, age, similarity (``step.Candidates``: what each cue is)
+    body    ``len(dilations)`` 3x3 convs of ``width`` channels with ReLU (dilations widen the context)
+    head    1x1 conv -> key logit, residual (2), confidence logit
+
+    key logit  = head + rule_gain · (rule_threshold − consistency)
+                 The rule term starts the chooser at the measured rule "key match where the flow's
+                 forward-backward consistency is low"; the head starts at zero and learns the rest.
+    residual   = residual_max · tanh(·): a small bounded refinement of the chosen colour (0 disables it).
+    confidence = sigmoid(·): the net's own estimate that its colour is right (trained against its error).
+
+A convex choice cannot invent colours, which is what makes it safe on footage it has not seen.
+The choice is made hard by ``step.choose`` (straight-through while training).
 """
 
 from __future__ import annotations
@@ -20,29 +28,27 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-__all__ = ["FusionConfig", "FusionOutput", "FusionNet", "joint_chroma_stats"]
+__all__ = ["FusionConfig", "FusionOutput", "FusionNet", "N_INPUTS"]
 
-GRAY_CLIP = 1.2
+N_INPUTS = 11
 
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """width: channels per layer (paper: 64). dilations: one per hidden layer (paper: 1,2,4,1,1).
-    n_cues: extra input channels (may be 0). residual: predict a correction to ab_local.
-    eps: added to the variance in the instance normalisation ((ab/128)^2 units).
-    init_scale: multiplier on the output conv's initial weights (small: starts near ab_local)."""
+    """width: channels per hidden layer. dilations: one per hidden layer.
+    rule_threshold, rule_gain: the initial rule (key match where consistency < threshold); both trainable.
+    residual_max: bound of the refinement, ab/128 units (0: none)."""
 
-    width: int = 64
-    dilations: tuple[int, ...] = (1, 2, 4, 1, 1)
-    n_cues: int = 0
-    residual: bool = True
-    eps: float = 1e-4
-    init_scale: float = 0.01
+    width: int = 32
+    dilations: tuple[int, ...] = (1, 2, 4, 1)
+    rule_threshold: float = 0.5
+    rule_gain: float = 12.0
+    residual_max: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
-        if self.n_cues < 0:
-            raise ValueError(f"n_cues must be >= 0, got {self.n_cues}")
+        if self.width < 1 or not self.dilations:
+            raise ValueError(f"FusionConfig needs width >= 1 and at least one layer, got {self}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -58,60 +64,36 @@ class FusionConfig:
 
 
 class FusionOutput(NamedTuple):
-    """ab: N x 2 x H x W, ab/128, unclipped."""
+    """key_logit: N x 1 x H x W (> 0: take the key match). residual: N x 2 x H x W, ab/128, bounded.
+    confidence: N x 1 x H x W in [0, 1]."""
 
-    ab: torch.Tensor
-
-
-def joint_chroma_stats(ab_local: torch.Tensor, ab_global: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, per chroma channel mean and std over both inputs' pixels -> (N x 2 x 1 x 1) x 2."""
-    both = torch.cat([ab_local.flatten(2), ab_global.flatten(2)], dim=2)  # N x 2 x 2HW
-    var, mean = torch.var_mean(both, dim=2, unbiased=False, keepdim=True)
-    return mean.unsqueeze(-1), torch.sqrt(var + eps).unsqueeze(-1)
+    key_logit: torch.Tensor
+    residual: torch.Tensor
+    confidence: torch.Tensor
 
 
 class FusionNet(nn.Module):
-    """F_f. ``forward(gray, ab_local, ab_global, cues=None) -> FusionOutput``."""
+    """F_f. ``forward(features N x N_INPUTS x H x W, consistency N x 1 x H x W) -> FusionOutput``."""
 
     def __init__(self, cfg: FusionConfig = FusionConfig()):
         super().__init__()
         self.cfg = cfg
-        cin = 1 + 2 + 2 + cfg.n_cues
-        layers = []
+        layers, cin = [], N_INPUTS
         for d in cfg.dilations:
-            layers += [nn.Conv2d(cin, cfg.width, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(cin, cfg.width, 3, padding=d, dilation=d, padding_mode="replicate"), nn.ReLU(inplace=True)]
             cin = cfg.width
         self.body = nn.Sequential(*layers)
-        self.out = nn.Conv2d(cin, 2, 3, padding=1)
+        self.head = nn.Conv2d(cin, 4, 1)
+        self.rule_threshold = nn.Parameter(torch.tensor(float(cfg.rule_threshold)))
+        self.rule_gain = nn.Parameter(torch.tensor(float(cfg.rule_gain)))
         with torch.no_grad():
-            self.out.weight.mul_(cfg.init_scale)
-            self.out.bias.zero_()
+            self.head.weight.zero_()
+            self.head.bias.zero_()
 
-    def forward(self, gray: torch.Tensor, ab_local: torch.Tensor, ab_global: torch.Tensor,
-                cues: torch.Tensor | None = None) -> FusionOutput:
-        """Fuse the two chroma estimates.
-
-        Args:
-            gray: N x 1 x H x W, L/100 (clipped here to [0, 1.2]).
-            ab_local: N x 2 x H x W, ab/128 from F_w. ab_global: N x 2 x H x W, ab/128 from F_s.
-            cues: N x n_cues x H x W or None (only when n_cues == 0).
-
-        Returns:
-            FusionOutput(ab N x 2 x H x W, ab/128).
-        """
-        cfg = self.cfg
-        if cfg.n_cues:
-            if cues is None or cues.shape[1] != cfg.n_cues:
-                got = None if cues is None else tuple(cues.shape)
-                raise ValueError(f"FusionNet expects cues N x {cfg.n_cues} x H x W, got {got}")
-        elif cues is not None and cues.shape[1] != 0:
-            raise ValueError(f"FusionNet configured with n_cues=0 got cues {tuple(cues.shape)}")
-        mean, std = joint_chroma_stats(ab_local, ab_global, cfg.eps)
-        g = gray.clamp(0.0, GRAY_CLIP)
-        g_var, g_mean = torch.var_mean(g, dim=(2, 3), unbiased=False, keepdim=True)
-        x = [(g - g_mean) / torch.sqrt(g_var + cfg.eps), (ab_local - mean) / std, (ab_global - mean) / std]
-        if cfg.n_cues:
-            x.append(cues)
-        y = self.out(self.body(torch.cat(x, dim=1)))
-        ab = ab_local + std * y if cfg.residual else mean + std * y
-        return FusionOutput(ab=ab)
+    def forward(self, features: torch.Tensor, consistency: torch.Tensor) -> FusionOutput:
+        if features.shape[1] != N_INPUTS:
+            raise ValueError(f"FusionNet expects N x {N_INPUTS} x H x W features, got {tuple(features.shape)}")
+        y = self.head(self.body(features)).float()
+        key_logit = y[:, 0:1] + self.rule_gain * (self.rule_threshold - consistency.float())
+        residual = self.cfg.residual_max * torch.tanh(y[:, 1:3]) if self.cfg.residual_max > 0 else torch.zeros_like(y[:, 1:3])
+        return FusionOutput(key_logit=key_logit, residual=residual, confidence=torch.sigmoid(y[:, 3:4]))

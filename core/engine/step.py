@@ -1,0 +1,126 @@
+"""The one propagation step: inference, evaluation, benchmark and training all call ``propagate_step``.
+
+Torch in, torch out (NCHW; gray L/100, chroma ab/128, flow in pixels), differentiable, so training
+optimises exactly what runs in production. What does not depend on trained weights (DIS flow, its
+consistency, the flow chain's confidence, the key match of F_s) comes in as ``Candidates``; what the
+run carries from frame to frame is ``Carried``:
+
+    ab_flow  = warp(carried.ab, flow)                       the flow candidate (previous output, carried on)
+    ab_key   = candidates.ab_key                            the key candidate (F_s: key colour at the match)
+    F_f(cues) -> key logit, residual, confidence
+    w        = 1[key logit > 0]                             hard choice (straight-through when training)
+    ab       = (1 − w) · ab_flow + w · ab_key + residual
+
+    next carried: ab (what was written), age = 0 where the written colour left the flow candidate, else
+    warp(age) + 1 frame: "frames since this pixel's colour was last refreshed from a key", decided from the
+    written colour alone so that a resumed run (which reads its colour back) carries the same state.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from colorprop.engine.nets.fusion_net import FusionNet
+
+AGE_FRAMES = 50.0  # age is fed to F_f as frames / AGE_FRAMES (1 = fifty frames without a refresh)
+REFRESH_AB = 2.0 / 128.0  # a written colour this far (ab/128) from the flow candidate counts as refreshed
+
+
+class Candidates(NamedTuple):
+    """One frame's inputs that no trained weight changes (precomputed once per run in training).
+
+    gray N x 1 x H x W (L/100, clipped for the networks); flow N x 2 x H x W (pixels, this frame -> the
+    previous one); consistency, photometric, chain, similarity N x 1 x H x W in [0, 1] (forward-backward
+    flow agreement; luminance match of the warped previous frame; the flow chain's carried confidence;
+    F_s's match similarity); ab_key N x 2 x H x W (ab/128, F_s's key colour at the match)."""
+
+    gray: torch.Tensor
+    flow: torch.Tensor
+    consistency: torch.Tensor
+    photometric: torch.Tensor
+    chain: torch.Tensor
+    ab_key: torch.Tensor
+    similarity: torch.Tensor
+
+
+class Carried(NamedTuple):
+    """The run's state: the previous frame's written colour (N x 2 x H x W, ab/128) and its age
+    (N x 1 x H x W, frames / AGE_FRAMES since last refreshed from a key)."""
+
+    ab: torch.Tensor
+    age: torch.Tensor
+
+
+class StepOutput(NamedTuple):
+    """ab N x 2 x H x W (ab/128); ab_flow the flow candidate; key_weight N x 1 x H x W in [0, 1] (1: the key
+    match was taken); key_logit before the choice; confidence N x 1 x H x W (F_f's estimate, 1 where there
+    is no F_f); age_flow the carried age moved along the flow, one frame older."""
+
+    ab: torch.Tensor
+    ab_flow: torch.Tensor
+    key_weight: torch.Tensor
+    key_logit: torch.Tensor
+    confidence: torch.Tensor
+    age_flow: torch.Tensor
+
+
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Sample ``image`` (N x C x H x W) at x + flow(x) (flow N x 2 x H x W, pixels): bilinear, border
+    replicate, the same sampling as ``flow.warp_backward`` (cv2.remap), differentiable in ``image``."""
+    n, _, h, w = image.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype, device=flow.device),
+                            torch.arange(w, dtype=flow.dtype, device=flow.device), indexing="ij")
+    gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)
+    return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor) -> torch.Tensor:
+    """F_f's input, N x N_INPUTS x H x W, in the order fusion_net documents."""
+    distance = (ab_flow - c.ab_key).norm(dim=1, keepdim=True)
+    return torch.cat([c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain,
+                      age_flow, c.similarity], dim=1)
+
+
+def choose(key_logit: torch.Tensor, training: bool) -> torch.Tensor:
+    """Hard 0/1 choice of the key match; while training, the gradient of the sigmoid passes straight
+    through (a soft share left in a carried pixel would leak and compound along the run)."""
+    hard = (key_logit > 0).to(key_logit.dtype)
+    if not training:
+        return hard
+    soft = torch.sigmoid(key_logit)
+    return hard + soft - soft.detach()
+
+
+def advance(carried: Carried, flow: torch.Tensor) -> Carried:
+    """The carried state moved along the flow onto this frame: the flow candidate and its age, a frame older."""
+    moved = warp(torch.cat([carried.ab, carried.age], dim=1), flow)
+    return Carried(moved[:, :2], moved[:, 2:3] + 1.0 / AGE_FRAMES)
+
+
+def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, training: bool = False) -> StepOutput:
+    """One frame (module docstring). ``fusion`` None: the flow candidate alone (the classical chain)."""
+    ab_flow, age_flow = advance(carried, c.flow)
+    if fusion is None:
+        zero = torch.zeros_like(c.consistency)
+        return StepOutput(ab_flow, ab_flow, zero, zero - 1.0, torch.ones_like(zero), age_flow)
+    out = fusion(fusion_features(c, ab_flow, age_flow), c.consistency)
+    w = choose(out.key_logit, training)
+    ab = ab_flow + w * (c.ab_key - ab_flow) + out.residual
+    return StepOutput(ab, ab_flow, w, out.key_logit, out.confidence, age_flow)
+
+
+def carry_on(advanced: Carried, ab_written: torch.Tensor) -> Carried:
+    """The state for the next frame from ``advance``'s flow candidate and age and what was written
+    (N x 2 x H x W, ab/128): see the module docstring."""
+    refreshed = (ab_written - advanced.ab).norm(dim=1, keepdim=True) > REFRESH_AB
+    return Carried(ab_written, torch.where(refreshed, torch.zeros_like(advanced.age), advanced.age))
+
+
+def start(ab_key: torch.Tensor) -> Carried:
+    """The state at a key frame: its own colour, age 0."""
+    return Carried(ab_key, torch.zeros_like(ab_key[:, :1]))
