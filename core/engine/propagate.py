@@ -158,9 +158,9 @@ class Propagator:
     def accept(self, L: np.ndarray, ab: np.ndarray, carried: np.ndarray | None = None) -> None:
         """Carry this frame's colour (what was written, HxWx2) and carried confidence (HxW; default: the
         last step's ``carried``) on to the next step."""
-        self.prev_L, self.prev_ab = L, ab
+        self.follow(L)
+        self.prev_ab = ab
         self.prev_conf = self.last_carried if carried is None else np.asarray(carried, np.float32)
-        self.prev_chain = self.last_chain
         if self.carried_state is not None:
             with torch.inference_mode():
                 self.carried_state = carry_on(self.advanced, ab_tensor(ab, self.device))
@@ -199,37 +199,69 @@ class Propagator:
             carried = self._carried(flowed, L)
             return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
 
-        if self.method == "full":
-            with self._stage("dis_flow"):
-                flowed = self._flow(L)
-        with self._stage("F_s"):
-            with models.autocast():
-                global_out = models.global_branch(gray, self.key_state)
-            global_out = as_float32(global_out)
-            if self.method == "global":
-                similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
-                return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
+        if self.method == "global":
+            with self._stage("F_s"):
+                with models.autocast():
+                    global_out = as_float32(models.global_branch(gray, self.key_state))
+            similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
+            return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
 
+        candidates, flowed = self.candidates(L)
         with self._stage("F_f"):
-            self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
-            candidates = self._candidates(L, flowed, gray, global_out)
             with models.autocast():
                 out = propagate_step(models.fusion, self.carried_state, candidates)
             self.advanced = Carried(out.ab_flow, out.age_flow)
-            ab = ab_numpy(out.ab)
+            ab, ab_flow = ab_numpy(out.ab), ab_numpy(out.ab_flow)
         carried = self._carried(flowed, L)
-        confidence = written_confidence(carried, L, map_numpy(global_out.similarity).clip(0, 1),
-                                        agreement(ab_numpy(out.ab_flow), ab_numpy(global_out.ab)))
+        confidence = written_confidence(carried, L, map_numpy(candidates.similarity),
+                                        agreement(ab_flow, ab_numpy(candidates.ab_key)))
         if self.change_only:  # regrade: no change where the tracked change is exactly 0
-            ab[np.all(ab_numpy(out.ab_flow) == 0.0, axis=-1)] = 0.0
+            ab[np.all(ab_flow == 0.0, axis=-1)] = 0.0
         return Step(ab, confidence, carried)
 
-    def _candidates(self, L: np.ndarray, flowed: FlowStep, gray: torch.Tensor, global_out) -> Candidates:
-        """This frame's ``step.Candidates`` (1 x C x h x w tensors) from DIS, the flow chain and F_s."""
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(self.device)  # noqa: E731
+    def candidates(self, L: np.ndarray) -> tuple[Candidates, FlowStep]:
+        """``full``: what F_f chooses between for the frame with luminance ``L`` (HxW), and its cues
+        (``step.Candidates``, 1 x C x h x w): DIS flow back to the previous frame, the flow chain's confidence
+        (kept as ``last_chain``) and F_s's key match. Training precomputes its runs with this, too."""
+        dev = self.device
+        gray = gray_tensor(L, dev)
+        with self._stage("dis_flow"):
+            flowed = self._flow(L)
+        with torch.inference_mode():
+            with self._stage("F_s"):
+                with self.models.autocast():
+                    global_out = as_float32(self.models.global_branch(gray, self.key_state))
+        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
-        return Candidates(gray, flow_tensor(flowed.flow, self.device), t(flowed.consistency), t(photometric), t(self.last_chain), global_out.ab,
-                          global_out.similarity.clamp(0.0, 1.0))
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
+        return Candidates(gray, flow_tensor(flowed.flow, dev), t(flowed.consistency), t(photometric),
+                          t(self.last_chain), global_out.ab, global_out.similarity.clamp(0.0, 1.0)), flowed
+
+    def follow(self, L: np.ndarray) -> None:
+        """Move the luminance and the flow chain on to this frame (``accept`` without colour)."""
+        self.prev_L = L
+        self.prev_chain = self.last_chain
+
+
+CANDIDATE_CHANNELS = 11  # gray 1, flow 2, consistency 1, photometric 1, chain 1, ab_key 2, similarity 1, ab_true 2
+
+
+def run_candidates(models: "Models", labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """What no trained weight of F_f changes, for every frame of a run keyed at its first frame, exactly as the
+    Propagator computes it at inference (``Propagator.candidates``). ``labs``: (L HxW, ab HxWx2) per frame,
+    the first one the key. Returns T x 11 x H x W float32: the ``step.Candidates`` channels then the true ab
+    (ab/128); frame 0 holds the key's own colour, its other channels unused. Training and the choice
+    measurements run the recursion on these."""
+    L_key, ab_key = labs[0]
+    propagator = Propagator("full", L_key, ab_key, models)
+    out = np.zeros((len(labs), CANDIDATE_CHANNELS, *L_key.shape), np.float32)
+    out[0, 9:11] = ab_key.transpose(2, 0, 1) / AB_SCALE
+    for t, (L, ab_true) in enumerate(labs[1:], start=1):
+        c, _ = propagator.candidates(L)
+        out[t, :9] = torch.cat(c, dim=1)[0].cpu().numpy()
+        out[t, 9:11] = ab_true.transpose(2, 0, 1) / AB_SCALE
+        propagator.follow(L)
+    return out
 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:

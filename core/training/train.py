@@ -32,8 +32,7 @@ from colorprop.engine.models import Models, build_models, pick_device
 from colorprop.engine.nets.fusion_net import FusionConfig
 from colorprop.engine.nets.global_net import GlobalConfig
 from colorprop.engine.nets.local_net import LocalNetConfig
-from colorprop.engine.confidence import carry_confidence, photometric_similarity
-from colorprop.engine.propagate import AB_SCALE, L_SCALE, ab_tensor, flow_step, gray_tensor, map_numpy
+from colorprop.engine.propagate import AB_SCALE, L_SCALE, flow_step, run_candidates
 from colorprop.engine.flow import make_dis, warp_backward
 from colorprop.engine.step import Candidates, Carried, carry_on, propagate_step, start
 
@@ -52,7 +51,7 @@ class TrainConfig:
                                                                use_ab_prev=True, init_center_logit=2.0).to_dict())
     local_patch: int = 96
     local_batch: int = 12
-    local_steps: int = 100  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
+    local_steps: int = 30  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
     # stage 2: F_f trained through the recursion (step.propagate_step unrolled over whole runs)
@@ -241,7 +240,6 @@ def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, 
 
 # ---------------------------------------------------------------- stage 2: F_f through the recursion
 
-CANDIDATE_CHANNELS = 11  # gray 1, flow 2, consistency 1, photometric 1, chain 1, ab_key 2, similarity 1, ab_true 2
 
 
 def fusion_runs(cfg: TrainConfig, cache_dir: Path) -> list[Segment]:
@@ -249,37 +247,6 @@ def fusion_runs(cfg: TrainConfig, cache_dir: Path) -> list[Segment]:
     return make_segments(replace(cfg, train_width=cfg.fusion_width, segment_frames=cfg.fusion_frames,
                                  clip_segments=cfg.fusion_clip_runs, synthetic_segments=cfg.fusion_synthetic_runs),
                          cache_dir)
-
-
-@torch.inference_mode()
-def run_candidates(models: Models, frames: list[np.ndarray]) -> np.ndarray:
-    """What no trained weight changes, for every frame of a run keyed at its first frame: T x 11 x H x W float32
-    (``step.Candidates`` channels then ab_true; frame 0 holds the key's own colour, its other channels unused).
-    The same DIS flow, flow chain and F_s the Propagator computes at inference."""
-    dev = models.device
-    labs = [lab_split(f) for f in frames]
-    L_key, ab_key = labs[0]
-    key = models.global_branch.encode_key(gray_tensor(L_key, dev), ab_tensor(ab_key, dev))
-    dis = make_dis()
-    chain = np.ones(L_key.shape, np.float32)
-    h, w = L_key.shape
-    out = np.zeros((len(frames), CANDIDATE_CHANNELS, h, w), np.float32)
-    out[0, 9:11] = ab_key.transpose(2, 0, 1) / AB_SCALE
-    prev_L = L_key
-    for t, (L, ab_true) in enumerate(labs[1:], start=1):
-        flowed = flow_step(dis, prev_L, np.zeros((h, w, 2), np.float32), L)
-        chain = carry_confidence(chain, prev_L, L, flowed.flow, flowed.consistency)
-        glob = models.global_branch(gray_tensor(L, dev), key)
-        out[t, 0] = map_numpy(gray_tensor(L, dev))
-        out[t, 1:3] = flowed.flow.transpose(2, 0, 1)
-        out[t, 3] = flowed.consistency
-        out[t, 4] = photometric_similarity(L, warp_backward(prev_L, flowed.flow))
-        out[t, 5] = chain
-        out[t, 6:8] = glob.ab[0].cpu().numpy()
-        out[t, 8] = map_numpy(glob.similarity.clamp(0.0, 1.0))
-        out[t, 9:11] = ab_true.transpose(2, 0, 1) / AB_SCALE
-        prev_L = L
-    return out
 
 
 def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> dict[str, np.ndarray]:
@@ -291,7 +258,7 @@ def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> 
     for i, run in enumerate(runs):
         if i % 10 == 0:
             print(f"fusion inputs: run {i}/{len(runs)}", file=sys.stderr, flush=True)
-        cand = run_candidates(models, run.frames)
+        cand = run_candidates(models, [lab_split(f) for f in run.frames])
         h, w = cand.shape[-2:]
         if h < crop or w < crop:
             continue
