@@ -67,6 +67,9 @@ class TrainConfig:
     fusion_lr: float = 1e-3
     fusion_late_weight: float = 1.0  # frame t of T weighs 1 + late_weight * t / T in the loss
     fusion_confidence_within: float = 4.0  # F_f's confidence target: |error| < this (Lab ab units)
+    # imitation of the oracle inside the recursion: the candidate closer to the truth, per pixel, on the states
+    # the model itself visits; weighted by how far apart the candidates are (where they agree it does not matter)
+    fusion_choice_weight: float = 1.0
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
 
@@ -276,10 +279,11 @@ def split_candidates(frame: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
 def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
     """The recursion over ``frames`` (B x T' x 11 x H x W, frame indices t0.. of runs ``total`` long) from
     ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
-    frame, logged numbers). Loss: L1 on ab weighted toward later frames, plus F_f's confidence against
-    whether its colour is within ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
+    frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
+    (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
+    ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
     loss = frames.new_zeros(())
-    logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0}
+    logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0, "oracle_share": 0.0}
     within = cfg.fusion_confidence_within / AB_SCALE
     for i in range(frames.shape[1]):
         cand, ab_true = split_candidates(frames[:, i])
@@ -288,7 +292,12 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
         l1 = (out.ab - ab_true).abs().mean()
         right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
         conf = F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
-        loss = loss + weight * l1 + 0.05 * conf
+        apart = (cand.ab_key - out.ab_flow).norm(dim=1, keepdim=True).detach()
+        key_closer = ((cand.ab_key - ab_true).norm(dim=1, keepdim=True)
+                      < (out.ab_flow.detach() - ab_true).norm(dim=1, keepdim=True)).float()
+        choice = (apart * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
+        loss = loss + weight * (l1 + cfg.fusion_choice_weight * choice) + 0.05 * conf
+        logged["oracle_share"] += key_closer.mean().item()
         logged["l1"] += l1.item()
         logged["flow_l1"] += (out.ab_flow.detach() - ab_true).abs().mean().item()
         logged["key_share"] += out.key_weight.detach().mean().item()
