@@ -218,7 +218,7 @@ def test_fusion_starts_as_the_consistency_rule():
     assert isinstance(out.key_weight, torch.Tensor) and out.ab.shape == (2, 2, 24, 31)
     take_key = c.consistency < cfg.rule_threshold
     assert torch.equal(out.key_weight.bool(), take_key)
-    assert torch.allclose(out.ab, torch.where(take_key, c.ab_key, carried.ab))  # zero flow: ab_flow = carried
+    assert torch.allclose(out.ab, torch.where(take_key, c.ab_key, carried.ab), atol=1e-5)  # zero flow: ab_flow = carried
     assert set(torch.unique(out.key_weight).tolist()) <= {0.0, 1.0}  # a hard choice, never a blend
     with pytest.raises(ValueError):
         net(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 8, 8))
@@ -244,11 +244,15 @@ def test_step_warp_matches_the_flow_warp():
     from colorprop.engine.flow import warp_backward
     from colorprop.engine.step import warp
 
+    import cv2
+
     rng = np.random.default_rng(3)
-    image = rng.random((20, 27, 2)).astype(np.float32)
+    image = cv2.GaussianBlur(rng.random((20, 27, 2)).astype(np.float32), (0, 0), 1.5)
     flow = (rng.random((20, 27, 2)).astype(np.float32) - 0.5) * 8  # some samples fall outside: border repeats
     ours = warp(torch.from_numpy(image.transpose(2, 0, 1))[None], torch.from_numpy(flow.transpose(2, 0, 1))[None])
-    assert np.abs(ours[0].numpy().transpose(1, 2, 0) - warp_backward(image, flow)).max() < 1e-3
+    diff = np.abs(ours[0].numpy().transpose(1, 2, 0) - warp_backward(image, flow))
+    # cv2.remap rounds sample positions to 1/32 px (INTER_BITS = 5): a small difference on a smooth texture
+    assert diff.max() < 2e-3 and diff.mean() < 3e-4, (diff.max(), diff.mean())
 
 
 def test_age_restarts_where_the_written_colour_left_the_flow_candidate():
@@ -284,3 +288,30 @@ def test_joined_keys_match_the_key_a_frame_looks_like():
         out = branch(gray[1], joined)
     assert joined.features.coarse.shape[-1] == 2 * branch.encode_key(gray[0], ab[0]).features.coarse.shape[-1]
     assert float(out.ab.mean()) > 0.2, "the frame should take the second key's colour"
+
+
+def test_fs_memory_of_past_output_stays_bounded():
+    """F_s's memory (fusion config memory_every/memory_size): a written frame joins every N frames, at most
+    memory_size are kept, so what a frame is matched against stays flat in shot length."""
+    import numpy as np
+
+    from colorprop.engine.models import build_models
+    from colorprop.engine.nets.global_net import GlobalConfig
+    from colorprop.engine.nets.local_net import LocalNetConfig
+    from colorprop.engine.propagate import Propagator
+
+    models = build_models(LocalNetConfig(channels=(8, 16), kernel_size=5), GlobalConfig(features="tiny"),
+                          FusionConfig(width=8, memory_every=2, memory_size=2), torch.device("cpu"))
+    for module in (models.local, models.global_branch, models.fusion):
+        module.eval()
+    rng = np.random.default_rng(0)
+    L = (rng.random((48, 64)) * 80 + 10).astype(np.float32)
+    ab = (rng.random((48, 64, 2)) * 40 - 20).astype(np.float32)
+    prop = Propagator("full", L, ab, models)
+    key_cells = prop.key_state.features.coarse.shape[-1]
+    widths = []
+    for _ in range(8):
+        step = prop.step(L)
+        prop.accept(L, step.ab)
+        widths.append(prop.key_state.features.coarse.shape[-1] // key_cells)
+    assert widths == [1, 2, 2, 3, 3, 3, 3, 3]

@@ -10,7 +10,8 @@ Methods:
     local   F_w: kernels predicted from (previous, current) gray carry the previous ab (after DIS pre-alignment
             when the trained F_w was trained that way)
     global  F_s: the key's colour copied at coarse-to-fine feature matches
-    full    F_f fuses local and global under the current luminance
+    full    F_f chooses per pixel between the flow-carried colour and F_s's key match (engine/step.py);
+            F_w is not used: trained on flow-aligned frames it learns identity kernels (docs/TRAINING.md)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from colorprop.engine.confidence import agreement, carry_confidence, photometric_similarity, written_confidence
+from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
 from colorprop.engine.step import Candidates, Carried, advance, carry_on, propagate_step, start
 from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
@@ -131,6 +132,11 @@ class Propagator:
                 states = [models.global_branch.encode_key(gray_tensor(kl, self.device), ab_tensor(kab, self.device))
                           for kl, kab in [(key_L, key_ab), *other_keys]]
                 self.key_state = states[0] if len(states) == 1 else models.global_branch.join_keys(*states)
+        # full: F_s also matches against a bounded memory of this run's own past output (fusion config
+        # memory_every / memory_size; 0 = off): flat in shot length, refreshed from what was written.
+        self.key_states = [self.key_state]
+        self.memory: list = []
+        self.frames_since_memory = 0
 
     def step(self, L: np.ndarray) -> Step:
         """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
@@ -164,6 +170,20 @@ class Propagator:
         if self.carried_state is not None:
             with torch.inference_mode():
                 self.carried_state = carry_on(self.advanced, ab_tensor(ab, self.device))
+            self._remember(L, ab)
+
+    def _remember(self, L: np.ndarray, ab: np.ndarray) -> None:
+        """Every ``memory_every`` frames, this written frame joins F_s's memory (the oldest one leaves)."""
+        cfg = self.models.fusion.cfg
+        self.frames_since_memory += 1
+        if not cfg.memory_every or self.frames_since_memory < cfg.memory_every:
+            return
+        self.frames_since_memory = 0
+        branch = self.models.global_branch
+        with torch.inference_mode(), self.models.autocast():
+            self.memory = [*self.memory, branch.encode_key(gray_tensor(L, self.device), ab_tensor(ab, self.device))]
+            self.memory = self.memory[-cfg.memory_size:]
+            self.key_state = branch.join_keys(*self.key_states, *self.memory)
 
     def _flow(self, L: np.ndarray) -> FlowStep:
         """DIS from this frame back to the previous one; the flow is kept as ``last_flow`` (the pipeline
@@ -213,8 +233,9 @@ class Propagator:
             self.advanced = Carried(out.ab_flow, out.age_flow)
             ab, ab_flow = ab_numpy(out.ab), ab_numpy(out.ab_flow)
         carried = self._carried(flowed, L)
-        confidence = written_confidence(carried, L, map_numpy(candidates.similarity),
-                                        agreement(ab_flow, ab_numpy(candidates.ab_key)))
+        # The written matte: F_f's own estimate that this colour is within a few Lab units of the truth
+        # (trained against its error, so calibrated on the training runs; docs/KEYS.md).
+        confidence = map_numpy(out.confidence)
         if self.change_only:  # regrade: no change where the tracked change is exactly 0
             ab[np.all(ab_flow == 0.0, axis=-1)] = 0.0
         return Step(ab, confidence, carried)

@@ -55,14 +55,14 @@ class TrainConfig:
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
     # stage 2: F_f trained through the recursion (step.propagate_step unrolled over whole runs)
-    fusion: dict = field(default_factory=lambda: FusionConfig().to_dict())
+    fusion: dict = field(default_factory=lambda: FusionConfig(width=24).to_dict())
     fusion_width: int = 256  # frames of the recursive runs are decoded at this width ...
     fusion_crop: int = 144  # ... and one fixed crop of crop x crop per run is kept (F_s sees the whole frame)
     fusion_clip_runs: int = 40
     fusion_synthetic_runs: int = 20
     fusion_frames: int = 50  # the room for F_f lies in frames 10-50 (../shared/METHOD.md)
-    fusion_batch: int = 6
-    fusion_steps: int = 120  # one step = one pass of a batch of runs through all their frames
+    fusion_batch: int = 4
+    fusion_steps: int = 80  # one step = one pass of a batch of runs through all their frames
     fusion_window: int = 10  # truncated back-propagation: an optimiser update every this many frames
     fusion_lr: float = 1e-3
     fusion_late_weight: float = 1.0  # frame t of T weighs 1 + late_weight * t / T in the loss

@@ -37,13 +37,16 @@ N_INPUTS = 11
 class FusionConfig:
     """width: channels per hidden layer. dilations: one per hidden layer.
     rule_threshold, rule_gain: the initial rule (key match where consistency < threshold); both trainable.
-    residual_max: bound of the refinement, ab/128 units (0: none)."""
+    residual_max: bound of the refinement, ab/128 units (0: none).
+    memory_every, memory_size: F_s's memory of the run's own output (``propagate.Propagator``)."""
 
     width: int = 32
     dilations: tuple[int, ...] = (1, 2, 4, 1)
     rule_threshold: float = 0.5
     rule_gain: float = 12.0
     residual_max: float = 0.0
+    memory_every: int = 0  # F_s also matches past output: every this many frames one joins (0: no memory)
+    memory_size: int = 2  # at most this many past frames are kept
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
