@@ -15,6 +15,7 @@ from colorprop.data import fetch as fetch_mod
 from colorprop.data.clips import (
     DataMissingError,
     clip_path,
+    dev_entry_name,
     even_size,
     load_clip,
     load_split,
@@ -34,11 +35,22 @@ def test_split_is_by_clip_and_dev_entries_are_complete():
     excluded = {e["clip"] for e in split.get("excluded", [])}
     assert not (dev & train) - {"bbb"}, f"clips in both dev and train: {dev & train}"
     assert not dev & excluded
-    assert 4 <= len(split["dev"]) <= 6
+    # issue 12: at least 10 dev ranges from at least 4 sources (packages), each range named once
+    assert len(split["dev"]) >= 10
+    assert len({s.key for s in fetch_mod.SOURCES if set(s.clips) & dev}) >= 4
+    names = [dev_entry_name(e) for e in split["dev"]]
+    assert len(set(names)) == len(names), names
     known = {name for s in fetch_mod.SOURCES for name in s.clips}
     assert dev | train | excluded <= known
     for e in split["dev"]:
         assert e["num_frames"] == 51 and e["start_frame"] >= 0 and 0 < e["width"] <= 480, e
+    # two ranges of one clip never overlap (they would score the same frames twice)
+    for clip in dev:
+        spans = sorted((e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["dev"] if e["clip"] == clip)
+        assert all(a1 <= b0 for (_, a1), (b0, _) in zip(spans, spans[1:])), (clip, spans)
+    # another camera of the same moment is never training: a pose2sim trial with a dev camera has none in train
+    dev_trials = {c.split("_cam")[0] for c in dev if c.startswith("pose2sim_")}
+    assert dev_trials and not any(c.split("_cam")[0] in dev_trials for c in train if c.startswith("pose2sim_"))
     # nearly colourless clips never sit in the dev mean
     for e in split["dev"]:
         assert e["clip"] not in {"bikes", "world"} or e.get("report_apart")
