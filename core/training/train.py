@@ -68,8 +68,10 @@ class TrainConfig:
     fusion_late_weight: float = 1.0  # frame t of T weighs 1 + late_weight * t / T in the loss
     fusion_confidence_within: float = 4.0  # F_f's confidence target: |error| < this (Lab ab units)
     # imitation of the oracle inside the recursion: the candidate closer to the truth, per pixel, on the states
-    # the model itself visits; weighted by the margin (how much closer), so near-ties do not count
-    fusion_choice_weight: float = 1.0
+    # the model itself visits; weighted by the margin (how much closer), so near-ties do not count.
+    # Off: measured worse on the dev clips (it takes the key wherever the key is a little closer, which does not
+    # carry on well; docs/TRAINING.md)
+    fusion_choice_weight: float = 0.0
     # a price on taking the key match (its share, soft): where both candidates are as good, keep the flow's
     # colour, which is stable in time (measured: without it F_f took the key on 36 % of training pixels, the
     # oracle on 8 %, and lost on the dev clips)
