@@ -51,7 +51,7 @@ class TrainConfig:
                                                                use_ab_prev=True, init_center_logit=2.0).to_dict())
     local_patch: int = 96
     local_batch: int = 12
-    local_steps: int = 30  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
+    local_steps: int = 200  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
     # stage 2: F_f trained through the recursion (step.propagate_step unrolled over whole runs)
