@@ -46,7 +46,7 @@ def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, ca
     for method, row in rows.items():
         assert row["size"] == "160x96" and row["working_size"] == [64, 38]
         assert set(row["stages"]) == set(bench.STAGES)
-        learned_only = {"F_w", "F_s", "F_f"}
+        learned_only = {"F_s", "F_f"}
         for stage, seconds in row["stages"].items():
             if method == "flow" and stage in learned_only:
                 assert seconds is None

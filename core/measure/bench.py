@@ -7,7 +7,7 @@ run) and each device, one **child process** measures:
 
 * stages, one frame at a time in the product's own functions: ``exr_read`` (read_exr),
   ``colour_in`` (plate space -> linear -> L, L at the working size), ``dis_flow`` (DIS pre-alignment),
-  ``F_w``, ``F_s``, ``F_f`` (the networks, as Propagator.step runs them), ``upsample`` (chroma and
+  ``F_s``, ``F_f`` (the networks, as Propagator.step runs them for `full`), ``upsample`` (chroma and
   confidence to full resolution), ``colour_out`` (Lab -> plate space, and the carried state back at
   the working size), ``exr_write`` (write_exr of R,G,B + pass-through channels);
 * ``end_to_end``: ``run_shot`` on the EXR sequence, as ``colorprop colorize`` runs it (reading and
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("exr_read", "colour_in", "dis_flow", "F_w", "F_s", "F_f", "upsample", "colour_out", "exr_write")
+STAGES = ("exr_read", "colour_in", "dis_flow", "F_s", "F_f", "upsample", "colour_out", "exr_write")  # full runs no F_w
 PLATE_SPACE = "ACEScg"
 PLATE_NAME = "plate.####.exr"
 
