@@ -22,11 +22,13 @@ The choice is made hard by ``step.choose`` (straight-through while training).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+
+from colorprop.engine.nets.config import ManifestConfig
 
 __all__ = ["FusionConfig", "FusionOutput", "FusionNet", "N_INPUTS"]
 
@@ -34,7 +36,7 @@ N_INPUTS = 11
 
 
 @dataclass(frozen=True)
-class FusionConfig:
+class FusionConfig(ManifestConfig):
     """width: channels per hidden layer. dilations: one per hidden layer.
     rule_threshold, rule_gain: the initial rule (key match where consistency < threshold); both trainable.
     residual_max: bound of the refinement, ab/128 units (0: none).
@@ -52,18 +54,6 @@ class FusionConfig:
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
         if self.width < 1 or not self.dilations:
             raise ValueError(f"FusionConfig needs width >= 1 and at least one layer, got {self}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["dilations"] = list(self.dilations)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FusionConfig":
-        d = dict(d)
-        if "dilations" in d:
-            d["dilations"] = tuple(d["dilations"])
-        return cls(**d)
 
 
 class FusionOutput(NamedTuple):

@@ -8,12 +8,14 @@ previous chroma with ``sepconv.apply_separable_kernels`` (replicate borders).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from colorprop.engine.nets.config import ManifestConfig
 
 from colorprop.engine.nets.sepconv import apply_separable_kernels
 
@@ -23,7 +25,7 @@ GRAY_CLIP = 1.2  # networks see L/100 clipped to [0, 1.2] (docs/ARCHITECTURE.md)
 
 
 @dataclass(frozen=True)
-class LocalNetConfig:
+class LocalNetConfig(ManifestConfig):
     """Configuration of F_w (stored in the weights manifest via ``to_dict``).
 
     channels: encoder widths per level; ``len(channels) - 1`` poolings, so inputs are padded to a
@@ -49,18 +51,6 @@ class LocalNetConfig:
             raise ValueError(f"dilation must be >= 1, got {self.dilation}")
         if len(self.channels) < 2:
             raise ValueError("channels needs at least two levels")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LocalNetConfig":
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        return cls(**d)
 
 
 class LocalOutput(NamedTuple):
