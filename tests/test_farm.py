@@ -63,13 +63,22 @@ def no_tty_env() -> dict[str, str]:
     return env
 
 
+def outside_venv_env() -> dict[str, str]:
+    """As a farm worker's shell: no COLORPROP_SERVER, and neither the venv nor its bin/ on PATH."""
+    env = no_tty_env()
+    env.pop("VIRTUAL_ENV", None)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and Path(p).resolve() != BIN.resolve())
+    return env
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, keys_dir) -> dict[int, np.ndarray]:
     """One uninterrupted, unsegmented CLI run: what every farm run must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference")
     proc = subprocess.run([str(COLORPROP), "colorize", "--input", str(SHOT / "plate.####.exr"),
                            "--key", key_arg(keys_dir), "--output", str(out / "colour.####.exr"),
-                           "--method", "flow"], capture_output=True, text=True, env=no_tty_env(), timeout=120)
+                           "--method", "flow"], capture_output=True, text=True, env=no_tty_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr
     # Off a TTY: plain lines and openjd_progress, never a carriage-return bar.
     assert "openjd_progress: 100.0" in proc.stderr and "\r" not in proc.stderr
@@ -136,15 +145,36 @@ def test_sigterm_exits_130_without_partial_frames(tmp_path, keys_dir):
 
 
 def openjd(*args: str, **kwargs):
+    """``openjd`` run as on a worker: outside the venv (the template's environment must find colorprop)."""
     return subprocess.Popen([str(OPENJD), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=no_tty_env(), **kwargs)
+                            env=outside_venv_env(), start_new_session=True, **kwargs)
 
 
-def template_params(keys_dir: Path, out: Path, existing: str = "resume") -> list[str]:
+def finish(run: subprocess.Popen, timeout: float = 300) -> str:
+    """The run's log once it exits; on timeout the whole process tree is killed first (no stray tasks)."""
+    try:
+        log, _ = run.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_tree(run)
+        raise
+    return log
+
+
+def kill_tree(run: subprocess.Popen) -> None:
+    for pid in [run.pid, *descendants(run.pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run.communicate(timeout=30)
+
+
+def template_params(keys_dir: Path, out: Path, existing: str = "resume", venv: Path | None = BIN.parent) -> list[str]:
     params = {"PlateDirectory": SHOT, "PlateName": "plate.####.exr", "KeyDirectory": keys_dir,
               "KeyName": "key.####.exr", "KeyFrames": ",".join(map(str, KEYS)), "OutputDirectory": out,
-              "OutputName": "colour.####.exr", "Method": "flow", "ExistingFrames": existing,
-              "ColorpropCommand": COLORPROP}
+              "OutputName": "colour.####.exr", "Method": "flow", "ExistingFrames": existing}
+    if venv is not None:
+        params["ColorpropEnvironment"] = venv
     return [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
 
 
@@ -184,21 +214,19 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
     # 1. An uninterrupted farm run (two tasks, one per key) gives the unsegmented run's pixels.
     full = tmp_path / "full"
     run = openjd("run", str(TEMPLATE), *template_params(keys_dir, full, existing="overwrite"))
-    log, _ = run.communicate(timeout=180)
+    log = finish(run)
     assert run.returncode == 0, log
+    assert f"colorprop: using {BIN / 'colorprop'}" in log  # found through ColorpropEnvironment, not PATH
     assert "openjd_progress:" in log and "--segment 1" in log and "--segment 12" in log
     assert_same_pixels(frames_of(full), reference)
 
     # 2. A run killed (SIGKILL, the whole process tree) after a few frames of its first task.
     resumed = tmp_path / "resumed"
-    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed), start_new_session=True)
-    wait_for_frames(resumed, 3, run)
-    for pid in [run.pid, *descendants(run.pid)]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    run.communicate(timeout=30)
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed))
+    try:
+        wait_for_frames(resumed, 3, run)
+    finally:
+        kill_tree(run)
     time.sleep(0.3)
     left = sorted(resumed.glob("colour.*.exr"))
     assert 3 <= len(left) < len(FRAMES), "the kill came too late to test a resume"
@@ -207,7 +235,7 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
 
     # 3. The same template resumes (ExistingFrames=resume): finished frames kept, the rest coloured.
     run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed))
-    log, _ = run.communicate(timeout=180)
+    log = finish(run)
     assert run.returncode == 0, log
     skipped = sum(int(line.split(" skipped")[0].rsplit(",", 1)[1])
                   for line in log.splitlines() if "frame(s) written" in line)
@@ -235,7 +263,7 @@ def test_openjd_run_with_session_server(tmp_path):
     served = tmp_path / "served"
     params = template_params(SHOT, served) + ["-p", "KeyFrames=1", "-p", "Frames=1-8", "-p", "ServerMode=serve"]
     run = openjd("run", str(TEMPLATE), *params)
-    log, _ = run.communicate(timeout=180)
+    log = finish(run)
     assert run.returncode == 0, log
     assert "openjd_env: COLORPROP_SERVER=ipc://" in log and "--server ipc://" in log
     pid = int(log.split("COLORPROP_SERVE_PID=")[1].split()[0])
@@ -244,6 +272,24 @@ def test_openjd_run_with_session_server(tmp_path):
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for f in a:
         np.testing.assert_array_equal(a[f], b[f], err_msg=f"frame {f}")
+
+
+@needs_openjd
+def test_openjd_run_outside_the_venv_without_the_environment_says_what_to_set(tmp_path, keys_dir):
+    """No ColorpropEnvironment and no colorprop on PATH: the job stops before any task, saying what to set
+    (not 'command not found' in every task)."""
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, tmp_path / "out", venv=None))
+    log = finish(run)
+    assert run.returncode != 0
+    assert "'colorprop' is not on this worker's PATH" in log and "set ColorpropEnvironment" in log
+    assert "colorprop task:" not in log and not (tmp_path / "out").exists()
+
+
+@needs_openjd
+def test_openjd_run_with_an_environment_that_has_no_colorprop_fails_clearly(tmp_path, keys_dir):
+    run = openjd("run", str(TEMPLATE), *template_params(keys_dir, tmp_path / "out", venv=tmp_path))
+    log = finish(run)
+    assert run.returncode != 0 and f"ColorpropEnvironment {tmp_path} has no bin/colorprop" in log
 
 
 def test_job_bundle_files_name_template_parameters():
@@ -256,3 +302,9 @@ def test_job_bundle_files_name_template_parameters():
     assert {v["name"] for v in values if not v["name"].startswith("deadline:")} <= names
     assets = yaml.safe_load((TEMPLATE.parent / "asset_references.yaml").read_text())
     assert set(assets["assetReferences"]) == {"inputs", "outputs"}
+    # every step asks for a bash-capable worker with CPUs and memory enough for a 4K shot
+    for step in template["steps"]:
+        req = step["hostRequirements"]
+        assert {a["name"]: a["anyOf"] for a in req["attributes"]} == {"attr.worker.os.family": ["linux", "macos"]}
+        amounts = {a["name"]: a["min"] for a in req["amounts"]}
+        assert amounts["amount.worker.vcpu"] >= 2 and amounts["amount.worker.memory"] >= 4096
