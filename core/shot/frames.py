@@ -1,0 +1,274 @@
+"""Frames in and out of a shot: plate frames, keys, results, and where they come from and go to
+(in memory, or EXR sequences read ahead and written behind on helper threads)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Protocol
+
+import numpy as np
+
+from colorprop.errors import ColorpropError, SequenceError
+from colorprop.io.exr import Plate, read_exr, write_exr
+from colorprop.io.sequence import FramePattern
+
+DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
+CONFIDENCE_CHANNEL = "colorprop.confidence"
+RGB = ("R", "G", "B")
+
+
+@dataclass
+class PlateFrame:
+    pixels: np.ndarray  # HxWxC float32 (data window)
+    channels: tuple[str, ...]
+    colorspace: str | None
+    template: Plate | None = None  # EXR header to copy (windows, metadata, extra channels)
+    name: str = ""  # file path or "frame N", for messages
+
+    def rgb(self) -> np.ndarray:
+        """HxWx3: R,G,B; a one-channel (Y) plate is replicated."""
+        index = {c: i for i, c in enumerate(self.channels)}
+        if all(c in index for c in RGB):
+            return self.pixels[..., [index[c] for c in RGB]]
+        gray = self.pixels[..., index.get("Y", 0)]
+        return np.repeat(gray[..., None], 3, axis=2)
+
+
+@dataclass
+class KeyImage:
+    pixels: np.ndarray  # HxWx3 float32 in its colour space
+    colorspace: str | None = None
+    name: str = ""
+
+
+@dataclass
+class FrameResult:
+    rgb: np.ndarray  # HxWx3 float32, plate colour space
+    confidence: np.ndarray  # HxW float32 in [0, 1]
+    source: PlateFrame
+
+
+class FrameSource(Protocol):
+    frames: list[int]
+
+    def read(self, frame: int) -> PlateFrame: ...
+
+
+class FrameSink(Protocol):
+    pixel_dtype: type  # what the sink stores (np.float16 or np.float32): the carried state is rounded alike
+
+    def exists(self, frame: int) -> bool: ...
+
+    def read_back(self, frame: int) -> np.ndarray: ...  # HxWx3 rgb already written (resume)
+
+    def write(self, frame: int, result: FrameResult) -> None: ...
+
+
+@dataclass
+class ProgressEvent:
+    frame: int
+    done: int
+    total: int
+    seconds: float  # wall time of this frame
+    skipped: bool = False
+
+
+@dataclass
+class ShotReport:
+    frames_written: list[int] = field(default_factory=list)
+    frames_skipped: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ArraySource:
+    """Frames held in memory (the server's in-band mode, eval, tests)."""
+
+    def __init__(self, frames: dict[int, np.ndarray], channels=RGB, colorspace: str | None = None):
+        self.frames = sorted(frames)
+        self._pixels = frames
+        self.channels = tuple(channels)
+        self.colorspace = colorspace
+
+    def read(self, frame: int) -> PlateFrame:
+        return PlateFrame(np.asarray(self._pixels[frame], np.float32), self.channels, self.colorspace,
+                          None, f"frame {frame}")
+
+
+class ArraySink:
+    pixel_dtype = np.float32
+
+    def __init__(self):
+        self.results: dict[int, FrameResult] = {}
+
+    def exists(self, frame: int) -> bool:
+        return False
+
+    def read_back(self, frame: int) -> np.ndarray:
+        return self.results[frame].rgb
+
+    def write(self, frame: int, result: FrameResult) -> None:
+        self.results[frame] = result
+
+
+class ExrSequenceSource:
+    def __init__(self, pattern: str, frames: Iterable[int]):
+        self.pattern = FramePattern(pattern)
+        self.frames = list(frames)
+        if not self.frames:
+            raise SequenceError(f"{pattern}: no frames requested")
+        missing = [f for f in self.frames if not self.pattern.path(f).exists()]
+        if len(missing) == len(self.frames):
+            raise SequenceError(f"{pattern}: matches no file for frames {format_frames(self.frames)}")
+        if missing:
+            raise SequenceError(f"{pattern}: missing frame(s) {format_frames(missing)} "
+                                f"(first missing file: {self.pattern.path(missing[0])})")
+
+    def read(self, frame: int) -> PlateFrame:
+        path = self.pattern.path(frame)
+        plate = read_exr(path)
+        return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
+
+
+class ExrSequenceSink:
+    """Writes R,G,B (+ the plate's other channels, + confidence) atomically, as half floats by default."""
+
+    def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False):
+        self.pattern = FramePattern(pattern)
+        self.pixel_type = pixel_type
+        self.pixel_dtype = np.float16 if pixel_type == "half" else np.float32
+        self.write_confidence = write_confidence
+
+    def exists(self, frame: int) -> bool:
+        """A complete, readable output frame (a half-written one never has the final name)."""
+        path = self.pattern.path(frame)
+        if not path.exists():
+            return False
+        try:
+            read_exr(path)
+        except ColorpropError:
+            return False
+        return True
+
+    def read_back(self, frame: int) -> np.ndarray:
+        plate = read_exr(self.pattern.path(frame))
+        return PlateFrame(plate.pixels, plate.channels, None, plate).rgb()
+
+    def write(self, frame: int, result: FrameResult) -> None:
+        pixels, channels = output_channels(result, self.write_confidence)
+        path = self.pattern.path(frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type)
+
+
+def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
+    """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB)."""
+    src = result.source
+    gray_plate = not all(c in src.channels for c in RGB)  # then its Y (or only channel) was the image
+    image = set(RGB) | ({"Y"} if gray_plate else set()) | {CONFIDENCE_CHANNEL}
+    if gray_plate and "Y" not in src.channels:
+        image.add(src.channels[0])
+    keep = [(i, c) for i, c in enumerate(src.channels) if c not in image]
+    planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i, _ in keep]
+    channels = RGB + tuple(c for _, c in keep)
+    if write_confidence:
+        planes.append(result.confidence)
+        channels += (CONFIDENCE_CHANNEL,)
+    return np.stack(planes, axis=-1).astype(np.float32), channels
+
+
+class PrefetchingSource:
+    """Reads the frame a run will ask for next on a helper thread while the caller computes.
+
+    Runs walk the frame list one step at a time, forward or backward; after ``read(f)`` the next frame
+    in the same direction is read ahead. A frame not read ahead is read on the spot, so the frames (and
+    errors) the caller gets are exactly those of ``source`` alone.
+    """
+
+    def __init__(self, source: FrameSource, pool: ThreadPoolExecutor):
+        self.source = source
+        self.frames = source.frames
+        self._pool = pool
+        self._index = {f: i for i, f in enumerate(self.frames)}
+        self._ahead: tuple[int, Future] | None = None
+        self._last: int | None = None
+
+    def read(self, frame: int) -> PlateFrame:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == frame:
+            plate = ahead[1].result()
+        else:
+            if ahead is not None:
+                ahead[1].cancel()
+            plate = self.source.read(frame)
+        i, last = self._index.get(frame), self._index.get(self._last)
+        step = 1 if last is None or i is None or i >= last else -1
+        self._last = frame
+        if i is not None and 0 <= i + step < len(self.frames):
+            nxt = self.frames[i + step]
+            self._ahead = (nxt, self._pool.submit(self.source.read, nxt))
+        return plate
+
+    def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+
+
+class BackgroundSink:
+    """Writes on a helper thread, one frame in flight: frame k is written while frame k+1 is computed.
+    A write error surfaces at the next call or at ``flush``."""
+
+    def __init__(self, sink: FrameSink, pool: ThreadPoolExecutor):
+        self.sink = sink
+        self.pixel_dtype = sink.pixel_dtype
+        self._pool = pool
+        self._pending: Future | None = None
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def exists(self, frame: int) -> bool:
+        self.flush()
+        return self.sink.exists(frame)
+
+    def read_back(self, frame: int) -> np.ndarray:
+        self.flush()
+        return self.sink.read_back(frame)
+
+    def write(self, frame: int, result: FrameResult) -> None:
+        self.flush()
+        self._pending = self._pool.submit(self.sink.write, frame, result)
+
+
+@contextlib.contextmanager
+def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[PrefetchingSource, BackgroundSink]]:
+    """``source`` and ``sink`` with reading ahead and writing behind on helper threads, for sources and
+    sinks whose reads and writes are independent files (EXR sequences). Every write is finished (or
+    its error raised) when the block ends."""
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="colorprop-io") as pool:
+        reader, writer = PrefetchingSource(source, pool), BackgroundSink(sink, pool)
+        try:
+            yield reader, writer
+        except BaseException:
+            reader.close()
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                writer.flush()
+            raise
+        reader.close()
+        writer.flush()
+
+
+def load_key(path: str | os.PathLike, colorspace: str | None) -> KeyImage:
+    plate = read_exr(path)
+    frame = PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
+    return KeyImage(frame.rgb(), colorspace or plate.colorspace, str(path))
+
+
+def format_frames(frames: list[int], limit: int = 8) -> str:
+    shown = ", ".join(map(str, frames[:limit]))
+    return shown + (f", … ({len(frames)} in all)" if len(frames) > limit else "")
