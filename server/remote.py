@@ -1,7 +1,9 @@
 """`colorprop colorize --server ADDRESS`: the CLI's job, run on a server.
 
-If the server offers shared-path mode and the files lie under its allowed roots, the server reads
-and writes the EXRs itself. Otherwise the frames travel in-band: read here, coloured there,
+First the same pre-flight as the embedded CLI (core's shot/preflight.py) runs here, before anything
+is sent: a bad job fails with the same message and exit code on every path, and nothing on disk
+changes. If the server offers shared-path mode and the files lie under its allowed roots, the server
+reads and writes the EXRs itself (and runs the pre-flight again on its side). Otherwise the frames travel in-band: read here, coloured there,
 written here exactly as the embedded engine would write them (same channels, template, half
 floats, and the same half-rounded colour carried from frame to frame, so the output is
 identical).
@@ -42,8 +44,10 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     ``<name>.key_secret`` and ``server.key``; name from ``curve_name``/``$COLORPROP_CURVE_NAME``,
     default ``client``).
     """
-    from colorprop.shot.pipeline import ProgressEvent, ShotReport
+    from colorprop.shot.frames import ProgressEvent, ShotReport
+    from colorprop.shot.preflight import check_sequence_job
 
+    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options)
     curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
     curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
     try:
@@ -76,8 +80,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
                 if err.code != P.E_PATH:
                     raise
                 print(f"colorprop: {err}; sending the frames in-band instead", file=sys.stderr)
-        _colorize_inband(client, input_pattern, keys, output_pattern, frames, options, progress, skip_existing,
-                         pixel_type, report)
+        _colorize_inband(client, checked, options, progress, skip_existing, pixel_type, report)
         report.seconds = time.perf_counter() - t0
         return report
     except C.ServerUnavailable as err:
@@ -100,11 +103,14 @@ class _LazyPlates(Mapping):
 
     def __getitem__(self, frame: int) -> Any:
         from colorprop.io.exr import read_exr
-        from colorprop.shot.pipeline import PlateFrame
+        from colorprop.shot.frames import PlateFrame
+        from colorprop.shot.preflight import check_plate_pixels
 
         if frame not in self.frames:
             raise KeyError(frame)
-        plate = read_exr(self.pattern.path(frame))
+        path = self.pattern.path(frame)
+        plate = read_exr(path)
+        check_plate_pixels(plate.pixels, plate.channels, str(path))  # as the embedded run checks each frame
         return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate).rgb()
 
     def __iter__(self):
@@ -114,23 +120,18 @@ class _LazyPlates(Mapping):
         return len(self.frames)
 
 
-def _colorize_inband(client, input_pattern, keys, output_pattern, frames, options, progress, skip_existing,
-                     pixel_type, report) -> None:
+def _colorize_inband(client, checked, options, progress, skip_existing, pixel_type, report) -> None:
+    """Plates read here and sent, results received and written here (``checked``: the pre-flight's
+    ``CheckedShot``, keys loaded)."""
     import numpy as np
 
     from colorprop.io.exr import read_exr
-    from colorprop.shot.pipeline import (ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent, load_key)
-    from colorprop.io.sequence import FramePattern, check_no_overwrite
+    from colorprop.shot.frames import ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent
 
-    in_pat = FramePattern(input_pattern)
-    check_no_overwrite(in_pat, FramePattern(output_pattern), frames)
-    missing = [f for f in frames if not in_pat.path(f).exists()]
-    if missing:
-        raise InputError(f"{input_pattern}: missing frame(s) {missing[:8]}")
-    first = read_exr(in_pat.path(frames[0]))
-    colorspace = options.colorspace or first.colorspace
-    key_images = {k: load_key(p, options.colorspace) for k, p in keys.items()}
-    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence)
+    in_pat, frames, key_images = checked.input, checked.frames, checked.keys
+    colorspace = options.colorspace or checked.headers[frames[0]].colorspace
+    sink = ExrSequenceSink(checked.output.pattern, pixel_type, options.write_confidence,
+                           expect=checked.expected_output)
     done = 0
 
     def on_result(frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:

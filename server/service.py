@@ -503,27 +503,6 @@ class Service:
             raise ProtocolError(P.E_PATH, str(exc), "path") from None
         return {"input": in_pat.pattern, "output": out_pat.pattern, "keys": key_paths}
 
-    def _check_paths(self, s: Session, plan: dict) -> None:
-        """Every frame's input and output inside the roots, no output over an input or a key (job
-        thread: a 20,000-frame shot takes a while, and the socket thread must stay free)."""
-        from colorprop.errors import SequenceError
-        from colorprop.io.sequence import FramePattern
-
-        in_pat, out_pat = FramePattern(plan["input"]), FramePattern(plan["output"])
-        outputs: dict = {}
-        for i, f in enumerate(s.frames):
-            if i % 256 == 0 and s.stop.is_set():
-                raise _Stop()
-            outputs[self.roots.check(out_pat.path(f))] = f
-        for i, f in enumerate(s.frames):
-            if i % 256 == 0 and s.stop.is_set():
-                raise _Stop()
-            if self.roots.check(in_pat.path(f)) in outputs:
-                raise SequenceError(f"output frame {f} would overwrite an input frame ({in_pat.path(f)})")
-        for k, path in plan["keys"].items():
-            if self.roots.check(path) in outputs:
-                raise SequenceError(f"output would overwrite key {k} ({path})")
-
     # ------------------------------------------------------------------ job threads
     def _job_thread(self, s: Session, target: Callable, args: tuple) -> None:
         from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
@@ -636,21 +615,31 @@ class Service:
         return run_shot(self.engine, InbandSource(), keys, options, ResultSink(), self._progress(s), s.stop.is_set)
 
     def _run_paths(self, s: Session, plan: dict, options: Any) -> Any:
-        """Shared-path job: every path is checked against the roots again when it is used; writes go
-        through the output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``)."""
+        """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
+        keys, colour space, output folder), here in the job thread, with every path it touches checked
+        against the roots; then every path is checked again when it is used, and writes go through the
+        output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``)."""
         from colorprop.errors import ExrWriteError
         from colorprop.io.exr import remove_stale_temps
-        from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, load_key, run_shot
+        from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, run_shot
+        from colorprop.shot.preflight import check_sequence_job
 
         service, roots = self, self.roots
-        self._check_paths(s, plan)
+
+        def allowed(path: Path) -> Path:  # a 20,000-frame shot takes a while: stay cancellable
+            if s.stop.is_set():
+                raise _Stop()
+            return roots.check_file(path)
+
+        checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed)
         self.gate.acquire(s.id, s.stop.is_set)
         source = ExrSequenceSource(plan["input"], s.frames)
-        sink = ExrSequenceSink(plan["output"], plan["pixel_type"], options.write_confidence)
+        sink = ExrSequenceSink(plan["output"], plan["pixel_type"], options.write_confidence,
+                               expect=checked.expected_output)
         out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
         with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
             remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
-        keys = {k: load_key(roots.check_file(path), options.colorspace) for k, path in plan["keys"].items()}
+        keys = checked.keys
 
         class CheckedSource:
             frames = source.frames

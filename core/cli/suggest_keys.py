@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from colorprop.engine.engine import Engine, ShotOptions
     from colorprop.io.sequence import FramePattern, parse_frames
-    from colorprop.shot.pipeline import ExrSequenceSource, load_key
+    from colorprop.shot.frames import ExrSequenceSource
+    from colorprop.shot.preflight import check_sequence_job
     from colorprop.shot.suggest import confidence_per_frame, suggest_frames
 
     if args.count < 1:
@@ -42,8 +43,9 @@ def run(args) -> int:
     engine = Engine.load(None)
     method = args.method or ("full" if engine.models is not None else "flow")
     options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
-    keys = {f: load_key(p, args.colorspace) for f, p in key_paths.items()}
-    summary = confidence_per_frame(engine, ExrSequenceSource(args.input, sorted(frames)), keys, options)
+    checked = check_sequence_job(args.input, key_paths, None, sorted(frames), options)  # nothing is written
+    keys = checked.keys
+    summary = confidence_per_frame(engine, ExrSequenceSource(args.input, checked.frames), keys, options)
     chosen = suggest_frames(summary, sorted(keys), args.count)
     report = {
         "method": method,

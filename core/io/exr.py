@@ -56,7 +56,7 @@ class Plate:
     string ("string", "float2", "matrix", "timecode", ...) so a rewrite is type-exact.
     """
 
-    pixels: np.ndarray
+    pixels: np.ndarray | None  # None for a header read by ``read_exr_header``
     channels: tuple[str, ...]
     spec_info: SpecInfo
     pixel_types: tuple[str, ...]
@@ -99,7 +99,18 @@ def read_exr(path: str | Path) -> Plate:
     ExrReadError(path, reason) for a missing, empty, non-EXR, deep, or truncated file: pixels are
     read in full and OIIO's error state checked, so a short file never comes back as zeros.
     """
-    path = Path(path)
+    return _read(Path(path), with_pixels=True)
+
+
+def read_exr_header(path: str | Path) -> Plate:
+    """The header of an EXR as a ``Plate`` without pixels (``pixels`` is None): channels, windows,
+    metadata. The same checks and errors as ``read_exr``, except that the pixel data is not read."""
+    return _read(Path(path), with_pixels=False)
+
+
+def _read(path: Path, with_pixels: bool) -> Plate:
+    if path.is_dir():
+        raise ExrReadError(path, "is a folder, not an EXR file")
     if not path.is_file():
         raise ExrReadError(path, "no such file")
     if path.stat().st_size == 0:
@@ -108,7 +119,7 @@ def read_exr(path: str | Path) -> Plate:
     if inp is None:
         raise ExrReadError(path, _oiio_error(oiio.geterror) or "OpenImageIO could not open it")
     try:
-        return _read_open_input(inp, path)
+        return _read_open_input(inp, path, with_pixels)
     except UnicodeDecodeError as err:  # a header string (channel or attribute name, value) is not text
         raise ExrReadError(path, f"corrupt header: {err.reason} at byte {err.start} of a header string") from None
     finally:
@@ -123,7 +134,7 @@ def _oiio_error(geterror) -> str:
         return "corrupt header (OpenImageIO's message about it is not valid text)"
 
 
-def _read_open_input(inp: oiio.ImageInput, path: Path) -> Plate:
+def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool = True) -> Plate:
     if inp.format_name() != "openexr":
         raise ExrReadError(path, f"not an OpenEXR file (OpenImageIO reads it as {inp.format_name()})")
     spec = inp.spec()
@@ -131,11 +142,13 @@ def _read_open_input(inp: oiio.ImageInput, path: Path) -> Plate:
         raise ExrReadError(path, "deep EXR is not supported")
     if spec.width <= 0 or spec.height <= 0 or spec.nchannels <= 0:
         raise ExrReadError(path, f"empty image ({spec.width}x{spec.height}, {spec.nchannels} channels)")
-    pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
-    error = _oiio_error(inp.geterror)
-    if pixels is None or error:
-        raise ExrReadError(path, f"pixel data unreadable (truncated or corrupt?): {error or 'no data'}")
-    pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
+    pixels = None
+    if with_pixels:
+        pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
+        error = _oiio_error(inp.geterror)
+        if pixels is None or error:
+            raise ExrReadError(path, f"pixel data unreadable (truncated or corrupt?): {error or 'no data'}")
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
     metadata, metadata_types = _metadata_of(spec)
     return Plate(
         pixels=pixels,
@@ -269,10 +282,15 @@ def _create_temp(path: Path) -> tuple[Path, int]:
 
 
 def _discard_temp(temp: Path | None, fd: int) -> None:
+    """Close and remove the temp file; a failure here (its folder gone, read-only) must not hide the
+    error that made the write fail."""
     if fd >= 0:
         os.close(fd)
     if temp is not None:
-        temp.unlink(missing_ok=True)
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def _spec_for(pixels: np.ndarray, channels: tuple[str, ...], template: Plate | None,
@@ -332,17 +350,24 @@ def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray,
         raise ExrWriteError(temp, out.geterror() or "OpenImageIO reported a failure without a message")
 
 
-def check_finite(pixels: np.ndarray, path: str | Path | None, what: str = "pixels") -> None:
+def check_finite(pixels: np.ndarray, path: str | Path | None, what: str = "pixels",
+                 channels: tuple[str, ...] | None = None) -> None:
     """Raise PixelError if ``pixels`` (HxW or HxWxC) holds NaN or Inf.
 
     The message names the file, ``what`` (e.g. "plate", "key frame 1001"), how many pixels are
-    affected and the first one as (x, y) in array coordinates (row-major scan order).
+    affected and the first one as (x, y) in array coordinates (row-major scan order); with
+    ``channels`` (the C names), also the channels that hold them.
     """
     bad = ~np.isfinite(pixels)
+    per_channel = bad.reshape(-1, bad.shape[2]).any(axis=0) if bad.ndim == 3 else None
     if bad.ndim == 3:
         bad = bad.any(axis=2)
     count = int(bad.sum())
     if count == 0:
         return
     y, x = np.unravel_index(int(np.argmax(bad)), bad.shape)
-    raise PixelError(f"{path}: {what} has {count} pixel(s) with NaN/Inf; first at (x={int(x)}, y={int(y)})")
+    where = ""
+    if channels is not None and per_channel is not None:
+        names = [c for c, hit in zip(channels, per_channel) if hit]
+        where = f" in channel{'s' if len(names) > 1 else ''} {', '.join(names)}"
+    raise PixelError(f"{path}: {what} has {count} pixel(s) with NaN/Inf{where}; first at (x={int(x)}, y={int(y)})")

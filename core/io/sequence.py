@@ -17,20 +17,26 @@ from colorprop.errors import InputError, SequenceError
 _CHUNK_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+))?)?\s*$")
 # Frame tokens, in the order they are searched for; the first match wins.
 _TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")
+MAX_FRAMES_PER_SHOT = 100_000  # a frame range or shot longer than this is refused, never expanded
+MAX_PADDING = 16  # digits in a frame token; frame numbers have at most 10
 
 
 def parse_frames(spec: str) -> list[int]:
     """Frame numbers for ``spec``: ``"7"``, ``"1-100"``, ``"1-100x2"``, ``"1-10,20-30"``.
 
     Returns the frames in the order written, duplicates removed. Raises InputError naming the
-    spec (and the bad chunk) for anything else, including an empty spec, a descending range or a
-    zero step.
+    spec (and the bad chunk) for anything else, including an empty spec, a descending range, a
+    zero step or more than ``MAX_FRAMES_PER_SHOT`` frames (counted before any list is made).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"frame range {spec!r}: empty; expected e.g. '1-100', '1-100x2', '7' or '1-10,20-30'")
+    chunks = [_parse_chunk(chunk, spec) for chunk in spec.split(",")]
+    count = sum(len(r) for r in chunks)
+    if count > MAX_FRAMES_PER_SHOT:
+        raise InputError(f"frame range {spec!r}: {count} frames; at most {MAX_FRAMES_PER_SHOT} in one shot")
     frames: list[int] = []
-    for chunk in spec.split(","):
-        frames.extend(_parse_chunk(chunk, spec))
+    for r in chunks:
+        frames.extend(r)
     return list(dict.fromkeys(frames))
 
 
@@ -67,6 +73,9 @@ class FramePattern:
         self._prefix = path.name[: match.start()]
         self._suffix = path.name[match.end():]
         self.padding = _padding(match)
+        if self.padding > MAX_PADDING:
+            raise SequenceError(f"pattern {self.pattern!r}: a frame token of {self.padding} digits; "
+                                f"at most {MAX_PADDING}")
 
     @property
     def is_pattern(self) -> bool:
@@ -109,7 +118,8 @@ def _padding(match: re.Match[str]) -> int:
     token = match.group(1)
     if token[0] in "#@":
         return len(token)
-    return int(match.group(2)) if match.group(2) else 1
+    digits = match.group(2)
+    return (int(digits) if len(digits) <= 6 else MAX_PADDING + 1) if digits else 1
 
 
 def check_no_overwrite(input_pattern: FramePattern, output_pattern: FramePattern, frames: Iterable[int]) -> None:

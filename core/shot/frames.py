@@ -7,11 +7,11 @@ import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from colorprop.errors import ColorpropError, SequenceError
+from colorprop.errors import ColorpropError, ExrWriteError
 from colorprop.io.exr import Plate, read_exr, write_exr
 from colorprop.io.sequence import FramePattern
 
@@ -31,10 +31,18 @@ class PlateFrame:
     def rgb(self) -> np.ndarray:
         """HxWx3: R,G,B; a one-channel (Y) plate is replicated."""
         index = {c: i for i, c in enumerate(self.channels)}
-        if all(c in index for c in RGB):
+        read = image_channels(self.channels)
+        if read == RGB:
             return self.pixels[..., [index[c] for c in RGB]]
-        gray = self.pixels[..., index.get("Y", 0)]
-        return np.repeat(gray[..., None], 3, axis=2)
+        return np.repeat(self.pixels[..., index[read[0]], None], 3, axis=2)
+
+
+def image_channels(channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The channels of a plate that hold its image, the only ones the engine reads: R,G,B; else Y (a gray
+    plate); else the first. Every other channel passes through to the output untouched."""
+    if all(c in channels for c in RGB):
+        return RGB
+    return ("Y",) if "Y" in channels else channels[:1]
 
 
 @dataclass
@@ -114,17 +122,11 @@ class ArraySink:
 
 
 class ExrSequenceSource:
+    """Plate frames of an EXR sequence (checked beforehand by ``preflight.check_sequence_job``)."""
+
     def __init__(self, pattern: str, frames: Iterable[int]):
         self.pattern = FramePattern(pattern)
         self.frames = list(frames)
-        if not self.frames:
-            raise SequenceError(f"{pattern}: no frames requested")
-        missing = [f for f in self.frames if not self.pattern.path(f).exists()]
-        if len(missing) == len(self.frames):
-            raise SequenceError(f"{pattern}: matches no file for frames {format_frames(self.frames)}")
-        if missing:
-            raise SequenceError(f"{pattern}: missing frame(s) {format_frames(missing)} "
-                                f"(first missing file: {self.pattern.path(missing[0])})")
 
     def read(self, frame: int) -> PlateFrame:
         path = self.pattern.path(frame)
@@ -133,24 +135,34 @@ class ExrSequenceSource:
 
 
 class ExrSequenceSink:
-    """Writes R,G,B (+ the plate's other channels, + confidence) atomically, as half floats by default."""
+    """Writes R,G,B (+ the plate's other channels, + confidence) atomically, as half floats by default.
 
-    def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False):
+    ``expect(frame) -> ((width, height), channels)``: what a complete output frame holds (from
+    ``CheckedShot.expected_output``); an existing frame that differs is not complete (``exists`` is
+    False) and is computed again."""
+
+    def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False,
+                 expect: Callable[[int], tuple[tuple[int, int], tuple[str, ...]]] | None = None):
         self.pattern = FramePattern(pattern)
         self.pixel_type = pixel_type
         self.pixel_dtype = np.float16 if pixel_type == "half" else np.float32
         self.write_confidence = write_confidence
+        self.expect = expect
 
     def exists(self, frame: int) -> bool:
-        """A complete, readable output frame (a half-written one never has the final name)."""
+        """A complete, readable output frame (a half-written one never has the final name) of the
+        expected size and channels."""
         path = self.pattern.path(frame)
         if not path.exists():
             return False
         try:
-            read_exr(path)
+            plate = read_exr(path)
         except ColorpropError:
             return False
-        return True
+        if self.expect is None:
+            return True
+        size, channels = self.expect(frame)
+        return (plate.spec_info.width, plate.spec_info.height) == size and set(plate.channels) == set(channels)
 
     def read_back(self, frame: int) -> np.ndarray:
         plate = read_exr(self.pattern.path(frame))
@@ -159,24 +171,29 @@ class ExrSequenceSink:
     def write(self, frame: int, result: FrameResult) -> None:
         pixels, channels = output_channels(result, self.write_confidence)
         path = self.pattern.path(frame)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExrWriteError(path, f"cannot create the folder {path.parent}: {err.strerror or err}") from None
         write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type)
 
 
 def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
     """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB)."""
     src = result.source
-    gray_plate = not all(c in src.channels for c in RGB)  # then its Y (or only channel) was the image
-    image = set(RGB) | ({"Y"} if gray_plate else set()) | {CONFIDENCE_CHANNEL}
-    if gray_plate and "Y" not in src.channels:
-        image.add(src.channels[0])
-    keep = [(i, c) for i, c in enumerate(src.channels) if c not in image]
-    planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i, _ in keep]
-    channels = RGB + tuple(c for _, c in keep)
+    keep, channels = output_layout(src.channels, write_confidence)
+    planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i in keep]
     if write_confidence:
         planes.append(result.confidence)
-        channels += (CONFIDENCE_CHANNEL,)
     return np.stack(planes, axis=-1).astype(np.float32), channels
+
+
+def output_layout(plate_channels: tuple[str, ...], write_confidence: bool) -> tuple[list[int], tuple[str, ...]]:
+    """(indices of the plate channels passed through, channel names of the output frame)."""
+    image = set(RGB) | set(image_channels(plate_channels)) | {CONFIDENCE_CHANNEL}
+    keep = [i for i, c in enumerate(plate_channels) if c not in image]
+    channels = RGB + tuple(plate_channels[i] for i in keep)
+    return keep, channels + ((CONFIDENCE_CHANNEL,) if write_confidence else ())
 
 
 class PrefetchingSource:

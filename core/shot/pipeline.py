@@ -34,13 +34,14 @@ from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, 
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import Propagator, resize_hw
-from colorprop.errors import ColorpropError, InputError, PixelError, SequenceError
-from colorprop.io.exr import check_finite
-from colorprop.io.sequence import FramePattern, check_no_overwrite
+from colorprop.errors import ColorpropError, InputError, PixelError
 from colorprop.shot.frames import (  # noqa: F401  (also imported from here by the server, eval and tests)
     CONFIDENCE_CHANNEL, DEFAULT_COLORSPACE, RGB, ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource,
     FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames,
     load_key, output_channels, overlapped_io)
+from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
+    check_key, check_keys_among_frames, check_plate_pixels, check_sequence_job, check_size, plate_colorspace,
+    working_size)
 
 
 class Cancelled(ColorpropError):
@@ -64,20 +65,16 @@ class ShotColour:
     """Colour-space bookkeeping of one shot: plate space, working size."""
 
     def __init__(self, options: ShotOptions, first: PlateFrame):
-        space = options.colorspace or first.colorspace or DEFAULT_COLORSPACE
-        try:
-            self.space = convert.check_colorspace(space)
-        except InputError as err:
-            origin = "--colorspace" if options.colorspace else f"metadata of {first.name}"
-            raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
+        self.space = plate_colorspace(options.colorspace, first.colorspace, first.name)
         h, w = first.pixels.shape[:2]
+        check_size(w, h, options.working_width, first.name)
         self.full_size = (w, h)
         self.work_size = working_size(w, h, options.working_width)
         self.upsample = options.upsample
         self.carry_full = options.carry == "full"
 
     def prepare(self, frame: PlateFrame) -> Prepared:
-        check_finite(frame.pixels, frame.name, "plate")
+        check_plate_pixels(frame.pixels, frame.channels, frame.name)
         h, w = frame.pixels.shape[:2]
         if (w, h) != self.full_size:
             raise PixelError(f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}")
@@ -91,12 +88,7 @@ class ShotColour:
 
     def key_ab(self, key: KeyImage) -> np.ndarray:
         """HxWx2 Lab ab of the key at full resolution."""
-        check_finite(key.pixels, key.name, "key")
-        h, w = key.pixels.shape[:2]
-        if (w, h) != self.full_size:
-            raise PixelError(f"{key.name}: key is {w}x{h} but the plate is {self.full_size[0]}x{self.full_size[1]}")
-        space = key.colorspace or self.space
-        space = convert.check_colorspace(space)
+        space = check_key(key, self.full_size, self.space)
         return convert.map_row_bands(
             lambda rgb: np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:]),
             key.pixels)
@@ -139,24 +131,13 @@ class ShotColour:
         return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, self.space))[..., 1:])
 
 
-def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:
-    """(w, h) at which the networks run: never larger than the plate, even dimensions."""
-    if width <= working_width:
-        return width, height
-    h = max(2, int(round(height * working_width / width / 2)) * 2)
-    return working_width, h
-
-
 # ---------------------------------------------------------------- the shot
 
 
 def plan_segments(frames: list[int], keys: list[int]) -> list[tuple[str, int | None, int | None, list[int]]]:
     """Split frames into runs: ("key", k, k, [k]), ("forward", a, None, [...]), ("backward", None, b, [...]),
     ("between", a, b, [...]) with frames in ascending order."""
-    missing = [k for k in keys if k not in frames]
-    if missing:
-        raise InputError(f"key frame(s) {format_frames(missing)} are not among the frames to process "
-                         f"({format_frames(frames)}); include them in --frames")
+    check_keys_among_frames(keys, frames)
     segments = []
     head = [f for f in frames if f < keys[0]]
     if head:
@@ -214,8 +195,6 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
     eval swaps in ``confidence.blend_crossfade`` as the baseline.
     """
     engine.check_method(options.method)
-    if not keys:
-        raise InputError("at least one key frame is needed (--key FRAME=PATH)")
     if blend is None:
         blend = functools.partial(blend_by_confidence, power=BLEND_PRIOR_POWER[options.method])
     frames = list(source.frames)
@@ -354,21 +333,14 @@ def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], 
                       frames: list[int], options: ShotOptions, progress=None, cancel=None,
                       skip_existing: bool = False, pixel_type: str = "half",
                       segment: int | None = None) -> ShotReport:
-    """Everything is checked before the first frame is written: frames exist, keys read, sizes match,
-    the output would not overwrite the input."""
+    """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
+    written; then the shot runs with reading ahead and writing behind."""
     engine.check_method(options.method)
-    output = FramePattern(output_pattern)
-    check_no_overwrite(FramePattern(input_pattern), output, frames)
-    outputs = {output.path(f).resolve(): f for f in frames}
-    for key_frame, key_path in keys.items():
-        if Path(key_path).resolve() in outputs:
-            raise SequenceError(f"--output {output_pattern!r} frame {outputs[Path(key_path).resolve()]} would "
-                                f"overwrite the key {key_path} (frame {key_frame}); choose another output path")
-    source = ExrSequenceSource(input_pattern, frames)
-    key_images = {frame: load_key(path, options.colorspace) for frame, path in keys.items()}
-    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence)
+    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options)
+    source = ExrSequenceSource(input_pattern, checked.frames)
+    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence, expect=checked.expected_output)
     with overlapped_io(source, sink) as (source, sink):  # reading and writing overlap the compute
-        return run_shot(engine, source, key_images, options, sink, progress, cancel, skip_existing, segment)
+        return run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment)
 
 
 def format_range(frames: list[int]) -> str:

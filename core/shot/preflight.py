@@ -1,0 +1,231 @@
+"""The one pre-flight: what is checked before the first frame of a sequence is written.
+
+Every path that colours an EXR sequence calls ``check_sequence_job`` before it reads a pixel or writes
+a byte: the embedded CLI (farm tasks included: ``colorize --segment``), ``colorize --server`` in both
+data modes (on the client, before anything is sent), the server itself when it opens a shared-path
+job, and ``suggest-keys`` (which writes nothing). If any check fails nothing on disk has changed;
+when all pass, the output folders are created and nothing else.
+
+Checks, cheapest first:
+
+1. frames: 1 to ``MAX_FRAMES_PER_SHOT`` of them;
+2. patterns: input and output are frame patterns;
+3. keys: at least one, every key frame among the frames;
+4. the output never overwrites an input frame or a key (paths compared resolved);
+5. plates: every frame is an EXR file (not missing, not a folder) whose header reads, with colour
+   channels (R,G,B or Y) and the first frame's size;
+6. sizes: at least ``MIN_SIDE`` pixels on each side, at plate size and at the working size;
+7. colour spaces: ``--colorspace``, else the plate's metadata; each key's;
+8. keys: readable, the plate's size, finite;
+9. output folders: folders (not files) that can be written, or can be created (exit 4 otherwise).
+
+The checks a frame's pixels need (NaN/Inf in the channels the engine reads, the size of each frame
+in memory) run in ``pipeline.ShotColour`` with the functions below, on every path, in-band included.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from colorprop.colour import convert
+from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
+from colorprop.io.exr import Plate, check_finite, read_exr_header
+from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, FramePattern, check_no_overwrite
+from colorprop.shot.frames import DEFAULT_COLORSPACE, RGB, KeyImage, format_frames, image_channels, load_key, output_layout
+
+# OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
+# a crash for some sizes: 64x12 and 128x15 crash, 16 on each side works at every width up to 8192).
+MIN_SIDE = 16
+
+PathCheck = Callable[[Path], Path]  # e.g. the server's allowed-roots check; returns the resolved path
+
+
+@dataclass
+class CheckedShot:
+    """A sequence job that passed the pre-flight: what it reads, with the keys already loaded."""
+
+    input: FramePattern
+    output: FramePattern | None
+    frames: list[int]
+    keys: dict[int, KeyImage]
+    headers: dict[int, Plate]  # every plate frame's header (no pixels)
+    colorspace: str  # the plate's, canonical
+    write_confidence: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        info = self.headers[self.frames[0]].spec_info
+        return info.width, info.height
+
+    def expected_output(self, frame: int) -> tuple[tuple[int, int], tuple[str, ...]]:
+        """((width, height), channels) of a complete output frame ``frame`` (for ``--skip-existing``)."""
+        header = self.headers[frame]
+        return ((header.spec_info.width, header.spec_info.height),
+                output_layout(header.channels, self.write_confidence)[1])
+
+
+def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern: str | None,
+                       frames: Iterable[int], options, allow: PathCheck | None = None) -> CheckedShot:
+    """Run every check of the module docstring; ``output_pattern`` None: nothing will be written.
+
+    ``options``: a ``ShotOptions`` (colorspace, working_width, write_confidence). ``allow(path)`` is
+    called on every path the job will read or write before it is touched (the server passes its
+    allowed-roots check)."""
+    allow = allow or (lambda path: path)
+    frames = check_frames(frames)
+    inp = FramePattern(input_pattern)
+    out = FramePattern(output_pattern) if output_pattern is not None else None
+    check_keys_among_frames(keys, frames)
+    key_paths = {k: allow(Path(p)) for k, p in keys.items()}
+    if out is not None:
+        check_output_overwrites_nothing(inp, out, frames, key_paths, allow)
+    check_plates_exist(inp, frames, allow)
+    headers = {f: read_plate_header(inp.path(f)) for f in frames}
+    first = headers[frames[0]]
+    width, height = first.spec_info.width, first.spec_info.height
+    for f, header in headers.items():
+        if (header.spec_info.width, header.spec_info.height) != (width, height):
+            raise PixelError(f"{header.path}: size {header.spec_info.width}x{header.spec_info.height} differs from "
+                             f"frame {frames[0]}'s {width}x{height}")
+    check_size(width, height, options.working_width, str(first.path))
+    space = plate_colorspace(options.colorspace, first.colorspace, str(first.path))
+    loaded = {k: load_key(path, options.colorspace) for k, path in key_paths.items()}
+    for key in loaded.values():
+        check_key(key, (width, height), space)
+    if out is not None:
+        make_output_folders(out, frames)  # inside what ``allow`` allows: its output frame paths were
+    return CheckedShot(inp, out, frames, loaded, headers, space, options.write_confidence)
+
+
+def check_frames(frames: Iterable[int]) -> list[int]:
+    frames = list(frames)
+    if not frames:
+        raise SequenceError("no frames to colour")
+    if len(frames) > MAX_FRAMES_PER_SHOT:
+        raise SequenceError(f"{len(frames)} frames: at most {MAX_FRAMES_PER_SHOT} in one shot")
+    return frames
+
+
+def check_keys_among_frames(keys: Iterable[int], frames: list[int]) -> None:
+    keys = sorted(keys)
+    if not keys:
+        raise InputError("at least one key frame is needed (--key FRAME=PATH)")
+    present = set(frames)
+    missing = [k for k in keys if k not in present]
+    if missing:
+        raise InputError(f"key frame(s) {format_frames(missing)} are not among the frames to process "
+                         f"({format_frames(frames)}); include them in --frames")
+
+
+def check_output_overwrites_nothing(inp: FramePattern, out: FramePattern, frames: list[int],
+                                    key_paths: dict[int, Path], allow: PathCheck) -> None:
+    check_no_overwrite(inp, out, frames)
+    outputs = {allow(out.path(f)).resolve(): f for f in frames}
+    for key_frame, key_path in sorted(key_paths.items()):
+        hit = outputs.get(Path(key_path).resolve())
+        if hit is not None:
+            raise SequenceError(f"--output {out.pattern!r} frame {hit} would overwrite the key {key_path} "
+                                f"(frame {key_frame}); choose another output path")
+
+
+def check_plates_exist(inp: FramePattern, frames: list[int], allow: PathCheck) -> None:
+    """SequenceError listing the frames whose file is missing, or is a folder."""
+    paths = {f: allow(inp.path(f)) for f in frames}
+    missing = [f for f, p in paths.items() if not p.exists()]
+    if len(missing) == len(frames):
+        raise SequenceError(f"{inp.pattern}: matches no file for frames {format_frames(frames)}")
+    if missing:
+        raise SequenceError(f"{inp.pattern}: missing frame(s) {format_frames(missing)} "
+                            f"(first missing file: {inp.path(missing[0])})")
+    folders = [f for f, p in paths.items() if p.is_dir()]
+    if folders:
+        raise SequenceError(f"{inp.pattern}: frame(s) {format_frames(folders)} are folders, not EXR files "
+                            f"(first: {inp.path(folders[0])})")
+
+
+def read_plate_header(path: Path) -> Plate:
+    """The header of one plate frame: ExrReadError for a missing file, a folder or an unreadable EXR;
+    PixelError for a plate without colour channels."""
+    header = read_exr_header(path)
+    if not (set(RGB) <= set(header.channels) or "Y" in header.channels or len(header.channels) == 1):
+        raise PixelError(f"{path}: no colour channels (need R, G, B or Y); channels are {', '.join(header.channels)}")
+    return header
+
+
+def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:
+    """(w, h) at which the networks run: never larger than the plate, even dimensions."""
+    if width <= working_width:
+        return width, height
+    h = max(2, int(round(height * working_width / width / 2)) * 2)
+    return working_width, h
+
+
+def check_size(width: int, height: int, working_width: int, name: str) -> None:
+    """PixelError naming ``name`` unless the plate and its working size have ``MIN_SIDE`` px on each side."""
+    if min(width, height) < MIN_SIDE:
+        raise PixelError(f"{name}: the plate is {width}x{height}; colorprop needs at least {MIN_SIDE} px on each side")
+    w, h = working_size(width, height, working_width)
+    if min(w, h) < MIN_SIDE:
+        raise PixelError(f"{name}: at the working width {working_width} the {width}x{height} plate would be {w}x{h}, "
+                         f"under {MIN_SIDE} px on a side; raise --working-width")
+
+
+def plate_colorspace(chosen: str | None, metadata: str | None, name: str) -> str:
+    """The plate's canonical colour space: ``chosen`` (--colorspace), else the file's metadata, else
+    Linear Rec.709. ColorSpaceError (exit 2) says where an unknown name came from."""
+    try:
+        return convert.check_colorspace(chosen or metadata or DEFAULT_COLORSPACE)
+    except InputError as err:
+        origin = "--colorspace" if chosen else f"metadata of {name}"
+        raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
+
+
+def check_key(key: KeyImage, size: tuple[int, int], plate_space: str) -> str:
+    """The key's canonical colour space, after checking its size against the plate's and its pixels."""
+    h, w = key.pixels.shape[:2]
+    if (w, h) != size:
+        raise PixelError(f"{key.name}: key is {w}x{h} but the plate is {size[0]}x{size[1]}")
+    check_finite(key.pixels, key.name, "key")
+    return convert.check_colorspace(key.colorspace or plate_space)
+
+
+def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str) -> None:
+    """NaN/Inf only in the channels the engine reads; other channels (a depth pass at +inf) pass through."""
+    read = image_channels(channels)
+    index = {c: i for i, c in enumerate(channels)}
+    check_finite(pixels[..., [index[c] for c in read]], name, "plate", read)
+
+
+def make_output_folders(out: FramePattern, frames: list[int]) -> None:
+    """Create the output folders, or ExrWriteError (exit 4) naming the real cause: a file where a folder
+    should be, a read-only file system, no permission."""
+    folders = sorted({out.path(f).parent for f in frames})
+    for folder in folders:
+        first = next(out.path(f) for f in frames if out.path(f).parent == folder)
+        problem = _unwritable(folder)
+        if problem is None:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                problem = f"cannot create the output folder {folder}: {err.strerror or err}"
+        if problem is not None:
+            raise ExrWriteError(first, problem)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be made in ``folder`` (or in the nearest existing folder above it), or None."""
+    probe = folder
+    while not probe.exists() and not probe.is_symlink() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder" + (" (it is a file)" if probe.is_file() else "")
+    if os.statvfs(probe).f_flag & os.ST_RDONLY:
+        return f"the output folder {folder} is on a read-only file system ({probe})"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"no permission to write in {probe}"
+    return None
