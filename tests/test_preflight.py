@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,3 +237,96 @@ def test_the_good_shot_passes_on_every_path(servers, tmp_path):
         else:
             assert run_path(path, s, servers, tmp_path)[0] == 0
         assert [read_exr(s.folder / f"out.{f:04d}.exr").channels for f in FRAMES] == [("R", "G", "B", "A")] * 4
+
+
+# ------------------------------------------------------------------ checks with their own set-up
+
+
+def colorize(s: Shot, tmp_path: Path, *extra: str) -> tuple[int, str]:
+    args = ["colorize", "--input", s.input, "--output", s.output, "--frames", s.frames, "--method", "flow",
+            "--progress", "none", "--weights", str(tmp_path / "no-weights"), *extra]
+    args += [a for k, p in s.keys.items() for a in ("--key", f"{k}={p}")]
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        code = main(args)
+    return code, stderr.getvalue()
+
+
+def test_an_infinite_pass_through_channel_passes_through_unchanged(tmp_path):
+    """A depth pass with Z = +inf in the background is normal; only R, G, B are read, so it is not refused."""
+    s = good_shot(tmp_path / "shot")
+    for f in FRAMES:
+        (s.folder / f"plate.{f:04d}.exr").unlink()
+    write_plates(s.folder, channels=("R", "G", "B", "A", "Z"))
+    for f in FRAMES:
+        plate = read_exr(s.folder / f"plate.{f:04d}.exr")
+        pixels = plate.pixels.copy()
+        pixels[:, : W // 2, 4] = np.inf
+        write_exr(s.folder / f"plate.{f:04d}.exr", pixels, plate.channels, template=plate, pixel_type="float")
+    assert colorize(s, tmp_path)[0] == 0
+    for f in FRAMES:
+        out, plate = read_exr(s.folder / f"out.{f:04d}.exr"), read_exr(s.folder / f"plate.{f:04d}.exr")
+        np.testing.assert_array_equal(out.channel("Z"), plate.channel("Z"))
+        assert np.isinf(out.channel("Z")[:, : W // 2]).all() and np.isfinite(out.rgb()).all()
+
+
+@pytest.mark.parametrize("stale", ["one-channel", "other-size"])
+def test_skip_existing_recomputes_an_output_frame_of_the_wrong_size_or_channels(tmp_path, stale):
+    s = good_shot(tmp_path / "shot")
+    assert colorize(s, tmp_path)[0] == 0
+    reference = {f: read_exr(s.folder / f"out.{f:04d}.exr").pixels for f in FRAMES}
+    if stale == "one-channel":  # a stale gray frame under an output frame's name
+        write_exr(s.folder / "out.0003.exr", np.full((H, W, 1), 0.5, np.float32), ("Y",))
+    else:
+        write_exr(s.folder / "out.0003.exr", np.full((H // 2, W, 4), 0.5, np.float32), ("R", "G", "B", "A"))
+    code, message = colorize(s, tmp_path, "--skip-existing")
+    assert code == 0 and "1 frame(s) written, 3 skipped" in message, message
+    for f in FRAMES:
+        np.testing.assert_array_equal(read_exr(s.folder / f"out.{f:04d}.exr").pixels, reference[f], err_msg=f"frame {f}")
+
+
+def test_output_under_a_regular_file_exits_4_with_the_cause(tmp_path):
+    s = good_shot(tmp_path / "shot")
+    (tmp_path / "plain").write_text("x")
+    s.output = str(tmp_path / "plain" / "deeper" / "out.####.exr")
+    code, message = colorize(s, tmp_path)
+    assert code == 4 and "plain is not a folder (it is a file)" in message, message
+    assert (tmp_path / "plain").read_text() == "x"
+
+
+def read_only_folder(tmp_path: Path):
+    """A folder on a read-only file system (a tmpfs mounted read-only when root may mount), else a folder
+    without write permission (enough for a user that is not root)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return folder, lambda: folder.chmod(0o755)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"running as root and cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
+    return folder, lambda: subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where", ["the-folder", "a-folder-to-create-in-it"])
+def test_read_only_output_exits_4_naming_the_cause(tmp_path, where):
+    s = good_shot(tmp_path / "shot")
+    folder, restore = read_only_folder(tmp_path)
+    try:
+        s.output = str(folder / ("" if where == "the-folder" else "new") / "out.####.exr")
+        code, message = colorize(s, tmp_path)
+        assert code == 4, message
+        assert ("read-only file system" if os.geteuid() == 0 else "no permission to write") in message, message
+        assert list(folder.iterdir()) == []
+    finally:
+        restore()
+
+
+def test_write_exr_reports_its_own_error_not_the_temp_cleanup(tmp_path):
+    """The temp file's clean-up failing too (its folder is a file) must not replace the real error."""
+    from colorprop.errors import ExrWriteError
+
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(ExrWriteError) as err:
+        write_exr(tmp_path / "plain" / "o.exr", np.zeros((4, 4, 3), np.float32), ("R", "G", "B"))
+    assert err.value.exit_code == 4 and str(tmp_path / "plain" / "o.exr") in str(err.value)
