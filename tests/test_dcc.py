@@ -145,7 +145,7 @@ def test_run_job_cancel_stops_early(inproc_server):
 
 
 def test_a_job_that_fails_mid_run_is_reported(inproc_server):
-    """Shared paths, plate frame 4 truncated on disk: the server writes frames 1-3, then fails the job
+    """Shared paths, plate frame 4's pixel data truncated on disk: the server writes frames 1-3, then fails the job
     when it reads frame 4; the artist gets the file and the reason, and no frame 4 or later exists."""
     folder = inproc_server.root / "fails_mid_run"
     folder.mkdir()
@@ -154,7 +154,8 @@ def test_a_job_that_fails_mid_run_is_reported(inproc_server):
         write_exr(folder / f"plate.{f:04d}.exr", rgb, ("R", "G", "B"))
     write_exr(folder / "key.0001.exr", keys[1], ("R", "G", "B"))
     plate4 = folder / "plate.0004.exr"
-    plate4.write_bytes(plate4.read_bytes()[:200])
+    data = plate4.read_bytes()
+    plate4.write_bytes(data[: len(data) // 2])  # header intact (it passes the pre-flight), pixel data cut
     seen: list[str] = []
     shot = dcc.PathsShot(str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "out.####.exr"))
     with pytest.raises(dcc.ColorizeError, match="plate.0004.exr") as err:
