@@ -629,7 +629,7 @@ class Service:
         def allowed(path: Path) -> Path:  # a 20,000-frame shot takes a while: stay cancellable
             if s.stop.is_set():
                 raise _Stop()
-            return roots.check_file(path)
+            return roots.check(path)  # the pre-flight opens only regular files; reads check again (check_file)
 
         checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed)
         self.gate.acquire(s.id, s.stop.is_set)

@@ -25,7 +25,9 @@ from colorprop.cli.main import main
 from colorprop.io.exr import read_exr, write_exr
 from colorprop_client import client as C
 
-from test_server_support import free_port, spawn, stop_proc, wait_hello, watchdog  # noqa: F401  (watchdog: autouse)
+from serverkit import spawn, stop_proc, wait_hello
+
+pytestmark = pytest.mark.usefixtures("watchdog")
 
 W, H, FRAMES = 64, 48, (1, 2, 3, 4)
 
@@ -142,6 +144,10 @@ def output_pattern_without_frame_token(s: Shot) -> None:
     s.output = str(s.folder / "out.exr")
 
 
+def output_frame_token_of_99999999_digits(s: Shot) -> None:
+    s.output = str(s.folder / "out.%99999999d.exr")
+
+
 CASES = {
     "key-is-an-output-frame": (key_is_an_output_frame, 2, "would overwrite the key"),
     "output-is-the-input": (output_is_the_input, 2, "which is input frame"),
@@ -159,6 +165,7 @@ CASES = {
     "nan-in-a-read-channel": (nan_in_a_read_channel, 3, "NaN/Inf in channel G"),
     "output-folder-is-a-file": (output_folder_is_a_file, 4, "not_a_folder is not a folder (it is a file)"),
     "output-without-frame-token": (output_pattern_without_frame_token, 2, "no frame token"),
+    "output-frame-token-99999999-digits": (output_frame_token_of_99999999_digits, 2, "digits"),
 }
 PATHS = ("embedded", "farm-task", "server-in-band", "server-shared-path", "server-job")
 # A client of the server sends a list of frames, not a range: 2,000,000,000 frames cannot be sent.
@@ -174,7 +181,7 @@ def folder_state(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
+def servers(tmp_path_factory, free_port):
     """Two real server processes without networks: in-band only (no roots) and shared-path (roots = ``root``)."""
     root = tmp_path_factory.mktemp("allowed")
     inband, paths = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"

@@ -18,7 +18,7 @@ _CHUNK_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+))?)?\s*$")
 # Frame tokens, in the order they are searched for; the first match wins.
 _TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")
 MAX_FRAMES_PER_SHOT = 100_000  # a frame range or shot longer than this is refused, never expanded
-MAX_PADDING = 16  # digits in a frame token; frame numbers have at most 10
+MAX_PADDING = 16  # digits in a frame token that a job accepts (frame numbers have at most 10)
 
 
 def parse_frames(spec: str) -> list[int]:
@@ -73,9 +73,6 @@ class FramePattern:
         self._prefix = path.name[: match.start()]
         self._suffix = path.name[match.end():]
         self.padding = _padding(match)
-        if self.padding > MAX_PADDING:
-            raise SequenceError(f"pattern {self.pattern!r}: a frame token of {self.padding} digits; "
-                                f"at most {MAX_PADDING}")
 
     @property
     def is_pattern(self) -> bool:

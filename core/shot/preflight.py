@@ -9,7 +9,7 @@ when all pass, the output folders are created and nothing else.
 Checks, cheapest first:
 
 1. frames: 1 to ``MAX_FRAMES_PER_SHOT`` of them;
-2. patterns: input and output are frame patterns;
+2. patterns: input and output are frame patterns (a frame token of at most ``MAX_PADDING`` digits);
 3. keys: at least one, every key frame among the frames;
 4. the output never overwrites an input frame or a key (paths compared resolved);
 5. plates: every frame is an EXR file (not missing, not a folder) whose header reads, with colour
@@ -35,7 +35,7 @@ import numpy as np
 from colorprop.colour import convert
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_finite, read_exr_header
-from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, FramePattern, check_no_overwrite
+from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
 from colorprop.shot.frames import DEFAULT_COLORSPACE, RGB, KeyImage, format_frames, image_channels, load_key, output_layout
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
@@ -78,8 +78,8 @@ def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern:
     allowed-roots check)."""
     allow = allow or (lambda path: path)
     frames = check_frames(frames)
-    inp = FramePattern(input_pattern)
-    out = FramePattern(output_pattern) if output_pattern is not None else None
+    inp = check_pattern(FramePattern(input_pattern), "--input")
+    out = check_pattern(FramePattern(output_pattern), "--output") if output_pattern is not None else None
     check_keys_among_frames(keys, frames)
     key_paths = {k: allow(Path(p)) for k, p in keys.items()}
     if out is not None:
@@ -109,6 +109,12 @@ def check_frames(frames: Iterable[int]) -> list[int]:
     if len(frames) > MAX_FRAMES_PER_SHOT:
         raise SequenceError(f"{len(frames)} frames: at most {MAX_FRAMES_PER_SHOT} in one shot")
     return frames
+
+
+def check_pattern(pattern: FramePattern, name: str) -> FramePattern:
+    if pattern.padding > MAX_PADDING:  # '%099999999d' would make every path 100 MB long
+        raise SequenceError(f"{name} {pattern.pattern!r}: a frame token of {pattern.padding} digits; at most {MAX_PADDING}")
+    return pattern
 
 
 def check_keys_among_frames(keys: Iterable[int], frames: list[int]) -> None:
