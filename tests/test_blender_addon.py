@@ -85,7 +85,7 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
 
     st.server = address
     out["connect"] = list(bpy.ops.colorprop.connect())
-    st.method, st.quality = "flow", "draft"
+    st.method, st.quality, st.confidence = "flow", "draft", True
     nodes_before = set(tree.nodes.keys())
     t0 = time.monotonic()
     out["result"] = list(bpy.ops.colorprop.colorize())
@@ -98,6 +98,8 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
                     "frame_start": img_node.frame_start, "frame_offset": img_node.frame_offset,
                     "frame_duration": img_node.frame_duration}
     out["links_from_result"] = sorted(l.to_node.bl_idname for l in tree.links if l.from_node == img_node)
+    matte_node = [n for n in new if n.bl_idname == "CompositorNodeImage"][1]
+    out["matte_image"] = bpy.path.abspath(matte_node.image.filepath)
 
     # Cancel, in Blender's Python: the client loop stops within one request once asked.
     from bl_ext.user_default.colorprop import blender_io, logic
@@ -238,7 +240,9 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
     assert res["connect"] == ["FINISHED"] and res["result"] == ["FINISHED"], res["status"]
     assert res["status"].startswith("done: 6 frames")
     # the scene had no Group Output yet: the add-on made one and fed it (it never replaces a used one)
-    assert sorted(res["new_nodes"]) == ["CompositorNodeImage", "CompositorNodeViewer", "NodeGroupOutput"]
+    # and with the confidence matte asked for, a second Image node (and Viewer) for it
+    assert sorted(res["new_nodes"]) == ["CompositorNodeImage", "CompositorNodeImage", "CompositorNodeViewer",
+                                        "CompositorNodeViewer", "NodeGroupOutput"]
     assert res["links_from_result"] == ["CompositorNodeViewer", "NodeGroupOutput"]
     image = res["image"]
     assert image["source"] == "SEQUENCE" and (image["frame_start"], image["frame_duration"]) == (1, 6)
@@ -247,6 +251,14 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
     outputs = sorted(out_dir.glob("plate_colorprop.*.exr"))
     assert [p.name for p in outputs] == [f"plate_colorprop.{f:04d}.exr" for f in FRAMES]
     assert not list(out_dir.glob(".*"))  # no temp files left behind
+    mattes = sorted(out_dir.glob("plate_colorprop_confidence.*.exr"))
+    assert [p.name for p in mattes] == [f"plate_colorprop_confidence.{f:04d}.exr" for f in FRAMES]
+    assert Path(res["matte_image"]).parent == out_dir and Path(res["matte_image"]).name.startswith("plate_colorprop_conf")
+    for f, path in zip(FRAMES, mattes):
+        matte = _read(path)
+        assert np.array_equal(matte[..., 0], matte[..., 1]) and np.array_equal(matte[..., 0], matte[..., 2])
+        assert matte.min() >= 0 and matte.max() <= 1 and (f > 1 or matte.min() == 1), f  # 1 at the key
+    assert _read(mattes[-1]).mean() < 1  # and not a blank image
     # the pixels
     key = _read(SHOT / "key.0001.exr")
     chroma = lambda x: x - _luminance(x)[..., None]  # noqa: E731

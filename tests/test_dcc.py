@@ -61,6 +61,14 @@ def test_bad_frame_ranges_are_refused_like_core(text):
         parse_frames(text)
 
 
+def test_matte_sits_beside_the_colour_as_a_gray_image():
+    assert dcc.matte_pattern("/o/sh010_colorprop.####.exr") == "/o/sh010_colorprop_confidence.####.exr"
+    assert dcc.matte_pattern("rel/ColorProp1.%04d.exr") == "rel/ColorProp1_confidence.%04d.exr"
+    matte = np.array([[0.0, 0.25], [1.0, 0.5]], np.float32)
+    rgb = dcc.matte_rgb(matte)
+    assert rgb.shape == (2, 2, 3) and all(np.array_equal(rgb[..., c], matte) for c in range(3))
+
+
 def test_keyframe_text():
     assert dcc.parse_keyframes("12, 1 24;1") == [1, 12, 24]
     assert dcc.add_keyframe("1, 24", 12) == "1, 12, 24"

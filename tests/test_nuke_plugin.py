@@ -189,10 +189,12 @@ def test_colorize_headless_renders_sends_and_wires_result(standin, server, mode)
     executes = [c for c in nuke.calls if c[0] == "execute"]
     assert executes == [("execute", "WritePlate", 1, 6, 1), ("execute", "WriteKey", 1, 1, 1)]
     with node:
-        read, out = nuke.toNode("Result"), nuke.toNode("Output1")
+        read, out, show = nuke.toNode("Result"), nuke.toNode("Output1"), nuke.toNode("Show")
         assert nuke.toNode("WritePlate")["datatype"].value() == "32 bit float"
         assert nuke.toNode("WritePlate")["disable"].value() is True  # re-disabled after the render
-    assert out.input(0) is read and (read["first"].value(), read["last"].value()) == (1, 6)
+    # the output: the Switch, showing the colour (the output knob's default)
+    assert out.input(0) is show and show.input(0) is read and show["which"].value() == 0
+    assert (read["first"].value(), read["last"].value()) == (1, 6)
     pattern = read["file"].value()
     assert pattern.startswith(str(work)) and "####" in pattern
     for f in range(1, 7):
@@ -301,6 +303,9 @@ def test_regrade_and_confidence_reach_the_server_and_the_files(standin, server, 
         np.testing.assert_array_equal(img.rgb(), _colour_plate(f))
         matte = img.pixels[..., 3]
         assert matte.min() >= 0 and matte.max() <= 1 and (f > 1 or matte.min() == 1)
+        # the matte again as an image of its own (gray RGB), what the node's matte output reads
+        np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(outputs[True]), f)).rgb(),
+                                      np.repeat(matte[..., None], 3, axis=2))
     assert not np.array_equal(exr_io.read_exr(dcc.frame_path(outputs[False], 3)).rgb(), _colour_plate(3))
 
 
@@ -314,7 +319,29 @@ def test_confidence_in_shared_paths_mode_is_written_by_the_server(standin, serve
     assert node["status"].value().startswith("done: 3 frames"), node["status"].value()
     with node:
         pattern = nuke.toNode("Result")["file"].value()
-    assert "colorprop.confidence" in exr_io.read_exr(dcc.frame_path(pattern, 2)).channels
+        assert nuke.toNode("Matte")["file"].value() == dcc.matte_pattern(pattern)
+    img = exr_io.read_exr(dcc.frame_path(pattern, 2))
+    matte = exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(pattern), 2)).rgb()
+    np.testing.assert_array_equal(matte[..., 0], img.pixels[..., img.channels.index("colorprop.confidence")])
+
+
+def test_output_knob_switches_between_colour_and_matte(standin, server, tmp_path):
+    """'output: confidence matte' alone writes the matte; the internal Switch follows the knob by its
+    expression, both before and after a change (no re-run)."""
+    node = _make_node(server[0], tmp_path, last=3)
+    node["connect"].execute()
+    node["output"].setValue("confidence matte")
+    node["colorize"].execute()
+    assert node["status"].value().startswith("done: 3 frames"), node["status"].value()
+    with node:
+        show, out = nuke.toNode("Show"), nuke.toNode("Output1")
+        assert out.input(0) is show
+        assert [show.input(0), show.input(1)] == [nuke.toNode("Result"), nuke.toNode("Matte")]
+        assert show["which"].value() == 1
+        node["output"].setValue("colour")
+        assert show["which"].value() == 0
+        matte_files = sorted(Path(nuke.toNode("Matte")["file"].value()).parent.glob("*_confidence.*.exr"))
+    assert [p.name for p in matte_files] == [f"ColorProp1_confidence.{f:04d}.exr" for f in (1, 2, 3)]
 
 
 # -- pyzmq for Nuke's Python ----------------------------------------------------------------------
@@ -376,7 +403,7 @@ def test_example_builder_and_hand_written_script_match_the_node(standin, server,
     for knob in user_knobs:
         if knob != "colorprop":
             assert f" {knob}" in nk, f"colorprop_example.nk lacks the {knob!r} knob"
-    for inner in ("WritePlate", "WriteKey", "Result", "Output1"):
+    for inner in ("WritePlate", "WriteKey", "Result", "Matte", "Show", "Output1"):
         assert f"name {inner}" in nk
 
 
@@ -434,6 +461,8 @@ def test_example_script_opens_as_a_script_and_wires_the_node():
     assert nodes["ColorProp1.WritePlate"]["inputs"] == ["ColorProp1.plate"]
     assert nodes["ColorProp1.WriteKey"]["inputs"] == ["ColorProp1.key"]
     assert nodes["ColorProp1.Output1"]["inputs"] == ["ColorProp1.plate"]
+    assert nodes["ColorProp1.Show"]["inputs"] == ["ColorProp1.Result", "ColorProp1.Matte"]
+    assert nodes["ColorProp1.Show"]["knobs"]["which"] == "{{parent.output}}"
     assert nodes["ColorProp1.key"]["knobs"]["number"] == "1"
     assert nodes["Viewer1"]["inputs"] == ["ColorProp1"]
     assert nodes["ColorProp1"]["knobs"].get("work_dir", "") == ""  # results next to the script

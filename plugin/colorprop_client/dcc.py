@@ -139,6 +139,19 @@ def frame_path(pattern: str, frame: int) -> str:
     return os.path.join(folder, f"{name[:m.start()]}{sign}{abs(int(frame)):0{padding}d}{name[m.end():]}")
 
 
+def matte_pattern(output_pattern: str) -> str:
+    """Where the confidence matte goes as an image of its own, beside the colour:
+    ``<dir>/<name>.####.exr`` -> ``<dir>/<name>_confidence.####.exr``."""
+    folder, name = os.path.split(output_pattern)
+    stem, dot, rest = name.partition(".")
+    return os.path.join(folder, f"{stem}_confidence{dot}{rest}")
+
+
+def matte_rgb(confidence: np.ndarray) -> np.ndarray:
+    """HxW confidence in [0, 1] -> HxWx3 gray float32, what a viewer shows as it is."""
+    return np.repeat(np.asarray(confidence, np.float32)[..., None], 3, axis=2)
+
+
 def check_address(address: str) -> str:
     """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
     address = (address or "").strip()

@@ -40,16 +40,22 @@ class Knob:
     def __init__(self, name: str, label: str | None = None, value: Any = None):
         self._name, self.label, self._value = name, label, value
         self.tooltip = ""
+        self.expression: str | None = None
         self.node: Node | None = None
 
     def name(self) -> str:
         return self._name
 
     def value(self) -> Any:
+        if self.expression is not None:
+            owner, _, knob = self.expression.partition(".")
+            assert owner == "parent", f"the stand-in reads only parent.KNOB expressions, not {self.expression!r}"
+            linked = self.node.parent[knob]
+            return linked.values().index(linked.value()) if isinstance(linked, Enumeration_Knob) else linked.value()
         return self._value
 
     def getValue(self) -> Any:
-        return self._value
+        return self.value()
 
     def setValue(self, value: Any) -> bool:
         _record("setValue", self.node.name() if self.node else None, self._name, value)
@@ -58,6 +64,13 @@ class Knob:
 
     def setTooltip(self, text: str) -> None:
         self.tooltip = text
+
+    def setExpression(self, expression: str) -> bool:
+        """Only ``parent.KNOB`` is understood: value() then follows the enclosing Group's knob (an
+        Enumeration by its index, as Nuke's expressions read one)."""
+        _record("setExpression", self.node.name() if self.node else None, self._name, expression)
+        self.expression = expression
+        return True
 
     def execute(self) -> None:
         _record("knob.execute", self.node.name() if self.node else None, self._name)
@@ -130,6 +143,7 @@ _DEFAULT_KNOBS: dict[str, dict[str, Any]] = {
               "compression": "Zip (16 scanline)", "raw": False, "disable": False},
     "Read": {"file": "", "first": 1, "last": 1, "origfirst": 1, "origlast": 1, "raw": False,
              "on_error": "error", "reload": None},
+    "Switch": {"which": 0},
 }
 
 
@@ -202,7 +216,7 @@ class Node:
             return self.parent.upstream_pixels_input(index, frame)
         if self.render_frame is not None:
             return self.render_frame(frame)
-        src = self.inputs.get(0)
+        src = self.inputs.get(int(self["which"].value()) if self._class == "Switch" else 0)
         if src is None:
             raise RuntimeError(f"{self.name()}: input 0 is not connected")
         return src.upstream_pixels(frame)

@@ -45,6 +45,7 @@ class Job:
         self.keys = {int(k.frame): blender_io.load_rgb(bpy.path.abspath(k.path)) for k in st.keys}
         self.options = dcc.build_options(caps, st.method, st.quality)
         self.out_pattern = logic.output_pattern(blender_io.output_folder(st.output_dir), self.pattern)
+        self.matte_pattern = dcc.matte_pattern(self.out_pattern) if st.confidence else None
         os.makedirs(os.path.dirname(self.out_pattern), exist_ok=True)
 
     def load(self, frame: int) -> np.ndarray:
@@ -55,8 +56,17 @@ class Job:
         dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result), self.options,
                     progress, is_cancelled, caps=self.caps)
 
+    def save(self, writer: "blender_io.ExrWriter", frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
+        """One result (main thread): the colour and, when asked for, the matte as a gray image."""
+        writer.save(dcc.frame_path(self.out_pattern, frame), rgb)
+        if self.matte_pattern is not None:
+            writer.save(dcc.frame_path(self.matte_pattern, frame), dcc.matte_rgb(confidence))
+
     def finish(self) -> "bpy.types.Node":
-        return blender_io.add_result_node(self.scene, self.out_pattern, self.frames)
+        node = blender_io.add_result_node(self.scene, self.out_pattern, self.frames)
+        if self.matte_pattern is not None:  # a second Image node (and Viewer); the comp output stays the colour
+            blender_io.add_result_node(self.scene, self.matte_pattern, self.frames)
+        return node
 
 
 def _set_status(context: "bpy.types.Context", text: str, progress: float | None = None) -> None:
@@ -129,7 +139,7 @@ class MainThreadBridge:
         return slot["pixels"]
 
     def write(self, frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:  # worker thread
-        self.results.put((frame, np.array(rgb, dtype=np.float32)))
+        self.results.put((frame, np.array(rgb, dtype=np.float32), np.array(confidence, dtype=np.float32)))
 
     def serve(self, writer: blender_io.ExrWriter) -> None:  # main thread
         while True:
@@ -144,10 +154,10 @@ class MainThreadBridge:
             slot["done"].set()
         while True:
             try:
-                frame, rgb = self.results.get_nowait()
+                frame, rgb, confidence = self.results.get_nowait()
             except queue.Empty:
                 break
-            writer.save(dcc.frame_path(self.job.out_pattern, frame), rgb)
+            self.job.save(writer, frame, rgb, confidence)
 
 
 class COLORPROP_OT_colorize(bpy.types.Operator):
@@ -178,7 +188,7 @@ class COLORPROP_OT_colorize(bpy.types.Operator):
             return {"CANCELLED"}
         writer = blender_io.ExrWriter()
         try:
-            job.run(job.load, lambda f, rgb, confidence: writer.save(dcc.frame_path(job.out_pattern, f), rgb),
+            job.run(job.load, lambda f, rgb, confidence: job.save(writer, f, rgb, confidence),
                     progress=lambda frac, msg: _set_status(context, msg, frac))
         except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")

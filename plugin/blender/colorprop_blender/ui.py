@@ -33,6 +33,10 @@ class ColorPropSettings(bpy.types.PropertyGroup):
     quality: bpy.props.EnumProperty(name="Quality", default="standard",
                                     items=[(q, q.title(), f"working width {v['working_width']} px")
                                            for q, v in dcc.QUALITY_PRESETS.items()])
+    confidence: bpy.props.BoolProperty(
+        name="Confidence Matte", default=False,
+        description="Also write the confidence matte (white: likely right, dark: look here or add a key) as an "
+                    "image sequence of its own, with an Image node for it")
     output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH",
                                          description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend")
     status: bpy.props.StringProperty(name="Status", default="")
@@ -70,6 +74,7 @@ class COLORPROP_PT_panel(bpy.types.Panel):
             row.prop(st, "frame_end")
         col.prop(st, "method")
         col.prop(st, "quality")
+        col.prop(st, "confidence")
         col.prop(st, "output_dir")
         col.operator("colorprop.colorize", icon="COLOR")
         if st.status:

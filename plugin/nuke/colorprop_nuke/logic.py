@@ -57,6 +57,17 @@ def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarr
         write_exr(path, np.dstack([rgb, confidence]), ("R", "G", "B", CONFIDENCE_CHANNEL))
 
 
+def write_mattes(output_pattern: str, frames: list[int]) -> None:
+    """The colorprop.confidence channel of each result, written again as a gray RGB sequence (what a
+    Viewer shows as is), from the result files whoever wrote them (this node or the server)."""
+    for f in frames:
+        img = read_exr(dcc.frame_path(output_pattern, f))
+        if CONFIDENCE_CHANNEL not in img.channels:
+            raise dcc.ColorizeError(f"{dcc.frame_path(output_pattern, f)} has no {CONFIDENCE_CHANNEL} channel")
+        matte = img.pixels[..., img.channels.index(CONFIDENCE_CHANNEL)]
+        write_exr(dcc.frame_path(dcc.matte_pattern(output_pattern), f), dcc.matte_rgb(matte))
+
+
 def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
              is_cancelled: Callable[[], bool] = lambda: False) -> list[str]:
     """Colorize the rendered plate through the server; return the output file paths.
@@ -91,4 +102,9 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
     missing = [p for p in outputs if not os.path.exists(p)]
     if missing:
         raise dcc.ColorizeError(f"the server finished but {len(missing)} output file(s) are missing, e.g. {missing[0]}")
+    if plan.confidence:
+        try:
+            write_mattes(plan.output_pattern, plan.frames)
+        except ExrError as exc:
+            raise dcc.ColorizeError(str(exc)) from None
     return outputs

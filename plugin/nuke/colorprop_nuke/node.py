@@ -21,6 +21,7 @@ from . import logic
 NODE_CLASS = "ColorProp"
 OK_COLOR, BUSY_COLOR, ERROR_COLOR = 0x4B7DAAFF, 0xC8A032FF, 0xCC3333FF
 _CALL = "import colorprop_nuke.node as _cp; _cp.{}(nuke.thisNode())"
+OUTPUTS = ("colour", "confidence matte")  # the output knob; its index drives the internal Switch
 _jobs: dict[str, threading.Thread] = {}  # node name -> running worker
 
 
@@ -38,7 +39,10 @@ def create_node() -> "nuke.Node":
             w["datatype"].setValue("32 bit float")
             w["compression"].setValue("Zip (1 scanline)")
             w["raw"].setValue(True)  # no colour conversion: the server gets the working space
-        nuke.nodes.Read(name="Result", raw=True)
+        show = nuke.nodes.Switch(name="Show")  # input 0 the colour, 1 the confidence matte
+        for i, name in enumerate(("Result", "Matte")):
+            show.setInput(i, nuke.nodes.Read(name=name, raw=True))
+        show["which"].setExpression("parent.output")  # the node's output knob: 0 colour, 1 matte
         out = nuke.nodes.Output(name="Output1")
         out.setInput(0, plate)  # pass the plate through until there is a result
     finally:
@@ -61,6 +65,7 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.Enumeration_Knob("mode", "data", list(dcc.MODE_LABELS.values())),
         nuke.Boolean_Knob("regrade", "regrade"),
         nuke.Boolean_Knob("confidence", "write confidence matte"),
+        nuke.Enumeration_Knob("output", "output", list(OUTPUTS)),
         nuke.File_Knob("work_dir", "work folder"),
         nuke.String_Knob("colorspace", "plate colour space"),
         nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
@@ -82,6 +87,9 @@ def _add_knobs(node: "nuke.Node") -> None:
                                "and keep the plate's own colour where the key did not change it")
     node["confidence"].setTooltip("add a colorprop.confidence channel to the results: low where the colour "
                                   "is likely wrong (see it with a Shuffle or the Viewer's channel menu)")
+    node["output"].setTooltip("what the node outputs once coloured: the colour, or the confidence matte "
+                              "(white: likely right, dark: look here or paint a key); the matte is written "
+                              "whenever this is set or 'write confidence matte' is on")
     node["work_dir"].setTooltip("renders and results; empty: colorprop/<script>/<node>/ next to the saved script")
     node["colorspace"].setTooltip("colour space of the rendered plate (the working space); empty: linear Rec.709")
 
@@ -165,7 +173,7 @@ def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
         mode=modes.get(node["mode"].value(), "inband"),
         colorspace=node["colorspace"].value().strip() or None,
         options=extra,
-        confidence=bool(node["confidence"].value()),
+        confidence=bool(node["confidence"].value()) or node["output"].value() == OUTPUTS[1],
     )
 
 
@@ -241,17 +249,21 @@ def _in_main(fn, *args) -> None:
 
 
 def show_result(node: "nuke.Node", plan: logic.ShotPlan, count: int) -> None:
-    """Point the internal Read at the results and wire it to the output (main thread)."""
+    """Point the internal Reads at the colour (and matte) sequences and wire the output (main thread)."""
     with node:
-        read, out = nuke.toNode("Result"), nuke.toNode("Output1")
-        read["file"].setValue(plan.output_pattern)
-        read["first"].setValue(plan.frames[0])
-        read["last"].setValue(plan.frames[-1])
-        read["origfirst"].setValue(plan.frames[0])
-        read["origlast"].setValue(plan.frames[-1])
-        read["on_error"].setValue("nearest frame")
-        read["reload"].execute()
-        out.setInput(0, read)
+        sequences = [("Result", plan.output_pattern)]
+        if plan.confidence:
+            sequences.append(("Matte", dcc.matte_pattern(plan.output_pattern)))
+        for name, pattern in sequences:
+            read = nuke.toNode(name)
+            read["file"].setValue(pattern)
+            read["first"].setValue(plan.frames[0])
+            read["last"].setValue(plan.frames[-1])
+            read["origfirst"].setValue(plan.frames[0])
+            read["origlast"].setValue(plan.frames[-1])
+            read["on_error"].setValue("nearest frame")
+            read["reload"].execute()
+        nuke.toNode("Output1").setInput(0, nuke.toNode("Show"))
     _set_status(node, f"done: {count} frames -> {plan.output_pattern}", OK_COLOR)
 
 
