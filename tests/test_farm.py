@@ -178,7 +178,7 @@ def template_params(keys_dir: Path, out: Path, existing: str = "resume", venv: P
     return [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
 
 
-def wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for_frames(folder: Path, count: int, proc: subprocess.Popen, timeout: float = 300.0) -> None:
     deadline = time.monotonic() + timeout
     while len(list(folder.glob("colour.*.exr"))) < count:
         assert proc.poll() is None, "finished before it could be interrupted"
