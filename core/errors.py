@@ -25,20 +25,34 @@ class SequenceError(InputError):
 
 class ExrReadError(ColorpropError):
     exit_code = 3
+    what = "EXR"
 
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot read EXR {self.path}: {reason}")
+        super().__init__(f"cannot read {self.what} {self.path}: {reason}")
+
+
+class ImageReadError(ExrReadError):
+    """An image other than an EXR (a key painted as PNG/TIFF/JPEG/DPX) that cannot be read."""
+
+    what = "image"
 
 
 class ExrWriteError(ColorpropError):
     exit_code = 4
+    what = "EXR"
 
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot write EXR {self.path}: {reason}")
+        super().__init__(f"cannot write {self.what} {self.path}: {reason}")
+
+
+class ImageWriteError(ExrWriteError):
+    """An image other than an EXR (a contact sheet) that cannot be written."""
+
+    what = "image"
 
 
 class ColorSpaceError(InputError):

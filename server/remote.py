@@ -37,7 +37,8 @@ class RemoteJobError(ColorpropError):
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
                         frames: list[int], options: Any, progress: Callable | None = None,
                         skip_existing: bool = False, timeout_s: float = 10.0, pixel_type: str = "half",
-                        curve_keys: str | None = None, curve_name: str | None = None) -> Any:
+                        curve_keys: str | None = None, curve_name: str | None = None,
+                        key_colorspace: str | None = None) -> Any:
     """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``.
 
     CURVE keys come from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (a folder holding
@@ -47,7 +48,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     from colorprop.shot.frames import ProgressEvent, ShotReport
     from colorprop.shot.preflight import check_sequence_job
 
-    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options)
+    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
     curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
     curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
     try:
@@ -61,7 +62,9 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     try:
         caps = client.hello()
         opts = options.to_dict()
-        if P.MODE_PATHS in caps.get("modes", []):
+        # The server reads keys in shared-path mode with its default key colour space; keys in another one
+        # (--key-colorspace) travel in-band, converted as given.
+        if P.MODE_PATHS in caps.get("modes", []) and key_colorspace is None:
             def on_event(ev: C.Event) -> None:
                 if ev.kind == P.EV_PROGRESS and progress is not None:
                     info = ev.info or {}
@@ -75,6 +78,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
                 report.frames_written = list(rep.get("frames_written", []))
                 report.frames_skipped = list(rep.get("frames_skipped", []))
                 report.seconds = time.perf_counter() - t0
+                report.notes = checked.notes
                 return report
             except C.ServerError as err:
                 if err.code != P.E_PATH:
@@ -82,6 +86,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
                 print(f"colorprop: {err}; sending the frames in-band instead", file=sys.stderr)
         _colorize_inband(client, checked, options, progress, skip_existing, pixel_type, report)
         report.seconds = time.perf_counter() - t0
+        report.notes = checked.notes
         return report
     except C.ServerUnavailable as err:
         raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
@@ -126,12 +131,11 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
     import numpy as np
 
     from colorprop.io.exr import read_exr
-    from colorprop.shot.frames import ExrSequenceSink, FrameResult, PlateFrame, ProgressEvent
+    from colorprop.shot.frames import FrameResult, PlateFrame, ProgressEvent
 
     in_pat, frames, key_images = checked.input, checked.frames, checked.keys
     colorspace = options.colorspace or checked.headers[frames[0]].colorspace
-    sink = ExrSequenceSink(checked.output.pattern, pixel_type, options.write_confidence,
-                           expect=checked.expected_output)
+    sink = checked.sink(pixel_type)
     done = 0
 
     def on_result(frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:

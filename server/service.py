@@ -621,7 +621,7 @@ class Service:
         output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``)."""
         from colorprop.errors import ExrWriteError
         from colorprop.io.exr import remove_stale_temps
-        from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, run_shot
+        from colorprop.shot.pipeline import run_shot
         from colorprop.shot.preflight import check_sequence_job
 
         service, roots = self, self.roots
@@ -633,9 +633,7 @@ class Service:
 
         checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed)
         self.gate.acquire(s.id, s.stop.is_set)
-        source = ExrSequenceSource(plan["input"], s.frames)
-        sink = ExrSequenceSink(plan["output"], plan["pixel_type"], options.write_confidence,
-                               expect=checked.expected_output)
+        source, sink = checked.source(), checked.sink(plan["pixel_type"])
         out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
         with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
             remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
@@ -663,7 +661,7 @@ class Service:
             def write(self, frame: int, result: Any) -> None:
                 path = sink.pattern.path(frame)
                 with roots.pinned_dir(out_dir, create=True) as pinned:
-                    into = ExrSequenceSink(str(pinned / out_name), sink.pixel_type, sink.write_confidence)
+                    into = sink.retarget(str(pinned / out_name))
                     try:
                         into.write(frame, result)
                     except ExrWriteError as err:  # name the file, not the descriptor path

@@ -144,6 +144,10 @@ def output_pattern_without_frame_token(s: Shot) -> None:
     s.output = str(s.folder / "out.exr")
 
 
+def output_as_png(s: Shot) -> None:
+    s.output = str(s.folder / "out.####.png")
+
+
 def output_frame_token_of_99999999_digits(s: Shot) -> None:
     s.output = str(s.folder / "out.%99999999d.exr")
 
@@ -166,6 +170,7 @@ CASES = {
     "output-folder-is-a-file": (output_folder_is_a_file, 4, "not_a_folder is not a folder (it is a file)"),
     "output-without-frame-token": (output_pattern_without_frame_token, 2, "no frame token"),
     "output-frame-token-99999999-digits": (output_frame_token_of_99999999_digits, 2, "digits"),
+    "output-as-png": (output_as_png, 2, "OpenEXR sequences only"),
 }
 PATHS = ("embedded", "farm-task", "server-in-band", "server-shared-path", "server-job")
 # A client of the server sends a list of frames, not a range: 2,000,000,000 frames cannot be sent.

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="time each stage at 480p..4K; JSON + table")
-    p.add_argument("--sizes", default="854x480,1280x720,1920x1080,3840x2160")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--json", default="out/bench.json")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--sizes", default="854x480,1280x720,1920x1080,3840x2160", help="plate sizes WxH to time")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per size (the median is reported)")
+    p.add_argument("--json", default="out/bench.json", help="where to write the results")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--precisions", default="fp32", help="for the networks: fp32, bf16 or both (fp32,bf16)")
     p.set_defaults(func=run)
 

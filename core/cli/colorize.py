@@ -11,39 +11,53 @@ from colorprop.errors import InputError
 
 
 def add_parser(sub) -> None:
+    from colorprop.engine.engine import ShotOptions
+
+    default = ShotOptions()
     p = sub.add_parser("colorize", help="colour an EXR sequence from key frame(s)",
                        description="Colour every frame of a plate sequence from one or more colour keys.")
-    p.add_argument("--input", required=True, help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
+    p.add_argument("-i", "--input", required=True,
+                   help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
     p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
-                   help="a colour key frame; repeat for several keys, or FRAMES=PATTERN (1,48=key.####.exr)")
-    p.add_argument("--output", help="output sequence pattern; must not overwrite the input (required)")
+                   help="a colour key frame (EXR, PNG, TIFF, JPEG, DPX, ...); repeat for several keys, or "
+                        "FRAMES=PATTERN (1,48=key.####.exr)")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="PATTERN",
+                     help="output EXR sequence, e.g. 'out.####.exr'; never an input or a key (required, unless "
+                          "--list-segments)")
+    out.add_argument("--list-segments", action="store_true",
+                     help="print the independent key-to-key segments as JSON and exit (instead of --output)")
     p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames)")
-    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
-                   help="full (default) | local | global (ablations) | flow (classical DIS baseline)")
-    p.add_argument("--colorspace", help="OCIO colour space of plate and key (default: file metadata, "
-                                        "else 'Linear Rec.709 (sRGB)')")
-    p.add_argument("--working-width", type=int, help="width at which the networks run (default 480)")
-    p.add_argument("--upsample", choices=("guided", "bilinear"), help="chroma upsampling (default guided)")
-    p.add_argument("--carry", choices=("full", "working"),
-                   help="carry the last frame's colour at plate resolution (full, default: sharper) or at the "
-                        "working width (the networks' size)")
-    p.add_argument("--confidence", action="store_true", default=None,
-                   help="write a colorprop.confidence channel")
-    p.add_argument("--regrade", action="store_true", default=None,
+    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=default.method,
+                   help="full | local | global (ablations) | flow (classical DIS baseline)")
+    p.add_argument("--colorspace", help="OCIO colour space of the plates (and of float keys) (default: file "
+                                        "metadata, else 'Linear Rec.709 (sRGB)'); names from $OCIO when set")
+    p.add_argument("--key-colorspace",
+                   help="OCIO colour space of the keys (default: sRGB for 8/16-bit integer images such as PNG, "
+                        "JPEG, TIFF, DPX; the plate's for float images such as EXR)")
+    p.add_argument("--working-width", type=int, default=default.working_width,
+                   help="width at which the networks run; above the plate width, the plate width is used")
+    p.add_argument("--upsample", choices=("guided", "bilinear"), default=default.upsample, help="chroma upsampling")
+    p.add_argument("--carry", choices=("full", "working"), default=default.carry,
+                   help="carry the last frame's colour at plate resolution (full: sharper) or at the working "
+                        "width (the networks' size)")
+    p.add_argument("--confidence", action="store_true", help="write a colorprop.confidence channel")
+    p.add_argument("--regrade", action="store_true",
                    help="the key is a regrade of a colour plate: propagate the change only")
     p.add_argument("--skip-existing", action="store_true",
-                   help="resume: keep complete output frames already on disk")
+                   help="resume: keep complete output frames already on disk (of the right size and channels)")
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
-    p.add_argument("--weights", help="weights folder (default: the shipped core/engine/shipped_weights/)")
+    p.add_argument("--weights", help="weights folder (default: $COLORPROP_WEIGHTS, else the shipped "
+                                     "core/engine/shipped_weights/)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     add_precision_argument(p)
-    p.add_argument("--server", help="run on a colorprop server, e.g. tcp://127.0.0.1:5557")
+    p.add_argument("--server", metavar="ADDRESS",
+                   help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
-    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto")
+    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
+                   help="auto: a bar on a terminal, lines (with openjd_progress) otherwise")
     p.add_argument("--segment", type=int, metavar="KEY",
                    help="colour only the segment of this key frame (a farm task; see --list-segments)")
-    p.add_argument("--list-segments", action="store_true",
-                   help="print the independent key-to-key segments as JSON and exit (no --output needed)")
     p.set_defaults(func=run)
 
 
@@ -53,14 +67,10 @@ def run(args) -> int:
 
     keys = parse_keys(args.key)
     frames = parse_frames(args.frames) if args.frames else None
-    if not args.list_segments and not args.output:
-        raise InputError("--output is required (an output sequence pattern, e.g. 'out.####.exr')")
     options = ShotOptions.from_dict({
-        k: v for k, v in {
-            "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
-            "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
-            "regrade": args.regrade,
-        }.items() if v is not None
+        "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
+        "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
+        "regrade": args.regrade,
     })
     if frames is None:
         from colorprop.io.sequence import FramePattern
@@ -92,6 +102,8 @@ def run(args) -> int:
         report = colorize(args, keys, frames, options, Progress(mode=args.progress))
     finally:
         signal.signal(signal.SIGTERM, previous)
+    for note in report.notes:
+        print(f"colorprop: note: {note}", file=sys.stderr)
     print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
           f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
     return 0
@@ -103,10 +115,11 @@ def colorize(args, keys, frames, options, progress):
 
         return remote_colorizer()(args.server, args.input, keys, args.output, frames, options, progress,
                                   skip_existing=args.skip_existing, timeout_s=args.timeout,
-                                  pixel_type=args.pixel_type)
+                                  pixel_type=args.pixel_type, key_colorspace=args.key_colorspace)
     from colorprop.engine.engine import Engine
     from colorprop.shot.pipeline import colorize_sequence
 
     engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
     return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
-                             skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment)
+                             skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment,
+                             key_colorspace=args.key_colorspace)

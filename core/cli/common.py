@@ -10,6 +10,26 @@ from pathlib import Path
 from colorprop.errors import InputError
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none (a
+    flag, or an option that is simply off when not given)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+def use_help_formatter(parser: argparse.ArgumentParser) -> None:
+    """``HelpFormatter`` for ``parser`` and every subcommand under it (those of extensions too)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                use_help_formatter(sub)
+
+
 class Progress:
     """A bar on a terminal; plain lines (and ``openjd_progress: N``) otherwise."""
 

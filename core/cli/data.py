@@ -8,7 +8,8 @@ def add_parser(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="get the clips and stills of shared/DATA.md into the cache")
     f.add_argument("--cache", default=None, help="cache folder (default $COLORPROP_CACHE or <repo>/.cache)")
-    f.add_argument("--sources", nargs="+", default=None, choices=("clips", "stills"))
+    f.add_argument("--sources", nargs="+", default=None, choices=("clips", "stills"),
+                   help="what to fetch (default: clips and stills)")
     f.add_argument("--quick", action="store_true", help="only what the dev split needs")
     f.set_defaults(func=run_fetch)
 

@@ -7,9 +7,9 @@ from colorprop.cli.common import add_precision_argument
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="Lab-PSNR of the methods on the dev clips (the paper's protocol)")
-    p.add_argument("--methods", default="gray,flow,local,global,full")
+    p.add_argument("--methods", default="gray,flow,local,global,full", help="comma-separated methods to compare")
     p.add_argument("--n", default="10,20,30,40,50", help="frame counts to average over")
-    p.add_argument("--keys", default="first", help="first | first,last")
+    p.add_argument("--keys", default="first", help="key frames of each clip: first | first,last")
     p.add_argument("--clips", default=None, help="comma-separated dev clip names (default: all)")
     p.add_argument("--json", default="out/eval.json", help="where to write the results")
     p.add_argument("--plot", default=None, help="PNG of PSNR per frame index (Figure 9)")
@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--suggest", action="store_true",
                    help="also check suggest-keys: top suggestion among the 5 worst frames, gain of a key there "
                         "over one at the midpoint (two more runs per clip and method)")
-    p.add_argument("--weights", default=None)
+    p.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     add_precision_argument(p)
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")
     p.set_defaults(func=run)

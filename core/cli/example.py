@@ -11,8 +11,9 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     p = sub.add_parser("example", help="colour the bundled example shot (writes EXRs and a contact sheet)")
-    p.add_argument("--output", default="out/example", help="output folder (default out/example)")
-    p.add_argument("--method", default=None, help="default: full when weights are shipped, else flow")
+    p.add_argument("-o", "--output", default="out/example", help="output folder")
+    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
+                   help="default: full when weights are shipped, else flow")
     p.set_defaults(func=lambda args: run_example(args.output, args.method))
 
 
@@ -22,7 +23,7 @@ def run_example(output: str, method: str | None = None) -> int:
     from colorprop.engine.engine import Engine, ShotOptions
     from colorprop.io.sequence import FramePattern
     from colorprop.shot.pipeline import colorize_sequence
-    from colorprop.shot.sheet import contact_sheet
+    from colorprop.shot.sheet import SheetRow, contact_sheet
 
     shot = example_shot_dir()
     out = Path(output)
@@ -36,7 +37,7 @@ def run_example(output: str, method: str | None = None) -> int:
     frames = FramePattern(plate).existing_frames()
     report = colorize_sequence(engine, plate, {1: str(shot / "key.0001.exr")}, str(out / "colour.####.exr"),
                                frames, ShotOptions(method=method), progress=Progress())
-    sheet = contact_sheet(plate, str(out / "colour.####.exr"), frames, out / "contact_sheet.png")
+    sheet = contact_sheet([SheetRow(plate), SheetRow(str(out / "colour.####.exr"))], frames, out / "contact_sheet.png")
     print(f"colorprop example: {len(report.frames_written)} frames with method '{method}' in "
           f"{report.seconds:.1f} s -> {out}/colour.####.exr, contact sheet {sheet}")
     return 0

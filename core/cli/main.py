@@ -1,7 +1,7 @@
 """`colorprop`: the one command-line tool.
 
     colorprop colorize --input 'plate.####.exr' --key 1=key.exr --output 'out.####.exr' --frames 1-51
-    colorprop eval | data fetch | train | bench | suggest-keys | serve | keys | example
+    colorprop preview | example | eval | data fetch | train | bench | suggest-keys | serve | broker | keys
 
 Exit codes: 0 success; 1 other failure; 2 bad input (pattern, range, option, key); 3 unreadable or bad
 pixels (EXR, NaN/Inf, size); 4 cannot write output; 5 weights missing or corrupt; 6 server
@@ -16,20 +16,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from colorprop.cli import bench, colorize, data, example, suggest_keys, train
+from colorprop import __version__
+from colorprop.cli import bench, colorize, data, example, preview, suggest_keys, train
 from colorprop.cli import eval as evaluate
+from colorprop.cli.common import use_help_formatter
 from colorprop.cli.plugins import add_extension_commands
 from colorprop.errors import ColorpropError
 
-COMMANDS = (colorize, example, evaluate, data, train, bench, suggest_keys)
+COMMANDS = (colorize, preview, example, evaluate, data, train, bench, suggest_keys)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorprop", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"colorprop {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
     add_extension_commands(sub)
+    use_help_formatter(parser)
     return parser
 
 

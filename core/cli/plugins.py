@@ -9,7 +9,7 @@ importlib.metadata when the parser is built or ``--server`` is used:
 ``colorprop.remote``
     The entry point named ``colorize`` runs ``colorprop colorize --server ADDRESS``: it is called as
     ``colorize(address, input_pattern, keys, output_pattern, frames, options, progress,
-    skip_existing=..., timeout_s=..., pixel_type=...)`` with ``keys`` {frame: path} and returns a
+    skip_existing=..., timeout_s=..., pixel_type=..., key_colorspace=...)`` with ``keys`` {frame: path}; returns a
     ``ShotReport``; the same contract as ``pipeline.colorize_sequence``.
 """
 

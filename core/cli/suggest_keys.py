@@ -17,12 +17,16 @@ from colorprop.errors import InputError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("suggest-keys", help="the weakest frames (lowest confidence, spread over the shot): where to paint the next key")
-    p.add_argument("--input", required=True)
-    p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH")
-    p.add_argument("--frames", default=None)
-    p.add_argument("--count", type=int, default=3)
-    p.add_argument("--method", default=None)
-    p.add_argument("--colorspace", default=None)
+    p.add_argument("-i", "--input", required=True, help="plate sequence, e.g. 'plate.####.exr'")
+    p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
+                   help="a colour key frame, as for colorize; repeat for several keys")
+    p.add_argument("--frames", default=None, help="frame range, e.g. 1-100 (default: all input frames)")
+    p.add_argument("--count", type=int, default=3, help="how many frames to suggest")
+    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
+                   help="default: full when weights are shipped, else flow")
+    p.add_argument("--colorspace", default=None, help="OCIO colour space of the plates (default: file metadata)")
+    p.add_argument("--key-colorspace", default=None,
+                   help="OCIO colour space of the keys (default: sRGB for integer images, the plate's for float)")
     p.add_argument("--json", action="store_true", help="print one JSON object (for the DCC nodes)")
     p.set_defaults(func=run)
 
@@ -43,7 +47,8 @@ def run(args) -> int:
     engine = Engine.load(None)
     method = args.method or ("full" if engine.models is not None else "flow")
     options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
-    checked = check_sequence_job(args.input, key_paths, None, sorted(frames), options)  # nothing is written
+    checked = check_sequence_job(args.input, key_paths, None, sorted(frames), options,  # nothing is written
+                                 key_colorspace=args.key_colorspace)
     keys = checked.keys
     summary = confidence_per_frame(engine, ExrSequenceSource(args.input, checked.frames), keys, options)
     chosen = suggest_frames(summary, sorted(keys), args.count)

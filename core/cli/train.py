@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     p.add_argument("--weights-out", default=None, help="write the final weights folder here")
     p.add_argument("--smoke", action="store_true", help="a few-minute run on tiny data (tests use it)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--max-steps", type=int, default=None,
                    help="take at most this many training steps, checkpoint and exit 75; finish with --resume")
     p.set_defaults(func=run)

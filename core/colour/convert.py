@@ -3,9 +3,10 @@
 Layouts: numpy images are HxWxC float32, torch tensors NxCxHxW. Nothing here clips: values
 above 1.0 and below 0.0 survive every round trip (HDR plates, negative lobes from grading).
 
-Colour spaces come from OpenImageIO's built-in OCIO config (``OpenImageIO.ColorConfig()``):
-names such as "ACEScg", "Linear Rec.709 (sRGB)", "sRGB Encoded Rec.709 (sRGB)", "Raw", their
-aliases ("lin_ap1_scene", "srgb_tx", ...) and roles ("scene_linear", "data", ...).
+Colour spaces come from the studio's OCIO config when ``$OCIO`` names one, else from OpenImageIO's
+built-in config: names such as "ACEScg", "Linear Rec.709 (sRGB)", "sRGB Encoded Rec.709 (sRGB)",
+"Raw", their aliases ("lin_ap1_scene", "srgb_tx", ...) and roles ("scene_linear", "data", ...).
+The Lab maths work in linear Rec.709, whatever the config calls it (``linear_rec709()``).
 Conversion uses OCIO's processors through ``ImageBufAlgo.colorconvert``, which do not clamp:
 the sRGB/gamma curves of that config extend linearly or by pass-through below 0 and keep their
 power law above 1 (verified in tests/test_color.py), so no hand-written curve is needed.
@@ -33,7 +34,9 @@ import torch
 
 from colorprop.errors import ColorSpaceError
 
-LINEAR_REC709 = "Linear Rec.709 (sRGB)"
+LINEAR_REC709 = "Linear Rec.709 (sRGB)"  # the built-in config's name; ``linear_rec709()`` finds it in any config
+# Display-referred sRGB (8/16-bit keys, previews): an alias the built-in and the ACES studio configs share.
+SRGB_DISPLAY = "srgb_tx"
 LUMA_WEIGHTS = (0.2126, 0.7152, 0.0722)
 
 # Linear Rec.709 -> CIE XYZ (D65). X and Z rows from the Rec.709 primaries and D65 white; the Y
@@ -62,8 +65,30 @@ _F_BREAK = 6.0 / 29.0  # f(EPSILON); the inverse switches segments here
 
 @functools.lru_cache(maxsize=1)
 def _config() -> oiio.ColorConfig:
-    # Built lazily (no import-time side effects); OIIO's built-in config, not $OCIO.
-    return oiio.ColorConfig()
+    # Built lazily (no import-time side effects): $OCIO when set, else OIIO's built-in config. OIIO's own
+    # conversions (colorconvert) read $OCIO the same way, so names and processors come from one config.
+    config = oiio.ColorConfig(os.environ.get("OCIO", ""))
+    problem = config.geterror()
+    if problem:  # OIIO would fall back to a minimal config; a studio wants to know its config was not read
+        raise ColorSpaceError(f"$OCIO={os.environ.get('OCIO')!r}: {problem}")
+    return config
+
+
+def config_name() -> str:
+    """The OCIO config in use: the $OCIO file, or ``ocio://default`` (built-in)."""
+    return _config().configname()
+
+
+@functools.lru_cache(maxsize=1)
+def linear_rec709() -> str:
+    """The config's name for linear Rec.709 (D65), the space the Lab maths start from."""
+    for spelling in (LINEAR_REC709, "lin_rec709", "lin_rec709_scene", "Linear Rec.709", "lin_srgb"):
+        try:
+            return check_colorspace(spelling)
+        except ColorSpaceError:
+            continue
+    raise ColorSpaceError(f"the OCIO config {config_name()} has no linear Rec.709 colour space; colorprop's Lab "
+                          "maths need one (name it, or give it the alias 'lin_rec709')")
 
 
 def colorspace_names() -> list[str]:
@@ -109,7 +134,7 @@ def _all_spellings() -> dict[str, str]:
 
 def _is_identity(space: str) -> bool:
     # Data spaces ("Raw") carry no colour transform; converting them would be meaningless.
-    return space == LINEAR_REC709 or _config().isData(space)
+    return space == linear_rec709() or _config().isData(space)
 
 
 def to_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
@@ -117,7 +142,7 @@ def to_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
     space = check_colorspace(space)
     if _is_identity(space):
         return np.asarray(rgb, dtype=np.float32)
-    return _colorconvert(rgb, space, LINEAR_REC709)
+    return _colorconvert(rgb, space, linear_rec709())
 
 
 def from_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
@@ -125,7 +150,7 @@ def from_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
     space = check_colorspace(space)
     if _is_identity(space):
         return np.asarray(rgb, dtype=np.float32)
-    return _colorconvert(rgb, LINEAR_REC709, space)
+    return _colorconvert(rgb, linear_rec709(), space)
 
 
 def _colorconvert(rgb: np.ndarray, src: str, dst: str) -> np.ndarray:

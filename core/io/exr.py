@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 import OpenImageIO as oiio
 
-from colorprop.errors import ExrReadError, ExrWriteError, PixelError
+from colorprop.errors import ExrReadError, ExrWriteError, ImageReadError, PixelError
 
 DEFAULT_COMPRESSION = "zip"
 PIXEL_TYPES = ("half", "float", "uint")
@@ -108,20 +108,30 @@ def read_exr_header(path: str | Path) -> Plate:
     return _read(Path(path), with_pixels=False)
 
 
-def _read(path: Path, with_pixels: bool) -> Plate:
+def read_image(path: str | Path) -> Plate:
+    """Any image OpenImageIO reads (EXR, PNG, TIFF, JPEG, DPX, ...) as a ``Plate``: pixels as float32
+    (integer formats normalised to 0..1), ``pixel_types`` as stored ("uint8", "uint16", "half", ...).
+    ImageReadError (exit 3) names the file."""
+    return _read(Path(path), with_pixels=True, exr_only=False)
+
+
+def _read(path: Path, with_pixels: bool, exr_only: bool = True) -> Plate:
+    error = ExrReadError if exr_only else ImageReadError
     if path.is_dir():
-        raise ExrReadError(path, "is a folder, not an EXR file")
+        raise error(path, f"is a folder, not {'an EXR file' if exr_only else 'an image'}")
     if not path.is_file():
-        raise ExrReadError(path, "no such file")
+        raise error(path, "no such file")
     if path.stat().st_size == 0:
-        raise ExrReadError(path, "file is empty (0 bytes)")
+        raise error(path, "file is empty (0 bytes)")
     inp = oiio.ImageInput.open(str(path))
     if inp is None:
-        raise ExrReadError(path, _oiio_error(oiio.geterror) or "OpenImageIO could not open it")
+        raise error(path, _oiio_error(oiio.geterror) or "OpenImageIO could not open it")
     try:
-        return _read_open_input(inp, path, with_pixels)
+        if exr_only and inp.format_name() != "openexr":
+            raise error(path, f"not an OpenEXR file (OpenImageIO reads it as {inp.format_name()})")
+        return _read_open_input(inp, path, with_pixels, error)
     except UnicodeDecodeError as err:  # a header string (channel or attribute name, value) is not text
-        raise ExrReadError(path, f"corrupt header: {err.reason} at byte {err.start} of a header string") from None
+        raise error(path, f"corrupt header: {err.reason} at byte {err.start} of a header string") from None
     finally:
         inp.close()
 
@@ -134,20 +144,18 @@ def _oiio_error(geterror) -> str:
         return "corrupt header (OpenImageIO's message about it is not valid text)"
 
 
-def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool = True) -> Plate:
-    if inp.format_name() != "openexr":
-        raise ExrReadError(path, f"not an OpenEXR file (OpenImageIO reads it as {inp.format_name()})")
+def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool = True, error=ExrReadError) -> Plate:
     spec = inp.spec()
     if spec.deep:
-        raise ExrReadError(path, "deep EXR is not supported")
+        raise error(path, "deep images are not supported")
     if spec.width <= 0 or spec.height <= 0 or spec.nchannels <= 0:
-        raise ExrReadError(path, f"empty image ({spec.width}x{spec.height}, {spec.nchannels} channels)")
+        raise error(path, f"empty image ({spec.width}x{spec.height}, {spec.nchannels} channels)")
     pixels = None
     if with_pixels:
         pixels = inp.read_image(0, 0, 0, spec.nchannels, "float")
-        error = _oiio_error(inp.geterror)
-        if pixels is None or error:
-            raise ExrReadError(path, f"pixel data unreadable (truncated or corrupt?): {error or 'no data'}")
+        message = _oiio_error(inp.geterror)
+        if pixels is None or message:
+            raise error(path, f"pixel data unreadable (truncated or corrupt?): {message or 'no data'}")
         pixels = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
     metadata, metadata_types = _metadata_of(spec)
     return Plate(

@@ -12,7 +12,8 @@ from typing import Callable, Iterable, Iterator, Protocol
 import numpy as np
 
 from colorprop.errors import ColorpropError, ExrWriteError
-from colorprop.io.exr import Plate, read_exr, write_exr
+from colorprop.colour.convert import SRGB_DISPLAY
+from colorprop.io.exr import Plate, read_exr, read_image, write_exr
 from colorprop.io.sequence import FramePattern
 
 DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
@@ -89,6 +90,7 @@ class ShotReport:
     frames_written: list[int] = field(default_factory=list)
     frames_skipped: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # from the pre-flight (e.g. --working-width clamped)
 
 
 class ArraySource:
@@ -139,15 +141,25 @@ class ExrSequenceSink:
 
     ``expect(frame) -> ((width, height), channels)``: what a complete output frame holds (from
     ``CheckedShot.expected_output``); an existing frame that differs is not complete (``exists`` is
-    False) and is computed again."""
+    False) and is computed again. ``colorspace``: the space the pixels are in, stamped in the header
+    (``oiio:ColorSpace`` and ``colorspace``) over whatever the plate's header said."""
 
     def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False,
-                 expect: Callable[[int], tuple[tuple[int, int], tuple[str, ...]]] | None = None):
+                 expect: Callable[[int], tuple[tuple[int, int], tuple[str, ...]]] | None = None,
+                 colorspace: str | None = None):
         self.pattern = FramePattern(pattern)
         self.pixel_type = pixel_type
         self.pixel_dtype = np.float16 if pixel_type == "half" else np.float32
         self.write_confidence = write_confidence
         self.expect = expect
+        self.colorspace = colorspace
+        # oiio:ColorSpace: OpenImageIO writes it as the EXR's colorInteropID, for the spaces that have one
+        # (ACEScg, lin_rec709_scene, ...); "colorspace": the config's own name, for every space.
+        self.stamp = {"oiio:ColorSpace": colorspace, "colorspace": colorspace} if colorspace else None
+
+    def retarget(self, pattern: str) -> "ExrSequenceSink":
+        """The same sink (pixel type, channels, colour space, expectations) writing through ``pattern``."""
+        return ExrSequenceSink(pattern, self.pixel_type, self.write_confidence, self.expect, self.colorspace)
 
     def exists(self, frame: int) -> bool:
         """A complete, readable output frame (a half-written one never has the final name) of the
@@ -175,7 +187,8 @@ class ExrSequenceSink:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ExrWriteError(path, f"cannot create the folder {path.parent}: {err.strerror or err}") from None
-        write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type)
+        write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type,
+                  extra_metadata=self.stamp)
 
 
 def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -280,10 +293,16 @@ def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[Prefet
         writer.flush()
 
 
-def load_key(path: str | os.PathLike, colorspace: str | None) -> KeyImage:
-    plate = read_exr(path)
-    frame = PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
-    return KeyImage(frame.rgb(), colorspace or plate.colorspace, str(path))
+def load_key(path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None) -> KeyImage:
+    """A key from any image OpenImageIO reads. Its colour space: ``key_colorspace`` (--key-colorspace)
+    when given; else display-referred sRGB for integer files (PNG, JPEG, 8/16-bit TIFF, DPX: what a
+    paint app saves); else, for float files (EXR, float TIFF), ``colorspace`` (--colorspace), the
+    file's metadata, or (None) the plate's space."""
+    image = read_image(path)
+    frame = PlateFrame(image.pixels, image.channels, image.colorspace, image, str(path))
+    integer = not any(t in ("half", "float", "double") for t in image.pixel_types)
+    space = key_colorspace or (SRGB_DISPLAY if integer else colorspace or image.colorspace)
+    return KeyImage(frame.rgb(), space, str(path))
 
 
 def format_frames(frames: list[int], limit: int = 8) -> str:

@@ -332,15 +332,15 @@ def regrade_change(key_ab: np.ndarray, plate_ab_: np.ndarray) -> np.ndarray:
 def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], output_pattern: str,
                       frames: list[int], options: ShotOptions, progress=None, cancel=None,
                       skip_existing: bool = False, pixel_type: str = "half",
-                      segment: int | None = None) -> ShotReport:
+                      segment: int | None = None, key_colorspace: str | None = None) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
     written; then the shot runs with reading ahead and writing behind."""
     engine.check_method(options.method)
-    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options)
-    source = ExrSequenceSource(input_pattern, checked.frames)
-    sink = ExrSequenceSink(output_pattern, pixel_type, options.write_confidence, expect=checked.expected_output)
-    with overlapped_io(source, sink) as (source, sink):  # reading and writing overlap the compute
-        return run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment)
+    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
+    with overlapped_io(checked.source(), checked.sink(pixel_type)) as (source, sink):  # I/O overlaps the compute
+        report = run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment)
+    report.notes = checked.notes
+    return report
 
 
 def format_range(frames: list[int]) -> str:

@@ -9,14 +9,15 @@ when all pass, the output folders are created and nothing else.
 Checks, cheapest first:
 
 1. frames: 1 to ``MAX_FRAMES_PER_SHOT`` of them;
-2. patterns: input and output are frame patterns (a frame token of at most ``MAX_PADDING`` digits);
+2. patterns: input and output are frame patterns (a frame token of at most ``MAX_PADDING`` digits), the
+   output an OpenEXR one (``.exr``);
 3. keys: at least one, every key frame among the frames;
 4. the output never overwrites an input frame or a key (paths compared resolved);
 5. plates: every frame is an EXR file (not missing, not a folder) whose header reads, with colour
    channels (R,G,B or Y) and the first frame's size;
 6. sizes: at least ``MIN_SIDE`` pixels on each side, at plate size and at the working size;
 7. colour spaces: ``--colorspace``, else the plate's metadata; each key's;
-8. keys: readable, the plate's size, finite;
+8. keys: readable images (EXR, PNG, TIFF, JPEG, DPX, ...), the plate's size, finite;
 9. output folders: folders (not files) that can be written, or can be created (exit 4 otherwise).
 
 The checks a frame's pixels need (NaN/Inf in the channels the engine reads, the size of each frame
@@ -26,17 +27,19 @@ in memory) run in ``pipeline.ShotColour`` with the functions below, on every pat
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
 from colorprop.colour import convert
+from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_finite, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
-from colorprop.shot.frames import DEFAULT_COLORSPACE, RGB, KeyImage, format_frames, image_channels, load_key, output_layout
+from colorprop.shot.frames import (DEFAULT_COLORSPACE, RGB, ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
+                                   image_channels, load_key, output_layout)
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
 # a crash for some sizes: 64x12 and 128x15 crash, 16 on each side works at every width up to 8192).
@@ -56,6 +59,15 @@ class CheckedShot:
     headers: dict[int, Plate]  # every plate frame's header (no pixels)
     colorspace: str  # the plate's, canonical
     write_confidence: bool = False
+    notes: list[str] = field(default_factory=list)  # worth telling the user, not errors
+
+    def source(self) -> ExrSequenceSource:
+        return ExrSequenceSource(self.input.pattern, self.frames)
+
+    def sink(self, pixel_type: str = "half") -> ExrSequenceSink:
+        """The output sequence: frames checked on resume (``expected_output``), the colour space stamped."""
+        return ExrSequenceSink(self.output.pattern, pixel_type, self.write_confidence, expect=self.expected_output,
+                               colorspace=self.colorspace)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -70,16 +82,19 @@ class CheckedShot:
 
 
 def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern: str | None,
-                       frames: Iterable[int], options, allow: PathCheck | None = None) -> CheckedShot:
+                       frames: Iterable[int], options, allow: PathCheck | None = None,
+                       key_colorspace: str | None = None) -> CheckedShot:
     """Run every check of the module docstring; ``output_pattern`` None: nothing will be written.
 
     ``options``: a ``ShotOptions`` (colorspace, working_width, write_confidence). ``allow(path)`` is
     called on every path the job will read or write before it is touched (the server passes its
-    allowed-roots check)."""
+    allowed-roots check). ``key_colorspace``: the keys' colour space (``frames.load_key``)."""
     allow = allow or (lambda path: path)
     frames = check_frames(frames)
     inp = check_pattern(FramePattern(input_pattern), "--input")
     out = check_pattern(FramePattern(output_pattern), "--output") if output_pattern is not None else None
+    if out is not None:
+        check_output_is_exr(out)
     check_keys_among_frames(keys, frames)
     key_paths = {k: allow(Path(p)) for k, p in keys.items()}
     if out is not None:
@@ -93,13 +108,17 @@ def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern:
             raise PixelError(f"{header.path}: size {header.spec_info.width}x{header.spec_info.height} differs from "
                              f"frame {frames[0]}'s {width}x{height}")
     check_size(width, height, options.working_width, str(first.path))
+    notes = []
+    if options.working_width > width and options.working_width != DEFAULT_WORKING_WIDTH:  # asked for, not the default
+        notes.append(f"--working-width {options.working_width} is above the plate width {width}: the networks run "
+                     f"at the plate's {width}x{height}")
     space = plate_colorspace(options.colorspace, first.colorspace, str(first.path))
-    loaded = {k: load_key(path, options.colorspace) for k, path in key_paths.items()}
+    loaded = {k: load_key(path, options.colorspace, key_colorspace) for k, path in key_paths.items()}
     for key in loaded.values():
         check_key(key, (width, height), space)
     if out is not None:
         make_output_folders(out, frames)  # inside what ``allow`` allows: its output frame paths were
-    return CheckedShot(inp, out, frames, loaded, headers, space, options.write_confidence)
+    return CheckedShot(inp, out, frames, loaded, headers, space, options.write_confidence, notes)
 
 
 def check_frames(frames: Iterable[int]) -> list[int]:
@@ -109,6 +128,14 @@ def check_frames(frames: Iterable[int]) -> list[int]:
     if len(frames) > MAX_FRAMES_PER_SHOT:
         raise SequenceError(f"{len(frames)} frames: at most {MAX_FRAMES_PER_SHOT} in one shot")
     return frames
+
+
+def check_output_is_exr(out: FramePattern) -> None:
+    """colorprop writes scene-linear OpenEXR only: every plate channel kept, HDR unclipped, the colour
+    space stamped; an 8-bit PNG/JPEG/TIFF would clip and quantise what a comp reads back."""
+    if out.path(0).suffix.lower() != ".exr":
+        raise SequenceError(f"--output {out.pattern!r}: colorprop writes OpenEXR sequences only ('.exr'); to look at "
+                            "a result as PNG/JPEG, draw a contact sheet with `colorprop preview`")
 
 
 def check_pattern(pattern: FramePattern, name: str) -> FramePattern:

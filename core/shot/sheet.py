@@ -1,42 +1,67 @@
-"""Contact sheets: rows of thumbnails of EXR sequences (plate | result), for looking without a DCC."""
+"""Contact sheets: rows of thumbnails of EXR sequences (plate | result | matte), for looking without a DCC.
+
+`colorprop example` draws plate and result; `colorprop preview` any sequence, with its confidence matte.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
+import OpenImageIO as oiio
 
 from colorprop.colour import convert
+from colorprop.errors import ImageWriteError
 from colorprop.io.exr import read_exr
 from colorprop.io.sequence import FramePattern
+from colorprop.shot.preflight import plate_colorspace
 
 SHEET_COLUMNS = 6
+THUMB_WIDTH = 240
 
 
-def to_display_bgr8(linear_rgb: np.ndarray) -> np.ndarray:
-    """Linear Rec.709 HxWx3 -> sRGB-encoded 8-bit BGR for a PNG (clipped: a preview only)."""
-    srgb = convert.from_linear_rec709(linear_rgb.astype(np.float32), "sRGB Encoded Rec.709 (sRGB)")
-    return (np.clip(srgb, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8)
+@dataclass(frozen=True)
+class SheetRow:
+    """One row: a sequence's image (``channel`` None: R,G,B or Y through its colour space to sRGB), or
+    one of its channels as a gray matte (0..1, e.g. ``colorprop.confidence``)."""
+
+    pattern: str
+    channel: str | None = None
+    colorspace: str | None = None  # None: the file's metadata, else linear Rec.709
 
 
-def contact_sheet(plate_pattern: str, result_pattern: str, frames: list[int], path: Path,
-                  columns: int = SHEET_COLUMNS, thumb_width: int = 240) -> Path:
-    """Rows of (plate, result) thumbnails for evenly spaced frames; frame numbers printed on each."""
+def to_display_rgb8(linear_rgb: np.ndarray) -> np.ndarray:
+    """Linear Rec.709 HxWx3 -> sRGB-encoded 8-bit RGB (clipped: a preview only)."""
+    srgb = convert.from_linear_rec709(linear_rgb.astype(np.float32), convert.SRGB_DISPLAY)
+    return (np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def thumbnail(row: SheetRow, frame: int, width: int) -> np.ndarray:
+    """HxWx3 uint8 RGB tile of ``frame``, ``width`` px wide, its frame number printed on it."""
+    image = read_exr(FramePattern(row.pattern).path(frame))
+    if row.channel is None:
+        space = plate_colorspace(row.colorspace, image.colorspace, str(image.path))
+        tile = to_display_rgb8(convert.to_linear_rec709(image.rgb(), space))
+    else:
+        matte = np.clip(np.nan_to_num(image.channel(row.channel)), 0, 1)
+        tile = np.repeat((matte * 255 + 0.5).astype(np.uint8)[..., None], 3, axis=2)
+    h = max(1, int(round(tile.shape[0] * width / tile.shape[1])))
+    tile = np.ascontiguousarray(cv2.resize(tile, (width, h), interpolation=cv2.INTER_AREA))
+    for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 2)):  # outlined: readable on a white matte too
+        cv2.putText(tile, str(frame), (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, thickness)
+    return tile
+
+
+def contact_sheet(rows: list[SheetRow], frames: list[int], path: Path, columns: int = SHEET_COLUMNS,
+                  thumb_width: int = THUMB_WIDTH) -> Path:
+    """One row of thumbnails per ``rows`` entry, for ``columns`` evenly spaced ``frames``; written as an
+    8-bit image (PNG, JPEG, ... by the extension of ``path``)."""
     picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)]
-    rows = []
-    for pattern in (plate_pattern, result_pattern):
-        tiles = []
-        for frame in picks:
-            plate = read_exr(FramePattern(pattern).path(frame))
-            rgb = plate.rgb()
-            space = convert.check_colorspace(plate.colorspace or "Linear Rec.709 (sRGB)")
-            tile = to_display_bgr8(convert.to_linear_rec709(rgb, space))
-            h = int(round(tile.shape[0] * thumb_width / tile.shape[1]))
-            tile = cv2.resize(tile, (thumb_width, h), interpolation=cv2.INTER_AREA)
-            cv2.putText(tile, str(frame), (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2)
-            tiles.append(tile)
-        rows.append(np.concatenate(tiles, axis=1))
-    sheet = np.concatenate(rows, axis=0)
-    cv2.imwrite(str(path), sheet)
-    return path
+    sheet = np.concatenate([np.concatenate([thumbnail(row, f, thumb_width) for f in picks], axis=1) for row in rows],
+                           axis=0)
+    out = oiio.ImageBuf(np.ascontiguousarray(sheet))
+    if not out.write(str(path), oiio.UINT8):
+        raise ImageWriteError(path, out.geterror() or oiio.geterror() or "OpenImageIO could not write it")
+    return Path(path)

@@ -1,0 +1,46 @@
+"""`colorprop preview`: a contact sheet of any EXR sequence (a result, a plate), with its confidence
+matte as a second row on request, to look at a shot without a DCC."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub) -> None:
+    from colorprop.shot.sheet import SHEET_COLUMNS, THUMB_WIDTH
+
+    p = sub.add_parser("preview", help="contact sheet of an EXR sequence (optional confidence row)",
+                       description="Draw evenly spaced frames of a sequence as thumbnails into one 8-bit image.")
+    p.add_argument("-i", "--input", required=True, help="the sequence, e.g. 'out.####.exr' (also %%04d, @@@@)")
+    p.add_argument("-o", "--output", required=True, help="the sheet to write: PNG, JPEG or TIFF, by its extension")
+    p.add_argument("--frames", help="frames to pick from: 1-100, 1-100x2 (default: every frame on disk)")
+    p.add_argument("--confidence", action="store_true",
+                   help="add a row with the colorprop.confidence matte (written by colorize --confidence)")
+    p.add_argument("--colorspace", help="colour space of the sequence (default: file metadata, else Linear Rec.709)")
+    p.add_argument("--columns", type=int, default=SHEET_COLUMNS, help="thumbnails per row")
+    p.add_argument("--width", type=int, default=THUMB_WIDTH, help="width of one thumbnail in pixels")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from colorprop.errors import InputError
+    from colorprop.io.sequence import FramePattern, parse_frames
+    from colorprop.shot.frames import CONFIDENCE_CHANNEL
+    from colorprop.shot.preflight import check_plates_exist
+    from colorprop.shot.sheet import SheetRow, contact_sheet
+
+    if args.columns < 1 or args.width < 16:
+        raise InputError("--columns must be at least 1 and --width at least 16")
+    pattern = FramePattern(args.input)
+    frames = parse_frames(args.frames) if args.frames else pattern.existing_frames()
+    if not frames:
+        raise InputError(f"--input {args.input}: matches no file")
+    check_plates_exist(pattern, frames, lambda path: path)
+    rows = [SheetRow(args.input, None, args.colorspace)]
+    if args.confidence:
+        rows.append(SheetRow(args.input, CONFIDENCE_CHANNEL))
+    sheet = contact_sheet(rows, frames, Path(args.output), args.columns, args.width)
+    print(f"colorprop preview: {min(args.columns, len(frames))} of {len(frames)} frames -> {sheet}", file=sys.stderr)
+    return 0
