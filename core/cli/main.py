@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help/--version (0) or a usage error (2), already printed by argparse
+        return int(done.code or 0)
     try:
         return int(args.func(args) or 0)
     except ColorpropError as err:
