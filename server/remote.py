@@ -24,6 +24,7 @@ from colorprop_client import client as C
 from colorprop_client import protocol as P
 
 EXIT_SERVER_UNAVAILABLE = 6
+BUSY_WAIT_S = 60.0  # how long a busy server ("all slots taken") is retried before giving up with exit 6
 
 
 class ServerUnavailableError(ColorpropError):
@@ -74,7 +75,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
                 rep = C.colorize_paths(
                     client, str(Path(input_pattern).absolute()), str(Path(output_pattern).absolute()), frames,
                     {k: str(Path(p).absolute()) for k, p in keys.items()}, opts, on_progress=on_event,
-                    skip_existing=skip_existing, pixel_type=pixel_type)
+                    skip_existing=skip_existing, pixel_type=pixel_type, busy_wait_s=BUSY_WAIT_S)
                 report.frames_written = list(rep.get("frames_written", []))
                 report.frames_skipped = list(rep.get("frames_skipped", []))
                 report.seconds = time.perf_counter() - t0
@@ -90,6 +91,8 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
         return report
     except C.ServerUnavailable as err:
         raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
+    except C.ServerBusy as err:
+        raise ServerUnavailableError(f"{err}: still busy after {BUSY_WAIT_S:g} s of retries; try again later") from None
     except C.ServerError as err:
         if err.code == P.E_PIXELS:
             raise PixelError(str(err)) from None
@@ -155,4 +158,4 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
     C.colorize_arrays(client, _LazyPlates(in_pat, list(frames)), {k: img.pixels for k, img in key_images.items()},
                       options.to_dict(), colorspace=colorspace, on_result=on_result,
                       carry_dtype="float16" if pixel_type == "half" else "float32",
-                      key_colorspaces={k: img.colorspace for k, img in key_images.items()})
+                      key_colorspaces={k: img.colorspace for k, img in key_images.items()}, busy_wait_s=BUSY_WAIT_S)

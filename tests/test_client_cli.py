@@ -104,3 +104,20 @@ def test_help_lists_the_server_commands_that_colorprop_server_registers(capsys):
     listed = capsys.readouterr().out
     for command in ("colorize", "example", "suggest-keys", "serve", "broker", "keys"):
         assert re.search(rf"^    {command}\s", listed, re.M), command
+
+
+@pytest.mark.parametrize("shared_paths", [False, True], ids=["in-band", "shared-paths"])
+def test_a_server_that_stays_busy_exits_6(engine, tmp_path, monkeypatch, shared_paths):
+    """No free job slot for longer than the client retries: exit 6 (server unavailable), nothing written."""
+    import colorprop_server.remote as remote
+
+    monkeypatch.setattr(remote, "BUSY_WAIT_S", 1.0)
+    plate, key, _ = _plates(tmp_path / "shot", n=2)
+    srv = ThreadServer(engine, max_jobs=0, allowed_roots=(str(tmp_path),) if shared_paths else ())
+    try:
+        t0 = time.monotonic()
+        assert _colorize(plate, key, str(tmp_path / "o" / "c.####.exr"), "--server", srv.address) == 6
+        assert time.monotonic() - t0 < 10
+    finally:
+        srv.stop()
+    assert not list((tmp_path / "o").glob("*.exr"))
