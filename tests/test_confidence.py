@@ -11,7 +11,7 @@ import pytest
 from colorprop.cli.main import main as cli_main
 from colorprop.colour import convert
 from colorprop.data.clips import Clip
-from colorprop.engine.confidence import FLOW_CALIBRATION, calibrated, meet_confidence
+from colorprop.engine.confidence import FLOW_CALIBRATION, calibrated, carry_confidence, flatness, meet_confidence
 from colorprop.engine.engine import Engine
 from colorprop.measure.evaluate import colorize_clip_with_confidence, evaluate
 from colorprop.measure.matte import (CalibrationTable, error_captured, error_captured_max, fit_monotone,
@@ -125,6 +125,27 @@ def test_meet_confidence_falls_where_the_runs_disagree():
 
 
 # ---------------------------------------------------------------- the matte on a shot
+
+
+def test_flat_luminance_keeps_confidence_unless_the_luminance_changes():
+    """A step DIS cannot vouch for (consistency 0) keeps its confidence on textureless luminance that matches
+    the previous frame, loses it on texture, and loses it on a flat object whose luminance is new."""
+    rng = np.random.default_rng(4)
+    textured = cv2.GaussianBlur(rng.random((H, W)).astype(np.float32), (0, 0), 1.0) * 60 + 20
+    L = textured.copy()
+    L[:, : W // 2] = 50.0  # the left half is a plain backdrop
+    assert flatness(L)[:, : W // 2 - 14].min() > 0.98  # 3.5 sigma from the texture
+    assert flatness(L)[:, W // 2 + 14:].max() < 0.05
+    ones, zero_flow = np.ones((H, W), np.float32), np.zeros((H, W, 2), np.float32)
+    lost_check = np.zeros((H, W), np.float32)
+    carried = carry_confidence(ones, L, L, zero_flow, lost_check)
+    assert carried[:, : W // 2 - 14].min() > 0.85 and carried[:, W // 2 + 14:].max() < 0.1
+    entering = L.copy()
+    entering[20:40, 10:30] = 80.0  # a flat object with a new luminance
+    carried = carry_confidence(ones, L, entering, zero_flow, lost_check)
+    assert carried[24:36, 14:26].max() < 0.01
+    np.testing.assert_array_equal(carry_confidence(ones, L, L, zero_flow, lost_check, flat_trust=0.0), 0.0)
+
 
 
 def test_matte_is_low_where_background_is_uncovered_and_high_on_static_texture():

@@ -6,10 +6,14 @@ carried   how well the pixel is tracked back to the key. Each step moves the pre
           where its pixels went (the backward flow that carries the colour) and multiplies it by this
           step's cues:
 
-              carried_k(x) = carried_{k-1}(x + b(x)) · consistency_k(x) · photometric_k(x)
+              carried_k(x) = carried_{k-1}(x + b(x)) · trust_k(x) · photometric_k(x)
+              trust_k      = 1 − (1 − consistency_k)(1 − FLAT_TRUST · flatness_k)
 
           consistency  forward-backward agreement of the DIS flow (flow.forward_backward_consistency):
                        0 in occlusions and where a pixel came from outside the previous frame
+          flatness     1 where this frame's L has no texture nearby (``flatness``): there DIS fails its
+                       own check at random, yet colour carried from the same luminance is right (a plain
+                       backdrop); an object entering still loses it through the photometric cue
           photometric  exp(-dL² / 2σ²), dL = this frame's L minus the previous L warped along the flow,
                        σ = ``PHOTOMETRIC_SIGMA`` L units: a new object walks in with a luminance the
                        warped background does not have.
@@ -47,6 +51,12 @@ EDGE_SCALE = 8.0  # L units per pixel (Sobel / 8); dev clips, docs/KEYS.md
 AGREEMENT_SCALE = 5.0  # Lab ab units; dev clips, docs/KEYS.md
 STEP_DECAY = 1.0  # per frame; measured: any decay < 1 lowers the error ratio on the dev clips
 PHOTOMETRIC_SIGMA = 2.0  # L units; chosen on the dev clips (docs/KEYS.md)
+# Textureless luminance: DIS cannot track it (its forward-backward check fails at random there), yet colour
+# carried within it from the same luminance is right. A step keeps confidence there where the luminance
+# matches: trust = 1 − (1 − consistency)(1 − FLAT_TRUST · flatness). Training clips (docs/KEYS.md).
+FLAT_TRUST = 0.9
+FLAT_SIGMA = 4.0  # pixels (working resolution): the window over which texture is measured
+FLAT_SCALE = 1.0  # L units per pixel: rms gradient at which flatness is e⁻¹
 BLEND_FLOOR = 0.02  # confidence every pixel keeps in the blend (dev clips, docs/KEYS.md)
 # The blend's distance prior per method: the learned fusion's colour drifts along a run even where the
 # flow tracks every pixel (its carried confidence cannot see that), so its runs are trusted less far from
@@ -58,19 +68,19 @@ MEET_SCALE = 2.0  # Lab ab units: how far a blend may leave a run's colour and k
 # (raw, probability) knots of a monotone fit on the training clips of core/data/split.json, one key, method
 # flow; produced by `python docs/measure/fit_confidence.py` (docs/KEYS.md).
 FLOW_CALIBRATION = (
-    (0.00000, 0.3645),
-    (0.00418, 0.5587),
-    (0.16058, 0.8188),
-    (0.46409, 0.9032),
-    (0.67272, 0.9288),
-    (0.82069, 0.9462),
-    (0.90263, 0.9557),
-    (0.95003, 0.9634),
-    (0.97414, 0.9728),
-    (0.98723, 0.9802),
-    (0.99802, 0.9956),
+    (0.00000, 0.3451),
+    (0.18114, 0.7892),
+    (0.50907, 0.9086),
+    (0.71045, 0.9376),
+    (0.82105, 0.9507),
+    (0.88804, 0.9570),
+    (0.93549, 0.9617),
+    (0.96232, 0.9681),
+    (0.97971, 0.9772),
+    (0.99413, 0.9880),
+    (0.99959, 0.9989),
     (1.00000, 0.9999),
-)  # two-fold check by range: calibration error 0.031 / 0.025
+)  # two-fold check by range: calibration error 0.019 / 0.040
 
 
 def photometric_similarity(L: np.ndarray, prev_L_warped: np.ndarray, sigma: float = PHOTOMETRIC_SIGMA) -> np.ndarray:
@@ -80,13 +90,30 @@ def photometric_similarity(L: np.ndarray, prev_L_warped: np.ndarray, sigma: floa
 
 
 def carry_confidence(prev_conf: np.ndarray, prev_L: np.ndarray, L: np.ndarray, flow_bwd: np.ndarray,
-                     consistency: np.ndarray, step_decay: float | None = None) -> np.ndarray:
+                     consistency: np.ndarray, step_decay: float | None = None,
+                     flat_trust: float | None = None) -> np.ndarray:
     """This frame's confidence (HxW) from the previous one's, the backward flow cur→prev (HxWx2) and the
     flow's forward-backward consistency (HxW). See the module docstring."""
     warped = warp_backward(np.dstack([prev_conf, prev_L]), flow_bwd)
     decay = STEP_DECAY if step_decay is None else step_decay
-    conf = decay * np.clip(warped[..., 0], 0.0, 1.0) * consistency * photometric_similarity(L, warped[..., 1])
+    trust = either_right(consistency, (FLAT_TRUST if flat_trust is None else flat_trust) * flatness(L))
+    conf = decay * np.clip(warped[..., 0], 0.0, 1.0) * trust * photometric_similarity(L, warped[..., 1])
     return conf.astype(np.float32)
+
+
+def gradient_energy(L: np.ndarray) -> np.ndarray:
+    """HxW squared luminance gradient, (L units per pixel)², from the Sobel filter / 8."""
+    L = np.asarray(L, np.float32)
+    gx = cv2.Sobel(L, cv2.CV_32F, 1, 0, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(L, cv2.CV_32F, 0, 1, borderType=cv2.BORDER_REPLICATE)
+    return (gx * gx + gy * gy) / 64.0
+
+
+def flatness(L: np.ndarray, sigma: float = FLAT_SIGMA, scale: float = FLAT_SCALE) -> np.ndarray:
+    """HxW in [0, 1]: 1 where the luminance has no texture within ~``sigma`` pixels, exp(−(t / scale)²) with
+    t the rms L gradient (L units per pixel) under a Gaussian window."""
+    texture2 = cv2.GaussianBlur(gradient_energy(L), (0, 0), sigma, borderType=cv2.BORDER_REPLICATE)
+    return np.exp(-texture2 / (scale * scale)).astype(np.float32)
 
 
 def agreement(ab_a: np.ndarray, ab_b: np.ndarray, scale: float = AGREEMENT_SCALE) -> np.ndarray:
@@ -97,11 +124,7 @@ def agreement(ab_a: np.ndarray, ab_b: np.ndarray, scale: float = AGREEMENT_SCALE
 
 def edge_cue(L: np.ndarray, scale: float = EDGE_SCALE) -> np.ndarray:
     """HxW in [0, 1]: 1 on flat luminance, falling off with the L gradient (L units per pixel)."""
-    L = np.asarray(L, np.float32)
-    gx = cv2.Sobel(L, cv2.CV_32F, 1, 0, borderType=cv2.BORDER_REPLICATE)
-    gy = cv2.Sobel(L, cv2.CV_32F, 0, 1, borderType=cv2.BORDER_REPLICATE)
-    g2 = (gx * gx + gy * gy) / 64.0
-    return np.exp(-g2 / (scale * scale)).astype(np.float32)
+    return np.exp(-gradient_energy(L) / (scale * scale)).astype(np.float32)
 
 
 def calibrated(raw: np.ndarray, knots=None) -> np.ndarray:
