@@ -23,11 +23,12 @@ def run_broker(config: ServerConfig, install_signals: bool = True) -> None:
     _run_broker(config, install_signals)
 
 
-def generate_keys(keys_dir, clients=("client", "worker")) -> dict:
-    """CURVE key pairs for the server and each client name, plus the allow-list (``colorprop keys``)."""
+def generate_keys(keys_dir, clients=("client",), workers=("worker",)) -> dict:
+    """CURVE key pairs for the server, each client and each worker name, plus the two allow-lists
+    (``colorprop keys``)."""
     from .security import generate_keys as _generate_keys
 
-    return _generate_keys(keys_dir, tuple(clients))
+    return _generate_keys(keys_dir, tuple(clients), tuple(workers))
 
 
 def __getattr__(name: str):

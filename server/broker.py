@@ -12,6 +12,11 @@ backend ROUTER (zguide's Paranoid Pirate queue, with Majordomo-style sticky rout
   resent there. An in-band job cannot be replayed by the broker (the pixels were on the dead
   worker): its client gets ``failed``/``worker_lost`` and the client library resends the shot.
 * The broker answers ping and hello itself, and "busy, retry in N s" when every worker is full.
+* Slots: a job holds a slot of its worker from its open until its terminal event. A refused open
+  (error or busy from the worker), a refused restart, a finished job and a route nobody asked
+  about for ``session_timeout_s`` all give the slot back.
+* Workers authenticate with worker keys (``authorized_workers/``), clients with client keys: a
+  client key cannot register as a worker.
 """
 
 from __future__ import annotations
@@ -27,13 +32,12 @@ import zmq
 from colorprop_client import protocol as P
 from colorprop_client.protocol import ProtocolError
 
+from . import framing as W
 from .config import ServerConfig
-from .security import CurveServer, check_bind_allowed
-from .server import W_DISCONNECT, W_HEARTBEAT, W_READY, W_REPLY, W_REQUEST, WORKER_PROTO
+from .security import WORKERS_DOMAIN, CurveServer, check_bind_allowed, peer_identity
 
 log = logging.getLogger("colorprop_server.broker")
 request_log = logging.getLogger("colorprop_server.requests")
-RETRY_PREFIX = "broker-retry-"
 
 
 @dataclass
@@ -41,12 +45,21 @@ class _Worker:
     ident: bytes
     caps: dict
     expiry: float
-    jobs: set = field(default_factory=set)
-    inflight: dict = field(default_factory=dict)  # request id -> (client env, frames, job)
+    jobs: set = field(default_factory=set)  # jobs routed here and not yet finished (the slots held)
+    inflight: dict = field(default_factory=dict)  # request id -> _Inflight
 
     @property
     def capacity(self) -> int:
         return int((self.caps.get("limits") or {}).get("max_jobs", 1))
+
+
+@dataclass
+class _Inflight:
+    env: bytes
+    identity: bytes
+    frames: list
+    job: str
+    type: str
 
 
 @dataclass
@@ -55,9 +68,11 @@ class _Route:
     worker: bytes | None
     mode: str
     open_frames: list | None  # the original open_shot (shared-path jobs only, for a restart)
+    identity: bytes = b""  # the client's CURVE key name or address, passed on to the worker
     last_seq: int = -1
     retries: int = 0
     failed: dict | None = None  # terminal event to hand out once the worker is lost for good
+    finished: bool = False  # a terminal event went by: the worker's slot is free again
     last_seen: float = field(default_factory=time.monotonic)
 
 
@@ -80,14 +95,15 @@ class Broker:
         cfg = self.config
         for addr in (cfg.bind, cfg.backend_bind):
             check_bind_allowed(addr, cfg.curve_keys)
-        curve = CurveServer(self.ctx, cfg.curve_keys) if cfg.curve_keys else None
+        curve = CurveServer(self.ctx, cfg.curve_keys, workers=True) if cfg.curve_keys else None
         front = self.ctx.socket(zmq.ROUTER)
         back = self.ctx.socket(zmq.ROUTER)
         for s in (front, back):
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes + P.MAX_HEADER_BYTES)
-            if curve:
-                curve.apply(s)
+        if curve:
+            curve.apply(front)
+            curve.apply(back, WORKERS_DOMAIN)
         try:
             front.bind(cfg.bind)
             back.bind(cfg.backend_bind)
@@ -125,58 +141,76 @@ class Broker:
             now = time.monotonic()
             if now >= next_hb:
                 for w in list(self.workers.values()):
-                    _send(back, [w.ident, WORKER_PROTO, W_HEARTBEAT])
+                    _send(back, [w.ident, W.WORKER_PROTO, W.HEARTBEAT])
                 next_hb = now + interval
             for w in [w for w in self.workers.values() if w.expiry < now]:
                 self._worker_died(w, front, back)
-            for r in [r for r in self.routes.values() if now - r.last_seen > 2 * self.config.session_timeout_s]:
-                self.routes.pop(r.job, None)
-                if r.worker in self.workers:
-                    self.workers[r.worker].jobs.discard(r.job)
+            # The worker drops a session nobody asked about for session_timeout_s: so do we.
+            idle = self.config.session_timeout_s + interval * self.config.liveness
+            for r in [r for r in self.routes.values() if now - r.last_seen > idle]:
+                self._forget(r)
         for w in self.workers.values():
-            _send(back, [w.ident, WORKER_PROTO, W_DISCONNECT])
+            _send(back, [w.ident, W.WORKER_PROTO, W.DISCONNECT])
 
     # ------------------------------------------------------------------ workers
     def _on_worker(self, frames: list, front: zmq.Socket, back: zmq.Socket) -> None:
-        if len(frames) < 3 or frames[1].bytes != WORKER_PROTO:
+        if len(frames) < 3 or frames[1].bytes != W.WORKER_PROTO:
             return
         ident, cmd = frames[0].bytes, frames[2].bytes
         now = time.monotonic()
         expiry = now + self.config.heartbeat_s * self.config.liveness
         w = self.workers.get(ident)
-        if cmd == W_READY:
+        if cmd == W.READY:
             try:
                 caps = json.loads(frames[3].bytes) if len(frames) > 3 else {}
             except ValueError:
                 caps = {}
             if w is None:
                 self.workers[ident] = _Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
-                log.info(json.dumps({"event": "worker_ready", "worker": ident.hex()[:16], "workers": len(self.workers)}))
+                log.info(json.dumps({"event": "worker_ready", "worker": ident.hex()[:16],
+                                     "identity": peer_identity(frames[0]), "workers": len(self.workers)}))
             return
         if w is None:
             return  # unknown (expired) worker: it will notice the silence and reconnect
         w.expiry = expiry
-        if cmd == W_REPLY and len(frames) >= 5:
-            env, out = frames[3].bytes, frames[4:]
-            try:
-                head = json.loads(out[0].bytes)
-            except ValueError:
-                head = {}
-            rid = head.get("id", "")
-            entry = w.inflight.pop(rid, None)
-            if isinstance(rid, str) and rid.startswith(RETRY_PREFIX):
-                return  # the reply to our own reopen of a job
-            job = entry[2] if entry else head.get("job")
-            r = self.routes.get(job) if isinstance(job, str) else None
-            if r is not None and head.get("type") == P.EVENTS:
-                for ev in head.get("events", []):
-                    if isinstance(ev, dict) and isinstance(ev.get("seq"), int):
-                        r.last_seq = max(r.last_seq, ev["seq"])
-            if r is not None and head.get("type") == P.ERROR and head.get("code") == P.E_UNKNOWN_JOB:
-                self._forget(r)
-            _send(front, [env, *out])
-        elif cmd == W_DISCONNECT:  # a worker stopping cleanly: its shared-path jobs move on too
+        if cmd == W.REPLY and len(frames) >= 5:
+            self._on_reply(w, frames[3].bytes, frames[4:], front)
+        elif cmd == W.DISCONNECT:  # a worker stopping cleanly: its shared-path jobs move on too
             self._worker_died(w, front, back)
+
+    def _on_reply(self, w: _Worker, env: bytes, out: list, front: zmq.Socket) -> None:
+        try:
+            head = json.loads(out[0].bytes)
+        except ValueError:
+            head = {}
+        if not isinstance(head, dict):
+            head = {}
+        rid, rtype = head.get("id", ""), head.get("type")
+        entry = w.inflight.pop(rid, None) if isinstance(rid, str) else None
+        job = entry.job if entry else head.get("job")
+        r = self.routes.get(job) if isinstance(job, str) else None
+        refused = rtype in (P.ERROR, P.BUSY)
+        if isinstance(rid, str) and rid.startswith(W.RETRY_PREFIX):  # the reply to our own restart of a job
+            if r is not None and refused:
+                log.warning(json.dumps({"event": "job_retry_refused", "job": r.job, "reply": rtype,
+                                        "code": head.get("code")}))
+                self._release(r)
+                r.worker = None
+                r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
+                            "message": f"the worker running this job died and its restart was refused: "
+                                       f"{head.get('message', rtype)}"}
+            return
+        if r is not None and entry is not None and entry.type == P.OPEN_SHOT and refused:
+            self._forget(r)  # the worker refused the open: no job there, no slot held
+        elif r is not None and rtype == P.EVENTS:
+            for ev in head.get("events", []):
+                if isinstance(ev, dict) and isinstance(ev.get("seq"), int):
+                    r.last_seq = max(r.last_seq, ev["seq"])
+                    if ev.get("kind") in P.TERMINAL_EVENTS:
+                        self._release(r)
+        elif r is not None and rtype == P.ERROR and head.get("code") == P.E_UNKNOWN_JOB:
+            self._forget(r)
+        _send(front, [env, *out])
 
     def _worker_died(self, w: _Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
         self.workers.pop(w.ident, None)
@@ -195,8 +229,8 @@ class Broker:
                 r.worker = target.ident
                 target.jobs.add(job)
                 head = json.loads(bytes(r.open_frames[0]))
-                head.update(id=RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 1)
-                _send(back, [target.ident, WORKER_PROTO, W_REQUEST, b"broker",
+                head.update(id=W.RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 1)
+                _send(back, [target.ident, W.WORKER_PROTO, W.REQUEST, W.BROKER_ENVELOPE, r.identity,
                              json.dumps(head).encode(), *r.open_frames[1:]])
                 # Tell the client (the event numbers continue after the one it has seen).
                 r.failed = None
@@ -207,32 +241,41 @@ class Broker:
                             "message": "the worker running this job died" +
                                        ("; in-band jobs must be resent by the client" if r.mode == P.MODE_INBAND
                                         else "; no worker left to retry it")}
-        for rid, (env, frames, job) in w.inflight.items():
-            r = self.routes.get(job)
+        for rid, req in w.inflight.items():
+            r = self.routes.get(req.job)
             if r is not None and r.worker is not None and back is not None:
-                self._forward(r, env, frames, rid, back)
+                self._forward(r, req.env, req.identity, req.frames, rid, req.type, back)
             elif r is not None and r.failed is not None:
-                self._answer_failed(r, env, frames, front)
+                self._answer_failed(r, req.env, req.frames, front)
+            elif r is None and req.type == P.OPEN_SHOT:  # an open that died with the worker: busy, retry
+                _send(front, [req.env, *P.encode(P.BUSY, rid, message="the worker died", retry_after_s=1.0)])
 
     def _pick_worker(self) -> _Worker | None:
         free = [w for w in self.workers.values() if len(w.jobs) < w.capacity]
         return min(free, key=lambda w: len(w.jobs)) if free else None
 
-    def _forget(self, r: _Route) -> None:
-        self.routes.pop(r.job, None)
+    def _release(self, r: _Route) -> None:
+        """The job finished (or can run no more): its worker's slot is free; the route stays for the
+        client's last fetches and close."""
+        r.finished = True
         if r.worker in self.workers:
             self.workers[r.worker].jobs.discard(r.job)
+
+    def _forget(self, r: _Route) -> None:
+        self._release(r)
+        self.routes.pop(r.job, None)
 
     # ------------------------------------------------------------------ clients
     def _on_client(self, frames: list, front: zmq.Socket, back: zmq.Socket) -> None:
         if len(frames) < 2:
             return
         env, body = frames[0].bytes, frames[1:]
+        identity = peer_identity(frames[1]).encode()
         t0 = time.monotonic()
 
         def reply(out: list, status: str | None = None) -> None:
             _send(front, [env, *out])
-            request_log.info(json.dumps({"client": env.hex()[:16], "broker": True, "status": status,
+            request_log.info(json.dumps({"client": identity.decode(), "broker": True, "status": status,
                                          "ms": round((time.monotonic() - t0) * 1000, 2)}))
 
         try:
@@ -263,7 +306,8 @@ class Broker:
                                retry_after_s=2.0), "busy")
                 return
             mode = msg.get("mode") if msg.get("mode") in P.MODES else P.MODE_INBAND
-            r = _Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None)
+            r = _Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
+                       identity)
             self.routes[job] = r
             w.jobs.add(job)
         if r is None:
@@ -277,17 +321,18 @@ class Broker:
             else:
                 self._answer_failed(r, env, body, front)
             return
-        self._forward(r, env, body, msg.id, back)
+        self._forward(r, env, identity, body, msg.id, msg.type, back)
         if msg.type == P.CLOSE:
             self._forget(r)
 
-    def _forward(self, r: _Route, env: bytes, body: list, rid: str, back: zmq.Socket) -> None:
+    def _forward(self, r: _Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
+                 back: zmq.Socket) -> None:
         w = self.workers.get(r.worker)
         if w is None:
             return
         frames = [f if isinstance(f, (bytes, bytearray)) else f.bytes for f in body]
-        w.inflight[rid] = (env, frames, r.job)
-        _send(back, [w.ident, WORKER_PROTO, W_REQUEST, env, *frames])
+        w.inflight[rid] = _Inflight(env, identity, frames, r.job, mtype)
+        _send(back, [w.ident, W.WORKER_PROTO, W.REQUEST, env, identity, *frames])
 
     def _answer_failed(self, r: _Route, env: bytes, body: list, front: zmq.Socket) -> None:
         try:

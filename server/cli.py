@@ -24,6 +24,10 @@ def _common(p) -> None:
     p.add_argument("--curve-keys", metavar="DIR", default=None,
                    help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback")
     p.add_argument("--max-jobs", type=int, default=8, help="shots served at once; more get 'busy, retry in N s'")
+    p.add_argument("--max-jobs-per-client", type=int, default=4,
+                   help="shots one client (CURVE key name, or address) may run at once")
+    p.add_argument("--max-memory-mb", type=int, default=4096,
+                   help="pixels held for clients (keys, frames waiting, results not fetched); then 'busy'")
     p.add_argument("--session-timeout", type=float, default=120.0, help="drop a silent client's session after S s")
     p.add_argument("--max-message-mb", type=int, default=1024, help="largest accepted message (MiB)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="broker/worker heartbeat interval (s)")
@@ -32,7 +36,8 @@ def _common(p) -> None:
 
 def _config(args, **extra) -> ServerConfig:
     return ServerConfig(
-        curve_keys=args.curve_keys, max_jobs=args.max_jobs, session_timeout_s=args.session_timeout,
+        curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
+        max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
         max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, **extra,
     )
 
@@ -102,16 +107,30 @@ def run_broker_command(args) -> int:
 
 
 def add_keys(subparsers) -> None:
-    p = subparsers.add_parser("keys", help="make CURVE keys for the server and its clients")
+    p = subparsers.add_parser(
+        "keys", help="make CURVE keys for the server, its clients and a broker's workers",
+        description="Make (or add to) a keys folder: the server's key pair, one pair per client and per worker, "
+                    "and the two allow-lists authorized_clients/ and authorized_workers/. Without --client or "
+                    "--worker: a client named 'client' and a worker named 'worker'.")
     p.add_argument("dir", help="folder for the keys (server.key_secret stays on the server)")
     p.add_argument("--client", action="append", default=None, metavar="NAME",
-                   help="client key pair to make and allow (repeat; default: client and worker)")
+                   help="client key pair to make and allow on the client side (repeat)")
+    p.add_argument("--worker", action="append", default=None, metavar="NAME",
+                   help="worker key pair to make and allow on a broker's worker side only (repeat)")
     p.set_defaults(func=run_keys)
 
 
 def run_keys(args) -> int:
+    from colorprop.errors import InputError
+
     from .security import generate_keys
 
-    written = generate_keys(args.dir, tuple(args.client or ("client", "worker")))
+    clients, workers = args.client or (), args.worker or ()
+    if not clients and not workers:
+        clients, workers = ("client",), ("worker",)
+    try:
+        written = generate_keys(args.dir, tuple(clients), tuple(workers))
+    except ValueError as err:
+        raise InputError(str(err)) from None
     print(json.dumps(written, indent=2))
     return 0

@@ -20,6 +20,9 @@ class ServerConfig:
     curve_keys: str | None = None  # folder from `colorprop keys`: server.key_secret + authorized_clients/
     curve_client_name: str = "worker"  # worker mode: <curve_keys>/<name>.key_secret authenticates to the broker
     max_jobs: int = 8  # active shots at once; more get "busy, retry in N s"
+    max_jobs_per_client: int = 4  # active shots of one client (CURVE key name, or address)
+    max_client_buffered_frames: int = 16  # in-band frames waiting on the server, per client (all its jobs)
+    max_memory_bytes: int = 4 << 30  # keys + buffered frames + unfetched results of all jobs; then "busy"
     max_buffered_frames: int = 8  # in-band frames waiting on the server, per job
     max_pending_results: int = 8  # results computed but not yet fetched, per job (then the job waits)
     max_message_bytes: int = 1 << 30  # declared and actual size of one message
@@ -29,6 +32,7 @@ class ServerConfig:
     max_events_per_fetch: int = 32
     session_timeout_s: float = 120.0  # a session nobody asked about for this long is dropped
     shutdown_grace_s: float = 30.0  # SIGTERM: wait this long for in-flight frames, then exit
+    shutdown_drain_s: float = 3.0  # then this long for clients to fetch why their jobs ended
     # Broker / worker (Paranoid Pirate)
     broker: str | None = None  # worker mode: connect to this broker backend
     backend_bind: str = DEFAULT_BACKEND_BIND  # broker mode: where workers connect
@@ -40,6 +44,9 @@ class ServerConfig:
     def limits(self) -> dict[str, Any]:
         return {
             "max_jobs": self.max_jobs,
+            "max_jobs_per_client": self.max_jobs_per_client,
+            "max_client_buffered_frames": self.max_client_buffered_frames,
+            "max_memory_bytes": self.max_memory_bytes,
             "max_buffered_frames": self.max_buffered_frames,
             "max_message_bytes": self.max_message_bytes,
             "max_frame_pixels": self.max_frame_pixels,

@@ -1,18 +1,22 @@
-"""CURVE keys and the loopback rule.
+"""CURVE keys, who may connect as what, and the loopback rule.
 
 Layout written by :func:`generate_keys` (``colorprop keys DIR``)::
 
     DIR/server.key, DIR/server.key_secret        the server's (or broker's) key pair
-    DIR/<name>.key, DIR/<name>.key_secret        one pair per client name (default: client, worker)
-    DIR/authorized_clients/<name>.key            the allow-list: public keys the server accepts
+    DIR/<name>.key, DIR/<name>.key_secret        one pair per client or worker name
+    DIR/authorized_clients/<name>.key            clients: may send requests (server, broker front end)
+    DIR/authorized_workers/<name>.key            workers: may register with a broker's back end
 
-Give artists ``<name>.key_secret`` and ``server.key``; keep ``server.key_secret`` on the server.
-Remove a file from ``authorized_clients/`` to revoke a client (restart the server).
+The two allow-lists are separate ZAP domains: a client's key cannot register as a worker (and so
+can never receive other artists' pixels or answer for a worker). Give artists ``<name>.key_secret``
+and ``server.key``; keep ``server.key_secret`` on the server. Remove a file from an allow-list to
+revoke a key (restart the server).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import re
 import shutil
@@ -21,12 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
 
 AUTHORIZED = "authorized_clients"
+AUTHORIZED_WORKERS = "authorized_workers"
+CLIENTS_DOMAIN, WORKERS_DOMAIN = "clients", "workers"  # ZAP domains of the two allow-lists
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+log = logging.getLogger("colorprop_server.security")
 
 
 class SecurityError(Exception):
-    """Refused configuration (e.g. a non-loopback bind without CURVE)."""
+    """Refused configuration (e.g. a non-loopback bind or broker without CURVE)."""
 
 
 def is_loopback(address: str) -> bool:
@@ -53,50 +63,89 @@ def check_bind_allowed(address: str, curve_keys: str | None) -> None:
         )
 
 
-def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client", "worker")) -> dict[str, Any]:
-    """Create the server key pair (kept if present) and one pair per client name, and put each
-    client's public key in ``authorized_clients/``. Returns the paths written."""
+def check_connect_allowed(address: str, curve_keys: str | None) -> None:
+    if not is_loopback(address) and not curve_keys:
+        raise SecurityError(
+            f"refusing to connect to {address} without CURVE: a broker off this machine needs --curve-keys DIR "
+            "(with a worker key pair from `colorprop keys DIR --worker NAME`)"
+        )
+
+
+def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",),
+                  workers: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
+    """Create the server key pair (kept if present) and one pair per client and worker name, and put
+    each public key in its allow-list (``authorized_clients/`` or ``authorized_workers/``). A name is
+    a client or a worker, never both. Returns the paths written."""
     import zmq.auth
 
     d = Path(keys_dir)
+    for name in (*clients, *workers):
+        if not _NAME.fullmatch(name) or name == "server":
+            raise ValueError(f"key name {name!r}: use letters, digits, _ . - (and not 'server')")
+    both = set(clients) & set(workers)
+    if both:
+        raise ValueError(f"{sorted(both)}: a name is a client or a worker, not both")
+    for names, other in ((clients, AUTHORIZED_WORKERS), (workers, AUTHORIZED)):
+        taken = [n for n in names if (d / other / f"{n}.key").exists()]
+        if taken:
+            kind = "worker" if other == AUTHORIZED_WORKERS else "client"
+            raise ValueError(f"{taken}: already a {kind} key in {d / other}; pick another name")
     d.mkdir(parents=True, exist_ok=True)
-    (d / AUTHORIZED).mkdir(exist_ok=True)
-    written: dict[str, Any] = {"dir": str(d), "clients": {}}
+    written: dict[str, Any] = {"dir": str(d), "clients": {}, "workers": {}}
     if not (d / "server.key_secret").exists():
         zmq.auth.create_certificates(str(d), "server")
     os.chmod(d / "server.key_secret", 0o600)
     written["server_public"] = str(d / "server.key")
-    for name in clients:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name) or name == "server":
-            raise ValueError(f"client name {name!r}: use letters, digits, _ . - (and not 'server')")
-        if not (d / f"{name}.key_secret").exists():
-            zmq.auth.create_certificates(str(d), name)
-        os.chmod(d / f"{name}.key_secret", 0o600)
-        shutil.copyfile(d / f"{name}.key", d / AUTHORIZED / f"{name}.key")
-        written["clients"][name] = str(d / f"{name}.key_secret")
+    for names, folder, kind in ((clients, AUTHORIZED, "clients"), (workers, AUTHORIZED_WORKERS, "workers")):
+        if names:
+            (d / folder).mkdir(exist_ok=True)
+        for name in names:
+            if not (d / f"{name}.key_secret").exists():
+                zmq.auth.create_certificates(str(d), name)
+            os.chmod(d / f"{name}.key_secret", 0o600)
+            shutil.copyfile(d / f"{name}.key", d / folder / f"{name}.key")
+            written[kind][name] = str(d / f"{name}.key_secret")
     return written
 
 
-class CurveServer:
-    """Starts zmq.auth's ThreadAuthenticator with the allow-list and makes sockets CURVE servers."""
+def _allow_list(folder: Path) -> dict[bytes, str]:
+    """z85 public key -> key name, from the ``<name>.key`` files of an allow-list folder."""
+    import zmq.auth
 
-    def __init__(self, context: zmq.Context, keys_dir: str | os.PathLike):
+    names = {}
+    for f in sorted(folder.glob("*.key")):
+        public, _ = zmq.auth.load_certificate(str(f))
+        names[public] = f.stem
+    return names
+
+
+class CurveServer:
+    """A ZAP authenticator with one allow-list per domain (clients; and workers on a broker) that
+    names each accepted peer by its key's name and logs every refused key with its address."""
+
+    def __init__(self, context: zmq.Context, keys_dir: str | os.PathLike, workers: bool = False):
         import zmq.auth
-        from zmq.auth.thread import ThreadAuthenticator
 
         d = Path(keys_dir)
         secret_file = d / "server.key_secret"
         if not secret_file.exists():
             raise SecurityError(f"{secret_file} not found: run `colorprop keys {d}`")
-        allowed = d / AUTHORIZED
-        if not allowed.is_dir() or not any(allowed.glob("*.key")):
-            raise SecurityError(f"{allowed} holds no client keys: run `colorprop keys {d}`")
+        self.allowed: dict[str, dict[bytes, str]] = {}
+        lists = [(CLIENTS_DOMAIN, AUTHORIZED, "--client")] + ([(WORKERS_DOMAIN, AUTHORIZED_WORKERS, "--worker")]
+                                                               if workers else [])
+        for domain, folder, flag in lists:
+            names = _allow_list(d / folder) if (d / folder).is_dir() else {}
+            if not names:
+                raise SecurityError(f"{d / folder} holds no keys: run `colorprop keys {d} {flag} NAME`")
+            self.allowed[domain] = names
         self.public, self.secret = zmq.auth.load_certificate(str(secret_file))
-        self.auth = ThreadAuthenticator(context)
+        self.auth = _Authenticator(context, self.allowed)
         self.auth.start()
-        self.auth.configure_curve(domain="*", location=str(allowed))
+        for domain in self.allowed:
+            self.auth.configure_curve_callback(domain, self.auth)
 
-    def apply(self, sock: zmq.Socket) -> None:
+    def apply(self, sock: zmq.Socket, domain: str = CLIENTS_DOMAIN) -> None:
+        sock.zap_domain = domain.encode()
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
@@ -107,6 +156,50 @@ class CurveServer:
         stopper = threading.Thread(target=self.auth.stop, name="curve-auth-stop", daemon=True)
         stopper.start()
         stopper.join(timeout_s)
+
+
+class _Authenticator(ThreadAuthenticator):
+    """ThreadAuthenticator whose CURVE check is a lookup in our allow-lists: the accepted peer's
+    User-Id is its key name; a refusal is logged with the peer's address and the domain."""
+
+    def __init__(self, context: zmq.Context, allowed: dict[str, dict[bytes, str]]):
+        super().__init__(context)
+        self._keys = allowed  # (the base class's _allowed is its address allow-list)
+        self._address = "?"
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
+        await super().handle_zap_message(msg)
+
+    def callback(self, domain: str, z85_key: bytes) -> bool:
+        if z85_key in self._keys.get(domain, {}):
+            return True
+        known = [d for d, names in self._keys.items() if z85_key in names]
+        log.warning("authentication failed: %s refused on the %s side: %s", self._address, domain,
+                    f"a {known[0][:-1]} key, not a {domain[:-1]} key" if known else "unknown CURVE key")
+        return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        from zmq.utils import z85
+
+        key = z85.encode(client_public_key)
+        for names in self._keys.values():
+            if key in names:
+                return names[key]
+        return key.decode("ascii")
+
+
+def peer_identity(frame: zmq.Frame) -> str:
+    """Who sent ``frame``: the name of the CURVE key the authenticator accepted, else the peer's
+    address (``local`` for ipc:// and inproc://)."""
+    for prop in ("User-Id", "Peer-Address"):
+        try:
+            value = frame.get(prop)
+        except (zmq.ZMQError, UnicodeDecodeError):
+            value = None
+        if value:
+            return str(value)
+    return "local"
 
 
 def curve_client_keys(keys_dir: str | os.PathLike, name: str) -> tuple[bytes, bytes, bytes]:

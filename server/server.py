@@ -18,15 +18,12 @@ import zmq
 
 from colorprop_client import protocol as P
 
+from . import framing as W
 from .config import ServerConfig
-from .security import CurveServer, check_bind_allowed, curve_client_keys, is_loopback
+from .security import CurveServer, check_bind_allowed, check_connect_allowed, curve_client_keys, peer_identity
 from .service import Service
 
 log = logging.getLogger("colorprop_server")
-
-# Worker <-> broker framing (after the ROUTER identity on the broker side).
-WORKER_PROTO = b"CPW1"
-W_READY, W_REQUEST, W_REPLY, W_HEARTBEAT, W_DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
 
 
 class _WakePipe:
@@ -76,6 +73,11 @@ class Server:
     """
 
     def __init__(self, config: ServerConfig, context: zmq.Context | None = None):
+        # Refuse an insecure address before loading anything (a clean exit 2, in a second).
+        if config.broker:
+            check_connect_allowed(config.broker, config.curve_keys)
+        else:
+            check_bind_allowed(config.bind, config.curve_keys)
         self.config = config
         self.ctx = context or zmq.Context.instance()
         self._stop = threading.Event()
@@ -93,11 +95,6 @@ class Server:
     def run(self) -> None:
         if self.config.broker:
             return self._run_worker()
-        try:
-            check_bind_allowed(self.config.bind, self.config.curve_keys)
-        except Exception:
-            self._pipe.close()
-            raise
         curve = CurveServer(self.ctx, self.config.curve_keys) if self.config.curve_keys else None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -122,7 +119,7 @@ class Server:
         if len(frames) < 2:
             return
         ident = frames[0].bytes
-        self.service.handle(frames[1:], ident.hex()[:16], lambda out, ident=ident: self._send(sock, [ident, *out]))
+        self.service.handle(frames[1:], peer_identity(frames[1]), lambda out, ident=ident: self._send(sock, [ident, *out]))
 
     @staticmethod
     def _send(sock: zmq.Socket, frames: list) -> None:
@@ -139,14 +136,22 @@ class Server:
         poller.register(self._pipe.r, zmq.POLLIN)
         service = self.service
         shutdown_started: float | None = None
+        drain_until: float | None = None
         while True:
             if self._stop.is_set() and shutdown_started is None:
                 shutdown_started = time.monotonic()
                 log.info(json.dumps({"event": "shutdown", "jobs": len(service.active_jobs())}))
                 service.shutdown()
             if shutdown_started is not None:
-                grace_over = time.monotonic() - shutdown_started > self.config.shutdown_grace_s
-                if not service.threads_alive() or grace_over:
+                # Stopping: the frames in flight finish (at most shutdown_grace_s), then the clients
+                # have shutdown_drain_s to fetch why their jobs ended, then the loop ends.
+                now = time.monotonic()
+                if now - shutdown_started > self.config.shutdown_grace_s:
+                    service.tick()
+                    break
+                if drain_until is None and not service.threads_alive():
+                    drain_until = now + self.config.shutdown_drain_s
+                if drain_until is not None and (service.all_told() or now > drain_until):
                     service.tick()  # answer waiting long-polls with the final events
                     break
             nd = service.next_deadline()
@@ -167,19 +172,15 @@ class Server:
 
     # ------------------------------------------------------------------ worker (Paranoid Pirate)
     def _worker_socket(self) -> zmq.Socket:
+        keys = curve_client_keys(self.config.curve_keys, self.config.curve_client_name) if self.config.curve_keys else None
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + P.MAX_HEADER_BYTES)
-        if self.config.curve_keys:
-            pub, sec, srv = curve_client_keys(self.config.curve_keys, self.config.curve_client_name)
-            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, sec, srv
-        elif not is_loopback(self.config.broker):
-            sock.close(linger=0)
-            raise ValueError(f"refusing to connect to {self.config.broker} without CURVE (--curve-keys DIR)")
+        if keys:
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
         sock.connect(self.config.broker)
         caps = dict(self.service.capabilities(), worker={"pid": os.getpid()})
-        caps = json.dumps(caps).encode()
-        sock.send_multipart([WORKER_PROTO, W_READY, caps])
+        sock.send_multipart([W.WORKER_PROTO, W.READY, json.dumps(caps).encode()])
         return sock
 
     def _run_worker(self) -> None:
@@ -200,20 +201,20 @@ class Server:
             frames = sock.recv_multipart(copy=False)
             state["broker_seen"] = time.monotonic()
             state["backoff"] = interval
-            if len(frames) < 2 or frames[0].bytes != WORKER_PROTO:
+            if len(frames) < 2 or frames[0].bytes != W.WORKER_PROTO:
                 return
             cmd = frames[1].bytes
-            if cmd == W_REQUEST and len(frames) >= 4:
-                env = frames[2].bytes
-                self.service.handle(frames[3:], env.hex()[:16],
-                                    lambda out, env=env: self._send(sock, [WORKER_PROTO, W_REPLY, env, *out]))
-            elif cmd == W_DISCONNECT:
+            if cmd == W.REQUEST and len(frames) >= 5:
+                env, identity = frames[2].bytes, frames[3].bytes.decode("utf-8", "replace")
+                self.service.handle(frames[4:], identity,
+                                    lambda out, env=env: self._send(sock, [W.WORKER_PROTO, W.REPLY, env, *out]))
+            elif cmd == W.DISCONNECT:
                 state["reconnect"] = True
 
         def on_idle(sock: zmq.Socket) -> None:
             now = time.monotonic()
             if now - state["hb_sent"] >= interval:
-                self._send(sock, [WORKER_PROTO, W_HEARTBEAT])
+                self._send(sock, [W.WORKER_PROTO, W.HEARTBEAT])
                 state["hb_sent"] = now
             if state.pop("reconnect", False) or now - state["broker_seen"] > interval * cfg.liveness:
                 # The broker is gone (or forgot us): it has given our jobs to others, so drop them.
@@ -233,7 +234,7 @@ class Server:
                 state["sock"] = self._worker_socket()
                 state["broker_seen"] = time.monotonic()
         try:
-            state["sock"].send_multipart([WORKER_PROTO, W_DISCONNECT], flags=zmq.NOBLOCK)
+            state["sock"].send_multipart([W.WORKER_PROTO, W.DISCONNECT], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
         state["sock"].close(linger=100)

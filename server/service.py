@@ -111,17 +111,27 @@ class Session:
         self.opened_reply: dict | None = None
         self.pending_fetch: _PendingFetch | None = None
         self.frames_done = 0
+        self.key_bytes = 0
+        self.terminal_seq: int | None = None  # seq of the done/failed/cancelled event, once pushed
 
     # job thread side
     def push(self, event: dict, arrays: list | None = None) -> None:
         with self.cond:
             event["seq"] = self.next_seq
+            if event["kind"] in P.TERMINAL_EVENTS:
+                self.terminal_seq = self.next_seq
             self.next_seq += 1
             self.events.append((event["seq"], event, arrays or []))
             self.cond.notify_all()
 
     def undelivered_results(self) -> int:
         return sum(1 for _, ev, arrs in self.events if arrs)
+
+    def held_bytes(self) -> int:
+        """Pixels this session holds for its client: keys, buffered frames, results not fetched."""
+        with self.cond:
+            return (self.key_bytes + sum(item[0].nbytes for item in self.inbox.values())
+                    + sum(a.nbytes for _, _, arrs in self.events for _, a in arrs))
 
     @property
     def finished(self) -> bool:
@@ -214,6 +224,10 @@ class Service:
             log.info(json.dumps({"event": "job_dropped", "job": s.id, "reason": reason}))
             self._drop(s)
 
+    def all_told(self) -> bool:
+        """Every session's client has fetched its terminal event (or closed the session)."""
+        return all(s.terminal_seq is not None and s.acked >= s.terminal_seq for s in self.sessions.values())
+
     def threads_alive(self) -> bool:
         self.threads = [t for t in self.threads if t.is_alive()]
         return bool(self.threads)
@@ -254,9 +268,9 @@ class Service:
         mode = msg.get("mode")
         if mode not in P.MODES:
             raise ProtocolError(P.E_BAD_INPUT, f"mode must be one of {list(P.MODES)}", "mode")
-        if len(self.active_jobs()) >= self.config.max_jobs:
-            reply(P.encode(P.BUSY, msg.id, message=f"{self.config.max_jobs} shots already running",
-                           retry_after_s=self._retry_after()))
+        busy = self._open_budget(client, sum(a.nbytes for a in msg.arrays.values()))
+        if busy:
+            reply(P.encode(P.BUSY, msg.id, message=busy, retry_after_s=self._retry_after()))
             return
         frames = msg.get("frames")
         if (not isinstance(frames, list) or not frames or len(frames) > self.config.max_frames_per_shot
@@ -282,6 +296,7 @@ class Service:
         session = Session(job_id, client, mode, frames, seq_base)
         if mode == P.MODE_INBAND:
             keys = self._inband_keys(msg, session, colorspace)
+            session.key_bytes = sum(k.pixels.nbytes for k in keys.values())
             carry = msg.get("carry_dtype", "float32")
             if carry not in ("float32", "float16"):
                 raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
@@ -336,12 +351,14 @@ class Service:
         colorspace = msg.get("colorspace")
         if colorspace is not None and not isinstance(colorspace, str):
             raise ProtocolError(P.E_BAD_INPUT, "colorspace must be a string or null", "colorspace")
+        over_budget = self._frame_budget(client, pixels.size * 4)  # (the frame the engine waits for is always taken)
         with s.cond:
             if frame in s.consumed and frame != s.needed:
                 accepted = False  # a late resend of a frame the engine already read
-            elif frame != s.needed and frame not in s.inbox and len(s.inbox) >= self.config.max_buffered_frames:
-                reply(P.encode(P.BUSY, msg.id, message=f"job buffer full ({len(s.inbox)} frames)",
-                               retry_after_s=round(self.frame_seconds, 3)))
+            elif frame != s.needed and frame not in s.inbox and (len(s.inbox) >= self.config.max_buffered_frames
+                                                                 or over_budget):
+                full = over_budget or f"job buffer full ({len(s.inbox)} frames)"
+                reply(P.encode(P.BUSY, msg.id, message=full, retry_after_s=round(self.frame_seconds, 3)))
                 return
             else:
                 # float32 arrives as a read-only view of the received frame: no copy (the engine never
@@ -400,6 +417,32 @@ class Service:
             pf, s.pending_fetch = s.pending_fetch, None
             pf.reply(self._events_reply(s, pf.request_id, pf.after, pf.max_events))
         self.sessions.pop(s.id, None)
+
+    def _held_bytes(self) -> int:
+        return sum(s.held_bytes() for s in self.sessions.values())
+
+    def _open_budget(self, client: str, key_bytes: int) -> str | None:
+        """Why a new shot must wait (``busy``), or None: all slots taken, this client's share taken,
+        or its keys would not fit in the memory budget."""
+        active = self.active_jobs()
+        if len(active) >= self.config.max_jobs:
+            return f"{self.config.max_jobs} shots already running"
+        mine = sum(1 for s in active if s.client == client)
+        if mine >= self.config.max_jobs_per_client:
+            return f"client {client} already has {mine} shots running (the per-client limit)"
+        if self._held_bytes() + key_bytes > self.config.max_memory_bytes:
+            return f"the server's memory budget ({self.config.max_memory_bytes >> 20} MiB) is full"
+        return None
+
+    def _frame_budget(self, client: str, nbytes: int) -> str | None:
+        """Why an in-band frame must wait (``busy``), or None: this client's buffered frames, or the
+        memory budget."""
+        mine = sum(len(s.inbox) for s in self.sessions.values() if s.client == client)
+        if mine >= self.config.max_client_buffered_frames:
+            return f"client {client} has {mine} frames waiting (the per-client limit)"
+        if self._held_bytes() + nbytes > self.config.max_memory_bytes:
+            return f"the server's memory budget ({self.config.max_memory_bytes >> 20} MiB) is full"
+        return None
 
     def _retry_after(self) -> float:
         remaining = sum(len(s.frames) - s.frames_done for s in self.active_jobs())

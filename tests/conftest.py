@@ -45,12 +45,13 @@ def engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(engine, tmp_path_factory):
     """One in-process server for the module, with an allowed root and small limits so oversize is
-    cheap to provoke."""
+    cheap to provoke. Its clients all come from 127.0.0.1, one identity without CURVE keys: the
+    per-client budgets are lifted so eight of them can share it as eight artists would."""
     from serverkit import ThreadServer
 
     root = tmp_path_factory.mktemp("allowed")
     srv = ThreadServer(engine, allowed_roots=(str(root),), max_message_bytes=4 << 20, session_timeout_s=2.0,
-                       max_jobs=8)
+                       max_jobs=8, max_jobs_per_client=8, max_client_buffered_frames=64)
     srv.root = root
     yield srv
     srv.stop()

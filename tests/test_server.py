@@ -4,7 +4,6 @@ busy, cancel, and bad input of every kind (fuzzed too) answered with typed error
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import threading
 import time
@@ -16,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colorprop_client import protocol as P
-from colorprop_client.client import (Client, JobCancelled, ServerBusy, ServerError, colorize_arrays,
+from colorprop_client.client import (Client, CurveKeys, JobCancelled, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
 from serverkit import ThreadServer, embedded, make_shot, wait_until, write_plates
@@ -170,6 +169,47 @@ def test_in_band_frame_buffer_is_bounded(engine):
                     job.send_frame(f, frames[f])
                     accepted.append(f)
             assert len(accepted) == 2
+            job.close()
+    finally:
+        srv.stop()
+
+
+def test_per_client_job_budget_answers_busy_and_leaves_room_for_others(engine, tmp_path):
+    """Clients are told apart by their CURVE key names: alice's third shot waits, bob's first does not."""
+    from colorprop_server import generate_keys
+
+    generate_keys(tmp_path / "keys", ("alice", "bob"), ())
+    srv = ThreadServer(engine, curve_keys=str(tmp_path / "keys"), max_jobs=8, max_jobs_per_client=2)
+    alice, bob = (CurveKeys.from_dir(tmp_path / "keys", n) for n in ("alice", "bob"))
+    try:
+        with Client(srv.address, timeout_s=2, curve=alice) as a, Client(srv.address, timeout_s=2, curve=bob) as b:
+            frames, keys = make_shot(4)
+            jobs = [a.open_shot(keys, {"method": "flow"}, list(frames)) for _ in range(2)]
+            with pytest.raises(ServerBusy, match="client alice already has 2 shots running"):
+                a.open_shot(keys, {"method": "flow"}, list(frames))
+            b.open_shot(keys, {"method": "flow"}, list(frames)).close()
+            jobs[0].close()
+            a.open_shot(keys, {"method": "flow"}, list(frames)).close()
+            jobs[1].close()
+    finally:
+        srv.stop()
+
+
+def test_memory_budget_answers_busy_but_takes_the_frame_the_engine_waits_for(engine):
+    frame_bytes = 48 * 64 * 3 * 4
+    srv = ThreadServer(engine, max_memory_bytes=5 * frame_bytes, max_buffered_frames=16)
+    try:
+        with Client(srv.address, timeout_s=2) as c:
+            frames, keys = make_shot(10)
+            job = c.open_shot({10: keys[1]}, {"method": "flow"}, list(frames))  # holds one key
+            assert wait_until(lambda: any(ev.kind == P.EV_NEED for ev in job.fetch(wait_s=0.5)), 10)
+            accepted = []
+            with pytest.raises(ServerBusy, match="memory budget"):
+                for f in range(2, 10):
+                    job.send_frame(f, frames[f])
+                    accepted.append(f)
+            assert accepted == [2, 3, 4, 5]  # key + 4 frames = the budget
+            assert job.send_frame(1, frames[1])["accepted"]  # the engine waits for frame 1: never refused
             job.close()
     finally:
         srv.stop()
@@ -426,4 +466,3 @@ def test_request_log_is_one_json_line_per_request(server, caplog):
     assert [l["type"] for l in lines[-3:]] == [P.PING, P.HELLO, P.FETCH]
     assert lines[-1]["status"] == P.ERROR and lines[-1]["code"] == P.E_UNKNOWN_JOB
     assert all("ms" in l and "client" in l for l in lines)
-    assert os.environ.get("NO_SUCH") is None

@@ -1,6 +1,6 @@
-"""Faults against real processes on 127.0.0.1: a client killed mid-job, the server restarted
-while a client waits, SIGTERM, CURVE with an unknown key, and workers SIGKILLed mid-job behind a
-broker (the job is retried elsewhere or fails with a clear error; no half-written EXR)."""
+"""Faults against real processes on 127.0.0.1: a client killed mid-job, SIGTERM or SIGKILL while a
+client waits (and a new server at the same address), how fast a client gives up on a dead server,
+CURVE with an unknown key, insecure addresses. Broker and worker faults: test_broker.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, CurveKeys, JobLost, ServerUnavailable, colorize_arrays,
                                      colorize_paths)
 
-from serverkit import REPO, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until
+from serverkit import (REPO, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until,
+                       write_plates)
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -72,38 +73,109 @@ def test_no_server_raises_server_unavailable_within_seconds(free_port):
     assert time.monotonic() - t0 < 3.0
 
 
-def test_server_restarted_while_a_client_waits(engine, free_port):
+def test_sigterm_mid_job_tells_the_waiting_client_why_and_exits_0(free_port):
+    """SIGTERM while a client waits on a job: the frame in flight finishes, the job is cancelled, the
+    client's next fetch (within the drain time) gets `failed`/`shutdown`, and the process exits 0."""
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
+    frames, keys = make_shot(40, h=96, w=128, seed=21)
+    first_result = threading.Event()
+    rc = {}
+
+    def terminate():
+        if first_result.wait(120):
+            rc["rc"] = stop_proc(proc, signal.SIGTERM, timeout=60)
+
+    try:
+        wait_hello(addr, proc)
+        killer = threading.Thread(target=terminate)
+        killer.start()
+        with pytest.raises(JobLost) as err:
+            colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=5.0, restarts=0,
+                            on_progress=lambda ev: ev.kind == P.EV_RESULT and first_result.set())
+        killer.join(90)
+    finally:
+        first_result.set()
+        stop_proc(proc, signal.SIGKILL)
+    assert err.value.code == P.E_SHUTDOWN, err.value
+    assert rc["rc"] == 0
+
+
+def test_server_killed_and_restarted_while_a_client_waits(engine, free_port):
+    """SIGKILL, then a new server at the same address: the client retries (Lazy Pirate) until the
+    new server answers, learns the job is gone, resends the shot, and gets exactly the embedded
+    engine's frames."""
     addr = f"tcp://127.0.0.1:{free_port()}"
     procs = [spawn(["serve", "--bind", addr, "--log-level", "WARNING"])]
     frames, keys = make_shot(40, h=96, w=128, seed=21)
     state: dict = {}
 
-    def restart_on_first_result(sig):
-        def hook(ev):
-            if ev.kind == P.EV_RESULT and "rc" not in state:
-                state["rc"] = stop_proc(procs[-1], sig)
-                procs.append(spawn(["serve", "--bind", addr, "--log-level", "WARNING"]))
-        return hook
+    def restart_on_first_result(ev):
+        if ev.kind == P.EV_RESULT and "rc" not in state:
+            state["rc"] = stop_proc(procs[-1], signal.SIGKILL)
+            procs.append(spawn(["serve", "--bind", addr, "--log-level", "WARNING"]))
 
     try:
         wait_hello(addr, procs[0])
-        # 1. SIGTERM: the server finishes the frame in flight, cancels the job and exits 0; the
-        #    waiting client gets a clear error (no automatic resend asked for).
-        with pytest.raises(JobLost) as err:
-            colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=1.0, retries=30, restarts=0,
-                            on_progress=restart_on_first_result(signal.SIGTERM))
-        assert state["rc"] == 0
-        assert err.value.code in (P.E_SHUTDOWN, P.E_UNKNOWN_JOB)
-        # 2. SIGKILL: the client retries (Lazy Pirate) until the new server answers, learns the job
-        #    is gone, resends the shot, and gets exactly the embedded engine's frames.
-        state.clear()
         got = colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=1.0, retries=30, restarts=1,
-                              on_progress=restart_on_first_result(signal.SIGKILL))
+                              on_progress=restart_on_first_result)
         assert state["rc"] == -signal.SIGKILL
         _identical(got, embedded(engine, frames, keys))
     finally:
         for p in procs:
             stop_proc(p, signal.SIGKILL)
+
+
+def test_client_gives_up_within_three_timeouts_plus_2_s_after_kill_9(free_port):
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
+    frames, keys = make_shot(60, h=96, w=128, seed=22)
+    killed_at: list[float] = []
+
+    def kill_on_first_result(ev):
+        if ev.kind == P.EV_RESULT and not killed_at:
+            stop_proc(proc, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+    try:
+        wait_hello(addr, proc)
+        with pytest.raises(ServerUnavailable):
+            colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=1.0, retries=3,
+                            on_progress=kill_on_first_result)
+        gave_up_s = time.monotonic() - killed_at[0]
+    finally:
+        stop_proc(proc, signal.SIGKILL)
+    assert gave_up_s <= 3 * 1.0 + 2.0, gave_up_s
+
+
+def test_colorize_server_exits_6_within_three_timeouts_plus_2_s_after_kill_9(tmp_path, free_port):
+    """`colorprop colorize --server ADDR --timeout 2`, the server SIGKILLed once the first output frame
+    is written: the error is on stderr within 3 x 2 + 2 s, and the exit code is 6."""
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    server = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
+    frames, keys = make_shot(60, h=96, w=128, seed=23)
+    plate, key = write_plates(tmp_path / "shot", frames, keys[1])
+    out = tmp_path / "out"
+    cli = None
+    try:
+        wait_hello(addr, server)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        cli = subprocess.Popen([sys.executable, "-m", "colorprop", "colorize", "--server", addr, "--timeout", "2",
+                                "--input", plate, "--key", f"1={key}", "--output", str(out / "o.####.exr"),
+                                "--method", "flow", "--progress", "none"],
+                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: (out / "o.0002.exr").exists() or cli.poll() is not None, 120)
+        stop_proc(server, signal.SIGKILL)
+        killed_at = time.monotonic()
+        line = cli.stderr.readline()  # the error line comes when the client gives up
+        gave_up_s = time.monotonic() - killed_at
+        rc = cli.wait(60)
+    finally:
+        stop_proc(server, signal.SIGKILL)
+        if cli is not None:
+            stop_proc(cli, signal.SIGKILL)
+    assert rc == 6, line
+    assert "no reply from" in line and gave_up_s <= 3 * 2 + 2.0, (gave_up_s, line)
 
 
 # ---------------------------------------------------------------- security
@@ -154,94 +226,5 @@ def test_non_loopback_bind_refused_without_curve(engine):
         Server(ServerConfig(bind="tcp://0.0.0.0:5557", engine=engine)).run()
     with pytest.raises(SecurityError, match="CURVE"):
         Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://*:5558")).run()
-    with pytest.raises(ValueError, match="CURVE"):
+    with pytest.raises(SecurityError, match="refusing to connect to tcp://render-01:5558 without CURVE"):
         Server(ServerConfig(broker="tcp://render-01:5558", engine=engine)).run()
-
-
-# ---------------------------------------------------------------- broker + workers
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    from colorprop_server import ServerConfig
-    from colorprop_server.broker import Broker
-
-    root = tmp_path_factory.mktemp("farm")
-    broker = Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://127.0.0.1:0", heartbeat_s=0.2,
-                                 liveness=3, session_timeout_s=5.0))
-    thread = threading.Thread(target=broker.run, daemon=True)
-    thread.start()
-    assert broker.ready.wait(10)
-    workers = [spawn(["serve", "--worker", "--broker", broker.backend_endpoint, "--allow-root", str(root),
-                      "--heartbeat", "0.2", "--max-jobs", "2", "--log-level", "WARNING"]) for _ in range(3)]
-    try:
-        assert wait_until(lambda: len(broker.workers) == 3, 60), "workers did not register"
-        broker.root = root
-        yield broker
-    finally:
-        for w in workers:
-            stop_proc(w, signal.SIGKILL)
-        broker.stop()
-        thread.join(10)
-
-
-def _kill_worker_of_only_job(broker) -> int:
-    (route,) = list(broker.routes.values())
-    pid = broker.workers[route.worker].caps["worker"]["pid"]
-    os.kill(pid, signal.SIGKILL)
-    return pid
-
-
-def test_worker_killed_mid_paths_job_is_retried_elsewhere(cluster, engine, tmp_path):
-    from colorprop.engine.engine import ShotOptions
-    from colorprop.io.exr import read_exr, write_exr
-    from colorprop.shot.pipeline import colorize_sequence
-
-    frames, keys = make_shot(60, h=96, w=128, seed=31)
-    shot = cluster.root / "sh010"
-    shot.mkdir()
-    for f, px in frames.items():
-        write_exr(shot / f"plate.{f:04d}.exr", px, ("R", "G", "B"), pixel_type="float")
-    write_exr(shot / "key.exr", keys[1], ("R", "G", "B"), pixel_type="float")
-    out = shot / "out"
-    killed = []
-
-    def hook(ev):
-        if ev.kind == P.EV_WRITTEN and not killed:
-            killed.append(_kill_worker_of_only_job(cluster))
-
-    with Client(cluster.frontend_endpoint, timeout_s=2, retries=5) as c:
-        assert c.hello()["broker"]["workers"] == 3
-        report = colorize_paths(c, str(shot / "plate.####.exr"), str(out / "col.####.exr"), list(frames),
-                                {1: str(shot / "key.exr")}, {"method": "flow"}, on_progress=hook)
-    assert killed and cluster.jobs_retried == 1
-    assert sorted(report["frames_written"]) == list(frames)
-    colorize_sequence(engine, str(shot / "plate.####.exr"), {1: str(shot / "key.exr")},
-                      str(tmp_path / "ref.####.exr"), list(frames), ShotOptions(method="flow"))
-    for f in frames:  # every output complete, readable and equal to the embedded run
-        np.testing.assert_array_equal(read_exr(out / f"col.{f:04d}.exr").pixels,
-                                      read_exr(tmp_path / f"ref.{f:04d}.exr").pixels)
-    assert sorted(p.name for p in out.iterdir()) == [f"col.{f:04d}.exr" for f in frames]  # no temp files
-
-
-def test_worker_killed_mid_inband_job(cluster, engine):
-    frames, keys = make_shot(40, h=96, w=128, seed=41)
-    ref = embedded(engine, frames, keys)
-    for restarts in (1, 0):
-        killed = []
-
-        def hook(ev):
-            if ev.kind == P.EV_RESULT and not killed:
-                killed.append(_kill_worker_of_only_job(cluster))
-
-        if restarts:  # the client library resends the shot to a live worker: same frames
-            got = colorize_arrays(cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2,
-                                  restarts=1, on_progress=hook)
-            _identical(got, ref)
-        else:  # asked not to resend: a clear error naming the cause
-            with pytest.raises(JobLost) as err:
-                colorize_arrays(cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2,
-                                restarts=0, on_progress=hook)
-            assert err.value.code == P.E_WORKER_LOST and "worker" in str(err.value)
-        assert killed
-    assert wait_until(lambda: len(cluster.workers) == 0, 5)

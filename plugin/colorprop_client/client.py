@@ -17,6 +17,7 @@ Typical use::
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -31,6 +32,11 @@ __all__ = [
     "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "ServerBusy", "JobFailed",
     "JobLost", "JobCancelled", "ProtocolError", "colorize_arrays", "colorize_paths",
 ]
+
+
+# How long the colorize loops let the server hold a fetch when nothing has happened: short, because
+# after a server dies a client notices within retries x timeout_s + this.
+LONG_POLL_S = 1.0
 
 
 class ServerError(Exception):
@@ -162,16 +168,20 @@ class Client:
         **fields: Any,
     ) -> P.Message:
         """Send one request and return the decoded reply. ``wait_s`` extends the reply timeout
-        for long-polls. Raises ServerUnavailable after ``retries`` silent tries, ServerBusy or
-        ServerError for busy/error replies, ProtocolError for a malformed reply."""
+        for long-polls (``wait_ms`` in ``fields``); a resend after silence does not long-poll, so a
+        dead server is given up within ``retries x timeout_s + wait_s``. Raises ServerUnavailable
+        after ``retries`` silent tries, ServerBusy or ServerError for busy/error replies,
+        ProtocolError for a malformed reply."""
         rid = P.new_id()
         frames = P.encode(type, rid, arrays, **fields)
-        deadline_each = self.timeout_s + wait_s
-        for _attempt in range(self.retries):
+        for attempt in range(self.retries):
+            if attempt == 1 and wait_s > 0 and "wait_ms" in fields:
+                wait_s = 0.0
+                frames = P.encode(type, rid, arrays, **dict(fields, wait_ms=0))
             if self._sock is None:
                 self._sock = self._connect()
             self._sock.send_multipart(frames, copy=len(frames) == 1)
-            end = time.monotonic() + deadline_each
+            end = time.monotonic() + self.timeout_s + wait_s
             while True:
                 left = end - time.monotonic()
                 if left <= 0 or not self._sock.poll(int(left * 1000) + 1, zmq.POLLIN):
@@ -189,7 +199,7 @@ class Client:
                 return msg
             # Silence: the socket may hold a half-sent request or a dead connection; start over.
             self._drop_socket()
-        raise ServerUnavailable(self.address, self.retries, deadline_each)
+        raise ServerUnavailable(self.address, self.retries, self.timeout_s)
 
     def close(self) -> None:
         self._drop_socket()
@@ -359,6 +369,17 @@ class Job:
             pass
 
 
+def _close_quietly(job: Job) -> None:
+    """Close the job on the way out, unless the server is what failed: a dead server would make the
+    close wait another ``retries x timeout_s`` before the caller hears why."""
+    if isinstance(sys.exc_info()[1], ServerUnavailable):
+        return
+    try:
+        job.close()
+    except ServerError:
+        pass
+
+
 def _raise_terminal(job: Job, ev: Event) -> None:
     if ev.kind == P.EV_CANCELLED:
         raise JobCancelled(job.id)
@@ -456,7 +477,7 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                 else:
                     ahead.pop(0)
                     in_window.add(nxt)
-            for ev in job.fetch(wait_s=2.0):
+            for ev in job.fetch(wait_s=LONG_POLL_S):
                 if ev.kind == P.EV_RESULT:
                     got.add(ev.frame)
                     if on_result is not None:
@@ -471,10 +492,7 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                 if on_progress is not None:
                     on_progress(ev)
     finally:
-        try:
-            job.close()
-        except ServerError:
-            pass
+        _close_quietly(job)
     missing = [f for f in order if f not in got]
     if missing:
         raise JobFailed(P.E_INTERNAL, f"job {job.id} finished without results for frames {missing[:10]}")
@@ -525,14 +543,11 @@ def _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, op
                                                output_pattern, colorspace, skip_existing=skip_existing,
                                                pixel_type=pixel_type), deadline)
     try:
-        for ev in job.events(timeout_s=job_timeout_s, wait_s=2.0):
+        for ev in job.events(timeout_s=job_timeout_s, wait_s=LONG_POLL_S):
             if ev.kind in P.TERMINAL_EVENTS:
                 _raise_terminal(job, ev)
             if on_progress is not None:
                 on_progress(ev)
         return dict((job.finished.info or {}).get("report") or {})
     finally:
-        try:
-            job.close()
-        except ServerError:
-            pass
+        _close_quietly(job)
