@@ -20,14 +20,14 @@ from colorprop.data.clips import load_dev_clips
 from colorprop.engine.engine import Engine
 from colorprop.measure.evaluate import colorize_clip_with_confidence
 from colorprop.measure.matte import WITHIN_AB
-from colorprop.shot.sheet import to_display_bgr8
+from colorprop.shot.sheet import to_display_rgb8
 
 TILE_WIDTH = 200
 
 
-def tile(bgr8: np.ndarray, label: str) -> np.ndarray:
-    h = int(round(bgr8.shape[0] * TILE_WIDTH / bgr8.shape[1]))
-    out = cv2.resize(bgr8, (TILE_WIDTH, h), interpolation=cv2.INTER_AREA)
+def tile(rgb8: np.ndarray, label: str) -> np.ndarray:
+    h = int(round(rgb8.shape[0] * TILE_WIDTH / rgb8.shape[1]))
+    out = cv2.resize(rgb8, (TILE_WIDTH, h), interpolation=cv2.INTER_AREA)
     cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3)
     cv2.putText(out, label, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1)
     return out
@@ -38,14 +38,14 @@ def row(clip, frame: int, method: str) -> np.ndarray:
     pred, conf = colorize_clip_with_confidence(Engine.load(None), frames, [0], method)
     lab, truth = pred[-1], convert.linear_rec709_to_lab(frames[-1])
     wrong = np.hypot(*(lab[..., 1:] - truth[..., 1:]).transpose(2, 0, 1)) > WITHIN_AB
-    marked = to_display_bgr8(np.repeat(convert.luminance(frames[-1])[..., None], 3, axis=2))
-    marked[wrong] = (0, 0, 230)
+    marked = to_display_rgb8(np.repeat(convert.luminance(frames[-1])[..., None], 3, axis=2))
+    marked[wrong] = (230, 0, 0)
     matte = (np.clip(conf[-1], 0, 1) * 255 + 0.5).astype(np.uint8)
     print(f"{clip.name} frame {frame}: mean confidence {conf[-1].mean():.2f}, share within 4 ab {1 - wrong.mean():.2f}",
           file=sys.stderr)
-    return np.concatenate([tile(to_display_bgr8(convert.lab_to_linear_rec709(lab)), f"{clip.name} {method} {frame}"),
-                           tile(cv2.cvtColor(matte, cv2.COLOR_GRAY2BGR), "confidence"),
-                           tile(to_display_bgr8(frames[-1]), "truth"),
+    return np.concatenate([tile(to_display_rgb8(convert.lab_to_linear_rec709(lab)), f"{clip.name} {method} {frame}"),
+                           tile(np.repeat(matte[..., None], 3, axis=2), "confidence"),
+                           tile(to_display_rgb8(frames[-1]), "truth"),
                            tile(marked, "ab off by > 4")], axis=1)
 
 
@@ -58,7 +58,7 @@ def main() -> int:
     clips = {c.name: c for c in load_dev_clips()}
     shots = [s.rsplit(":", 1) for s in args.shots.split(",")]
     picture = np.concatenate([row(clips[name], int(frame), args.method) for name, frame in shots], axis=0)
-    cv2.imwrite(args.out, picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    cv2.imwrite(args.out, np.ascontiguousarray(picture[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 9])  # RGB -> BGR
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
