@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 METHODS = ("full", "local", "global", "flow")
 LEARNED_METHODS = ("full", "local", "global")
 
+# F_f's chain cue is the flow chain's confidence without the flatness trust the written matte uses: the
+# shipped F_f was trained on that cue (changing it changes F_f's input; retrain before changing it).
+CHAIN_FLAT_TRUST = 0.0
 AB_SCALE = 128.0  # network chroma = ab / 128
 L_SCALE = 100.0  # network gray = L / 100
 L_NET_MAX = 1.2  # HDR luminance is shown to the networks clipped here; the true L is kept outside
@@ -154,7 +157,8 @@ class Propagator:
         Exact for every method but ``global`` (whose confidence is the key match's similarity alone): the
         carried part depends on flow only. The flow chain's cue for F_f is carried exactly too."""
         flowed = self._flow(L)
-        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
+        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
+                                           flat_trust=CHAIN_FLAT_TRUST)
         self.last_carried = self._carried(flowed, L)
         if self.carried_state is not None:
             with torch.inference_mode():
@@ -252,7 +256,8 @@ class Propagator:
             with self._stage("F_s"):
                 with self.models.autocast():
                     global_out = as_float32(self.models.global_branch(gray, self.key_state))
-        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency)
+        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
+                                           flat_trust=CHAIN_FLAT_TRUST)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
         return Candidates(gray, flow_tensor(flowed.flow, dev), t(flowed.consistency), t(photometric),
