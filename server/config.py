@@ -7,7 +7,7 @@ from typing import Any
 
 from colorprop_client import protocol as P
 
-DEFAULT_BIND = "tcp://127.0.0.1:5557"
+DEFAULT_BIND = P.DEFAULT_ADDRESS
 DEFAULT_BACKEND_BIND = "tcp://127.0.0.1:5558"
 
 

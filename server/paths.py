@@ -1,8 +1,10 @@
 """Shared-path mode: every path a client names must stay inside the configured allowed roots,
 checked when the job opens *and* again at the moment each file is used.
 
-Reads (plates, keys, the existence check and read-back of output frames) resolve the path and
-check it right before the file is opened. Writes go through a directory opened and verified by
+Reads (plates, keys, the existence check and read-back of output frames) go through
+:meth:`AllowedRoots.opened_file`: the file is opened without following a link at its name, in its
+folder opened and verified by descriptor, checked to be a regular file, and read through that very
+descriptor (``/proc/self/fd/N``), so what is read is exactly what was checked. Writes go through a directory opened and verified by
 its file descriptor (:meth:`AllowedRoots.pinned_dir`), into a temp file created exclusively
 without following links (``colorprop.io.exr.write_exr``), renamed into place: a link or a
 swapped folder cannot send a write outside the roots.
@@ -11,15 +13,20 @@ swapped folder cannot send a write outside the roots.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
+from colorprop.errors import ExrReadError, ImageReadError
+
 from colorprop_client import protocol as P
 
 _PROC_FD = "/proc/self/fd"
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# A file to read: never through a link at its final name; non-blocking so a FIFO cannot hold the open.
+_FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 class PathRefused(Exception):
@@ -77,6 +84,42 @@ class AllowedRoots:
         if not stat.S_ISREG(mode):
             raise PathRefused(os.fspath(path), "not a regular file")
         return real
+
+    @contextlib.contextmanager
+    def opened_file(self, path: str | os.PathLike) -> Iterator[Path]:
+        """Open the file at ``path`` for reading and yield a path that names the opened file itself
+        (``/proc/self/fd/N``): the folder is opened and verified by descriptor (``pinned_dir``), the
+        file opened in it without following a link at its name and required to be a regular file.
+        A link swapped in after the roots check is refused, not followed; a missing file is an
+        ExrReadError (ImageReadError unless it is named .exr). A read error inside the block names
+        ``path``, not the descriptor.
+        Without /proc: ``check_file`` and the resolved path (a narrow check-then-open window;
+        docs/SERVER.md)."""
+        real = self.check_file(path)
+        missing = (ExrReadError if real.suffix.lower() == ".exr" else ImageReadError)(os.fspath(path), "no such file")
+        if not os.path.isdir(_PROC_FD):
+            if not real.exists():
+                raise missing
+            yield real
+            return
+        with self.pinned_dir(real.parent) as folder:
+            try:
+                fd = os.open(folder / real.name, _FILE_FLAGS)
+            except FileNotFoundError:
+                raise missing from None
+            except OSError as err:  # ELOOP: a link at the name since the check
+                reason = "a link (changed while in use)" if err.errno == errno.ELOOP else err.strerror or str(err)
+                raise PathRefused(os.fspath(path), reason) from None
+        through = f"{_PROC_FD}/{fd}"
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PathRefused(os.fspath(path), "not a regular file")
+            try:
+                yield Path(through)
+            except ExrReadError as err:
+                raise type(err)(os.fspath(path), err.reason.replace(through, os.fspath(path))) from None
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def pinned_dir(self, folder: str | os.PathLike, create: bool = False) -> Iterator[Path]:

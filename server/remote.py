@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
-from colorprop.errors import ColorpropError, InputError, PixelError
+from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
 
 from colorprop_client import client as C
 from colorprop_client import protocol as P
@@ -32,7 +32,21 @@ class ServerUnavailableError(ColorpropError):
 
 
 class RemoteJobError(ColorpropError):
-    exit_code = 1
+    """A job the server refused or that failed there; ``exit_code`` as the embedded CLI would exit for the
+    same cause (``EXIT_FOR_CODE``)."""
+
+    def __init__(self, message: str, exit_code: int = 1):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+# The server's error code -> the exit code of the core error the embedded CLI raises for the same cause
+# (the one table of exit codes is core/errors.py's classes; README "Exit codes").
+EXIT_FOR_CODE = {
+    P.E_BAD_INPUT: InputError.exit_code, P.E_PATH: InputError.exit_code, P.E_VERSION: InputError.exit_code,
+    P.E_PIXELS: PixelError.exit_code, P.E_UNREADABLE: ExrReadError.exit_code,
+    P.E_WRITE_FAILED: ExrWriteError.exit_code,
+}
 
 
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
@@ -94,11 +108,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     except C.ServerBusy as err:
         raise ServerUnavailableError(f"{err}: still busy after {BUSY_WAIT_S:g} s of retries; try again later") from None
     except C.ServerError as err:
-        if err.code == P.E_PIXELS:
-            raise PixelError(str(err)) from None
-        if err.code in (P.E_BAD_INPUT, P.E_PATH, P.E_VERSION):
-            raise InputError(str(err)) from None
-        raise RemoteJobError(str(err)) from None
+        raise RemoteJobError(str(err), EXIT_FOR_CODE.get(err.code, RemoteJobError.exit_code)) from None
     finally:
         client.close()
 

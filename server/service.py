@@ -568,8 +568,9 @@ class Service:
         except ColorpropError as exc:
             s.state = "failed"
             code = (P.E_PIXELS if isinstance(exc, PixelError) else
-                    P.E_BAD_INPUT if isinstance(exc, (InputError, ExrReadError)) else
-                    P.E_ENGINE if isinstance(exc, ExrWriteError) else P.E_ENGINE)
+                    P.E_UNREADABLE if isinstance(exc, ExrReadError) else
+                    P.E_WRITE_FAILED if isinstance(exc, ExrWriteError) else
+                    P.E_BAD_INPUT if isinstance(exc, InputError) else P.E_ENGINE)
             s.push({"kind": P.EV_FAILED, "code": code, "message": str(exc)})
         except Exception as exc:
             log.exception("job %s failed", s.id)
@@ -661,8 +662,9 @@ class Service:
         """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
         keys, colour space, output folder), here in the job thread, with every path it touches checked
         against the roots; then every path is checked again when it is used, and writes go through the
-        output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``)."""
-        from colorprop.errors import ExrWriteError
+        output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``); reads go through the
+        file opened and verified by descriptor (``AllowedRoots.opened_file``)."""
+        from colorprop.errors import ExrReadError, ExrWriteError
         from colorprop.io.exr import remove_stale_temps
         from colorprop.shot.pipeline import run_shot
         from colorprop.shot.preflight import check_sequence_job
@@ -672,9 +674,10 @@ class Service:
         def allowed(path: Path) -> Path:  # a 20,000-frame shot takes a while: stay cancellable
             if s.stop.is_set():
                 raise _Stop()
-            return roots.check(path)  # the pre-flight opens only regular files; reads check again (check_file)
+            return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
 
-        checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed)
+        checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed,
+                                     open_file=roots.opened_file)
         self.gate.acquire(s.id, s.stop.is_set)
         source, sink = checked.source(), checked.sink(plan["pixel_type"])
         out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
@@ -687,19 +690,22 @@ class Service:
 
             def read(self, frame: int) -> Any:
                 service._turn(s)
-                roots.check_file(source.pattern.path(frame))  # again at read time: the file may have changed
-                return source.read(frame)
+                with roots.opened_file(source.pattern.path(frame)) as through:  # checked again, read by descriptor
+                    return source.read(frame, through)
 
         class CheckedSink:
             pixel_dtype = sink.pixel_dtype
 
             def exists(self, frame: int) -> bool:
-                roots.check_file(sink.pattern.path(frame))
-                return sink.exists(frame)
+                try:
+                    with roots.opened_file(sink.pattern.path(frame)) as through:
+                        return sink.exists(frame, through)
+                except ExrReadError:  # nothing there
+                    return False
 
             def read_back(self, frame: int) -> np.ndarray:
-                roots.check_file(sink.pattern.path(frame))
-                return sink.read_back(frame)
+                with roots.opened_file(sink.pattern.path(frame)) as through:
+                    return sink.read_back(frame, through)
 
             def write(self, frame: int, result: Any) -> None:
                 path = sink.pattern.path(frame)

@@ -4,6 +4,8 @@ write access to the shared folders would try them (issue 16): each must stay imp
 - a link planted at the writer's temp name (or swapped in while it writes) must not get a file
   outside the allowed roots overwritten;
 - `skip_existing` must not read an output frame that links outside the roots;
+- a plate swapped for a link to outside the roots between its roots check and its open must not be
+  read (reads go through the descriptor that was checked);
 - a frame token of 99,999,999 digits, or a 20,000-frame shot, must not stall the socket thread:
   a ping is answered within 1 s meanwhile, and SIGTERM ends the process in bounded time.
 """
@@ -15,6 +17,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +137,70 @@ def test_skip_existing_does_not_read_an_output_frame_linking_outside(served):
                        timeout_s=5, skip_existing=True)
     assert err.value.code == P.E_PATH and "o.0002.exr" in str(err.value) and "outside" in str(err.value)
     assert not (out / "o.0003.exr").exists()  # nothing was carried on from the secret frame
+
+
+def test_a_plate_swapped_for_a_link_after_its_check_is_refused_not_read(engine, tmp_path):
+    """The race of a check-then-open read, made deterministic: the server's roots check itself swaps
+    frame 3 for a link to a file outside the roots right after it has passed (as an attacker winning the
+    race would). The read goes through the descriptor opened without following links: refused, naming
+    the frame; frames 1-2 are written, nothing of the outside file reaches an output."""
+    from colorprop.io.exr import read_exr, write_exr
+    from colorprop_server.paths import AllowedRoots
+
+    from serverkit import ThreadServer
+
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    frames, keys = make_shot(5, seed=63)
+    plate, key = write_plates(root / "sh", frames, keys[1])
+    outside.mkdir()
+    secret = outside / "secret.exr"
+    write_exr(secret, np.full((48, 64, 3), (0.9, 0.1, 0.1), np.float32), ("R", "G", "B"), pixel_type="float")
+    target = root / "sh" / "plate.0003.exr"
+
+    class SwapAfterCheck(AllowedRoots):
+        def check_file(self, path):
+            real = super().check_file(path)
+            if Path(path) == target and not target.is_symlink():
+                (root / "sh" / "link.tmp").symlink_to(secret)
+                os.replace(root / "sh" / "link.tmp", target)
+            return real
+
+    srv = ThreadServer(engine, allowed_roots=(str(root),))
+    srv.service.roots = SwapAfterCheck((str(root),))
+    out = root / "sh" / "o"
+    try:
+        with pytest.raises(ServerError) as err:
+            colorize_paths(srv.address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
+                           timeout_s=5)
+    finally:
+        srv.stop()
+    assert err.value.code == P.E_PATH and str(target) in str(err.value) and "link" in str(err.value)
+    assert target.is_symlink() and read_exr(target).pixels[0, 0, 0] == np.float32(0.9)  # a read by path gets the secret
+    assert sorted(p.name for p in out.glob("*.exr")) == ["o.0001.exr", "o.0002.exr"]
+
+
+def test_opened_file_reads_the_checked_file_by_descriptor(tmp_path):
+    from colorprop.errors import ExrReadError
+    from colorprop.io.exr import read_exr, write_exr
+    from colorprop_server.paths import AllowedRoots, PathRefused
+
+    roots = AllowedRoots((str(tmp_path),))
+    good = tmp_path / "good.exr"
+    write_exr(good, np.full((4, 5, 3), 0.5, np.float32), ("R", "G", "B"), pixel_type="float")
+    with roots.opened_file(good) as through:
+        assert str(through).startswith("/proc/self/fd/")
+        assert (os.stat(through).st_dev, os.stat(through).st_ino) == (os.stat(good).st_dev, os.stat(good).st_ino)
+        assert read_exr(through).pixels.shape == (4, 5, 3)
+    cut = tmp_path / "cut.exr"
+    cut.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(ExrReadError) as err, roots.opened_file(cut) as through:
+        read_exr(through)
+    assert err.value.path == str(cut) and "/proc/self/fd" not in str(err.value)  # named as the client named it
+    with pytest.raises(ExrReadError, match="no such file"), roots.opened_file(tmp_path / "missing.exr"):
+        pass
+    os.mkfifo(tmp_path / "fifo.exr")
+    with pytest.raises(PathRefused, match="not a regular file"), roots.opened_file(tmp_path / "fifo.exr"):
+        pass  # refused without blocking on the FIFO
 
 
 def _ping_times(address: str, stop: threading.Event, out: list) -> None:

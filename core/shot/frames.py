@@ -7,6 +7,7 @@ import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
@@ -130,9 +131,10 @@ class ExrSequenceSource:
         self.pattern = FramePattern(pattern)
         self.frames = list(frames)
 
-    def read(self, frame: int) -> PlateFrame:
+    def read(self, frame: int, through: Path | None = None) -> PlateFrame:
+        """``through``: a path naming the already opened file (the server reads by descriptor)."""
         path = self.pattern.path(frame)
-        plate = read_exr(path)
+        plate = read_exr(through or path)
         return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
 
 
@@ -161,10 +163,10 @@ class ExrSequenceSink:
         """The same sink (pixel type, channels, colour space, expectations) writing through ``pattern``."""
         return ExrSequenceSink(pattern, self.pixel_type, self.write_confidence, self.expect, self.colorspace)
 
-    def exists(self, frame: int) -> bool:
+    def exists(self, frame: int, through: Path | None = None) -> bool:
         """A complete, readable output frame (a half-written one never has the final name) of the
-        expected size and channels."""
-        path = self.pattern.path(frame)
+        expected size and channels. ``through``: as in ``ExrSequenceSource.read``."""
+        path = through or self.pattern.path(frame)
         if not path.exists():
             return False
         try:
@@ -176,8 +178,8 @@ class ExrSequenceSink:
         size, channels = self.expect(frame)
         return (plate.spec_info.width, plate.spec_info.height) == size and set(plate.channels) == set(channels)
 
-    def read_back(self, frame: int) -> np.ndarray:
-        plate = read_exr(self.pattern.path(frame))
+    def read_back(self, frame: int, through: Path | None = None) -> np.ndarray:
+        plate = read_exr(through or self.pattern.path(frame))
         return PlateFrame(plate.pixels, plate.channels, None, plate).rgb()
 
     def write(self, frame: int, result: FrameResult) -> None:
@@ -293,12 +295,13 @@ def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[Prefet
         writer.flush()
 
 
-def load_key(path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None) -> KeyImage:
+def load_key(path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None,
+             through: Path | None = None) -> KeyImage:
     """A key from any image OpenImageIO reads. Its colour space: ``key_colorspace`` (--key-colorspace)
     when given; else display-referred sRGB for integer files (PNG, JPEG, 8/16-bit TIFF, DPX: what a
     paint app saves); else, for float files (EXR, float TIFF), ``colorspace`` (--colorspace), the
-    file's metadata, or (None) the plate's space."""
-    image = read_image(path)
+    file's metadata, or (None) the plate's space. ``through``: as in ``ExrSequenceSource.read``."""
+    image = read_image(through or path)
     frame = PlateFrame(image.pixels, image.channels, image.colorspace, image, str(path))
     integer = not any(t in ("half", "float", "double") for t in image.pixel_types)
     space = key_colorspace or (SRGB_DISPLAY if integer else colorspace or image.colorspace)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, ContextManager, Iterable
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from colorprop.shot.frames import (DEFAULT_COLORSPACE, RGB, ExrSequenceSink, Exr
 MIN_SIDE = 16
 
 PathCheck = Callable[[Path], Path]  # e.g. the server's allowed-roots check; returns the resolved path
+FileOpener = Callable[[Path], ContextManager[Path]]  # e.g. the server's read-by-descriptor (AllowedRoots.opened_file)
 
 
 @dataclass
@@ -83,12 +84,14 @@ class CheckedShot:
 
 def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern: str | None,
                        frames: Iterable[int], options, allow: PathCheck | None = None,
-                       key_colorspace: str | None = None) -> CheckedShot:
+                       key_colorspace: str | None = None, open_file: FileOpener | None = None) -> CheckedShot:
     """Run every check of the module docstring; ``output_pattern`` None: nothing will be written.
 
     ``options``: a ``ShotOptions`` (colorspace, working_width, write_confidence). ``allow(path)`` is
     called on every path the job will read or write before it is touched (the server passes its
-    allowed-roots check). ``key_colorspace``: the keys' colour space (``frames.load_key``)."""
+    allowed-roots check). ``key_colorspace``: the keys' colour space (``frames.load_key``). ``open_file(path)``:
+    a context manager giving a path that names the opened file, through which a key is read (the server's
+    ``AllowedRoots.opened_file``: what is read is what was checked)."""
     allow = allow or (lambda path: path)
     frames = check_frames(frames)
     inp = check_pattern(FramePattern(input_pattern), "--input")
@@ -113,7 +116,7 @@ def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern:
         notes.append(f"--working-width {options.working_width} is above the plate width {width}: the networks run "
                      f"at the plate's {width}x{height}")
     space = plate_colorspace(options.colorspace, first.colorspace, str(first.path))
-    loaded = {k: load_key(path, options.colorspace, key_colorspace) for k, path in key_paths.items()}
+    loaded = {k: read_key(path, options.colorspace, key_colorspace, open_file) for k, path in key_paths.items()}
     for key in loaded.values():
         check_key(key, (width, height), space)
     if out is not None:
@@ -188,6 +191,15 @@ def read_plate_header(path: Path) -> Plate:
     if not (set(RGB) <= set(header.channels) or "Y" in header.channels or len(header.channels) == 1):
         raise PixelError(f"{path}: no colour channels (need R, G, B or Y); channels are {', '.join(header.channels)}")
     return header
+
+
+def read_key(path: Path, colorspace: str | None, key_colorspace: str | None,
+             open_file: FileOpener | None) -> KeyImage:
+    """``load_key``, through ``open_file`` when there is one."""
+    if open_file is None:
+        return load_key(path, colorspace, key_colorspace)
+    with open_file(path) as through:
+        return load_key(path, colorspace, key_colorspace, through)
 
 
 def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ sequence number N"), so a resend never duplicates work.
 
 Typical use::
 
-    results = colorize_arrays("tcp://127.0.0.1:5557", frames={1: rgb1, 2: rgb2},
+    results = colorize_arrays("tcp://gpu-host:5557", frames={1: rgb1, 2: rgb2},
                               keys={1: key_rgb}, options={"method": "full"})
     rgb, confidence = results[2]
 """
@@ -129,7 +129,7 @@ class Client:
 
     def __init__(
         self,
-        address: str = "tcp://127.0.0.1:5557",
+        address: str = P.DEFAULT_ADDRESS,
         timeout_s: float = 5.0,
         retries: int = 3,
         curve: CurveKeys | None = None,
@@ -459,17 +459,32 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
     need: list[int] = []  # frames the engine is waiting for: sent first, even if sent before
     ahead = list(order)  # the rest, sent in order while fewer than `window` await their result
     in_window: set[int] = set()
+    sent: set[int] = set()
+    # A frame ``frames`` could not give (an unreadable file) or the server refused (NaN, wrong size): raised once
+    # the results of the frames sent before it are back, so they are not lost.
+    unreadable: Exception | None = None
     end = None if job_timeout_s is None else time.monotonic() + job_timeout_s
     try:
         while job.finished is None:
             if end is not None and time.monotonic() > end:
                 raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
-            while need or (ahead and len(in_window - got) < window):
+            while unreadable is None and (need or (ahead and len(in_window - got) < window)):
                 nxt = need[0] if need else ahead[0]
                 try:
-                    job.send_frame(nxt, frames[nxt], channels, colorspace)
+                    pixels = frames[nxt]
+                except Exception as exc:  # e.g. an unreadable file: keep the results of the frames before it
+                    unreadable = exc
+                    break
+                try:
+                    job.send_frame(nxt, pixels, channels, colorspace)
                 except ServerBusy:
                     break
+                except ServerError as exc:
+                    if exc.code != P.E_PIXELS:
+                        raise
+                    unreadable = exc
+                    break
+                sent.add(nxt)
                 if need:
                     need.pop(0)
                     if nxt in ahead:
@@ -485,12 +500,16 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                     else:
                         results[ev.frame] = (ev.rgb, ev.confidence)
                 elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
+                    if unreadable is not None:
+                        raise unreadable  # the engine waits for a frame we cannot give: nothing more will come
                     if int(ev.frame) not in need:
                         need.append(int(ev.frame))
                 elif ev.kind in P.TERMINAL_EVENTS:
                     _raise_terminal(job, ev)
                 if on_progress is not None:
                     on_progress(ev)
+            if unreadable is not None and sent <= got:
+                raise unreadable
     finally:
         _close_quietly(job)
     missing = [f for f in order if f not in got]

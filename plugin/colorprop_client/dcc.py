@@ -61,7 +61,7 @@ from . import protocol as P
 from .client import (CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost, ServerBusy,
                      ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
 
-DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", "tcp://127.0.0.1:5557")
+DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
 JOB_TIMEOUT_S = 10.0  # per request once the server has answered
 FALLBACK_METHODS = ["full", "local", "global", "flow"]  # shown before the first connect
@@ -156,7 +156,7 @@ def check_address(address: str) -> str:
     """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
     address = (address or "").strip()
     if not _ADDRESS_RE.fullmatch(address):
-        raise ColorizeError(f"server address {address!r} should look like tcp://127.0.0.1:5557 "
+        raise ColorizeError(f"server address {address!r} should look like {P.DEFAULT_ADDRESS} "
                             "(or ipc://PATH, inproc://NAME)")
     return address
 

@@ -33,6 +33,9 @@ import numpy as np
 
 PROTOCOL_VERSION = 1
 
+# Where a server listens and a client connects when nobody says otherwise (the broker's front end too).
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+
 # Message types. Client -> server requests:
 HELLO = "hello"  # -> CAPABILITIES
 PING = "ping"  # -> PONG
@@ -76,6 +79,8 @@ E_VERSION = "version"  # unsupported protocol version
 E_TOO_LARGE = "too_large"  # declared or actual size above the limits
 E_BAD_INPUT = "bad_input"  # valid message, invalid content (options, keys, shapes)
 E_PIXELS = "pixels"  # NaN/Inf pixels or a size that does not match the shot
+E_UNREADABLE = "unreadable"  # shared-path mode: a plate or key that cannot be read (missing, truncated, corrupt)
+E_WRITE_FAILED = "write_failed"  # shared-path mode: an output frame that cannot be written
 E_PATH = "path_refused"  # a path outside the allowed roots
 E_UNKNOWN_JOB = "unknown_job"  # the server has no such job (closed, timed out, server restarted)
 E_WORKER_LOST = "worker_lost"  # a worker died and the job cannot be retried
