@@ -7,7 +7,7 @@ import pytest
 
 from colorprop.colour import convert
 from colorprop.cli.main import main as cli_main
-from colorprop.engine.confidence import blend_by_confidence, blend_crossfade, edge_cue, either_right
+from colorprop.engine.confidence import blend_by_confidence, blend_crossfade, either_right
 from colorprop.measure.matte import error_captured
 from colorprop.io.exr import read_exr
 
@@ -100,15 +100,6 @@ def test_many_keys_reproduce_every_key_exactly(tmp_path, keys):
     for k in keys:
         truth = convert.linear_rec709_to_lab(frames[k - 1])
         assert np.abs(result[k - 1][0][..., 1:] - truth[..., 1:]).max() < 0.2  # the key EXR is half
-
-
-def test_edge_cue_is_low_across_luminance_edges_and_one_on_flat_areas():
-    L = np.full((32, 32), 20.0, np.float32)
-    L[:, 16:] = 80.0
-    cue = edge_cue(L)
-    assert np.all(cue[:, 15:17] < 0.01)
-    np.testing.assert_allclose(cue[:, :12], 1.0)
-    np.testing.assert_allclose(cue[:, 20:], 1.0)
 
 
 def test_resume_recomputes_the_carried_confidence_exactly():

@@ -31,10 +31,8 @@ written   the ``colorprop.confidence`` matte a compositor sees (and ``suggest-ke
                         texture stays high, edges included; where the flow lost the pixel (a dis-occlusion,
                         something entering, a luminance change) it falls, and it falls further from the key.
           global        the same map on the key match's similarity (not fitted for it)
-          full          [1 − (1 − carried)(1 − similarity)] · agreement · edge (until F_f's own confidence
-                        replaces it): similarity the key match's cosine similarity; agreement
-                        exp(−|ab_local − ab_global|² / s²), s = ``AGREEMENT_SCALE``; edge
-                        exp(−(|∇L| / ``EDGE_SCALE``)²)
+          full          F_f's own confidence head, trained against its own error (nets/fusion_net.py);
+                        the tracking value above still weighs two runs meeting between keys
 
           Where two runs meet between keys (``meet_confidence``) the blended colour is right where it stayed
           near a run that is right: runs that disagree make the confidence fall.
@@ -47,8 +45,6 @@ import numpy as np
 
 from colorprop.engine.flow import warp_backward
 
-EDGE_SCALE = 8.0  # L units per pixel (Sobel / 8); dev clips, docs/KEYS.md
-AGREEMENT_SCALE = 5.0  # Lab ab units; dev clips, docs/KEYS.md
 STEP_DECAY = 1.0  # per frame; measured: any decay < 1 lowers the error ratio on the dev clips
 PHOTOMETRIC_SIGMA = 2.0  # L units; chosen on the dev clips (docs/KEYS.md)
 # Textureless luminance: DIS cannot track it (its forward-backward check fails at random there), yet colour
@@ -116,17 +112,6 @@ def flatness(L: np.ndarray, sigma: float = FLAT_SIGMA, scale: float = FLAT_SCALE
     return np.exp(-texture2 / (scale * scale)).astype(np.float32)
 
 
-def agreement(ab_a: np.ndarray, ab_b: np.ndarray, scale: float = AGREEMENT_SCALE) -> np.ndarray:
-    """HxW in [0, 1]: 1 where two colour estimates (HxWx2 each) agree, falling off with their distance."""
-    d2 = np.sum((np.asarray(ab_a, np.float32) - np.asarray(ab_b, np.float32)) ** 2, axis=-1)
-    return np.exp(-d2 / (scale * scale)).astype(np.float32)
-
-
-def edge_cue(L: np.ndarray, scale: float = EDGE_SCALE) -> np.ndarray:
-    """HxW in [0, 1]: 1 on flat luminance, falling off with the L gradient (L units per pixel)."""
-    return np.exp(-gradient_energy(L) / (scale * scale)).astype(np.float32)
-
-
 def calibrated(raw: np.ndarray, knots=None) -> np.ndarray:
     """P(ab within 4 Lab units) for a raw tracking value (HxW in [0, 1]) through the monotone map ``knots``
     ((raw, probability) pairs, ascending; default ``FLOW_CALIBRATION``), joined linearly."""
@@ -134,15 +119,9 @@ def calibrated(raw: np.ndarray, knots=None) -> np.ndarray:
     return np.interp(np.asarray(raw, np.float32), xs, ps).astype(np.float32)
 
 
-def written_confidence(carried: np.ndarray, L: np.ndarray, similarity: np.ndarray | None = None,
-                       agreement_: np.ndarray | None = None) -> np.ndarray:
-    """The matte that is written (module docstring); ``similarity``/``agreement_`` only with ``full``."""
-    if similarity is None and agreement_ is None:
-        return calibrated(carried)
-    conf = carried if similarity is None else either_right(carried, similarity)
-    if agreement_ is not None:
-        conf = conf * agreement_
-    return (conf * edge_cue(L)).astype(np.float32)
+def written_confidence(carried: np.ndarray) -> np.ndarray:
+    """The matte written for flow, local and global (module docstring): the calibrated tracking value."""
+    return calibrated(carried)
 
 
 def meet_confidence(ab: np.ndarray, ab_f: np.ndarray, conf_f: np.ndarray, ab_b: np.ndarray,

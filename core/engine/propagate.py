@@ -147,7 +147,7 @@ class Propagator:
             with self._stage("dis_flow"):
                 flowed = self._flow(L)
             carried = self._carried(flowed, L)
-            return self._with_carried(Step(flowed.ab, written_confidence(carried, L), carried))
+            return self._with_carried(Step(flowed.ab, written_confidence(carried), carried))
         with torch.inference_mode():
             return self._with_carried(self._step_learned(L))
 
@@ -221,14 +221,14 @@ class Propagator:
                 local_out = as_float32(local_out)
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
             carried = self._carried(flowed, L)
-            return Step(ab_numpy(ab_local), written_confidence(carried, L), carried)
+            return Step(ab_numpy(ab_local), written_confidence(carried), carried)
 
         if self.method == "global":
             with self._stage("F_s"):
                 with models.autocast():
                     global_out = as_float32(models.global_branch(gray, self.key_state))
             similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
-            return Step(ab_numpy(global_out.ab), written_confidence(similarity, L), similarity)
+            return Step(ab_numpy(global_out.ab), written_confidence(similarity), similarity)
 
         candidates, flowed = self.candidates(L)
         with self._stage("F_f"):
