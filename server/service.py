@@ -113,6 +113,8 @@ class Session:
         self.frames_done = 0
         self.key_bytes = 0
         self.terminal_seq: int | None = None  # seq of the done/failed/cancelled event, once pushed
+        self.key_frames: list[int] = []
+        self.summaries: dict[int, dict] = {}  # frame -> confidence.frame_summary of the frames coloured (suggestions)
 
     # job thread side
     def push(self, event: dict, arrays: list | None = None) -> None:
@@ -301,6 +303,7 @@ class Service:
             if carry not in ("float32", "float16"):
                 raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
             target = self._run_inband
+            session.key_frames = sorted(keys)
             args = (session, keys, options, colorspace, np.float16 if carry == "float16" else np.float32)
         else:
             plan = self._paths_plan(msg, frames)
@@ -311,6 +314,7 @@ class Service:
                 raise ProtocolError(P.E_BAD_INPUT, "pixel_type must be half or float", "pixel_type")
             plan.update(skip_existing=skip, pixel_type=pixel_type)
             target = self._run_paths
+            session.key_frames = sorted(plan["keys"])
             args = (session, plan, options)
         session.opened_reply = {"job": job_id, "frames": len(frames), "mode": mode}
         self.sessions[job_id] = session
@@ -555,7 +559,7 @@ class Service:
         try:
             report = target(*args)
             s.state = "done"
-            s.push({"kind": P.EV_DONE, "report": _jsonable(report)})
+            s.push({"kind": P.EV_DONE, "report": _jsonable(report), P.DONE_SUGGESTIONS: _suggestions(s)})
         except (Cancelled, _Stop):
             s.state = "cancelled"
             if self.stopping and s.id in self.sessions:
@@ -610,6 +614,7 @@ class Service:
         self.gate.acquire(s.id, s.stop.is_set)
 
     def _run_inband(self, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
+        from colorprop.engine.confidence import frame_summary
         from colorprop.shot.pipeline import PlateFrame, run_shot
 
         service = self
@@ -649,6 +654,7 @@ class Service:
                 raise NotImplementedError
 
             def write(self, frame: int, result: Any) -> None:
+                s.summaries[frame] = frame_summary(result.confidence)
                 s.push({"kind": P.EV_RESULT, "frame": frame},
                        [("rgb", np.ascontiguousarray(result.rgb, np.float32)),
                         ("confidence", np.ascontiguousarray(result.confidence, np.float32))])
@@ -664,6 +670,7 @@ class Service:
         against the roots; then every path is checked again when it is used, and writes go through the
         output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``); reads go through the
         file opened and verified by descriptor (``AllowedRoots.opened_file``)."""
+        from colorprop.engine.confidence import frame_summary
         from colorprop.errors import ExrReadError, ExrWriteError
         from colorprop.io.exr import remove_stale_temps
         from colorprop.shot.pipeline import run_shot
@@ -715,10 +722,20 @@ class Service:
                         into.write(frame, result)
                     except ExrWriteError as err:  # name the file, not the descriptor path
                         raise ExrWriteError(path, err.reason.replace(str(pinned), str(out_dir))) from None
+                s.summaries[frame] = frame_summary(result.confidence)
                 s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
 
         return run_shot(self.engine, CheckedSource(), keys, options, CheckedSink(), self._progress(s), s.stop.is_set,
                         skip_existing=plan["skip_existing"])
+
+
+def _suggestions(s: Session) -> list[dict]:
+    """The done event's ``DONE_SUGGESTIONS``: where a new key would help most, from the confidence of the frames
+    this job coloured (frames kept by skip_existing have none), as ``colorprop suggest-keys`` decides."""
+    from colorprop.shot.suggest import suggest_frames
+
+    return [{"frame": x.frame, "expected_error": round(x.expected_error, 4)}
+            for x in suggest_frames(s.summaries, s.key_frames, P.SUGGEST_COUNT)]
 
 
 def _job_id(msg: P.Message) -> str:

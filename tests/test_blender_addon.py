@@ -29,6 +29,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from colorprop.engine.confidence import frame_summary
+from colorprop.shot.suggest import suggest_frames
+from colorprop_client.protocol import SUGGEST_COUNT
 from hide_zmq import HIDE_ZMQ
 from serverkit import spawn, stop_proc, wait_hello
 
@@ -100,6 +103,20 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     out["links_from_result"] = sorted(l.to_node.bl_idname for l in tree.links if l.from_node == img_node)
     matte_node = [n for n in new if n.bl_idname == "CompositorNodeImage"][1]
     out["matte_image"] = bpy.path.abspath(matte_node.image.filepath)
+
+    # Key suggestions: listed by the run; Suggest Keys with unchanged settings lists them again without a run;
+    # a suggestion's button makes its frame the current one; changed settings run the shot again.
+    out["suggestions"] = [[s.frame, s.expected_error, s.label] for s in st.suggestions]
+    nodes_before_suggest = len(tree.nodes)
+    out["suggest_again"] = list(bpy.ops.colorprop.suggest_keys())
+    out["suggest_again_status"] = st.status
+    out["suggest_again_new_nodes"] = len(tree.nodes) - nodes_before_suggest
+    out["goto"] = list(bpy.ops.colorprop.goto_frame(frame=st.suggestions[1].frame))
+    out["frame_current"] = scene.frame_current
+    st.output_dir = "//colorprop_rerun/"  # another output: the first run's mattes stay for the check
+    out["suggest_rerun"] = list(bpy.ops.colorprop.suggest_keys())
+    out["suggest_rerun_status"] = st.status
+    out["suggest_rerun_new_nodes"] = len(tree.nodes) - nodes_before_suggest
 
     # Cancel, in Blender's Python: the client loop stops within one request once asked.
     from bl_ext.user_default.colorprop import blender_io, logic
@@ -269,6 +286,18 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
         assert np.mean(rgb.max(2) - rgb.min(2)) > 0.01, f"frame {f} has no colour"
     out1 = _read(outputs[0])
     assert np.abs(chroma(out1) - chroma(key)).mean() < 0.5 * np.abs(chroma(out1) - chroma(key[::-1])).mean()
+    # key suggestions: exactly what shot.suggest makes of the mattes the add-on wrote (the server's confidence)
+    summary = {f: frame_summary(_read(path)[..., 0]) for f, path in zip(FRAMES, mattes)}
+    expected = suggest_frames(summary, [1], SUGGEST_COUNT)
+    assert [s[0] for s in res["suggestions"]] == [x.frame for x in expected] and len(expected) == SUGGEST_COUNT
+    for (frame, error, label), x in zip(res["suggestions"], expected):
+        assert abs(error - x.expected_error) < 1e-3 and label.startswith(f"frame {frame}: ")
+    assert res["suggest_again"] == ["FINISHED"] and res["suggest_again_new_nodes"] == 0
+    assert res["suggest_again_status"] == "suggested keys from the last run: " + ", ".join(
+        str(x.frame) for x in expected)
+    assert res["goto"] == ["FINISHED"] and res["frame_current"] == expected[1].frame
+    assert res["suggest_rerun"] == ["FINISHED"] and res["suggest_rerun_status"].startswith("done: 6 frames")
+    assert res["suggest_rerun_new_nodes"] > 0  # settings changed: the shot ran again
     # cancel from Blender's Python stops the job early
     assert res["cancel"] == "cancelled" and 2 <= len(res["cancel_written"]) < 24
 

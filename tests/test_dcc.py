@@ -188,3 +188,44 @@ def test_error_lines_say_what_to_do():
     assert dcc.describe_error(ServerError(P.E_PATH, "/x is outside")).endswith("or use 'send pixels')")
     assert "update the plug-in or the server" in dcc.describe_error(ServerError(P.E_VERSION, "v2"))
     assert dcc.describe_error(ServerError(P.E_BAD_INPUT, "bad")) == "server error [bad_input]: bad"
+
+
+def test_run_job_returns_the_servers_key_suggestions_in_both_modes(inproc_server):
+    """The done event's suggestions are what shot.suggest makes of the confidence of the frames the job wrote
+    (in-band: the results' mattes; shared paths: the colorprop.confidence channel the server wrote); the labels
+    the nodes list read back to their frames."""
+    from colorprop.engine.confidence import frame_summary
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.suggest import suggest_frames
+
+    frames, keys = make_shot(9, seed=8)
+    mattes: dict[int, np.ndarray] = {}
+    shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: mattes.__setitem__(f, conf))
+    got = dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"})
+    expected = suggest_frames({f: frame_summary(c) for f, c in mattes.items()}, [1], P.SUGGEST_COUNT)
+    assert len(expected) == P.SUGGEST_COUNT
+    assert [s["frame"] for s in got] == [x.frame for x in expected]
+    assert [s["expected_error"] for s in got] == [round(x.expected_error, 4) for x in expected]
+    assert [dcc.suggestion_frame(label) for label in dcc.suggestion_labels(got)] == [x.frame for x in expected]
+    assert dcc.suggestion_frame(dcc.NO_SUGGESTIONS) is None
+
+    folder = inproc_server.root / "suggest_paths"
+    folder.mkdir()
+    for f, rgb in frames.items():
+        write_exr(folder / f"plate.{f:04d}.exr", rgb, ("R", "G", "B"))
+    write_exr(folder / "key.0001.exr", keys[1], ("R", "G", "B"))
+    paths = dcc.PathsShot(str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "o.####.exr"))
+    got = dcc.run_job(inproc_server.address, sorted(frames), paths, {"method": "flow", "write_confidence": True})
+    summary = {f: frame_summary(read_exr(folder / f"o.{f:04d}.exr").channel("colorprop.confidence")) for f in frames}
+    assert [s["frame"] for s in got] == [x.frame for x in suggest_frames(summary, [1], P.SUGGEST_COUNT)]
+
+
+def test_suggestions_field_is_optional_and_checked():
+    """An older server's done event has no suggestions (none, not an error); a malformed one names the field."""
+    assert P.parse_suggestions({"kind": P.EV_DONE, "report": {}}) == []
+    assert P.parse_suggestions({P.DONE_SUGGESTIONS: [{"frame": 7, "expected_error": 0.25}]}) == [
+        {"frame": 7, "expected_error": 0.25}]
+    for bad in ("7", [{"frame": "7", "expected_error": 0.2}], [{"frame": 7}], [{"frame": 7, "expected_error": True}],
+                [{"frame": 7, "expected_error": float("nan")}], [7]):
+        with pytest.raises(P.ProtocolError, match="suggestions"):
+            P.parse_suggestions({P.DONE_SUGGESTIONS: bad})

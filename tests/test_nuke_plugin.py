@@ -35,6 +35,7 @@ for p in (ROOT / "tests" / "nuke_standin", ROOT / "plugin" / "nuke", ROOT / "plu
 
 import nuke  # noqa: E402  (the stand-in)
 from colorprop_client import dcc  # noqa: E402
+from colorprop_client import protocol as P  # noqa: E402
 from colorprop_nuke import exr_io, logic  # noqa: E402
 from colorprop_nuke import node as cpnode  # noqa: E402
 
@@ -471,3 +472,43 @@ def test_example_script_opens_as_a_script_and_wires_the_node():
         assert pattern.startswith("\\[file dirname \\[value root.name]]/"), pattern
         resolved = (path.parent / pattern.split("]]/", 1)[1]).resolve()
         assert (resolved.parent / first).exists(), resolved
+
+
+def test_suggest_keys_lists_the_weakest_frames_and_goes_to_one(standin, server, tmp_path):
+    """'suggest keys' on a node never run colorizes and lists the server's suggestions (what shot.suggest makes of
+    the mattes written); pressed again with the same settings it lists them without a run; 'go to frame' makes
+    the picked one the current frame (nuke.frame(f) in the stand-in); changed settings run the shot again."""
+    from colorprop.engine.confidence import frame_summary
+    from colorprop.shot.suggest import suggest_frames
+
+    node = _make_node(server[0], tmp_path / "suggest", last=8)
+    node["connect"].execute()
+    node["confidence"].setValue(True)
+    assert node["suggested"].values() == [dcc.NO_SUGGESTIONS]
+    node["goto"].execute()
+    assert nuke.frame() == 1 and "no suggested frame yet" in node["status"].value()
+    node["suggest"].execute()
+    assert node["status"].value().startswith("done: 8 frames"), node["status"].value()
+    with node:
+        pattern = nuke.toNode("Result")["file"].value()
+    summary = {f: frame_summary(exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(pattern), f)).rgb()[..., 0])
+               for f in range(1, 9)}
+    expected = suggest_frames(summary, [1], P.SUGGEST_COUNT)
+    labels = node["suggested"].values()
+    assert [dcc.suggestion_frame(label) for label in labels] == [x.frame for x in expected]
+    assert len(expected) == P.SUGGEST_COUNT and node["suggested"].value() == labels[0]
+    assert node["status"].value().endswith("suggested keys: " + ", ".join(str(x.frame) for x in expected))
+
+    renders = len([c for c in nuke.calls if c[0] == "execute"])
+    node["suggest"].execute()  # unchanged settings: the last run's list, no render, no run
+    assert len([c for c in nuke.calls if c[0] == "execute"]) == renders
+    assert node["status"].value().startswith("suggested keys from the last run")
+
+    node["suggested"].setValue(labels[1])
+    node["goto"].execute()
+    assert nuke.frame() == expected[1].frame and ("frame", expected[1].frame) in nuke.calls
+
+    node["frame_range"].setValue("1-6")  # another shot: suggest runs it
+    node["suggest"].execute()
+    assert node["status"].value().startswith("done: 6 frames")
+    assert all(dcc.suggestion_frame(label) <= 6 for label in node["suggested"].values())

@@ -316,6 +316,7 @@ class Job:
         self.opened = opened
         self.after = -1  # highest event sequence number received
         self.finished: Event | None = None
+        self.suggestions: list[dict] = []  # from the done event: [{"frame", "expected_error"}], weakest first
 
     def send_frame(self, frame: int, pixels: np.ndarray, channels: Sequence[str] = ("R", "G", "B"),
                    colorspace: str | None = None) -> dict:
@@ -347,6 +348,8 @@ class Job:
                     raise ProtocolError(P.E_PROTOCOL, f"result for frame {e.frame} has no pixels", "events")
             if e.kind in P.TERMINAL_EVENTS:
                 self.finished = e
+            if e.kind == P.EV_DONE:
+                self.suggestions = P.parse_suggestions(ev)
             out.append(e)
         return out
 

@@ -286,8 +286,10 @@ class FrameCounter:
 def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, options: dict[str, Any],
             progress: Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False,
             colorspace: str | None = None, caps: Mapping[str, Any] | None = None,
-            timeout_s: float = JOB_TIMEOUT_S) -> None:
-    """Colour ``frames`` on the server at ``address``; returns when every result is written.
+            timeout_s: float = JOB_TIMEOUT_S) -> list[dict]:
+    """Colour ``frames`` on the server at ``address``; returns when every result is written, with the
+    server's key suggestions (``[{"frame", "expected_error"}]``, weakest first; empty from a server that
+    sends none: :func:`suggestion_labels` shows them).
 
     ``caps``: the capabilities from :func:`connect` (asked for here when None). Raises ColorizeError
     (one line for the artist) or Cancelled."""
@@ -305,6 +307,7 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
     # In-band, a frame counts when its result is written here; with shared paths, when the server
     # reports it written.
     counted = P.EV_RESULT if shot.mode == P.MODE_INBAND else P.EV_PROGRESS
+    suggestions: list[dict] = []
 
     def on_event(ev: Event) -> None:
         if ev.kind == P.EV_RESULT and ev.rgb is not None and isinstance(shot, InbandShot):
@@ -313,6 +316,8 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
             progress(*counter.count(ev.frame))
         elif ev.kind == P.EV_RETRIED:
             progress(counter.done / counter.total, "a server worker was lost; the job restarted on another")
+        elif ev.kind == P.EV_DONE:
+            suggestions[:] = P.parse_suggestions(ev.info or {})
 
     client = CancellableClient(address, timeout_s=timeout_s, retries=3, is_cancelled=is_cancelled)
     try:
@@ -330,6 +335,23 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
     finally:
         client.close()
     progress(1.0, counter.finished())
+    return suggestions
+
+
+# -- key suggestions ------------------------------------------------------------------------------
+NO_SUGGESTIONS = "(none yet: press suggest keys)"
+
+
+def suggestion_labels(suggestions: list[dict]) -> list[str]:
+    """One line per suggested frame, weakest first, for a list the artist picks from:
+    ``"frame 12: ~31% of pixels likely wrong"``; :func:`suggestion_frame` reads the frame back."""
+    return [f"frame {int(s['frame'])}: ~{float(s['expected_error']):.0%} of pixels likely wrong" for s in suggestions]
+
+
+def suggestion_frame(label: str) -> int | None:
+    """The frame of a :func:`suggestion_labels` line (None for anything else, e.g. ``NO_SUGGESTIONS``)."""
+    m = re.match(r"frame (-?\d+):", label or "")
+    return int(m.group(1)) if m else None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -67,6 +67,12 @@ EV_CANCELLED = "cancelled"
 EV_RETRIED = "retried"  # the job restarted on another worker (broker mode)
 EV_WRITTEN = "written"  # shared-path mode: an output frame is in place (frame, path)
 TERMINAL_EVENTS = frozenset({EV_DONE, EV_FAILED, EV_CANCELLED})
+# Optional field of the EV_DONE event: where a new key would help most, weakest frame first,
+# ``[{"frame": int, "expected_error": float}]`` (expected_error: the expected share of wrong pixels,
+# mean(1 - confidence), colorprop.shot.suggest). Added within protocol 1: a client that does not know it
+# ignores it, and one that does reads an older server's done event (no field) as no suggestions.
+DONE_SUGGESTIONS = "suggestions"
+SUGGEST_COUNT = 3  # how many frames the server suggests
 
 # Data modes for OPEN_SHOT.
 MODE_INBAND = "inband"
@@ -278,6 +284,26 @@ def error_reply(request_id: str | None, code: str, message: str, field: str | No
         fields["field"] = field
     fields.update(extra)
     return encode(ERROR, request_id or "-", **fields)
+
+
+def parse_suggestions(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``DONE_SUGGESTIONS`` of a done event as ``[{"frame": int, "expected_error": float}]`` (empty when the
+    server sent none); ProtocolError naming the field when it is malformed."""
+    items = done_event.get(DONE_SUGGESTIONS)
+    if items is None:
+        return []
+    if not isinstance(items, list) or len(items) > MAX_FRAMES_PER_SHOT:
+        raise ProtocolError(E_PROTOCOL, "suggestions must be a list", DONE_SUGGESTIONS)
+    out = []
+    for item in items:
+        frame = item.get("frame") if isinstance(item, dict) else None
+        error = item.get("expected_error") if isinstance(item, dict) else None
+        if (type(frame) is not int or abs(frame) > MAX_FRAME_NUMBER or isinstance(error, bool)
+                or not isinstance(error, (int, float)) or not math.isfinite(error)):
+            raise ProtocolError(E_PROTOCOL, f"malformed suggestion {item!r}: needs an integer frame and a finite "
+                                            "expected_error", DONE_SUGGESTIONS)
+        out.append({"frame": frame, "expected_error": float(error)})
+    return out
 
 
 def check_finite(arr: np.ndarray, what: str) -> None:

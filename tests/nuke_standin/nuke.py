@@ -252,7 +252,12 @@ def thisNode() -> Node:
     return _this[-1]
 
 
-def frame() -> int:
+def frame(f: int | None = None) -> int:
+    """The current frame; ``frame(f)`` sets it (as Nuke's ``nuke.frame(f)`` is documented to)."""
+    global _frame
+    if f is not None:
+        _record("frame", int(f))
+        _frame = int(f)
     return _frame
 
 

@@ -4,6 +4,7 @@ through :class:`MainThreadBridge`, Esc cancels."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import tempfile
@@ -25,6 +26,8 @@ class Job:
     def __init__(self, context: "bpy.types.Context"):
         st = context.scene.colorprop
         self.scene = context.scene
+        self.settings = run_settings(st)
+        self.suggestions: list[dict] = []
         self.address = st.server.strip()
         self.caps = caps = dcc.connect(self.address)
         _caps.clear()
@@ -53,8 +56,8 @@ class Job:
 
     def run(self, load_frame, write_result, progress, is_cancelled=lambda: False) -> None:
         """The job on the server (any thread): ``load_frame(frame)``, ``write_result(frame, rgb, confidence)``."""
-        dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result), self.options,
-                    progress, is_cancelled, caps=self.caps)
+        self.suggestions = dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result),
+                                       self.options, progress, is_cancelled, caps=self.caps)
 
     def save(self, writer: "blender_io.ExrWriter", frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
         """One result (main thread): the colour and, when asked for, the matte as a gray image."""
@@ -63,10 +66,24 @@ class Job:
             writer.save(dcc.frame_path(self.matte_pattern, frame), dcc.matte_rgb(confidence))
 
     def finish(self) -> "bpy.types.Node":
+        """The result in the compositor, and the server's key suggestions listed in the panel (main thread)."""
+        st = self.scene.colorprop
+        st.suggestions.clear()
+        for suggestion, label in zip(self.suggestions, dcc.suggestion_labels(self.suggestions)):
+            item = st.suggestions.add()
+            item.frame, item.expected_error, item.label = suggestion["frame"], suggestion["expected_error"], label
+        st.suggestions_for = self.settings
         node = blender_io.add_result_node(self.scene, self.out_pattern, self.frames)
         if self.matte_pattern is not None:  # a second Image node (and Viewer); the comp output stays the colour
             blender_io.add_result_node(self.scene, self.matte_pattern, self.frames)
         return node
+
+
+def run_settings(st) -> str:
+    """The panel settings a run's result (and so its suggestions) depends on, as one string."""
+    keys = sorted((int(k.frame), k.path) for k in st.keys)
+    return json.dumps([st.server.strip(), st.plate, keys, st.use_range, st.frame_start, st.frame_end, st.method,
+                       st.quality, st.output_dir])
 
 
 def _set_status(context: "bpy.types.Context", text: str, progress: float | None = None) -> None:
@@ -160,10 +177,9 @@ class MainThreadBridge:
             self.job.save(writer, frame, rgb, confidence)
 
 
-class COLORPROP_OT_colorize(bpy.types.Operator):
-    bl_idname = "colorprop.colorize"
-    bl_label = "Colorize"
-    bl_description = "Colour the plate from the keyframes on the colorprop server (Esc cancels)"
+class ColorizeRun:
+    """Colorize's execute/invoke/modal, shared by Colorize and Suggest Keys (Blender cannot register a
+    subclass of a registered operator class, so both are made from this one)."""
 
     _timer = None
 
@@ -258,4 +274,43 @@ class COLORPROP_OT_colorize(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (COLORPROP_OT_connect, COLORPROP_OT_key_add, COLORPROP_OT_key_remove, COLORPROP_OT_colorize)
+class COLORPROP_OT_colorize(ColorizeRun, bpy.types.Operator):
+    bl_idname = "colorprop.colorize"
+    bl_label = "Colorize"
+    bl_description = "Colour the plate from the keyframes on the colorprop server (Esc cancels)"
+
+
+class COLORPROP_OT_suggest_keys(ColorizeRun, bpy.types.Operator):
+    bl_idname = "colorprop.suggest_keys"
+    bl_label = "Suggest Keys"
+    bl_description = ("List the frames where a new key would help most (lowest confidence, spread over the shot): "
+                      "the last run's list while the settings are unchanged, else Colorize first")
+
+    def _listed(self, context) -> bool:
+        st = context.scene.colorprop
+        if not st.suggestions_for or st.suggestions_for != run_settings(st):
+            return False
+        frames = ", ".join(str(s.frame) for s in st.suggestions) or "none"
+        _set_status(context, f"suggested keys from the last run: {frames}", 1.0)
+        return True
+
+    def execute(self, context):
+        return {"FINISHED"} if self._listed(context) else super().execute(context)
+
+    def invoke(self, context, event):
+        return {"FINISHED"} if self._listed(context) else super().invoke(context, event)
+
+
+class COLORPROP_OT_goto_frame(bpy.types.Operator):
+    bl_idname = "colorprop.goto_frame"
+    bl_label = "Go to Frame"
+    bl_description = "Make this suggested frame the current frame (then paint a key there)"
+    frame: bpy.props.IntProperty()
+
+    def execute(self, context):
+        context.scene.frame_set(self.frame)
+        return {"FINISHED"}
+
+
+classes = (COLORPROP_OT_connect, COLORPROP_OT_key_add, COLORPROP_OT_key_remove, COLORPROP_OT_colorize,
+           COLORPROP_OT_suggest_keys, COLORPROP_OT_goto_frame)

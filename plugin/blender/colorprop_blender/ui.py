@@ -21,6 +21,13 @@ class ColorPropKey(bpy.types.PropertyGroup):
     path: bpy.props.StringProperty(name="Image", subtype="FILE_PATH", description="The coloured frame")
 
 
+class ColorPropSuggestion(bpy.types.PropertyGroup):
+    frame: bpy.props.IntProperty(name="Frame", description="A frame where a new key would help most")
+    expected_error: bpy.props.FloatProperty(name="Expected Error", min=0.0, max=1.0, subtype="FACTOR",
+                                            description="Expected share of pixels whose colour is wrong")
+    label: bpy.props.StringProperty(name="Label")
+
+
 class ColorPropSettings(bpy.types.PropertyGroup):
     server: bpy.props.StringProperty(name="Server", default=dcc.DEFAULT_ADDRESS)
     plate: bpy.props.StringProperty(name="Plate", subtype="FILE_PATH",
@@ -39,6 +46,9 @@ class ColorPropSettings(bpy.types.PropertyGroup):
                     "image sequence of its own, with an Image node for it")
     output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH",
                                          description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend")
+    suggestions: bpy.props.CollectionProperty(type=ColorPropSuggestion)
+    suggestions_for: bpy.props.StringProperty(
+        name="Suggestions For", default="", description="The settings of the run the suggestions come from")
     status: bpy.props.StringProperty(name="Status", default="")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
@@ -77,6 +87,12 @@ class COLORPROP_PT_panel(bpy.types.Panel):
         col.prop(st, "confidence")
         col.prop(st, "output_dir")
         col.operator("colorprop.colorize", icon="COLOR")
+        col.operator("colorprop.suggest_keys", icon="VIEWZOOM")
+        if st.suggestions:
+            box = col.box()
+            box.label(text="Suggested keys (click to go there):")
+            for suggestion in st.suggestions:
+                box.operator("colorprop.goto_frame", text=suggestion.label).frame = suggestion.frame
         if st.status:
             if st.status.startswith("ERROR"):
                 col.label(text=st.status, icon="ERROR")
@@ -84,4 +100,4 @@ class COLORPROP_PT_panel(bpy.types.Panel):
                 col.progress(factor=st.progress, text=st.status)
 
 
-classes = (ColorPropKey, ColorPropSettings, COLORPROP_PT_panel)
+classes = (ColorPropKey, ColorPropSuggestion, ColorPropSettings, COLORPROP_PT_panel)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -48,6 +48,14 @@ class ShotPlan:
             raise dcc.ColorizeError(f"unknown data mode {self.mode!r}")
 
 
+class Finished(NamedTuple):
+    """What a run made: the output files, and the server's key suggestions (``[{"frame", "expected_error"}]``,
+    weakest first; empty from a server that sends none)."""
+
+    outputs: list[str]
+    suggestions: list[dict]
+
+
 def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarray | None) -> None:
     """One coloured frame as a float EXR: R, G, B and, when given, the confidence matte."""
     path = dcc.frame_path(pattern, frame)
@@ -69,8 +77,8 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
 
 
 def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
-             is_cancelled: Callable[[], bool] = lambda: False) -> list[str]:
-    """Colorize the rendered plate through the server; return the output file paths.
+             is_cancelled: Callable[[], bool] = lambda: False) -> Finished:
+    """Colorize the rendered plate through the server; return the output file paths and key suggestions.
 
     Raises dcc.ColorizeError (message for the node), dcc.Cancelled."""
     plan.check()
@@ -94,8 +102,8 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
         else:
             shot = dcc.PathsShot(plan.plate_pattern, {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
                                  plan.output_pattern)
-        dcc.run_job(plan.address, plan.frames, shot, options, progress, is_cancelled, plan.colorspace, caps,
-                    plan.timeout_s)
+        suggestions = dcc.run_job(plan.address, plan.frames, shot, options, progress, is_cancelled, plan.colorspace,
+                                  caps, plan.timeout_s)
     except ExrError as exc:
         raise dcc.ColorizeError(str(exc)) from None
     outputs = [dcc.frame_path(plan.output_pattern, f) for f in plan.frames]
@@ -107,4 +115,4 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
             write_mattes(plan.output_pattern, plan.frames)
         except ExrError as exc:
             raise dcc.ColorizeError(str(exc)) from None
-    return outputs
+    return Finished(outputs, suggestions)

@@ -71,6 +71,9 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
         nuke.PyScript_Knob("cancel", "Cancel", _CALL.format("on_cancel")),
         nuke.Text_Knob("status", "status", "not run yet"),
+        nuke.PyScript_Knob("suggest", "suggest keys", _CALL.format("on_suggest")),
+        nuke.Enumeration_Knob("suggested", "suggested keys", [dcc.NO_SUGGESTIONS]),
+        nuke.PyScript_Knob("goto", "go to frame", _CALL.format("on_goto")),
     ]
     for k in knobs:
         node.addKnob(k)
@@ -92,6 +95,11 @@ def _add_knobs(node: "nuke.Node") -> None:
                               "whenever this is set or 'write confidence matte' is on")
     node["work_dir"].setTooltip("renders and results; empty: colorprop/<script>/<node>/ next to the saved script")
     node["colorspace"].setTooltip("colour space of the rendered plate (the working space); empty: linear Rec.709")
+    node["suggest"].setTooltip("the frames where a new key would help most (lowest confidence, spread over the "
+                               "shot): the last run's list while the settings are unchanged, else colorizes first")
+    node["suggested"].setTooltip("suggested key frames, weakest first, with the share of pixels likely wrong; "
+                                 "pick one and press 'go to frame', then paint a key there")
+    node["goto"].setTooltip("make the picked suggested frame the current frame")
 
 
 # -- knob callbacks (main thread) -----------------------------------------------------------------
@@ -123,6 +131,41 @@ def on_cancel(node: "nuke.Node") -> None:
 
 
 _cancel_flags: dict[str, threading.Event] = {}
+_suggested: dict[str, tuple[tuple, list[dict]]] = {}  # node name -> (settings of the run, its suggestions)
+
+
+def run_settings(node: "nuke.Node") -> tuple:
+    """The knob values a run's result (and so its suggestions) depends on."""
+    return tuple(node[k].value() for k in ("server", "keyframes", "frame_range", "method", "quality", "mode",
+                                           "regrade", "work_dir", "colorspace"))
+
+
+def on_suggest(node: "nuke.Node") -> None:
+    """List the last run's suggestions if the settings are unchanged since, else colorize (which lists them)."""
+    last = _suggested.get(node.name())
+    if last is not None and last[0] == run_settings(node):
+        show_suggestions(node, last[1])
+        _set_status(node, f"suggested keys from the last run: {_frames_text(last[1])}", OK_COLOR)
+        return
+    on_colorize(node)
+
+
+def on_goto(node: "nuke.Node") -> None:
+    frame = dcc.suggestion_frame(node["suggested"].value())
+    if frame is None:
+        _set_status(node, "no suggested frame yet: press 'suggest keys'", BUSY_COLOR)
+        return
+    nuke.frame(frame)  # sets the current frame (Nuke Python API: nuke.frame(f))
+
+
+def show_suggestions(node: "nuke.Node", suggestions: list[dict]) -> None:
+    labels = dcc.suggestion_labels(suggestions) or [dcc.NO_SUGGESTIONS]
+    node["suggested"].setValues(labels)
+    node["suggested"].setValue(labels[0])
+
+
+def _frames_text(suggestions: list[dict]) -> str:
+    return ", ".join(str(s["frame"]) for s in suggestions) or "none"
 
 
 def on_colorize(node: "nuke.Node") -> None:
@@ -144,12 +187,13 @@ def on_colorize(node: "nuke.Node") -> None:
         return
     cancel = threading.Event()
     _cancel_flags[name] = cancel
+    args = (node, plan, cancel, run_settings(node))
     if nuke.GUI:
-        t = threading.Thread(target=_work, args=(node, plan, cancel), name=f"colorprop-{name}", daemon=True)
+        t = threading.Thread(target=_work, args=args, name=f"colorprop-{name}", daemon=True)
         _jobs[name] = t
         t.start()
     else:
-        _work(node, plan, cancel)
+        _work(*args)
 
 
 def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
@@ -216,7 +260,7 @@ def _runs(frames: list[int]) -> list[tuple[int, int]]:
 
 
 # -- the worker (any thread) ----------------------------------------------------------------------
-def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event) -> None:
+def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, settings: tuple) -> None:
     task = nuke.ProgressTask(f"ColorProp {node.name()}")
 
     def progress(fraction: float, message: str) -> None:
@@ -228,7 +272,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event) -> N
         return cancel.is_set() or task.isCancelled()
 
     try:
-        outputs = logic.run_plan(plan, progress, is_cancelled)
+        finished = logic.run_plan(plan, progress, is_cancelled)
     except dcc.Cancelled:
         _in_main(_set_status, node, "cancelled", BUSY_COLOR)
     except dcc.ColorizeError as exc:
@@ -236,7 +280,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event) -> N
     except Exception as exc:  # a bug must still reach the artist, not die silently in a thread
         _in_main(_set_status, node, f"ERROR: {dcc.describe_error(exc)}", ERROR_COLOR)
     else:
-        _in_main(show_result, node, plan, len(outputs))
+        _in_main(show_result, node, plan, finished, settings)
     finally:
         del task  # closes Nuke's progress bar
 
@@ -248,8 +292,9 @@ def _in_main(fn, *args) -> None:
         fn(*args)
 
 
-def show_result(node: "nuke.Node", plan: logic.ShotPlan, count: int) -> None:
-    """Point the internal Reads at the colour (and matte) sequences and wire the output (main thread)."""
+def show_result(node: "nuke.Node", plan: logic.ShotPlan, finished: logic.Finished, settings: tuple) -> None:
+    """Point the internal Reads at the colour (and matte) sequences, wire the output and list the key
+    suggestions (main thread)."""
     with node:
         sequences = [("Result", plan.output_pattern)]
         if plan.confidence:
@@ -264,7 +309,11 @@ def show_result(node: "nuke.Node", plan: logic.ShotPlan, count: int) -> None:
             read["on_error"].setValue("nearest frame")
             read["reload"].execute()
         nuke.toNode("Output1").setInput(0, nuke.toNode("Show"))
-    _set_status(node, f"done: {count} frames -> {plan.output_pattern}", OK_COLOR)
+    _suggested[node.name()] = (settings, finished.suggestions)
+    if "suggested" in node.knobs():  # a node saved by an older version has no suggestion knobs
+        show_suggestions(node, finished.suggestions)
+    _set_status(node, f"done: {len(finished.outputs)} frames -> {plan.output_pattern}; suggested keys: "
+                      f"{_frames_text(finished.suggestions)}", OK_COLOR)
 
 
 def _set_status(node: "nuke.Node", text: str, color: int) -> None:
