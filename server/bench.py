@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,11 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from .security import free_loopback_port
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -63,7 +58,7 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
     options = ShotOptions.from_dict({"method": method})
     proc = None
     if address is None:
-        address = f"tcp://127.0.0.1:{_free_port()}"
+        address = f"tcp://127.0.0.1:{free_loopback_port()}"
         proc = subprocess.Popen([sys.executable, "-m", "colorprop_server", "serve", "--bind", address,
                                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL)
     client = Client(address, timeout_s=timeout_s, retries=1)

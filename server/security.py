@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,13 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # "*", interface names, host names: may reach the network
+
+
+def free_loopback_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for a process told where to bind)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def check_bind_allowed(address: str, curve_keys: str | None) -> None:

@@ -4,21 +4,16 @@ and module server (helpers that are not fixtures live in serverkit.py)."""
 from __future__ import annotations
 
 import faulthandler
-import socket
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def free_port():
     """A function returning a TCP port on 127.0.0.1 that nothing listens on (call it once per port)."""
-    return _free_port
+    from colorprop_server.security import free_loopback_port
+
+    return free_loopback_port
 
 
 @pytest.fixture

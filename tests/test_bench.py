@@ -1,7 +1,8 @@
 """`colorprop bench` on a tiny plate: valid JSON with every stage, for the learned method and flow.
 
-Untrained networks (built here, written as a weights folder) time exactly like trained ones; no timing
-is asserted, only that the measurement runs and reports what docs/BENCHMARKS.md quotes.
+Untrained networks (built here, written as a weights folder) time exactly like trained ones; no speed
+is asserted, only that the measurement runs, times every stage it claims and reports figures that agree
+with each other (stage sum, interval vs. whole run), as docs/BENCHMARKS.md quotes them.
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, ca
         for stage, seconds in row["stages"].items():
             if method == "flow" and stage in learned_only:
                 assert seconds is None
-            else:
-                assert seconds is not None and seconds >= 0.0, (method, stage)
-        assert row["end_to_end"] > 0 and row["peak_rss_mib"] > 0
+            else:  # timed around real work; a stage that the clock never saw would read 0.0
+                assert seconds is not None and seconds > 0.0, (method, stage)
+        assert row["stage_sum"] == pytest.approx(sum(s for s in row["stages"].values() if s is not None))
+        # end_to_end is the median interval between finished frames: below the whole run's time per frame x frames
+        assert 0 < row["end_to_end"] < row["end_to_end_mean_with_key"] * row["frames"]
+        assert row["peak_rss_mib"] > 0
         assert row["channels_out"] == ["R", "G", "B", "A"]  # pass-through channel survives
     assert set(results["ratio_to_flow"]) == {"160x96/full/cpu/fp32"}
     table = capsys.readouterr().out

@@ -215,7 +215,7 @@ def test_output_would_overwrite_input(shot, capsys):
     before = Path(plate.replace("####", "0001")).read_bytes()
     err = expect_error(capsys, 2, "--input", plate, "--key", f"1={key}", "--output", plate, "--frames", "1-4",
                        "--method", "flow")
-    assert "overwrite" in err or "input frame" in err
+    assert "frame 1 is " in err and "which is input frame 1 of" in err and "choose another output path" in err
     assert Path(plate.replace("####", "0001")).read_bytes() == before
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colorprop_client import protocol as P
-from colorprop_client.client import (Client, CurveKeys, JobCancelled, ServerBusy, ServerError, colorize_arrays,
+from colorprop_client.client import (Client, CurveKeys, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
 from serverkit import ThreadServer, embedded, make_shot, wait_until, write_plates
@@ -213,19 +213,6 @@ def test_memory_budget_answers_busy_but_takes_the_frame_the_engine_waits_for(eng
             job.close()
     finally:
         srv.stop()
-
-
-def test_cancel_stops_the_job(server):
-    with Client(server.address, timeout_s=2) as c:
-        frames, keys = make_shot(20)
-        job = c.open_shot(keys, {"method": "flow"}, list(frames))
-        job.send_frame(1, frames[1])
-        job.cancel()
-        with pytest.raises(JobCancelled):
-            for ev in job.events(timeout_s=10):
-                if ev.kind == P.EV_CANCELLED:
-                    raise JobCancelled(job.id)
-        job.close()
 
 
 # ---------------------------------------------------------------- bad input

@@ -1,0 +1,138 @@
+"""The client's Lazy Pirate promises, each against a real socket on 127.0.0.1: a stale reply (to an earlier
+request) is discarded, a busy server is retried until it has room, the client never overruns the server's
+frame buffer, and a cancel ends a job early and frees its slot at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from colorprop_client import protocol as P
+from colorprop_client.client import Client, colorize_arrays, colorize_paths
+
+from serverkit import ThreadServer, embedded, make_shot, write_plates
+
+pytestmark = pytest.mark.usefixtures("watchdog")
+
+
+def test_stale_replies_to_earlier_requests_are_discarded(free_port):
+    """A raw ROUTER answers every request first with replies to an old request id (a PONG, an ERROR, and an
+    undecodable frame carrying that id), then with the real reply: the client returns the real one."""
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    router.bind(address)
+    answered = []
+
+    def serve() -> None:
+        for _ in range(2):
+            if not router.poll(10_000):
+                return
+            peer, *frames = router.recv_multipart()
+            msg = P.decode(frames, expect=P.REQUEST_TYPES)
+            router.send_multipart([peer, *P.encode(P.PONG, "an-old-request")])
+            router.send_multipart([peer, *P.error_reply("an-old-request", P.E_INTERNAL, "stale failure")])
+            router.send_multipart([peer, b'{"id": "an-old-request", "v": 1, "type": "nonsense"}'])
+            router.send_multipart([peer, *P.encode(P.CAPABILITIES if msg.type == P.HELLO else P.PONG, msg.id,
+                                                   marker="the real reply")])
+            answered.append(msg.id)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with Client(address, timeout_s=5, retries=1) as c:
+            caps = c.hello()
+            reply = c.request(P.PING)
+    finally:
+        thread.join(15)
+        router.close(0)
+    assert caps["marker"] == "the real reply" and caps["type"] == P.CAPABILITIES
+    assert reply.get("marker") == "the real reply" and reply.id == answered[1]
+
+
+def test_a_busy_server_is_retried_until_a_slot_frees(engine):
+    """One job slot, held by another client for 1.5 s: colorize_arrays waits (busy, retried) and then
+    returns the same pixels as an embedded run."""
+    srv = ThreadServer(engine, max_jobs=1)
+    frames, keys = make_shot(4, seed=81)
+    try:
+        with Client(srv.address, timeout_s=2) as other:
+            holder = other.open_shot(keys, {"method": "flow"}, list(frames))
+            release = threading.Timer(1.5, holder.close)
+            t0 = time.monotonic()
+            release.start()
+            got = colorize_arrays(srv.address, frames, keys, {"method": "flow"}, timeout_s=2, busy_wait_s=20)
+            waited = time.monotonic() - t0
+            release.join()
+    finally:
+        srv.stop()
+    assert waited >= 1.5  # it had no slot until the other job closed
+    ref = embedded(engine, frames, keys)
+    for f in frames:
+        np.testing.assert_array_equal(got[f][0], ref[f][0], err_msg=f"frame {f}")
+
+
+def test_the_client_never_overruns_the_servers_buffers(engine):
+    """A window of 12 against a server that holds 2 waiting frames and 2 unfetched results per job, with a
+    slow result handler: the job completes, identical, and the server never held more than its limits."""
+    srv = ThreadServer(engine, max_buffered_frames=2, max_pending_results=2)
+    frames, keys = make_shot(14, seed=82)
+    peak = {"inbox": 0, "results": 0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for s in list(srv.service.sessions.values()):
+                peak["inbox"] = max(peak["inbox"], len(s.inbox))
+                peak["results"] = max(peak["results"], s.undelivered_results())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    got = {}
+
+    def slow_result(frame, rgb, confidence):
+        time.sleep(0.05)
+        got[frame] = rgb.copy()
+
+    try:
+        colorize_arrays(srv.address, frames, keys, {"method": "flow"}, window=12, timeout_s=5, on_result=slow_result)
+    finally:
+        stop.set()
+        watcher.join(5)
+        srv.stop()
+    ref = embedded(engine, frames, keys)
+    assert sorted(got) == sorted(frames)
+    for f in frames:
+        np.testing.assert_array_equal(got[f], ref[f][0], err_msg=f"frame {f}")
+    assert 1 <= peak["inbox"] <= 2 and 1 <= peak["results"] <= 2, peak
+
+
+def test_cancel_ends_a_job_early_and_frees_its_slot_at_once(engine, tmp_path):
+    """A 24-frame shared-path job on a one-slot server, cancelled when frame 2 is written: it ends cancelled
+    with far fewer than 24 frames written (no temp file left), and the next job opens without a busy wait."""
+    frames, keys = make_shot(24, h=144, w=192, seed=83)
+    plate, key = write_plates(tmp_path / "sh", frames, keys[1])
+    srv = ThreadServer(engine, max_jobs=1, allowed_roots=(str(tmp_path),))
+    out = tmp_path / "sh" / "o"
+    try:
+        with Client(srv.address, timeout_s=5) as c:
+            job = c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate,
+                              str(out / "o.####.exr"))
+            for ev in job.events(timeout_s=60):
+                if ev.kind == P.EV_WRITTEN and ev.frame == 2:
+                    job.cancel()
+            assert job.finished.kind == P.EV_CANCELLED, job.finished.info
+            job.close()
+            report = colorize_paths(c, plate, str(tmp_path / "sh" / "again" / "a.####.exr"), [1, 2, 3], {1: key},
+                                    {"method": "flow"}, busy_wait_s=0.0)
+    finally:
+        srv.stop()
+    written = sorted(p.name for p in out.iterdir())
+    assert 2 <= len(written) <= 8 and all(".tmp-" not in name for name in written), written
+    assert report["frames_written"] == [1, 2, 3]
