@@ -48,6 +48,32 @@ def write_plates(folder: Path, frames: dict, key: np.ndarray) -> tuple[str, str]
     return str(folder / "plate.####.exr"), str(folder / "key.exr")
 
 
+def broken_shot(folder: Path, failure: str, n: int = 8, bad: int = 5) -> tuple[str, str, str, Path]:
+    """An ``n``-frame shot under ``folder`` that fails *after it started*, at frame ``bad``: "unreadable" cuts
+    that plate's pixel data (its header stays whole, so the pre-flight passes); "write_failed" puts a folder
+    at that output frame's name (the rename into place cannot replace it). Returns the plate pattern, the
+    key, the output pattern (``folder/out/o.####.exr``) and the file the error must name."""
+    frames, keys = make_shot(n, seed=71)
+    plate, key = write_plates(folder / "shot", frames, keys[1])
+    out = folder / "out"
+    out.mkdir(parents=True)
+    if failure == "unreadable":
+        broken = folder / "shot" / f"plate.{bad:04d}.exr"
+        data = broken.read_bytes()
+        broken.write_bytes(data[: len(data) * 2 // 3])
+    else:
+        broken = out / f"o.{bad:04d}.exr"
+        broken.mkdir()
+    return plate, key, str(out / "o.####.exr"), broken
+
+
+def written_frames(out_pattern: str) -> list[int]:
+    """The frame numbers of the complete files ``<name>.NNNN.exr`` next to ``out_pattern``."""
+    prefix = Path(out_pattern).name.split("#")[0]
+    return sorted(int(p.name[len(prefix):].split(".")[0]) for p in Path(out_pattern).parent.glob(prefix + "*.exr")
+                  if p.is_file())
+
+
 def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     """The reference: ``run_shot`` in this process with in-memory source and sink."""
     from colorprop.engine.engine import ShotOptions

@@ -23,7 +23,7 @@ import zmq
 from colorprop_client import protocol as P
 from colorprop_client.client import Client, CurveKeys, JobFailed, JobLost, colorize_arrays, colorize_paths
 
-from serverkit import embedded, make_shot, spawn, stop_proc, wait_until, write_plates
+from serverkit import broken_shot, embedded, make_shot, spawn, stop_proc, wait_until, write_plates, written_frames
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -267,15 +267,10 @@ def test_worker_refuses_a_remote_broker_without_keys_with_exit_2():
 def test_a_job_failing_mid_run_on_a_worker_reaches_the_client_and_frees_its_slot(cluster, tmp_path):
     """Frame 4's pixels are cut off (its header is whole, so the job starts): the client hears `unreadable`
     naming that file through the broker, frames 1-3 are in place, and the broker's slot is free again."""
-    frames, keys = make_shot(6, seed=33)
-    shot = cluster.root / "sh-broken"
-    plate, key = write_plates(shot, frames, keys[1])
-    bad = shot / "plate.0004.exr"
-    bad.write_bytes(bad.read_bytes()[:-2000])
-    out = shot / "out"
+    plate, key, out, bad = broken_shot(cluster.root / "sh-broken", "unreadable", n=6, bad=4)
     with Client(cluster.frontend_endpoint, timeout_s=2, retries=5) as c:
         with pytest.raises(JobFailed) as err:
-            colorize_paths(c, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"})
+            colorize_paths(c, plate, out, list(range(1, 7)), {1: key}, {"method": "flow"})
     assert err.value.code == P.E_UNREADABLE and str(bad) in str(err.value)
-    assert sorted(p.name for p in out.iterdir()) == ["o.0001.exr", "o.0002.exr", "o.0003.exr"]
+    assert written_frames(out) == [1, 2, 3]
     assert wait_until(lambda: not any(w.jobs for w in cluster.workers.values()), 10)

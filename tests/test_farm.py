@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -241,6 +242,25 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
                   for line in log.splitlines() if "frame(s) written" in line)
     assert skipped == len(left)  # finished frames are kept, not redone
     assert_same_pixels(frames_of(resumed), reference)
+
+
+@needs_openjd
+def test_openjd_task_failing_mid_shot_exits_3_naming_the_frame(tmp_path):
+    """Plate frame 5 of 8 truncated (header whole: the task starts): the task fails with the message naming
+    the file and exit code 3, as docs/FARM.md says; frames 1-4 are kept."""
+    from serverkit import broken_shot, written_frames
+
+    plate, key, out, bad = broken_shot(tmp_path, "unreadable")
+    params = {"PlateDirectory": Path(plate).parent, "PlateName": "plate.####.exr", "KeyDirectory": Path(key).parent,
+              "KeyName": "key.exr", "KeyFrames": "1", "Frames": "1-8", "OutputDirectory": Path(out).parent,
+              "OutputName": "o.####.exr", "Method": "flow", "ExistingFrames": "overwrite", "ColorpropEnvironment": BIN.parent}
+    run = openjd("run", str(TEMPLATE), *[a for k, v in params.items() for a in ("-p", f"{k}={v}")])
+    log = finish(run)
+    assert run.returncode != 0, log
+    assert f"colorprop: error: cannot read EXR {bad}: pixel data unreadable" in log, log
+    assert re.search(r"exited with code: 3 \(unsigned\)", log), log
+    assert "ERROR executing action: 'Run Step 'Colorize'" in log
+    assert written_frames(out) == [1, 2, 3, 4]
 
 
 def has_serve() -> bool:

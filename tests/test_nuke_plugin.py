@@ -247,6 +247,27 @@ def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path, f
     assert not [c for c in nuke.calls if c[0] == "execute"]
 
 
+@pytest.mark.parametrize("mode, names", [("send pixels", "frame 5 has"), ("shared paths", "plate.0005.exr: plate has")])
+def test_a_job_failing_mid_run_shows_the_frame_on_the_node(standin, server, mode, names):
+    """Frame 5 of the plate renders NaN (a broken upstream node): the job has started (frames 1-4 done) and
+    the node's status names the frame (its file, in shared paths), in the error colour."""
+    address, shared = server
+
+    def plate_frame(frame: int) -> np.ndarray:
+        rgb = _shot_frame(frame)
+        return np.full_like(rgb, np.nan) if frame == 5 else rgb
+
+    node = _make_node(address, shared / ("fails_" + mode.replace(" ", "_")), last=8, plate_frame=plate_frame)
+    node["connect"].execute()
+    node["mode"].setValue(mode)
+    node["colorize"].execute()
+    status = node["status"].value()
+    assert status.startswith("ERROR: server error [pixels]:") and names in status and "NaN/Inf" in status, status
+    assert node["tile_color"].value() == cpnode.ERROR_COLOR
+    messages = nuke.ProgressTask.instances[-1].messages
+    assert any("4/8" in m for m in messages), messages  # it had started: frames 1-4 done
+
+
 def test_missing_inputs_are_reported_before_rendering(standin, tmp_path):
     node = cpnode.create_node()
     node["colorize"].execute()

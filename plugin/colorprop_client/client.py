@@ -432,21 +432,27 @@ def colorize_arrays(
     ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
     result is handed over as it arrives and not kept (the returned dict is then empty).
     """
+    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_arrays_once(
+        client, frames, keys, options, channels, colorspace, on_progress, window, busy_wait_s, job_timeout_s,
+        carry_dtype, on_result, key_colorspaces))
+
+
+def _with_restarts(address: str | Client, timeout_s: float, retries: int, curve: CurveKeys | None, restarts: int,
+                   once: Callable[[Client], Any]) -> Any:
+    """``once(client)``, run again (the whole shot resent) up to ``restarts`` times while the job is lost; a
+    client made here from an address is closed on the way out."""
     own = not isinstance(address, Client)
     client = Client(address, timeout_s, retries, curve) if own else address
     try:
-        for attempt in range(restarts + 1):
+        for attempt in range(restarts):
             try:
-                return _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress,
-                                             window, busy_wait_s, job_timeout_s, carry_dtype, on_result,
-                                             key_colorspaces)
+                return once(client)
             except JobLost:
-                if attempt == restarts:
-                    raise
+                pass
+        return once(client)
     finally:
         if own:
             client.close()
-    raise AssertionError("unreachable")
 
 
 def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress, window,
@@ -542,20 +548,9 @@ def colorize_paths(
     """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
     Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
     resubmitted up to ``restarts`` times."""
-    own = not isinstance(address, Client)
-    client = Client(address, timeout_s, retries, curve) if own else address
-    try:
-        for attempt in range(restarts + 1):
-            try:
-                return _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace,
-                                            on_progress, busy_wait_s, job_timeout_s, skip_existing, pixel_type)
-            except JobLost:
-                if attempt == restarts:
-                    raise
-    finally:
-        if own:
-            client.close()
-    raise AssertionError("unreachable")
+    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_paths_once(
+        client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress, busy_wait_s,
+        job_timeout_s, skip_existing, pixel_type))
 
 
 def _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress,
