@@ -4,10 +4,10 @@ checked when the job opens *and* again at the moment each file is used.
 Reads (plates, keys, the existence check and read-back of output frames) go through
 :meth:`AllowedRoots.opened_file`: the file is opened without following a link at its name, in its
 folder opened and verified by descriptor, checked to be a regular file, and read through that very
-descriptor (``/proc/self/fd/N``), so what is read is exactly what was checked. Writes go through a directory opened and verified by
-its file descriptor (:meth:`AllowedRoots.pinned_dir`), into a temp file created exclusively
-without following links (``colorprop.io.exr.write_exr``), renamed into place: a link or a
-swapped folder cannot send a write outside the roots.
+descriptor (``/proc/self/fd/N``), so what is read is exactly what was checked. Writes go through a
+directory opened and verified by its file descriptor (:meth:`AllowedRoots.pinned_dir`), into a temp
+file created exclusively without following links (``colorprop.io.exr.write_exr``), renamed into
+place: a link or a swapped folder cannot send a write outside the roots.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from colorprop.errors import ExrReadError, ImageReadError
+from colorprop.errors import ExrReadError, ImageReadError, PixelError
 
 from colorprop_client import protocol as P
 
@@ -118,6 +118,8 @@ class AllowedRoots:
                 yield Path(through)
             except ExrReadError as err:
                 raise type(err)(os.fspath(path), err.reason.replace(through, os.fspath(path))) from None
+            except PixelError as err:  # e.g. a plate without colour channels, named by the file it came from
+                raise PixelError(str(err).replace(through, os.fspath(path))) from None
         finally:
             os.close(fd)
 
