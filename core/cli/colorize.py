@@ -12,6 +12,7 @@ from colorprop.errors import InputError
 
 def add_parser(sub) -> None:
     from colorprop.engine.engine import ShotOptions
+    from colorprop.engine.propagate import METHODS
 
     default = ShotOptions()
     p = sub.add_parser("colorize", help="colour an EXR sequence from key frame(s)",
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     out.add_argument("--list-segments", action="store_true",
                      help="print the independent key-to-key segments as JSON and exit (instead of --output)")
     p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames)")
-    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=default.method,
+    p.add_argument("--method", choices=METHODS, default=default.method,
                    help="full | local | global (ablations) | flow (classical DIS baseline)")
     p.add_argument("--colorspace", help="OCIO colour space of the plates (and of float keys) (default: file "
                                         "metadata, else 'Linear Rec.709 (sRGB)'); names from $OCIO when set")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from colorprop.engine.propagate import METHODS
+
     p = sub.add_parser("example", help="colour the bundled example shot (writes EXRs and a contact sheet)")
     p.add_argument("-o", "--output", default="out/example", help="output folder")
-    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
+    p.add_argument("--method", choices=METHODS, default=None,
                    help="default: full when weights are shipped, else flow")
     p.set_defaults(func=lambda args: run_example(args.output, args.method))
 

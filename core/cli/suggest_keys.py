@@ -16,13 +16,15 @@ from colorprop.errors import InputError
 
 
 def add_parser(sub) -> None:
+    from colorprop.engine.propagate import METHODS
+
     p = sub.add_parser("suggest-keys", help="the weakest frames (lowest confidence, spread over the shot): where to paint the next key")
     p.add_argument("-i", "--input", required=True, help="plate sequence, e.g. 'plate.####.exr'")
     p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
                    help="a colour key frame, as for colorize; repeat for several keys")
     p.add_argument("--frames", default=None, help="frame range, e.g. 1-100 (default: all input frames)")
     p.add_argument("--count", type=int, default=3, help="how many frames to suggest")
-    p.add_argument("--method", choices=("full", "local", "global", "flow"), default=None,
+    p.add_argument("--method", choices=METHODS, default=None,
                    help="default: full when weights are shipped, else flow")
     p.add_argument("--colorspace", default=None, help="OCIO colour space of the plates (default: file metadata)")
     p.add_argument("--key-colorspace", default=None,
