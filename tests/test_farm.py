@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from colorprop.cli.main import main
-from colorprop.io.exr import read_exr
+from colorprop.io.exr import read_exr, write_exr
 from colorprop.shot.pipeline import format_range, key_segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,6 +261,34 @@ def test_openjd_task_failing_mid_shot_exits_3_naming_the_frame(tmp_path):
     assert re.search(r"exited with code: 3 \(unsigned\)", log), log
     assert "ERROR executing action: 'Run Step 'Colorize'" in log
     assert written_frames(out) == [1, 2, 3, 4]
+
+
+@needs_openjd
+@pytest.mark.parametrize("keys", [(1, 24), (1, 12, 24)], ids=["keys-at-both-ends", "three-keys"])
+def test_openjd_run_splits_spans_into_pass_and_blend_tasks(tmp_path, keys):
+    """Between neighbouring keys the template runs a forward pass task, a backward pass task and a blend task
+    (docs/FARM.md): the frames equal one embedded run of the whole shot, and the pass files are gone after."""
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    for k in keys:  # the true colour is unknown here: the key frame's own key, shifted in hue per key
+        pixels = read_exr(SHOT / "key.0001.exr").pixels
+        write_exr(keys_dir / f"key.{k:04d}.exr", pixels[..., [k % 3, (k + 1) % 3, (k + 2) % 3]], ("R", "G", "B"))
+    key_spec = f"{','.join(map(str, keys))}={keys_dir}/key.####.exr"
+    embedded = tmp_path / "embedded"
+    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_spec, "--method", "flow",
+                 "--progress", "none", "--output", str(embedded / "colour.####.exr")]) == 0
+    farm = tmp_path / "farm"
+    params = template_params(keys_dir, farm, existing="overwrite") + ["-p", f"KeyFrames={','.join(map(str, keys))}"]
+    run = openjd("run", str(TEMPLATE), *params)
+    log = finish(run)
+    assert run.returncode == 0, log
+    for a, b in zip(keys, keys[1:]):
+        for direction in ("forward", "backward"):
+            assert f"colorprop: {direction} pass of segment {a}: {b - a - 1} frame(s) stored" in log
+    assert log.count("no forward pass to run") == 1  # the last key has no span
+    assert log.count("frame(s) written") == len(keys)  # one blend/segment task per key
+    assert_same_pixels(frames_of(farm), frames_of(embedded))
+    assert not (farm / ".colorprop-passes").exists()
 
 
 def has_serve() -> bool:

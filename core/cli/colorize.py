@@ -59,6 +59,14 @@ def add_parser(sub) -> None:
                    help="auto: a bar on a terminal, lines (with openjd_progress) otherwise")
     p.add_argument("--segment", type=int, metavar="KEY",
                    help="colour only the segment of this key frame (a farm task; see --list-segments)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="keep the forward and backward passes between two keys in this folder (float EXRs, "
+                        "removed once the span's frames are written); a killed run resumes from them, and "
+                        "--segment KEY --state-dir DIR blends what --direction tasks stored (default: a "
+                        "temporary folder)")
+    p.add_argument("--direction", choices=("forward", "backward"),
+                   help="with --segment and --state-dir: only run this pass of the segment's span to the next "
+                        "key and store it, writing no output frame (a farm task; docs/FARM.md)")
     p.set_defaults(func=run)
 
 
@@ -88,6 +96,19 @@ def run(args) -> int:
         print(json.dumps({"keys": ",".join(str(s.key) for s in segments),
                           "segments": [s.to_json() for s in segments]}, indent=2))
         return 0
+    if args.direction is not None and (args.segment is None or args.state_dir is None):
+        raise InputError("--direction: needs --segment KEY and --state-dir DIR (the pass is stored there)")
+    if args.direction is not None:
+        from colorprop.shot.pipeline import key_segments
+
+        owned = [s for s in key_segments(sorted(frames), sorted(keys)) if s.key == args.segment]
+        if owned and len(owned[0].keys) == 1:  # the last key: no span to the next key, so no pass (a farm no-op)
+            print(f"colorprop: segment {args.segment} has no next key: no {args.direction} pass to run",
+                  file=sys.stderr)
+            return 0
+    if args.server and (args.direction is not None or args.state_dir is not None):
+        raise InputError("--direction/--state-dir with --server: the server runs whole shots; run the "
+                         "passes embedded (no --server)")
     if args.segment is not None and args.server:
         from colorprop.shot.pipeline import key_segments
 
@@ -105,6 +126,11 @@ def run(args) -> int:
         signal.signal(signal.SIGTERM, previous)
     for note in report.notes:
         print(f"colorprop: note: {note}", file=sys.stderr)
+    if args.direction is not None:
+        print(f"colorprop: {args.direction} pass of segment {args.segment}: {len(report.frames_written)} frame(s) "
+              f"stored, {len(report.frames_skipped)} kept (already stored), {report.seconds:.1f} s, method "
+              f"{options.method}", file=sys.stderr)
+        return 0
     print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
           f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
     return 0
@@ -123,4 +149,5 @@ def colorize(args, keys, frames, options, progress):
     engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
     return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
                              skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment,
-                             key_colorspace=args.key_colorspace)
+                             key_colorspace=args.key_colorspace, direction=args.direction,
+                             state_dir=Path(args.state_dir) if args.state_dir else None)

@@ -20,6 +20,7 @@ pixels are written unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import tempfile
 import time
@@ -30,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from colorprop.colour import convert
-from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, either_right, meet_confidence
+from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence, meet_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import Propagator, resize_hw
@@ -39,6 +40,7 @@ from colorprop.shot.frames import (  # noqa: F401  (also imported from here by t
     CONFIDENCE_CHANNEL, DEFAULT_COLORSPACE, RGB, ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource,
     FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames,
     load_key, output_channels, overlapped_io)
+from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint
 from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
     check_key, check_keys_among_frames, check_plate_pixels, check_sequence_job, check_size, plate_colorspace,
     working_size)
@@ -186,10 +188,16 @@ def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
 def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
              sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
              cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
-             segment: int | None = None, blend=None) -> ShotReport:
+             segment: int | None = None, blend=None, state_dir: Path | None = None,
+             direction: str | None = None) -> ShotReport:
     """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
 
     ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
+    Between two keys, a forward and a backward pass are stored (passes.py) and then blended: under
+    ``state_dir`` (kept until the span's frames are written; a killed run resumes from them), else in a
+    temporary folder. ``direction`` ("forward" | "backward", with ``segment``): run only that pass of the
+    segment's span between keys and store it, writing no output frame (a farm task; the segment's run with
+    ``state_dir`` then blends what the two pass tasks stored).
     ``blend(ab_f, carried_f, ab_b, carried_b, t) -> ab``: how two runs meet between keys (``t`` = 0 at
     the earlier key, 1 at the later); default: ``blend_by_confidence`` with the method's prior power;
     eval swaps in ``confidence.blend_crossfade`` as the baseline.
@@ -205,6 +213,12 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
         chosen = set(next(s for s in key_segments(frames, order) if s.key == segment).frames)
         segments = [s for s in segments if s[3][0] in chosen]
+    direction_only = direction
+    if direction_only is not None:
+        if segment is None or state_dir is None or direction_only not in DIRECTIONS:
+            raise InputError(f"--direction {direction_only}: needs --segment, --state-dir and one of "
+                             f"{', '.join(DIRECTIONS)}")
+        segments = [s for s in segments if s[0] == "between"]  # none after the last key: nothing to do
     total = sum(len(s[3]) for s in segments)
     shot = ShotColour(options, source.read(frames[0]))
     key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
@@ -215,15 +229,17 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
     done = 0
 
     def emit(frame: int, result: FrameResult | None, seconds: float) -> None:
+        if result is not None:
+            sink.write(frame, result)
+        count(frame, result is not None, seconds)
+
+    def count(frame: int, written: bool, seconds: float) -> None:
+        """A frame done (an output frame, or a pass frame with ``direction``): reported and shown."""
         nonlocal done
         done += 1
-        if result is None:
-            report.frames_skipped.append(frame)
-        else:
-            sink.write(frame, result)
-            report.frames_written.append(frame)
+        (report.frames_written if written else report.frames_skipped).append(frame)
         if progress is not None:
-            progress(ProgressEvent(frame, done, total, seconds, skipped=result is None))
+            progress(ProgressEvent(frame, done, total, seconds, skipped=not written))
 
     def check_cancel() -> None:
         if cancel is not None and cancel():
@@ -253,6 +269,64 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         others = [work(other)] if other is not None else []
         return Propagator(options.method, *work(key), engine.models, change_only=options.regrade, other_keys=others)
 
+    def pass_stamp(a: int, b: int, run: list[int]) -> str:
+        """What made a span's pass files: a file with another stamp is computed again (passes.py)."""
+        weights = engine.describe()["weights"]
+        return fingerprint(options.to_dict(), weights and weights["version"], a, b, run,
+                           shot.to_work(key_ab_full[a]), shot.to_work(key_ab_full[b]))
+
+    def run_pass(direction: str, a: int, b: int, run: list[int], store: PassStore) -> None:
+        """One pass over the frames between keys ``a`` and ``b`` (forward from ``a`` or backward from ``b``; the
+        global branch matches against both keys), each frame stored. Frames already stored (a resumed task) are
+        replayed by flow alone (``Propagator.carried_only``) with the stored colour: the run carries on exactly
+        as an uninterrupted one."""
+        forward = direction == "forward"
+        order = run if forward else run[::-1]
+        stored = [store.read(direction, f) for f in order]
+        todo = next((i for i, s in enumerate(stored) if s is None), len(order))  # the first frame to compute
+        if todo == len(order):
+            if direction_only is not None:
+                for frame in order:
+                    count(frame, False, 0.0)
+            return
+        propagator = new_propagator(a, b) if forward else new_propagator(b, a)
+        for i, (frame, state) in enumerate(zip(order, stored)):
+            check_cancel()
+            t0 = time.perf_counter()
+            L = shot.prepare(source.read(frame)).L_work
+            if i < todo:
+                propagator.carried_only(L)
+            else:
+                step = propagator.step(L)
+                state = PassFrame(step.ab, step.confidence, step.carried, propagator.last_flow)
+                store.write(direction, frame, state)
+            if direction_only is not None:
+                count(frame, i >= todo, time.perf_counter() - t0)
+            propagator.accept(L, state.ab, state.carried)
+
+    def blend_span(a: int, b: int, run: list[int], store: PassStore | None) -> None:
+        """The frames between keys ``a`` and ``b`` from the two stored passes: blended per pixel (``blend``), the
+        written matte where they meet (``meet_confidence``), and to full resolution along the forward pass's
+        flow from the last written frame (``ShotColour.to_full``)."""
+        prev_full = key_ab_full[a]  # the last written colour, full resolution
+        for frame in run:
+            check_cancel()
+            t0 = time.perf_counter()
+            prep = shot.prepare(source.read(frame))
+            if skip_existing and sink.exists(frame):
+                prev_full = carried_state(frame, None, prep)
+                emit(frame, None, 0.0)
+                continue
+            f, k = store.read("forward", frame), store.read("backward", frame)
+            if f is None or k is None:  # a pass file went missing after its pass: never blend a guess
+                raise ColorpropError(f"frame {frame}: the {'forward' if f is None else 'backward'} pass file "
+                                     f"{store.path('forward' if f is None else 'backward', frame)} is missing or unreadable")
+            ab = blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
+            confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
+            result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
+            emit(frame, result, time.perf_counter() - t0)
+            prev_full = carried_state(frame, result, prep)
+
     for kind, a, b, run in segments:
         check_cancel()
         if kind == "key":
@@ -264,45 +338,41 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             emit(a, result, time.perf_counter() - t0)
             continue
 
-        with tempfile.TemporaryDirectory(prefix="colorprop-backward-") as spill:
-            backward = None
-            if kind == "between":
-                # The backward pass from the later key, spilled to disk (memory stays flat), blended below.
-                backward = Path(spill)
-                propagator = new_propagator(b, a)
-                for frame in reversed(run):
-                    check_cancel()
-                    prep = shot.prepare(source.read(frame))
-                    step = propagator.step(prep.L_work)
-                    np.save(backward / f"{frame}.npy", np.dstack(step).astype(np.float32))  # ab, confidence, carried
-                    propagator.accept(prep.L_work, step.ab, step.carried)
+        if kind == "between":
+            with contextlib.ExitStack() as stack:
+                root = state_dir or Path(stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="colorprop-passes-", ignore_cleanup_errors=True)))
+                store = PassStore(root, a, b, pass_stamp(a, b, run))
+                if skip_existing and all(sink.exists(f) for f in run):
+                    store = None  # every frame is written: no pass is needed
+                for way in DIRECTIONS if direction_only is None else (direction_only,):
+                    if store is not None:
+                        run_pass(way, a, b, run, store)
+                if direction_only is None:
+                    blend_span(a, b, run, store)
+                    if store is not None:
+                        store.remove()
+            continue
 
-            propagator = new_propagator(b, None) if kind == "backward" else new_propagator(a, b)
-            prev_full = key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
-            for frame in (reversed(run) if kind == "backward" else run):
-                check_cancel()
-                t0 = time.perf_counter()
-                prep = shot.prepare(source.read(frame))
-                if skip_existing and sink.exists(frame):
-                    # Already written (resume): its colour is read back, its carried confidence recomputed
-                    # by flow alone (exactly what the uninterrupted run carried), no networks.
-                    prev_full = carried_state(frame, None, prep)
-                    carried = propagator.carried_only(prep.L_work)
-                    if backward is not None:
-                        carried = either_right(carried, np.load(backward / f"{frame}.npy")[..., 3])
-                    emit(frame, None, 0.0)
-                    propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
-                    continue
-                ab, confidence, carried = propagator.step(prep.L_work)
-                if backward is not None:
-                    other = np.load(backward / f"{frame}.npy")
-                    blended = blend(ab, carried, other[..., :2], other[..., 3], (frame - a) / (b - a))
-                    confidence = meet_confidence(blended, ab, confidence, other[..., :2], other[..., 2])
-                    ab, carried = blended, either_right(carried, other[..., 3])
-                result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
-                emit(frame, result, time.perf_counter() - t0)
-                prev_full = carried_state(frame, result, prep)
+        propagator = new_propagator(b, None) if kind == "backward" else new_propagator(a, b)
+        prev_full = key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
+        for frame in (reversed(run) if kind == "backward" else run):
+            check_cancel()
+            t0 = time.perf_counter()
+            prep = shot.prepare(source.read(frame))
+            if skip_existing and sink.exists(frame):
+                # Already written (resume): its colour is read back, its carried confidence recomputed
+                # by flow alone (exactly what the uninterrupted run carried), no networks.
+                prev_full = carried_state(frame, None, prep)
+                carried = propagator.carried_only(prep.L_work)
+                emit(frame, None, 0.0)
                 propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
+                continue
+            ab, confidence, carried = propagator.step(prep.L_work)
+            result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
+            emit(frame, result, time.perf_counter() - t0)
+            prev_full = carried_state(frame, result, prep)
+            propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
 
     report.seconds = time.perf_counter() - start
     return report
@@ -332,13 +402,16 @@ def regrade_change(key_ab: np.ndarray, plate_ab_: np.ndarray) -> np.ndarray:
 def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], output_pattern: str,
                       frames: list[int], options: ShotOptions, progress=None, cancel=None,
                       skip_existing: bool = False, pixel_type: str = "half",
-                      segment: int | None = None, key_colorspace: str | None = None) -> ShotReport:
+                      segment: int | None = None, key_colorspace: str | None = None,
+                      state_dir: Path | None = None, direction: str | None = None) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
-    written; then the shot runs with reading ahead and writing behind."""
+    written; then the shot runs with reading ahead and writing behind. ``state_dir``, ``direction``: the
+    passes between keys as files (``run_shot``; docs/FARM.md)."""
     engine.check_method(options.method)
     checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
     with overlapped_io(checked.source(), checked.sink(pixel_type)) as (source, sink):  # I/O overlaps the compute
-        report = run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment)
+        report = run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment,
+                          state_dir=state_dir, direction=direction)
     report.notes = checked.notes
     return report
 
