@@ -9,8 +9,11 @@ The state carried to the next frame is the *written* colour (rounded as the sink
 run resumed from existing output frames continues exactly as an uninterrupted one would.
 
 Keys: each frame takes colour from its nearest key on each side: forward from the earlier key,
-backward from the later one; between two keys both are computed and blended per pixel by their
-carried confidence (confidence.py); the forward run then carries the blended colour and confidence.
+backward from the later one. Between two keys a forward pass and a backward pass, neither reading the
+other, are stored at the working size (passes.py) and then blended per pixel by their carried confidence
+(confidence.py) and brought to full resolution along the forward pass's flow, frame after frame from the
+last written one. A farm runs the two passes and the blend as three tasks (docs/FARM.md); the embedded run
+does the same through a temporary folder, so both give the same pixels.
 
 Regrade (``ShotOptions.regrade``): the plate is in colour and a key is a regrade of its plate frame.
 What is carried is the *change*, delta_ab = ab(key) − ab(plate frame); each frame is written as

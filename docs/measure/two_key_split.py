@@ -1,4 +1,4 @@
-"""Two keys (first, last) on the 5 main dev clips: mean Lab-PSNR over the first N scored frames, per method,
+"""Two keys (first, last) on dev clips (default: the 5 of docs/KEYS.md's two-key table): mean Lab-PSNR over the first N scored frames, per method,
 through the product's pipeline (``run_shot``). Used to measure the independent forward/backward passes that
 the farm split needs against the forward run that carried the blend (docs/FARM.md):
 
@@ -19,9 +19,12 @@ from colorprop.measure.metrics import lab_psnr
 p = argparse.ArgumentParser()
 p.add_argument("--methods", default="full,flow")
 p.add_argument("--json", default="out/two_key_split.json")
+p.add_argument("--clips", default="dancer@1380,pose2sim_t2_cam01@0,carphone@0,bbb@4340,franck@1080",
+               help="dev clips (default: the 5 of docs/KEYS.md's two-key table)")
 args = p.parse_args()
 engine = Engine.load()
-clips = [c for c in load_dev_clips(None) if not getattr(c, "report_apart", False)]
+wanted = args.clips.split(",")
+clips = sorted((c for c in load_dev_clips(None) if c.name in wanted), key=lambda c: wanted.index(c.name))
 ns = (10, 20, 30, 40, 49)
 out = {}
 for method in args.methods.split(","):
