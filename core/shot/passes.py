@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from colorprop.errors import ColorpropError
-from colorprop.io.exr import read_exr, write_exr
+from colorprop.io.exr import read_exr, read_exr_header, write_exr
 
 DIRECTIONS = ("backward", "forward")  # the order the embedded run computes them in
 FINGERPRINT = "colorprop:pass"  # EXR header attribute
@@ -89,6 +89,17 @@ class PassStore:
         except ColorpropError:
             return None
         return PassFrame(np.dstack(planes[:2]), planes[2], planes[3], flow)
+
+    def has(self, direction: str, frame: int) -> bool:
+        """The frame is stored by this job (its header read and its stamp checked; the pixels are read later)."""
+        path = self.path(direction, frame)
+        if not path.exists():
+            return False
+        try:
+            header = read_exr_header(path)
+        except ColorpropError:
+            return False
+        return header.metadata.get(FINGERPRINT) == self.stamp and set(CHANNELS) <= set(header.channels)
 
     def write(self, direction: str, frame: int, state: PassFrame) -> None:
         planes = [state.ab[..., 0], state.ab[..., 1], state.confidence, state.carried]

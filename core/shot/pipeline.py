@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -278,52 +278,72 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         return fingerprint(options.to_dict(), weights and weights["version"], a, b, run,
                            shot.to_work(key_ab_full[a]), shot.to_work(key_ab_full[b]))
 
-    def run_pass(direction: str, a: int, b: int, run: list[int], store: PassStore) -> None:
+    last_prepared: list = [None, None]  # (frame, Prepared): a pass and the blend of the same frame share it
+
+    def prepared(frame: int) -> Prepared:
+        if last_prepared[0] != frame:
+            last_prepared[:] = [frame, shot.prepare(source.read(frame))]
+        return last_prepared[1]
+
+    def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
+        state = store.read(direction, frame)
+        if state is None:  # a file that went bad after its pass wrote it: never blend a guess
+            raise ColorpropError(f"frame {frame}: the {direction} pass file {store.path(direction, frame)} is "
+                                 "missing or unreadable; run the pass again")
+        return state
+
+    def pass_frames(direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:
         """One pass over the frames between keys ``a`` and ``b`` (forward from ``a`` or backward from ``b``; the
-        global branch matches against both keys), each frame stored. Frames already stored (a resumed task) are
-        replayed by flow alone (``Propagator.carried_only``) with the stored colour: the run carries on exactly
-        as an uninterrupted one."""
+        global branch matches against both keys), frame by frame in its order, each frame stored as it is made.
+        A pass already stored is read back; one stored in part (a killed task) is replayed by flow alone
+        (``Propagator.carried_only``) with the stored colour up to its first missing frame, so the run carries
+        on exactly as an uninterrupted one."""
         forward = direction == "forward"
         order = run if forward else run[::-1]
-        stored = [store.read(direction, f) for f in order]
-        todo = next((i for i, s in enumerate(stored) if s is None), len(order))  # the first frame to compute
-        if todo == len(order):
-            if direction_only is not None:
-                for frame in order:
-                    count(frame, False, 0.0)
-            return
-        propagator = new_propagator(a, b) if forward else new_propagator(b, a)
-        for i, (frame, state) in enumerate(zip(order, stored)):
+        todo = next((i for i, f in enumerate(order) if not store.has(direction, f)), len(order))
+        propagator = None
+        if todo < len(order):
+            propagator = new_propagator(a, b) if forward else new_propagator(b, a)
+        for i, frame in enumerate(order):
             check_cancel()
             t0 = time.perf_counter()
-            L = shot.prepare(source.read(frame)).L_work
-            if i < todo:
-                propagator.carried_only(L)
+            if propagator is None:
+                state = stored(store, direction, frame)
             else:
-                step = propagator.step(L)
-                state = PassFrame(step.ab, step.confidence, step.carried, propagator.last_flow)
-                store.write(direction, frame, state)
+                L = prepared(frame).L_work
+                if i < todo:
+                    propagator.carried_only(L)
+                    state = stored(store, direction, frame)
+                else:
+                    step = propagator.step(L)
+                    state = PassFrame(step.ab, step.confidence, step.carried, propagator.last_flow)
+                    store.write(direction, frame, state)
+                propagator.accept(L, state.ab, state.carried)
             if direction_only is not None:
                 count(frame, i >= todo, time.perf_counter() - t0)
-            propagator.accept(L, state.ab, state.carried)
+            yield state
 
     def blend_span(a: int, b: int, run: list[int], store: PassStore | None) -> None:
-        """The frames between keys ``a`` and ``b`` from the two stored passes: blended per pixel (``blend``), the
-        written matte where they meet (``meet_confidence``), and to full resolution along the forward pass's
-        flow from the last written frame (``ShotColour.to_full``)."""
+        """The frames between keys ``a`` and ``b``: the backward pass (stored first), then the forward pass frame
+        by frame, each frame blended with the backward one as it comes (``blend``), its written matte where they
+        meet (``meet_confidence``), and brought to full resolution along the forward pass's flow from the last
+        written frame (``ShotColour.to_full``). ``store`` None: every frame is already written (resume)."""
+        forward = None
+        if store is not None:
+            for _ in pass_frames("backward", a, b, run, store):
+                pass
+            forward = pass_frames("forward", a, b, run, store)
         prev_full = key_ab_full[a]  # the last written colour, full resolution
         for frame in run:
+            f = next(forward) if forward is not None else None  # the forward chain runs through every frame
             check_cancel()
             t0 = time.perf_counter()
-            prep = shot.prepare(source.read(frame))
+            prep = prepared(frame)
             if skip_existing and sink.exists(frame):
                 prev_full = carried_state(frame, None, prep)
                 emit(frame, None, 0.0)
                 continue
-            f, k = store.read("forward", frame), store.read("backward", frame)
-            if f is None or k is None:  # a pass file went missing after its pass: never blend a guess
-                raise ColorpropError(f"frame {frame}: the {'forward' if f is None else 'backward'} pass file "
-                                     f"{store.path('forward' if f is None else 'backward', frame)} is missing or unreadable")
+            k = stored(store, "backward", frame)
             ab = blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
             confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
             result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
@@ -348,13 +368,13 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                 store = PassStore(root, a, b, pass_stamp(a, b, run))
                 if skip_existing and all(sink.exists(f) for f in run):
                     store = None  # every frame is written: no pass is needed
-                for way in DIRECTIONS if direction_only is None else (direction_only,):
-                    if store is not None:
-                        run_pass(way, a, b, run, store)
-                if direction_only is None:
-                    blend_span(a, b, run, store)
-                    if store is not None:
-                        store.remove()
+                if direction_only is not None:
+                    for _ in pass_frames(direction_only, a, b, run, store) if store is not None else ():
+                        pass
+                    continue
+                blend_span(a, b, run, store)
+                if store is not None:
+                    store.remove()
             continue
 
         propagator = new_propagator(b, None) if kind == "backward" else new_propagator(a, b)
