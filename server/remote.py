@@ -24,11 +24,17 @@ from colorprop_client import client as C
 from colorprop_client import protocol as P
 
 EXIT_SERVER_UNAVAILABLE = 6
+EXIT_AUTH_REFUSED = 7
 BUSY_WAIT_S = 60.0  # how long a busy server ("all slots taken") is retried before giving up with exit 6
 
 
 class ServerUnavailableError(ColorpropError):
     exit_code = EXIT_SERVER_UNAVAILABLE
+
+
+class AuthRefusedError(ColorpropError):
+    """The server is there and refused this client's CURVE keys (exit 7)."""
+    exit_code = EXIT_AUTH_REFUSED
 
 
 class RemoteJobError(ColorpropError):
@@ -51,7 +57,7 @@ EXIT_FOR_CODE = {
 
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
                         frames: list[int], options: Any, progress: Callable | None = None,
-                        skip_existing: bool = False, timeout_s: float = 10.0, pixel_type: str = "half",
+                        skip_existing: bool = False, timeout_s: float | None = None, pixel_type: str = "half",
                         curve_keys: str | None = None, curve_name: str | None = None,
                         key_colorspace: str | None = None) -> Any:
     """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``.
@@ -70,7 +76,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
         curve = C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
     except (OSError, ValueError) as err:
         raise InputError(f"CURVE keys {curve_keys}/{curve_name}.key_secret: {err}") from None
-    client = C.Client(address, timeout_s=timeout_s, retries=3, curve=curve)
+    client = C.Client(address, timeout_s=timeout_s or C.DEFAULT_TIMEOUT_S, retries=C.DEFAULT_RETRIES, curve=curve)
     report = ShotReport()
     t0 = time.perf_counter()
     total = len(frames)
@@ -103,6 +109,8 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
         report.seconds = time.perf_counter() - t0
         report.notes = checked.notes
         return report
+    except C.AuthenticationFailed as err:
+        raise AuthRefusedError(str(err)) from None
     except C.ServerUnavailable as err:
         raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
     except C.ServerBusy as err:

@@ -79,6 +79,13 @@ def test_colorize_without_server_exits_6_quickly(tmp_path, free_port):
     assert rc == 6 and time.monotonic() - t0 < 5.0
 
 
+def test_colorize_without_server_exits_6_within_5_s_by_default(tmp_path, free_port):
+    plate, key, _ = _plates(tmp_path / "shot", n=2)
+    t0 = time.monotonic()
+    rc = _colorize(plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}")
+    assert rc == 6 and time.monotonic() - t0 <= 5.0
+
+
 def test_keys_command_writes_server_client_and_worker_keys(tmp_path, capsys):
     from colorprop.cli.main import main
 

@@ -54,7 +54,9 @@ def add_parser(sub) -> None:
     add_precision_argument(p)
     p.add_argument("--server", metavar="ADDRESS",
                    help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for a server answer")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per try for a server answer (default: the client's 1.3 s; 3 tries, so a dead "
+                        "server is reported within 5 s; a live, slow one is waited for)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="auto: a bar on a terminal, lines (with openjd_progress) otherwise")
     p.add_argument("--segment", type=int, metavar="KEY",

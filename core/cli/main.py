@@ -5,7 +5,7 @@
 
 Exit codes: 0 success; 1 other failure; 2 bad input (pattern, range, option, key); 3 unreadable or bad
 pixels (EXR, NaN/Inf, size); 4 cannot write output; 5 weights missing or corrupt; 6 server
-unavailable; 130 cancelled/interrupted (Ctrl-C, or SIGTERM from a farm).
+unavailable; 7 refused by the server (CURVE keys); 130 cancelled/interrupted (Ctrl-C, or SIGTERM from a farm).
 
 One module per command in this folder (each ``add_parser(subparsers)``); commands from other packages
 (``serve``, ``broker``, ``keys`` from colorprop_server) come in through cli/plugins.py.

@@ -3,7 +3,13 @@
 Lazy Pirate (zguide ch. 4): every request is sent on a DEALER socket with LINGER 0 and a fresh
 request id; the reply is awaited with ``poll`` for at most ``timeout_s``; on silence the socket is
 closed and reopened and the request resent, at most ``retries`` times, then
-:class:`ServerUnavailable` is raised. Nothing here blocks forever. Every request is idempotent
+:class:`ServerUnavailable` is raised. Nothing here blocks forever.
+
+A socket monitor watches the connection: a lost connection ends the wait at once (the request died
+with it), a server whose connection is up and answers ZeroMQ heartbeats is slow, not dead, and is
+waited for up to ``live_wait_s``; a CURVE handshake the server refused raises
+:class:`AuthenticationFailed` instead of looking like an absent server. With the defaults a dead or
+absent server is reported within ``DEFAULT_RETRIES x DEFAULT_TIMEOUT_S`` (+ one long-poll) < 5 s. Every request is idempotent
 on the server (job ids are chosen here, frames are keyed by number, results are fetched "after
 sequence number N"), so a resend never duplicates work.
 
@@ -29,7 +35,8 @@ from . import protocol as P
 from .protocol import ProtocolError
 
 __all__ = [
-    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "ServerBusy", "JobFailed",
+    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "AuthenticationFailed", "ServerBusy",
+    "JobFailed",
     "JobLost", "JobCancelled", "ProtocolError", "colorize_arrays", "colorize_paths",
 ]
 
@@ -37,6 +44,16 @@ __all__ = [
 # How long the colorize loops let the server hold a fetch when nothing has happened: short, because
 # after a server dies a client notices within retries x timeout_s + this.
 LONG_POLL_S = 1.0
+# Give-up defaults (library, `colorize --server`, DCC plug-ins): a dead or absent server is reported
+# within DEFAULT_RETRIES x DEFAULT_TIMEOUT_S + LONG_POLL_S = 4.9 s at most.
+DEFAULT_TIMEOUT_S = 1.3
+DEFAULT_RETRIES = 3
+# A server whose connection is up and answers heartbeats is waited for this long per request (a big
+# frame on a slow link, a loaded machine); a silent connection is dropped after HEARTBEAT_TIMEOUT_MS.
+LIVE_WAIT_S = 60.0
+HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 500, 1500
+_LINK_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
 
 
 class ServerError(Exception):
@@ -53,6 +70,27 @@ class ServerUnavailable(ServerError):
 
     def __init__(self, address: str, tries: int, timeout_s: float):
         super().__init__("unavailable", f"no reply from {address} after {tries} tries of {timeout_s:g} s")
+
+
+class AuthenticationFailed(ServerError):
+    """A server is there but refused this client's CURVE handshake (key not in its allow-list, wrong
+    ``server.key``, or one side without CURVE). Retrying does not help: fix the keys."""
+
+    def __init__(self, address: str, reason: str):
+        super().__init__("auth", f"{address} refused the connection: {reason}")
+
+
+def _handshake_failure(event: int, value: int, curve: bool) -> str:
+    """Why a CURVE handshake failed, from the client's socket monitor event."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (f"this client's CURVE key is not in the server's authorized_clients/ (status {value}); "
+                "ask for a key from `colorprop keys DIR --client NAME` on the server")
+    if not curve:  # (a mechanism mismatch may also show as "no detail": the server hung up first)
+        return ("the server uses CURVE and this client has no keys (set $COLORPROP_CURVE_KEYS), or it is not a "
+                f"colorprop server (handshake event {event:#x}, {value:#x})")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return "this client uses CURVE keys and the server does not"
+    return "CURVE handshake failed: is server.key the public key of this server?"
 
 
 class ServerBusy(ServerError):
@@ -130,17 +168,21 @@ class Client:
     def __init__(
         self,
         address: str = P.DEFAULT_ADDRESS,
-        timeout_s: float = 5.0,
-        retries: int = 3,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         curve: CurveKeys | None = None,
         context: zmq.Context | None = None,
+        live_wait_s: float = LIVE_WAIT_S,
     ):
         self.address = address
         self.timeout_s = float(timeout_s)
         self.retries = max(1, int(retries))
+        self.live_wait_s = max(float(live_wait_s), self.timeout_s)
         self.curve = curve
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._link_up = False  # handshake done and no disconnect since (the monitor says)
         self.max_message_bytes = P.DEFAULT_MAX_MESSAGE_BYTES
         self.capabilities: dict | None = None
 
@@ -152,13 +194,39 @@ class Client:
             s.curve_publickey = self.curve.public
             s.curve_secretkey = self.curve.secret
             s.curve_serverkey = self.curve.server_public
+        s.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        self._monitor = s.get_monitor_socket(_LINK_EVENTS)
+        self._link_up = False
         s.connect(self.address)
         return s
 
     def _drop_socket(self) -> None:
         if self._sock is not None:
+            self._sock.disable_monitor()
             self._sock.close(linger=0)
             self._sock = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
+
+    def _link_events(self) -> bool:
+        """Read the monitor's events; False when the connection was lost (the request died with it).
+        Raises AuthenticationFailed when the server refused the handshake."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        lost = False
+        while self._monitor is not None and self._monitor.poll(0, zmq.POLLIN):
+            ev = recv_monitor_message(self._monitor)
+            kind, value = ev["event"], ev["value"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._link_up = True
+            elif kind == zmq.EVENT_DISCONNECTED:
+                lost, self._link_up = lost or self._link_up, False
+            else:
+                self._drop_socket()
+                raise AuthenticationFailed(self.address, _handshake_failure(kind, value, self.curve is not None))
+        return not lost
 
     def request(
         self,
@@ -169,9 +237,11 @@ class Client:
     ) -> P.Message:
         """Send one request and return the decoded reply. ``wait_s`` extends the reply timeout
         for long-polls (``wait_ms`` in ``fields``); a resend after silence does not long-poll, so a
-        dead server is given up within ``retries x timeout_s + wait_s``. Raises ServerUnavailable
-        after ``retries`` silent tries, ServerBusy or ServerError for busy/error replies,
-        ProtocolError for a malformed reply."""
+        dead server is given up within ``retries x timeout_s + wait_s``. A lost connection ends a try
+        at once; a connection that is up (heartbeats answered) is waited on up to ``live_wait_s``.
+        Raises ServerUnavailable after ``retries`` silent tries, AuthenticationFailed when the server
+        refuses the CURVE handshake, ServerBusy or ServerError for busy/error replies, ProtocolError
+        for a malformed reply."""
         rid = P.new_id()
         frames = P.encode(type, rid, arrays, **fields)
         for attempt in range(self.retries):
@@ -181,11 +251,21 @@ class Client:
             if self._sock is None:
                 self._sock = self._connect()
             self._sock.send_multipart(frames, copy=len(frames) == 1)
-            end = time.monotonic() + self.timeout_s + wait_s
+            start = time.monotonic()
+            end, live_end = start + self.timeout_s + wait_s, start + self.live_wait_s + wait_s
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+            poller.register(self._monitor, zmq.POLLIN)
             while True:
-                left = end - time.monotonic()
-                if left <= 0 or not self._sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                if not self._link_events():
+                    break  # the connection dropped: this request is lost with it
+                now = time.monotonic()
+                left = (live_end if self._link_up else end) - now
+                if left <= 0:
                     break
+                ready = dict(poller.poll(int(min(left, 0.25) * 1000) + 1))
+                if self._sock not in ready:
+                    continue
                 reply = self._sock.recv_multipart(copy=False)
                 try:
                     msg = P.decode(reply, max_message_bytes=self.max_message_bytes, expect=P.REPLY_TYPES)
@@ -412,8 +492,8 @@ def colorize_arrays(
     colorspace: str | None = None,
     on_progress: Callable[[Event], None] | None = None,
     window: int = 4,
-    timeout_s: float = 5.0,
-    retries: int = 3,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
     curve: CurveKeys | None = None,
     restarts: int = 1,
     busy_wait_s: float = 60.0,
@@ -536,8 +616,8 @@ def colorize_paths(
     options: Mapping[str, Any] | None = None,
     colorspace: str | None = None,
     on_progress: Callable[[Event], None] | None = None,
-    timeout_s: float = 5.0,
-    retries: int = 3,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
     curve: CurveKeys | None = None,
     busy_wait_s: float = 60.0,
     job_timeout_s: float | None = None,

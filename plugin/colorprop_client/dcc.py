@@ -58,12 +58,13 @@ except ModuleNotFoundError as _exc:
     raise ModuleNotFoundError(pyzmq_missing_message(), name="zmq") from None
 
 from . import protocol as P
-from .client import (CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost, ServerBusy,
-                     ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
+from .client import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, CancellableClient, CancelledByUser, Client, Event,
+                     JobCancelled, JobLost, ServerBusy, ServerError, ServerUnavailable, colorize_arrays,
+                     colorize_paths)
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
-JOB_TIMEOUT_S = 10.0  # per request once the server has answered
+JOB_TIMEOUT_S = DEFAULT_TIMEOUT_S  # per try once the server has answered: a dead one is reported within 5 s
 FALLBACK_METHODS = ["full", "local", "global", "flow"]  # shown before the first connect
 MODE_LABELS = {P.MODE_INBAND: "send pixels", P.MODE_PATHS: "shared paths"}
 # Quality presets map onto the server's own options; only those the server declares are sent.
@@ -319,7 +320,7 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
         elif ev.kind == P.EV_DONE:
             suggestions[:] = P.parse_suggestions(ev.info or {})
 
-    client = CancellableClient(address, timeout_s=timeout_s, retries=3, is_cancelled=is_cancelled)
+    client = CancellableClient(address, timeout_s=timeout_s, retries=DEFAULT_RETRIES, is_cancelled=is_cancelled)
     try:
         progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')})")
         if isinstance(shot, InbandShot):
