@@ -34,6 +34,7 @@ from colorprop_client.protocol import ProtocolError
 
 from . import framing as W
 from .config import ServerConfig
+from .logs import log_event
 from .security import WORKERS_DOMAIN, CurveServer, check_bind_allowed, peer_identity
 
 log = logging.getLogger("colorprop_server.broker")
@@ -109,8 +110,8 @@ class Broker:
             back.bind(cfg.backend_bind)
             self.frontend_endpoint = front.getsockopt(zmq.LAST_ENDPOINT).decode()
             self.backend_endpoint = back.getsockopt(zmq.LAST_ENDPOINT).decode()
-            log.info(json.dumps({"event": "broker_listening", "frontend": self.frontend_endpoint,
-                                 "backend": self.backend_endpoint, "curve": bool(curve)}))
+            log_event(log, "broker_listening", frontend=self.frontend_endpoint,
+                      backend=self.backend_endpoint, curve=bool(curve))
             self.ready.set()
             self._loop(front, back)
         finally:
@@ -167,8 +168,8 @@ class Broker:
                 caps = {}
             if w is None:
                 self.workers[ident] = _Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
-                log.info(json.dumps({"event": "worker_ready", "worker": ident.hex()[:16],
-                                     "identity": peer_identity(frames[0]), "workers": len(self.workers)}))
+                log_event(log, "worker_ready", worker=ident.hex()[:16],
+                          identity=peer_identity(frames[0]), workers=len(self.workers))
             return
         if w is None:
             return  # unknown (expired) worker: it will notice the silence and reconnect
@@ -192,8 +193,8 @@ class Broker:
         refused = rtype in (P.ERROR, P.BUSY)
         if isinstance(rid, str) and rid.startswith(W.RETRY_PREFIX):  # the reply to our own restart of a job
             if r is not None and refused:
-                log.warning(json.dumps({"event": "job_retry_refused", "job": r.job, "reply": rtype,
-                                        "code": head.get("code")}))
+                log_event(log, "job_retry_refused", logging.WARNING, job=r.job, reply=rtype,
+                          code=head.get("code"))
                 self._release(r)
                 r.worker = None
                 r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
@@ -214,8 +215,8 @@ class Broker:
 
     def _worker_died(self, w: _Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
         self.workers.pop(w.ident, None)
-        log.warning(json.dumps({"event": "worker_lost", "worker": w.ident.hex()[:16], "jobs": len(w.jobs),
-                                "workers": len(self.workers)}))
+        log_event(log, "worker_lost", logging.WARNING, worker=w.ident.hex()[:16], jobs=len(w.jobs),
+                  workers=len(self.workers))
         for job in list(w.jobs):
             r = self.routes.get(job)
             if r is None:
@@ -234,8 +235,8 @@ class Broker:
                              json.dumps(head).encode(), *r.open_frames[1:]])
                 # Tell the client (the event numbers continue after the one it has seen).
                 r.failed = None
-                log.warning(json.dumps({"event": "job_retried", "job": job, "worker": target.ident.hex()[:16],
-                                        "retry": r.retries}))
+                log_event(log, "job_retried", logging.WARNING, job=job, worker=target.ident.hex()[:16],
+                          retry=r.retries)
             else:
                 r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
                             "message": "the worker running this job died" +
@@ -275,8 +276,8 @@ class Broker:
 
         def reply(out: list, status: str | None = None) -> None:
             _send(front, [env, *out])
-            request_log.info(json.dumps({"client": identity.decode(), "broker": True, "status": status,
-                                         "ms": round((time.monotonic() - t0) * 1000, 2)}))
+            log_event(request_log, "request", client=identity.decode(), broker=True, status=status,
+                      ms=round((time.monotonic() - t0) * 1000, 2))
 
         try:
             msg = P.decode(body, self.config.max_message_bytes, expect=P.REQUEST_TYPES)

@@ -6,11 +6,12 @@ Nothing heavy is imported here: zmq, torch and the engine load only when a comma
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
-import logging
-import sys
 
-from .config import DEFAULT_BACKEND_BIND, DEFAULT_BIND, ServerConfig
+from .config import DEFAULT_BACKEND_BIND, DEFAULT_BIND, ServerConfig, read_config_file
+from .logs import LOG_FORMATS
 
 
 def add_cli(subparsers) -> None:
@@ -21,6 +22,9 @@ def add_cli(subparsers) -> None:
 
 
 def _common(p) -> None:
+    p.add_argument("--config", metavar="FILE", default=None,
+                   help="TOML file setting any of these options (key = option name with _; flags given here win); "
+                        "see docs/server.example.toml")
     p.add_argument("--curve-keys", metavar="DIR", default=None,
                    help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback")
     p.add_argument("--max-jobs", type=int, default=8, help="shots served at once; more get 'busy, retry in N s'")
@@ -31,20 +35,84 @@ def _common(p) -> None:
     p.add_argument("--session-timeout", type=float, default=120.0, help="drop a silent client's session after S s")
     p.add_argument("--max-message-mb", type=int, default=1024, help="largest accepted message (MiB)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="broker/worker heartbeat interval (s)")
-    p.add_argument("--log-level", default="INFO", help="DEBUG | INFO | WARNING (requests are logged at INFO)")
+    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   help="requests are logged at INFO")
+    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
+                   help="text lines, or one JSON object per line (time, level, logger, event, fields)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics over HTTP on this port (default: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address the metrics endpoint listens on (loopback unless you open it)")
+    _track_given(p)
+
+
+def _track_given(parser: argparse.ArgumentParser) -> None:
+    """Make parsing record which options the command line gave (``args._given``): those override the
+    config file; the rest take the file's value, else their default."""
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "config"):
+            action.__class__ = _given_class(type(action))
+
+
+@functools.cache
+def _given_class(base: type) -> type:
+    class Given(base):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace._given = getattr(namespace, "_given", frozenset()) | {self.dest}
+
+    return Given
+
+
+def _config_schema(parser: argparse.ArgumentParser) -> dict[str, tuple[type, ...]]:
+    """Config-file key -> accepted TOML types, from the command's own options (one definition)."""
+    schema = {}
+    for a in parser._actions:
+        if not a.option_strings or a.dest in ("help", "config"):
+            continue
+        if isinstance(a, argparse._StoreTrueAction):
+            schema[a.dest] = (bool,)
+        elif isinstance(a, argparse._AppendAction):
+            schema[a.dest] = (list,)
+        else:
+            schema[a.dest] = {int: (int,), float: (int, float)}.get(a.type, (str,))
+    return schema
+
+
+def _apply_config_file(args) -> None:
+    """Fill in the options the command line did not give from ``--config FILE``."""
+    if not args.config:
+        return
+    parser = args._parser
+    values = read_config_file(args.config, _config_schema(parser))
+    given = getattr(args, "_given", frozenset())
+    for action in parser._actions:
+        if action.dest in values and action.dest not in given:
+            value = values[action.dest]
+            if isinstance(value, str) and callable(action.type):
+                value = action.type(value)
+            if action.choices is not None and value not in action.choices:
+                from colorprop.errors import InputError
+
+                raise InputError(f"{args.config}: {action.dest} must be one of {list(action.choices)}, got {value!r}")
+            setattr(args, action.dest, value)
 
 
 def _config(args, **extra) -> ServerConfig:
     return ServerConfig(
         curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
         max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
-        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, **extra,
+        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, **extra,
     )
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(message)s")
+def _start(args) -> None:
+    """What serve and broker do first: the config file, then logging."""
+    from .logs import setup_logging
+
+    _apply_config_file(args)
+    setup_logging(args.log_level, args.log_format)
 
 
 def add_serve(subparsers) -> None:
@@ -60,15 +128,15 @@ def add_serve(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--curve-client-name", default="worker", help="worker mode: which key pair to use")
     _common(p)
-    p.set_defaults(func=run_serve)
+    p.set_defaults(func=run_serve, _parser=p)
 
 
 def run_serve(args) -> int:
     from colorprop.errors import InputError
 
+    _start(args)
     if args.worker != bool(args.broker):
         raise InputError("--worker and --broker ADDR go together")
-    _setup_logging(args.log_level)
     config = _config(args, bind=args.bind, broker=args.broker, allowed_roots=tuple(args.allow_root),
                      weights_dir=args.weights, device=args.device, curve_client_name=args.curve_client_name)
     from .security import SecurityError
@@ -89,13 +157,13 @@ def add_broker(subparsers) -> None:
                    help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})")
     p.add_argument("--job-retries", type=int, default=2, help="restarts of a shared-path job whose worker died")
     _common(p)
-    p.set_defaults(func=run_broker_command)
+    p.set_defaults(func=run_broker_command, _parser=p)
 
 
 def run_broker_command(args) -> int:
     from colorprop.errors import InputError
 
-    _setup_logging(args.log_level)
+    _start(args)
     from .broker import run_broker
     from .security import SecurityError
 

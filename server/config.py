@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from colorprop_client import protocol as P
@@ -39,6 +41,8 @@ class ServerConfig:
     heartbeat_s: float = 1.0
     liveness: int = 3  # heartbeats missed before the peer is declared dead
     job_retries: int = 2  # broker: how often a shared-path job is restarted after its worker died
+    metrics_port: int | None = None  # Prometheus text endpoint (HTTP) on this port; None: off
+    metrics_host: str = "127.0.0.1"
     engine: Any = field(default=None, compare=False, repr=False)  # an already loaded Engine (tests, bench)
 
     def limits(self) -> dict[str, Any]:
@@ -54,3 +58,28 @@ class ServerConfig:
             "max_wait_ms": self.max_wait_ms,
             "session_timeout_s": self.session_timeout_s,
         }
+
+
+def read_config_file(path: str | Path, schema: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """A flat TOML file of options: key -> value, every key in ``schema`` and of one of its types.
+    Raises InputError (exit 2) naming the file and the key."""
+    from colorprop.errors import InputError
+
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except OSError as err:
+        raise InputError(f"config file {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"config file {path}: not valid TOML: {err}") from None
+    for key, value in values.items():
+        if key not in schema:
+            raise InputError(f"config file {path}: unknown key {key!r} (known: {', '.join(sorted(schema))})")
+        types = schema[key]
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
+                                 list: "a list of strings"}[t] for t in types)
+            raise InputError(f"config file {path}: {key} must be {names}, got {type(value).__name__} {value!r}")
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise InputError(f"config file {path}: {key} must be a list of strings, got {value!r}")
+    return values

@@ -28,6 +28,8 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from .logs import log_event
+
 AUTHORIZED = "authorized_clients"
 AUTHORIZED_WORKERS = "authorized_workers"
 CLIENTS_DOMAIN, WORKERS_DOMAIN = "clients", "workers"  # ZAP domains of the two allow-lists
@@ -151,19 +153,56 @@ class CurveServer:
         self.auth.start()
         for domain in self.allowed:
             self.auth.configure_curve_callback(domain, self.auth)
+        self._watchers: list[threading.Thread] = []
 
     def apply(self, sock: zmq.Socket, domain: str = CLIENTS_DOMAIN) -> None:
         sock.zap_domain = domain.encode()
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_server = True
+        self._watch(sock, domain)
+
+    def _watch(self, sock: zmq.Socket, domain: str) -> None:
+        """Log the handshakes that fail before ZAP is asked (a client without CURVE, or one holding
+        another server's public key). libzmq's monitor names only our own endpoint here, not the
+        peer's address; refusals by key (ZAP) are logged with the address by the authenticator."""
+        monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+        thread = threading.Thread(target=_log_handshake_failures, args=(monitor, domain), daemon=True,
+                                  name=f"curve-watch-{domain}")
+        thread.start()
+        self._watchers.append(thread)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """zmq.auth's stop() joins its thread without a timeout, and was seen to hang a test run once:
-        shutting the server down must never wait on it for more than ``timeout_s``."""
+        shutting the server down must never wait on it for more than ``timeout_s``. (Call after the
+        sockets are closed: their monitors then end the watcher threads.)"""
         stopper = threading.Thread(target=self.auth.stop, name="curve-auth-stop", daemon=True)
         stopper.start()
         stopper.join(timeout_s)
+        for t in self._watchers:
+            t.join(timeout_s)
+
+
+def _log_handshake_failures(monitor: zmq.Socket, domain: str) -> None:
+    from zmq.utils.monitor import recv_monitor_message
+
+    try:
+        while True:
+            ev = recv_monitor_message(monitor)
+            if ev["event"] == zmq.EVENT_MONITOR_STOPPED:
+                break
+            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                reason = "security mechanism mismatch: a client without CURVE keys"
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                reason = f"CURVE protocol error {ev['value']:#x}: not a colorprop client, or wrong server.key"
+            else:
+                reason = "CURVE handshake failed: the client holds another server's public key (server.key)"
+            log_event(log, "auth_failed", logging.WARNING, side=domain, endpoint=ev["endpoint"].decode(errors="replace"),
+                      reason=reason)
+    except zmq.ZMQError:
+        pass
+    finally:
+        monitor.close(linger=0)
 
 
 class _Authenticator(ThreadAuthenticator):
@@ -183,8 +222,9 @@ class _Authenticator(ThreadAuthenticator):
         if z85_key in self._keys.get(domain, {}):
             return True
         known = [d for d, names in self._keys.items() if z85_key in names]
-        log.warning("authentication failed: %s refused on the %s side: %s", self._address, domain,
-                    f"a {known[0][:-1]} key, not a {domain[:-1]} key" if known else "unknown CURVE key")
+        log_event(log, "auth_failed", logging.WARNING, peer=self._address, side=domain,
+                  reason=f"a {known[0][:-1]} key, not a {domain[:-1]} key" if known
+                  else f"unknown CURVE key {z85_key.decode('ascii', 'replace')[:8]}...")
         return False
 
     def curve_user_id(self, client_public_key: bytes) -> str:

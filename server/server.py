@@ -20,6 +20,7 @@ from colorprop_client import protocol as P
 
 from . import framing as W
 from .config import ServerConfig
+from .logs import log_event
 from .security import CurveServer, check_bind_allowed, check_connect_allowed, curve_client_keys, peer_identity
 from .service import Service
 
@@ -60,7 +61,10 @@ def load_engine(config: ServerConfig) -> Any:
 
     t0 = time.monotonic()
     engine = Engine.load(config.weights_dir, config.device)
-    log.info(json.dumps({"event": "engine_loaded", "methods": engine.methods(), "s": round(time.monotonic() - t0, 2)}))
+    desc = engine.describe()
+    log_event(log, "engine_loaded", device=desc["device"], precision=desc["precision"],
+              weights=(desc["weights"] or {}).get("folder"), weights_version=(desc["weights"] or {}).get("version"),
+              weights_error=engine.weights_error, methods=engine.methods(), s=round(time.monotonic() - t0, 2))
     return engine
 
 
@@ -105,7 +109,7 @@ class Server:
         try:
             sock.bind(self.config.bind)
             self.endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
-            log.info(json.dumps({"event": "listening", "endpoint": self.endpoint, "curve": bool(curve)}))
+            log_event(log, "listening", endpoint=self.endpoint, curve=bool(curve))
             self.ready.set()
             self._loop(sock, self._router_recv)
         finally:
@@ -140,7 +144,7 @@ class Server:
         while True:
             if self._stop.is_set() and shutdown_started is None:
                 shutdown_started = time.monotonic()
-                log.info(json.dumps({"event": "shutdown", "jobs": len(service.active_jobs())}))
+                log_event(log, "shutdown", jobs=len(service.active_jobs()))
                 service.shutdown()
             if shutdown_started is not None:
                 # Stopping: the frames in flight finish (at most shutdown_grace_s), then the clients
@@ -195,7 +199,7 @@ class Server:
                  "backoff": interval}
         self.endpoint = cfg.broker
         self.ready.set()
-        log.info(json.dumps({"event": "worker_connected", "broker": cfg.broker}))
+        log_event(log, "worker_connected", broker=cfg.broker)
 
         def on_readable(sock: zmq.Socket) -> None:
             frames = sock.recv_multipart(copy=False)
@@ -218,7 +222,7 @@ class Server:
                 state["hb_sent"] = now
             if state.pop("reconnect", False) or now - state["broker_seen"] > interval * cfg.liveness:
                 # The broker is gone (or forgot us): it has given our jobs to others, so drop them.
-                log.warning(json.dumps({"event": "broker_lost", "reconnect_in_s": state["backoff"]}))
+                log_event(log, "broker_lost", logging.WARNING, reconnect_in_s=state["backoff"])
                 self.service.cancel_all("broker lost")
                 raise _Reconnect()
 

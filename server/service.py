@@ -27,6 +27,7 @@ from colorprop_client import protocol as P
 from colorprop_client.protocol import ProtocolError
 
 from .config import ServerConfig
+from .logs import log_event
 from .paths import AllowedRoots, PathRefused
 
 log = logging.getLogger("colorprop_server")
@@ -173,7 +174,7 @@ class Service:
             except Exception:  # pragma: no cover - our own encoder made it
                 pass
             info["ms"] = round((time.monotonic() - t0) * 1000, 2)
-            request_log.info(json.dumps({k: v for k, v in info.items() if v is not None}, separators=(",", ":")))
+            log_event(request_log, "request", **info)
             reply(out)
 
         try:
@@ -204,7 +205,7 @@ class Service:
                     s.pending_fetch = None
                     pf.reply(self._events_reply(s, pf.request_id, pf.after, pf.max_events))
             if s.pending_fetch is None and now - s.last_seen > self.config.session_timeout_s:
-                log.info(json.dumps({"event": "session_timeout", "job": s.id, "client": s.client}))
+                log_event(log, "session_timeout", job=s.id, client=s.client)
                 self._drop(s)
 
     def next_deadline(self) -> float | None:
@@ -223,7 +224,7 @@ class Service:
 
     def cancel_all(self, reason: str) -> None:
         for s in list(self.sessions.values()):
-            log.info(json.dumps({"event": "job_dropped", "job": s.id, "reason": reason}))
+            log_event(log, "job_dropped", job=s.id, reason=reason)
             self._drop(s)
 
     def all_told(self) -> bool:
@@ -322,6 +323,7 @@ class Service:
                                           name=f"colorprop-job-{job_id[:8]}", daemon=True)
         session.thread.start()
         self.threads.append(session.thread)
+        log_event(log, "job_start", job=job_id, client=client, mode=mode, frames=len(frames), method=options.method)
         reply(P.encode(P.OPENED, msg.id, **session.opened_reply))
 
     def _on_frame(self, msg: P.Message, client: str, reply: Reply) -> None:
@@ -582,8 +584,8 @@ class Service:
             s.push({"kind": P.EV_FAILED, "code": P.E_ENGINE, "message": f"{type(exc).__name__}: {exc}"})
         finally:
             self.gate.release(s.id)
-            log.info(json.dumps({"event": "job_end", "job": s.id, "client": s.client, "state": s.state,
-                                 "frames": s.frames_done, "s": round(time.monotonic() - t0, 3)}))
+            log_event(log, "job_end", job=s.id, client=s.client, state=s.state,
+                      frames=s.frames_done, s=round(time.monotonic() - t0, 3))
             self.wake()
 
     def _turn(self, s: Session) -> None:

@@ -221,7 +221,7 @@ def test_client_key_cannot_register_as_a_worker(tmp_path, free_port):
             stop_proc(worker, signal.SIGKILL)
         stop_proc(broker)
     log = broker.stderr.read().decode()
-    assert "authentication failed" in log and "a client key, not a worker key" in log, log[-2000:]
+    assert "auth_failed" in log and "a client key, not a worker key" in log, log[-2000:]
 
 
 def _try(call):

@@ -439,7 +439,7 @@ def test_paths_mode_is_off_without_allowed_roots(engine, tmp_path):
         srv.stop()
 
 
-def test_request_log_is_one_json_line_per_request(server, caplog):
+def test_request_log_is_one_record_with_fields_per_request(server, caplog):
     import logging
 
     with caplog.at_level(logging.INFO, logger="colorprop_server.requests"):
@@ -449,7 +449,8 @@ def test_request_log_is_one_json_line_per_request(server, caplog):
             with pytest.raises(ServerError):
                 c.request(P.FETCH, job="nope", after=-1)
         assert wait_until(lambda: len([r for r in caplog.records if r.name == "colorprop_server.requests"]) >= 3, 3)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "colorprop_server.requests"]
+    lines = [r.colorprop_fields for r in caplog.records if r.name == "colorprop_server.requests"]
+    assert all(r.getMessage() == "request" for r in caplog.records if r.name == "colorprop_server.requests")
     assert [l["type"] for l in lines[-3:]] == [P.PING, P.HELLO, P.FETCH]
     assert lines[-1]["status"] == P.ERROR and lines[-1]["code"] == P.E_UNKNOWN_JOB
     assert all("ms" in l and "client" in l for l in lines)

@@ -1,0 +1,199 @@
+"""Running the server as a pipeline TD would, against real `colorprop serve` processes on 127.0.0.1:
+the config file (flags override, bad keys exit 2), the log (text and JSON lines with timestamps,
+client identity, job ids, device), CURVE refusals logged by the server and reported as such to the
+client (exit 7), the shipped example config."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from colorprop_client import protocol as P
+from colorprop_client.client import AuthenticationFailed, Client, CurveKeys, colorize_arrays
+
+from serverkit import REPO, make_shot, spawn, stop_proc, wait_hello, write_plates
+
+pytestmark = pytest.mark.usefixtures("watchdog")
+
+TEXT_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (DEBUG|INFO|WARNING|ERROR) (\S+)(?: (.*))?$")
+FIELD = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def _text_records(log: str) -> list[dict]:
+    """Parse the text format: every line must be a record (or a traceback line after an ERROR)."""
+    records = []
+    for line in log.splitlines():
+        m = TEXT_LINE.match(line)
+        assert m, f"not a log line: {line!r}"
+        fields = {k: json.loads(v) if v.startswith('"') else v for k, v in FIELD.findall(m.group(4) or "")}
+        records.append({"time": m.group(1), "level": m.group(2), "event": m.group(3), **fields})
+    return records
+
+
+def _serve(args: list[str], log_path: Path) -> subprocess.Popen:
+    return spawn(["serve", *args], stderr=open(log_path, "w"))
+
+
+def _stop(proc: subprocess.Popen, log_path: Path) -> str:
+    assert stop_proc(proc, signal.SIGTERM, timeout=60) == 0
+    return log_path.read_text()
+
+
+# ---------------------------------------------------------------- config file
+
+
+def test_config_file_sets_the_options_and_command_line_flags_override_it(tmp_path, free_port):
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    root = tmp_path / "root"
+    root.mkdir()
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'bind = "{addr}"\nallow_root = ["{root}"]\nmax_jobs = 3\nmax_jobs_per_client = 2\n'
+                   f'session_timeout = 30.5\nlog_format = "json"\nlog_level = "info"\ndevice = "cpu"\n')
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--config", str(cfg), "--max-jobs", "5"], log_path)
+    try:
+        caps = wait_hello(addr, proc)
+    finally:
+        log = _stop(proc, log_path)
+    assert caps["limits"]["max_jobs"] == 5  # the flag beat the file's 3
+    assert caps["limits"]["max_jobs_per_client"] == 2 and caps["limits"]["session_timeout_s"] == 30.5
+    assert P.MODE_PATHS in caps["modes"]  # allow_root from the file
+    records = [json.loads(line) for line in log.splitlines()]  # log_format = "json" from the file
+    listening = [r for r in records if r.get("event") == "listening"]
+    assert listening and listening[0]["endpoint"] == addr
+
+
+@pytest.mark.parametrize("text, message", [
+    ("max_job = 3\n", "unknown key 'max_job'"),
+    ('max_jobs = "eight"\n', "max_jobs must be an integer, got str 'eight'"),
+    ("max_jobs = true\n", "max_jobs must be an integer, got bool True"),
+    ('allow_root = "/data"\n', "allow_root must be a list of strings"),
+    ('log_format = "xml"\n', "log_format must be one of ['text', 'json']"),
+    ("bind = \n", "not valid TOML"),
+], ids=["unknown", "string-for-int", "bool-for-int", "string-for-list", "bad-choice", "syntax"])
+def test_a_bad_config_file_exits_2_naming_the_file_and_the_key(tmp_path, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = subprocess.run([sys.executable, "-m", "colorprop_server", "serve", "--config", str(cfg)], cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert str(cfg) in out.stderr and message in out.stderr, out.stderr
+
+
+def test_the_example_config_sets_every_key_it_shows(tmp_path):
+    """docs/server.example.toml: valid, every key known to `serve`, and each value lands in the args."""
+    import tomllib
+
+    from colorprop.cli.main import build_parser
+    from colorprop_server.cli import _apply_config_file
+
+    example = REPO / "docs" / "server.example.toml"
+    args = build_parser().parse_args(["serve", "--config", str(example), "--device", "cuda:1"])
+    _apply_config_file(args)
+    values = tomllib.loads(example.read_text())
+    assert {"bind", "curve_keys", "allow_root", "device", "max_jobs", "log_format", "metrics_port"} <= set(values)
+    for key, value in values.items():
+        expected = "cuda:1" if key == "device" else value.upper() if key == "log_level" else value
+        assert getattr(args, key) == expected, key
+
+
+# ---------------------------------------------------------------- log
+
+
+def test_text_log_has_timestamps_device_client_and_job_ids(tmp_path, free_port):
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--device", "cpu"], log_path)
+    frames, keys = make_shot(3)
+    try:
+        wait_hello(addr, proc)
+        with Client(addr) as c:
+            colorize_arrays(c, frames, keys, {"method": "flow"})
+    finally:
+        log = _stop(proc, log_path)
+    records = _text_records(log)
+    loaded = next(r for r in records if r["event"] == "engine_loaded")
+    assert loaded["device"] == "cpu" and "weights_error" in loaded  # flow-only server: says why no weights
+    start = next(r for r in records if r["event"] == "job_start")
+    end = next(r for r in records if r["event"] == "job_end")
+    assert start["job"] == end["job"] and len(start["job"]) == 32
+    assert start["client"] == end["client"] == "127.0.0.1"  # no CURVE: the peer's address
+    assert end["state"] == "done" and end["frames"] == "3"
+    requests = [r for r in records if r["event"] == "request" and r.get("job") == start["job"]]
+    assert {r["type"] for r in requests} >= {P.OPEN_SHOT, P.FRAME, P.FETCH, P.CLOSE}
+    assert records[0]["time"] <= records[-1]["time"]
+
+
+def test_curve_server_names_clients_by_key_and_refusals_are_logged_and_reported(tmp_path, free_port):
+    """A client with a listed key is logged by its key's name; an unknown key, a client without
+    keys and one with another server's key are refused: each client is told so at once
+    (AuthenticationFailed, not 'unavailable') and the server logs each refusal (JSON lines)."""
+    from colorprop_server import generate_keys
+
+    keys_dir, other = tmp_path / "keys", tmp_path / "other"
+    generate_keys(keys_dir, ("alice",))
+    generate_keys(other, ("mallory",))
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--curve-keys", str(keys_dir), "--log-format", "json"], log_path)
+    alice = CurveKeys.from_dir(keys_dir, "alice")
+    mallory = CurveKeys.from_dir(other, "mallory")
+    frames, keys = make_shot(2)
+    refusals = {}
+    try:
+        wait_hello(addr, proc, curve=alice)
+        colorize_arrays(addr, frames, keys, {"method": "flow"}, curve=alice)
+        for name, curve, reason in [
+            ("unknown key", CurveKeys(mallory.public, mallory.secret, alice.server_public), "authorized_clients"),
+            ("no keys", None, "uses CURVE and this client has no keys"),
+            ("wrong server key", CurveKeys(alice.public, alice.secret, mallory.server_public), "server.key"),
+        ]:
+            with pytest.raises(AuthenticationFailed) as err:
+                with Client(addr, curve=curve) as c:
+                    c.ping()
+            assert reason in str(err.value), (name, err.value)
+            refusals[name] = err.value
+    finally:
+        log = _stop(proc, log_path)
+    records = [json.loads(line) for line in log.splitlines()]
+    assert all(r["time"].endswith("Z") and r["level"] for r in records)
+    ends = [r for r in records if r.get("event") == "job_end"]
+    assert len(ends) == 1 and ends[0]["client"] == "alice" and ends[0]["state"] == "done"
+    refused = [r for r in records if r.get("event") == "auth_failed"]
+    assert any(r.get("peer") == "127.0.0.1" and "unknown CURVE key" in r["reason"] for r in refused), refused
+    assert any("without CURVE" in r["reason"] for r in refused), refused
+    assert any("server.key" in r["reason"] for r in refused), refused
+
+
+def test_colorize_refused_by_curve_exits_7_and_says_so(tmp_path, free_port, monkeypatch, capsys):
+    from colorprop.cli.main import main
+    from colorprop_server import generate_keys
+
+    generate_keys(tmp_path / "keys")
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--curve-keys", str(tmp_path / "keys")], log_path)
+    frames, keys = make_shot(2)
+    plate, key = write_plates(tmp_path / "shot", frames, keys[1])
+    try:
+        wait_hello(addr, proc, curve=CurveKeys.from_dir(tmp_path / "keys"))
+        generate_keys(tmp_path / "stranger")  # a client key the server has never seen, with its server.key
+        (tmp_path / "stranger" / "server.key").write_bytes((tmp_path / "keys" / "server.key").read_bytes())
+        monkeypatch.setenv("COLORPROP_CURVE_KEYS", str(tmp_path / "stranger"))
+        rc = main(["colorize", "--server", addr, "--input", plate, "--key", f"1={key}", "--output",
+                   str(tmp_path / "o.####.exr"), "--method", "flow", "--progress", "none"])
+    finally:
+        log = _stop(proc, log_path)
+    err = capsys.readouterr().err
+    assert rc == 7, err
+    assert "refused the connection" in err and "authorized_clients" in err and "is `colorprop serve`" not in err
+    assert not list(tmp_path.glob("o.*.exr"))
+    assert "auth_failed" in log and "peer=127.0.0.1" in log
