@@ -88,6 +88,16 @@ class Broker:
         self.ready = threading.Event()
         self.frontend_endpoint: str | None = None
         self.backend_endpoint: str | None = None
+        from .metrics import BrokerMetrics
+
+        self.metrics = BrokerMetrics(lambda: {
+            "colorprop_broker_workers": ("workers connected", len(self.workers)),
+            "colorprop_broker_jobs_running": ("jobs routed to a worker and not finished",
+                                              sum(1 for r in self.routes.values() if not r.finished)),
+            "colorprop_broker_jobs_retried": ("shared-path jobs restarted on another worker since start",
+                                              self.jobs_retried),
+        })
+        self.metrics_port: int | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -97,6 +107,9 @@ class Broker:
         for addr in (cfg.bind, cfg.backend_bind):
             check_bind_allowed(addr, cfg.curve_keys)
         curve = CurveServer(self.ctx, cfg.curve_keys, workers=True) if cfg.curve_keys else None
+        if cfg.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
+            log_event(log, "metrics_listening", url=f"http://{cfg.metrics_host}:{self.metrics_port}/metrics")
         front = self.ctx.socket(zmq.ROUTER)
         back = self.ctx.socket(zmq.ROUTER)
         for s in (front, back):
@@ -119,6 +132,7 @@ class Broker:
                 s.close(linger=0)
             if curve:
                 curve.stop()
+            self.metrics.close()
 
     # ------------------------------------------------------------------ loop
     def _loop(self, front: zmq.Socket, back: zmq.Socket) -> None:
@@ -276,6 +290,7 @@ class Broker:
 
         def reply(out: list, status: str | None = None) -> None:
             _send(front, [env, *out])
+            self.metrics.requests.labels(str(status)).inc()
             log_event(request_log, "request", client=identity.decode(), broker=True, status=status,
                       ms=round((time.monotonic() - t0) * 1000, 2))
 

@@ -90,6 +90,12 @@ class Server:
         self.service = Service(config, self.engine, self._pipe.wake)
         self.ready = threading.Event()
         self.endpoint: str | None = None
+        self.metrics_port: int | None = None
+
+    def _start_metrics(self) -> None:
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.service.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+            log_event(log, "metrics_listening", url=f"http://{self.config.metrics_host}:{self.metrics_port}/metrics")
 
     def stop(self) -> None:
         self._stop.set()
@@ -97,8 +103,15 @@ class Server:
 
     # ------------------------------------------------------------------ standalone ROUTER
     def run(self) -> None:
-        if self.config.broker:
-            return self._run_worker()
+        self._start_metrics()
+        try:
+            if self.config.broker:
+                return self._run_worker()
+            return self._run_router()
+        finally:
+            self.service.metrics.close()
+
+    def _run_router(self) -> None:
         curve = CurveServer(self.ctx, self.config.curve_keys) if self.config.curve_keys else None
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)

@@ -28,6 +28,7 @@ from colorprop_client.protocol import ProtocolError
 
 from .config import ServerConfig
 from .logs import log_event
+from .metrics import ServerMetrics
 from .paths import AllowedRoots, PathRefused
 
 log = logging.getLogger("colorprop_server")
@@ -116,6 +117,7 @@ class Session:
         self.terminal_seq: int | None = None  # seq of the done/failed/cancelled event, once pushed
         self.key_frames: list[int] = []
         self.summaries: dict[int, dict] = {}  # frame -> confidence.frame_summary of the frames coloured (suggestions)
+        self.end_code: str | None = None  # the error code of its failed event
 
     # job thread side
     def push(self, event: dict, arrays: list | None = None) -> None:
@@ -123,6 +125,7 @@ class Session:
             event["seq"] = self.next_seq
             if event["kind"] in P.TERMINAL_EVENTS:
                 self.terminal_seq = self.next_seq
+                self.end_code = event.get("code")
             self.next_seq += 1
             self.events.append((event["seq"], event, arrays or []))
             self.cond.notify_all()
@@ -155,6 +158,7 @@ class Service:
         self.frame_seconds = 0.5  # running mean, for "retry in N s"
         self.threads: list[threading.Thread] = []
         self._describe = engine.describe()
+        self.metrics = ServerMetrics(self.stats)
 
     # ------------------------------------------------------------------ entry points
     def handle(self, frames: list, client: str, reply: Reply) -> None:
@@ -163,9 +167,6 @@ class Service:
         info: dict[str, Any] = {"client": client}
 
         def logged_reply(out: list) -> None:
-            if not request_log.isEnabledFor(logging.INFO):
-                reply(out)
-                return
             try:
                 head = json.loads(bytes(out[0]))
                 info.update(status=head.get("type"), code=head.get("code"))
@@ -173,8 +174,10 @@ class Service:
                     info["events"] = len(head.get("events", []))
             except Exception:  # pragma: no cover - our own encoder made it
                 pass
-            info["ms"] = round((time.monotonic() - t0) * 1000, 2)
-            log_event(request_log, "request", **info)
+            self.metrics.request(str(info.get("type")), info.get("code"))
+            if request_log.isEnabledFor(logging.INFO):
+                info["ms"] = round((time.monotonic() - t0) * 1000, 2)
+                log_event(request_log, "request", **info)
             reply(out)
 
         try:
@@ -324,6 +327,7 @@ class Service:
         session.thread.start()
         self.threads.append(session.thread)
         log_event(log, "job_start", job=job_id, client=client, mode=mode, frames=len(frames), method=options.method)
+        self.metrics.job_started(client)
         reply(P.encode(P.OPENED, msg.id, **session.opened_reply))
 
     def _on_frame(self, msg: P.Message, client: str, reply: Reply) -> None:
@@ -584,8 +588,9 @@ class Service:
             s.push({"kind": P.EV_FAILED, "code": P.E_ENGINE, "message": f"{type(exc).__name__}: {exc}"})
         finally:
             self.gate.release(s.id)
-            log_event(log, "job_end", job=s.id, client=s.client, state=s.state,
+            log_event(log, "job_end", job=s.id, client=s.client, state=s.state, code=s.end_code,
                       frames=s.frames_done, s=round(time.monotonic() - t0, 3))
+            self.metrics.job_finished(s.client, s.state, s.end_code)
             self.wake()
 
     def _turn(self, s: Session) -> None:
@@ -596,6 +601,8 @@ class Service:
     def _progress(self, s: Session) -> Callable:
         def progress(ev: Any) -> None:
             s.frames_done = ev.done
+            if not ev.skipped:
+                self.metrics.frame_done(s.client)
             if ev.seconds > 0:
                 self.frame_seconds = 0.8 * self.frame_seconds + 0.2 * ev.seconds
             s.push({"kind": P.EV_PROGRESS, **_jsonable(ev)})

@@ -197,3 +197,99 @@ def test_colorize_refused_by_curve_exits_7_and_says_so(tmp_path, free_port, monk
     assert "refused the connection" in err and "authorized_clients" in err and "is `colorprop serve`" not in err
     assert not list(tmp_path.glob("o.*.exr"))
     assert "auth_failed" in log and "peer=127.0.0.1" in log
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def _scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        return r.read().decode()
+
+
+def _check_exposition(text: str) -> dict:
+    """``promtool check metrics`` (Debian's prometheus package) when installed, and prometheus_client's
+    own parser: {(name, labels): value} of the samples."""
+    import shutil
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if shutil.which("promtool"):
+        out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def test_metrics_endpoint_counts_jobs_frames_errors_per_client(tmp_path, free_port):
+    addr, port = f"tcp://127.0.0.1:{free_port()}", free_port()
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--metrics-port", str(port)], log_path)
+    frames, keys = make_shot(4)
+    try:
+        wait_hello(addr, proc)
+        before = _check_exposition(_scrape(f"http://127.0.0.1:{port}/metrics"))
+        with Client(addr) as c:
+            colorize_arrays(c, frames, keys, {"method": "flow"})
+            with pytest.raises(Exception):
+                c.request(P.FETCH, job="no-such-job", after=-1)
+        text = _scrape(f"http://127.0.0.1:{port}/metrics")
+    finally:
+        log = _stop(proc, log_path)
+    m = _check_exposition(text)
+    client = (("client", "127.0.0.1"),)
+    assert ("colorprop_jobs_started_total", client) not in before
+    assert m[("colorprop_jobs_started_total", client)] == 1
+    assert m[("colorprop_jobs_finished_total", (("client", "127.0.0.1"), ("state", "done")))] == 1
+    assert m[("colorprop_frames_total", client)] == 4
+    assert m[("colorprop_errors_total", (("code", P.E_UNKNOWN_JOB),))] == 1
+    assert m[("colorprop_requests_total", (("type", P.OPEN_SHOT),))] == 1
+    assert m[("colorprop_frames_per_second", ())] == pytest.approx(4 / 60)
+    assert m[("colorprop_queue_depth", ())] == 0 and m[("colorprop_jobs_running", ())] == 0
+    assert f"url=http://127.0.0.1:{port}/metrics" in log
+
+
+def test_client_labels_are_bounded():
+    from colorprop_server.metrics import MAX_CLIENT_LABELS, ServerMetrics
+
+    m = ServerMetrics(lambda: {"sessions": 0, "active_jobs": 0, "waiting_for_turn": 0})
+    for i in range(MAX_CLIENT_LABELS + 10):
+        m.job_started(f"10.0.0.{i}")
+    from prometheus_client import generate_latest
+
+    samples = _check_exposition(generate_latest(m.registry).decode())
+    started = {labels: v for (name, labels), v in samples.items() if name == "colorprop_jobs_started_total"}
+    assert len(started) == MAX_CLIENT_LABELS + 1 and started[(("client", "other"),)] == 10
+
+
+# ---------------------------------------------------------------- systemd unit
+
+UNIT = REPO / "plugin" / "deploy" / "colorprop-serve.service"
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
+    """The shipped unit, its ExecStart pointed at this checkout's `colorprop`: `systemd-analyze verify`
+    has nothing to say (it exits 0 even for a bad value, so its output must be empty too), and the
+    command line is one `colorprop` accepts."""
+    import shlex
+    import shutil
+
+    from colorprop.cli.main import build_parser
+
+    text = UNIT.read_text()
+    exec_start = next(line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStart="))
+    argv = shlex.split(exec_start)
+    assert argv[0].endswith("/colorprop")
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "serve" and args.config == "/etc/colorprop/server.toml"
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed here (the unit's command line was checked)")
+    colorprop = Path(sys.executable).with_name("colorprop")
+    assert colorprop.exists(), colorprop
+    unit = tmp_path / UNIT.name
+    unit.write_text(text.replace(argv[0], str(colorprop)))
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr

@@ -1,0 +1,123 @@
+"""Prometheus metrics of a server (or worker) and of a broker, in the text exposition format over
+HTTP (``--metrics-port``; loopback unless ``--metrics-host`` says otherwise).
+
+Counters are updated where things happen (``Service``); the queue's state (sessions, jobs running,
+jobs waiting for the compute turn, frames per second) is read when scraped. Client labels are the
+client identity (CURVE key name, or address), bounded: past ``MAX_CLIENT_LABELS`` distinct clients
+the rest count as ``other``, so a flood of addresses cannot grow the exposition without end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+
+MAX_CLIENT_LABELS = 32
+RATE_WINDOW_S = 60.0
+
+
+class _ClientLabels:
+    def __init__(self, limit: int = MAX_CLIENT_LABELS):
+        self.limit, self.seen, self.lock = limit, set(), threading.Lock()
+
+    def __call__(self, client: str) -> str:
+        with self.lock:
+            if client in self.seen or len(self.seen) < self.limit:
+                self.seen.add(client)
+                return client
+        return "other"
+
+
+class _Gauges:
+    """A collector whose values come from a function at scrape time: {name: (help, value)}."""
+
+    def __init__(self, read: Callable[[], dict[str, tuple[str, float]]]):
+        self.read = read
+
+    def collect(self):
+        for name, (text, value) in self.read().items():
+            yield GaugeMetricFamily(name, text, value=value)
+
+
+class ServerMetrics:
+    """The counters of one server or worker (one registry each: several can live in one process)."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]]):
+        self.registry = CollectorRegistry()
+        self.client = _ClientLabels()
+        r = self.registry
+        self.jobs_started = Counter("colorprop_jobs_started", "shots opened", ["client"], registry=r)
+        self.jobs_finished = Counter("colorprop_jobs_finished", "shots ended, by final state (done, failed, "
+                                     "cancelled)", ["client", "state"], registry=r)
+        self.frames = Counter("colorprop_frames", "frames coloured", ["client"], registry=r)
+        self.requests = Counter("colorprop_requests", "requests answered, by type", ["type"], registry=r)
+        self.errors = Counter("colorprop_errors", "error replies and failed shots, by error code", ["code"],
+                              registry=r)
+        self._frame_times: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._state = state
+        self.registry.register(_Gauges(self._gauges))
+        self._http: Any = None
+
+    def job_started(self, client: str) -> None:
+        self.jobs_started.labels(self.client(client)).inc()
+
+    def job_finished(self, client: str, state: str, code: str | None = None) -> None:
+        self.jobs_finished.labels(self.client(client), state).inc()
+        if code:
+            self.errors.labels(code).inc()
+
+    def frame_done(self, client: str) -> None:
+        self.frames.labels(self.client(client)).inc()
+        with self._lock:
+            self._frame_times.append(time.monotonic())
+
+    def request(self, type: str, error_code: str | None) -> None:
+        self.requests.labels(type).inc()
+        if error_code:
+            self.errors.labels(error_code).inc()
+
+    def frames_per_second(self) -> float:
+        now = time.monotonic()
+        with self._lock:
+            while self._frame_times and self._frame_times[0] < now - RATE_WINDOW_S:
+                self._frame_times.popleft()
+            return len(self._frame_times) / RATE_WINDOW_S
+
+    def _gauges(self) -> dict[str, tuple[str, float]]:
+        s = self._state()
+        return {
+            "colorprop_sessions": ("shot sessions held (running or waiting to be fetched)", s["sessions"]),
+            "colorprop_jobs_running": ("shots running", s["active_jobs"]),
+            "colorprop_queue_depth": ("running shots waiting for the compute turn", s["waiting_for_turn"]),
+            "colorprop_frames_per_second": (f"frames coloured per second over the last {RATE_WINDOW_S:g} s",
+                                            self.frames_per_second()),
+        }
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the HTTP endpoint; returns the port (``port`` 0: one the OS picked)."""
+        self._http, _ = start_http_server(port, host, registry=self.registry)
+        return int(self._http.server_address[1])
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class BrokerMetrics:
+    def __init__(self, state: Callable[[], dict[str, tuple[str, float]]]):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("colorprop_broker_requests", "client requests answered or forwarded, by status",
+                                ["status"], registry=self.registry)
+        self.registry.register(_Gauges(state))
+        self._http: Any = None
+
+    serve = ServerMetrics.serve
+    close = ServerMetrics.close
