@@ -165,7 +165,8 @@ class CurveServer:
     def _watch(self, sock: zmq.Socket, domain: str) -> None:
         """Log the handshakes that fail before ZAP is asked (a client without CURVE, or one holding
         another server's public key). libzmq's monitor names only our own endpoint here, not the
-        peer's address; refusals by key (ZAP) are logged with the address by the authenticator."""
+        peer's address; refusals by key (ZAP) are logged with the address by the authenticator. Best
+        effort: a client that sees the failure first and hangs up may leave no line."""
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
         thread = threading.Thread(target=_log_handshake_failures, args=(monitor, domain), daemon=True,
                                   name=f"curve-watch-{domain}")
@@ -196,7 +197,8 @@ def _log_handshake_failures(monitor: zmq.Socket, domain: str) -> None:
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 reason = f"CURVE protocol error {ev['value']:#x}: not a colorprop client, or wrong server.key"
             else:
-                reason = "CURVE handshake failed: the client holds another server's public key (server.key)"
+                reason = ("handshake ended early: a client without CURVE keys or with another server's key "
+                          "(server.key) that hung up first")
             log_event(log, "auth_failed", logging.WARNING, side=domain, endpoint=ev["endpoint"].decode(errors="replace"),
                       reason=reason)
     except zmq.ZMQError:

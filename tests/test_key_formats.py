@@ -209,7 +209,6 @@ def test_a_missing_ocio_config_is_an_error_not_a_silent_fallback(tmp_path):
 def test_png_key_through_a_server_colours_as_embedded(shot, engine, caplog, shared_paths, key_space):
     """The server reads a PNG key in shared-path mode as the embedded CLI does; a --key-colorspace goes in-band
     (frames sent to the server: in-band; none: shared paths)."""
-    import json
     import logging
 
     from serverkit import ThreadServer
@@ -225,7 +224,7 @@ def test_png_key_through_a_server_colours_as_embedded(shot, engine, caplog, shar
                             "--server", srv.address) == 0
     finally:
         srv.stop()
-    requests = [json.loads(r.getMessage()) for r in caplog.records if r.name == "colorprop_server.requests"]
+    requests = [r.colorprop_fields for r in caplog.records if r.name == "colorprop_server.requests"]
     frames_sent = sum(1 for r in requests if r.get("type") == "frame")
     assert any(r.get("type") == "open_shot" for r in requests)
     if shared_paths and key_space is None:
