@@ -147,3 +147,30 @@ def test_pass_options_that_cannot_work_are_bad_input(shot, tmp_path, extra, caps
     assert colorize(shot, tmp_path, "flow", *[a.replace("{tmp}", str(tmp_path / "s")) for a in extra]) == 2
     assert "--direction" in capsys.readouterr().err
     assert not list(tmp_path.glob("**/*.exr"))
+
+
+def test_the_embedded_run_blends_each_frame_as_the_forward_pass_makes_it(tmp_path):
+    """The backward pass is stored first; then each frame is written as soon as the forward pass has made it
+    (progress and in-band results stream as the run goes, not after both passes)."""
+    from colorprop.colour import convert
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+
+    frames = textured_frames(N)
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    keys = {1: KeyImage(frames[0], SPACE), N: KeyImage(frames[-1], SPACE)}
+    state = tmp_path / "passes"
+    seen: dict[int, tuple[list[int], list[int]]] = {}
+
+    class Watching(ArraySink):
+        def write(self, frame, result):
+            stored = [p.name.split(".") for p in (state / f"1-{N}").glob("[!.]*.exr")]
+            seen[frame] = (sorted(int(f) for d, f, _ in stored if d == "forward"),
+                           sorted(int(f) for d, f, _ in stored if d == "backward"))
+            super().write(frame, result)
+
+    run_shot(Engine(None, "flow only"), ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"),
+             Watching(), state_dir=state)
+    for f in range(2, N):
+        assert seen[f] == (list(range(2, f + 1)), list(range(2, N))), f
+    assert not state.exists()
