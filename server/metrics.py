@@ -14,8 +14,11 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+try:
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+    from prometheus_client.core import GaugeMetricFamily
+except ModuleNotFoundError:  # an environment installed before it was a dependency: all but metrics works
+    CollectorRegistry = None
 
 MAX_CLIENT_LABELS = 32
 RATE_WINDOW_S = 60.0
@@ -44,24 +47,49 @@ class _Gauges:
             yield GaugeMetricFamily(name, text, value=value)
 
 
+class _Uncounted:
+    """Stands in for a Counter when prometheus_client is missing (``serve`` then says so)."""
+
+    def labels(self, *_: Any) -> "_Uncounted":
+        return self
+
+    def inc(self, *_: Any) -> None:
+        pass
+
+
+def _counter(*args: Any, **kw: Any) -> Any:
+    return Counter(*args, **kw) if CollectorRegistry is not None else _Uncounted()
+
+
+def _serve_registry(registry: Any, host: str, port: int) -> Any:
+    if registry is None:
+        from colorprop.errors import InputError
+
+        raise InputError("--metrics-port needs prometheus_client: pip install prometheus-client "
+                         "(or reinstall colorprop)")
+    http, _ = start_http_server(port, host, registry=registry)
+    return http
+
+
 class ServerMetrics:
     """The counters of one server or worker (one registry each: several can live in one process)."""
 
     def __init__(self, state: Callable[[], dict[str, Any]]):
-        self.registry = CollectorRegistry()
+        self.registry = CollectorRegistry() if CollectorRegistry is not None else None
         self.client = _ClientLabels()
         r = self.registry
-        self.jobs_started = Counter("colorprop_jobs_started", "shots opened", ["client"], registry=r)
-        self.jobs_finished = Counter("colorprop_jobs_finished", "shots ended, by final state (done, failed, "
+        self.jobs_started = _counter("colorprop_jobs_started", "shots opened", ["client"], registry=r)
+        self.jobs_finished = _counter("colorprop_jobs_finished", "shots ended, by final state (done, failed, "
                                      "cancelled)", ["client", "state"], registry=r)
-        self.frames = Counter("colorprop_frames", "frames coloured", ["client"], registry=r)
-        self.requests = Counter("colorprop_requests", "requests answered, by type", ["type"], registry=r)
-        self.errors = Counter("colorprop_errors", "error replies and failed shots, by error code", ["code"],
+        self.frames = _counter("colorprop_frames", "frames coloured", ["client"], registry=r)
+        self.requests = _counter("colorprop_requests", "requests answered, by type", ["type"], registry=r)
+        self.errors = _counter("colorprop_errors", "error replies and failed shots, by error code", ["code"],
                               registry=r)
         self._frame_times: deque[float] = deque()
         self._lock = threading.Lock()
         self._state = state
-        self.registry.register(_Gauges(self._gauges))
+        if self.registry is not None:
+            self.registry.register(_Gauges(self._gauges))
         self._http: Any = None
 
     def job_started(self, client: str) -> None:
@@ -101,7 +129,7 @@ class ServerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Start the HTTP endpoint; returns the port (``port`` 0: one the OS picked)."""
-        self._http, _ = start_http_server(port, host, registry=self.registry)
+        self._http = _serve_registry(self.registry, host, port)
         return int(self._http.server_address[1])
 
     def close(self) -> None:
@@ -113,10 +141,11 @@ class ServerMetrics:
 
 class BrokerMetrics:
     def __init__(self, state: Callable[[], dict[str, tuple[str, float]]]):
-        self.registry = CollectorRegistry()
-        self.requests = Counter("colorprop_broker_requests", "client requests answered or forwarded, by status",
+        self.registry = CollectorRegistry() if CollectorRegistry is not None else None
+        self.requests = _counter("colorprop_broker_requests", "requests the broker answered itself (ping, hello, busy, errors), by reply type",
                                 ["status"], registry=self.registry)
-        self.registry.register(_Gauges(state))
+        if self.registry is not None:
+            self.registry.register(_Gauges(state))
         self._http: Any = None
 
     serve = ServerMetrics.serve
