@@ -75,6 +75,10 @@ class _Route:
     failed: dict | None = None  # terminal event to hand out once the worker is lost for good
     finished: bool = False  # a terminal event went by: the worker's slot is free again
     last_seen: float = field(default_factory=time.monotonic)
+    created: float = field(default_factory=time.monotonic)
+    state: str = "running"  # then the kind of the terminal event seen (done, failed, cancelled)
+    frames_done: int = 0  # from the progress events going by
+    frames: int = 0
 
 
 class Broker:
@@ -221,7 +225,10 @@ class Broker:
             for ev in head.get("events", []):
                 if isinstance(ev, dict) and isinstance(ev.get("seq"), int):
                     r.last_seq = max(r.last_seq, ev["seq"])
+                    if ev.get("kind") == P.EV_PROGRESS and type(ev.get("done")) is int:
+                        r.frames_done = ev["done"]
                     if ev.get("kind") in P.TERMINAL_EVENTS:
+                        r.state = str(ev["kind"])
                         self._release(r)
         elif r is not None and rtype == P.ERROR and head.get("code") == P.E_UNKNOWN_JOB:
             self._forget(r)
@@ -302,6 +309,9 @@ class Broker:
         if msg.type == P.PING:
             reply(P.encode(P.PONG, msg.id, time=time.time(), workers=len(self.workers), jobs=len(self.routes)), "pong")
             return
+        if msg.type == P.STATUS:
+            reply(P.encode(P.JOBS, msg.id, jobs=self._jobs(identity), workers=len(self.workers)), "jobs")
+            return
         if msg.type == P.HELLO:
             if not self.workers:
                 reply(P.encode(P.BUSY, msg.id, message="no worker connected", retry_after_s=2.0), "busy")
@@ -323,7 +333,7 @@ class Broker:
                 return
             mode = msg.get("mode") if msg.get("mode") in P.MODES else P.MODE_INBAND
             r = _Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
-                       identity)
+                       identity, frames=len(msg.get("frames")) if isinstance(msg.get("frames"), list) else 0)
             self.routes[job] = r
             w.jobs.add(job)
         if r is None:
@@ -340,6 +350,15 @@ class Broker:
         self._forward(r, env, identity, body, msg.id, msg.type, back)
         if msg.type == P.CLOSE:
             self._forget(r)
+
+    def _jobs(self, identity: bytes) -> list[dict]:
+        """The status listing: every route (other clients' job ids cut short), with its worker."""
+        now = time.monotonic()
+        return [{"job": r.job if r.identity == identity else r.job[:P.SHORT_JOB_ID],
+                 "client": r.identity.decode("utf-8", "replace"),
+                 "state": "failed" if r.failed is not None and r.worker is None else r.state, "mode": r.mode,
+                 "frames_done": r.frames_done, "frames": r.frames, "age_s": round(now - r.created, 1),
+                 "worker": r.worker.hex()[:16] if r.worker else None} for r in self.routes.values()]
 
     def _forward(self, r: _Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
                  back: zmq.Socket) -> None:

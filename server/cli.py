@@ -15,10 +15,11 @@ from .logs import LOG_FORMATS
 
 
 def add_cli(subparsers) -> None:
-    """Add the ``serve``, ``broker`` and ``keys`` subcommands."""
+    """Add the ``serve``, ``broker``, ``keys`` and ``status`` subcommands."""
     add_serve(subparsers)
     add_broker(subparsers)
     add_keys(subparsers)
+    add_status(subparsers)
 
 
 def _common(p) -> None:
@@ -202,3 +203,57 @@ def run_keys(args) -> int:
         raise InputError(str(err)) from None
     print(json.dumps(written, indent=2))
     return 0
+
+
+def add_status(subparsers) -> None:
+    p = subparsers.add_parser(
+        "status", help="list the jobs of a server or broker",
+        description="One line per job: id, client, state, frames done/total, age. Other clients' job ids show "
+                    "their first 8 characters only. Exit 6 when nothing answers, 7 when the server refuses "
+                    "this client's CURVE keys.")
+    p.add_argument("address", help="the server's or broker's address, e.g. tcp://render-01:5557")
+    p.add_argument("--json", action="store_true", help="print the reply's job list as JSON")
+    p.add_argument("--curve-keys", metavar="DIR", default=None,
+                   help="client keys for a CURVE server (default: $COLORPROP_CURVE_KEYS)")
+    p.add_argument("--curve-name", default=None, help="which key pair in DIR (default: $COLORPROP_CURVE_NAME, "
+                                                       "else client)")
+    p.set_defaults(func=run_status)
+
+
+def run_status(args) -> int:
+    from colorprop.errors import InputError
+    from colorprop_client import client as C
+    from colorprop_client import protocol as P
+
+    from .remote import AuthRefusedError, RemoteJobError, ServerUnavailableError, client_curve_keys
+
+    try:
+        with C.Client(args.address, curve=client_curve_keys(args.curve_keys, args.curve_name)) as client:
+            jobs = client.status()
+    except C.AuthenticationFailed as err:
+        raise AuthRefusedError(str(err)) from None
+    except C.ServerUnavailable as err:
+        raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
+    except C.ServerError as err:
+        if err.code == P.E_PROTOCOL:
+            raise InputError(f"{args.address} does not know the status request (an older server): {err}") from None
+        raise RemoteJobError(str(err)) from None
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    rows = [("JOB", "CLIENT", "STATE", "FRAMES", "AGE")]
+    for j in sorted(jobs, key=lambda j: -float(j.get("age_s", 0))):
+        rows.append((str(j.get("job")), str(j.get("client")), str(j.get("state")),
+                     f"{j.get('frames_done', 0)}/{j.get('frames', 0)}", _age(float(j.get("age_s", 0)))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not jobs:
+        print(f"(no jobs on {args.address})")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"

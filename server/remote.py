@@ -55,6 +55,17 @@ EXIT_FOR_CODE = {
 }
 
 
+def client_curve_keys(curve_keys: str | None = None, curve_name: str | None = None) -> C.CurveKeys | None:
+    """The client's CURVE keys from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (name from ``curve_name`` or
+    ``$COLORPROP_CURVE_NAME``, default ``client``); None without either."""
+    curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
+    curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
+    try:
+        return C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
+    except (OSError, ValueError) as err:
+        raise InputError(f"CURVE keys {curve_keys}/{curve_name}.key_secret: {err}") from None
+
+
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
                         frames: list[int], options: Any, progress: Callable | None = None,
                         skip_existing: bool = False, timeout_s: float | None = None, pixel_type: str = "half",
@@ -70,12 +81,7 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     from colorprop.shot.preflight import check_sequence_job
 
     checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
-    curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
-    curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
-    try:
-        curve = C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
-    except (OSError, ValueError) as err:
-        raise InputError(f"CURVE keys {curve_keys}/{curve_name}.key_secret: {err}") from None
+    curve = client_curve_keys(curve_keys, curve_name)
     client = C.Client(address, timeout_s=timeout_s or C.DEFAULT_TIMEOUT_S, retries=C.DEFAULT_RETRIES, curve=curve)
     report = ShotReport()
     t0 = time.perf_counter()

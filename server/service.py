@@ -259,6 +259,13 @@ class Service:
     def _on_hello(self, msg: P.Message, client: str, reply: Reply) -> None:
         reply(P.encode(P.CAPABILITIES, msg.id, **self.capabilities()))
 
+    def _on_status(self, msg: P.Message, client: str, reply: Reply) -> None:
+        now = time.monotonic()
+        jobs = [{"job": s.id if s.client == client else s.id[:P.SHORT_JOB_ID], "client": s.client, "state": s.state,
+                 "mode": s.mode, "frames_done": s.frames_done, "frames": len(s.frames),
+                 "age_s": round(now - s.created, 1)} for s in self.sessions.values()]
+        reply(P.encode(P.JOBS, msg.id, jobs=jobs, **self.stats()))
+
     def _on_open_shot(self, msg: P.Message, client: str, reply: Reply) -> None:
         from colorprop.engine.engine import ShotOptions
         from colorprop.errors import ColorpropError

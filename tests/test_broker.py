@@ -274,3 +274,20 @@ def test_a_job_failing_mid_run_on_a_worker_reaches_the_client_and_frees_its_slot
     assert err.value.code == P.E_UNREADABLE and str(bad) in str(err.value)
     assert written_frames(out) == [1, 2, 3]
     assert wait_until(lambda: not any(w.jobs for w in cluster.workers.values()), 10)
+
+
+def test_broker_status_lists_routed_jobs_with_their_worker(cluster):
+    frames, keys = make_shot(6, seed=33)
+    with Client(cluster.frontend_endpoint, timeout_s=2) as c:
+        job = c.open_shot(keys, {"method": "flow"}, list(frames))
+        try:
+            job.send_frame(1, frames[1])
+            assert wait_until(lambda: any(ev.kind == P.EV_PROGRESS for ev in job.fetch(wait_s=0.5)), 60)
+            (listed,) = [j for j in c.status() if j["job"] == job.id]
+        finally:
+            job.close()
+        assert job.id not in [j["job"] for j in c.status()]
+    route_worker = listed["worker"]
+    assert listed["client"] == "127.0.0.1" and listed["state"] == "running"
+    assert (listed["frames_done"], listed["frames"]) == (1, 6) and listed["age_s"] >= 0
+    assert route_worker in {w.ident.hex()[:16] for w in cluster.workers.values()}

@@ -18,7 +18,7 @@ import pytest
 from colorprop_client import protocol as P
 from colorprop_client.client import AuthenticationFailed, Client, CurveKeys, colorize_arrays
 
-from serverkit import REPO, make_shot, spawn, stop_proc, wait_hello, write_plates
+from serverkit import REPO, make_shot, spawn, stop_proc, wait_hello, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -295,3 +295,54 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
     unit.write_text(text.replace(argv[0], str(colorprop)))
     out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
+
+
+# ---------------------------------------------------------------- status
+
+
+def test_status_lists_jobs_with_client_state_frames_and_age(tmp_path, free_port, monkeypatch, capsys):
+    """`colorprop status ADDRESS` against a CURVE server: alice sees her running job in full (JSON);
+    bob sees it with its id cut to 8 characters (text), so he cannot fetch or cancel it."""
+    from colorprop.cli.main import main
+    from colorprop_server import generate_keys
+
+    keys_dir = tmp_path / "keys"
+    generate_keys(keys_dir, ("alice", "bob"))
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--curve-keys", str(keys_dir)], log_path)
+    alice = CurveKeys.from_dir(keys_dir, "alice")
+    frames, keys = make_shot(6)
+    monkeypatch.setenv("COLORPROP_CURVE_KEYS", str(keys_dir))
+    try:
+        wait_hello(addr, proc, curve=alice)
+        with Client(addr, curve=alice) as c:
+            job = c.open_shot(keys, {"method": "flow"}, list(frames))
+            job.send_frame(1, frames[1])  # then the job waits for frame 2, which never comes
+            assert wait_until(lambda: c.status()[0]["frames_done"] == 1, 60)
+            monkeypatch.setenv("COLORPROP_CURVE_NAME", "alice")
+            assert main(["status", addr, "--json"]) == 0
+            mine = json.loads(capsys.readouterr().out)
+            monkeypatch.setenv("COLORPROP_CURVE_NAME", "bob")
+            assert main(["status", addr]) == 0
+            table = capsys.readouterr().out.splitlines()
+            job.close()
+            assert c.status() == []
+    finally:
+        _stop(proc, log_path)
+    assert len(mine) == 1 and mine[0]["job"] == job.id and mine[0]["client"] == "alice"
+    assert mine[0]["state"] == "running" and (mine[0]["frames_done"], mine[0]["frames"]) == (1, 6)
+    assert mine[0]["age_s"] > 0
+    assert table[0].split() == ["JOB", "CLIENT", "STATE", "FRAMES", "AGE"]
+    assert table[1].split()[:4] == [job.id[:8], "alice", "running", "1/6"] and job.id not in table[1]
+
+
+def test_status_of_nothing_exits_6_within_5_s(free_port, capsys):
+    import time
+
+    from colorprop.cli.main import main
+
+    t0 = time.monotonic()
+    assert main(["status", f"tcp://127.0.0.1:{free_port()}"]) == 6
+    assert time.monotonic() - t0 <= 5.0
+    assert "no reply from" in capsys.readouterr().err

@@ -309,6 +309,11 @@ class Client:
 
     capabilities_of = hello
 
+    def status(self) -> list[dict]:
+        """The jobs the server or broker holds: ``job`` (other clients' ids cut to 8 characters),
+        ``client``, ``state``, ``frames_done``, ``frames``, ``age_s`` (a broker adds ``worker``)."""
+        return list(self.request(P.STATUS).get("jobs") or [])
+
     def open_shot(
         self,
         keys: Mapping[int, Any],

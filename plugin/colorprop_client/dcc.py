@@ -64,6 +64,7 @@ from .client import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, CancellableClient, Canc
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
+CONNECT_LIVE_WAIT_S = 10.0  # a server that is up but does not answer hello: the UI waits no longer
 JOB_TIMEOUT_S = DEFAULT_TIMEOUT_S  # per try once the server has answered: a dead one is reported within 5 s
 FALLBACK_METHODS = ["full", "local", "global", "flow"]  # shown before the first connect
 MODE_LABELS = {P.MODE_INBAND: "send pixels", P.MODE_PATHS: "shared paths"}
@@ -177,7 +178,7 @@ def check_frames(frames: list[int], keyframes: list[int]) -> None:
 def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict:
     """The server's capabilities, or ColorizeError with a message an artist can act on."""
     address = check_address(address)
-    client = Client(address, timeout_s=timeout_s, retries=1)
+    client = Client(address, timeout_s=timeout_s, retries=1, live_wait_s=CONNECT_LIVE_WAIT_S)
     try:
         return client.hello()
     except ServerUnavailable:

@@ -44,17 +44,21 @@ FRAME = "frame"  # in-band pixels for one frame -> ACK | BUSY | ERROR
 FETCH = "fetch"  # long-poll for progress/result events after a sequence number -> EVENTS
 CANCEL = "cancel"  # -> ACK
 CLOSE = "close"  # -> ACK (the session and its undelivered results are dropped)
+STATUS = "status"  # -> JOBS: the jobs a server or broker holds (added within version 1: an older
+#                    server answers ERROR/E_PROTOCOL "unknown message type")
 # Server -> client replies:
 CAPABILITIES = "capabilities"
 PONG = "pong"
 OPENED = "opened"
 ACK = "ack"
 EVENTS = "events"
+JOBS = "jobs"  # ``jobs``: [{job, client, state, frames_done, frames, age_s}]; other clients' ids cut to 8 chars
 BUSY = "busy"
 ERROR = "error"
 
-REQUEST_TYPES = frozenset({HELLO, PING, OPEN_SHOT, FRAME, FETCH, CANCEL, CLOSE})
-REPLY_TYPES = frozenset({CAPABILITIES, PONG, OPENED, ACK, EVENTS, BUSY, ERROR})
+REQUEST_TYPES = frozenset({HELLO, PING, OPEN_SHOT, FRAME, FETCH, CANCEL, CLOSE, STATUS})
+REPLY_TYPES = frozenset({CAPABILITIES, PONG, OPENED, ACK, EVENTS, JOBS, BUSY, ERROR})
+SHORT_JOB_ID = 8  # characters of another client's job id a status reply shows (a full id can fetch or cancel)
 MESSAGE_TYPES = REQUEST_TYPES | REPLY_TYPES
 
 # Event kinds inside an EVENTS reply.
