@@ -136,3 +136,29 @@ def test_cancel_ends_a_job_early_and_frees_its_slot_at_once(engine, tmp_path):
     written = sorted(p.name for p in out.iterdir())
     assert 2 <= len(written) <= 8 and all(".tmp-" not in name for name in written), written
     assert report["frames_written"] == [1, 2, 3]
+
+
+def test_a_request_nothing_can_take_is_a_silent_try_not_a_hang(free_port):
+    """A DEALER with no connection to hand a message to (here: ZMQ_IMMEDIATE towards a port nobody listens on;
+    in the field a refused handshake or a reconnect in progress) blocks in a plain ``send`` for ever. The client
+    never blocks there: each such try counts as silence and the call gives up in about retries x timeout."""
+    from colorprop_client.client import ServerUnavailable
+
+    ctx = zmq.Context()
+    ctx.setsockopt(zmq.IMMEDIATE, 1)  # its sockets queue only to completed connections: there are none
+    outcome = {}
+
+    def call() -> None:
+        with Client(f"tcp://127.0.0.1:{free_port()}", timeout_s=0.3, retries=3, context=ctx) as c:
+            t0 = time.monotonic()
+            try:
+                c.ping()
+            except ServerUnavailable:
+                outcome["unavailable_after_s"] = time.monotonic() - t0
+
+    worker = threading.Thread(target=call, daemon=True)
+    worker.start()
+    worker.join(10.0)
+    assert not worker.is_alive(), "the client blocked in send"
+    assert outcome["unavailable_after_s"] < 3 * 0.3 + 1.0
+    ctx.term()

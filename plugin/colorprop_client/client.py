@@ -250,7 +250,8 @@ class Client:
                 frames = P.encode(type, rid, arrays, **dict(fields, wait_ms=0))
             if self._sock is None:
                 self._sock = self._connect()
-            self._sock.send_multipart(frames, copy=len(frames) == 1)
+            if not self._send(frames):
+                continue
             start = time.monotonic()
             end, live_end = start + self.timeout_s + wait_s, start + self.live_wait_s + wait_s
             poller = zmq.Poller()
@@ -280,6 +281,20 @@ class Client:
             # Silence: the socket may hold a half-sent request or a dead connection; start over.
             self._drop_socket()
         raise ServerUnavailable(self.address, self.retries, self.timeout_s)
+
+    def _send(self, frames: list) -> bool:
+        """Queue a request without ever blocking: a DEALER with no connection to hand it to (a refused
+        handshake, a reconnect in progress) would wait in ``send`` forever. False (socket dropped) when
+        nothing took it within ``timeout_s``: a silent try. A refused handshake raises AuthenticationFailed."""
+        if self._sock.poll(int(self.timeout_s * 1000) + 1, zmq.POLLOUT):
+            try:
+                self._sock.send_multipart(frames, copy=len(frames) == 1, flags=zmq.NOBLOCK)
+                return True
+            except zmq.Again:
+                pass
+        self._link_events()
+        self._drop_socket()
+        return False
 
     def close(self) -> None:
         self._drop_socket()
