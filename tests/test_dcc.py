@@ -232,3 +232,31 @@ def test_suggestions_field_is_optional_and_checked():
                 [{"frame": 7, "expected_error": float("nan")}], [7]):
         with pytest.raises(P.ProtocolError, match="suggestions"):
             P.parse_suggestions({P.DONE_SUGGESTIONS: bad})
+
+
+def test_run_job_reports_a_server_killed_mid_job_within_5_s(free_port):
+    """The DCC helper's defaults: a `colorprop serve` process SIGKILLed once the first result is written
+    is reported to the artist (one line, ColorizeError) within 5 s."""
+    import signal
+
+    from serverkit import spawn, stop_proc, wait_hello
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
+    frames, keys = make_shot(40, h=96, w=128, seed=25)
+    killed_at: list[float] = []
+
+    def write_result(frame, rgb, confidence):
+        if not killed_at:
+            stop_proc(proc, signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+    try:
+        caps = dcc.connect(wait_hello(addr, proc) and addr)
+        with pytest.raises(dcc.ColorizeError, match="stopped answering") as err:
+            dcc.run_job(addr, sorted(frames), dcc.InbandShot(lambda f: frames[f], keys, write_result),
+                        {"method": "flow"}, caps=caps)
+        gave_up_s = time.monotonic() - killed_at[0]
+    finally:
+        stop_proc(proc, signal.SIGKILL)
+    assert gave_up_s <= 5.0, (gave_up_s, str(err.value))

@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--server", metavar="ADDRESS",
                    help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)")
     p.add_argument("--timeout", type=float, default=None,
-                   help="seconds per try for a server answer (default: the client's 1.3 s; 3 tries, so a dead "
+                   help="seconds per try for a server answer (default: the client's 1.2 s; 3 tries, so a dead "
                         "server is reported within 5 s; a live, slow one is waited for)")
     p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
                    help="auto: a bar on a terminal, lines (with openjd_progress) otherwise")

@@ -45,8 +45,9 @@ __all__ = [
 # after a server dies a client notices within retries x timeout_s + this.
 LONG_POLL_S = 1.0
 # Give-up defaults (library, `colorize --server`, DCC plug-ins): a dead or absent server is reported
-# within DEFAULT_RETRIES x DEFAULT_TIMEOUT_S + LONG_POLL_S = 4.9 s at most.
-DEFAULT_TIMEOUT_S = 1.3
+# within DEFAULT_RETRIES x DEFAULT_TIMEOUT_S + LONG_POLL_S = 4.6 s at most (a killed server: about
+# 2 x DEFAULT_TIMEOUT_S, since the dropped connection is seen at once).
+DEFAULT_TIMEOUT_S = 1.2
 DEFAULT_RETRIES = 3
 # A server whose connection is up and answers heartbeats is waited for this long per request (a big
 # frame on a slow link, a loaded machine); a silent connection is dropped after HEARTBEAT_TIMEOUT_MS.
