@@ -287,12 +287,19 @@ class Client:
         """Queue a request without ever blocking: a DEALER with no connection to hand it to (a refused
         handshake, a reconnect in progress) would wait in ``send`` forever. False (socket dropped) when
         nothing took it within ``timeout_s``: a silent try. A refused handshake raises AuthenticationFailed."""
-        if self._sock.poll(int(self.timeout_s * 1000) + 1, zmq.POLLOUT):
-            try:
-                self._sock.send_multipart(frames, copy=len(frames) == 1, flags=zmq.NOBLOCK)
-                return True
-            except zmq.Again:
-                pass
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLOUT)
+        poller.register(self._monitor, zmq.POLLIN)  # a refused handshake is told at once, not after timeout_s
+        end = time.monotonic() + self.timeout_s
+        while (left := end - time.monotonic()) > 0:
+            ready = dict(poller.poll(int(left * 1000) + 1))
+            self._link_events()
+            if ready.get(self._sock, 0) & zmq.POLLOUT:
+                try:
+                    self._sock.send_multipart(frames, copy=len(frames) == 1, flags=zmq.NOBLOCK)
+                    return True
+                except zmq.Again:
+                    pass
         self._link_events()
         self._drop_socket()
         return False
