@@ -216,75 +216,156 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
             raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
         chosen = set(next(s for s in key_segments(frames, order) if s.key == segment).frames)
         segments = [s for s in segments if s[3][0] in chosen]
-    direction_only = direction
-    if direction_only is not None:
-        if segment is None or state_dir is None or direction_only not in DIRECTIONS:
-            raise InputError(f"--direction {direction_only}: needs --segment, --state-dir and one of "
+    if direction is not None:
+        if segment is None or state_dir is None or direction not in DIRECTIONS:
+            raise InputError(f"--direction {direction}: needs --segment, --state-dir and one of "
                              f"{', '.join(DIRECTIONS)}")
         segments = [s for s in segments if s[0] == "between"]  # none after the last key: nothing to do
-    total = sum(len(s[3]) for s in segments)
-    shot = ShotColour(options, source.read(frames[0]))
-    key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
-    if options.regrade:  # carry the change the key made to its plate frame, not the colour
-        key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot)) for k, ab in key_ab_full.items()}
-    report = ShotReport()
+    run = ShotRun(engine, source, keys, options, sink, progress, cancel, skip_existing, blend, direction,
+                  total=sum(len(s[3]) for s in segments))
     start = time.perf_counter()
-    done = 0
+    for kind, a, b, frames_of in segments:
+        run.check_cancel()
+        if kind == "key":
+            run.key_frame(a)
+        elif kind == "between":
+            run.between_keys(a, b, frames_of, state_dir)
+        else:
+            run.one_way(kind, a, b, frames_of)
+    run.report.seconds = time.perf_counter() - start
+    return run.report
 
-    def emit(frame: int, result: FrameResult | None, seconds: float) -> None:
+
+class ShotRun:
+    """The state of one ``run_shot``: the shot's colour bookkeeping, the keys' colour, what was reported.
+    Its three segment kinds are ``key_frame``, ``between_keys`` (two stored passes, blended) and ``one_way``
+    (before the first key or after the last: one run, frame after frame)."""
+
+    def __init__(self, engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
+                 sink: FrameSink, progress: Callable[[ProgressEvent], None] | None,
+                 cancel: Callable[[], bool] | None, skip_existing: bool, blend, direction_only: str | None,
+                 total: int):
+        self.engine, self.source, self.options, self.sink = engine, source, options, sink
+        self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, skip_existing, blend
+        self.direction_only, self.total, self.done = direction_only, total, 0
+        self.report = ShotReport()
+        self.shot = shot = ShotColour(options, source.read(next(iter(source.frames))))
+        self.key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
+        if options.regrade:  # carry the change the key made to its plate frame, not the colour
+            self.key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot))
+                                for k, ab in self.key_ab_full.items()}
+        self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
+
+    # ---------------------------------------------------------------- reporting
+
+    def emit(self, frame: int, result: FrameResult | None, seconds: float) -> None:
         if result is not None:
-            sink.write(frame, result)
-        count(frame, result is not None, seconds)
+            self.sink.write(frame, result)
+        self.count(frame, result is not None, seconds)
 
-    def count(frame: int, written: bool, seconds: float) -> None:
+    def count(self, frame: int, written: bool, seconds: float) -> None:
         """A frame done (an output frame, or a pass frame with ``direction``): reported and shown."""
-        nonlocal done
-        done += 1
-        (report.frames_written if written else report.frames_skipped).append(frame)
-        if progress is not None:
-            progress(ProgressEvent(frame, done, total, seconds, skipped=not written))
+        self.done += 1
+        (self.report.frames_written if written else self.report.frames_skipped).append(frame)
+        if self.progress is not None:
+            self.progress(ProgressEvent(frame, self.done, self.total, seconds, skipped=not written))
 
-    def check_cancel() -> None:
-        if cancel is not None and cancel():
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
             raise Cancelled("cancelled by request")
 
-    def carried_state(frame: int, result: FrameResult | None, prep: Prepared) -> np.ndarray:
+    # ---------------------------------------------------------------- one frame's colour
+
+    def prepared(self, frame: int) -> Prepared:
+        if self._last_prepared is None or self._last_prepared[0] != frame:
+            self._last_prepared = (frame, self.shot.prepare(self.source.read(frame)))
+        return self._last_prepared[1]
+
+    def carried_state(self, frame: int, result: FrameResult | None, prep: Prepared) -> np.ndarray:
         """The written colour, rounded as the sink stores it (read back when the frame was skipped);
         with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
+        sink, shot = self.sink, self.shot
         rgb = sink.read_back(frame) if result is None else result.rgb.astype(sink.pixel_dtype).astype(np.float32)
-        if not options.regrade:
+        if not self.options.regrade:
             return shot.state_ab(rgb)
         return shot.state_ab(rgb) - shot.state_ab(prep.frame.rgb().astype(sink.pixel_dtype).astype(np.float32))
 
-    def finish(prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray) -> FrameResult:
-        if not options.regrade:
-            return shot.finish(prep, ab_full, conf_full)
-        result = shot.finish(prep, plate_ab(prep.frame, shot) + ab_full, conf_full)
+    def finish(self, prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray) -> FrameResult:
+        if not self.options.regrade:
+            return self.shot.finish(prep, ab_full, conf_full)
+        result = self.shot.finish(prep, plate_ab(prep.frame, self.shot) + ab_full, conf_full)
         unchanged = np.all(ab_full == 0, axis=-1)[..., None]
         result.rgb = np.where(unchanged, prep.frame.rgb(), result.rgb).astype(np.float32)
         return result
 
-    def new_propagator(key: int, other: int | None = None) -> Propagator:
+    def new_propagator(self, key: int, other: int | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
         branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
         def work(k: int) -> tuple[np.ndarray, np.ndarray]:
-            return shot.prepare(source.read(k)).L_work, shot.to_work(key_ab_full[k])
+            return self.shot.prepare(self.source.read(k)).L_work, self.shot.to_work(self.key_ab_full[k])
         others = [work(other)] if other is not None else []
-        return Propagator(options.method, *work(key), engine.models, change_only=options.regrade, other_keys=others)
+        return Propagator(self.options.method, *work(key), self.engine.models, change_only=self.options.regrade,
+                          other_keys=others)
 
-    def pass_stamp(a: int, b: int, run: list[int]) -> str:
+    # ---------------------------------------------------------------- the three kinds of segment
+
+    def key_frame(self, a: int) -> None:
+        t0 = time.perf_counter()
+        result = None
+        if not (self.skip_existing and self.sink.exists(a)):
+            prep = self.shot.prepare(self.source.read(a))
+            result = self.finish(prep, self.key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
+        self.emit(a, result, time.perf_counter() - t0)
+
+    def one_way(self, kind: str, a: int | None, b: int | None, run: list[int]) -> None:
+        """Before the first key (``kind`` "backward", from ``b``) or after the last (forward from ``a``)."""
+        shot = self.shot
+        propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
+        prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
+        for frame in (reversed(run) if kind == "backward" else run):
+            self.check_cancel()
+            t0 = time.perf_counter()
+            prep = shot.prepare(self.source.read(frame))
+            if self.skip_existing and self.sink.exists(frame):
+                # Already written (resume): its colour is read back, its carried confidence recomputed
+                # by flow alone (exactly what the uninterrupted run carried), no networks.
+                prev_full = self.carried_state(frame, None, prep)
+                carried = propagator.carried_only(prep.L_work)
+                self.emit(frame, None, 0.0)
+                propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
+                continue
+            ab, confidence, carried = propagator.step(prep.L_work)
+            result = self.finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
+            self.emit(frame, result, time.perf_counter() - t0)
+            prev_full = self.carried_state(frame, result, prep)
+            propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
+
+    def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
+        """The span between keys ``a`` and ``b``: its passes stored under ``state_dir`` (else a temporary
+        folder), then blended; with ``direction_only`` just that pass (a farm task)."""
+        with contextlib.ExitStack() as stack:
+            root = state_dir or Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="colorprop-passes-", ignore_cleanup_errors=True)))
+            store = PassStore(root, a, b, self.pass_stamp(a, b, run))
+            if self.skip_existing and all(self.sink.exists(f) for f in run):
+                store = None  # every frame is written: no pass is needed
+            if self.direction_only is not None:
+                for _ in self.pass_frames(self.direction_only, a, b, run, store) if store is not None else ():
+                    pass
+                return
+            self.blend_span(a, b, run, store)
+            if store is not None:
+                store.remove()
+
+    # ---------------------------------------------------------------- between keys: passes and their blend
+
+    def pass_stamp(self, a: int, b: int, run: list[int]) -> str:
         """What made a span's pass files: a file with another stamp is computed again (passes.py)."""
-        weights = engine.describe()["weights"]
-        return fingerprint(options.to_dict(), weights and weights["version"], a, b, run,
-                           shot.to_work(key_ab_full[a]), shot.to_work(key_ab_full[b]))
+        weights = self.engine.describe()["weights"]
+        return fingerprint(self.options.to_dict(), weights and weights["version"], a, b, run,
+                           self.shot.to_work(self.key_ab_full[a]), self.shot.to_work(self.key_ab_full[b]))
 
-    last_prepared: list = [None, None]  # (frame, Prepared): a pass and the blend of the same frame share it
-
-    def prepared(frame: int) -> Prepared:
-        if last_prepared[0] != frame:
-            last_prepared[:] = [frame, shot.prepare(source.read(frame))]
-        return last_prepared[1]
-
+    @staticmethod
     def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
         state = store.read(direction, frame)
         if state is None:  # a file that went bad after its pass wrote it: never blend a guess
@@ -292,7 +373,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
                                  "missing or unreadable; run the pass again")
         return state
 
-    def pass_frames(direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:
+    def pass_frames(self, direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:
         """One pass over the frames between keys ``a`` and ``b`` (forward from ``a`` or backward from ``b``; the
         global branch matches against both keys), frame by frame in its order, each frame stored as it is made.
         A pass already stored is read back; one stored in part (a killed task) is replayed by flow alone
@@ -303,102 +384,52 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         todo = next((i for i, f in enumerate(order) if not store.has(direction, f)), len(order))
         propagator = None
         if todo < len(order):
-            propagator = new_propagator(a, b) if forward else new_propagator(b, a)
+            propagator = self.new_propagator(a, b) if forward else self.new_propagator(b, a)
         for i, frame in enumerate(order):
-            check_cancel()
+            self.check_cancel()
             t0 = time.perf_counter()
             if propagator is None:
-                state = stored(store, direction, frame)
+                state = self.stored(store, direction, frame)
             else:
-                L = prepared(frame).L_work
+                L = self.prepared(frame).L_work
                 if i < todo:
                     propagator.carried_only(L)
-                    state = stored(store, direction, frame)
+                    state = self.stored(store, direction, frame)
                 else:
                     step = propagator.step(L)
                     state = PassFrame(step.ab, step.confidence, step.carried, propagator.last_flow)
                     store.write(direction, frame, state)
                 propagator.accept(L, state.ab, state.carried)
-            if direction_only is not None:
-                count(frame, i >= todo, time.perf_counter() - t0)
+            if self.direction_only is not None:
+                self.count(frame, i >= todo, time.perf_counter() - t0)
             yield state
 
-    def blend_span(a: int, b: int, run: list[int], store: PassStore | None) -> None:
+    def blend_span(self, a: int, b: int, run: list[int], store: PassStore | None) -> None:
         """The frames between keys ``a`` and ``b``: the backward pass (stored first), then the forward pass frame
         by frame, each frame blended with the backward one as it comes (``blend``), its written matte where they
         meet (``meet_confidence``), and brought to full resolution along the forward pass's flow from the last
         written frame (``ShotColour.to_full``). ``store`` None: every frame is already written (resume)."""
         forward = None
         if store is not None:
-            for _ in pass_frames("backward", a, b, run, store):
+            for _ in self.pass_frames("backward", a, b, run, store):
                 pass
-            forward = pass_frames("forward", a, b, run, store)
-        prev_full = key_ab_full[a]  # the last written colour, full resolution
+            forward = self.pass_frames("forward", a, b, run, store)
+        prev_full = self.key_ab_full[a]  # the last written colour, full resolution
         for frame in run:
             f = next(forward) if forward is not None else None  # the forward chain runs through every frame
-            check_cancel()
+            self.check_cancel()
             t0 = time.perf_counter()
-            prep = prepared(frame)
-            if skip_existing and sink.exists(frame):
-                prev_full = carried_state(frame, None, prep)
-                emit(frame, None, 0.0)
+            prep = self.prepared(frame)
+            if self.skip_existing and self.sink.exists(frame):
+                prev_full = self.carried_state(frame, None, prep)
+                self.emit(frame, None, 0.0)
                 continue
-            k = stored(store, "backward", frame)
-            ab = blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
+            k = self.stored(store, "backward", frame)
+            ab = self.blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
             confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
-            result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
-            emit(frame, result, time.perf_counter() - t0)
-            prev_full = carried_state(frame, result, prep)
-
-    for kind, a, b, run in segments:
-        check_cancel()
-        if kind == "key":
-            t0 = time.perf_counter()
-            result = None
-            if not (skip_existing and sink.exists(a)):
-                prep = shot.prepare(source.read(a))
-                result = finish(prep, key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
-            emit(a, result, time.perf_counter() - t0)
-            continue
-
-        if kind == "between":
-            with contextlib.ExitStack() as stack:
-                root = state_dir or Path(stack.enter_context(
-                    tempfile.TemporaryDirectory(prefix="colorprop-passes-", ignore_cleanup_errors=True)))
-                store = PassStore(root, a, b, pass_stamp(a, b, run))
-                if skip_existing and all(sink.exists(f) for f in run):
-                    store = None  # every frame is written: no pass is needed
-                if direction_only is not None:
-                    for _ in pass_frames(direction_only, a, b, run, store) if store is not None else ():
-                        pass
-                    continue
-                blend_span(a, b, run, store)
-                if store is not None:
-                    store.remove()
-            continue
-
-        propagator = new_propagator(b, None) if kind == "backward" else new_propagator(a, b)
-        prev_full = key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
-        for frame in (reversed(run) if kind == "backward" else run):
-            check_cancel()
-            t0 = time.perf_counter()
-            prep = shot.prepare(source.read(frame))
-            if skip_existing and sink.exists(frame):
-                # Already written (resume): its colour is read back, its carried confidence recomputed
-                # by flow alone (exactly what the uninterrupted run carried), no networks.
-                prev_full = carried_state(frame, None, prep)
-                carried = propagator.carried_only(prep.L_work)
-                emit(frame, None, 0.0)
-                propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
-                continue
-            ab, confidence, carried = propagator.step(prep.L_work)
-            result = finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
-            emit(frame, result, time.perf_counter() - t0)
-            prev_full = carried_state(frame, result, prep)
-            propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
-
-    report.seconds = time.perf_counter() - start
-    return report
+            result = self.finish(prep, *self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
+            self.emit(frame, result, time.perf_counter() - t0)
+            prev_full = self.carried_state(frame, result, prep)
 
 
 # ---------------------------------------------------------------- the CLI's job on EXR sequences
