@@ -346,3 +346,26 @@ def test_status_of_nothing_exits_6_within_5_s(free_port, capsys):
     assert main(["status", f"tcp://127.0.0.1:{free_port()}"]) == 6
     assert time.monotonic() - t0 <= 5.0
     assert "no reply from" in capsys.readouterr().err
+
+
+def test_broker_reads_the_config_file_and_serves_its_metrics(tmp_path, free_port):
+    """`colorprop broker --config`: addresses, JSON log and metrics port from the file; its metrics page
+    passes promtool and counts the requests it answered itself."""
+    front, back, port = (free_port() for _ in range(3))
+    cfg = tmp_path / "broker.toml"
+    cfg.write_text(f'bind = "tcp://127.0.0.1:{front}"\nbackend = "tcp://127.0.0.1:{back}"\nlog_format = "json"\n'
+                   f"metrics_port = {port}\n")
+    log_path = tmp_path / "broker.log"
+    proc = spawn(["broker", "--config", str(cfg)], stderr=open(log_path, "w"))
+    try:
+        assert wait_until(lambda: "broker_listening" in log_path.read_text() or proc.poll() is not None, 60)
+        with Client(f"tcp://127.0.0.1:{front}") as c:
+            c.ping()
+            assert c.status() == []
+        m = _check_exposition(_scrape(f"http://127.0.0.1:{port}/metrics"))
+    finally:
+        log = _stop(proc, log_path)
+    assert m[("colorprop_broker_workers", ())] == 0
+    assert m[("colorprop_broker_requests_total", (("status", "pong"),))] == 1
+    listening = [json.loads(line) for line in log.splitlines() if '"broker_listening"' in line]
+    assert listening[0]["frontend"] == f"tcp://127.0.0.1:{front}" and listening[0]["backend"] == f"tcp://127.0.0.1:{back}"
