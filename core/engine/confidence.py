@@ -45,7 +45,6 @@ import numpy as np
 
 from colorprop.engine.flow import warp_backward
 
-STEP_DECAY = 1.0  # per frame; measured: any decay < 1 lowers the error ratio on the dev clips
 PHOTOMETRIC_SIGMA = 2.0  # L units; chosen on the dev clips (docs/KEYS.md)
 # Textureless luminance: DIS cannot track it (its forward-backward check fails at random there), yet colour
 # carried within it from the same luminance is right. A step keeps confidence there where the luminance
@@ -86,14 +85,12 @@ def photometric_similarity(L: np.ndarray, prev_L_warped: np.ndarray, sigma: floa
 
 
 def carry_confidence(prev_conf: np.ndarray, prev_L: np.ndarray, L: np.ndarray, flow_bwd: np.ndarray,
-                     consistency: np.ndarray, step_decay: float | None = None,
-                     flat_trust: float | None = None) -> np.ndarray:
+                     consistency: np.ndarray, flat_trust: float | None = None) -> np.ndarray:
     """This frame's confidence (HxW) from the previous one's, the backward flow cur→prev (HxWx2) and the
     flow's forward-backward consistency (HxW). See the module docstring."""
     warped = warp_backward(np.dstack([prev_conf, prev_L]), flow_bwd)
-    decay = STEP_DECAY if step_decay is None else step_decay
     trust = either_right(consistency, (FLAT_TRUST if flat_trust is None else flat_trust) * flatness(L))
-    conf = decay * np.clip(warped[..., 0], 0.0, 1.0) * trust * photometric_similarity(L, warped[..., 1])
+    conf = np.clip(warped[..., 0], 0.0, 1.0) * trust * photometric_similarity(L, warped[..., 1])
     return conf.astype(np.float32)
 
 

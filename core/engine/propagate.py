@@ -157,8 +157,7 @@ class Propagator:
         Exact for every method but ``global`` (whose confidence is the key match's similarity alone): the
         carried part depends on flow only. The flow chain's cue for F_f is carried exactly too."""
         flowed = self._flow(L)
-        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
-                                           flat_trust=CHAIN_FLAT_TRUST)
+        self.last_chain = self._chain(flowed, L)
         self.last_carried = self._carried(flowed, L)
         if self.carried_state is not None:
             with torch.inference_mode():
@@ -198,6 +197,11 @@ class Propagator:
 
     def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
+
+    def _chain(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
+        """The flow chain's confidence at this frame (F_f's ``chain`` cue), carried from the previous one."""
+        return carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
+                                flat_trust=CHAIN_FLAT_TRUST)
 
     def _with_carried(self, step: Step) -> Step:
         self.last_carried = step.carried  # what accept() carries unless told otherwise
@@ -256,8 +260,7 @@ class Propagator:
             with self._stage("F_s"):
                 with self.models.autocast():
                     global_out = as_float32(self.models.global_branch(gray, self.key_state))
-        self.last_chain = carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
-                                           flat_trust=CHAIN_FLAT_TRUST)
+        self.last_chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
         return Candidates(gray, flow_tensor(flowed.flow, dev), t(flowed.consistency), t(photometric),
