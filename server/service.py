@@ -435,9 +435,6 @@ class Service:
             pf.reply(self._events_reply(s, pf.request_id, pf.after, pf.max_events))
         self.sessions.pop(s.id, None)
 
-    def _held_bytes(self) -> int:
-        return sum(s.held_bytes() for s in self.sessions.values())
-
     def _open_budget(self, client: str, key_bytes: int) -> str | None:
         """Why a new shot must wait (``busy``), or None: all slots taken, this client's share taken,
         or its keys would not fit in the memory budget."""
@@ -447,9 +444,7 @@ class Service:
         mine = sum(1 for s in active if s.client == client)
         if mine >= self.config.max_jobs_per_client:
             return f"client {client} already has {mine} shots running (the per-client limit)"
-        if self._held_bytes() + key_bytes > self.config.max_memory_bytes:
-            return f"the server's memory budget ({self.config.max_memory_bytes >> 20} MiB) is full"
-        return None
+        return self._memory_busy(key_bytes)
 
     def _frame_budget(self, client: str, nbytes: int) -> str | None:
         """Why an in-band frame must wait (``busy``), or None: this client's buffered frames, or the
@@ -457,7 +452,11 @@ class Service:
         mine = sum(len(s.inbox) for s in self.sessions.values() if s.client == client)
         if mine >= self.config.max_client_buffered_frames:
             return f"client {client} has {mine} frames waiting (the per-client limit)"
-        if self._held_bytes() + nbytes > self.config.max_memory_bytes:
+        return self._memory_busy(nbytes)
+
+    def _memory_busy(self, nbytes: int) -> str | None:
+        """Why ``nbytes`` more pixels must wait (the memory budget is full), or None."""
+        if sum(s.held_bytes() for s in self.sessions.values()) + nbytes > self.config.max_memory_bytes:
             return f"the server's memory budget ({self.config.max_memory_bytes >> 20} MiB) is full"
         return None
 
