@@ -112,8 +112,7 @@ class Broker:
             check_bind_allowed(addr, cfg.curve_keys)
         curve = CurveServer(self.ctx, cfg.curve_keys, workers=True) if cfg.curve_keys else None
         if cfg.metrics_port is not None:
-            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port)
-            log_event(log, "metrics_listening", url=f"http://{cfg.metrics_host}:{self.metrics_port}/metrics")
+            self.metrics_port = self.metrics.serve(cfg.metrics_host, cfg.metrics_port, log)
         front = self.ctx.socket(zmq.ROUTER)
         back = self.ctx.socket(zmq.ROUTER)
         for s in (front, back):

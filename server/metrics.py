@@ -9,10 +9,13 @@ the rest count as ``other``, so a flood of addresses cannot grow the exposition 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from typing import Any, Callable
+
+from .logs import log_event
 
 try:
     from prometheus_client import CollectorRegistry, Counter, start_http_server
@@ -127,10 +130,13 @@ class ServerMetrics:
                                             self.frames_per_second()),
         }
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint; returns the port (``port`` 0: one the OS picked)."""
+    def serve(self, host: str, port: int, log: logging.Logger) -> int:
+        """Start the HTTP endpoint and log its address on ``log``; returns the port (``port`` 0: one the
+        OS picked)."""
         self._http = _serve_registry(self.registry, host, port)
-        return int(self._http.server_address[1])
+        bound = int(self._http.server_address[1])
+        log_event(log, "metrics_listening", url=f"http://{host}:{bound}/metrics")
+        return bound
 
     def close(self) -> None:
         if self._http is not None:

@@ -94,8 +94,7 @@ class Server:
 
     def _start_metrics(self) -> None:
         if self.config.metrics_port is not None:
-            self.metrics_port = self.service.metrics.serve(self.config.metrics_host, self.config.metrics_port)
-            log_event(log, "metrics_listening", url=f"http://{self.config.metrics_host}:{self.metrics_port}/metrics")
+            self.metrics_port = self.service.metrics.serve(self.config.metrics_host, self.config.metrics_port, log)
 
     def stop(self) -> None:
         self._stop.set()
