@@ -162,12 +162,10 @@ class Server:
                 # Stopping: the frames in flight finish (at most shutdown_grace_s), then the clients
                 # have shutdown_drain_s to fetch why their jobs ended, then the loop ends.
                 now = time.monotonic()
-                if now - shutdown_started > self.config.shutdown_grace_s:
-                    service.tick()
-                    break
                 if drain_until is None and not service.threads_alive():
                     drain_until = now + self.config.shutdown_drain_s
-                if drain_until is not None and (service.all_told() or now > drain_until):
+                if (now - shutdown_started > self.config.shutdown_grace_s
+                        or drain_until is not None and (service.all_told() or now > drain_until)):
                     service.tick()  # answer waiting long-polls with the final events
                     break
             nd = service.next_deadline()
