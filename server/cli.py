@@ -225,15 +225,13 @@ def run_status(args) -> int:
     from colorprop_client import client as C
     from colorprop_client import protocol as P
 
-    from .remote import AuthRefusedError, RemoteJobError, ServerUnavailableError, client_curve_keys
+    from .remote import RemoteJobError, client_curve_keys, connection_error
 
     try:
         with C.Client(args.address, curve=client_curve_keys(args.curve_keys, args.curve_name)) as client:
             jobs = client.status()
-    except C.AuthenticationFailed as err:
-        raise AuthRefusedError(str(err)) from None
-    except C.ServerUnavailable as err:
-        raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
+    except (C.AuthenticationFailed, C.ServerUnavailable) as err:
+        raise connection_error(err) from None
     except C.ServerError as err:
         if err.code == P.E_PROTOCOL:
             raise InputError(f"{args.address} does not know the status request (an older server): {err}") from None

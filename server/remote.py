@@ -55,6 +55,13 @@ EXIT_FOR_CODE = {
 }
 
 
+def connection_error(err: C.AuthenticationFailed | C.ServerUnavailable) -> ColorpropError:
+    """The CLI's error for a server that refused this client's keys (exit 7) or did not answer (exit 6)."""
+    if isinstance(err, C.AuthenticationFailed):
+        return AuthRefusedError(str(err))
+    return ServerUnavailableError(f"{err}; is `colorprop serve` running there?")
+
+
 def client_curve_keys(curve_keys: str | None = None, curve_name: str | None = None) -> C.CurveKeys | None:
     """The client's CURVE keys from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (name from ``curve_name`` or
     ``$COLORPROP_CURVE_NAME``, default ``client``); None without either."""
@@ -115,10 +122,8 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
         report.seconds = time.perf_counter() - t0
         report.notes = checked.notes
         return report
-    except C.AuthenticationFailed as err:
-        raise AuthRefusedError(str(err)) from None
-    except C.ServerUnavailable as err:
-        raise ServerUnavailableError(f"{err}; is `colorprop serve` running there?") from None
+    except (C.AuthenticationFailed, C.ServerUnavailable) as err:
+        raise connection_error(err) from None
     except C.ServerBusy as err:
         raise ServerUnavailableError(f"{err}: still busy after {BUSY_WAIT_S:g} s of retries; try again later") from None
     except C.ServerError as err:
