@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from colorprop.cli.common import Progress, add_precision_argument, on_sigterm, parse_keys
+from colorprop.cli.common import Progress, add_precision_argument, input_frames, on_sigterm, parse_keys
 from colorprop.errors import InputError
 
 
@@ -74,21 +74,14 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from colorprop.engine.engine import ShotOptions
-    from colorprop.io.sequence import parse_frames
 
     keys = parse_keys(args.key)
-    frames = parse_frames(args.frames) if args.frames else None
     options = ShotOptions.from_dict({
         "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
         "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
         "regrade": args.regrade,
     })
-    if frames is None:
-        from colorprop.io.sequence import FramePattern
-
-        frames = FramePattern(args.input).existing_frames()
-        if not frames:
-            raise InputError(f"--input {args.input}: matches no file")
+    frames = input_frames(args.input, args.frames)
     if args.list_segments:
         import json
 

@@ -1,4 +1,5 @@
-"""What several commands share: the progress printer, key specs, the --precision option, SIGTERM."""
+"""What several commands share: the progress printer, key specs, the frames to process, the --precision option,
+SIGTERM."""
 
 from __future__ import annotations
 
@@ -77,6 +78,18 @@ def parse_keys(specs: list[str]) -> dict[int, str]:
                 raise InputError(f"--key {spec!r}: frame {f} is given twice")
             keys[f] = str(pattern.path(f)) if pattern is not None else path
     return keys
+
+
+def input_frames(input_pattern: str, spec: str | None) -> list[int]:
+    """The frames of ``--frames`` (``spec``), else every frame of ``--input`` on disk; InputError when none is."""
+    from colorprop.io.sequence import FramePattern, parse_frames
+
+    if spec:
+        return parse_frames(spec)
+    frames = FramePattern(input_pattern).existing_frames()
+    if not frames:
+        raise InputError(f"--input {input_pattern}: matches no file")
+    return frames
 
 
 def on_sigterm(signum, frame) -> None:

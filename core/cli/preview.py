@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sys
 
+from colorprop.cli.common import input_frames
+
 
 def add_parser(sub) -> None:
     from colorprop.shot.sheet import SHEET_COLUMNS, THUMB_WIDTH
@@ -26,18 +28,15 @@ def run(args) -> int:
     from pathlib import Path
 
     from colorprop.errors import InputError
-    from colorprop.io.sequence import FramePattern, parse_frames
+    from colorprop.io.sequence import FramePattern
     from colorprop.shot.frames import CONFIDENCE_CHANNEL
     from colorprop.shot.preflight import check_plates_exist
     from colorprop.shot.sheet import SheetRow, contact_sheet
 
     if args.columns < 1 or args.width < 16:
         raise InputError("--columns must be at least 1 and --width at least 16")
-    pattern = FramePattern(args.input)
-    frames = parse_frames(args.frames) if args.frames else pattern.existing_frames()
-    if not frames:
-        raise InputError(f"--input {args.input}: matches no file")
-    check_plates_exist(pattern, frames, lambda path: path)
+    frames = input_frames(args.input, args.frames)
+    check_plates_exist(FramePattern(args.input), frames, lambda path: path)
     rows = [SheetRow(args.input, None, args.colorspace)]
     if args.confidence:
         rows.append(SheetRow(args.input, CONFIDENCE_CHANNEL))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
-from colorprop.cli.common import parse_keys
+from colorprop.cli.common import input_frames, parse_keys
 from colorprop.errors import InputError
 
 
@@ -35,7 +35,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from colorprop.engine.engine import Engine, ShotOptions
-    from colorprop.io.sequence import FramePattern, parse_frames
     from colorprop.shot.frames import ExrSequenceSource
     from colorprop.shot.preflight import check_sequence_job
     from colorprop.shot.suggest import confidence_per_frame, suggest_frames
@@ -43,9 +42,7 @@ def run(args) -> int:
     if args.count < 1:
         raise InputError(f"--count {args.count}: must be at least 1")
     key_paths = parse_keys(args.key)
-    frames = parse_frames(args.frames) if args.frames else FramePattern(args.input).existing_frames()
-    if not frames:
-        raise InputError(f"--input {args.input}: matches no file")
+    frames = input_frames(args.input, args.frames)
     engine = Engine.load(None)
     method = args.method or ("full" if engine.models is not None else "flow")
     options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
