@@ -35,7 +35,6 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from colorprop.engine.engine import Engine, ShotOptions
-    from colorprop.shot.frames import ExrSequenceSource
     from colorprop.shot.preflight import check_sequence_job
     from colorprop.shot.suggest import confidence_per_frame, suggest_frames
 
@@ -49,7 +48,7 @@ def run(args) -> int:
     checked = check_sequence_job(args.input, key_paths, None, sorted(frames), options,  # nothing is written
                                  key_colorspace=args.key_colorspace)
     keys = checked.keys
-    summary = confidence_per_frame(engine, ExrSequenceSource(args.input, checked.frames), keys, options)
+    summary = confidence_per_frame(engine, checked.source(), keys, options)
     chosen = suggest_frames(summary, sorted(keys), args.count)
     report = {
         "method": method,
