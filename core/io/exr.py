@@ -74,13 +74,8 @@ class Plate:
         """HxWx3 float32 colour: R, G, B; a plate with Y (or a single channel) replicates it; A is dropped."""
         if all(c in self.channels for c in "RGB"):
             return np.stack([self.channel(c) for c in "RGB"], axis=-1)
-        if "Y" in self.channels:
-            gray = self.channel("Y")
-        elif len(self.channels) == 1:
-            gray = self.pixels[..., 0]
-        else:
-            raise PixelError(
-                f"{self.path}: no colour channels (need R, G, B or Y); channels are {', '.join(self.channels)}")
+        check_colour_channels(self.channels, self.path)
+        gray = self.channel("Y") if "Y" in self.channels else self.pixels[..., 0]
         return np.repeat(gray[..., None], 3, axis=-1)
 
     @property
@@ -91,6 +86,12 @@ class Plate:
             if isinstance(value, str) and value.strip():
                 return value.strip()
         return None
+
+
+def check_colour_channels(channels: tuple[str, ...], path: str | Path) -> None:
+    """PixelError naming ``path`` unless ``channels`` hold an image: R, G, B; else Y; else one channel alone."""
+    if not (all(c in channels for c in "RGB") or "Y" in channels or len(channels) == 1):
+        raise PixelError(f"{path}: no colour channels (need R, G, B or Y); channels are {', '.join(channels)}")
 
 
 def read_exr(path: str | Path) -> Plate:

@@ -36,9 +36,9 @@ import numpy as np
 from colorprop.colour import convert
 from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
-from colorprop.io.exr import Plate, check_finite, read_exr_header
+from colorprop.io.exr import Plate, check_colour_channels, check_finite, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
-from colorprop.shot.frames import (DEFAULT_COLORSPACE, RGB, ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
+from colorprop.shot.frames import (DEFAULT_COLORSPACE, ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
                                    image_channels, load_key, output_layout)
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
@@ -188,8 +188,7 @@ def read_plate_header(path: Path) -> Plate:
     """The header of one plate frame: ExrReadError for a missing file, a folder or an unreadable EXR;
     PixelError for a plate without colour channels."""
     header = read_exr_header(path)
-    if not (set(RGB) <= set(header.channels) or "Y" in header.channels or len(header.channels) == 1):
-        raise PixelError(f"{path}: no colour channels (need R, G, B or Y); channels are {', '.join(header.channels)}")
+    check_colour_channels(header.channels, path)
     return header
 
 
