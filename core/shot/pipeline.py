@@ -66,6 +66,11 @@ class Prepared:
     frame: PlateFrame
 
 
+def lab_ab(rgb: np.ndarray, space: str) -> np.ndarray:
+    """HxWx2 Lab ab (contiguous) of HxWx3 ``rgb`` in colour space ``space``."""
+    return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:])
+
+
 class ShotColour:
     """Colour-space bookkeeping of one shot: plate space, working size."""
 
@@ -94,9 +99,7 @@ class ShotColour:
     def key_ab(self, key: KeyImage) -> np.ndarray:
         """HxWx2 Lab ab of the key at full resolution."""
         space = check_key(key, self.full_size, self.space)
-        return convert.map_row_bands(
-            lambda rgb: np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:]),
-            key.pixels)
+        return convert.map_row_bands(functools.partial(lab_ab, space=space), key.pixels)
 
     def finish(self, prep: Prepared, ab_full: np.ndarray, confidence_full: np.ndarray) -> FrameResult:
         rgb = convert.map_row_bands(self._plate_rgb, prep.L_full, ab_full)
@@ -127,13 +130,10 @@ class ShotColour:
 
     def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
         """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
-        return convert.map_row_bands(self._ab_of, written_rgb)
+        return convert.map_row_bands(functools.partial(lab_ab, space=self.space), written_rgb)
 
     def to_work(self, ab_full: np.ndarray) -> np.ndarray:
         return resize_hw(ab_full, *self.work_size)
-
-    def _ab_of(self, rgb: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, self.space))[..., 1:])
 
 
 # ---------------------------------------------------------------- the shot
@@ -440,7 +440,7 @@ def plate_ab(frame: PlateFrame, shot: ShotColour) -> np.ndarray:
     if not all(c in frame.channels for c in RGB):
         raise InputError(f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has "
                          f"{', '.join(frame.channels)}")
-    return convert.linear_rec709_to_lab(convert.to_linear_rec709(frame.rgb(), shot.space))[..., 1:]
+    return lab_ab(frame.rgb(), shot.space)
 
 
 REGRADE_UNCHANGED = 0.01  # Lab ab units: a smaller change is colour-conversion noise, not a grade
