@@ -94,10 +94,10 @@ def run(args) -> int:
     if args.direction is not None and (args.segment is None or args.state_dir is None):
         raise InputError("--direction: needs --segment KEY and --state-dir DIR (the pass is stored there)")
     if args.direction is not None:
-        from colorprop.shot.pipeline import key_segments
+        from colorprop.shot.pipeline import key_segment
 
-        owned = [s for s in key_segments(sorted(frames), sorted(keys)) if s.key == args.segment]
-        if owned and len(owned[0].keys) == 1:  # the last key: no span to the next key, so no pass (a farm no-op)
+        owned = key_segment(sorted(frames), sorted(keys), args.segment)
+        if owned is not None and len(owned.keys) == 1:  # the last key: no span to a next key, no pass (a farm no-op)
             print(f"colorprop: segment {args.segment} has no next key: no {args.direction} pass to run",
                   file=sys.stderr)
             return 0
@@ -105,12 +105,12 @@ def run(args) -> int:
         raise InputError("--direction/--state-dir with --server: the server runs whole shots; run the "
                          "passes embedded (no --server)")
     if args.segment is not None and args.server:
-        from colorprop.shot.pipeline import key_segments
+        from colorprop.shot.pipeline import key_segment
 
-        owned = [s for s in key_segments(sorted(frames), sorted(keys)) if s.key == args.segment]
-        if not owned:
+        owned = key_segment(sorted(frames), sorted(keys), args.segment)
+        if owned is None:
             raise InputError(f"--segment {args.segment}: not a key frame (keys: {sorted(keys)})")
-        if owned[0].frames != sorted(frames):
+        if owned.frames != sorted(frames):
             raise InputError(f"--segment {args.segment} with --server: the server runs whole shots only; "
                              "run this segment embedded (no --server)")
         args.segment = None  # the segment is the whole shot

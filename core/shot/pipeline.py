@@ -188,6 +188,11 @@ def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
     return groups
 
 
+def key_segment(frames: list[int], keys: list[int], key: int) -> KeySegment | None:
+    """The ``key_segments`` entry of key frame ``key``, or None when ``key`` is not a key."""
+    return next((s for s in key_segments(frames, keys) if s.key == key), None)
+
+
 def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
              sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
              cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
@@ -214,7 +219,7 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
     if segment is not None:
         if segment not in keys:
             raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
-        chosen = set(next(s for s in key_segments(frames, order) if s.key == segment).frames)
+        chosen = set(key_segment(frames, order, segment).frames)
         segments = [s for s in segments if s[3][0] in chosen]
     if direction is not None:
         if segment is None or state_dir is None or direction not in DIRECTIONS:
