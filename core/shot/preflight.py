@@ -246,19 +246,18 @@ def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str)
 
 
 def make_output_folders(out: FramePattern, frames: list[int]) -> None:
-    """Create the output folders, or ExrWriteError (exit 4) naming the real cause: a file where a folder
+    """Create the output folder, or ExrWriteError (exit 4) naming the real cause: a file where a folder
     should be, a read-only file system, no permission."""
-    folders = sorted({out.path(f).parent for f in frames})
-    for folder in folders:
-        first = next(out.path(f) for f in frames if out.path(f).parent == folder)
-        problem = _unwritable(folder)
-        if problem is None:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                problem = f"cannot create the output folder {folder}: {err.strerror or err}"
-        if problem is not None:
-            raise ExrWriteError(first, problem)
+    first = out.path(frames[0])
+    folder = first.parent  # the frame token is in the file name: every frame's folder
+    problem = _unwritable(folder)
+    if problem is None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            problem = f"cannot create the output folder {folder}: {err.strerror or err}"
+    if problem is not None:
+        raise ExrWriteError(first, problem)
 
 
 def _unwritable(folder: Path) -> str | None:
