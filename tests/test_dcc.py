@@ -223,6 +223,13 @@ def test_run_job_returns_the_servers_key_suggestions_in_both_modes(inproc_server
     assert [s["frame"] for s in got] == [x.frame for x in suggest_frames(summary, [1], P.SUGGEST_COUNT)]
 
 
+def test_suggested_frames_status_text():
+    """The one status text both hosts show for a suggestion list: frames weakest first, 'none' when empty."""
+    assert dcc.suggested_frames_text([12, -3, 40]) == "12, -3, 40"
+    assert dcc.suggested_frames_text([]) == "none"
+    assert dcc.last_run_suggestions_status(iter([7])) == "suggested keys from the last run: 7"
+
+
 def test_suggestions_field_is_optional_and_checked():
     """An older server's done event has no suggestions (none, not an error); a malformed one names the field."""
     assert P.parse_suggestions({"kind": P.EV_DONE, "report": {}}) == []

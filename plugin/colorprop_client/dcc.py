@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -348,6 +348,16 @@ def suggestion_labels(suggestions: list[dict]) -> list[str]:
     """One line per suggested frame, weakest first, for a list the artist picks from:
     ``"frame 12: ~31% of pixels likely wrong"``; :func:`suggestion_frame` reads the frame back."""
     return [f"frame {int(s['frame'])}: ~{float(s['expected_error']):.0%} of pixels likely wrong" for s in suggestions]
+
+
+def suggested_frames_text(frames: Iterable[int]) -> str:
+    """The suggested frames for a status line, weakest first: ``"12, 40"``, or ``"none"``."""
+    return ", ".join(str(int(f)) for f in frames) or "none"
+
+
+def last_run_suggestions_status(frames: Iterable[int]) -> str:
+    """The status line of Suggest Keys when the settings are unchanged since the run that made them."""
+    return f"suggested keys from the last run: {suggested_frames_text(frames)}"
 
 
 def suggestion_frame(label: str) -> int | None:

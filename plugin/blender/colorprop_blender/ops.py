@@ -290,8 +290,7 @@ class COLORPROP_OT_suggest_keys(ColorizeRun, bpy.types.Operator):
         st = context.scene.colorprop
         if not st.suggestions_for or st.suggestions_for != run_settings(st):
             return False
-        frames = ", ".join(str(s.frame) for s in st.suggestions) or "none"
-        _set_status(context, f"suggested keys from the last run: {frames}", 1.0)
+        _set_status(context, dcc.last_run_suggestions_status(s.frame for s in st.suggestions), 1.0)
         return True
 
     def execute(self, context):

@@ -145,7 +145,7 @@ def on_suggest(node: "nuke.Node") -> None:
     last = _suggested.get(node.name())
     if last is not None and last[0] == run_settings(node):
         show_suggestions(node, last[1])
-        _set_status(node, f"suggested keys from the last run: {_frames_text(last[1])}", OK_COLOR)
+        _set_status(node, dcc.last_run_suggestions_status(s["frame"] for s in last[1]), OK_COLOR)
         return
     on_colorize(node)
 
@@ -162,10 +162,6 @@ def show_suggestions(node: "nuke.Node", suggestions: list[dict]) -> None:
     labels = dcc.suggestion_labels(suggestions) or [dcc.NO_SUGGESTIONS]
     node["suggested"].setValues(labels)
     node["suggested"].setValue(labels[0])
-
-
-def _frames_text(suggestions: list[dict]) -> str:
-    return ", ".join(str(s["frame"]) for s in suggestions) or "none"
 
 
 def on_colorize(node: "nuke.Node") -> None:
@@ -312,8 +308,9 @@ def show_result(node: "nuke.Node", plan: logic.ShotPlan, finished: logic.Finishe
     _suggested[node.name()] = (settings, finished.suggestions)
     if "suggested" in node.knobs():  # a node saved by an older version has no suggestion knobs
         show_suggestions(node, finished.suggestions)
-    _set_status(node, f"done: {len(finished.outputs)} frames -> {plan.output_pattern}; suggested keys: "
-                      f"{_frames_text(finished.suggestions)}", OK_COLOR)
+    frames = dcc.suggested_frames_text(s["frame"] for s in finished.suggestions)
+    _set_status(node, f"done: {len(finished.outputs)} frames -> {plan.output_pattern}; suggested keys: {frames}",
+                OK_COLOR)
 
 
 def _set_status(node: "nuke.Node", text: str, color: int) -> None:
