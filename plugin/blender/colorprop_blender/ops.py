@@ -143,7 +143,7 @@ class MainThreadBridge:
     def __init__(self, job: Job, cancel: threading.Event):
         self.job, self.cancel = job, cancel
         self.requests: "queue.Queue[tuple[int, dict]]" = queue.Queue()
-        self.results: "queue.Queue[tuple[int, np.ndarray]]" = queue.Queue()
+        self.results: "queue.Queue[tuple[int, np.ndarray, np.ndarray]]" = queue.Queue()  # frame, rgb, confidence
 
     def load(self, frame: int) -> np.ndarray:  # worker thread
         slot: dict[str, Any] = {"done": threading.Event()}
