@@ -38,7 +38,7 @@ from colorprop.engine.confidence import blend_crossfade, frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
 from colorprop.measure.matte import CalibrationTable, matte_measures
-from colorprop.measure.metrics import LAB_PSNR_PEAK, lab_mse, lab_psnr
+from colorprop.measure.metrics import lab_mse, lab_psnr, psnr_of_mse
 from colorprop.shot.suggest import suggest_frames
 from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
@@ -146,7 +146,7 @@ def suggestion_check(engine: Engine, frames_linear: list[np.ndarray], true_lab: 
     judged = [i for i in scored if i not in (top, mid)]
 
     def shot_psnr(labs: list[np.ndarray]) -> float:
-        return 10.0 * float(np.log10(LAB_PSNR_PEAK**2 / np.mean([lab_mse(labs[i], true_lab[i]) for i in judged])))
+        return psnr_of_mse(float(np.mean([lab_mse(labs[i], true_lab[i]) for i in judged])))
 
     base = shot_psnr(pred)
     with_top = shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [top]), method))

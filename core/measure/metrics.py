@@ -38,7 +38,11 @@ def lab_psnr(pred_lab: np.ndarray, true_lab: np.ndarray, peak: float = LAB_PSNR_
 
     Identical images return ``max_db`` instead of infinity so that averages stay finite.
     """
-    mse = lab_mse(pred_lab, true_lab)
+    return psnr_of_mse(lab_mse(pred_lab, true_lab), peak, max_db)
+
+
+def psnr_of_mse(mse: float, peak: float = LAB_PSNR_PEAK, max_db: float = 100.0) -> float:
+    """10 · log10(peak² / mse) in dB, ``max_db`` for an error of (nearly) zero."""
     if mse <= peak**2 * 10 ** (-max_db / 10):
         return float(max_db)
     return float(10.0 * np.log10(peak**2 / mse))
