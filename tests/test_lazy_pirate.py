@@ -162,3 +162,38 @@ def test_a_request_nothing_can_take_is_a_silent_try_not_a_hang(free_port):
     assert not worker.is_alive(), "the client blocked in send"
     assert outcome["unavailable_after_s"] < 3 * 0.3 + 1.0
     ctx.term()
+
+
+def test_a_connection_reset_mid_handshake_is_a_lost_server_not_a_refused_key():
+    """A server killed while its kernel still accepts connections resets the client's reconnect in the middle of the
+    ZeroMQ handshake ("no detail" failure, ECONNRESET). That is a dead server (exit 6 from `colorize --server`), not
+    a CURVE refusal (exit 7): CI once saw the kill test told "the server uses CURVE and this client has no keys"."""
+    import socket
+    import struct
+
+    from colorprop_client.client import AuthenticationFailed, ServerUnavailable
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+
+    def accept_then_die() -> None:
+        conn, _ = listener.accept()
+        conn.recv(10)  # the start of the client's ZMTP greeting: the handshake is under way
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+        conn.close()
+        listener.close()  # and nobody listens any more, as after kill -9
+
+    server = threading.Thread(target=accept_then_die, daemon=True)
+    server.start()
+    with Client(f"tcp://127.0.0.1:{port}", timeout_s=0.4, retries=3) as c:
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailable):
+            try:
+                c.ping()
+            except AuthenticationFailed as exc:
+                pytest.fail(f"a reset connection was reported as a refused handshake: {exc}")
+        assert time.monotonic() - t0 < 3 * 0.4 + 1.0
+    server.join(5.0)
+    assert not server.is_alive(), "the client never connected"

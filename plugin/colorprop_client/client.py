@@ -184,6 +184,7 @@ class Client:
         self._sock: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._link_up = False  # handshake done and no disconnect since (the monitor says)
+        self._resets_in_handshake = 0  # "no detail" handshake failures since the last good handshake
         self.max_message_bytes = P.DEFAULT_MAX_MESSAGE_BYTES
         self.capabilities: dict | None = None
 
@@ -221,9 +222,14 @@ class Client:
             ev = recv_monitor_message(self._monitor)
             kind, value = ev["event"], ev["value"]
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._link_up = True
+                self._link_up, self._resets_in_handshake = True, 0
             elif kind == zmq.EVENT_DISCONNECTED:
                 lost, self._link_up = lost or self._link_up, False
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._resets_in_handshake == 0:
+                # A connection reset mid-handshake (a server killed while its kernel still accepted, a
+                # restart) looks like this once; a server that refuses us does it on every connect.
+                self._resets_in_handshake += 1
+                lost = True
             else:
                 self._drop_socket()
                 raise AuthenticationFailed(self.address, _handshake_failure(kind, value, self.curve is not None))
