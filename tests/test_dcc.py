@@ -8,6 +8,7 @@ so the plug-ins and ``colorprop colorize`` read the same text the same way.
 from __future__ import annotations
 
 import time
+import tomllib
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from colorprop_client import dcc
 from colorprop_client import protocol as P
 from colorprop_client.client import ServerError, colorize_arrays
 
-from serverkit import ThreadServer, make_shot, wait_until
+from serverkit import REPO, ThreadServer, make_shot, wait_until
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -267,3 +268,17 @@ def test_run_job_reports_a_server_killed_mid_job_within_5_s(free_port):
     finally:
         stop_proc(proc, signal.SIGKILL)
     assert gave_up_s <= 5.0, (gave_up_s, str(err.value))
+
+
+@pytest.mark.parametrize("sys_platform, machine, key", [
+    ("linux", "x86_64", "linux-x64"), ("linux", "aarch64", "linux-arm64"), ("win32", "AMD64", "windows-x64"),
+    ("win32", "ARM64", "windows-arm64"), ("darwin", "x86_64", "macos-x64"), ("darwin", "arm64", "macos-arm64")])
+def test_each_host_gets_the_pip_tag_the_blender_extension_is_built_with(monkeypatch, sys_platform, machine, key):
+    """One table for the Nuke install hint and the extension's wheels (they once disagreed on Intel macOS)."""
+    from colorprop_client import platforms
+
+    monkeypatch.setattr(platforms.sys, "platform", sys_platform)
+    monkeypatch.setattr(platforms.platform, "machine", lambda: machine)
+    assert platforms.this_platform() == key
+    assert dcc.pip_platform() == platforms.PIP_PLATFORMS[key]
+    assert key in tomllib.loads((REPO / "plugin/blender/colorprop_blender/blender_manifest.toml").read_text())["platforms"]

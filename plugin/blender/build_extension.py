@@ -25,16 +25,10 @@ ADDON = HERE / "colorprop_blender"
 CLIENT = HERE.parent / "colorprop_client"
 MANIFEST = ADDON / "blender_manifest.toml"
 DEFAULT_CACHE = HERE.parents[1] / "build" / "blender-wheels"
+
+sys.path.insert(0, str(CLIENT.parent))
+from colorprop_client.platforms import PIP_PLATFORMS  # noqa: E402  (Blender platform -> pip tag)
 PYZMQ = "pyzmq==27.3.0"  # one version for every platform: the same client everywhere
-# Blender platform -> pip platform tag to ask PyPI for (macOS: pyzmq ships universal2 wheels).
-PIP_PLATFORMS = {
-    "linux-x64": "manylinux_2_28_x86_64",
-    "linux-arm64": "manylinux_2_28_aarch64",
-    "windows-x64": "win_amd64",
-    "windows-arm64": "win_arm64",
-    "macos-x64": "macosx_11_0_x86_64",
-    "macos-arm64": "macosx_11_0_arm64",
-}
 PYTHONS = ("3.11", "3.12")  # 3.12: pyzmq's abi3 wheel, which Blender also takes for 3.13 and later
 
 

@@ -13,7 +13,6 @@ the same signs); ``tests/test_dcc.py`` checks both against one table.
 from __future__ import annotations
 
 import os
-import platform
 import re
 import sys
 import time
@@ -23,15 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-
-def pip_platform() -> str:
-    """The pip platform tag of this machine's Python (for ``pip install --platform``)."""
-    machine = platform.machine().lower()
-    if sys.platform.startswith("linux"):
-        return f"manylinux_2_28_{'aarch64' if machine in ('aarch64', 'arm64') else 'x86_64'}"
-    if sys.platform == "win32":
-        return "win_arm64" if machine == "arm64" else "win_amd64"
-    return "macosx_11_0_arm64" if machine == "arm64" else "macosx_10_15_x86_64"
+from .platforms import pip_platform
 
 
 def pyzmq_missing_message() -> str:
