@@ -299,3 +299,23 @@ def test_resume_with_full_resolution_carry_is_exact(tmp_path, engine):
         a = read_exr(full.replace("####", f"{i:04d}")).pixels
         b = read_exr(part.replace("####", f"{i:04d}")).pixels
         np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
+
+
+def test_each_key_frame_is_read_no_more_often_than_a_frame_between_keys(engine):
+    """Plates on the farm sit on network storage: a key starts one run, ends another and is written itself, and
+    is read for that no more often than a frame that two passes and a blend use."""
+    frames = textured_frames(13)
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    reads: dict[int, int] = {}
+
+    class CountingSource(ArraySource):
+        def read(self, frame: int):
+            reads[frame] = reads.get(frame, 0) + 1
+            return super().read(frame)
+
+    keys = {3: KeyImage(frames[2], SPACE), 8: KeyImage(frames[7], SPACE)}
+    sink = ArraySink()
+    run_shot(engine, CountingSource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), sink)
+    assert sorted(sink.results) == list(range(1, 14))
+    between = max(reads[f] for f in (4, 5, 6, 7))
+    assert reads[3] <= between and reads[8] <= between, reads

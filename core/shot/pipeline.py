@@ -260,6 +260,7 @@ class ShotRun:
             self.key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot))
                                 for k, ab in self.key_ab_full.items()}
         self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
+        self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---------------------------------------------------------------- reporting
 
@@ -306,11 +307,16 @@ class ShotRun:
     def new_propagator(self, key: int, other: int | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
         branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
-        def work(k: int) -> tuple[np.ndarray, np.ndarray]:
-            return self.shot.prepare(self.source.read(k)).L_work, self.shot.to_work(self.key_ab_full[k])
-        others = [work(other)] if other is not None else []
-        return Propagator(self.options.method, *work(key), self.engine.models, change_only=self.options.regrade,
-                          other_keys=others)
+        others = [self.key_work(other)] if other is not None else []
+        return Propagator(self.options.method, *self.key_work(key), self.engine.models,
+                          change_only=self.options.regrade, other_keys=others)
+
+    def key_work(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A key's luminance and colour at working resolution, read once per shot (a key starts one run and
+        is the far key of another)."""
+        if k not in self._key_work:
+            self._key_work[k] = self.prepared(k).L_work, self.shot.to_work(self.key_ab_full[k])
+        return self._key_work[k]
 
     # ---------------------------------------------------------------- the three kinds of segment
 
@@ -318,7 +324,7 @@ class ShotRun:
         t0 = time.perf_counter()
         result = None
         if not (self.skip_existing and self.sink.exists(a)):
-            prep = self.shot.prepare(self.source.read(a))
+            prep = self.prepared(a)
             result = self.finish(prep, self.key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
         self.emit(a, result, time.perf_counter() - t0)
 
