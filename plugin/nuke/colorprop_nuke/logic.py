@@ -57,17 +57,19 @@ class Finished(NamedTuple):
 
 
 def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarray | None) -> None:
-    """One coloured frame as a float EXR: R, G, B and, when given, the confidence matte."""
+    """One coloured frame as a float EXR: R, G, B and, when given, the confidence matte (also written as the
+    gray matte sequence, as it arrives)."""
     path = dcc.frame_path(pattern, frame)
     if confidence is None:
         write_exr(path, rgb)
     else:
         write_exr(path, np.dstack([rgb, confidence]), ("R", "G", "B", CONFIDENCE_CHANNEL))
+        write_exr(dcc.frame_path(dcc.matte_pattern(pattern), frame), dcc.matte_rgb(confidence))
 
 
 def write_mattes(output_pattern: str, frames: list[int]) -> None:
-    """The colorprop.confidence channel of each result, written again as a gray RGB sequence (what a
-    Viewer shows as is), from the result files whoever wrote them (this node or the server)."""
+    """The colorprop.confidence channel of each result the server wrote, written again as a gray RGB sequence
+    (what a Viewer shows as is)."""
     for f in frames:
         img = read_exr(dcc.frame_path(output_pattern, f))
         if CONFIDENCE_CHANNEL not in img.channels:
@@ -110,7 +112,7 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
     missing = [p for p in outputs if not os.path.exists(p)]
     if missing:
         raise dcc.ColorizeError(f"the server finished but {len(missing)} output file(s) are missing, e.g. {missing[0]}")
-    if plan.confidence:
+    if plan.confidence and plan.mode == P.MODE_PATHS:  # in-band, write_result wrote them
         try:
             write_mattes(plan.output_pattern, plan.frames)
         except ExrError as exc:
