@@ -181,9 +181,9 @@ def test_a_connection_reset_mid_handshake_is_a_lost_server_not_a_refused_key():
     def accept_then_die() -> None:
         conn, _ = listener.accept()
         conn.recv(10)  # the start of the client's ZMTP greeting: the handshake is under way
+        listener.close()  # nobody listens any more (first: a reconnect must find no listener, as after kill -9)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
         conn.close()
-        listener.close()  # and nobody listens any more, as after kill -9
 
     server = threading.Thread(target=accept_then_die, daemon=True)
     server.start()
