@@ -70,6 +70,11 @@ def test_matte_sits_beside_the_colour_as_a_gray_image():
     assert rgb.shape == (2, 2, 3) and all(np.array_equal(rgb[..., c], matte) for c in range(3))
 
 
+def test_matte_path_is_one_frame_of_the_matte_sequence():
+    assert dcc.matte_path("/o/sh010_colorprop.####.exr", 7) == "/o/sh010_colorprop_confidence.0007.exr"
+    assert dcc.matte_path("rel/ColorProp1.%04d.exr", -3) == "rel/ColorProp1_confidence.-0003.exr"
+
+
 def test_keyframe_text():
     assert dcc.parse_keyframes("12, 1 24;1") == [1, 12, 24]
     assert dcc.add_keyframe("1, 24", 12) == "1, 12, 24"

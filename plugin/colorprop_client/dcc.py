@@ -140,6 +140,11 @@ def matte_pattern(output_pattern: str) -> str:
     return os.path.join(folder, f"{stem}_confidence{dot}{rest}")
 
 
+def matte_path(output_pattern: str, frame: int) -> str:
+    """The confidence matte file of one frame: :func:`frame_path` of :func:`matte_pattern`."""
+    return frame_path(matte_pattern(output_pattern), frame)
+
+
 def matte_rgb(confidence: np.ndarray) -> np.ndarray:
     """HxW confidence in [0, 1] -> HxWx3 gray float32, what a viewer shows as it is."""
     return np.repeat(np.asarray(confidence, np.float32)[..., None], 3, axis=2)

@@ -63,7 +63,7 @@ class Job:
         """One result (main thread): the colour and, when asked for, the matte as a gray image."""
         writer.save(dcc.frame_path(self.out_pattern, frame), rgb)
         if self.matte_pattern is not None:
-            writer.save(dcc.frame_path(self.matte_pattern, frame), dcc.matte_rgb(confidence))
+            writer.save(dcc.matte_path(self.out_pattern, frame), dcc.matte_rgb(confidence))
 
     def finish(self) -> "bpy.types.Node":
         """The result in the compositor, and the server's key suggestions listed in the panel (main thread)."""

@@ -64,7 +64,12 @@ def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarr
         write_exr(path, rgb)
     else:
         write_exr(path, np.dstack([rgb, confidence]), ("R", "G", "B", CONFIDENCE_CHANNEL))
-        write_exr(dcc.frame_path(dcc.matte_pattern(pattern), frame), dcc.matte_rgb(confidence))
+        write_matte(pattern, frame, confidence)
+
+
+def write_matte(output_pattern: str, frame: int, confidence: np.ndarray) -> None:
+    """One frame's HxW confidence as the gray matte EXR beside the colour (:func:`dcc.matte_path`)."""
+    write_exr(dcc.matte_path(output_pattern, frame), dcc.matte_rgb(confidence))
 
 
 def write_mattes(output_pattern: str, frames: list[int]) -> None:
@@ -75,7 +80,7 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
         if CONFIDENCE_CHANNEL not in img.channels:
             raise dcc.ColorizeError(f"{dcc.frame_path(output_pattern, f)} has no {CONFIDENCE_CHANNEL} channel")
         matte = img.pixels[..., img.channels.index(CONFIDENCE_CHANNEL)]
-        write_exr(dcc.frame_path(dcc.matte_pattern(output_pattern), f), dcc.matte_rgb(matte))
+        write_matte(output_pattern, f, matte)
 
 
 def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
