@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import numpy as np
 
@@ -48,14 +48,6 @@ class ShotPlan:
             raise dcc.ColorizeError(f"unknown data mode {self.mode!r}")
 
 
-class Finished(NamedTuple):
-    """What a run made: the output files, and the server's key suggestions (``[{"frame", "expected_error"}]``,
-    weakest first; empty from a server that sends none)."""
-
-    outputs: list[str]
-    suggestions: list[dict]
-
-
 def write_result(pattern: str, frame: int, rgb: np.ndarray, confidence: np.ndarray | None) -> None:
     """One coloured frame as a float EXR: R, G, B and, when given, the confidence matte (also written as the
     gray matte sequence, as it arrives)."""
@@ -84,8 +76,10 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
 
 
 def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
-             is_cancelled: Callable[[], bool] = lambda: False) -> Finished:
-    """Colorize the rendered plate through the server; return the output file paths and key suggestions.
+             is_cancelled: Callable[[], bool] = lambda: False) -> list[dict]:
+    """Colorize the rendered plate through the server into ``plan.output_pattern`` (one file per frame of
+    ``plan.frames``); return the server's key suggestions (``[{"frame", "expected_error"}]``, weakest first;
+    empty from a server that sends none).
 
     Raises dcc.ColorizeError (message for the node), dcc.Cancelled."""
     plan.check()
@@ -122,4 +116,4 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
             write_mattes(plan.output_pattern, plan.frames)
         except ExrError as exc:
             raise dcc.ColorizeError(str(exc)) from None
-    return Finished(outputs, suggestions)
+    return suggestions

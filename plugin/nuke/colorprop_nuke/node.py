@@ -268,7 +268,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, sett
         return cancel.is_set() or task.isCancelled()
 
     try:
-        finished = logic.run_plan(plan, progress, is_cancelled)
+        suggestions = logic.run_plan(plan, progress, is_cancelled)
     except dcc.Cancelled:
         _in_main(_set_status, node, "cancelled", BUSY_COLOR)
     except dcc.ColorizeError as exc:
@@ -276,7 +276,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, sett
     except Exception as exc:  # a bug must still reach the artist, not die silently in a thread
         _in_main(_set_status, node, f"ERROR: {dcc.describe_error(exc)}", ERROR_COLOR)
     else:
-        _in_main(show_result, node, plan, finished, settings)
+        _in_main(show_result, node, plan, suggestions, settings)
     finally:
         del task  # closes Nuke's progress bar
 
@@ -288,7 +288,7 @@ def _in_main(fn, *args) -> None:
         fn(*args)
 
 
-def show_result(node: "nuke.Node", plan: logic.ShotPlan, finished: logic.Finished, settings: tuple) -> None:
+def show_result(node: "nuke.Node", plan: logic.ShotPlan, suggestions: list[dict], settings: tuple) -> None:
     """Point the internal Reads at the colour (and matte) sequences, wire the output and list the key
     suggestions (main thread)."""
     with node:
@@ -305,11 +305,11 @@ def show_result(node: "nuke.Node", plan: logic.ShotPlan, finished: logic.Finishe
             read["on_error"].setValue("nearest frame")
             read["reload"].execute()
         nuke.toNode("Output1").setInput(0, nuke.toNode("Show"))
-    _suggested[node.name()] = (settings, finished.suggestions)
+    _suggested[node.name()] = (settings, suggestions)
     if "suggested" in node.knobs():  # a node saved by an older version has no suggestion knobs
-        show_suggestions(node, finished.suggestions)
-    frames = dcc.suggested_frames_text(s["frame"] for s in finished.suggestions)
-    _set_status(node, f"done: {len(finished.outputs)} frames -> {plan.output_pattern}; suggested keys: {frames}",
+        show_suggestions(node, suggestions)
+    frames = dcc.suggested_frames_text(s["frame"] for s in suggestions)
+    _set_status(node, f"done: {len(plan.frames)} frames -> {plan.output_pattern}; suggested keys: {frames}",
                 OK_COLOR)
 
 
