@@ -236,6 +236,15 @@ def test_suggested_frames_status_text():
     assert dcc.last_run_suggestions_status(iter([7])) == "suggested keys from the last run: 7"
 
 
+def test_done_status_text():
+    """The line each host shows when a run is written: Blender without suggestions, Nuke with them."""
+    assert dcc.done_status(6, "/o/x.####.exr") == "done: 6 frames -> /o/x.####.exr"
+    suggestions = [{"frame": 12, "expected_error": 0.3}, {"frame": 40, "expected_error": 0.1}]
+    assert (dcc.done_status(6, "/o/x.####.exr", suggestions)
+            == "done: 6 frames -> /o/x.####.exr; suggested keys: 12, 40")
+    assert dcc.done_status(3, "o.%04d.exr", []) == "done: 3 frames -> o.%04d.exr; suggested keys: none"
+
+
 def test_suggestions_field_is_optional_and_checked():
     """An older server's done event has no suggestions (none, not an error); a malformed one names the field."""
     assert P.parse_suggestions({"kind": P.EV_DONE, "report": {}}) == []

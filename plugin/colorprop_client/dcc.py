@@ -356,6 +356,15 @@ def last_run_suggestions_status(frames: Iterable[int]) -> str:
     return f"suggested keys from the last run: {suggested_frames_text(frames)}"
 
 
+def done_status(count: int, output_pattern: str, suggestions: list[dict] | None = None) -> str:
+    """The status line once a run's results are written: ``"done: 6 frames -> /o/x.####.exr"``, and with
+    ``suggestions`` (a host that lists them) ``"; suggested keys: 12, 40"`` (``none`` for an empty list)."""
+    text = f"done: {count} frames -> {output_pattern}"
+    if suggestions is None:
+        return text
+    return f"{text}; suggested keys: {suggested_frames_text(s['frame'] for s in suggestions)}"
+
+
 def suggestion_frame(label: str) -> int | None:
     """The frame of a :func:`suggestion_labels` line (None for anything else, e.g. ``NO_SUGGESTIONS``)."""
     m = re.match(r"frame (-?\d+):", label or "")

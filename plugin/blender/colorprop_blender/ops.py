@@ -194,7 +194,7 @@ class ColorizeRun:
 
     def _done(self, context, job: Job) -> None:
         node = job.finish()
-        _set_status(context, f"done: {len(job.frames)} frames -> {job.out_pattern}", 1.0)
+        _set_status(context, dcc.done_status(len(job.frames), job.out_pattern), 1.0)
         self.report({"INFO"}, f"ColorProp: {len(job.frames)} frames in {os.path.dirname(job.out_pattern)}; node '{node.name}'")
 
     # Blocking: background mode, scripts, the farm.

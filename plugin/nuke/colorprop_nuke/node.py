@@ -308,9 +308,7 @@ def show_result(node: "nuke.Node", plan: logic.ShotPlan, suggestions: list[dict]
     _suggested[node.name()] = (settings, suggestions)
     if "suggested" in node.knobs():  # a node saved by an older version has no suggestion knobs
         show_suggestions(node, suggestions)
-    frames = dcc.suggested_frames_text(s["frame"] for s in suggestions)
-    _set_status(node, f"done: {len(plan.frames)} frames -> {plan.output_pattern}; suggested keys: {frames}",
-                OK_COLOR)
+    _set_status(node, dcc.done_status(len(plan.frames), plan.output_pattern, suggestions), OK_COLOR)
 
 
 def _set_status(node: "nuke.Node", text: str, color: int) -> None:
