@@ -49,9 +49,8 @@ except ModuleNotFoundError as _exc:
     raise ModuleNotFoundError(pyzmq_missing_message(), name="zmq") from None
 
 from . import protocol as P
-from .client import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, CancellableClient, CancelledByUser, Client, Event,
-                     JobCancelled, JobLost, ServerBusy, ServerError, ServerUnavailable, colorize_arrays,
-                     colorize_paths)
+from .client import (DEFAULT_TIMEOUT_S, CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost,
+                     ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
@@ -317,7 +316,7 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
         elif ev.kind == P.EV_DONE:
             suggestions[:] = P.parse_suggestions(ev.info or {})
 
-    client = CancellableClient(address, timeout_s=timeout_s, retries=DEFAULT_RETRIES, is_cancelled=is_cancelled)
+    client = CancellableClient(address, timeout_s=timeout_s, is_cancelled=is_cancelled)
     try:
         progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')})")
         if isinstance(shot, InbandShot):
