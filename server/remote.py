@@ -133,28 +133,25 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
 
 
 class _LazyPlates(Mapping):
-    """frame -> HxWx3 rgb of the plate, read when the client sends it."""
+    """frame -> HxWx3 rgb of the plate, read when the client sends it (``plates``: an ``ExrSequenceSource``)."""
 
-    def __init__(self, pattern: Any, frames: list[int]):
-        self.pattern, self.frames = pattern, frames
+    def __init__(self, plates: Any):
+        self.plates = plates
 
     def __getitem__(self, frame: int) -> Any:
-        from colorprop.io.exr import read_exr
-        from colorprop.shot.frames import PlateFrame
         from colorprop.shot.preflight import check_plate_pixels
 
-        if frame not in self.frames:
+        if frame not in self.plates.frames:
             raise KeyError(frame)
-        path = self.pattern.path(frame)
-        plate = read_exr(path)
-        check_plate_pixels(plate.pixels, plate.channels, str(path))  # as the embedded run checks each frame
-        return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate).rgb()
+        plate = self.plates.read(frame)
+        check_plate_pixels(plate.pixels, plate.channels, plate.name)  # as the embedded run checks each frame
+        return plate.rgb()
 
     def __iter__(self):
-        return iter(self.frames)
+        return iter(self.plates.frames)
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.plates.frames)
 
 
 def _colorize_inband(client, checked, options, progress, skip_existing, pixel_type, report) -> None:
@@ -162,10 +159,10 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
     ``CheckedShot``, keys loaded)."""
     import numpy as np
 
-    from colorprop.io.exr import read_exr
-    from colorprop.shot.frames import FrameResult, PlateFrame, ProgressEvent
+    from colorprop.shot.frames import FrameResult, ProgressEvent
 
-    in_pat, frames, key_images = checked.input, checked.frames, checked.keys
+    frames, key_images = checked.frames, checked.keys
+    plates = checked.source()
     colorspace = options.colorspace or checked.headers[frames[0]].colorspace
     sink = checked.sink(pixel_type)
     done = 0
@@ -177,14 +174,13 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
         if skip_existing and sink.exists(frame):
             report.frames_skipped.append(frame)
         else:
-            plate = read_exr(in_pat.path(frame))
-            source = PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(in_pat.path(frame)))
-            sink.write(frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32), source))
+            sink.write(frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32),
+                                          plates.read(frame)))
             report.frames_written.append(frame)
         if progress is not None:
             progress(ProgressEvent(frame, done, len(frames), time.perf_counter() - t, frame in report.frames_skipped))
 
-    C.colorize_arrays(client, _LazyPlates(in_pat, list(frames)), {k: img.pixels for k, img in key_images.items()},
+    C.colorize_arrays(client, _LazyPlates(plates), {k: img.pixels for k, img in key_images.items()},
                       options.to_dict(), colorspace=colorspace, on_result=on_result,
                       carry_dtype="float16" if pixel_type == "half" else "float32",
                       key_colorspaces={k: img.colorspace for k, img in key_images.items()}, busy_wait_s=BUSY_WAIT_S)
