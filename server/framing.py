@@ -19,5 +19,4 @@ WORKER_PROTO = b"CPW2"  # 2: REQUEST carries the client's identity
 READY, REQUEST, REPLY, HEARTBEAT, DISCONNECT = b"\x01", b"\x02", b"\x03", b"\x04", b"\x05"
 
 BROKER_ENVELOPE = b"broker"  # the envelope of the requests the broker makes itself (a job's restart)
-BROKER_IDENTITY = b"broker"
 RETRY_PREFIX = "broker-retry-"  # request id prefix of those requests
