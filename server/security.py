@@ -66,19 +66,21 @@ def free_loopback_port() -> int:
 
 
 def check_bind_allowed(address: str, curve_keys: str | None) -> None:
-    if not is_loopback(address) and not curve_keys:
-        raise SecurityError(
-            f"refusing to bind {address} without CURVE: anything but loopback needs --curve-keys DIR "
-            "(make keys with `colorprop keys DIR`)"
-        )
+    _check_loopback_or_curve(address, curve_keys,
+                             f"refusing to bind {address} without CURVE: anything but loopback needs --curve-keys DIR "
+                             "(make keys with `colorprop keys DIR`)")
 
 
 def check_connect_allowed(address: str, curve_keys: str | None) -> None:
+    _check_loopback_or_curve(address, curve_keys,
+                             f"refusing to connect to {address} without CURVE: a broker off this machine needs "
+                             "--curve-keys DIR (with a worker key pair from `colorprop keys DIR --worker NAME`)")
+
+
+def _check_loopback_or_curve(address: str, curve_keys: str | None, refusal: str) -> None:
+    """The one rule: anything but loopback needs CURVE keys; else SecurityError(``refusal``)."""
     if not is_loopback(address) and not curve_keys:
-        raise SecurityError(
-            f"refusing to connect to {address} without CURVE: a broker off this machine needs --curve-keys DIR "
-            "(with a worker key pair from `colorprop keys DIR --worker NAME`)"
-        )
+        raise SecurityError(refusal)
 
 
 def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",),
