@@ -36,6 +36,7 @@ from . import framing as W
 from .config import ServerConfig
 from .logs import log_event
 from .security import WORKERS_DOMAIN, CurveServer, check_bind_allowed, peer_identity
+from .status import job_row
 
 log = logging.getLogger("colorprop_server.broker")
 request_log = logging.getLogger("colorprop_server.requests")
@@ -353,11 +354,11 @@ class Broker:
     def _jobs(self, identity: bytes) -> list[dict]:
         """The status listing: every route (other clients' job ids cut short), with its worker."""
         now = time.monotonic()
-        return [{"job": r.job if r.identity == identity else r.job[:P.SHORT_JOB_ID],
-                 "client": r.identity.decode("utf-8", "replace"),
-                 "state": "failed" if r.failed is not None and r.worker is None else r.state, "mode": r.mode,
-                 "frames_done": r.frames_done, "frames": r.frames, "age_s": round(now - r.created, 1),
-                 "worker": r.worker.hex()[:16] if r.worker else None} for r in self.routes.values()]
+        asker = identity.decode("utf-8", "replace")  # (identities are str.encode()d: decoding keeps them apart)
+        return [dict(job_row(r.job, r.identity.decode("utf-8", "replace"), asker,
+                             "failed" if r.failed is not None and r.worker is None else r.state, r.mode,
+                             r.frames_done, r.frames, now - r.created),
+                     worker=r.worker.hex()[:16] if r.worker else None) for r in self.routes.values()]
 
     def _forward(self, r: _Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
                  back: zmq.Socket) -> None:

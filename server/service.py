@@ -30,6 +30,7 @@ from .config import ServerConfig
 from .logs import log_event
 from .metrics import ServerMetrics
 from .paths import AllowedRoots, PathRefused
+from .status import job_row
 
 log = logging.getLogger("colorprop_server")
 request_log = logging.getLogger("colorprop_server.requests")
@@ -261,9 +262,8 @@ class Service:
 
     def _on_status(self, msg: P.Message, client: str, reply: Reply) -> None:
         now = time.monotonic()
-        jobs = [{"job": s.id if s.client == client else s.id[:P.SHORT_JOB_ID], "client": s.client, "state": s.state,
-                 "mode": s.mode, "frames_done": s.frames_done, "frames": len(s.frames),
-                 "age_s": round(now - s.created, 1)} for s in self.sessions.values()]
+        jobs = [job_row(s.id, s.client, client, s.state, s.mode, s.frames_done, len(s.frames), now - s.created)
+                for s in self.sessions.values()]
         reply(P.encode(P.JOBS, msg.id, jobs=jobs, **self.stats()))
 
     def _on_open_shot(self, msg: P.Message, client: str, reply: Reply) -> None:
