@@ -194,11 +194,9 @@ def run_keys(args) -> int:
 
     from .security import generate_keys
 
-    clients, workers = args.client or (), args.worker or ()
-    if not clients and not workers:
-        clients, workers = ("client",), ("worker",)
+    names = {"clients": tuple(args.client or ()), "workers": tuple(args.worker or ())}
     try:
-        written = generate_keys(args.dir, tuple(clients), tuple(workers))
+        written = generate_keys(args.dir, **(names if any(names.values()) else {}))  # else its default names
     except ValueError as err:
         raise InputError(str(err)) from None
     print(json.dumps(written, indent=2))
