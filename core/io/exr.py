@@ -145,7 +145,7 @@ def _oiio_error(geterror) -> str:
         return "corrupt header (OpenImageIO's message about it is not valid text)"
 
 
-def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool = True, error=ExrReadError) -> Plate:
+def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool, error) -> Plate:
     spec = inp.spec()
     if spec.deep:
         raise error(path, "deep images are not supported")

@@ -40,9 +40,8 @@ from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import Propagator, resize_hw
 from colorprop.errors import ColorpropError, InputError, PixelError
 from colorprop.shot.frames import (  # noqa: F401  (also imported from here by the server, eval and tests)
-    CONFIDENCE_CHANNEL, DEFAULT_COLORSPACE, RGB, ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource,
-    FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames,
-    load_key, output_channels, overlapped_io)
+    RGB, ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource, FrameResult, FrameSink, FrameSource,
+    KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames, load_key, overlapped_io)
 from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint
 from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
     check_key, check_keys_among_frames, check_plate_pixels, check_sequence_job, check_size, plate_colorspace,

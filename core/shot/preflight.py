@@ -70,11 +70,6 @@ class CheckedShot:
         return ExrSequenceSink(self.output.pattern, pixel_type, self.write_confidence, expect=self.expected_output,
                                colorspace=self.colorspace)
 
-    @property
-    def size(self) -> tuple[int, int]:
-        info = self.headers[self.frames[0]].spec_info
-        return info.width, info.height
-
     def expected_output(self, frame: int) -> tuple[tuple[int, int], tuple[str, ...]]:
         """((width, height), channels) of a complete output frame ``frame`` (for ``--skip-existing``)."""
         header = self.headers[frame]
