@@ -89,7 +89,8 @@ def carry_confidence(prev_conf: np.ndarray, prev_L: np.ndarray, L: np.ndarray, f
     """This frame's confidence (HxW) from the previous one's, the backward flow cur→prev (HxWx2) and the
     flow's forward-backward consistency (HxW). See the module docstring."""
     warped = warp_backward(np.dstack([prev_conf, prev_L]), flow_bwd)
-    trust = either_right(consistency, (FLAT_TRUST if flat_trust is None else flat_trust) * flatness(L))
+    k = FLAT_TRUST if flat_trust is None else flat_trust
+    trust = either_right(consistency, k * flatness(L) if k else 0.0)  # (the chain's cue trusts no flatness)
     conf = np.clip(warped[..., 0], 0.0, 1.0) * trust * photometric_similarity(L, warped[..., 1])
     return conf.astype(np.float32)
 
