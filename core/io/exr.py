@@ -72,11 +72,11 @@ class Plate:
 
     def rgb(self) -> np.ndarray:
         """HxWx3 float32 colour: R, G, B; a plate with Y (or a single channel) replicates it; A is dropped."""
-        if all(c in self.channels for c in "RGB"):
-            return np.stack([self.channel(c) for c in "RGB"], axis=-1)
         check_colour_channels(self.channels, self.path)
-        gray = self.channel("Y") if "Y" in self.channels else self.pixels[..., 0]
-        return np.repeat(gray[..., None], 3, axis=-1)
+        read = image_channels(self.channels)
+        if len(read) == 3:
+            return np.stack([self.channel(c) for c in read], axis=-1)
+        return np.repeat(self.channel(read[0])[..., None], 3, axis=-1)
 
     @property
     def colorspace(self) -> str | None:
@@ -86,6 +86,14 @@ class Plate:
             if isinstance(value, str) and value.strip():
                 return value.strip()
         return None
+
+
+def image_channels(channels: tuple[str, ...]) -> tuple[str, ...]:
+    """The channels of a plate that hold its image, the only ones the engine reads: R,G,B; else Y (a gray
+    plate); else the first. Every other channel passes through to the output untouched."""
+    if all(c in channels for c in "RGB"):
+        return ("R", "G", "B")
+    return ("Y",) if "Y" in channels else channels[:1]
 
 
 def check_colour_channels(channels: tuple[str, ...], path: str | Path) -> None:

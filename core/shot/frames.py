@@ -14,7 +14,7 @@ import numpy as np
 
 from colorprop.errors import ColorpropError, ExrWriteError
 from colorprop.colour.convert import SRGB_DISPLAY
-from colorprop.io.exr import Plate, read_exr, read_image, write_exr
+from colorprop.io.exr import Plate, image_channels, read_exr, read_image, write_exr
 from colorprop.io.sequence import FramePattern
 
 DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
@@ -37,14 +37,6 @@ class PlateFrame:
         if read == RGB:
             return self.pixels[..., [index[c] for c in RGB]]
         return np.repeat(self.pixels[..., index[read[0]], None], 3, axis=2)
-
-
-def image_channels(channels: tuple[str, ...]) -> tuple[str, ...]:
-    """The channels of a plate that hold its image, the only ones the engine reads: R,G,B; else Y (a gray
-    plate); else the first. Every other channel passes through to the output untouched."""
-    if all(c in channels for c in RGB):
-        return RGB
-    return ("Y",) if "Y" in channels else channels[:1]
 
 
 @dataclass

@@ -36,10 +36,10 @@ import numpy as np
 from colorprop.colour import convert
 from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
-from colorprop.io.exr import Plate, check_colour_channels, check_finite, read_exr_header
+from colorprop.io.exr import Plate, check_colour_channels, check_finite, image_channels, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
 from colorprop.shot.frames import (DEFAULT_COLORSPACE, ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
-                                   image_channels, load_key, output_layout)
+                                   load_key, output_layout)
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
 # a crash for some sizes: 64x12 and 128x15 crash, 16 on each side works at every width up to 8192).
