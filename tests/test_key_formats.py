@@ -194,6 +194,26 @@ def test_ocio_config_from_the_environment_is_used(tmp_path):
     assert read_exr(tmp_path / "out_g2" / "o.0001.exr").colorspace == "Studio Gamma 2"
 
 
+def test_plates_without_a_colour_space_are_the_studio_configs_linear_rec709(tmp_path):
+    """A plate with no colour-space metadata and no --colorspace is linear Rec.709 by whatever name $OCIO gives it
+    ('Studio Linear', alias lin_rec709), not the built-in config's spelling the studio's config does not know."""
+    config = tmp_path / "studio.ocio"
+    config.write_text(STUDIO_CONFIG)
+    key = linear_plates(tmp_path / "shot") * TINT
+    assert read_exr(tmp_path / "shot" / "plate.0001.exr").colorspace is None
+    write_exr(tmp_path / "key.exr", key, ("R", "G", "B"), pixel_type="float")
+    common = ["colorize", "-i", str(tmp_path / "shot" / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
+              "--method", "flow", "--progress", "none", "--pixel-type", "float", "--weights", str(tmp_path / "nw")]
+    builtin = run_cli(common + ["-o", str(tmp_path / "builtin" / "o.####.exr")], None)
+    assert builtin.returncode == 0, builtin.stderr
+    studio = run_cli(common + ["-o", str(tmp_path / "studio" / "o.####.exr")], str(config))
+    assert studio.returncode == 0, studio.stderr
+    # (OpenImageIO writes oiio:ColorSpace as the EXR's interop id, lin_rec709_scene; "colorspace" keeps the name)
+    assert read_exr(tmp_path / "studio" / "o.0001.exr").metadata["colorspace"] == "Studio Linear"
+    np.testing.assert_allclose(outputs(str(tmp_path / "studio" / "o.####.exr")),
+                               outputs(str(tmp_path / "builtin" / "o.####.exr")), atol=1e-5)
+
+
 def test_a_missing_ocio_config_is_an_error_not_a_silent_fallback(tmp_path):
     linear_plates(tmp_path / "shot")
     write_exr(tmp_path / "key.exr", np.full((H, W, 3), 0.3, np.float32), ("R", "G", "B"))

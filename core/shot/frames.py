@@ -17,7 +17,6 @@ from colorprop.colour.convert import SRGB_DISPLAY
 from colorprop.io.exr import Plate, image_channels, read_exr, read_image, write_exr
 from colorprop.io.sequence import FramePattern
 
-DEFAULT_COLORSPACE = "Linear Rec.709 (sRGB)"
 CONFIDENCE_CHANNEL = "colorprop.confidence"
 RGB = ("R", "G", "B")
 

@@ -38,7 +38,7 @@ from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_colour_channels, check_finite, image_channels, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
-from colorprop.shot.frames import (DEFAULT_COLORSPACE, ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
+from colorprop.shot.frames import (ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
                                    load_key, output_layout)
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
@@ -215,10 +215,13 @@ def check_size(width: int, height: int, working_width: int, name: str) -> None:
 
 
 def plate_colorspace(chosen: str | None, metadata: str | None, name: str) -> str:
-    """The plate's canonical colour space: ``chosen`` (--colorspace), else the file's metadata, else
-    Linear Rec.709. ColorSpaceError (exit 2) says where an unknown name came from."""
+    """The plate's canonical colour space: ``chosen`` (--colorspace), else the file's metadata, else the
+    config's linear Rec.709 (whatever $OCIO calls it). ColorSpaceError (exit 2) says where an unknown name
+    came from."""
+    if not (chosen or metadata):
+        return convert.linear_rec709()
     try:
-        return convert.check_colorspace(chosen or metadata or DEFAULT_COLORSPACE)
+        return convert.check_colorspace(chosen or metadata)
     except InputError as err:
         origin = "--colorspace" if chosen else f"metadata of {name}"
         raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
