@@ -319,3 +319,40 @@ def test_each_key_frame_is_read_no_more_often_than_a_frame_between_keys(engine):
     assert sorted(sink.results) == list(range(1, 14))
     between = max(reads[f] for f in (4, 5, 6, 7))
     assert reads[3] <= between and reads[8] <= between, reads
+
+
+def test_a_resumed_span_between_keys_checks_each_written_frame_once(engine):
+    """--skip-existing over a span between keys: each output is checked once (an EXR check reads the whole file);
+    with every frame written nothing is read back (no later frame is made from it); with some written, the last
+    written frame before the gap is read back and the rest coloured as the uninterrupted run did."""
+    frames = textured_frames(9)
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    keys = {1: KeyImage(frames[0], SPACE), 9: KeyImage(frames[8], SPACE)}
+    whole = ArraySink()
+    run_shot(engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), whole)
+
+    class ResumeSink(ArraySink):
+        def __init__(self, kept: list[int]):
+            super().__init__()
+            self.results = {f: whole.results[f] for f in kept}
+            self.checked: list[int] = []
+            self.read: list[int] = []
+
+        def exists(self, frame: int) -> bool:
+            self.checked.append(frame)
+            return frame in self.results
+
+        def read_back(self, frame: int) -> np.ndarray:
+            self.read.append(frame)
+            return super().read_back(frame)
+
+    done = ResumeSink(list(range(1, 10)))
+    report = run_shot(engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), done,
+                      skip_existing=True)
+    assert report.frames_skipped == list(range(1, 10)) and done.read == []
+    assert sorted(done.checked) == list(range(1, 10))
+    part = ResumeSink([1, 2, 3, 4, 9])
+    run_shot(engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), part, skip_existing=True)
+    assert sorted(part.checked) == list(range(1, 10)) and part.read == [2, 3, 4]
+    for f in (5, 6, 7, 8):
+        np.testing.assert_array_equal(part.results[f].rgb, whole.results[f].rgb)

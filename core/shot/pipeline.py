@@ -356,14 +356,15 @@ class ShotRun:
         with contextlib.ExitStack() as stack:
             root = state_dir or Path(stack.enter_context(
                 tempfile.TemporaryDirectory(prefix="colorprop-passes-", ignore_cleanup_errors=True)))
-            store = PassStore(root, a, b, self.pass_stamp(a, b, run))
-            if self.skip_existing and all(self.sink.exists(f) for f in run):
-                store = None  # every frame is written: no pass is needed
+            written = {f for f in run if self.sink.exists(f)} if self.skip_existing else set()
+            store = None  # every frame is written: no pass is needed
+            if len(written) < len(run):
+                store = PassStore(root, a, b, self.pass_stamp(a, b, run))
             if self.direction_only is not None:
                 for _ in self.pass_frames(self.direction_only, a, b, run, store) if store is not None else ():
                     pass
                 return
-            self.blend_span(a, b, run, store)
+            self.blend_span(a, b, run, store, written)
             if store is not None:
                 store.remove()
 
@@ -414,11 +415,12 @@ class ShotRun:
                 self.count(frame, i >= todo, time.perf_counter() - t0)
             yield state
 
-    def blend_span(self, a: int, b: int, run: list[int], store: PassStore | None) -> None:
+    def blend_span(self, a: int, b: int, run: list[int], store: PassStore | None, written: set[int]) -> None:
         """The frames between keys ``a`` and ``b``: the backward pass (stored first), then the forward pass frame
         by frame, each frame blended with the backward one as it comes (``blend``), its written matte where they
         meet (``meet_confidence``), and brought to full resolution along the forward pass's flow from the last
-        written frame (``ShotColour.to_full``). ``store`` None: every frame is already written (resume)."""
+        written frame (``ShotColour.to_full``). ``written``: frames already written (resume); ``store`` None: all
+        of them."""
         forward = None
         if store is not None:
             for _ in self.pass_frames("backward", a, b, run, store):
@@ -430,8 +432,9 @@ class ShotRun:
             self.check_cancel()
             t0 = time.perf_counter()
             prep = self.prepared(frame)
-            if self.skip_existing and self.sink.exists(frame):
-                prev_full = self.carried_state(frame, None, prep)
+            if frame in written:
+                if store is not None:  # a later frame is made from its colour
+                    prev_full = self.carried_state(frame, None, prep)
                 self.emit(frame, None, 0.0)
                 continue
             k = self.stored(store, "backward", frame)
