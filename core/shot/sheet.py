@@ -14,7 +14,7 @@ import OpenImageIO as oiio
 
 from colorprop.colour import convert
 from colorprop.errors import ImageWriteError
-from colorprop.io.exr import read_exr
+from colorprop.io.exr import Plate, read_exr
 from colorprop.io.sequence import FramePattern
 from colorprop.shot.preflight import plate_colorspace
 
@@ -38,9 +38,8 @@ def to_display_rgb8(linear_rgb: np.ndarray) -> np.ndarray:
     return (np.clip(srgb, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def thumbnail(row: SheetRow, frame: int, width: int) -> np.ndarray:
-    """HxWx3 uint8 RGB tile of ``frame``, ``width`` px wide, its frame number printed on it."""
-    image = read_exr(FramePattern(row.pattern).path(frame))
+def thumbnail(row: SheetRow, image: Plate, frame: int, width: int) -> np.ndarray:
+    """HxWx3 uint8 RGB tile of ``image`` (``row``'s ``frame``), ``width`` px wide, its frame number printed on it."""
     if row.channel is None:
         space = plate_colorspace(row.colorspace, image.colorspace, str(image.path))
         tile = to_display_rgb8(convert.to_linear_rec709(image.rgb(), space))
@@ -59,8 +58,11 @@ def contact_sheet(rows: list[SheetRow], frames: list[int], path: Path, columns: 
     """One row of thumbnails per ``rows`` entry, for ``columns`` evenly spaced ``frames``; written as an
     8-bit image (PNG, JPEG, ... by the extension of ``path``)."""
     picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)]
-    sheet = np.concatenate([np.concatenate([thumbnail(row, f, thumb_width) for f in picks], axis=1) for row in rows],
-                           axis=0)
+    columns_of_tiles = []
+    for f in picks:  # each file read once, for all the rows it feeds (image and matte)
+        images = {pattern: read_exr(FramePattern(pattern).path(f)) for pattern in dict.fromkeys(r.pattern for r in rows)}
+        columns_of_tiles.append(np.concatenate([thumbnail(r, images[r.pattern], f, thumb_width) for r in rows], axis=0))
+    sheet = np.concatenate(columns_of_tiles, axis=1)
     out = oiio.ImageBuf(np.ascontiguousarray(sheet))
     if not out.write(str(path), oiio.UINT8):
         raise ImageWriteError(path, out.geterror() or oiio.geterror() or "OpenImageIO could not write it")
