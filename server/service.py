@@ -368,14 +368,13 @@ class Service:
         colorspace = msg.get("colorspace")
         if colorspace is not None and not isinstance(colorspace, str):
             raise ProtocolError(P.E_BAD_INPUT, "colorspace must be a string or null", "colorspace")
-        # _frame_budget runs under s.cond and takes every session's cond in turn: s.cond is re-entrant (an RLock), and
-        # a job thread only ever holds its own, so no two threads wait on each other's.
+        over_budget = self._frame_budget(client, pixels.size * 4)  # (the frame the engine waits for is always taken)
         with s.cond:
             if frame in s.consumed and frame != s.needed:
                 accepted = False  # a late resend of a frame the engine already read
-            elif frame != s.needed and frame not in s.inbox and (  # (the frame the engine waits for is always taken)
-                    full := self._frame_budget(client, pixels.size * 4)
-                    or (len(s.inbox) >= self.config.max_buffered_frames and f"job buffer full ({len(s.inbox)} frames)")):
+            elif frame != s.needed and frame not in s.inbox and (len(s.inbox) >= self.config.max_buffered_frames
+                                                                 or over_budget):
+                full = over_budget or f"job buffer full ({len(s.inbox)} frames)"
                 reply(P.encode(P.BUSY, msg.id, message=full, retry_after_s=round(self.frame_seconds, 3)))
                 return
             else:
