@@ -23,14 +23,6 @@ def run_broker(config: ServerConfig, install_signals: bool = True) -> None:
     _run_broker(config, install_signals)
 
 
-def generate_keys(keys_dir, clients=("client",), workers=("worker",)) -> dict:
-    """CURVE key pairs for the server, each client and each worker name, plus the two allow-lists
-    (``colorprop keys``)."""
-    from .security import generate_keys as _generate_keys
-
-    return _generate_keys(keys_dir, tuple(clients), tuple(workers))
-
-
 def __getattr__(name: str):
     if name == "Server":
         from .server import Server
@@ -40,4 +32,8 @@ def __getattr__(name: str):
         from .broker import Broker
 
         return Broker
+    if name == "generate_keys":  # CURVE key pairs and allow-lists (``colorprop keys``)
+        from .security import generate_keys
+
+        return generate_keys
     raise AttributeError(name)
