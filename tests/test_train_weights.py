@@ -15,7 +15,8 @@ from colorprop.engine import weights
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import WeightsError
 from colorprop.engine.models import load_models
-from colorprop.training.train import SMOKE, TrainConfig, train
+from colorprop.training.config import SMOKE, TrainConfig
+from colorprop.training.train import train
 
 
 @pytest.fixture(scope="module")

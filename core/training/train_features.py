@@ -31,7 +31,8 @@ from colorprop.engine import weights
 from colorprop.engine.nets.features import STRIDE_COARSE, STRIDE_FINE, TinyFeatures, TinyFeaturesConfig
 from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig
 from colorprop.engine.propagate import AB_SCALE, L_SCALE
-from colorprop.training.train import TrainConfig, lab_split, make_segments
+from colorprop.training.config import TrainConfig
+from colorprop.training.data import lab_split, make_segments
 
 
 def attention_copy(f_tgt: torch.Tensor, f_ref: torch.Tensor, ab_ref: torch.Tensor, tau: float) -> torch.Tensor:

@@ -1,0 +1,114 @@
+"""Stage 2, F_f through the recursion: precomputed candidates of whole runs, unrolled exactly as inference
+runs them (``step.propagate_step``)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from colorprop.engine.models import Models
+from colorprop.engine.propagate import AB_SCALE, run_candidates
+from colorprop.engine.step import Candidates, Carried, carry_on, propagate_step, start
+from colorprop.training.config import TrainConfig
+from colorprop.training.data import Segment, lab_split
+from colorprop.training.run_folder import Run, TrainingPaused
+
+
+def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> dict[str, np.ndarray]:
+    """Candidates of every run (``run_candidates``) cut to one fixed random crop x crop window per run:
+    {"runs": R x T x 11 x crop x crop float16}. Flow vectors stay in pixels: they may point outside the
+    window, where the warp repeats the border, as it does at a frame's edge."""
+    rng = np.random.default_rng(seed)
+    kept = []
+    for i, run in enumerate(runs):
+        if i % 10 == 0:
+            print(f"fusion inputs: run {i}/{len(runs)}", file=sys.stderr, flush=True)
+        cand = run_candidates(models, [lab_split(f) for f in run.frames])
+        h, w = cand.shape[-2:]
+        if h < crop or w < crop:
+            continue
+        y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+        kept.append(cand[..., y:y + crop, x:x + crop].astype(np.float16))
+    return {"runs": np.stack(kept)}
+
+
+def split_candidates(frame: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
+    """B x 11 x H x W (one frame of a batch of runs) -> (Candidates, ab_true B x 2 x H x W)."""
+    return Candidates(frame[:, 0:1], frame[:, 1:3], frame[:, 3:4], frame[:, 4:5], frame[:, 5:6], frame[:, 6:8],
+                      frame[:, 8:9]), frame[:, 9:11]
+
+
+def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
+    """The recursion over ``frames`` (B x T' x 11 x H x W, frame indices t0.. of runs ``total`` long) from
+    ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
+    frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
+    (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
+    ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
+    loss = frames.new_zeros(())
+    logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0, "oracle_share": 0.0}
+    within = cfg.fusion_confidence_within / AB_SCALE
+    for i in range(frames.shape[1]):
+        cand, ab_true = split_candidates(frames[:, i])
+        out = propagate_step(net, carried, cand, training=True)
+        weight = 1.0 + cfg.fusion_late_weight * (t0 + i) / total
+        l1 = (out.ab - ab_true).abs().mean()
+        right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
+        conf = F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
+        d_key = (cand.ab_key - ab_true).norm(dim=1, keepdim=True)
+        d_flow = (out.ab_flow.detach() - ab_true).norm(dim=1, keepdim=True)
+        key_closer = (d_key < d_flow).float()
+        margin = (d_key - d_flow).abs()
+        choice = (margin * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
+        key_cost = torch.sigmoid(out.key_logit).mean()
+        loss = loss + weight * (l1 + cfg.fusion_choice_weight * choice + cfg.fusion_key_cost * key_cost) + 0.05 * conf
+        logged["oracle_share"] += key_closer.mean().item()
+        logged["l1"] += l1.item()
+        logged["flow_l1"] += (out.ab_flow.detach() - ab_true).abs().mean().item()
+        logged["key_share"] += out.key_weight.detach().mean().item()
+        carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)
+    n = frames.shape[1]
+    return loss / n, carried, {k: v / n for k, v in logged.items()}
+
+
+def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: Run) -> None:
+    """F_f through the recursion: each step takes a batch of whole runs from their key, and updates every
+    ``fusion_window`` frames (truncated back-propagation; the state carried into a window is the current
+    model's own output, so it learns to recover from its own drift). The batch of step k is drawn from
+    (seed, k): a resumed run draws exactly the batches an uninterrupted one would."""
+    net, dev = models.fusion, models.device
+    runs = data["runs"]
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.fusion_lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.fusion_steps)
+    start_step = run.resume("fusion", net, opt, sched)
+    net.train()
+    total = runs.shape[1]
+    for step_i in range(start_step, cfg.fusion_steps):
+        rng = np.random.default_rng([cfg.seed + 2, step_i])
+        pick = rng.choice(len(runs), size=min(cfg.fusion_batch, len(runs)), replace=False)
+        batch = torch.from_numpy(runs[np.sort(pick)].astype(np.float32)).to(dev)
+        if rng.random() < 0.5:  # mirror: flip the image and the flow's x component
+            batch = batch.flip(-1)
+            batch[:, :, 1] = -batch[:, :, 1]
+        carried = start(batch[:, 0, 9:11])
+        logged_sum: dict[str, float] = {}
+        for t0 in range(1, total, cfg.fusion_window):
+            window = batch[:, t0:t0 + cfg.fusion_window]
+            loss, carried, logged = unroll_loss(net, carried, window, t0, total, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            carried = Carried(*(x.detach() for x in carried))
+            for k, v in logged.items():
+                logged_sum[k] = logged_sum.get(k, 0.0) + v * window.shape[1] / (total - 1)
+        sched.step()
+        run.log("fusion", step_i, **logged_sum)
+        if (step_i + 1) % 5 == 0 or step_i + 1 == cfg.fusion_steps:
+            run.checkpoint("fusion", step_i + 1, net, opt, sched)
+        elif run.out_of_steps():
+            run.checkpoint("fusion", step_i + 1, net, opt, sched)
+        if run.out_of_steps():
+            raise TrainingPaused("fusion", step_i + 1)
+    net.eval()
