@@ -74,6 +74,20 @@ def test_short_options_and_a_working_width_above_the_plate_clamped_with_a_note(t
                                       read_exr(tmp_path / "default" / f"o.{f:04d}.exr").pixels)
 
 
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--frames", "0-99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
+    ("--output", "o.%099999999d.exr", "--output: pattern 'o.%099999999d.exr': the frame token '%099999999d' pads "
+                                      "frame numbers to 99999999 digits; at most 16"),
+])
+def test_absurd_numbers_are_bad_input_saying_what_was_read(tmp_path, option, value, words):
+    s = good_shot(tmp_path / "shot")
+    args = {"--frames": "1-4", "--output": str(tmp_path / "o.####.exr")}
+    args[option] = value
+    code, message = run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
+                        "--weights", str(tmp_path / "nw"), *[a for kv in args.items() for a in kv])
+    assert code == 2 and words in message and "Traceback" not in message, message
+
+
 def sheet(path: Path) -> np.ndarray:
     buf = oiio.ImageBuf(str(path))
     return buf.get_pixels(oiio.UINT8).reshape(buf.spec().height, buf.spec().width, buf.spec().nchannels)

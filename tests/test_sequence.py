@@ -34,6 +34,36 @@ def test_parse_frames_rejects_junk_naming_the_spec(spec):
     assert repr(spec) in str(info.value)
 
 
+@pytest.mark.parametrize(("spec", "words"), [
+    ("0-99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
+    ("99999999999999999999", "frame 99999999999999999999 is outside"),
+    ("-1000000000-1", "frame -1000000000 is outside"),
+    ("1-10x99999999999999999999", "step 99999999999999999999 is outside"),
+    ("1-" + "9" * 5000, "(5000 characters) is outside"),  # int() of 5000 digits is refused by Python itself
+])
+def test_frame_numbers_beyond_a_billion_are_bad_input_not_an_overflow(spec, words):
+    with pytest.raises(InputError) as info:
+        parse_frames(spec)
+    assert words in str(info.value)
+
+
+def test_the_largest_frame_numbers_are_accepted():
+    assert parse_frames("999999990-999999999x9") == [999999990, 999999999]
+    assert parse_frames("-999999999") == [-999999999]
+
+
+@pytest.mark.parametrize(("pattern", "words"), [
+    ("a.%099999999d.exr", "the frame token '%099999999d' pads frame numbers to 99999999 digits; at most 16"),
+    ("a.%17d.exr", "pads frame numbers to 17 digits"),
+    ("a." + "#" * 20 + ".exr", "pads frame numbers to 20 digits"),
+    ("a.%0" + "7" * 5000 + "d.exr", "(5000 characters) digits; at most 16"),
+])
+def test_a_frame_token_padded_beyond_16_digits_is_refused_saying_the_padding_it_read(pattern, words):
+    with pytest.raises(SequenceError) as info:
+        FramePattern(pattern).path(1)  # the pre-flight refuses it before any path is made, with this message
+    assert words in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("pattern", "frame", "name"),
     [
@@ -54,7 +84,7 @@ def test_pattern_path(tmp_path, pattern, frame, name):
 
 
 @pytest.mark.parametrize(
-    ("pattern", "padding"), [("a.####.exr", 4), ("a.@@.exr", 2), ("a.%05d.exr", 5), ("a.%d.exr", 1)]
+    ("pattern", "padding"), [("a.####.exr", 4), ("a.@@.exr", 2), ("a.%05d.exr", 5), ("a.%d.exr", 1), ("a.%016d.exr", 16)]
 )
 def test_pattern_padding(pattern, padding):
     assert FramePattern(pattern).padding == padding

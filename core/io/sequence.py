@@ -19,6 +19,7 @@ _CHUNK_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:x\s*(\d+))?)?\s*$")
 _TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")
 MAX_FRAMES_PER_SHOT = 100_000  # a frame range or shot longer than this is refused, never expanded
 MAX_PADDING = 16  # digits in a frame token that a job accepts (frame numbers have at most 10)
+MAX_FRAME_NUMBER = 10**9 - 1  # |frame| bound (the server protocol's too): file names stay short, ints stay small
 
 
 def parse_frames(spec: str) -> list[int]:
@@ -26,7 +27,8 @@ def parse_frames(spec: str) -> list[int]:
 
     Returns the frames in the order written, duplicates removed. Raises InputError naming the
     spec (and the bad chunk) for anything else, including an empty spec, a descending range, a
-    zero step or more than ``MAX_FRAMES_PER_SHOT`` frames (counted before any list is made).
+    zero step, a frame number beyond ``MAX_FRAME_NUMBER`` or more than ``MAX_FRAMES_PER_SHOT`` frames (counted
+    before any list is made).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"frame range {spec!r}: empty; expected e.g. '1-100', '1-100x2', '7' or '1-10,20-30'")
@@ -44,9 +46,9 @@ def _parse_chunk(chunk: str, spec: str) -> range:
     match = _CHUNK_RE.match(chunk)
     if match is None:
         raise InputError(f"frame range {spec!r}: cannot parse {chunk.strip()!r}; expected e.g. '1-100x2'")
-    first = int(match.group(1))
-    last = int(match.group(2)) if match.group(2) is not None else first
-    step = int(match.group(3)) if match.group(3) is not None else 1
+    first = _frame_number(match.group(1), spec)
+    last = _frame_number(match.group(2), spec) if match.group(2) is not None else first
+    step = _frame_number(match.group(3), spec, "step") if match.group(3) is not None else 1
     if step <= 0:
         raise InputError(f"frame range {spec!r}: step in {chunk.strip()!r} must be >= 1")
     if last < first:
@@ -54,11 +56,25 @@ def _parse_chunk(chunk: str, spec: str) -> range:
     return range(first, last + 1, step)
 
 
+def _frame_number(digits: str, spec: str, what: str = "frame") -> int:
+    """``digits`` as an int within ``MAX_FRAME_NUMBER`` (checked on the text first: int() of thousands of
+    digits is refused by Python, and a range of 10**20 frames has no len())."""
+    if len(digits.lstrip("-").lstrip("0")) > len(str(MAX_FRAME_NUMBER)) or abs(int(digits)) > MAX_FRAME_NUMBER:
+        raise InputError(f"frame range {spec!r}: {what} {_shortened(digits)} is outside -{MAX_FRAME_NUMBER}.."
+                         f"{MAX_FRAME_NUMBER}")
+    return int(digits)
+
+
+def _shortened(text: str, keep: int = 24) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}... ({len(text)} characters)"
+
+
 class FramePattern:
     """A frame-numbered path such as ``plates/sh010.####.exr`` or ``out/sh010.%04d.exr``.
 
     ``path(frame)`` fills the token; ``existing_frames()`` lists the frames on disk.
-    A string without a frame token raises SequenceError (use a plain Path for a single file).
+    A string without a frame token raises SequenceError (use a plain Path for a single file); so does a frame
+    token padded to more than ``MAX_PADDING`` digits, when a path is made (``check_padding``).
     """
 
     def __init__(self, pattern: str | Path):
@@ -72,7 +88,21 @@ class FramePattern:
         self._folder = path.parent
         self._prefix = path.name[: match.start()]
         self._suffix = path.name[match.end():]
-        self.padding = _padding(match)
+        self.token = match.group(1)
+        padding = _padding(match)
+        if len(padding) > 1000:  # int() refuses thousands of digits; no file name is that long
+            raise self._too_wide(padding)
+        self.padding = int(padding)  # as written: refused beyond MAX_PADDING by check_padding
+
+    def check_padding(self) -> None:
+        """SequenceError saying the padding read unless it is at most ``MAX_PADDING`` digits ('%099999999d' would
+        make every path 100 MB long). ``path`` and ``existing_frames`` check it; the pre-flight checks it first."""
+        if self.padding > MAX_PADDING:
+            raise self._too_wide(str(self.padding))
+
+    def _too_wide(self, padding: str) -> SequenceError:
+        return SequenceError(f"pattern {self.pattern!r}: the frame token {_shortened(self.token)!r} pads frame numbers "
+                             f"to {_shortened(padding)} digits; at most {MAX_PADDING}")
 
     @property
     def is_pattern(self) -> bool:
@@ -81,6 +111,7 @@ class FramePattern:
 
     def path(self, frame: int) -> Path:
         """The file of ``frame``, zero-padded to ``padding`` digits (sign before the digits)."""
+        self.check_padding()
         sign = "-" if frame < 0 else ""
         return self._folder / f"{self._prefix}{sign}{abs(int(frame)):0{self.padding}d}{self._suffix}"
 
@@ -90,6 +121,7 @@ class FramePattern:
         Files whose digit count does not fit the padding (``12`` for ``####``) are not frames of
         this pattern; wider numbers (``12345`` for ``####``) are, since padding is a minimum.
         """
+        self.check_padding()
         if not self._folder.is_dir():
             return []
         regex = self._file_regex()
@@ -111,12 +143,12 @@ class FramePattern:
         return self.pattern
 
 
-def _padding(match: re.Match[str]) -> int:
+def _padding(match: re.Match[str]) -> str:
+    """The token's padding as written (text: int() refuses thousands of digits)."""
     token = match.group(1)
     if token[0] in "#@":
-        return len(token)
-    digits = match.group(2)
-    return (int(digits) if len(digits) <= 6 else MAX_PADDING + 1) if digits else 1
+        return str(len(token))
+    return match.group(2).lstrip("0") or "1"
 
 
 def check_no_overwrite(input_pattern: FramePattern, output_pattern: FramePattern, frames: Iterable[int]) -> None:

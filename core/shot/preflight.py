@@ -37,7 +37,7 @@ from colorprop.colour import convert
 from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_colour_channels, check_finite, image_channels, read_exr_header
-from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, MAX_PADDING, FramePattern, check_no_overwrite
+from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, FramePattern, check_no_overwrite
 from colorprop.shot.frames import (ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
                                    load_key, output_layout)
 
@@ -89,8 +89,8 @@ def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern:
     ``AllowedRoots.opened_file``: what is read is what was checked)."""
     allow = allow or (lambda path: path)
     frames = check_frames(frames)
-    inp = check_pattern(FramePattern(input_pattern), "--input")
-    out = check_pattern(FramePattern(output_pattern), "--output") if output_pattern is not None else None
+    inp = check_pattern(input_pattern, "--input")
+    out = check_pattern(output_pattern, "--output") if output_pattern is not None else None
     if out is not None:
         check_output_is_exr(out)
     check_keys_among_frames(keys, frames)
@@ -136,10 +136,14 @@ def check_output_is_exr(out: FramePattern) -> None:
                             "a result as PNG/JPEG, draw a contact sheet with `colorprop preview`")
 
 
-def check_pattern(pattern: FramePattern, name: str) -> FramePattern:
-    if pattern.padding > MAX_PADDING:  # '%099999999d' would make every path 100 MB long
-        raise SequenceError(f"{name} {pattern.pattern!r}: a frame token of {pattern.padding} digits; at most {MAX_PADDING}")
-    return pattern
+def check_pattern(pattern: str, name: str) -> FramePattern:
+    """``pattern`` as a FramePattern; its SequenceError (no frame token, too much padding) names option ``name``."""
+    try:
+        checked = FramePattern(pattern)
+        checked.check_padding()
+    except SequenceError as err:
+        raise SequenceError(f"{name}: {err}") from None
+    return checked
 
 
 def check_keys_among_frames(keys: Iterable[int], frames: list[int]) -> None:
