@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
-from colorprop.engine.step import Candidates, Carried, advance, carry_on, propagate_step, start
+from colorprop.engine.step import (CANDIDATE_CHANNELS, Candidates, Carried, advance, carry_on, pack_candidates,
+                                   packed_slice, propagate_step, start)
 from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
@@ -272,23 +273,19 @@ class Propagator:
         self.prev_chain = self.last_chain
 
 
-CANDIDATE_CHANNELS = 11  # gray 1, flow 2, consistency 1, photometric 1, chain 1, ab_key 2, similarity 1, ab_true 2
-
-
 def run_candidates(models: "Models", labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """What no trained weight of F_f changes, for every frame of a run keyed at its first frame, exactly as the
     Propagator computes it at inference (``Propagator.candidates``). ``labs``: (L HxW, ab HxWx2) per frame,
-    the first one the key. Returns T x 11 x H x W float32: the ``step.Candidates`` channels then the true ab
-    (ab/128); frame 0 holds the key's own colour, its other channels unused. Training and the choice
-    measurements run the recursion on these."""
+    the first one the key. Returns T x CANDIDATE_CHANNELS x H x W float32 (``step.pack_candidates``: the
+    ``Candidates`` channels, then the true ab/128); frame 0 holds the key's own colour, its other channels
+    unused. Training and the choice measurements run the recursion on these."""
     L_key, ab_key = labs[0]
     propagator = Propagator("full", L_key, ab_key, models)
     out = np.zeros((len(labs), CANDIDATE_CHANNELS, *L_key.shape), np.float32)
-    out[0, 9:11] = ab_key.transpose(2, 0, 1) / AB_SCALE
+    out[0, packed_slice("ab_true")] = ab_key.transpose(2, 0, 1) / AB_SCALE
     for t, (L, ab_true) in enumerate(labs[1:], start=1):
         c, _ = propagator.candidates(L)
-        out[t, :9] = torch.cat(c, dim=1)[0].cpu().numpy()
-        out[t, 9:11] = ab_true.transpose(2, 0, 1) / AB_SCALE
+        out[t] = pack_candidates(c, ab_tensor(ab_true, c.gray.device))[0].cpu().numpy()
         propagator.follow(L)
     return out
 

@@ -46,6 +46,35 @@ class Candidates(NamedTuple):
     similarity: torch.Tensor
 
 
+# The packed layout of one frame's ``Candidates`` and its true colour (training and the choice measurements
+# precompute whole runs as T x CANDIDATE_CHANNELS x H x W arrays): Candidates' fields in order, then ab_true.
+PACKED_LAYOUT = (("gray", 1), ("flow", 2), ("consistency", 1), ("photometric", 1), ("chain", 1), ("ab_key", 2),
+                 ("similarity", 1), ("ab_true", 2))
+CANDIDATE_CHANNELS = sum(n for _, n in PACKED_LAYOUT)
+
+
+def packed_slice(name: str) -> slice:
+    """The channels of field ``name`` (or "ab_true") in the packed layout."""
+    start = 0
+    for field, n in PACKED_LAYOUT:
+        if field == name:
+            return slice(start, start + n)
+        start += n
+    raise KeyError(name)
+
+
+def pack_candidates(c: Candidates, ab_true: torch.Tensor) -> torch.Tensor:
+    """``Candidates`` (N x C x H x W each) and the true colour (N x 2 x H x W, ab/128) -> N x
+    CANDIDATE_CHANNELS x H x W."""
+    return torch.cat([*c, ab_true], dim=1)
+
+
+def unpack_candidates(packed: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
+    """``pack_candidates``' inverse: N x CANDIDATE_CHANNELS x H x W -> (Candidates, ab_true N x 2 x H x W)."""
+    parts = torch.split(packed, [n for _, n in PACKED_LAYOUT], dim=1)
+    return Candidates(*parts[:-1]), parts[-1]
+
+
 class Carried(NamedTuple):
     """The run's state: the previous frame's written colour (N x 2 x H x W, ab/128) and its age
     (N x 1 x H x W, frames / AGE_FRAMES since last refreshed from a key)."""

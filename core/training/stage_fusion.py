@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from colorprop.engine.models import Models
 from colorprop.engine.propagate import AB_SCALE, run_candidates
-from colorprop.engine.step import Candidates, Carried, carry_on, propagate_step, start
+from colorprop.engine.step import Carried, carry_on, packed_slice, propagate_step, start, unpack_candidates
 from colorprop.training.config import TrainConfig
 from colorprop.training.data import Segment, lab_split
 from colorprop.training.run_folder import Run, TrainingPaused
@@ -19,8 +19,8 @@ from colorprop.training.run_folder import Run, TrainingPaused
 
 def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> dict[str, np.ndarray]:
     """Candidates of every run (``run_candidates``) cut to one fixed random crop x crop window per run:
-    {"runs": R x T x 11 x crop x crop float16}. Flow vectors stay in pixels: they may point outside the
-    window, where the warp repeats the border, as it does at a frame's edge."""
+    {"runs": R x T x CANDIDATE_CHANNELS x crop x crop float16}. Flow vectors stay in pixels: they may point
+    outside the window, where the warp repeats the border, as it does at a frame's edge."""
     rng = np.random.default_rng(seed)
     kept = []
     for i, run in enumerate(runs):
@@ -35,14 +35,8 @@ def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> 
     return {"runs": np.stack(kept)}
 
 
-def split_candidates(frame: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
-    """B x 11 x H x W (one frame of a batch of runs) -> (Candidates, ab_true B x 2 x H x W)."""
-    return Candidates(frame[:, 0:1], frame[:, 1:3], frame[:, 3:4], frame[:, 4:5], frame[:, 5:6], frame[:, 6:8],
-                      frame[:, 8:9]), frame[:, 9:11]
-
-
 def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
-    """The recursion over ``frames`` (B x T' x 11 x H x W, frame indices t0.. of runs ``total`` long) from
+    """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total`` long) from
     ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
     frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
     (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
@@ -51,7 +45,7 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
     logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0, "oracle_share": 0.0}
     within = cfg.fusion_confidence_within / AB_SCALE
     for i in range(frames.shape[1]):
-        cand, ab_true = split_candidates(frames[:, i])
+        cand, ab_true = unpack_candidates(frames[:, i])
         out = propagate_step(net, carried, cand, training=True)
         weight = 1.0 + cfg.fusion_late_weight * (t0 + i) / total
         l1 = (out.ab - ab_true).abs().mean()
@@ -91,8 +85,8 @@ def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, 
         batch = torch.from_numpy(runs[np.sort(pick)].astype(np.float32)).to(dev)
         if rng.random() < 0.5:  # mirror: flip the image and the flow's x component
             batch = batch.flip(-1)
-            batch[:, :, 1] = -batch[:, :, 1]
-        carried = start(batch[:, 0, 9:11])
+            batch[:, :, packed_slice("flow").start] *= -1
+        carried = start(batch[:, 0, packed_slice("ab_true")])
         logged_sum: dict[str, float] = {}
         for t0 in range(1, total, cfg.fusion_window):
             window = batch[:, t0:t0 + cfg.fusion_window]
