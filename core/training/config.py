@@ -39,6 +39,7 @@ class TrainConfig:
     fusion_lr: float = 1e-3
     fusion_late_weight: float = 1.0  # frame t of T weighs 1 + late_weight * t / T in the loss
     fusion_confidence_within: float = 4.0  # F_f's confidence target: |error| < this (Lab ab units)
+    fusion_confidence_weight: float = 0.05  # the confidence head's loss, beside the colour's
     # imitation of the oracle inside the recursion: the candidate closer to the truth, per pixel, on the states
     # the model itself visits; weighted by the margin (how much closer), so near-ties do not count.
     # Off: measured worse on the dev clips (it takes the key wherever the key is a little closer, which does not

@@ -57,7 +57,8 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
         margin = (d_key - d_flow).abs()
         choice = (margin * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
         key_cost = torch.sigmoid(out.key_logit).mean()
-        loss = loss + weight * (l1 + cfg.fusion_choice_weight * choice + cfg.fusion_key_cost * key_cost) + 0.05 * conf
+        loss = loss + weight * (l1 + cfg.fusion_choice_weight * choice + cfg.fusion_key_cost * key_cost)
+        loss = loss + cfg.fusion_confidence_weight * conf
         logged["oracle_share"] += key_closer.mean().item()
         logged["l1"] += l1.item()
         logged["flow_l1"] += (out.ab_flow.detach() - ab_true).abs().mean().item()
