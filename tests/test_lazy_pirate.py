@@ -164,6 +164,44 @@ def test_a_request_nothing_can_take_is_a_silent_try_not_a_hang(free_port):
     ctx.term()
 
 
+def test_a_peer_resetting_every_handshake_is_a_refusal_even_with_one_try():
+    """A CURVE server that hangs up first on a client without keys resets every connect mid-handshake ("no
+    detail"). The first reset alone could be a restart; with ``retries=1`` (the plug-ins' connect) the one try
+    ended there, and a Nuke node was told "no colorprop server answers" instead of what to fix. One more
+    connect tells the two apart: the refusal is reported."""
+    import socket
+    import struct
+
+    from colorprop_client.client import AuthenticationFailed
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def reset_every_handshake() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # the test closed the listener
+            conn.recv(10)  # the handshake is under way
+            time.sleep(0.3)  # a server takes a moment to refuse (its key check): the request is sent by then
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+            conn.close()
+
+    peer = threading.Thread(target=reset_every_handshake, daemon=True)
+    peer.start()
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout_s=2.0, retries=1) as c:
+            with pytest.raises(AuthenticationFailed, match="uses CURVE and this client has no keys") as refused:
+                c.ping()
+        assert refused.value.cause == AuthenticationFailed.CLIENT_HAS_NO_KEYS
+    finally:
+        listener.close()
+        peer.join(5.0)
+
+
 def test_a_connection_reset_mid_handshake_is_a_lost_server_not_a_refused_key():
     """A server killed while its kernel still accepts connections resets the client's reconnect in the middle of the
     ZeroMQ handshake ("no detail" failure, ECONNRESET). That is a dead server (exit 6 from `colorize --server`), not

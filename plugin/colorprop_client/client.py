@@ -76,23 +76,31 @@ class ServerUnavailable(ServerError):
 
 class AuthenticationFailed(ServerError):
     """A server is there but refused this client's CURVE handshake (key not in its allow-list, wrong
-    ``server.key``, or one side without CURVE). Retrying does not help: fix the keys."""
+    ``server.key``, or one side without CURVE). Retrying does not help: fix the keys. ``cause`` is one of
+    ``KEY_NOT_LISTED``, ``CLIENT_HAS_NO_KEYS``, ``SERVER_HAS_NO_CURVE``, ``WRONG_SERVER_KEY`` (a plug-in says
+    what to fix in its own words); ``curve`` the keys this client used (None: none)."""
 
-    def __init__(self, address: str, reason: str):
+    KEY_NOT_LISTED, CLIENT_HAS_NO_KEYS = "key_not_listed", "client_has_no_keys"
+    SERVER_HAS_NO_CURVE, WRONG_SERVER_KEY = "server_has_no_curve", "wrong_server_key"
+
+    def __init__(self, address: str, reason: str, cause: str = KEY_NOT_LISTED, curve: CurveKeys | None = None):
+        self.address, self.reason, self.cause, self.curve = address, reason, cause, curve
         super().__init__("auth", f"{address} refused the connection: {reason}")
 
 
-def _handshake_failure(event: int, value: int, curve: bool) -> str:
-    """Why a CURVE handshake failed, from the client's socket monitor event."""
+def _handshake_failure(event: int, value: int, curve: bool) -> tuple[str, str]:
+    """(cause, why) a CURVE handshake failed, from the client's socket monitor event."""
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return (f"this client's CURVE key is not in the server's authorized_clients/ (status {value}); "
-                "ask for a key from `colorprop keys DIR --client NAME` on the server")
+        return AuthenticationFailed.KEY_NOT_LISTED, (
+            f"this client's CURVE key is not in the server's authorized_clients/ (status {value}); "
+            "ask for a key from `colorprop keys DIR --client NAME` on the server")
     if not curve:  # (a mechanism mismatch may also show as "no detail": the server hung up first)
-        return ("the server uses CURVE and this client has no keys (set $COLORPROP_CURVE_KEYS), or it is not a "
-                f"colorprop server (handshake event {event:#x}, {value:#x})")
+        return AuthenticationFailed.CLIENT_HAS_NO_KEYS, (
+            "the server uses CURVE and this client has no keys (set $COLORPROP_CURVE_KEYS), or it is not a "
+            f"colorprop server (handshake event {event:#x}, {value:#x})")
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        return "this client uses CURVE keys and the server does not"
-    return "CURVE handshake failed: is server.key the public key of this server?"
+        return AuthenticationFailed.SERVER_HAS_NO_CURVE, "this client uses CURVE keys and the server does not"
+    return AuthenticationFailed.WRONG_SERVER_KEY, "CURVE handshake failed: is server.key the public key of this server?"
 
 
 class ServerBusy(ServerError):
@@ -161,6 +169,7 @@ class Client:
         self._monitor: zmq.Socket | None = None
         self._link_up = False  # handshake done and no disconnect since (the monitor says)
         self._resets_in_handshake = 0  # "no detail" handshake failures since the last good handshake
+        self._try_reset_in_handshake = False  # this try ended in such a reset
         self.max_message_bytes = P.DEFAULT_MAX_MESSAGE_BYTES
         self.capabilities: dict | None = None
 
@@ -205,10 +214,11 @@ class Client:
                 # A connection reset mid-handshake (a server killed while its kernel still accepted, a
                 # restart) looks like this once; a server that refuses us does it on every connect.
                 self._resets_in_handshake += 1
-                lost = True
+                self._try_reset_in_handshake = lost = True
             else:
                 self._drop_socket()
-                raise AuthenticationFailed(self.address, _handshake_failure(kind, value, self.curve is not None))
+                cause, reason = _handshake_failure(kind, value, self.curve is not None)
+                raise AuthenticationFailed(self.address, reason, cause, self.curve)
         return not lost
 
     def request(
@@ -227,7 +237,13 @@ class Client:
         for a malformed reply."""
         rid = P.new_id()
         frames = P.encode(type, rid, arrays, **fields)
-        for attempt in range(self.retries):
+        for attempt in range(self.retries + 1):
+            if attempt == self.retries and not self._try_reset_in_handshake:
+                break
+            # (a last try that ended in a reset mid-handshake gets one more: a server refusing the handshake
+            # does that on every connect, a restarting one does not; that try ended at once, so a dead server
+            # is still given up within retries x timeout_s)
+            self._try_reset_in_handshake = False
             if attempt == 1 and wait_s > 0 and "wait_ms" in fields:
                 wait_s = 0.0
                 frames = P.encode(type, rid, arrays, **dict(fields, wait_ms=0))
