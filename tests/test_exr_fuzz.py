@@ -1,5 +1,7 @@
 """EXR reader fuzz: seeded mutants of a small plate are read back as a Plate or refused with
-ExrReadError (exit 3, naming the file); never another exception, never a hang.
+ExrReadError (exit 3, naming the file); never another exception, never a hang. Header names and string values
+with bytes that are not UTF-8 are refused when read, and `colorize` on such plates and keys exits 3 naming the
+file, on every path (the pre-flight reads every header).
 
 CI runs a few hundred mutants. A longer run is a command::
 
@@ -49,6 +51,39 @@ def mutant(data: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+def header_strings(data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) of the header's texts: every attribute name, every string value and every channel
+    name (the EXR header: name NUL, type NUL, int32 size, value; a channel list is name NUL + 16 bytes per
+    channel, then NUL)."""
+    spans, pos = [], 8  # magic number and version
+    while data[pos] != 0:
+        name_end = data.index(b"\0", pos)
+        type_end = data.index(b"\0", name_end + 1)
+        kind = data[name_end + 1:type_end]
+        size = int.from_bytes(data[type_end + 1:type_end + 5], "little")
+        value = type_end + 5
+        spans.append((pos, name_end))
+        if kind == b"string":
+            spans.append((value, value + size))
+        elif kind == b"chlist":
+            at = value
+            while data[at] != 0:
+                end = data.index(b"\0", at)
+                spans.append((at, end))
+                at = end + 1 + 16
+        pos = value + size
+    return [(a, b) for a, b in spans if b > a]
+
+
+def not_utf8_mutant(data: bytes, spans: list[tuple[int, int]], rng: random.Random) -> bytes:
+    """One byte of a header name or string value (a random one of ``spans``) set to 0x80..0xff: never UTF-8 text
+    between ASCII bytes; the header stays well-formed."""
+    out = bytearray(data)
+    start, end = rng.choice(spans)
+    out[rng.randrange(start, end)] = rng.randrange(0x80, 0x100)
+    return bytes(out)
+
+
 def run(count: int, seed: int, folder: Path) -> collections.Counter:
     """Read ``count`` mutants; returns counts by outcome. Any exception but ExrReadError propagates,
     with the mutant kept on disk and named in the message."""
@@ -75,6 +110,73 @@ def test_three_hundred_header_mutants_read_or_refused_cleanly(tmp_path):
     outcomes = run(300, seed=16, folder=tmp_path)
     assert sum(outcomes.values()) == 300
     assert outcomes["refused"] >= 100, outcomes  # the mutants do break headers, so the test tests something
+
+
+def header_texts(plate) -> list[str]:
+    return [*plate.channels, *plate.metadata, *(v for v in plate.metadata.values() if isinstance(v, str))]
+
+
+def test_every_header_string_with_a_byte_that_is_not_utf8_is_refused_naming_the_file(tmp_path):
+    """Each attribute name, string value and channel name of the seed, one non-UTF-8 byte in it: ExrReadError
+    naming the file (OpenImageIO hands such bytes over as lone surrogates, which crashed later steps), or, where
+    OpenEXR drops the attribute (a standard attribute's name mangled), a plate whose texts are all UTF-8."""
+    data = seed_file(tmp_path)
+    spans = header_strings(data)
+    texts = {data[a:b] for a, b in spans}
+    assert {b"channels", b"comment", b"colorprop fuzz seed", b"owner", b"tests", b"R", b"Z"} <= texts, texts
+    rng = random.Random(3)
+    path = tmp_path / "mutant.exr"
+    outcomes: collections.Counter = collections.Counter()
+    for start, end in spans:
+        for spot in {start, end - 1, rng.randrange(start, end)}:
+            raw = bytearray(data)
+            raw[spot] = rng.randrange(0x80, 0x100)
+            path.write_bytes(bytes(raw))
+            try:
+                plate = read_exr(path)
+            except ExrReadError as err:
+                assert str(path) in str(err), (data[start:end], spot)
+                outcomes[data[start:end] in (b"compression", b"lineOrder")] += 1  # typed attributes: dropped instead
+                continue
+            for text in header_texts(plate):
+                text.encode("utf-8")  # a lone surrogate raises here
+    assert outcomes[False] > 2 * len(spans) - 4, outcomes
+
+
+def test_colorize_with_non_utf8_header_strings_in_plates_and_keys_exits_0_or_3_never_a_traceback(tmp_path, capsys):
+    """The header fuzz through the whole command: seeded mutants (non-UTF-8 bytes in names and values, and the
+    byte mutations above) as plate frame 2 and as the key; every run exits 0 or 3 naming the file, no traceback,
+    and a header refused writes nothing."""
+    from colorprop.cli.main import main
+
+    rng = np.random.default_rng(2)
+    frames = {f: rng.random((16, 16, 3), dtype=np.float32) for f in (1, 2, 3)}
+    key_seed = tmp_path / "key-seed.exr"
+    write_exr(key_seed, frames[1], ("R", "G", "B"), extra_metadata={"colorspace": "ACEScg", "Software": "paint 2"})
+    for f, pixels in frames.items():
+        write_exr(tmp_path / f"plate.{f:04d}.exr", pixels, ("R", "G", "B"), extra_metadata={"Software": "cam 1"})
+    plate_seed, key_data = (tmp_path / "plate.0002.exr").read_bytes(), key_seed.read_bytes()
+    chooser = random.Random(11)
+    outcomes: collections.Counter = collections.Counter()
+    for i in range(40):
+        target = tmp_path / ("plate.0002.exr" if i % 2 == 0 else "key.exr")
+        data = plate_seed if i % 2 == 0 else key_data
+        not_utf8 = i % 4 < 2
+        mutated = not_utf8_mutant(data, header_strings(data), chooser) if not_utf8 else mutant(data, chooser)
+        (tmp_path / "key.exr").write_bytes(key_data)
+        (tmp_path / "plate.0002.exr").write_bytes(plate_seed)
+        target.write_bytes(mutated)
+        out = tmp_path / f"out{i}"
+        rc = main(["colorize", "--input", str(tmp_path / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
+                   "--output", str(out / "o.####.exr"), "--method", "flow", "--progress", "none"])
+        err = capsys.readouterr().err
+        assert rc in (0, 3) and "Traceback" not in err, (i, rc, err)
+        if rc == 3:
+            assert str(target) in err, (i, err)
+        if rc == 3 and not_utf8:  # refused by the pre-flight (a byte mutant may break pixels: found when read)
+            assert not out.exists() or not list(out.iterdir()), (i, err)
+        outcomes[not_utf8, rc] += 1
+    assert outcomes[True, 3] >= 15 and outcomes[False, 3] >= 5, outcomes
 
 
 def test_byte_0xff_in_a_header_string_is_exit_3_naming_the_file(tmp_path, capsys):

@@ -135,6 +135,29 @@ def nan_in_a_read_channel(s: Shot) -> None:
     write_exr(s.folder / "plate.0001.exr", pixels, plate.channels, template=plate)
 
 
+def with_a_byte_that_is_not_utf8(path: Path, attribute: str, value: str) -> None:
+    """Rewrite the EXR at ``path`` with header attribute ``attribute`` = ``value``, then replace the first 'X' of
+    that name or value in the file by the byte 0xff (the same length: the header stays well-formed)."""
+    image = read_exr(path)
+    write_exr(path, image.pixels, image.channels, template=image, pixel_type="float", extra_metadata={attribute: value})
+    raw = path.read_bytes()
+    spot = (attribute if "X" in attribute else value).encode()
+    assert raw.count(spot) == 1
+    path.write_bytes(raw.replace(spot, spot.replace(b"X", b"\xff", 1)))
+
+
+def plate_software_not_utf8(s: Shot) -> None:  # the issue's reproduction: frames 1-2 were written, then bad_cast
+    with_a_byte_that_is_not_utf8(s.folder / "plate.0003.exr", "Software", "paintXsoft 2.1")
+
+
+def plate_attribute_name_not_utf8(s: Shot) -> None:  # was exit 4, blaming the output
+    with_a_byte_that_is_not_utf8(s.folder / "plate.0002.exr", "studioXnotes", "fine")
+
+
+def key_colorspace_not_utf8(s: Shot) -> None:  # was a TypeError from the colour-space lookup
+    with_a_byte_that_is_not_utf8(Path(s.keys[1]), "colorspace", "ACEScgXX")
+
+
 def output_folder_is_a_file(s: Shot) -> None:
     (s.folder / "not_a_folder").write_text("a file")
     s.output = str(s.folder / "not_a_folder" / "out.####.exr")
@@ -167,6 +190,12 @@ CASES = {
     "key-frame-outside-the-frames": (key_frame_outside_the_frames, 2, "not among the frames"),
     "unknown-colorspace": (unknown_colorspace, 2, "unknown colour space"),
     "nan-in-a-read-channel": (nan_in_a_read_channel, 3, "NaN/Inf in channel G"),
+    "plate-software-not-utf8": (plate_software_not_utf8, 3,
+                                "plate.0003.exr: corrupt header: the value of attribute 'Software' is not valid UTF-8"),
+    "plate-attribute-name-not-utf8": (plate_attribute_name_not_utf8, 3,
+                                      "plate.0002.exr: corrupt header: attribute name 'studio\\xffnotes' is not valid"),
+    "key-colorspace-not-utf8": (key_colorspace_not_utf8, 3, "key.0001.exr: corrupt header: the value of attribute "
+                                                           "'colorspace' is not valid UTF-8"),
     "output-folder-is-a-file": (output_folder_is_a_file, 4, "not_a_folder is not a folder (it is a file)"),
     "output-without-frame-token": (output_pattern_without_frame_token, 2, "no frame token"),
     "output-frame-token-99999999-digits": (output_frame_token_of_99999999_digits, 2, "digits"),
