@@ -1,0 +1,202 @@
+"""The job threads: one per open shot, running ``pipeline.run_shot`` with the compute turn of the
+service's ``FairGate``, reporting back only through its ``Session`` and the service's wake-up."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from colorprop_client import protocol as P
+
+from .gate import Stopped
+from .logs import log_event
+from .paths import PathRefused
+from .session import Session, jsonable, suggestions
+
+if TYPE_CHECKING:
+    from .service import Service
+
+log = logging.getLogger("colorprop_server")
+
+
+def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> None:
+    from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
+    from colorprop.shot.pipeline import Cancelled
+
+    t0 = time.monotonic()
+    try:
+        report = target(service, *args)
+        s.state = "done"
+        s.push({"kind": P.EV_DONE, "report": jsonable(report), P.DONE_SUGGESTIONS: suggestions(s)})
+    except (Cancelled, Stopped):
+        s.state = "cancelled"
+        if service.stopping and s.id in service.sessions:
+            s.push({"kind": P.EV_FAILED, "code": P.E_SHUTDOWN, "message": "server shut down; resubmit the job"})
+        else:
+            s.push({"kind": P.EV_CANCELLED})
+    except PathRefused as exc:
+        s.state = "failed"
+        s.push({"kind": P.EV_FAILED, "code": P.E_PATH, "message": str(exc)})
+    except ColorpropError as exc:
+        s.state = "failed"
+        code = (P.E_PIXELS if isinstance(exc, PixelError) else
+                P.E_UNREADABLE if isinstance(exc, ExrReadError) else
+                P.E_WRITE_FAILED if isinstance(exc, ExrWriteError) else
+                P.E_BAD_INPUT if isinstance(exc, InputError) else P.E_ENGINE)
+        s.push({"kind": P.EV_FAILED, "code": code, "message": str(exc)})
+    except Exception as exc:
+        log.exception("job %s failed", s.id)
+        s.state = "failed"
+        s.push({"kind": P.EV_FAILED, "code": P.E_ENGINE, "message": f"{type(exc).__name__}: {exc}"})
+    finally:
+        service.gate.release(s.id)
+        log_event(log, "job_end", job=s.id, client=s.client, state=s.state, code=s.end_code,
+                  frames=s.frames_done, s=round(time.monotonic() - t0, 3))
+        service.metrics.job_finished(s.client, s.state, s.end_code)
+        service.wake()
+
+def turn(service: Service, s: Session) -> None:
+    """Give the compute turn back and queue for the next one (round-robin at every frame)."""
+    service.gate.release(s.id)
+    service.gate.acquire(s.id, s.stop.is_set)
+
+def progress_of(service: Service, s: Session) -> Callable:
+    def progress(ev: Any) -> None:
+        s.frames_done = ev.done
+        if not ev.skipped:
+            service.metrics.frame_done(s.client)
+        if ev.seconds > 0:
+            service.frame_seconds = 0.8 * service.frame_seconds + 0.2 * ev.seconds
+        s.push({"kind": P.EV_PROGRESS, **jsonable(ev)})
+        service.wake()
+    return progress
+
+def wait_for_fetch(service: Service, s: Session) -> None:
+    """Back-pressure: a job whose results nobody fetches waits, without holding the turn."""
+    with s.cond:
+        if s.undelivered_results() < service.config.max_pending_results:
+            return
+    service.gate.release(s.id)
+    with s.cond:
+        while s.undelivered_results() >= service.config.max_pending_results:
+            if s.stop.is_set():
+                raise Stopped()
+            s.cond.wait(0.1)
+    service.gate.acquire(s.id, s.stop.is_set)
+
+def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
+    from colorprop.engine.confidence import frame_summary
+    from colorprop.shot.pipeline import PlateFrame, run_shot
+
+    class InbandSource:
+        frames = s.frames
+
+        def read(self, frame: int) -> PlateFrame:
+            service.gate.release(s.id)
+            with s.cond:
+                if s.last_read is not None and s.last_read[0] == frame:
+                    item = s.last_read[1]
+                else:
+                    if frame not in s.inbox:
+                        s.needed = frame
+                        s.push({"kind": P.EV_NEED, "frame": frame})
+                        service.wake()
+                    while frame not in s.inbox:
+                        if s.stop.is_set():
+                            raise Stopped()
+                        s.cond.wait(0.1)
+                    s.needed = None
+                    item = s.inbox.pop(frame)
+                    s.consumed.add(frame)
+                    s.last_read = (frame, item)
+            service.gate.acquire(s.id, s.stop.is_set)
+            pixels, channels, cs = item
+            return PlateFrame(pixels, channels, cs if cs is not None else colorspace, None, f"frame {frame}")
+
+    class ResultSink:
+        pixel_dtype = carry  # the client stores results like this (half EXRs): carry the same state
+
+        def exists(self, frame: int) -> bool:
+            return False
+
+        def read_back(self, frame: int) -> np.ndarray:  # pragma: no cover - skip_existing is never set
+            raise NotImplementedError
+
+        def write(self, frame: int, result: Any) -> None:
+            s.summaries[frame] = frame_summary(result.confidence)
+            s.push({"kind": P.EV_RESULT, "frame": frame},
+                   [("rgb", np.ascontiguousarray(result.rgb, np.float32)),
+                    ("confidence", np.ascontiguousarray(result.confidence, np.float32))])
+            service.wake()
+            wait_for_fetch(service, s)
+
+    service.gate.acquire(s.id, s.stop.is_set)
+    return run_shot(service.engine, InbandSource(), keys, options, ResultSink(), progress_of(service, s), s.stop.is_set)
+
+def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
+    """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
+    keys, colour space, output folder), here in the job thread, with every path it touches checked
+    against the roots; then every path is checked again when it is used, and writes go through the
+    output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``); reads go through the
+    file opened and verified by descriptor (``AllowedRoots.opened_file``)."""
+    from colorprop.engine.confidence import frame_summary
+    from colorprop.errors import ExrReadError, ExrWriteError
+    from colorprop.io.exr import remove_stale_temps
+    from colorprop.shot.pipeline import run_shot
+    from colorprop.shot.preflight import check_sequence_job
+
+    roots = service.roots
+
+    def allowed(path: Path) -> Path:  # a 20,000-frame shot takes a while: stay cancellable
+        if s.stop.is_set():
+            raise Stopped()
+        return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
+
+    checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed,
+                                 open_file=roots.opened_file)
+    service.gate.acquire(s.id, s.stop.is_set)
+    source, sink = checked.source(), checked.sink(plan["pixel_type"])
+    out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
+    with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
+        remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
+    keys = checked.keys
+
+    class CheckedSource:
+        frames = source.frames
+
+        def read(self, frame: int) -> Any:
+            turn(service, s)
+            with roots.opened_file(source.pattern.path(frame)) as through:  # checked again, read by descriptor
+                return source.read(frame, through)
+
+    class CheckedSink:
+        pixel_dtype = sink.pixel_dtype
+
+        def exists(self, frame: int) -> bool:
+            try:
+                with roots.opened_file(sink.pattern.path(frame)) as through:
+                    return sink.exists(frame, through)
+            except ExrReadError:  # nothing there
+                return False
+
+        def read_back(self, frame: int) -> np.ndarray:
+            with roots.opened_file(sink.pattern.path(frame)) as through:
+                return sink.read_back(frame, through)
+
+        def write(self, frame: int, result: Any) -> None:
+            path = sink.pattern.path(frame)
+            with roots.pinned_dir(out_dir, create=True) as pinned:
+                into = sink.retarget(str(pinned / out_name))
+                try:
+                    into.write(frame, result)
+                except ExrWriteError as err:  # name the file, not the descriptor path
+                    raise ExrWriteError(path, err.reason.replace(str(pinned), str(out_dir))) from None
+            s.summaries[frame] = frame_summary(result.confidence)
+            s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
+
+    return run_shot(service.engine, CheckedSource(), keys, options, CheckedSink(), progress_of(service, s), s.stop.is_set,
+                    skip_existing=plan["skip_existing"])
