@@ -25,7 +25,7 @@ def add_cli(subparsers) -> None:
 def _common(p) -> None:
     p.add_argument("--config", metavar="FILE", default=None,
                    help="TOML file setting any of these options (key = option name with _; flags given here win); "
-                        "see docs/server.example.toml")
+                        "see docs/server.example.toml, docs/worker.example.toml, docs/broker.example.toml")
     p.add_argument("--curve-keys", metavar="DIR", default=None,
                    help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback")
     p.add_argument("--max-jobs", type=int, default=8, help="shots served at once; more get 'busy, retry in N s'")
@@ -85,7 +85,7 @@ def _apply_config_file(args) -> None:
     if not args.config:
         return
     parser = args._parser
-    values = read_config_file(args.config, _config_schema(parser))
+    values = read_config_file(args.config, _config_schema(parser), example=args._example)
     given = getattr(args, "_given", frozenset())
     for action in parser._actions:
         if action.dest in values and action.dest not in given:
@@ -99,21 +99,46 @@ def _apply_config_file(args) -> None:
             setattr(args, action.dest, value)
 
 
-def _config(args, **extra) -> ServerConfig:
-    return ServerConfig(
-        curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
-        max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
-        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host, **extra,
-    )
-
-
 def _start(args) -> None:
     """What serve and broker do first: the config file, then logging."""
     from .logs import setup_logging
 
     _apply_config_file(args)
     setup_logging(args.log_level, args.log_format)
+
+
+def _settings(args, role: str, **extra) -> ServerConfig:
+    """The settings of a ``role`` process (after :func:`_start`), every one checked, and the addresses,
+    keys and weights it needs (``preflight``), before anything loads or listens."""
+    from .preflight import check_can_start
+
+    config = ServerConfig(
+        curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
+        max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
+        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host, **extra,
+    )
+    return check_can_start(config, role)
+
+
+def _run_checked(run, config: ServerConfig, listens: dict[str, str]) -> int:
+    """``run(config)``; a refusal found only while starting (a port taken since the pre-flight) is
+    exit 2 naming the option, not a traceback."""
+    import zmq
+    from colorprop.errors import InputError
+
+    from .preflight import bind_error
+    from .security import SecurityError
+
+    try:
+        run(config)
+    except SecurityError as err:
+        raise InputError(str(err)) from None
+    except zmq.ZMQError as err:
+        if err.errno not in (zmq.EADDRINUSE, zmq.EADDRNOTAVAIL, zmq.EINVAL) or not listens:
+            raise
+        raise bind_error(listens, err) from None
+    return 0
 
 
 def add_serve(subparsers) -> None:
@@ -127,27 +152,25 @@ def add_serve(subparsers) -> None:
                    help="folder under which shared-path jobs may read and write; repeat for several")
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--curve-client-name", default="worker", help="worker mode: which key pair to use")
+    p.add_argument("--curve-client-name", default="worker",
+                   help="worker mode: which worker key pair (DIR/workers/NAME/ from `colorprop keys DIR --worker NAME`)")
     _common(p)
-    p.set_defaults(func=run_serve, _parser=p)
+    p.set_defaults(func=run_serve, _parser=p, _example="docs/server.example.toml (docs/worker.example.toml for a worker)")
 
 
 def run_serve(args) -> int:
     from colorprop.errors import InputError
 
+    from .preflight import SERVER, WORKER
+    from .server import serve
+
     _start(args)
     if args.worker != bool(args.broker):
         raise InputError("--worker and --broker ADDR go together")
-    config = _config(args, bind=args.bind, broker=args.broker, allowed_roots=tuple(args.allow_root),
-                     weights_dir=args.weights, device=args.device, curve_client_name=args.curve_client_name)
-    from .security import SecurityError
-    from .server import serve
-
-    try:
-        serve(config)
-    except SecurityError as err:
-        raise InputError(str(err)) from None
-    return 0
+    config = _settings(args, WORKER if args.worker else SERVER, bind=args.bind, broker=args.broker,
+                       allowed_roots=tuple(args.allow_root), weights_dir=args.weights, device=args.device,
+                       curve_client_name=args.curve_client_name)
+    return _run_checked(serve, config, {} if args.worker else {"--bind": config.bind})
 
 
 def add_broker(subparsers) -> None:
@@ -158,21 +181,16 @@ def add_broker(subparsers) -> None:
                    help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})")
     p.add_argument("--job-retries", type=int, default=2, help="restarts of a shared-path job whose worker died")
     _common(p)
-    p.set_defaults(func=run_broker_command, _parser=p)
+    p.set_defaults(func=run_broker_command, _parser=p, _example="docs/broker.example.toml")
 
 
 def run_broker_command(args) -> int:
-    from colorprop.errors import InputError
+    from .broker import run_broker
+    from .preflight import BROKER
 
     _start(args)
-    from .broker import run_broker
-    from .security import SecurityError
-
-    try:
-        run_broker(_config(args, bind=args.bind, backend_bind=args.backend, job_retries=args.job_retries))
-    except SecurityError as err:
-        raise InputError(str(err)) from None
-    return 0
+    config = _settings(args, BROKER, bind=args.bind, backend_bind=args.backend, job_retries=args.job_retries)
+    return _run_checked(run_broker, config, {"--bind": config.bind, "--backend": config.backend_bind})
 
 
 def add_keys(subparsers) -> None:

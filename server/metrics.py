@@ -18,13 +18,17 @@ from typing import Any, Callable
 from .logs import log_event
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, start_http_server
+    from prometheus_client import CollectorRegistry, Counter
     from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 except ModuleNotFoundError:  # an environment installed before it was a dependency: all but metrics works
     CollectorRegistry = None
 
 MAX_CLIENT_LABELS = 32
 RATE_WINDOW_S = 60.0
+# A scrape sends its request at once; a connection silent this long is closed, so idle or
+# half-open connections cannot pile up threads (one per connection).
+READ_TIMEOUT_S = 10.0
 
 
 class _ClientLabels:
@@ -65,12 +69,42 @@ def _counter(*args: Any, **kw: Any) -> Any:
 
 
 def _serve_registry(registry: Any, host: str, port: int) -> Any:
+    """The metrics page of ``registry`` over HTTP on host:port, served by a daemon thread (a thread
+    per connection, each closed after READ_TIMEOUT_S of silence). A port in use is a refused
+    setting (exit 2 naming --metrics-port), not a traceback."""
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from .config import setting_error
+
     if registry is None:
         from colorprop.errors import InputError
 
         raise InputError("--metrics-port needs prometheus_client: pip install prometheus-client "
                          "(or reinstall colorprop)")
-    http, _ = start_http_server(port, host, registry=registry)
+
+    class Handler(WSGIRequestHandler):
+        timeout = READ_TIMEOUT_S  # StreamRequestHandler sets it on the connection's socket
+
+        def handle(self) -> None:
+            try:
+                super().handle()
+            except (TimeoutError, ConnectionError):
+                self.close_connection = True
+
+        def log_message(self, *_: Any) -> None:
+            pass  # one line per scrape would drown the journal
+
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    except (OSError, UnicodeError) as err:
+        raise setting_error("--metrics-host", host, f"not an address of this machine ({err})") from None
+    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    try:
+        http = make_server(host, port, make_wsgi_app(registry), server_class, handler_class=Handler)
+    except OSError as err:
+        raise setting_error("--metrics-port", port, f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    threading.Thread(target=http.serve_forever, name="metrics-http", daemon=True).start()
     return http
 
 

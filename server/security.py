@@ -28,12 +28,15 @@ from typing import Any
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
 
+from colorprop_client.keyfiles import CLIENTS, SERVER_FOLDER, WORKERS, KeyFilesMissing, find_key_files
+
+from .config import check_key_name
 from .logs import log_event
 
 AUTHORIZED = "authorized_clients"
 AUTHORIZED_WORKERS = "authorized_workers"
-CLIENTS_DOMAIN, WORKERS_DOMAIN = "clients", "workers"  # ZAP domains of the two allow-lists
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+CLIENTS_DOMAIN, WORKERS_DOMAIN = CLIENTS, WORKERS  # ZAP domains of the two allow-lists = the role folders
+_ROLE_WORD = {CLIENTS: "client", WORKERS: "worker"}
 
 log = logging.getLogger("colorprop_server.security")
 
@@ -83,6 +86,30 @@ def _check_loopback_or_curve(address: str, curve_keys: str | None, refusal: str)
         raise SecurityError(refusal)
 
 
+def server_folder(keys_dir: str | os.PathLike) -> Path:
+    """Where the server's key pair and allow-lists are: ``DIR/server/``, else ``DIR`` itself (the flat
+    layout of older versions, or ``DIR/server/`` copied to the server host and named directly)."""
+    d = Path(keys_dir)
+    return d / SERVER_FOLDER if (d / SERVER_FOLDER / "server.key_secret").is_file() else d
+
+
+def check_server_keys(keys_dir: str | os.PathLike, workers: bool = False) -> dict[str, Path]:
+    """The allow-list folder of each domain a server (``workers``: a broker) serves, after checking
+    that its key pair and every allow-list are there; SecurityError naming what is missing."""
+    d = Path(keys_dir)
+    if not d.is_dir():
+        raise SecurityError(f"--curve-keys {d}: no such folder; make the keys with `colorprop keys {d}`")
+    s = server_folder(d)
+    if not (s / "server.key_secret").is_file():
+        raise SecurityError(f"--curve-keys {d}: the server's key {d / SERVER_FOLDER / 'server.key_secret'} "
+                            f"is missing; make it with `colorprop keys {d}`")
+    lists = {CLIENTS: s / AUTHORIZED, **({WORKERS: s / AUTHORIZED_WORKERS} if workers else {})}
+    for domain, folder in lists.items():
+        if not any(folder.glob("*.key")):
+            raise SecurityError(f"{folder} holds no keys: run `colorprop keys {d} --{_ROLE_WORD[domain]} NAME`")
+    return lists
+
+
 def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",),
                   workers: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
     """Create the server key pair (kept if present) and one pair per client and worker name, and put
@@ -92,8 +119,7 @@ def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("clie
 
     d = Path(keys_dir)
     for name in (*clients, *workers):
-        if not _NAME.fullmatch(name) or name == "server":
-            raise ValueError(f"key name {name!r}: use letters, digits, _ . - (and not 'server')")
+        check_key_name("--client" if name in clients else "--worker", name)
     both = set(clients) & set(workers)
     if both:
         raise ValueError(f"{sorted(both)}: a name is a client or a worker, not both")
@@ -138,19 +164,9 @@ class CurveServer:
     def __init__(self, context: zmq.Context, keys_dir: str | os.PathLike, workers: bool = False):
         import zmq.auth
 
-        d = Path(keys_dir)
-        secret_file = d / "server.key_secret"
-        if not secret_file.exists():
-            raise SecurityError(f"{secret_file} not found: run `colorprop keys {d}`")
-        self.allowed: dict[str, dict[bytes, str]] = {}
-        lists = [(CLIENTS_DOMAIN, AUTHORIZED, "--client")] + ([(WORKERS_DOMAIN, AUTHORIZED_WORKERS, "--worker")]
-                                                               if workers else [])
-        for domain, folder, flag in lists:
-            names = _allow_list(d / folder) if (d / folder).is_dir() else {}
-            if not names:
-                raise SecurityError(f"{d / folder} holds no keys: run `colorprop keys {d} {flag} NAME`")
-            self.allowed[domain] = names
-        self.public, self.secret = zmq.auth.load_certificate(str(secret_file))
+        lists = check_server_keys(keys_dir, workers)
+        self.allowed: dict[str, dict[bytes, str]] = {domain: _allow_list(folder) for domain, folder in lists.items()}
+        self.public, self.secret = zmq.auth.load_certificate(str(server_folder(keys_dir) / "server.key_secret"))
         self.auth = _Authenticator(context, self.allowed)
         self.auth.start()
         for domain in self.allowed:
@@ -254,11 +270,19 @@ def peer_identity(frame: zmq.Frame) -> str:
     return "local"
 
 
-def curve_client_keys(keys_dir: str | os.PathLike, name: str) -> tuple[bytes, bytes, bytes]:
-    """(public, secret, server_public) for a client or worker named ``name``."""
+def curve_client_keys(keys_dir: str | os.PathLike, name: str, role: str = WORKERS) -> tuple[bytes, bytes, bytes]:
+    """(public, secret, server_public) of the worker (or client) ``name``; SecurityError naming the
+    missing or unreadable file."""
     import zmq.auth
 
-    d = Path(keys_dir)
-    public, secret = zmq.auth.load_certificate(str(d / f"{name}.key_secret"))
-    server_public, _ = zmq.auth.load_certificate(str(d / "server.key"))
+    try:
+        files = find_key_files(keys_dir, name, role)
+        public, secret = zmq.auth.load_certificate(str(files.secret))
+        server_public, _ = zmq.auth.load_certificate(str(files.server_public))
+    except KeyFilesMissing as err:
+        raise SecurityError(str(err)) from None
+    except (OSError, ValueError) as err:
+        raise SecurityError(f"CURVE keys in {keys_dir} for {name!r}: {err}") from None
+    if not secret:
+        raise SecurityError(f"{files.secret} holds no secret key")
     return public, secret, server_public
