@@ -11,7 +11,6 @@ identical).
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputE
 
 from colorprop_client import client as C
 from colorprop_client import protocol as P
+from colorprop_client.curve_keys import KEY_ERRORS, find_curve_keys
 
 EXIT_SERVER_UNAVAILABLE = 6
 EXIT_AUTH_REFUSED = 7
@@ -64,13 +64,11 @@ def connection_error(err: C.AuthenticationFailed | C.ServerUnavailable) -> Color
 
 def client_curve_keys(curve_keys: str | None = None, curve_name: str | None = None) -> C.CurveKeys | None:
     """The client's CURVE keys from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (name from ``curve_name`` or
-    ``$COLORPROP_CURVE_NAME``, default ``client``); None without either."""
-    curve_keys = curve_keys or os.environ.get("COLORPROP_CURVE_KEYS") or None
-    curve_name = curve_name or os.environ.get("COLORPROP_CURVE_NAME") or "client"
+    ``$COLORPROP_CURVE_NAME``, default ``client``); None without either. The lookup the DCC plug-ins use too."""
     try:
-        return C.CurveKeys.from_dir(curve_keys, curve_name) if curve_keys else None
-    except (OSError, ValueError) as err:
-        raise InputError(f"CURVE keys {curve_keys}/{curve_name}.key_secret: {err}") from None
+        return find_curve_keys(keys_dir=curve_keys, name=curve_name)
+    except KEY_ERRORS as err:
+        raise InputError(str(err)) from None
 
 
 def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,

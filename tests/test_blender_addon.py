@@ -137,6 +137,47 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     json.dump(out, open(result_json, "w"), indent=1)
 ''')
 
+CURVE_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+    import json
+    import bpy
+
+    zip_path, address, plate0, key_path, keys_dir, listed, server_public, unlisted, result_json = sys.argv[-9:]
+    out = {"install": list(bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                                   enable_on_install=True))}
+    from bl_ext.user_default.colorprop import ops
+    from bl_ext.user_default.colorprop._client import dcc
+    prefs = bpy.context.preferences.addons["bl_ext.user_default.colorprop"].preferences
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.path.dirname(result_json), "curve.blend"))
+    st = bpy.context.scene.colorprop
+    st.server, st.plate, st.use_range, st.frame_start, st.frame_end = address, plate0, True, 1, 4
+    key = st.keys.add()
+    key.frame, key.path = 1, key_path
+
+    def run(name, operator):
+        try:  # an operator that reports an ERROR raises RuntimeError when called from a script
+            out[name] = list(operator())
+        except RuntimeError as exc:
+            out[name] = ["CANCELLED", str(exc)]
+        out[name + "_status"] = st.status
+
+    os.environ.pop("COLORPROP_CURVE_KEYS", None)
+    prefs.client_key, prefs.server_key = listed, server_public  # the add-on's preferences
+    out["identity"] = dcc.identity_text(ops.addon_curve_keys(bpy.context))
+    run("connect", bpy.ops.colorprop.connect)
+    st.method = "flow"
+    run("listed", bpy.ops.colorprop.colorize)
+    prefs.client_key = unlisted
+    run("unlisted", bpy.ops.colorprop.colorize)
+    prefs.client_key = os.path.join(keys_dir, "nowhere", "alice.key_secret")
+    run("missing", bpy.ops.colorprop.colorize)
+    prefs.client_key = prefs.server_key = ""
+    run("no_keys", bpy.ops.colorprop.connect)
+    os.environ["COLORPROP_CURVE_KEYS"], os.environ["COLORPROP_CURVE_NAME"] = keys_dir, "alice"
+    run("env_connect", bpy.ops.colorprop.connect)
+    json.dump(out, open(result_json, "w"), indent=1)
+''')
+
+
 NO_PYZMQ_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     import json
     import bpy
@@ -311,3 +352,60 @@ def test_without_pyzmq_enabling_says_so_and_how_to_fix_it(blender_python, extens
                             "is not installed in this Python"), error
     assert "build_extension.py" in error and "-m pip install pyzmq" in error
     assert "colorprop_client" not in error
+
+
+@pytest.fixture(scope="module")
+def curve_server(tmp_path_factory, free_port):
+    """A real `colorprop serve` on 127.0.0.1 that requires CURVE: alice listed; ``stranger`` another keys folder."""
+    from colorprop_client.curve_keys import CurveKeys
+    from colorprop_server.security import generate_keys
+
+    keys = tmp_path_factory.mktemp("curve") / "keys"
+    generate_keys(keys, clients=("alice",), workers=())
+    generate_keys(keys.parent / "stranger", clients=("alice",), workers=())
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--curve-keys", str(keys), "--log-level", "WARNING"])
+    try:
+        wait_hello(address, proc, curve=CurveKeys.from_dir(keys, "alice"))
+        yield address, keys, keys.parent / "stranger"
+    finally:
+        stop_proc(proc)
+
+
+def test_add_on_preferences_reach_a_curve_server(blender_python, curve_server, extension_zip, engine, tmp_path):
+    """The add-on's client key / server key preferences against a server that requires CURVE: the listed key
+    colours the shot exactly as the embedded engine does and says who it connects as; an unlisted key is refused
+    saying what to fix (`colorize --server`'s exit 7); a missing key file is named; no keys is told as such;
+    with the preferences empty, $COLORPROP_CURVE_KEYS is the default."""
+    from colorprop_client.curve_keys import CurveKeys
+    from colorprop_client.keyfiles import find_key_files
+    from serverkit import embedded
+
+    address, keys, stranger = curve_server
+    shot = tmp_path / "shot"
+    shot.mkdir()
+    for f in range(1, 5):
+        shutil.copy(SHOT / f"plate.{f:04d}.exr", shot)
+    shutil.copy(SHOT / "key.0001.exr", tmp_path / "key_painted.exr")
+    listed, unlisted = find_key_files(keys, "alice"), find_key_files(stranger, "alice")
+    args = [str(extension_zip), address, str(shot / "plate.0001.exr"), str(tmp_path / "key_painted.exr"), str(keys),
+            str(listed.secret), str(listed.server_public), str(unlisted.secret)]
+    res = run_blender(blender_python, CURVE_SCRIPT, args, tmp_path)
+
+    alice = CurveKeys.from_files(*listed)
+    assert res["install"] == ["FINISHED"] and res["identity"] == f"as {alice.identity}"
+    assert res["connect"] == ["FINISHED"] and res["connect_status"] == f"connected as {alice.identity}: flow on cpu"
+    assert res["listed"] == ["FINISHED"] and res["listed_status"].startswith("done: 4 frames"), res["listed_status"]
+    frames = {f: _read(SHOT / f"plate.{f:04d}.exr") for f in range(1, 5)}
+    reference = embedded(engine, frames, {1: _read(SHOT / "key.0001.exr")})
+    for f in frames:
+        np.testing.assert_array_equal(_read(tmp_path / "colorprop" / f"plate_colorprop.{f:04d}.exr"), reference[f][0])
+    stranger_alice = CurveKeys.from_files(*unlisted)
+    refused = (f"{address} refused {stranger_alice.identity}: the key is not in the server's authorized_clients/; "
+               f"ask its admin to add alice.key there (`colorprop keys DIR --client NAME`), or set 'client key' "
+               f"({unlisted.secret}) to a key it lists")
+    assert res["unlisted"] == ["CANCELLED", f"Error: {refused}\n"] and res["unlisted_status"] == f"ERROR: {refused}"
+    missing = f"ERROR: CURVE client key: {keys / 'nowhere' / 'alice.key_secret'}: no such key file"
+    assert res["missing"][0] == "CANCELLED" and res["missing_status"].startswith(missing), res["missing_status"]
+    assert res["no_keys"][0] == "CANCELLED" and f"{address} requires CURVE keys and none are set" in res["no_keys"][1]
+    assert res["env_connect"] == ["FINISHED"] and res["env_connect_status"].startswith(f"connected as {alice.identity}")

@@ -533,3 +533,136 @@ def test_suggest_keys_lists_the_weakest_frames_and_goes_to_one(standin, server, 
     node["suggest"].execute()
     assert node["status"].value().startswith("done: 6 frames")
     assert all(dcc.suggestion_frame(label) <= 6 for label in node["suggested"].values())
+
+
+# -- a server that requires CURVE keys ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def curve_server(tmp_path_factory, free_port):
+    """A real `colorprop serve` on 127.0.0.1 that requires CURVE, with keys from ``colorprop keys``: alice is
+    listed; ``stranger`` is another keys folder (its alice is a key the server does not list)."""
+    from colorprop_server.security import generate_keys
+
+    keys = tmp_path_factory.mktemp("curve") / "keys"
+    generate_keys(keys, clients=("alice",), workers=())
+    stranger = keys.parent / "stranger"
+    generate_keys(stranger, clients=("alice",), workers=())
+    address = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", address, "--curve-keys", str(keys), "--log-level", "WARNING"])
+    try:
+        wait_hello(address, proc, curve=dcc.CurveKeys.from_dir(keys, "alice"))
+        yield address, keys, stranger
+    finally:
+        stop_proc(proc)
+
+
+def _renders() -> list:
+    return [c for c in nuke.calls if c[0] == "execute"]
+
+
+def test_curve_listed_key_colours_as_the_embedded_engine(standin, curve_server, engine, tmp_path, monkeypatch):
+    """The node's client key / server key knobs reach a CURVE server: connect shows who it connects as, and
+    the results equal the embedded engine's on the same frames. With the knobs empty, $COLORPROP_CURVE_KEYS
+    and $COLORPROP_CURVE_NAME are the default."""
+    from colorprop_client.keyfiles import find_key_files
+    from serverkit import embedded
+
+    address, keys, _ = curve_server
+    monkeypatch.delenv("COLORPROP_CURVE_KEYS", raising=False)
+    alice_files = find_key_files(keys, "alice")
+    node = _make_node(address, tmp_path / "knobs", last=5)
+    node["client_key"].setValue(str(alice_files.secret))
+    node["server_key"].setValue(str(alice_files.server_public))
+    node["connect"].execute()
+    alice = dcc.CurveKeys.from_dir(keys, "alice")
+    assert alice.name == "alice"
+    assert node["status"].value() == f"connected as {alice.identity}: flow on cpu", node["status"].value()
+    node["colorize"].execute()
+    assert node["status"].value().startswith("done: 5 frames"), node["status"].value()
+    assert any(m.endswith(f"as {alice.identity}") for m in nuke.ProgressTask.instances[-1].messages)
+    with node:
+        pattern = nuke.toNode("Result")["file"].value()
+    frames = {f: _shot_frame(f) for f in range(1, 6)}
+    reference = embedded(engine, frames, {1: _key_frame(1)})
+    for f in frames:
+        np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(pattern, f)).rgb(), reference[f][0])
+
+    monkeypatch.setenv("COLORPROP_CURVE_KEYS", str(keys))
+    monkeypatch.setenv("COLORPROP_CURVE_NAME", "alice")
+    env_node = _make_node(address, tmp_path / "env", last=2)
+    env_node["connect"].execute()
+    assert env_node["status"].value().startswith(f"connected as {alice.identity}"), env_node["status"].value()
+    env_node["colorize"].execute()
+    assert env_node["status"].value().startswith("done: 2 frames"), env_node["status"].value()
+
+
+def test_curve_refused_key_says_what_to_fix_before_rendering(standin, curve_server, tmp_path, monkeypatch):
+    """An unlisted key, no key and another server's key: each refused at connect, one line naming the knob to
+    fix (what `colorize --server` reports with exit 7), the node red, nothing rendered."""
+    from colorprop_client.keyfiles import find_key_files
+
+    address, keys, stranger = curve_server
+    monkeypatch.delenv("COLORPROP_CURVE_KEYS", raising=False)
+    listed, unlisted = find_key_files(keys, "alice"), find_key_files(stranger, "alice")
+    cases = [
+        ((unlisted.secret, listed.server_public),
+         f"ERROR: {address} refused {dcc.CurveKeys.from_files(*unlisted).identity}: the key is not in the "
+                   "server's authorized_clients/; ask its admin to add alice.key there (`colorprop keys DIR --client "
+                   f"NAME`), or set 'client key' ({unlisted.secret}) to a key it lists"),
+        (("", ""), f"ERROR: {address} requires CURVE keys and none are set: set 'client key' (NAME.key_secret) and "
+                   "'server key' (server.key) from the server's admin, or $COLORPROP_CURVE_KEYS"),
+        ((listed.secret, unlisted.server_public),
+         f"ERROR: {address} refused the CURVE handshake: 'server key' ({unlisted.server_public}) is not this "
+         "server's public key; get server.key from the server's keys folder"),
+    ]
+    for (client_key, server_key), expected in cases:
+        node = _make_node(address, tmp_path / "refused")
+        node["client_key"].setValue(str(client_key))
+        node["server_key"].setValue(str(server_key))
+        for button in ("connect", "colorize"):
+            node[button].execute()
+            assert node["status"].value() == expected, (button, node["status"].value())
+            assert node["tile_color"].value() == cpnode.ERROR_COLOR
+    assert not _renders()
+
+
+def test_missing_key_files_are_named_with_the_knob_they_come_from(standin, tmp_path, monkeypatch, free_port):
+    """A key file that is not there is named (and where the path came from) before anything connects."""
+    from colorprop_client.keyfiles import find_key_files
+    from colorprop_server.security import generate_keys
+
+    keys = tmp_path / "keys"
+    generate_keys(keys, clients=("alice",), workers=())
+    alice = find_key_files(keys, "alice")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "alice.key_secret").write_bytes(alice.secret.read_bytes())
+    monkeypatch.delenv("COLORPROP_CURVE_KEYS", raising=False)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens: a key error must come first
+    nowhere = tmp_path / "nowhere"
+    cases = [
+        ((nowhere / "bob.key_secret", alice.server_public), {},
+         f"ERROR: CURVE client key: {nowhere / 'bob.key_secret'}: no such key file"),
+        ((alice.secret, nowhere / "server.key"), {}, f"ERROR: CURVE server key: {nowhere / 'server.key'}: no such key file"),
+        ((alone / "alice.key_secret", ""), {},
+         f"ERROR: CURVE server key (not set: server.key beside the client key): {alone / 'server.key'}: no such key file"),
+        ((alice.secret.with_suffix(".key"), ""), {},
+         f"ERROR: CURVE client key: {alice.secret.with_suffix('.key')}: holds no secret key: give the client "
+         "NAME.key_secret"),
+        (("", ""), {"COLORPROP_CURVE_KEYS": str(tmp_path / "artist")},
+         f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys folder {tmp_path / 'artist'} does not "
+         "exist"),
+        (("", ""), {"COLORPROP_CURVE_KEYS": str(keys), "COLORPROP_CURVE_NAME": "bob"},
+         f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys in {keys}: no key pair named 'bob'"),
+    ]
+    for (client_key, server_key), env, expected in cases:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        node = _make_node(address, tmp_path / "work")
+        node["client_key"].setValue(str(client_key))
+        node["server_key"].setValue(str(server_key))
+        t0 = time.monotonic()
+        for button in ("connect", "colorize"):
+            node[button].execute()
+            assert node["status"].value().startswith(expected), (button, node["status"].value())
+        assert time.monotonic() - t0 < 2  # no connect was tried (a dead address takes 2 s each)
+    assert not _renders()

@@ -49,8 +49,9 @@ except ModuleNotFoundError as _exc:
     raise ModuleNotFoundError(pyzmq_missing_message(), name="zmq") from None
 
 from . import protocol as P
-from .client import (DEFAULT_TIMEOUT_S, CancellableClient, CancelledByUser, Client, Event, JobCancelled, JobLost,
-                     ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
+from .client import (DEFAULT_TIMEOUT_S, AuthenticationFailed, CancellableClient, CancelledByUser, Client, Event,
+                     JobCancelled, JobLost, ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
+from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, key_files
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)
@@ -169,11 +170,45 @@ def check_frames(frames: list[int], keyframes: list[int]) -> None:
         raise ColorizeError(f"keyframe(s) {outside} lie outside the frames {frames[0]}-{frames[-1]}")
 
 
+# -- CURVE keys -----------------------------------------------------------------------------------
+CLIENT_KEY_LABEL, SERVER_KEY_LABEL = "client key", "server key"  # the knob / preference names in both hosts
+
+
+def curve_keys(client_key: str = "", server_key: str = "") -> CurveKeys | None:
+    """The keys this plug-in connects with: the files set in its 'client key' / 'server key' fields, else
+    ``$COLORPROP_CURVE_KEYS`` (``curve_keys.key_files``); None without any. ColorizeError names a missing or
+    unreadable key file, the field it comes from, and the variable when it was the default."""
+    given = ((client_key or "").strip(), (server_key or "").strip())
+    files = None
+    try:
+        files = key_files(*given)
+        return None if files is None else CurveKeys.from_files(*files)
+    except KeyFilesMissing as exc:  # (only the folder of $COLORPROP_CURVE_KEYS is searched)
+        raise ColorizeError(f"{CLIENT_KEY_LABEL} not set, and ${KEYS_DIR_ENV}: {exc}") from None
+    except KeyFileError as exc:
+        field = 1 if files is not None and exc.path == files[1] else 0
+        if given[field]:
+            default = ""
+        elif not given[0]:
+            default = f" (not set: found in ${KEYS_DIR_ENV})"
+        else:
+            default = " (not set: server.key beside the client key)"
+        raise ColorizeError(f"CURVE {(CLIENT_KEY_LABEL, SERVER_KEY_LABEL)[field]}{default}: {exc.path}: "
+                            f"{exc.reason}") from None
+
+
+def identity_text(curve: CurveKeys | None) -> str:
+    """Who the server sees this plug-in as, for a status line: ``as alice (CURVE key Zx8a...)``."""
+    if curve is None:
+        return "without CURVE keys (as this machine's address)"
+    return f"as {curve.identity}"
+
+
 # -- server choices -------------------------------------------------------------------------------
-def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> dict:
+def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S, curve: CurveKeys | None = None) -> dict:
     """The server's capabilities, or ColorizeError with a message an artist can act on."""
     address = check_address(address)
-    client = Client(address, timeout_s=timeout_s, retries=1, live_wait_s=CONNECT_LIVE_WAIT_S)
+    client = Client(address, timeout_s=timeout_s, retries=1, live_wait_s=CONNECT_LIVE_WAIT_S, curve=curve)
     try:
         return client.hello()
     except ServerUnavailable:
@@ -283,20 +318,20 @@ class FrameCounter:
 def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, options: dict[str, Any],
             progress: Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False,
             colorspace: str | None = None, caps: Mapping[str, Any] | None = None,
-            timeout_s: float = JOB_TIMEOUT_S) -> list[dict]:
+            timeout_s: float = JOB_TIMEOUT_S, curve: CurveKeys | None = None) -> list[dict]:
     """Colour ``frames`` on the server at ``address``; returns when every result is written, with the
     server's key suggestions (``[{"frame", "expected_error"}]``, weakest first; empty from a server that
     sends none: :func:`suggestion_labels` shows them).
 
-    ``caps``: the capabilities from :func:`connect` (asked for here when None). Raises ColorizeError
-    (one line for the artist) or Cancelled."""
+    ``caps``: the capabilities from :func:`connect` (asked for here when None); ``curve``: the keys from
+    :func:`curve_keys` (None: a plain connection). Raises ColorizeError (one line for the artist) or Cancelled."""
     address = check_address(address)
     keyframes = sorted(shot.keys if isinstance(shot, InbandShot) else shot.key_paths)
     check_frames(frames, keyframes)
     progress = progress or (lambda f, m: None)
     if caps is None:
-        progress(0.0, f"connecting to {address}")
-        caps = connect(address)
+        progress(0.0, f"connecting to {address} {identity_text(curve)}")
+        caps = connect(address, curve=curve)
     if shot.mode not in mode_choices(caps):
         raise ColorizeError("this server has no shared-path mode (it was started without allowed roots); "
                             "use 'send pixels'")
@@ -316,9 +351,10 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
         elif ev.kind == P.EV_DONE:
             suggestions[:] = P.parse_suggestions(ev.info or {})
 
-    client = CancellableClient(address, timeout_s=timeout_s, is_cancelled=is_cancelled)
+    client = CancellableClient(address, timeout_s=timeout_s, curve=curve, is_cancelled=is_cancelled)
     try:
-        progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')})")
+        progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')}) "
+                      f"{identity_text(curve)}")
         if isinstance(shot, InbandShot):
             colorize_arrays(client, LazyFrames(frames, shot.load_frame), shot.keys, options,
                             colorspace=colorspace, on_progress=on_event)
@@ -372,6 +408,8 @@ def suggestion_frame(label: str) -> int | None:
 
 def describe_error(exc: BaseException) -> str:
     """One line for the node's status or the panel: what happened and what to do."""
+    if isinstance(exc, AuthenticationFailed):
+        return describe_refusal(exc)
     if isinstance(exc, ServerUnavailable):
         return f"the server stopped answering ({exc}); is it still running?"
     if isinstance(exc, ServerBusy):
@@ -388,3 +426,22 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return f"timed out: {exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def describe_refusal(exc: AuthenticationFailed) -> str:
+    """A refused CURVE handshake (``colorize --server``'s exit 7), as one line naming the field to fix."""
+    curve, address = exc.curve, exc.address
+    if exc.cause == exc.CLIENT_HAS_NO_KEYS:
+        return (f"{address} requires CURVE keys and none are set: set '{CLIENT_KEY_LABEL}' (NAME.key_secret) and "
+                f"'{SERVER_KEY_LABEL}' (server.key) from the server's admin, or ${KEYS_DIR_ENV}")
+    if curve is None:  # (a refusal that needs keys to happen; kept general)
+        return f"{address} refused the connection: {exc.reason}"
+    if exc.cause == exc.KEY_NOT_LISTED:
+        return (f"{address} refused {curve.identity}: the key is not in the server's authorized_clients/; ask its "
+                f"admin to add {curve.name or 'NAME'}.key there (`colorprop keys DIR --client NAME`), or set "
+                f"'{CLIENT_KEY_LABEL}' ({curve.secret_file}) to a key it lists")
+    if exc.cause == exc.SERVER_HAS_NO_CURVE:
+        return (f"{address} does not use CURVE keys but this plug-in has some ({curve.secret_file}): clear "
+                f"'{CLIENT_KEY_LABEL}' and '{SERVER_KEY_LABEL}' (and ${KEYS_DIR_ENV})")
+    return (f"{address} refused the CURVE handshake: '{SERVER_KEY_LABEL}' ({curve.server_file}) is not this "
+            "server's public key; get server.key from the server's keys folder")

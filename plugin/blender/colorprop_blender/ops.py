@@ -29,7 +29,8 @@ class Job:
         self.settings = run_settings(st)
         self.suggestions: list[dict] = []
         self.address = st.server.strip()
-        self.caps = caps = dcc.connect(self.address)
+        self.curve = addon_curve_keys(context)
+        self.caps = caps = dcc.connect(self.address, curve=self.curve)
         _caps.clear()
         _caps.update(caps)
         plate = bpy.path.abspath(st.plate)
@@ -57,7 +58,7 @@ class Job:
     def run(self, load_frame, write_result, progress, is_cancelled=lambda: False) -> None:
         """The job on the server (any thread): ``load_frame(frame)``, ``write_result(frame, rgb, confidence)``."""
         self.suggestions = dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result),
-                                       self.options, progress, is_cancelled, caps=self.caps)
+                                       self.options, progress, is_cancelled, caps=self.caps, curve=self.curve)
 
     def save(self, writer: "blender_io.ExrWriter", frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
         """One result (main thread): the colour and, when asked for, the matte as a gray image."""
@@ -77,6 +78,17 @@ class Job:
         if self.matte_pattern is not None:  # a second Image node (and Viewer); the comp output stays the colour
             blender_io.add_result_node(self.scene, self.matte_pattern, self.frames)
         return node
+
+
+def addon_curve_keys(context: "bpy.types.Context") -> "dcc.CurveKeys | None":
+    """The CURVE keys set in the add-on's preferences, else $COLORPROP_CURVE_KEYS (dcc.curve_keys); ColorizeError
+    names a missing key file."""
+    addon = context.preferences.addons.get(__package__)
+    prefs = addon.preferences if addon is not None else None
+    if prefs is None:  # (the add-on's modules imported without enabling it, e.g. from a script)
+        return dcc.curve_keys()
+    return dcc.curve_keys(bpy.path.abspath(prefs.client_key) if prefs.client_key else "",
+                          bpy.path.abspath(prefs.server_key) if prefs.server_key else "")
 
 
 def run_settings(st) -> str:
@@ -103,7 +115,8 @@ class COLORPROP_OT_connect(bpy.types.Operator):
 
     def execute(self, context):
         try:
-            caps = dcc.connect(context.scene.colorprop.server.strip())
+            curve = addon_curve_keys(context)
+            caps = dcc.connect(context.scene.colorprop.server.strip(), curve=curve)
         except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
             self.report({"ERROR"}, str(exc))
@@ -112,7 +125,8 @@ class COLORPROP_OT_connect(bpy.types.Operator):
         _caps.update(caps)
         methods, default = dcc.method_choices(caps)
         context.scene.colorprop.method = default
-        _set_status(context, f"connected: {', '.join(methods)} on {(caps.get('engine') or {}).get('device', '?')}")
+        device = (caps.get("engine") or {}).get("device", "?")
+        _set_status(context, f"connected {dcc.identity_text(curve)}: {', '.join(methods)} on {device}")
         return {"FINISHED"}
 
 

@@ -53,6 +53,33 @@ class ColorPropSettings(bpy.types.PropertyGroup):
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
 
+class ColorPropPreferences(bpy.types.AddonPreferences):
+    """Who this Blender connects as: the artist's CURVE key and the server's public key (one per machine, not per
+    scene). Empty: $COLORPROP_CURVE_KEYS, as every colorprop client reads it."""
+
+    bl_idname = __package__
+    client_key: bpy.props.StringProperty(
+        name=dcc.CLIENT_KEY_LABEL.title(), subtype="FILE_PATH",
+        description="This artist's CURVE key, NAME.key_secret from `colorprop keys DIR --client NAME` (a server off "
+                    "this machine requires one); empty: $COLORPROP_CURVE_KEYS/<$COLORPROP_CURVE_NAME or client>"
+                    ".key_secret, or none")
+    server_key: bpy.props.StringProperty(
+        name=dcc.SERVER_KEY_LABEL.title(), subtype="FILE_PATH",
+        description="The server's public key, server.key from its keys folder; empty: server.key beside the client key")
+
+    def draw(self, context):
+        self.layout.prop(self, "client_key")
+        self.layout.prop(self, "server_key")
+        _draw_identity(self.layout, context)
+
+
+def _draw_identity(layout, context) -> None:
+    try:
+        layout.label(text="Connects " + dcc.identity_text(ops.addon_curve_keys(context)))
+    except dcc.ColorizeError as exc:
+        layout.label(text=str(exc), icon="ERROR")
+
+
 class COLORPROP_PT_panel(bpy.types.Panel):
     bl_label = "ColorProp"
     bl_space_type = "NODE_EDITOR"
@@ -69,6 +96,7 @@ class COLORPROP_PT_panel(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(st, "server")
         row.operator("colorprop.connect", text="", icon="FILE_REFRESH")
+        _draw_identity(col, context)  # the keys are add-on preferences
         col.prop(st, "plate")
         col.label(text="Keyframes:")
         for i, key in enumerate(st.keys):
@@ -100,4 +128,4 @@ class COLORPROP_PT_panel(bpy.types.Panel):
                 col.progress(factor=st.progress, text=st.status)
 
 
-classes = (ColorPropKey, ColorPropSuggestion, ColorPropSettings, COLORPROP_PT_panel)
+classes = (ColorPropPreferences, ColorPropKey, ColorPropSuggestion, ColorPropSettings, COLORPROP_PT_panel)

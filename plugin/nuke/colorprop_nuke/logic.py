@@ -40,6 +40,7 @@ class ShotPlan:
     colorspace: str | None = None
     confidence: bool = False  # also write the colorprop.confidence matte into the results
     caps: dict[str, Any] | None = None  # the server's capabilities, when already asked (else run_plan asks)
+    curve: dcc.CurveKeys | None = None  # CURVE keys (dcc.curve_keys); None: a plain connection (loopback servers)
     timeout_s: float = dcc.JOB_TIMEOUT_S
 
     def check(self) -> None:
@@ -86,8 +87,8 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
     progress = progress or (lambda f, m: None)
     caps = plan.caps
     if caps is None:
-        progress(0.0, f"connecting to {plan.address}")
-        caps = dcc.connect(plan.address)
+        progress(0.0, f"connecting to {plan.address} {dcc.identity_text(plan.curve)}")
+        caps = dcc.connect(plan.address, curve=plan.curve)
     extra = dict(plan.options)
     if plan.confidence and plan.mode == P.MODE_PATHS:
         extra["write_confidence"] = True  # the server writes the files; in-band the matte comes with each result
@@ -104,7 +105,7 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
             shot = dcc.PathsShot(plan.plate_pattern, {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
                                  plan.output_pattern)
         suggestions = dcc.run_job(plan.address, plan.frames, shot, options, progress, is_cancelled, plan.colorspace,
-                                  caps, plan.timeout_s)
+                                  caps, plan.timeout_s, plan.curve)
     except ExrError as exc:
         raise dcc.ColorizeError(str(exc)) from None
     outputs = [dcc.frame_path(plan.output_pattern, f) for f in plan.frames]

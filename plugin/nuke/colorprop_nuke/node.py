@@ -57,6 +57,8 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.Tab_Knob("colorprop", "ColorProp"),
         nuke.String_Knob("server", "server"),
         nuke.PyScript_Knob("connect", "connect", _CALL.format("on_connect")),
+        nuke.File_Knob("client_key", dcc.CLIENT_KEY_LABEL),
+        nuke.File_Knob("server_key", dcc.SERVER_KEY_LABEL),
         nuke.String_Knob("keyframes", "keyframes"),
         nuke.PyScript_Knob("add_key", "add current frame as key", _CALL.format("on_add_key")),
         nuke.String_Knob("frame_range", "frame range"),
@@ -82,6 +84,11 @@ def _add_knobs(node: "nuke.Node") -> None:
     node["method"].setValue(default_method)
     node["quality"].setValue("standard")
     node["server"].setTooltip("colorprop server, e.g. tcp://gpu-host:5557 (env COLORPROP_SERVER sets the default)")
+    node["client_key"].setTooltip("this artist's CURVE key, NAME.key_secret from `colorprop keys DIR --client NAME` "
+                                  "(a server off this machine requires one); empty: $COLORPROP_CURVE_KEYS/"
+                                  "<$COLORPROP_CURVE_NAME or client>.key_secret, or none")
+    node["server_key"].setTooltip("the server's public key, server.key from its keys folder; empty: server.key "
+                                  "beside the client key")
     node["keyframes"].setTooltip("frames where the 'key' input holds a coloured frame, e.g. '1, 48'")
     node["frame_range"].setTooltip("frames to colour, e.g. '1001-1100'; empty: the plate's range")
     node["mode"].setTooltip("send pixels: works anywhere. shared paths: the server reads and writes the "
@@ -110,7 +117,8 @@ def on_add_key(node: "nuke.Node") -> None:
 def on_connect(node: "nuke.Node") -> None:
     """Fill method/mode choices from the server (short, bounded wait: one try of a few seconds)."""
     try:
-        caps = dcc.connect(node["server"].value().strip())
+        curve = node_curve_keys(node)
+        caps = dcc.connect(node["server"].value().strip(), curve=curve)
     except dcc.ColorizeError as exc:
         _set_status(node, f"ERROR: {exc}", ERROR_COLOR)
         return
@@ -120,7 +128,15 @@ def on_connect(node: "nuke.Node") -> None:
     node["method"].setValue(current if current in methods else default)
     node["mode"].setValues([dcc.MODE_LABELS[m] for m in dcc.mode_choices(caps)])
     engine = caps.get("engine") or {}
-    _set_status(node, f"connected: {', '.join(methods)} on {engine.get('device', '?')}", OK_COLOR)
+    _set_status(node, f"connected {dcc.identity_text(curve)}: {', '.join(methods)} on {engine.get('device', '?')}",
+                OK_COLOR)
+
+
+def node_curve_keys(node: "nuke.Node") -> "dcc.CurveKeys | None":
+    """The CURVE keys of the node's client key / server key knobs, else $COLORPROP_CURVE_KEYS (a node saved by an
+    older version has no such knobs)."""
+    knobs = node.knobs()
+    return dcc.curve_keys(*(node[k].value() if k in knobs else "" for k in ("client_key", "server_key")))
 
 
 def on_cancel(node: "nuke.Node") -> None:
@@ -172,7 +188,8 @@ def on_colorize(node: "nuke.Node") -> None:
     try:
         plan = plan_from_node(node)
         plan.check()
-        plan.caps = dcc.connect(plan.address)  # a dead server is reported before any rendering (bounded wait)
+        # a dead server or a refused key is reported before any rendering (bounded wait)
+        plan.caps = dcc.connect(plan.address, curve=plan.curve)
         _set_status(node, "rendering plate and keys...", BUSY_COLOR)
         render_inputs(node, plan)
     except dcc.ColorizeError as exc:
@@ -214,6 +231,7 @@ def plan_from_node(node: "nuke.Node") -> logic.ShotPlan:
         colorspace=node["colorspace"].value().strip() or None,
         options=extra,
         confidence=bool(node["confidence"].value()) or node["output"].value() == OUTPUTS[1],
+        curve=node_curve_keys(node),
     )
 
 
