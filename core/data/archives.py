@@ -138,9 +138,12 @@ def extract_media(archive_path: Path, source: Source) -> list[Extracted]:
                                     inner.append((im, irel))
                 found = len(inner)
             else:
+                found = 0
                 for m, rel in sorted(matched, key=lambda t: t[1]):
-                    out.append(Extracted(spec.kind, spec.name(rel), rel, arc.read(m)))
-                found = len(matched)
+                    data = arc.read(m)
+                    if spec.accept is None or spec.accept(data):
+                        out.append(Extracted(spec.kind, spec.name(rel), rel, data))
+                        found += 1
             if found < spec.min_count:
                 raise FetchError(
                     source.label,

@@ -1,4 +1,4 @@
-"""Decode cached clips into linear Rec.709 frames, and the train/dev split (``split.json``).
+"""Decode cached clips into linear Rec.709 frames, and the train/dev/validation split (``split.json``).
 
 Frames are numpy **HWC float32**, linear Rec.709 (the sRGB EOTF undoes the encoding of the
 8-bit video; BT.709 primaries are shared by sRGB), resized to the requested width with the aspect
@@ -18,7 +18,7 @@ import numpy as np
 
 from colorprop.errors import ColorpropError
 
-CLIP_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+CLIP_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".ogg", ".webp")
 
 
 class DataMissingError(ColorpropError):
@@ -87,9 +87,19 @@ def clip_path(cache_dir: Path | str, name: str) -> Path:
     )
 
 
+def open_video(path: Path | str):
+    """A ``cv2.VideoCapture`` of the file, or for an animated WebP (which OpenCV reads as one frame) the same
+    interface over Pillow (``webp.WebPCapture``)."""
+    if Path(path).suffix.lower() == ".webp":
+        from colorprop.data.webp import WebPCapture
+
+        return WebPCapture(path)
+    return cv2.VideoCapture(str(path))
+
+
 def clip_info(path: Path | str) -> dict:
     """{'frames', 'width', 'height', 'fps'} as reported by the container."""
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video(path)
     try:
         if not cap.isOpened():
             raise DataMissingError(str(path), "OpenCV cannot open this video")
@@ -118,7 +128,7 @@ def read_frames(
     because container seeking is not frame-exact for every codec; the ranges we use are short.
     Raises DataMissingError when the file cannot be opened or ends before the range does.
     """
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video(path)
     if not cap.isOpened():
         raise DataMissingError(str(path), "OpenCV cannot open this video")
     try:
@@ -161,7 +171,7 @@ def read_ranges(path: Path | str, ranges: list[tuple[int, int]], width: int | No
     if not wanted:
         return out
     last = max(wanted)
-    cap = cv2.VideoCapture(str(path))
+    cap = open_video(path)
     if not cap.isOpened():
         raise DataMissingError(str(path), "OpenCV cannot open this video")
     try:
@@ -193,26 +203,34 @@ def load_clip(
 
 
 def load_split() -> dict:
-    """The repository's split: {'dev': [{clip, start_frame, num_frames, width, ...}], 'train': [...], ...}."""
+    """The repository's split: {'dev': [{clip, start_frame, num_frames, width, ...}], 'validation': [...],
+    'train': [...], ...}."""
     text = resources.files("colorprop.data").joinpath("split.json").read_text()
     return json.loads(text)
 
 
+EVAL_SPLITS = ("validation", "dev")  # validation: sources nothing learns from; dev: seen sources (split.json)
+
+
 def dev_entry_name(entry: dict) -> str:
-    """A unique, readable id for a dev entry: ``<clip>@<start_frame>``."""
+    """A unique, readable id for a dev or validation entry: ``<clip>@<start_frame>``."""
     return f"{entry['clip']}@{entry['start_frame']}"
 
 
-def load_dev_clips(cache_dir: Path | str | None = None, include_report_apart: bool = True) -> list[Clip]:
-    """Decode every dev entry of ``split.json`` from the cache (linear Rec.709 frames).
+def load_eval_clips(split: str = "dev", cache_dir: Path | str | None = None,
+                    include_report_apart: bool = True) -> list[Clip]:
+    """Decode every range of an evaluation split of ``split.json`` ("dev" or "validation") from the cache
+    (linear Rec.709 frames).
 
     Entries marked ``report_apart`` (nearly colourless) are kept unless ``include_report_apart``
     is False; callers report them separately. Clip.name is ``<clip>@<start_frame>``.
     """
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"unknown evaluation split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
     if cache_dir is None:
         cache_dir = default_cache_dir()
     clips = []
-    for e in load_split()["dev"]:
+    for e in load_split()[split]:
         if e.get("report_apart") and not include_report_apart:
             continue
         c = load_clip(cache_dir, e["clip"], e["start_frame"], e["num_frames"], e["width"])
@@ -220,3 +238,8 @@ def load_dev_clips(cache_dir: Path | str | None = None, include_report_apart: bo
         c.report_apart = bool(e.get("report_apart", False))
         clips.append(c)
     return clips
+
+
+def load_dev_clips(cache_dir: Path | str | None = None, include_report_apart: bool = True) -> list[Clip]:
+    """``load_eval_clips("dev", ...)``: the dev set (seen sources)."""
+    return load_eval_clips("dev", cache_dir, include_report_apart)

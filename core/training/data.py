@@ -23,10 +23,12 @@ def lab_split(frame_linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_segments(cfg: TrainConfig, rng: np.random.Generator, cache_dir: Path) -> list[Segment]:
-    """Random runs of frames from the training clips of split.json (never a dev clip); one decoding pass per clip."""
-    from colorprop.data.clips import clip_info, clip_path, load_split, read_ranges
+    """Random runs of frames from the training clips of split.json (never a dev or validation clip); one decoding
+    pass per clip."""
+    from colorprop.data.clips import clip_info, clip_path, read_ranges
+    from colorprop.data.validation import training_entries
 
-    entries = [e for e in load_split()["train"] if not e.get("report_apart")]
+    entries = training_entries()
     spans = []  # (clip, first frame, frame count)
     for e in entries:
         if "excerpts" in e:

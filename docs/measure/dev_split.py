@@ -19,16 +19,17 @@ import cv2
 import numpy as np
 
 from colorprop.colour.convert import linear_rec709_to_lab
-from colorprop.data.clips import clip_path, dev_entry_name, load_clip, load_split
+from colorprop.data.clips import clip_path, dev_entry_name, load_clip, load_split, open_video
 from colorprop.measure.metrics import colourfulness
 
 CUT_L1 = 0.5
 
 
-def shot_cuts(path) -> tuple[list[int], int]:
-    """Frame indices that start a new shot (histogram L1 > CUT_L1 to the previous frame), and the frame count."""
-    cap = cv2.VideoCapture(str(path))
-    cuts, previous, index = [], None, 0
+def histogram_distances(path) -> list[float]:
+    """Per frame after the first, the L1 distance between its normalised 8x8x8 RGB histogram and the previous
+    frame's (any clip ``clips.open_video`` reads, animated WebP included)."""
+    cap = open_video(path)
+    distances, previous = [], None
     try:
         while True:
             ok, bgr = cap.read()
@@ -36,12 +37,18 @@ def shot_cuts(path) -> tuple[list[int], int]:
                 break
             hist = cv2.calcHist([bgr], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
             hist /= hist.sum()
-            if previous is not None and float(np.abs(hist - previous).sum()) > CUT_L1:
-                cuts.append(index)
-            previous, index = hist, index + 1
+            if previous is not None:
+                distances.append(float(np.abs(hist - previous).sum()))
+            previous = hist
     finally:
         cap.release()
-    return cuts, index
+    return distances
+
+
+def shot_cuts(path) -> tuple[list[int], int]:
+    """Frame indices that start a new shot (histogram L1 > CUT_L1 to the previous frame), and the frame count."""
+    distances = histogram_distances(path)
+    return [i + 1 for i, d in enumerate(distances) if d > CUT_L1], len(distances) + 1
 
 
 def main(cache: str) -> int:
