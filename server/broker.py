@@ -11,7 +11,9 @@ backend ROUTER (zguide's Paranoid Pirate queue, with Majordomo-style sticky rout
   with event numbers continuing where the client is, and the requests that were in flight are
   resent there. An in-band job cannot be replayed by the broker (the pixels were on the dead
   worker): its client gets ``failed``/``worker_lost`` and the client library resends the shot.
-* The broker answers ping and hello itself, and "busy, retry in N s" when every worker is full.
+* The broker answers ping and hello itself, and "busy, retry in N s" when every worker is full or
+  the client already runs ``max_jobs_per_client`` shots (on all workers together: each worker
+  only sees its own share).
 * Slots: a job holds a slot of its worker from its open until its terminal event. A refused open
   (error or busy from the worker), a refused restart, a finished job and a route nobody asked
   about for ``session_timeout_s`` all give the slot back.
@@ -326,6 +328,11 @@ class Broker:
             return
         r = self.routes.get(job)
         if msg.type == P.OPEN_SHOT and r is None:
+            running = self._running_jobs_of(identity)
+            if running >= self.config.max_jobs_per_client:  # each worker counts only the jobs it holds
+                reply(P.encode(P.BUSY, msg.id, message=f"client {identity.decode('utf-8', 'replace')} already has "
+                               f"{running} shots running (the per-client limit)", retry_after_s=2.0), "busy")
+                return
             w = self._pick_worker()
             if w is None:
                 reply(P.encode(P.BUSY, msg.id, message="all workers are full" if self.workers else "no worker connected",
@@ -350,6 +357,10 @@ class Broker:
         self._forward(r, env, identity, body, msg.id, msg.type, back)
         if msg.type == P.CLOSE:
             self._forget(r)
+
+    def _running_jobs_of(self, identity: bytes) -> int:
+        """The client's shots that hold a worker's slot, on every worker (a job failed for good holds none)."""
+        return sum(1 for r in self.routes.values() if r.identity == identity and not r.finished and r.failed is None)
 
     def _jobs(self, identity: bytes) -> list[dict]:
         """The status listing: every route (other clients' job ids cut short), with its worker."""

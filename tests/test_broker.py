@@ -291,3 +291,27 @@ def test_broker_status_lists_routed_jobs_with_their_worker(cluster):
     assert listed["client"] == "127.0.0.1" and listed["state"] == "running"
     assert (listed["frames_done"], listed["frames"]) == (1, 6) and listed["age_s"] >= 0
     assert route_worker in {w.ident.hex()[:16] for w in cluster.workers.values()}
+
+
+def test_the_per_client_job_limit_holds_across_workers(cluster):
+    """Each worker counted only its own share: with 3 workers a client ran up to 3 x its limit at once.
+    The broker (limit 4) refuses the 5th open of one client however many workers have room, and takes
+    it again once one of the four ends."""
+    from colorprop_client.client import ServerBusy
+
+    limit = cluster.config.max_jobs_per_client
+    capacity = sum(w.capacity for w in cluster.workers.values())
+    assert limit < capacity  # the workers alone would take more
+    frames, keys = make_shot(2, seed=34)
+    with Client(cluster.frontend_endpoint, timeout_s=2) as c:
+        jobs = [c.open_shot(keys, {"method": "flow"}, list(frames)) for _ in range(limit)]
+        try:
+            assert len({cluster.routes[j.id].worker for j in jobs}) > 1  # spread over the workers
+            with pytest.raises(ServerBusy, match="per-client limit"):
+                c.open_shot(keys, {"method": "flow"}, list(frames))
+            jobs.pop().close()
+            jobs.append(c.open_shot(keys, {"method": "flow"}, list(frames)))
+        finally:
+            for j in jobs:
+                j.close()
+    assert wait_until(lambda: not any(w.jobs for w in cluster.workers.values()), 10)
