@@ -1,4 +1,4 @@
-"""`colorprop eval`: Lab-PSNR of the methods on the dev clips (the paper's protocol)."""
+"""`colorprop eval`: Lab-PSNR of the methods on the validation or dev ranges (the paper's protocol)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ from colorprop.cli.common import add_precision_argument
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="Lab-PSNR of the methods on the dev clips (the paper's protocol)")
+    p = sub.add_parser("eval", help="Lab-PSNR of the methods on the validation or dev ranges (the paper's protocol)")
+    p.add_argument("--split", default="dev", choices=("validation", "dev"),
+                   help="validation: sources nothing trains or tunes on (judge every decision here); "
+                        "dev: the seen sources (core/data/split.json)")
     p.add_argument("--methods", default="gray,flow,local,global,full", help="comma-separated methods to compare")
     p.add_argument("--n", default="10,20,30,40,50", help="frame counts to average over")
     p.add_argument("--keys", default="first", help="key frames of each clip: first | first,last")
-    p.add_argument("--clips", default=None, help="comma-separated dev clip names (default: all)")
+    p.add_argument("--clips", default=None, help="comma-separated range names of the split, <clip>@<start> (default: all)")
     p.add_argument("--json", default="out/eval.json", help="where to write the results")
     p.add_argument("--plot", default=None, help="PNG of PSNR per frame index (Figure 9)")
     p.add_argument("--markdown", default=None, help="write the table as Markdown here")

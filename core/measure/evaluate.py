@@ -1,9 +1,11 @@
-"""`colorprop eval`: the paper's protocol on the dev clips.
+"""`colorprop eval`: the paper's protocol on the ranges of an evaluation split.
 
-For each dev clip (core/data/split.json): the gray plate is the clip's luminance, the key is the true
-colour of frame 1 (and, with ``--keys first,last``, of the last frame); every method colours the
-plate through the product's own pipeline (``run_shot`` on in-memory frames, working resolution and
-upsampling included); we report Lab-PSNR averaged over the first N propagated frames.
+``--split validation`` scores the ranges of sources that nothing trains or tunes on (every decision is made
+there); ``--split dev`` the dev ranges of seen sources (core/data/split.json). For each range: the gray plate
+is the clip's luminance, the key is the true colour of frame 1 (and, with ``--keys first,last``, of the last
+frame); every method colours the plate through the product's own pipeline (``run_shot`` on in-memory frames,
+working resolution and upsampling included); we report Lab-PSNR averaged over the first N propagated frames,
+per range and method against flow (``format_per_range``: losers more than 0.3 dB below flow at some N named).
 "gray" is the plate itself (ab = 0).
 
 With ``--keys first,last`` each method is also scored (same frames: 2..last-1) with one key
@@ -235,6 +237,36 @@ def format_table(results: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+LOSER_DB = 0.3  # a range is reported as a loser where a method is this far below flow at some N
+
+
+def format_per_range(results: dict, methods: list[str], baseline: str = "flow") -> str:
+    """Per range, each method against ``baseline`` (Markdown, after a blank line): its difference at every N and
+    the worst one; the ranges more than LOSER_DB below the baseline at some N are listed as losers. Empty when
+    the baseline was not run."""
+    if baseline not in methods:
+        return ""
+    ns = [str(n) for n in results["ns"]]
+    out = []
+    for method in (m for m in methods if m not in (baseline, "gray")):
+        lines = [f"| range | {baseline} N={ns[0]} | {method} N={ns[0]} | {baseline} N={ns[-1]} | {method} N={ns[-1]} | "
+                 + " | ".join(f"Δ N={n}" for n in ns) + " | worst Δ |", "|---|" + "---|" * (5 + len(ns))]
+        losers = []
+        for name, clip in results["clips"].items():
+            base, mine = clip["methods"][baseline]["mean_first_n"], clip["methods"][method]["mean_first_n"]
+            deltas = [mine[n] - base[n] for n in ns if n in mine and n in base]
+            worst = min(deltas) if deltas else float("nan")
+            label = f"{name} (apart)" if clip["report_apart"] else name
+            lines.append(f"| {label} | {base.get(ns[0], float('nan')):.2f} | {mine.get(ns[0], float('nan')):.2f} | "
+                         f"{base.get(ns[-1], float('nan')):.2f} | {mine.get(ns[-1], float('nan')):.2f} | "
+                         + " | ".join(f"{d:+.2f}" for d in deltas) + f" | {worst:+.2f} |")
+            if worst < -LOSER_DB:
+                losers.append(f"{label} {worst:+.2f}")
+        out.append("\n".join(lines) + f"\n\n{method} more than {LOSER_DB} dB below {baseline} at some N: "
+                   + (", ".join(losers) if losers else "none"))
+    return "".join("\n\n" + block for block in out)
+
+
 def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
     """Figure 9: mean Lab-PSNR per frame index (over main dev clips) for each method."""
     import matplotlib
@@ -260,8 +292,11 @@ def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
     return path
 
 
+SPLIT_LABELS = {"validation": "validation (unseen sources)", "dev": "dev (seen sources)"}
+
+
 def run_eval_command(args) -> int:
-    from colorprop.data.clips import load_dev_clips
+    from colorprop.data.clips import load_eval_clips
 
     engine = Engine.load(Path(args.weights) if args.weights else None, precision=args.precision)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -270,15 +305,23 @@ def run_eval_command(args) -> int:
         print(f"colorprop eval: skipping {', '.join(unavailable)}: {engine.weights_error}", file=sys.stderr)
         methods = [m for m in methods if m not in unavailable]
     ns = [int(n) for n in args.n.split(",")]
-    clips = load_dev_clips(args.cache)
+    split = getattr(args, "split", "dev")
+    clips = load_eval_clips(split, args.cache)
     if args.clips:
         wanted = set(args.clips.split(","))
+        unknown = wanted - {c.name for c in clips}
+        if unknown:
+            raise InputError(f"--clips: no range {', '.join(sorted(unknown))} in the {split} split; "
+                             f"its ranges: {', '.join(c.name for c in clips)}")
         clips = [c for c in clips if c.name in wanted]
     results = evaluate(engine, clips, methods, ns, args.keys, log=lambda s: print(s, file=sys.stderr),
                        suggest=getattr(args, "suggest", False))
+    results["split"] = split
     results["weights"] = engine.describe()["weights"]
     methods = results["methods"]
-    table = format_table(results, methods)
+    main = sum(not c["report_apart"] for c in results["clips"].values())
+    table = (f"Split: {SPLIT_LABELS[split]}; mean over its {main} main ranges (Lab-PSNR dB)\n\n"
+             + format_table(results, methods) + format_per_range(results, methods))
     print(table)
     print(format_confidence(results))
     out = Path(args.json)
@@ -303,8 +346,8 @@ def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
     manifest = engine.models.manifest
     data = dict(manifest.data)
     data["metrics"] = {
-        "protocol": f"colorprop eval --keys {results['keys']}: Lab-PSNR (dB) over the first N propagated frames, "
-                    "mean over the main dev clips of core/data/split.json",
+        "protocol": f"colorprop eval --split {results.get('split', 'dev')} --keys {results['keys']}: Lab-PSNR (dB) over "
+                    f"the first N propagated frames, mean over the main ranges of that split of core/data/split.json",
         "clips": sorted(results["clips"]),
         "mean_lab_psnr": results["mean"],
         "table": table,
