@@ -49,9 +49,12 @@ except ModuleNotFoundError as _exc:
     raise ModuleNotFoundError(pyzmq_missing_message(), name="zmq") from None
 
 from . import protocol as P
-from .client import (DEFAULT_TIMEOUT_S, AuthenticationFailed, CancellableClient, CancelledByUser, Client, Event,
-                     JobCancelled, JobLost, ServerBusy, ServerError, ServerUnavailable, colorize_arrays, colorize_paths)
+from .client import CancellableClient, Client, Event
+from .colorize import colorize_arrays, colorize_paths
 from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, key_files
+from .errors import (AuthenticationFailed, CancelledByUser, JobCancelled, JobLost, ServerBusy, ServerError,
+                     ServerUnavailable)
+from .transport import DEFAULT_TIMEOUT_S
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
 CONNECT_TIMEOUT_S = 2.0  # a dead server is reported within this (one try)

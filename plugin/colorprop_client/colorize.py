@@ -1,0 +1,220 @@
+"""The shot loops on a server: ``colorize_arrays`` (in-band: frames streamed, results back) and ``colorize_paths``
+(the server reads and writes EXRs on shared storage), with busy retries, the whole shot resent when the job
+is lost, and the job closed on the way out."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from . import protocol as P
+from .client import Client, Event, Job
+from .curve_keys import CurveKeys
+from .errors import JobCancelled, JobFailed, JobLost, ServerBusy, ServerError, ServerUnavailable
+from .transport import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+
+# How long the colorize loops let the server hold a fetch when nothing has happened: short, because
+# after a server dies a client notices within retries x timeout_s + this.
+LONG_POLL_S = 1.0
+
+
+def _close_quietly(job: Job) -> None:
+    """Close the job on the way out, unless the server is what failed: a dead server would make the
+    close wait another ``retries x timeout_s`` before the caller hears why."""
+    if isinstance(sys.exc_info()[1], ServerUnavailable):
+        return
+    try:
+        job.close()
+    except ServerError:
+        pass
+
+
+def _raise_terminal(job: Job, ev: Event) -> None:
+    if ev.kind == P.EV_CANCELLED:
+        raise JobCancelled(job.id)
+    if ev.kind == P.EV_FAILED:
+        info = ev.info or {}
+        code = str(info.get("code", P.E_ENGINE))
+        cls = JobLost if code in (P.E_UNKNOWN_JOB, P.E_WORKER_LOST, P.E_SHUTDOWN) else JobFailed
+        raise cls(code, str(info.get("message", "job failed")), info.get("field"))
+
+
+def _retry_busy(call: Callable[[], Any], deadline: float) -> Any:
+    while True:
+        try:
+            return call()
+        except ServerBusy as exc:
+            if time.monotonic() + min(exc.retry_after_s, 0.05) > deadline:
+                raise
+            time.sleep(min(exc.retry_after_s, 0.25))
+
+
+def colorize_arrays(
+    address: str | Client,
+    frames: Mapping[int, np.ndarray],
+    keys: Mapping[int, np.ndarray],
+    options: Mapping[str, Any] | None = None,
+    channels: Sequence[str] = ("R", "G", "B"),
+    colorspace: str | None = None,
+    on_progress: Callable[[Event], None] | None = None,
+    window: int = 4,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
+    curve: CurveKeys | None = None,
+    restarts: int = 1,
+    busy_wait_s: float = 60.0,
+    job_timeout_s: float | None = None,
+    carry_dtype: str = "float32",
+    on_result: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    key_colorspaces: Mapping[int, str | None] | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Colorize in-band frames on a server: ``{frame: (rgb HxWx3, confidence HxW)}``.
+
+    Frames are streamed with at most ``window`` un-processed frames on the server. If the job is
+    lost (server restarted, worker died) the whole shot is resent up to ``restarts`` times;
+    propagation is deterministic, so the result equals a single run. ``carry_dtype="float16"``
+    when you store the results as half floats: the colour carried between frames is then rounded
+    the same way, exactly as the embedded engine does with a half-float EXR sink.
+    ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
+    result is handed over as it arrives and not kept (the returned dict is then empty).
+    """
+    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_arrays_once(
+        client, frames, keys, options, channels, colorspace, on_progress, window, busy_wait_s, job_timeout_s,
+        carry_dtype, on_result, key_colorspaces))
+
+
+def _with_restarts(address: str | Client, timeout_s: float, retries: int, curve: CurveKeys | None, restarts: int,
+                   once: Callable[[Client], Any]) -> Any:
+    """``once(client)``, run again (the whole shot resent) up to ``restarts`` times while the job is lost; a
+    client made here from an address is closed on the way out."""
+    own = not isinstance(address, Client)
+    client = Client(address, timeout_s, retries, curve) if own else address
+    try:
+        for attempt in range(restarts):
+            try:
+                return once(client)
+            except JobLost:
+                pass
+        return once(client)
+    finally:
+        if own:
+            client.close()
+
+
+def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress, window,
+                          busy_wait_s, job_timeout_s, carry_dtype, on_result, key_colorspaces):
+    order = sorted(int(f) for f in frames)
+    deadline = time.monotonic() + busy_wait_s
+    job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace,
+                                               carry_dtype=carry_dtype,
+                                               key_colorspaces={str(int(k)): v for k, v in (key_colorspaces or {}).items()}),
+                      deadline)
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    got: set[int] = set()
+    need: list[int] = []  # frames the engine is waiting for: sent first, even if sent before
+    ahead = list(order)  # the rest, sent in order while fewer than `window` await their result
+    in_window: set[int] = set()
+    sent: set[int] = set()
+    # A frame ``frames`` could not give (an unreadable file) or the server refused (NaN, wrong size): raised once
+    # the results of the frames sent before it are back, so they are not lost.
+    unreadable: Exception | None = None
+    end = None if job_timeout_s is None else time.monotonic() + job_timeout_s
+    try:
+        while job.finished is None:
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
+            while unreadable is None and (need or (ahead and len(in_window - got) < window)):
+                nxt = need[0] if need else ahead[0]
+                try:
+                    pixels = frames[nxt]
+                except Exception as exc:  # e.g. an unreadable file: keep the results of the frames before it
+                    unreadable = exc
+                    break
+                try:
+                    job.send_frame(nxt, pixels, channels, colorspace)
+                except ServerBusy:
+                    break
+                except ServerError as exc:
+                    if exc.code != P.E_PIXELS:
+                        raise
+                    unreadable = exc
+                    break
+                sent.add(nxt)
+                if need:
+                    need.pop(0)
+                    if nxt in ahead:
+                        ahead.remove(nxt)
+                else:
+                    ahead.pop(0)
+                    in_window.add(nxt)
+            for ev in job.fetch(wait_s=LONG_POLL_S):
+                if ev.kind == P.EV_RESULT:
+                    got.add(ev.frame)
+                    if on_result is not None:
+                        on_result(ev.frame, ev.rgb, ev.confidence)
+                    else:
+                        results[ev.frame] = (ev.rgb, ev.confidence)
+                elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
+                    if unreadable is not None:
+                        raise unreadable  # the engine waits for a frame we cannot give: nothing more will come
+                    if int(ev.frame) not in need:
+                        need.append(int(ev.frame))
+                elif ev.kind in P.TERMINAL_EVENTS:
+                    _raise_terminal(job, ev)
+                if on_progress is not None:
+                    on_progress(ev)
+            if unreadable is not None and sent <= got:
+                raise unreadable
+    finally:
+        _close_quietly(job)
+    missing = [f for f in order if f not in got]
+    if missing:
+        raise JobFailed(P.E_INTERNAL, f"job {job.id} finished without results for frames {missing[:10]}")
+    return results
+
+
+def colorize_paths(
+    address: str | Client,
+    input_pattern: str,
+    output_pattern: str,
+    frames: Sequence[int],
+    keys: Mapping[int, str | os.PathLike],
+    options: Mapping[str, Any] | None = None,
+    colorspace: str | None = None,
+    on_progress: Callable[[Event], None] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    retries: int = DEFAULT_RETRIES,
+    curve: CurveKeys | None = None,
+    busy_wait_s: float = 60.0,
+    job_timeout_s: float | None = None,
+    skip_existing: bool = False,
+    pixel_type: str = "half",
+    restarts: int = 1,
+) -> dict:
+    """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
+    Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
+    resubmitted up to ``restarts`` times."""
+    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_paths_once(
+        client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress, busy_wait_s,
+        job_timeout_s, skip_existing, pixel_type))
+
+
+def _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress,
+                         busy_wait_s, job_timeout_s, skip_existing, pixel_type):
+    deadline = time.monotonic() + busy_wait_s
+    job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
+                                               output_pattern, colorspace, skip_existing=skip_existing,
+                                               pixel_type=pixel_type), deadline)
+    try:
+        for ev in job.events(timeout_s=job_timeout_s, wait_s=LONG_POLL_S):
+            if ev.kind in P.TERMINAL_EVENTS:
+                _raise_terminal(job, ev)
+            if on_progress is not None:
+                on_progress(ev)
+        return dict((job.finished.info or {}).get("report") or {})
+    finally:
+        _close_quietly(job)
