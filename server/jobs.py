@@ -14,7 +14,7 @@ from colorprop_client import protocol as P
 
 from .gate import Stopped
 from .logs import log_event
-from .paths import PathRefused
+from .paths import AllowedRoots, PathRefused
 from .session import Session, jsonable, suggestions
 
 if TYPE_CHECKING:
@@ -59,10 +59,12 @@ def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> N
         service.metrics.job_finished(s.client, s.state, s.end_code)
         service.wake()
 
+
 def turn(service: Service, s: Session) -> None:
     """Give the compute turn back and queue for the next one (round-robin at every frame)."""
     service.gate.release(s.id)
     service.gate.acquire(s.id, s.stop.is_set)
+
 
 def progress_of(service: Service, s: Session) -> Callable:
     def progress(ev: Any) -> None:
@@ -74,6 +76,7 @@ def progress_of(service: Service, s: Session) -> Callable:
         s.push({"kind": P.EV_PROGRESS, **jsonable(ev)})
         service.wake()
     return progress
+
 
 def wait_for_fetch(service: Service, s: Session) -> None:
     """Back-pressure: a job whose results nobody fetches waits, without holding the turn."""
@@ -88,54 +91,122 @@ def wait_for_fetch(service: Service, s: Session) -> None:
             s.cond.wait(0.1)
     service.gate.acquire(s.id, s.stop.is_set)
 
+
+class InbandSource:
+    """The shot's plates as the client sends them: a read asks for the frame (a ``need`` event) and waits for
+    it without holding the compute turn."""
+
+    def __init__(self, service: Service, s: Session, colorspace: str | None):
+        self.service, self.s, self.colorspace = service, s, colorspace
+        self.frames = s.frames
+
+    def read(self, frame: int) -> Any:
+        from colorprop.shot.pipeline import PlateFrame
+
+        service, s = self.service, self.s
+        service.gate.release(s.id)
+        with s.cond:
+            if s.last_read is not None and s.last_read[0] == frame:
+                item = s.last_read[1]
+            else:
+                if frame not in s.inbox:
+                    s.needed = frame
+                    s.push({"kind": P.EV_NEED, "frame": frame})
+                    service.wake()
+                while frame not in s.inbox:
+                    if s.stop.is_set():
+                        raise Stopped()
+                    s.cond.wait(0.1)
+                s.needed = None
+                item = s.inbox.pop(frame)
+                s.consumed.add(frame)
+                s.last_read = (frame, item)
+        service.gate.acquire(s.id, s.stop.is_set)
+        pixels, channels, cs = item
+        return PlateFrame(pixels, channels, cs if cs is not None else self.colorspace, None, f"frame {frame}")
+
+
+class ResultSink:
+    """Results become ``result`` events the client fetches; past ``max_pending_results`` unfetched the job waits."""
+
+    def __init__(self, service: Service, s: Session, carry: type):
+        self.service, self.s = service, s
+        self.pixel_dtype = carry  # the client stores results like this (half EXRs): carry the same state
+
+    def exists(self, frame: int) -> bool:
+        return False
+
+    def read_back(self, frame: int) -> np.ndarray:  # pragma: no cover - skip_existing is never set
+        raise NotImplementedError
+
+    def write(self, frame: int, result: Any) -> None:
+        from colorprop.engine.confidence import frame_summary
+
+        s = self.s
+        s.summaries[frame] = frame_summary(result.confidence)
+        s.push({"kind": P.EV_RESULT, "frame": frame},
+               [("rgb", np.ascontiguousarray(result.rgb, np.float32)),
+                ("confidence", np.ascontiguousarray(result.confidence, np.float32))])
+        self.service.wake()
+        wait_for_fetch(self.service, s)
+
+
 def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
-    from colorprop.engine.confidence import frame_summary
-    from colorprop.shot.pipeline import PlateFrame, run_shot
-
-    class InbandSource:
-        frames = s.frames
-
-        def read(self, frame: int) -> PlateFrame:
-            service.gate.release(s.id)
-            with s.cond:
-                if s.last_read is not None and s.last_read[0] == frame:
-                    item = s.last_read[1]
-                else:
-                    if frame not in s.inbox:
-                        s.needed = frame
-                        s.push({"kind": P.EV_NEED, "frame": frame})
-                        service.wake()
-                    while frame not in s.inbox:
-                        if s.stop.is_set():
-                            raise Stopped()
-                        s.cond.wait(0.1)
-                    s.needed = None
-                    item = s.inbox.pop(frame)
-                    s.consumed.add(frame)
-                    s.last_read = (frame, item)
-            service.gate.acquire(s.id, s.stop.is_set)
-            pixels, channels, cs = item
-            return PlateFrame(pixels, channels, cs if cs is not None else colorspace, None, f"frame {frame}")
-
-    class ResultSink:
-        pixel_dtype = carry  # the client stores results like this (half EXRs): carry the same state
-
-        def exists(self, frame: int) -> bool:
-            return False
-
-        def read_back(self, frame: int) -> np.ndarray:  # pragma: no cover - skip_existing is never set
-            raise NotImplementedError
-
-        def write(self, frame: int, result: Any) -> None:
-            s.summaries[frame] = frame_summary(result.confidence)
-            s.push({"kind": P.EV_RESULT, "frame": frame},
-                   [("rgb", np.ascontiguousarray(result.rgb, np.float32)),
-                    ("confidence", np.ascontiguousarray(result.confidence, np.float32))])
-            service.wake()
-            wait_for_fetch(service, s)
+    from colorprop.shot.pipeline import run_shot
 
     service.gate.acquire(s.id, s.stop.is_set)
-    return run_shot(service.engine, InbandSource(), keys, options, ResultSink(), progress_of(service, s), s.stop.is_set)
+    return run_shot(service.engine, InbandSource(service, s, colorspace), keys, options, ResultSink(service, s, carry),
+                    progress_of(service, s), s.stop.is_set)
+
+
+class CheckedSource:
+    """The shared-path plates, each checked against the roots again and read by descriptor, one compute turn
+    per frame."""
+
+    def __init__(self, service: Service, s: Session, source: Any):
+        self.service, self.s, self.source = service, s, source
+        self.frames = source.frames
+
+    def read(self, frame: int) -> Any:
+        turn(self.service, self.s)
+        with self.service.roots.opened_file(self.source.pattern.path(frame)) as through:
+            return self.source.read(frame, through)
+
+
+class CheckedSink:
+    """The shared-path outputs, written through the output folder opened and verified by descriptor."""
+
+    def __init__(self, roots: AllowedRoots, s: Session, sink: Any, out_dir: Path, out_name: str):
+        self.roots, self.s, self.sink, self.out_dir, self.out_name = roots, s, sink, out_dir, out_name
+        self.pixel_dtype = sink.pixel_dtype
+
+    def exists(self, frame: int) -> bool:
+        from colorprop.errors import ExrReadError
+
+        try:
+            with self.roots.opened_file(self.sink.pattern.path(frame)) as through:
+                return self.sink.exists(frame, through)
+        except ExrReadError:  # nothing there
+            return False
+
+    def read_back(self, frame: int) -> np.ndarray:
+        with self.roots.opened_file(self.sink.pattern.path(frame)) as through:
+            return self.sink.read_back(frame, through)
+
+    def write(self, frame: int, result: Any) -> None:
+        from colorprop.engine.confidence import frame_summary
+        from colorprop.errors import ExrWriteError
+
+        path = self.sink.pattern.path(frame)
+        with self.roots.pinned_dir(self.out_dir, create=True) as pinned:
+            into = self.sink.retarget(str(pinned / self.out_name))
+            try:
+                into.write(frame, result)
+            except ExrWriteError as err:  # name the file, not the descriptor path
+                raise ExrWriteError(path, err.reason.replace(str(pinned), str(self.out_dir))) from None
+        self.s.summaries[frame] = frame_summary(result.confidence)
+        self.s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
+
 
 def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
     """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
@@ -143,8 +214,6 @@ def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
     against the roots; then every path is checked again when it is used, and writes go through the
     output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``); reads go through the
     file opened and verified by descriptor (``AllowedRoots.opened_file``)."""
-    from colorprop.engine.confidence import frame_summary
-    from colorprop.errors import ExrReadError, ExrWriteError
     from colorprop.io.exr import remove_stale_temps
     from colorprop.shot.pipeline import run_shot
     from colorprop.shot.preflight import check_sequence_job
@@ -163,40 +232,6 @@ def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
     out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
     with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
         remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
-    keys = checked.keys
-
-    class CheckedSource:
-        frames = source.frames
-
-        def read(self, frame: int) -> Any:
-            turn(service, s)
-            with roots.opened_file(source.pattern.path(frame)) as through:  # checked again, read by descriptor
-                return source.read(frame, through)
-
-    class CheckedSink:
-        pixel_dtype = sink.pixel_dtype
-
-        def exists(self, frame: int) -> bool:
-            try:
-                with roots.opened_file(sink.pattern.path(frame)) as through:
-                    return sink.exists(frame, through)
-            except ExrReadError:  # nothing there
-                return False
-
-        def read_back(self, frame: int) -> np.ndarray:
-            with roots.opened_file(sink.pattern.path(frame)) as through:
-                return sink.read_back(frame, through)
-
-        def write(self, frame: int, result: Any) -> None:
-            path = sink.pattern.path(frame)
-            with roots.pinned_dir(out_dir, create=True) as pinned:
-                into = sink.retarget(str(pinned / out_name))
-                try:
-                    into.write(frame, result)
-                except ExrWriteError as err:  # name the file, not the descriptor path
-                    raise ExrWriteError(path, err.reason.replace(str(pinned), str(out_dir))) from None
-            s.summaries[frame] = frame_summary(result.confidence)
-            s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
-
-    return run_shot(service.engine, CheckedSource(), keys, options, CheckedSink(), progress_of(service, s), s.stop.is_set,
+    return run_shot(service.engine, CheckedSource(service, s, source), checked.keys, options,
+                    CheckedSink(roots, s, sink, out_dir, out_name), progress_of(service, s), s.stop.is_set,
                     skip_existing=plan["skip_existing"])
