@@ -23,8 +23,8 @@ class ServerConfig:
     weights_dir: str | None = None
     device: str = "auto"
     allowed_roots: tuple[str, ...] = ()  # shared-path mode works only under these folders
-    curve_keys: str | None = None  # folder from `colorprop keys`: server.key_secret + authorized_clients/
-    curve_client_name: str = "worker"  # worker mode: <curve_keys>/<name>.key_secret authenticates to the broker
+    curve_keys: str | None = None  # folder from `colorprop keys` (its server/ holds the key pair and allow-lists)
+    curve_client_name: str = "worker"  # worker mode: the pair in <curve_keys>/workers/<name>/ authenticates to the broker
     max_jobs: int = 8  # active shots at once; more get "busy, retry in N s"
     max_jobs_per_client: int = 4  # active shots of one client (CURVE key name, or address)
     max_client_buffered_frames: int = 16  # in-band frames waiting on the server, per client (all its jobs)

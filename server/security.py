@@ -1,16 +1,24 @@
 """CURVE keys, who may connect as what, and the loopback rule.
 
-Layout written by :func:`generate_keys` (``colorprop keys DIR``)::
+Layout written by :func:`generate_keys` (``colorprop keys DIR``; ``colorprop_client.keyfiles`` finds a
+client's or worker's files in it)::
 
-    DIR/server.key, DIR/server.key_secret        the server's (or broker's) key pair
-    DIR/<name>.key, DIR/<name>.key_secret        one pair per client or worker name
-    DIR/authorized_clients/<name>.key            clients: may send requests (server, broker front end)
-    DIR/authorized_workers/<name>.key            workers: may register with a broker's back end
+    DIR/server/server.key, server.key_secret      the server's (or broker's) key pair
+    DIR/server/authorized_clients/<name>.key      clients: may send requests (server, broker front end)
+    DIR/server/authorized_workers/<name>.key      workers: may register with a broker's back end
+    DIR/server/roles.json                         every name ever issued, and its role
+    DIR/clients/<name>/                           <name>.key, <name>.key_secret, server.key: for the artist
+    DIR/workers/<name>/                           the same, for a worker host
+
+The server reads only ``DIR/server/`` (no client's secret needs to be on it); the flat layout older
+versions wrote (``DIR/server.key_secret``, ``DIR/authorized_clients/`` ...) is still read.
 
 The two allow-lists are separate ZAP domains: a client's key cannot register as a worker (and so
-can never receive other artists' pixels or answer for a worker). Give artists ``<name>.key_secret``
-and ``server.key``; keep ``server.key_secret`` on the server. Remove a file from an allow-list to
-revoke a key (restart the server).
+can never receive other artists' pixels or answer for a worker). A name keeps its role for good:
+a worker receives other clients' jobs, so a client's name (revoked or not) never becomes a worker's,
+nor the reverse, and a worker's key pair is always made new, never taken from an earlier key.
+Remove a file from an allow-list to revoke a key (restart the server); that name's key is then never
+allowed again (``colorprop keys`` refuses to list it until its folder is deleted and a new pair made).
 """
 
 from __future__ import annotations
@@ -18,9 +26,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import json
 import re
-import shutil
 import socket
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,8 @@ from .logs import log_event
 AUTHORIZED = "authorized_clients"
 AUTHORIZED_WORKERS = "authorized_workers"
 CLIENTS_DOMAIN, WORKERS_DOMAIN = CLIENTS, WORKERS  # ZAP domains of the two allow-lists = the role folders
+ALLOW_LISTS = {CLIENTS: AUTHORIZED, WORKERS: AUTHORIZED_WORKERS}
+ROLES_FILE = "roles.json"
 _ROLE_WORD = {CLIENTS: "client", WORKERS: "worker"}
 
 log = logging.getLogger("colorprop_server.security")
@@ -112,38 +123,103 @@ def check_server_keys(keys_dir: str | os.PathLike, workers: bool = False) -> dic
 
 def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",),
                   workers: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
-    """Create the server key pair (kept if present) and one pair per client and worker name, and put
-    each public key in its allow-list (``authorized_clients/`` or ``authorized_workers/``). A name is
-    a client or a worker, never both. Returns the paths written."""
-    import zmq.auth
-
+    """Create the server key pair (kept if present) and one pair per client and worker name in its
+    own folder, and put each public key in its allow-list. Running it again for a listed name keeps
+    that pair. Refused (ValueError, nothing written): a bad name, a name that has had the other role,
+    a name whose key was revoked, a folder in the flat layout. Returns the folders written."""
     d = Path(keys_dir)
     for name in (*clients, *workers):
         check_key_name("--client" if name in clients else "--worker", name)
     both = set(clients) & set(workers)
     if both:
         raise ValueError(f"{sorted(both)}: a name is a client or a worker, not both")
-    for names, other in ((clients, AUTHORIZED_WORKERS), (workers, AUTHORIZED)):
-        taken = [n for n in names if (d / other / f"{n}.key").exists()]
-        if taken:
-            kind = "worker" if other == AUTHORIZED_WORKERS else "client"
-            raise ValueError(f"{taken}: already a {kind} key in {d / other}; pick another name")
-    d.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Any] = {"dir": str(d), "clients": {}, "workers": {}}
-    if not (d / "server.key_secret").exists():
-        zmq.auth.create_certificates(str(d), "server")
-    os.chmod(d / "server.key_secret", 0o600)
-    written["server_public"] = str(d / "server.key")
-    for names, folder, kind in ((clients, AUTHORIZED, "clients"), (workers, AUTHORIZED_WORKERS, "workers")):
-        if names:
-            (d / folder).mkdir(exist_ok=True)
+    if (d / "server.key_secret").is_file() and not (d / SERVER_FOLDER).is_dir():
+        raise ValueError(f"{d} holds keys in the flat layout of older versions (still read, no longer written): "
+                         f"make a new folder with `colorprop keys NEWDIR ...` and hand out its clients/<name>/ "
+                         f"folders, or move server.key, server.key_secret, {AUTHORIZED}/ and {AUTHORIZED_WORKERS}/ "
+                         f"into {d / SERVER_FOLDER}/ first")
+    roles = _issued_roles(d)
+    for role, names in ((CLIENTS, clients), (WORKERS, workers)):
         for name in names:
-            if not (d / f"{name}.key_secret").exists():
-                zmq.auth.create_certificates(str(d), name)
-            os.chmod(d / f"{name}.key_secret", 0o600)
-            shutil.copyfile(d / f"{name}.key", d / folder / f"{name}.key")
-            written[kind][name] = str(d / f"{name}.key_secret")
+            _check_issuable(d, name, role, roles.get(name))
+    s = d / SERVER_FOLDER
+    s.mkdir(parents=True, exist_ok=True)
+    if not (s / "server.key_secret").is_file():
+        _new_pair(s, "server")
+    written: dict[str, Any] = {"dir": str(d), "server_public": str(s / "server.key"), CLIENTS: {}, WORKERS: {}}
+    for role, names in ((CLIENTS, clients), (WORKERS, workers)):
+        for name in names:
+            folder = d / role / name
+            if not (folder / f"{name}.key_secret").is_file():  # new name, or its revoked folder was deleted
+                folder.parent.mkdir(exist_ok=True)
+                _new_pair(folder, name)
+            _replace_file(folder / "server.key", (s / "server.key").read_bytes())
+            (s / ALLOW_LISTS[role]).mkdir(exist_ok=True)
+            _replace_file(s / ALLOW_LISTS[role] / f"{name}.key", (folder / f"{name}.key").read_bytes())
+            roles[name] = role
+            written[role][name] = str(folder)
+    _replace_file(s / ROLES_FILE, json.dumps(dict(sorted(roles.items())), indent=1).encode())
     return written
+
+
+def _issued_roles(d: Path) -> dict[str, str]:
+    """name -> role of every name this keys folder has issued: the record, the role folders and the
+    allow-lists; a flat layout's ``<name>.key_secret`` counts as taken by both roles ("flat")."""
+    s = d / SERVER_FOLDER
+    try:
+        roles = json.loads((s / ROLES_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        roles = {}
+    roles = {k: v for k, v in roles.items() if v in (CLIENTS, WORKERS)} if isinstance(roles, dict) else {}
+    for role in (CLIENTS, WORKERS):
+        for found in (*(p.name for p in (d / role).glob("*") if p.is_dir()),
+                      *(p.stem for p in (s / ALLOW_LISTS[role]).glob("*.key")),
+                      *(p.stem for p in (d / ALLOW_LISTS[role]).glob("*.key"))):
+            roles.setdefault(found, role)
+    for flat in d.glob("*.key_secret"):
+        if flat.stem != "server":
+            roles.setdefault(flat.stem, "flat")
+    return roles
+
+
+def _check_issuable(d: Path, name: str, role: str, had: str | None) -> None:
+    word = _ROLE_WORD[role]
+    if had == "flat":
+        raise ValueError(f"{name!r}: {d / (name + '.key_secret')} already holds a key of that name (flat layout, "
+                         f"maybe revoked); a {word} never takes over an earlier key or name: pick another name")
+    if had is not None and had != role:
+        raise ValueError(f"{name!r} has been a {_ROLE_WORD[had]} of {d} and cannot become a {word}: a worker receives "
+                         f"other clients' jobs, so a name (and its key) keeps its role for good; pick another name")
+    folder = d / role / name
+    listed = d / SERVER_FOLDER / ALLOW_LISTS[role] / f"{name}.key"
+    if (folder / f"{name}.key").is_file() and not (listed.is_file()
+                                                   and listed.read_bytes() == (folder / f"{name}.key").read_bytes()):
+        raise ValueError(f"{word} {name!r} was revoked ({listed} removed): its key is never allowed again; to give "
+                         f"{name} a new key, delete {folder}/ and run this again")
+
+
+def _new_pair(folder: Path, name: str) -> None:
+    """A new key pair ``folder/<name>.key`` + ``<name>.key_secret`` (mode 600), made in a temp folder
+    and renamed into place: an interrupted run leaves no half pair."""
+    import zmq.auth
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}.tmp-"))
+    zmq.auth.create_certificates(str(tmp), name)
+    os.chmod(tmp / f"{name}.key_secret", 0o600)
+    if folder.exists():  # the server's folder (it holds the allow-lists too): the files, public key first
+        for f in (f"{name}.key", f"{name}.key_secret"):
+            os.replace(tmp / f, folder / f)
+        tmp.rmdir()
+    else:
+        os.rename(tmp, folder)
+
+
+def _replace_file(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def _allow_list(folder: Path) -> dict[bytes, str]:

@@ -91,17 +91,18 @@ def test_keys_command_writes_server_client_and_worker_keys(tmp_path, capsys):
 
     assert main(["keys", str(tmp_path / "k"), "--client", "alice", "--client", "farm", "--worker", "gpu1"]) == 0
     names = sorted(p.name for p in (tmp_path / "k").iterdir())
-    assert names == ["alice.key", "alice.key_secret", "authorized_clients", "authorized_workers", "farm.key",
-                     "farm.key_secret", "gpu1.key", "gpu1.key_secret", "server.key", "server.key_secret"]
-    assert sorted(p.name for p in (tmp_path / "k" / "authorized_clients").iterdir()) == ["alice.key", "farm.key"]
-    assert sorted(p.name for p in (tmp_path / "k" / "authorized_workers").iterdir()) == ["gpu1.key"]
+    assert names == ["clients", "server", "workers"]  # the whole layout: tests/test_curve_keys.py
+    assert sorted(p.name for p in (tmp_path / "k" / "clients").iterdir()) == ["alice", "farm"]
+    assert sorted(p.name for p in (tmp_path / "k" / "workers").iterdir()) == ["gpu1"]
+    assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_clients").iterdir()) == ["alice.key", "farm.key"]
+    assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_workers").iterdir()) == ["gpu1.key"]
     capsys.readouterr()
     # A name is a client or a worker, never both; a name is never a path.
     assert main(["keys", str(tmp_path / "k"), "--worker", "alice"]) == 2
     assert "alice" in capsys.readouterr().err
     assert main(["keys", str(tmp_path / "k"), "--client", "../evil"]) == 2
     assert not (tmp_path / "evil.key").exists()
-    assert sorted(p.name for p in (tmp_path / "k" / "authorized_workers").iterdir()) == ["gpu1.key"]
+    assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_workers").iterdir()) == ["gpu1.key"]
 
 
 def test_help_lists_the_server_commands_that_colorprop_server_registers(capsys):

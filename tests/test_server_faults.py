@@ -248,7 +248,7 @@ def test_curve_allows_listed_keys_and_refuses_others(engine, tmp_path):
 
     keys_dir = tmp_path / "keys"
     generate_keys(keys_dir)
-    assert oct(os.stat(keys_dir / "server.key_secret").st_mode & 0o777) == "0o600"
+    assert oct(os.stat(keys_dir / "server" / "server.key_secret").st_mode & 0o777) == "0o600"
     srv = ThreadServer(engine, curve_keys=str(keys_dir))
     try:
         good = CurveKeys.from_dir(keys_dir, "client")

@@ -188,7 +188,8 @@ def test_colorize_refused_by_curve_exits_7_and_says_so(tmp_path, free_port, monk
     try:
         wait_hello(addr, proc, curve=CurveKeys.from_dir(tmp_path / "keys"))
         generate_keys(tmp_path / "stranger")  # a client key the server has never seen, with its server.key
-        (tmp_path / "stranger" / "server.key").write_bytes((tmp_path / "keys" / "server.key").read_bytes())
+        (tmp_path / "stranger" / "clients" / "client" / "server.key").write_bytes(
+            (tmp_path / "keys" / "server" / "server.key").read_bytes())
         monkeypatch.setenv("COLORPROP_CURVE_KEYS", str(tmp_path / "stranger"))
         rc = main(["colorize", "--server", addr, "--input", plate, "--key", f"1={key}", "--output",
                    str(tmp_path / "o.####.exr"), "--method", "flow", "--progress", "none"])
