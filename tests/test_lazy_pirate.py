@@ -235,3 +235,31 @@ def test_a_connection_reset_mid_handshake_is_a_lost_server_not_a_refused_key():
         assert time.monotonic() - t0 < 3 * 0.4 + 1.0
     server.join(5.0)
     assert not server.is_alive(), "the client never connected"
+
+
+def test_frame_window_sends_asked_frames_first_and_keeps_the_window():
+    """The in-band send order: in order while fewer than ``size`` sent ahead await their result; a frame the
+    engine asks for goes next, even one sent before (a restarted run), and is not sent ahead again."""
+    from colorprop_client.colorize import FrameWindow
+
+    w = FrameWindow([1, 2, 3, 4, 5], size=2)
+    for f in (1, 2):
+        assert w.next_frame() == f
+        w.sent(f)
+    assert w.next_frame() is None  # two await their result
+    w.answered(1)
+    assert w.next_frame() == 3
+    w.sent(3)
+    w.asked_for(5)
+    w.asked_for(1)  # resent although answered: the engine restarted
+    w.asked_for(5)  # asked twice: sent once
+    for asked in (5, 1):
+        assert w.next_frame() == asked
+        w.sent(asked)
+    assert w.next_frame() is None and not w.all_sent_answered()
+    for f in (2, 3, 5):
+        w.answered(f)
+    assert w.all_sent_answered() and w.unanswered() == [4]
+    assert w.next_frame() == 4  # 5 was sent on request, so it is not sent ahead again
+    w.sent(4)
+    assert w.next_frame() is None

@@ -53,6 +53,53 @@ def _retry_busy(call: Callable[[], Any], deadline: float) -> Any:
             time.sleep(min(exc.retry_after_s, 0.25))
 
 
+class FrameWindow:
+    """Which in-band frame to send next. Frames the engine asked for (a ``need`` event) go first, even if sent
+    before (a restarted run); the rest go in order while fewer than ``size`` of those sent ahead await their
+    result, so the server never holds more than a window of un-processed frames."""
+
+    def __init__(self, order: Sequence[int], size: int):
+        self.order, self.size = list(order), size
+        self._need: list[int] = []  # asked for by the engine, oldest first
+        self._ahead = list(order)  # not sent yet, in order
+        self._in_window: set[int] = set()  # sent ahead (not asked for)
+        self._sent: set[int] = set()
+        self._answered: set[int] = set()  # frames whose result came back
+
+    def next_frame(self) -> int | None:
+        """The frame to send now, or None (nothing asked for and the window is full or everything sent)."""
+        if self._need:
+            return self._need[0]
+        if self._ahead and len(self._in_window - self._answered) < self.size:
+            return self._ahead[0]
+        return None
+
+    def sent(self, frame: int) -> None:
+        """``frame``, the last :meth:`next_frame`, was taken by the server."""
+        self._sent.add(frame)
+        if self._need:
+            self._need.pop(0)
+            if frame in self._ahead:
+                self._ahead.remove(frame)
+        else:
+            self._ahead.pop(0)
+            self._in_window.add(frame)
+
+    def asked_for(self, frame: int) -> None:
+        if frame not in self._need:
+            self._need.append(frame)
+
+    def answered(self, frame: int) -> None:
+        self._answered.add(frame)
+
+    def all_sent_answered(self) -> bool:
+        return self._sent <= self._answered
+
+    def unanswered(self) -> list[int]:
+        """The frames of the shot whose result has not come back, in order."""
+        return [f for f in self.order if f not in self._answered]
+
+
 def colorize_arrays(
     address: str | Client,
     frames: Mapping[int, np.ndarray],
@@ -109,16 +156,11 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                           busy_wait_s, job_timeout_s, carry_dtype, on_result, key_colorspaces):
     order = sorted(int(f) for f in frames)
     deadline = time.monotonic() + busy_wait_s
+    key_spaces = {str(int(k)): v for k, v in (key_colorspaces or {}).items()}
     job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace,
-                                               carry_dtype=carry_dtype,
-                                               key_colorspaces={str(int(k)): v for k, v in (key_colorspaces or {}).items()}),
-                      deadline)
+                                               carry_dtype=carry_dtype, key_colorspaces=key_spaces), deadline)
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    got: set[int] = set()
-    need: list[int] = []  # frames the engine is waiting for: sent first, even if sent before
-    ahead = list(order)  # the rest, sent in order while fewer than `window` await their result
-    in_window: set[int] = set()
-    sent: set[int] = set()
+    flight = FrameWindow(order, window)
     # A frame ``frames`` could not give (an unreadable file) or the server refused (NaN, wrong size): raised once
     # the results of the frames sent before it are back, so they are not lost.
     unreadable: Exception | None = None
@@ -127,8 +169,7 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
         while job.finished is None:
             if end is not None and time.monotonic() > end:
                 raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
-            while unreadable is None and (need or (ahead and len(in_window - got) < window)):
-                nxt = need[0] if need else ahead[0]
+            while unreadable is None and (nxt := flight.next_frame()) is not None:
                 try:
                     pixels = frames[nxt]
                 except Exception as exc:  # e.g. an unreadable file: keep the results of the frames before it
@@ -143,17 +184,10 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                         raise
                     unreadable = exc
                     break
-                sent.add(nxt)
-                if need:
-                    need.pop(0)
-                    if nxt in ahead:
-                        ahead.remove(nxt)
-                else:
-                    ahead.pop(0)
-                    in_window.add(nxt)
+                flight.sent(nxt)
             for ev in job.fetch(wait_s=LONG_POLL_S):
                 if ev.kind == P.EV_RESULT:
-                    got.add(ev.frame)
+                    flight.answered(ev.frame)
                     if on_result is not None:
                         on_result(ev.frame, ev.rgb, ev.confidence)
                     else:
@@ -161,17 +195,16 @@ def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, o
                 elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
                     if unreadable is not None:
                         raise unreadable  # the engine waits for a frame we cannot give: nothing more will come
-                    if int(ev.frame) not in need:
-                        need.append(int(ev.frame))
+                    flight.asked_for(int(ev.frame))
                 elif ev.kind in P.TERMINAL_EVENTS:
                     _raise_terminal(job, ev)
                 if on_progress is not None:
                     on_progress(ev)
-            if unreadable is not None and sent <= got:
+            if unreadable is not None and flight.all_sent_answered():
                 raise unreadable
     finally:
         _close_quietly(job)
-    missing = [f for f in order if f not in got]
+    missing = flight.unanswered()
     if missing:
         raise JobFailed(P.E_INTERNAL, f"job {job.id} finished without results for frames {missing[:10]}")
     return results
