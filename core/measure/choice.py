@@ -1,108 +1,196 @@
-"""`python -m colorprop.measure.choice`: how well F_f chooses, against the flow chain, the rule and an oracle.
+"""`python -m colorprop.measure.choice`: the room each set of candidates leaves, and what the choosers take of it.
 
-On each dev clip the candidates of ``propagate.run_candidates`` (DIS flow, flow chain, F_s key match at the
-clip's dev width, the same the Propagator computes) are computed once and cached; then the recursion of
-``step.propagate_step`` runs with each chooser:
+On each range of a split (``--split validation``: sources nothing learns from; ``dev``: seen sources) the
+candidates are computed once at the range's width and cached (``--candidates-cache``):
 
-    flow     the flow candidate everywhere (the classical chain)
-    rule     the untrained F_f: key match where the flow's consistency < 0.5
-    trained  F_f from the weights folder
-    oracle   per pixel the candidate closer to the truth, inside the recursion (what it picks is carried on):
-             the most any chooser between these two candidates can reach
+    chain    the previous written colour warped along DIS flow (``propagate.run_candidates``, the Propagator's
+             own computation; the chain carries on whatever was written)
+    key      F_s's key match (same)
+    direct   key-direct flow: the key's colour warped along DIS flow from frame t straight to the key (no
+             accumulated drift), with the forward-backward consistency of that flow (``propagate.flow_step``
+             from the key, one DIS pair per frame)
+
+then the recursion of ``step.propagate_step`` runs with each policy:
+
+    flow | key | direct        one candidate alone (flow = the classical chain)
+    rule                        the untrained F_f: key match where the flow's consistency < 0.5
+    trained                     F_f from the weights folder (chooses between chain and key)
+    oracle:<c>+<c>...           per pixel the candidate of the set closest to the truth, inside the recursion
+                                (what it picks is carried on): the most any chooser over that set can reach.
+                                ``oracle`` alone is oracle:chain+key
 
 Lab-PSNR averaged over the first N propagated frames, as ``colorprop eval`` (which runs the whole pipeline,
-plate-resolution carry included; use it for the numbers that count). This one isolates the chooser.
+plate-resolution carry included; use it for the numbers that count). This one isolates the choice. Results
+are written after every range (``--json``), so a stopped run keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from colorprop.colour.convert import linear_rec709_to_lab
+from colorprop.engine.flow import make_dis
 from colorprop.engine.models import load_models
 from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
-from colorprop.engine.propagate import AB_SCALE, run_candidates
-from colorprop.engine.step import Candidates, Carried, StepOutput, advance, carry_on, propagate_step, start
+from colorprop.engine.propagate import AB_SCALE, flow_step, run_candidates
+from colorprop.engine.step import Carried, advance, carry_on, packed_slice, propagate_step, start, unpack_candidates
 from colorprop.measure.metrics import mean_lab_psnr_first_n
 
-POLICIES = ("flow", "rule", "trained", "oracle")
+CANDIDATE_NAMES = ("chain", "key", "direct")  # ties go to the first of a set in this order
+SINGLE = {"flow": ("chain",), "key": ("key",), "direct": ("direct",), "oracle": ("chain", "key")}
+POLICIES = ("flow", "key", "direct", "rule", "trained", "oracle:chain+key", "oracle:chain+direct",
+            "oracle:key+direct", "oracle:chain+key+direct")
 
 
-def oracle_step(carried, c, ab_true: torch.Tensor) -> StepOutput:
-    """The choice an oracle makes: per pixel, the candidate closer to ``ab_true``."""
-    moved = advance(carried, c.flow)
-    take_key = ((c.ab_key - ab_true).norm(dim=1, keepdim=True) < (moved.ab - ab_true).norm(dim=1, keepdim=True)).float()
-    ab = moved.ab + take_key * (c.ab_key - moved.ab)
-    return StepOutput(ab, moved.ab, take_key, take_key - 0.5, torch.ones_like(take_key), moved.age)
+def candidate_set(policy: str) -> tuple[str, ...] | None:
+    """The candidates an oracle policy picks among, in CANDIDATE_NAMES order; None for rule / trained."""
+    if policy in SINGLE:
+        return SINGLE[policy]
+    if not policy.startswith("oracle:"):
+        if policy in ("rule", "trained"):
+            return None
+        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)} or oracle:<c>+<c> "
+                         f"with candidates {', '.join(CANDIDATE_NAMES)}")
+    names = set(policy.split(":", 1)[1].split("+"))
+    unknown = names - set(CANDIDATE_NAMES)
+    if unknown or not names:
+        raise ValueError(f"policy {policy!r}: unknown candidate(s) {sorted(unknown)}; choose from "
+                         f"{', '.join(CANDIDATE_NAMES)}")
+    return tuple(n for n in CANDIDATE_NAMES if n in names)
+
+
+def key_direct(labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The key-direct candidate of a run keyed at its first frame: T x 3 x H x W float32, the key's ab (ab/128)
+    warped along DIS flow from each frame to the key, then that flow's forward-backward consistency."""
+    dis = make_dis()
+    L_key, ab_key = labs[0]
+    out = np.ones((len(labs), 3, *L_key.shape), np.float32)
+    out[0, :2] = ab_key.transpose(2, 0, 1) / AB_SCALE
+    for t, (L, _) in enumerate(labs[1:], start=1):
+        flowed = flow_step(dis, L_key, ab_key, L)
+        out[t, :2] = flowed.ab.transpose(2, 0, 1) / AB_SCALE
+        out[t, 2] = flowed.consistency
+    return out
+
+
+def pick_closest(named: dict[str, torch.Tensor], ab_true: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per pixel the candidate (N x 2 x H x W each) closest to ``ab_true``; (ab, share of pixels per candidate)."""
+    names = list(named)
+    stack = torch.stack([named[n] for n in names])  # K x N x 2 x H x W
+    pick = (stack - ab_true).norm(dim=2).argmin(dim=0)  # N x H x W; ties: the first
+    ab = torch.gather(stack, 0, pick[None, :, None].expand(1, -1, 2, -1, -1))[0]
+    return ab, {n: float((pick == i).float().mean()) for i, n in enumerate(names)}
 
 
 @torch.inference_mode()
-def run_policy(policy: str, cand: np.ndarray, fusion: FusionNet | None) -> tuple[list[np.ndarray], float]:
-    """The recursion over one clip's candidates (T x 11 x H x W); (ab per frame HxWx2 Lab, mean key share)."""
+def run_policy(policy: str, cand: np.ndarray, direct: np.ndarray | None,
+               fusion: FusionNet | None) -> tuple[list[np.ndarray], dict[str, float]]:
+    """The recursion over one range's candidates (``run_candidates``' layout; ``direct``: ``key_direct``'s);
+    returns (ab per frame HxWx2 Lab, mean share of pixels per candidate over the propagated frames)."""
+    names = candidate_set(policy)
     frames = torch.from_numpy(cand)
-    carried = start(frames[:1, 9:11])
-    out_ab, shares = [cand[0, 9:11].transpose(1, 2, 0) * AB_SCALE], []
-
+    carried = start(frames[:1, packed_slice("ab_true")])
+    out_ab = [cand[0, packed_slice("ab_true")].transpose(1, 2, 0) * AB_SCALE]
+    shares: dict[str, list[float]] = {}
     for t in range(1, len(cand)):
-        f = frames[t:t + 1]
-        c = Candidates(f[:, 0:1], f[:, 1:3], f[:, 3:4], f[:, 4:5], f[:, 5:6], f[:, 6:8], f[:, 8:9])
-        if policy == "oracle":
-            out = oracle_step(carried, c, f[:, 9:11])
+        c, ab_true = unpack_candidates(frames[t:t + 1])
+        if names is None:  # rule / trained: F_f chooses between the chain and the key match
+            out = propagate_step(fusion, carried, c)
+            ab, moved = out.ab, Carried(out.ab_flow, out.age_flow)
+            share = float(out.key_weight.mean())
+            picked = {"chain": 1.0 - share, "key": share}
         else:
-            out = propagate_step(None if policy == "flow" else fusion, carried, c)
-        shares.append(float(out.key_weight.mean()))
-        carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)
-        out_ab.append(out.ab[0].numpy().transpose(1, 2, 0) * AB_SCALE)
-    return out_ab, float(np.mean(shares))
+            moved = advance(carried, c.flow)
+            available = {"chain": moved.ab, "key": c.ab_key,
+                         "direct": None if direct is None else torch.from_numpy(direct[t:t + 1, :2])}
+            ab, picked = pick_closest({n: available[n] for n in names}, ab_true)
+        for n, s in picked.items():
+            shares.setdefault(n, []).append(s)
+        carried = carry_on(moved, ab)
+        out_ab.append(ab[0].numpy().transpose(1, 2, 0) * AB_SCALE)
+    return out_ab, {n: float(np.mean(v)) for n, v in shares.items()}
+
+
+def cached(path: Path, compute) -> np.ndarray:
+    """``compute()``'s array, saved at ``path`` the first time (temp name + rename) and read back after."""
+    if path.exists():
+        return np.load(path)
+    array = compute()
+    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+    return array
+
+
+def format_table(results: dict, policies: list[str], ns: list[int]) -> str:
+    """Markdown: per range, each policy's Lab-PSNR at every N (a / b / ...), then the mean and its gain over flow."""
+    head = "| range | " + " | ".join(policies) + " |"
+    lines = [head, "|---|" + "---|" * len(policies)]
+    for name, row in results.items():
+        lines.append(f"| {name} | " + " | ".join(" / ".join(f"{row[p]['psnr'][str(n)]:.2f}" for n in ns)
+                                                for p in policies) + " |")
+    mean = {p: [float(np.mean([r[p]["psnr"][str(n)] for r in results.values()])) for n in ns] for p in policies}
+    lines.append(f"| **mean ({len(results)})** | " + " | ".join(" / ".join(f"{v:.2f}" for v in mean[p])
+                                                             for p in policies) + " |")
+    if "flow" in mean:
+        lines.append("| **− flow** | " + " | ".join(" / ".join(f"{v - f:+.2f}" for v, f in zip(mean[p], mean["flow"]))
+                                                   for p in policies) + " |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m colorprop.measure.choice", description=__doc__.split("\n")[0])
-    ap.add_argument("--weights", default=None, help="weights folder for 'trained' (default: shipped)")
+    ap.add_argument("--split", default="validation", choices=("validation", "dev"),
+                    help="validation: sources nothing learns from; dev: the seen sources")
+    ap.add_argument("--weights", default=None, help="weights folder for 'trained' and F_s (default: shipped)")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--n", default="10,30,50")
-    ap.add_argument("--clips", default=None)
-    ap.add_argument("--candidates-cache", default="out/choice_candidates", help="cached candidates per clip")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--clips", default=None, help="comma-separated clip names (default: every main range)")
+    ap.add_argument("--candidates-cache", default="out/choice_candidates", help="cached candidates per range")
+    ap.add_argument("--json", default=None, help="results, rewritten after every range")
     args = ap.parse_args(argv)
-    from colorprop.data.clips import load_dev_clips
+    from colorprop.data.clips import load_eval_clips
 
+    policies = args.policies.split(",")
+    for policy in policies:
+        candidate_set(policy)  # an unknown policy is refused before any work
     models = load_models(Path(args.weights) if args.weights else None, device="cpu", precision="fp32")
     fusion = {"trained": models.fusion, "rule": FusionNet(FusionConfig()).eval()}
     ns = [int(n) for n in args.n.split(",")]
-    policies = args.policies.split(",")
     cache = Path(args.candidates_cache)
     cache.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict] = {}
-    for clip in load_dev_clips(include_report_apart=False):
+    report = {"split": args.split, "ns": ns, "policies": policies, "weights": str(models.manifest.folder)
+              if models.manifest is not None else None, "ranges": {}}
+    results = report["ranges"]
+    for clip in load_eval_clips(args.split, include_report_apart=False):
         if args.clips and clip.name.split("@")[0] not in args.clips.split(","):
             continue
         labs = [linear_rec709_to_lab(f) for f in clip.frames_linear]
-        path = cache / f"{clip.name}_{clip.size[0]}.npy"
-        if path.exists():
-            cand = np.load(path)
-        else:
-            cand = run_candidates(models, [(lab[..., 0], lab[..., 1:]) for lab in labs])
-            np.save(path, cand)
+        split_labs = [(lab[..., 0], lab[..., 1:]) for lab in labs]
+        cand = cached(cache / f"{clip.name}_{clip.size[0]}.npy", lambda: run_candidates(models, split_labs))
+        direct = cached(cache / f"{clip.name}_{clip.size[0]}_direct.npy", lambda: key_direct(split_labs))
         results[clip.name] = {}
         for policy in policies:
-            abs_, share = run_policy(policy, cand, fusion.get(policy))
+            abs_, shares = run_policy(policy, cand, direct, fusion.get(policy))
             pred = [np.concatenate([lab[..., :1], ab], -1) for lab, ab in zip(labs, abs_)]
-            results[clip.name][policy] = {"psnr": {n: mean_lab_psnr_first_n(pred, labs, n) for n in ns},
-                                          "key_share": share}
-            print(f"{clip.name:24s} {policy:8s} " + " ".join(f"N={n} {results[clip.name][policy]['psnr'][n]:6.2f}"
-                                                             for n in ns) + f"  key share {share:.3f}", flush=True)
-    print("mean over clips:")
-    for policy in policies:
-        print(f"  {policy:8s} " + " ".join(
-            f"N={n} {np.mean([r[policy]['psnr'][n] for r in results.values()]):6.2f}" for n in ns))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+            psnr = {str(n): mean_lab_psnr_first_n(pred, labs, n) for n in ns}
+            results[clip.name][policy] = {"psnr": psnr, "shares": shares}
+            print(f"{clip.name:40s} {policy:24s} " + " ".join(f"N={n} {psnr[str(n)]:6.2f}" for n in ns)
+                  + "  " + " ".join(f"{k} {v:.3f}" for k, v in shares.items()), file=sys.stderr, flush=True)
+        if args.json:
+            report["table"] = format_table(results, policies, ns)
+            out = Path(args.json)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
+            tmp.replace(out)
+    print(format_table(results, policies, ns))
     return 0
 
 
