@@ -107,17 +107,30 @@ def _start(args) -> None:
     setup_logging(args.log_level, args.log_format)
 
 
-def _settings(args, role: str, **extra) -> ServerConfig:
-    """The settings of a ``role`` process (after :func:`_start`), every one checked, and the addresses,
-    keys and weights it needs (``preflight``), before anything loads or listens."""
+def command_config(args) -> tuple[str, ServerConfig]:
+    """The role ("server", "worker" or "broker") and the settings a ``serve`` or ``broker`` command line
+    asks for (after :func:`_start` applied its config file), not yet checked."""
+    from colorprop.errors import InputError
+
+    common = dict(curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
+                  max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
+                  max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat,
+                  metrics_port=args.metrics_port, metrics_host=args.metrics_host, bind=args.bind)
+    if args._command == "broker":
+        return "broker", ServerConfig(backend_bind=args.backend, job_retries=args.job_retries, **common)
+    if args.worker != bool(args.broker):
+        raise InputError("--worker and --broker ADDR go together")
+    return ("worker" if args.worker else "server"), ServerConfig(
+        broker=args.broker, allowed_roots=tuple(args.allow_root), weights_dir=args.weights, device=args.device,
+        curve_client_name=args.curve_client_name, **common)
+
+
+def _settings(args) -> ServerConfig:
+    """The command's settings, every one checked, and the addresses, keys and weights its role needs
+    (``preflight``), before anything loads or listens."""
     from .preflight import check_can_start
 
-    config = ServerConfig(
-        curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
-        max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
-        max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat, metrics_port=args.metrics_port,
-        metrics_host=args.metrics_host, **extra,
-    )
+    role, config = command_config(args)
     return check_can_start(config, role)
 
 
@@ -155,22 +168,15 @@ def add_serve(subparsers) -> None:
     p.add_argument("--curve-client-name", default="worker",
                    help="worker mode: which worker key pair (DIR/workers/NAME/ from `colorprop keys DIR --worker NAME`)")
     _common(p)
-    p.set_defaults(func=run_serve, _parser=p, _example="docs/server.example.toml (docs/worker.example.toml for a worker)")
+    p.set_defaults(func=run_serve, _parser=p, _command="serve", _example="docs/server.example.toml (docs/worker.example.toml for a worker)")
 
 
 def run_serve(args) -> int:
-    from colorprop.errors import InputError
-
-    from .preflight import SERVER, WORKER
     from .server import serve
 
     _start(args)
-    if args.worker != bool(args.broker):
-        raise InputError("--worker and --broker ADDR go together")
-    config = _settings(args, WORKER if args.worker else SERVER, bind=args.bind, broker=args.broker,
-                       allowed_roots=tuple(args.allow_root), weights_dir=args.weights, device=args.device,
-                       curve_client_name=args.curve_client_name)
-    return _run_checked(serve, config, {} if args.worker else {"--bind": config.bind})
+    config = _settings(args)
+    return _run_checked(serve, config, {} if config.broker else {"--bind": config.bind})
 
 
 def add_broker(subparsers) -> None:
@@ -181,15 +187,14 @@ def add_broker(subparsers) -> None:
                    help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})")
     p.add_argument("--job-retries", type=int, default=2, help="restarts of a shared-path job whose worker died")
     _common(p)
-    p.set_defaults(func=run_broker_command, _parser=p, _example="docs/broker.example.toml")
+    p.set_defaults(func=run_broker_command, _parser=p, _command="broker", _example="docs/broker.example.toml")
 
 
 def run_broker_command(args) -> int:
     from .broker import run_broker
-    from .preflight import BROKER
 
     _start(args)
-    config = _settings(args, BROKER, bind=args.bind, backend_bind=args.backend, job_retries=args.job_retries)
+    config = _settings(args)
     return _run_checked(run_broker, config, {"--bind": config.bind, "--backend": config.backend_bind})
 
 

@@ -213,14 +213,8 @@ def _outcome(argv: list[str]):
         _start(args)
     except ColorpropError as err:
         return err.exit_code, str(err)
-    role = "broker" if args.command == "broker" else "worker" if args.worker else "server"
-    extra = ({"backend_bind": args.backend, "job_retries": args.job_retries} if role == "broker" else
-             {"broker": args.broker, "allowed_roots": tuple(args.allow_root), "weights_dir": args.weights,
-              "device": args.device, "curve_client_name": args.curve_client_name})
     try:
-        if role == "worker" and not args.broker:
-            return 2, "worker without broker"
-        return _settings(args, role, bind=args.bind, **extra)
+        return _settings(args)
     except ColorpropError as err:
         assert str(err).strip() and "\n" not in str(err), repr(str(err))
         return err.exit_code, str(err)
