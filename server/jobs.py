@@ -15,6 +15,7 @@ from colorprop_client import protocol as P
 from .gate import Stopped
 from .logs import log_event
 from .paths import AllowedRoots, PathRefused
+from .requests import PathsShot
 from .session import Session, jsonable, suggestions
 
 if TYPE_CHECKING:
@@ -208,7 +209,7 @@ class CheckedSink:
         self.s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
 
 
-def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
+def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> Any:
     """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
     keys, colour space, output folder), here in the job thread, with every path it touches checked
     against the roots; then every path is checked again when it is used, and writes go through the
@@ -225,13 +226,13 @@ def run_paths(service: Service, s: Session, plan: dict, options: Any) -> Any:
             raise Stopped()
         return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
 
-    checked = check_sequence_job(plan["input"], plan["keys"], plan["output"], s.frames, options, allow=allowed,
+    checked = check_sequence_job(shot.input, shot.keys, shot.output, s.frames, options, allow=allowed,
                                  open_file=roots.opened_file)
     service.gate.acquire(s.id, s.stop.is_set)
-    source, sink = checked.source(), checked.sink(plan["pixel_type"])
-    out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(plan["output"]).name
+    source, sink = checked.source(), checked.sink(shot.pixel_type)
+    out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(shot.output).name
     with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
         remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
     return run_shot(service.engine, CheckedSource(service, s, source), checked.keys, options,
                     CheckedSink(roots, s, sink, out_dir, out_name), progress_of(service, s), s.stop.is_set,
-                    skip_existing=plan["skip_existing"])
+                    skip_existing=shot.skip_existing)

@@ -1,9 +1,11 @@
-"""Checks of the request fields a client sends (job ids, in-band keys, shared-path plans): each
-bad field is a ``ProtocolError`` naming it."""
+"""The requests a client sends, parsed from the wire header into typed values: pure functions (no
+threads, no sockets, no session state changed), each bad field a ``ProtocolError`` naming it."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from typing import Any, Callable
 
 import numpy as np
 
@@ -12,9 +14,72 @@ from colorprop_client.protocol import ProtocolError
 
 from .config import ServerConfig
 from .paths import AllowedRoots, PathRefused
-from .session import Session
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+FLOAT32_BYTES = 4  # what the server holds per channel value: keys and frames are widened to float32
+
+
+@dataclasses.dataclass(frozen=True)
+class InbandShot:
+    """An in-band shot's keys (``KeyImage`` float32, held for the job's life) and the dtype the client
+    stores its results in (the engine carries the same rounding)."""
+    keys: dict[int, Any]
+    shape: tuple[int, int]  # (H, W) every frame must have: the keys'
+    carry: type
+
+    @property
+    def key_bytes(self) -> int:
+        return sum(k.pixels.nbytes for k in self.keys.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class PathsShot:
+    """A shared-path shot's patterns and keys (inside the allowed roots) and how it writes."""
+    input: str
+    output: str
+    keys: dict[int, str]
+    skip_existing: bool
+    pixel_type: str
+
+    key_bytes = 0  # the keys are read in the job thread, not held from the request
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenShot:
+    job: str
+    mode: str
+    frames: list[int]  # sorted
+    options: Any  # ShotOptions
+    colorspace: str | None
+    seq_base: int
+    shot: InbandShot | PathsShot
+
+    @property
+    def key_frames(self) -> list[int]:
+        return sorted(self.shot.keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameIn:
+    """An in-band plate frame as received: HxWxC float16 or float32, a read-only view of the message."""
+    job: str
+    frame: int
+    pixels: np.ndarray
+    channels: tuple[str, ...]
+    colorspace: str | None
+
+    @property
+    def held_bytes(self) -> int:
+        """What the frame holds once taken (widened to float32)."""
+        return self.pixels.size * FLOAT32_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetch:
+    job: str
+    after: int
+    wait_s: float
+    max_events: int
 
 
 def job_id(msg: P.Message) -> str:
@@ -24,7 +89,50 @@ def job_id(msg: P.Message) -> str:
     return job
 
 
-def inband_keys(msg: P.Message, s: Session, colorspace: str | None, config: ServerConfig) -> dict:
+def _colorspace(msg: P.Message) -> str | None:
+    colorspace = msg.get("colorspace")
+    if colorspace is not None and not isinstance(colorspace, str):
+        raise ProtocolError(P.E_BAD_INPUT, "colorspace must be a string or null", "colorspace")
+    return colorspace
+
+
+def parse_open(msg: P.Message, config: ServerConfig, roots: AllowedRoots,
+               check_method: Callable[[str], None]) -> OpenShot:
+    """An ``open_shot`` request; ``check_method`` raises a ColorpropError for a method the engine lacks."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.errors import ColorpropError
+
+    job = job_id(msg)
+    mode = msg.get("mode")
+    if mode not in P.MODES:
+        raise ProtocolError(P.E_BAD_INPUT, f"mode must be one of {list(P.MODES)}", "mode")
+    frames = msg.get("frames")
+    if (not isinstance(frames, list) or not frames or len(frames) > config.max_frames_per_shot
+            or any(type(f) is not int or abs(f) > P.MAX_FRAME_NUMBER for f in frames)
+            or len(set(frames)) != len(frames)):
+        raise ProtocolError(P.E_BAD_INPUT, f"frames must be 1..{config.max_frames_per_shot} distinct integers "
+                            f"of at most {len(str(P.MAX_FRAME_NUMBER))} digits", "frames")
+    options_in = msg.get("options", {})
+    if not isinstance(options_in, dict):
+        raise ProtocolError(P.E_BAD_INPUT, "options must be an object", "options")
+    colorspace = _colorspace(msg)
+    seq_base = msg.get("seq_base", 0)
+    if type(seq_base) is not int or seq_base < 0:
+        raise ProtocolError(P.E_BAD_INPUT, "seq_base must be a non-negative integer", "seq_base")
+    try:
+        options = ShotOptions.from_dict(options_in)
+        check_method(options.method)
+    except ColorpropError as exc:
+        raise ProtocolError(P.E_BAD_INPUT, str(exc), "options") from None
+    frames = sorted(frames)
+    if mode == P.MODE_INBAND:
+        shot: InbandShot | PathsShot = parse_inband_shot(msg, set(frames), colorspace, config)
+    else:
+        shot = parse_paths_shot(msg, frames, roots)
+    return OpenShot(job, mode, frames, options, colorspace, seq_base, shot)
+
+
+def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, config: ServerConfig) -> InbandShot:
     from colorprop.shot.pipeline import KeyImage
 
     key_frames = msg.get("keys")
@@ -35,9 +143,9 @@ def inband_keys(msg: P.Message, s: Session, colorspace: str | None, config: Serv
     key_cs = msg.get("key_colorspaces") or {}
     if not isinstance(key_cs, dict) or any(v is not None and not isinstance(v, str) for v in key_cs.values()):
         raise ProtocolError(P.E_BAD_INPUT, "key_colorspaces must map frames to colour space names", "key_colorspaces")
-    keys = {}
+    keys, shape = {}, None
     for k in key_frames:
-        if k not in s.frame_set:
+        if k not in frames:
             raise ProtocolError(P.E_BAD_INPUT, f"key frame {k} is not among the shot's frames", "keys")
         arr = msg.arrays[f"key{k}"]
         if arr.ndim != 3 or arr.shape[2] != 3:
@@ -45,9 +153,9 @@ def inband_keys(msg: P.Message, s: Session, colorspace: str | None, config: Serv
         if arr.shape[0] * arr.shape[1] > config.max_frame_pixels:
             raise ProtocolError(P.E_TOO_LARGE, f"key {k}: {arr.shape[1]}x{arr.shape[0]} is above the "
                                 f"{config.max_frame_pixels}-pixel limit", "shape")
-        if s.shape is None:
-            s.shape = tuple(arr.shape[:2])
-        elif tuple(arr.shape[:2]) != s.shape:
+        if shape is None:
+            shape = tuple(arr.shape[:2])
+        elif tuple(arr.shape[:2]) != shape:
             raise ProtocolError(P.E_PIXELS, f"key {k}: size differs from the other keys", "shape")
         try:
             P.check_finite(arr, f"key {k}")
@@ -55,10 +163,13 @@ def inband_keys(msg: P.Message, s: Session, colorspace: str | None, config: Serv
             exc.field = "keys"
             raise
         keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}")
-    return keys
+    carry = msg.get("carry_dtype", "float32")
+    if carry not in ("float32", "float16"):
+        raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
+    return InbandShot(keys, shape, np.float16 if carry == "float16" else np.float32)
 
 
-def paths_plan(msg: P.Message, frames: list[int], roots: AllowedRoots) -> dict:
+def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> PathsShot:
     """The checks that cost nothing (socket thread): field types and bounds, the patterns'
     folders and the keys inside the roots. Per-frame checks run in the job thread."""
     from colorprop.errors import ColorpropError
@@ -96,4 +207,49 @@ def paths_plan(msg: P.Message, frames: list[int], roots: AllowedRoots) -> dict:
             roots.check_file(path)
     except PathRefused as exc:
         raise ProtocolError(P.E_PATH, str(exc), "path") from None
-    return {"input": in_pat.pattern, "output": out_pat.pattern, "keys": key_paths}
+    skip, pixel_type = msg.get("skip_existing", False), msg.get("pixel_type", "half")
+    if not isinstance(skip, bool):
+        raise ProtocolError(P.E_BAD_INPUT, "skip_existing must be true/false", "skip_existing")
+    if pixel_type not in ("half", "float"):
+        raise ProtocolError(P.E_BAD_INPUT, "pixel_type must be half or float", "pixel_type")
+    return PathsShot(in_pat.pattern, out_pat.pattern, key_paths, skip, pixel_type)
+
+
+def parse_frame(msg: P.Message, frames: set[int], shape: tuple[int, int]) -> FrameIn:
+    """A ``frame`` request of an in-band shot with ``frames`` of size ``shape`` (H, W)."""
+    job = job_id(msg)
+    frame = msg.get("frame")
+    if type(frame) is not int or frame not in frames:
+        raise ProtocolError(P.E_BAD_INPUT, f"frame {frame!r} is not a frame of this shot", "frame")
+    channels = msg.get("channels")
+    pixels = msg.arrays.get("pixels")
+    if pixels is None or len(msg.arrays) != 1:
+        raise ProtocolError(P.E_BAD_INPUT, "a frame message carries exactly one buffer, 'pixels'", "buffers")
+    if (not isinstance(channels, list) or not channels or len(channels) > 64
+            or any(not isinstance(c, str) or not c or len(c) > 64 for c in channels)):
+        raise ProtocolError(P.E_BAD_INPUT, "channels must be a list of channel names", "channels")
+    if pixels.ndim != 3 or pixels.shape[2] != len(channels):
+        raise ProtocolError(P.E_PIXELS, f"frame {frame}: pixels must be HxWx{len(channels)} for channels "
+                            f"{channels}, got shape {list(pixels.shape)}", "shape")
+    if tuple(pixels.shape[:2]) != shape:
+        raise ProtocolError(P.E_PIXELS, f"frame {frame}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
+                            f"the shot's {shape[1]}x{shape[0]} (the key's size)", "shape")
+    if "Y" not in channels and not {"R", "G", "B"} <= set(channels):
+        raise ProtocolError(P.E_BAD_INPUT, f"frame {frame}: channels {channels} have neither R,G,B nor Y",
+                            "channels")
+    try:
+        P.check_finite(pixels, f"frame {frame}")
+    except ProtocolError as exc:
+        exc.field = "pixels"
+        raise
+    return FrameIn(job, frame, pixels, tuple(channels), _colorspace(msg))
+
+
+def parse_fetch(msg: P.Message, config: ServerConfig) -> Fetch:
+    job = job_id(msg)
+    after, wait_ms, max_events = msg.get("after", -1), msg.get("wait_ms", 0), msg.get("max_events", 16)
+    for name, v in (("after", after), ("wait_ms", wait_ms), ("max_events", max_events)):
+        if type(v) is not int or v < (-1 if name == "after" else 0):
+            raise ProtocolError(P.E_BAD_INPUT, f"{name} must be an integer", name)
+    return Fetch(job, after, min(wait_ms, config.max_wait_ms) / 1000.0,
+                 max(1, min(max_events, config.max_events_per_fetch)))

@@ -50,6 +50,11 @@ class Service:
         self.threads: list[threading.Thread] = []
         self._describe = engine.describe()
         self.metrics = ServerMetrics(self.stats)
+        self._handlers: dict[str, Callable[[P.Message, str, Reply], None]] = {
+            P.PING: self._on_ping, P.HELLO: self._on_hello, P.STATUS: self._on_status,
+            P.OPEN_SHOT: self._on_open_shot, P.FRAME: self._on_frame, P.FETCH: self._on_fetch,
+            P.CANCEL: self._on_cancel, P.CLOSE: self._on_close,
+        }
 
     # ------------------------------------------------------------------ entry points
     def handle(self, frames: list, client: str, reply: Reply) -> None:
@@ -80,7 +85,7 @@ class Service:
         info.update(type=msg.type, id=msg.id, job=msg.get("job") if isinstance(msg.get("job"), str) else None,
                     frame=msg.get("frame") if type(msg.get("frame")) is int else None)
         try:
-            getattr(self, "_on_" + msg.type)(msg, client, logged_reply)
+            self._handlers[msg.type](msg, client, logged_reply)
         except ProtocolError as exc:
             logged_reply(P.error_reply(msg.id, exc.code, str(exc), exc.field))
         except Exception as exc:  # never let one request take the server down
@@ -157,9 +162,6 @@ class Service:
         reply(P.encode(P.JOBS, msg.id, jobs=jobs, **self.stats()))
 
     def _on_open_shot(self, msg: P.Message, client: str, reply: Reply) -> None:
-        from colorprop.engine.engine import ShotOptions
-        from colorprop.errors import ColorpropError
-
         job_id = requests.job_id(msg)
         existing = self.sessions.get(job_id)
         if existing is not None:  # a resend of an open we already did: same answer (idempotent)
@@ -168,62 +170,26 @@ class Service:
             return
         if self.stopping:
             raise ProtocolError(P.E_SHUTDOWN, "server is shutting down")
-        mode = msg.get("mode")
-        if mode not in P.MODES:
-            raise ProtocolError(P.E_BAD_INPUT, f"mode must be one of {list(P.MODES)}", "mode")
-        busy = gate.open_busy(self.config, self.sessions.values(), client, sum(a.nbytes for a in msg.arrays.values()))
+        req = requests.parse_open(msg, self.config, self.roots, self.engine.check_method)
+        busy = gate.open_busy(self.config, self.sessions.values(), client, req.shot.key_bytes)
         if busy:
             reply(P.encode(P.BUSY, msg.id, message=busy, retry_after_s=self._retry_after()))
             return
-        frames = msg.get("frames")
-        if (not isinstance(frames, list) or not frames or len(frames) > self.config.max_frames_per_shot
-                or any(type(f) is not int or abs(f) > P.MAX_FRAME_NUMBER for f in frames)
-                or len(set(frames)) != len(frames)):
-            raise ProtocolError(P.E_BAD_INPUT, f"frames must be 1..{self.config.max_frames_per_shot} distinct integers "
-                                f"of at most {len(str(P.MAX_FRAME_NUMBER))} digits", "frames")
-        options_in = msg.get("options", {})
-        if not isinstance(options_in, dict):
-            raise ProtocolError(P.E_BAD_INPUT, "options must be an object", "options")
-        colorspace = msg.get("colorspace")
-        if colorspace is not None and not isinstance(colorspace, str):
-            raise ProtocolError(P.E_BAD_INPUT, "colorspace must be a string or null", "colorspace")
-        seq_base = msg.get("seq_base", 0)
-        if type(seq_base) is not int or seq_base < 0:
-            raise ProtocolError(P.E_BAD_INPUT, "seq_base must be a non-negative integer", "seq_base")
-        try:
-            options = ShotOptions.from_dict(options_in)
-            self.engine.check_method(options.method)
-        except ColorpropError as exc:
-            raise ProtocolError(P.E_BAD_INPUT, str(exc), "options") from None
-        frames = sorted(frames)
-        session = Session(job_id, client, mode, frames, seq_base)
-        if mode == P.MODE_INBAND:
-            keys = requests.inband_keys(msg, session, colorspace, self.config)
-            session.key_bytes = sum(k.pixels.nbytes for k in keys.values())
-            carry = msg.get("carry_dtype", "float32")
-            if carry not in ("float32", "float16"):
-                raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
-            target = jobs.run_inband
-            session.key_frames = sorted(keys)
-            args = (session, keys, options, colorspace, np.float16 if carry == "float16" else np.float32)
+        session = Session(job_id, client, req.mode, req.frames, req.seq_base)
+        session.key_frames = req.key_frames
+        if isinstance(req.shot, requests.InbandShot):
+            session.shape, session.key_bytes = req.shot.shape, req.shot.key_bytes
+            target, args = jobs.run_inband, (session, req.shot.keys, req.options, req.colorspace, req.shot.carry)
         else:
-            plan = requests.paths_plan(msg, frames, self.roots)
-            skip, pixel_type = msg.get("skip_existing", False), msg.get("pixel_type", "half")
-            if not isinstance(skip, bool):
-                raise ProtocolError(P.E_BAD_INPUT, "skip_existing must be true/false", "skip_existing")
-            if pixel_type not in ("half", "float"):
-                raise ProtocolError(P.E_BAD_INPUT, "pixel_type must be half or float", "pixel_type")
-            plan.update(skip_existing=skip, pixel_type=pixel_type)
-            target = jobs.run_paths
-            session.key_frames = sorted(plan["keys"])
-            args = (session, plan, options)
-        session.opened_reply = {"job": job_id, "frames": len(frames), "mode": mode}
+            target, args = jobs.run_paths, (session, req.shot, req.options)
+        session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode}
         self.sessions[job_id] = session
         session.thread = threading.Thread(target=jobs.job_thread, args=(self, session, target, args),
                                           name=f"colorprop-job-{job_id[:8]}", daemon=True)
         session.thread.start()
         self.threads.append(session.thread)
-        log_event(log, "job_start", job=job_id, client=client, mode=mode, frames=len(frames), method=options.method)
+        log_event(log, "job_start", job=job_id, client=client, mode=req.mode, frames=len(req.frames),
+                  method=req.options.method)
         self.metrics.job_started(client)
         reply(P.encode(P.OPENED, msg.id, **session.opened_reply))
 
@@ -231,34 +197,10 @@ class Service:
         s = self._session(msg)
         if s.mode != P.MODE_INBAND:
             raise ProtocolError(P.E_BAD_INPUT, "frames are sent only in in-band mode", "mode")
-        frame = msg.get("frame")
-        if type(frame) is not int or frame not in s.frame_set:
-            raise ProtocolError(P.E_BAD_INPUT, f"frame {frame!r} is not a frame of this shot", "frame")
-        channels = msg.get("channels")
-        pixels = msg.arrays.get("pixels")
-        if pixels is None or len(msg.arrays) != 1:
-            raise ProtocolError(P.E_BAD_INPUT, "a frame message carries exactly one buffer, 'pixels'", "buffers")
-        if (not isinstance(channels, list) or not channels or len(channels) > 64
-                or any(not isinstance(c, str) or not c or len(c) > 64 for c in channels)):
-            raise ProtocolError(P.E_BAD_INPUT, "channels must be a list of channel names", "channels")
-        if pixels.ndim != 3 or pixels.shape[2] != len(channels):
-            raise ProtocolError(P.E_PIXELS, f"frame {frame}: pixels must be HxWx{len(channels)} for channels "
-                                f"{channels}, got shape {list(pixels.shape)}", "shape")
-        if tuple(pixels.shape[:2]) != s.shape:
-            raise ProtocolError(P.E_PIXELS, f"frame {frame}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
-                                f"the shot's {s.shape[1]}x{s.shape[0]} (the key's size)", "shape")
-        if "Y" not in channels and not {"R", "G", "B"} <= set(channels):
-            raise ProtocolError(P.E_BAD_INPUT, f"frame {frame}: channels {channels} have neither R,G,B nor Y",
-                                "channels")
-        try:
-            P.check_finite(pixels, f"frame {frame}")
-        except ProtocolError as exc:
-            exc.field = "pixels"
-            raise
-        colorspace = msg.get("colorspace")
-        if colorspace is not None and not isinstance(colorspace, str):
-            raise ProtocolError(P.E_BAD_INPUT, "colorspace must be a string or null", "colorspace")
-        over_budget = gate.frame_busy(self.config, self.sessions.values(), client, pixels.size * 4)  # (the frame the engine waits for is always taken)
+        req = requests.parse_frame(msg, s.frame_set, s.shape)
+        frame = req.frame
+        # (the frame the engine waits for is always taken)
+        over_budget = gate.frame_busy(self.config, self.sessions.values(), client, req.held_bytes)
         with s.cond:
             if frame in s.consumed and frame != s.needed:
                 accepted = False  # a late resend of a frame the engine already read
@@ -270,29 +212,24 @@ class Service:
             else:
                 # float32 arrives as a read-only view of the received frame: no copy (the engine never
                 # writes into its input); half floats are widened once.
-                px = pixels if pixels.dtype == np.float32 else pixels.astype(np.float32)
-                s.inbox[frame] = (px, tuple(channels), colorspace)
+                px = req.pixels if req.pixels.dtype == np.float32 else req.pixels.astype(np.float32)
+                s.inbox[frame] = (px, req.channels, req.colorspace)
                 accepted = True
                 s.cond.notify_all()
         reply(P.encode(P.ACK, msg.id, job=s.id, frame=frame, accepted=accepted))
 
     def _on_fetch(self, msg: P.Message, client: str, reply: Reply) -> None:
         s = self._session(msg)
-        after, wait_ms, max_events = msg.get("after", -1), msg.get("wait_ms", 0), msg.get("max_events", 16)
-        for name, v in (("after", after), ("wait_ms", wait_ms), ("max_events", max_events)):
-            if type(v) is not int or v < (-1 if name == "after" else 0):
-                raise ProtocolError(P.E_BAD_INPUT, f"{name} must be an integer", name)
-        max_events = max(1, min(max_events, self.config.max_events_per_fetch))
-        wait_s = min(wait_ms, self.config.max_wait_ms) / 1000.0
+        req = requests.parse_fetch(msg, self.config)
         with s.cond:
-            ready = any(seq > after for seq, _, _ in s.events)
+            ready = any(seq > req.after for seq, _, _ in s.events)
         if s.pending_fetch is not None:  # superseded by a resend (the client gave up on it)
             old, s.pending_fetch = s.pending_fetch, None
             old.reply(self._events_reply(s, old.request_id, old.after, old.max_events))
-        if ready or wait_s <= 0 or self.stopping:
-            reply(self._events_reply(s, msg.id, after, max_events))
+        if ready or req.wait_s <= 0 or self.stopping:
+            reply(self._events_reply(s, msg.id, req.after, req.max_events))
         else:
-            s.pending_fetch = PendingFetch(reply, msg.id, after, max_events, time.monotonic() + wait_s)
+            s.pending_fetch = PendingFetch(reply, msg.id, req.after, req.max_events, time.monotonic() + req.wait_s)
 
     def _on_cancel(self, msg: P.Message, client: str, reply: Reply) -> None:
         s = self._session(msg)
