@@ -16,10 +16,10 @@ from serverkit import ThreadServer, make_shot
 pytestmark = pytest.mark.usefixtures("watchdog")
 
 
-def _plates(folder, n=6, seed=51):
+def _plates(folder, n=6, seed=51, h=48, w=64):
     from colorprop.io.exr import write_exr
 
-    frames, keys = make_shot(n, seed=seed)
+    frames, keys = make_shot(n, h=h, w=w, seed=seed)
     folder.mkdir(parents=True, exist_ok=True)
     for f, px in frames.items():
         alpha = np.full(px.shape[:2] + (1,), 0.25 * (f % 4), np.float32)
@@ -84,6 +84,46 @@ def test_colorize_without_server_exits_6_within_5_s_by_default(tmp_path, free_po
     t0 = time.monotonic()
     rc = _colorize(plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}")
     assert rc == 6 and time.monotonic() - t0 <= 5.0
+
+
+def test_server_stopped_with_sigterm_mid_job_exits_6_not_1(tmp_path, free_port, capsys):
+    """SIGTERM to a real `colorprop serve` once the first frame is written: the job ends with `shutdown`, and the
+    client's resend is refused by the stopping server, which still drains another artist's job (one that has not
+    fetched why it ended). That is a server unavailable (exit 6, a farm retries later), not a failed job (exit 1,
+    "[shutdown]")."""
+    import signal
+    import threading
+
+    from serverkit import spawn, stop_proc, wait_hello, wait_until, written_frames
+
+    plate, key, frames = _plates(tmp_path / "shot", n=60, h=96, w=128)
+    out = str(tmp_path / "o" / "c.####.exr")
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
+    stopped, other = {}, None
+
+    def terminate_after_first_frame() -> None:
+        if wait_until(lambda: written_frames(out) or stopped, timeout=120, step=0.01) and not stopped:
+            stopped["rc"] = stop_proc(proc, signal.SIGTERM, timeout=60)
+
+    try:
+        wait_hello(addr, proc)
+        other = Client(addr)  # another artist's open shot: the stopping server waits for it to hear why it ended
+        other_frames, other_keys = make_shot(4, seed=52)
+        other.open_shot(other_keys, {"method": "flow"}, list(other_frames))
+        killer = threading.Thread(target=terminate_after_first_frame)
+        killer.start()
+        rc = _colorize(plate, key, out, "--server", addr)
+        stopped.setdefault("client_done", True)
+        killer.join(90)
+    finally:
+        stop_proc(proc, signal.SIGKILL)
+        if other is not None:
+            other.close()
+    err = capsys.readouterr().err
+    assert len(written_frames(out)) < len(frames), "the shot finished before the server was stopped"
+    assert rc == 6 and "shutting down" in err, err
+    assert stopped.get("rc") == 0
 
 
 def test_keys_command_writes_server_client_and_worker_keys(tmp_path, capsys):

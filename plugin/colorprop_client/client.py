@@ -27,12 +27,13 @@ import numpy as np
 from . import protocol as P
 from .curve_keys import CurveKeys
 from .errors import (AuthenticationFailed, CancelledByUser, JobCancelled, JobFailed, JobLost,  # noqa: F401
-                     ProtocolError, ServerBusy, ServerError, ServerUnavailable)
+                     ProtocolError, ServerBusy, ServerError, ServerStopping, ServerUnavailable)
 from .transport import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS,  # noqa: F401
                         LIVE_WAIT_S, Transport)
 
 __all__ = [
-    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "AuthenticationFailed", "ServerBusy",
+    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "ServerStopping", "AuthenticationFailed",
+    "ServerBusy",
     "JobFailed",
     "JobLost", "JobCancelled", "ProtocolError", "colorize_arrays", "colorize_paths",  # noqa: F822 (see __getattr__)
 ]

@@ -9,8 +9,8 @@ from . import protocol as P
 from .curve_keys import CurveKeys
 from .protocol import ProtocolError
 
-__all__ = ["ServerError", "ServerUnavailable", "AuthenticationFailed", "ServerBusy", "JobFailed", "JobLost",
-           "JobCancelled", "CancelledByUser", "ProtocolError", "handshake_failure", "raise_for_reply"]
+__all__ = ["ServerError", "ServerUnavailable", "ServerStopping", "AuthenticationFailed", "ServerBusy", "JobFailed",
+           "JobLost", "JobCancelled", "CancelledByUser", "ProtocolError", "handshake_failure", "raise_for_reply"]
 
 
 class ServerError(Exception):
@@ -27,6 +27,15 @@ class ServerUnavailable(ServerError):
 
     def __init__(self, address: str, tries: int, timeout_s: float):
         super().__init__("unavailable", f"no reply from {address} after {tries} tries of {timeout_s:g} s")
+
+
+class ServerStopping(ServerUnavailable):
+    """The server answered that it is shutting down: it takes no new work while it tells running jobs why they
+    ended. For the caller that is a server unavailable, like one that does not answer (``colorize --server``
+    exit 6: retry once it is back), not a failed request."""
+
+    def __init__(self, address: str, message: str):
+        ServerError.__init__(self, P.E_SHUTDOWN, f"{address} is shutting down ({message}); retry once it is back")
 
 
 class AuthenticationFailed(ServerError):
@@ -80,9 +89,11 @@ class JobCancelled(ServerError):
         super().__init__("cancelled", f"job {job_id} was cancelled")
 
 
-def raise_for_reply(msg: P.Message) -> None:
+def raise_for_reply(msg: P.Message, address: str = "the server") -> None:
     if msg.type == P.ERROR:
         code, text = str(msg.get("code", P.E_INTERNAL)), str(msg.get("message", ""))
+        if code == P.E_SHUTDOWN:
+            raise ServerStopping(address, text)
         if code in (P.E_UNKNOWN_JOB, P.E_WORKER_LOST):
             raise JobLost(code, text, msg.get("field"))
         raise ServerError(code, text, msg.get("field"))

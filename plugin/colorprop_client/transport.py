@@ -161,7 +161,7 @@ class Transport:
                     raise
                 if msg.id != rid:
                     continue  # stale reply from a previous try: discard (Lazy Pirate)
-                raise_for_reply(msg)
+                raise_for_reply(msg, self.address)
                 return msg
             # Silence: the socket may hold a half-sent request or a dead connection; start over.
             self._drop_socket()
