@@ -1,6 +1,6 @@
 """Who may compute and who may hold memory: the compute turn handed round-robin between jobs
 (``FairGate``), and the budgets that answer ``busy`` to a new shot or an in-band frame (job slots,
-per-client limits, the memory budget)."""
+per-client limits, each client's fair share of the memory budget)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ class FairGate:
 
 def open_busy(config: ServerConfig, sessions: Iterable[Session], client: str, key_bytes: int) -> str | None:
     """Why a new shot must wait (``busy``), or None: all slots taken, this client's share taken,
-    or its keys would not fit in the memory budget."""
+    or its keys would not fit in its share of the memory budget."""
     sessions = list(sessions)
     active = [s for s in sessions if not s.finished]
     if len(active) >= config.max_jobs:
@@ -65,21 +65,39 @@ def open_busy(config: ServerConfig, sessions: Iterable[Session], client: str, ke
     mine = sum(1 for s in active if s.client == client)
     if mine >= config.max_jobs_per_client:
         return f"client {client} already has {mine} shots running (the per-client limit)"
-    return memory_busy(config, sessions, key_bytes)
+    return memory_busy(config, sessions, client, key_bytes)
 
 
 def frame_busy(config: ServerConfig, sessions: Iterable[Session], client: str, nbytes: int) -> str | None:
-    """Why an in-band frame must wait (``busy``), or None: this client's buffered frames, or the
-    memory budget."""
+    """Why an in-band frame must wait (``busy``), or None: this client's buffered frames, or its
+    share of the memory budget."""
     sessions = list(sessions)
     mine = sum(len(s.inbox) for s in sessions if s.client == client)
     if mine >= config.max_client_buffered_frames:
         return f"client {client} has {mine} frames waiting (the per-client limit)"
-    return memory_busy(config, sessions, nbytes)
+    return memory_busy(config, sessions, client, nbytes)
 
 
-def memory_busy(config: ServerConfig, sessions: Iterable[Session], nbytes: int) -> str | None:
-    """Why ``nbytes`` more pixels must wait (the memory budget is full), or None."""
-    if sum(s.held_bytes() for s in sessions) + nbytes > config.max_memory_bytes:
-        return f"the server's memory budget ({config.max_memory_bytes >> 20} MiB) is full"
-    return None
+def memory_busy(config: ServerConfig, sessions: Iterable[Session], client: str, nbytes: int) -> str | None:
+    """Why ``client`` must wait before holding ``nbytes`` more pixels, or None.
+
+    The budget is shared fairly: each client with work (a running shot or pixels held) may always
+    hold an equal share of it, whatever the others hold; past its share a client is let in only while
+    the budget has room. So a client that filled the budget alone keeps what it holds, but its next
+    keys and frames wait (``busy``) as soon as another client has work, and the other is never
+    refused within its share. (While the first still holds more than its share, the total can pass
+    the budget by the newcomers' shares; it comes back under as the first one's shots end.)"""
+    held: dict[str, int] = {}
+    running = {client}
+    for s in sessions:
+        held[s.client] = held.get(s.client, 0) + s.held_bytes()
+        if not s.finished:
+            running.add(s.client)
+    with_work = running | {c for c, n in held.items() if n}
+    share = config.max_memory_bytes // len(with_work)
+    mine, total = held.get(client, 0), sum(held.values())
+    if mine + nbytes <= share or total + nbytes <= config.max_memory_bytes:
+        return None
+    return (f"the server's memory budget ({config.max_memory_bytes >> 20} MiB) is full and client {client} "
+            f"would hold {(mine + nbytes) >> 20} MiB, above its share ({share >> 20} MiB: an equal part among "
+            f"{len(with_work)} clients with work)")

@@ -18,7 +18,7 @@ from colorprop_client import protocol as P
 from colorprop_client.client import (Client, CurveKeys, ServerBusy, ServerError, colorize_arrays,
                                      colorize_paths)
 
-from serverkit import ThreadServer, embedded, make_shot, wait_until, write_plates
+from serverkit import ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -213,6 +213,51 @@ def test_memory_budget_answers_busy_but_takes_the_frame_the_engine_waits_for(eng
             job.close()
     finally:
         srv.stop()
+
+
+def test_a_client_filling_the_memory_budget_does_not_lock_out_another(engine, tmp_path, free_port):
+    """alice fills a real server's memory budget with large keys on shots she never feeds; bob's shot
+    still gets in and completes, identical to the embedded engine, while alice, now over her share (half
+    the budget: two clients have work), is the one told busy."""
+    import math
+
+    from colorprop_server import generate_keys
+
+    generate_keys(tmp_path / "keys", ("alice", "bob"), ())
+    alice, bob = (CurveKeys.from_dir(tmp_path / "keys", n) for n in ("alice", "bob"))
+    addr, budget_mb = f"tcp://127.0.0.1:{free_port()}", 64
+    proc = spawn(["serve", "--bind", addr, "--curve-keys", str(tmp_path / "keys"), "--max-memory-mb", str(budget_mb),
+                  "--max-jobs-per-client", "4", "--log-level", "WARNING"])
+    frames, keys = make_shot(6, seed=41)
+    bob_key_bytes = keys[1].size * 4
+    # Three keys that leave less room than bob's key: the budget is full for him under a global count.
+    side = math.isqrt((budget_mb << 20) // (3 * 3 * 4))
+    assert (budget_mb << 20) - 3 * side * side * 12 < bob_key_bytes
+    big = np.full((side, side, 3), 0.25, np.float32)
+    try:
+        wait_hello(addr, proc, curve=bob)
+        with Client(addr, timeout_s=5, curve=alice) as a:
+            hog = [a.open_shot({1: big}, {"method": "flow"}, [1, 2, 3]) for _ in range(3)]
+            with pytest.raises(ServerBusy, match="memory budget"):
+                a.open_shot({1: big}, {"method": "flow"}, [1, 2, 3])
+            refused = []
+
+            def alice_tries_again(frame, rgb, confidence):  # while bob has work: alice is over her share
+                if not refused:
+                    with pytest.raises(ServerBusy, match=rf"client alice would hold .* its share \({budget_mb // 2} MiB"):
+                        a.open_shot({1: big[:64, :64]}, {"method": "flow"}, [1, 2])
+                    refused.append(frame)
+                got[frame] = (rgb, confidence)
+
+            got: dict = {}
+            colorize_arrays(addr, frames, keys, {"method": "flow"}, curve=bob, timeout_s=5, busy_wait_s=5,
+                            on_result=alice_tries_again)
+            assert refused
+            for job in hog:
+                job.close()
+    finally:
+        stop_proc(proc)
+    _assert_identical(got, embedded(engine, frames, keys))
 
 
 # ---------------------------------------------------------------- bad input
