@@ -3,9 +3,10 @@ inside functions alike), not only on what happens to be imported at run time.
 
 - Inside core (package ``colorprop``) imports point down the table ``LAYERS``: a module imports its own
   part or a lower layer, never a higher one nor another part of its own layer; and no import circle.
-- core never imports colorprop_server, colorprop_client, zmq, nuke or bpy.
-- The DCC side (plugin/: colorprop_client and the Nuke/Blender/farm folders) never imports torch,
-  OpenImageIO, cv2, colorprop or colorprop_server.
+- Between the packages, one table (``PACKAGES``): which of our packages each may import and which
+  libraries it never imports. core never imports the server, the client, zmq, nuke or bpy; the server
+  imports core and the client; the DCC side (colorprop_client, the Nuke and Blender folders) never imports
+  torch, OpenImageIO, cv2, core or the server, and each host's folder only its own host's module.
 """
 
 from __future__ import annotations
@@ -35,6 +36,18 @@ LAYERS: dict[str, int] = {
 }
 CORE_NEVER = ("colorprop_server", "colorprop_client", "zmq", "nuke", "bpy")
 DCC_NEVER = ("torch", "OpenImageIO", "cv2", "colorprop", "colorprop_server")
+REPO = Path(__file__).resolve().parents[1]
+OURS = ("colorprop", "colorprop_server", "colorprop_client", "colorprop_nuke", "colorprop_blender")
+
+# package: (its folder, our packages it may import, other libraries it never imports)
+PACKAGES: dict[str, tuple[str, set[str], set[str]]] = {
+    "colorprop": ("core", {"colorprop"}, {"zmq", "nuke", "bpy"}),
+    "colorprop_server": ("server", {"colorprop_server", "colorprop", "colorprop_client"}, {"nuke", "bpy"}),
+    "colorprop_client": ("plugin/colorprop_client", {"colorprop_client"}, {"torch", "OpenImageIO", "cv2", "nuke", "bpy"}),
+    "colorprop_nuke": ("plugin/nuke", {"colorprop_nuke", "colorprop_client"}, {"torch", "OpenImageIO", "cv2", "bpy"}),
+    "colorprop_blender": ("plugin/blender", {"colorprop_blender", "colorprop_client"},
+                          {"torch", "OpenImageIO", "cv2", "nuke"}),
+}
 
 
 def module_name(path: Path, root: Path, package: str) -> str:
@@ -185,14 +198,42 @@ def test_the_checker_catches_upward_function_level_and_circular_imports(tmp_path
     assert "io/exr.py" not in found
 
 
-def test_the_dcc_side_never_imports_the_engine_or_its_libraries():
+def package_violations(repo: Path = REPO) -> list[str]:
+    """Every import in a package's folder that the ``PACKAGES`` table does not allow."""
     bad = []
-    for path in sorted(PLUGIN.rglob("*.py")):
-        package = "colorprop_client" if "colorprop_client" in path.parts else path.parent.name
-        for line, name in imports_of(path.read_text(), package + "." + path.stem):
-            if name.split(".")[0] in DCC_NEVER:
-                bad.append(f"{path.relative_to(PLUGIN)}:{line} imports {name}")
-    assert bad == []
+    for package, (folder, may, never) in PACKAGES.items():
+        for path in sorted((repo / folder).rglob("*.py")):
+            module = package + "." + ".".join(path.relative_to(repo / folder).with_suffix("").parts)
+            for line, name in imports_of(path.read_text(), module):
+                top = name.split(".")[0]
+                if (top in OURS and top not in may) or top in never:
+                    bad.append(f"{path.relative_to(repo)}:{line} imports {name} ({package} may not)")
+    return bad
+
+
+def test_every_package_imports_only_what_the_table_allows():
+    assert {folder for folder, _, _ in PACKAGES.values()} >= {"core", "server", "plugin/colorprop_client"}
+    assert package_violations() == []
+
+
+def test_the_package_table_catches_an_import_across_it(tmp_path):
+    files = {
+        "core/shot/run.py": "import zmq\n",
+        "server/jobs.py": "from colorprop.shot import run\nimport bpy\n",
+        "plugin/colorprop_client/dcc.py": "def f():\n    import torch\n    from colorprop_server import cli\n",
+        "plugin/nuke/colorprop_nuke/node.py": "import nuke\nimport bpy\n",
+        "plugin/blender/colorprop_blender/ops.py": "import bpy\nfrom ._client import dcc\nimport colorprop_nuke\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    found = "\n".join(package_violations(tmp_path))
+    assert "core/shot/run.py:1 imports zmq (colorprop may not)" in found
+    assert "server/jobs.py:2 imports bpy" in found and "server/jobs.py:1" not in found
+    assert "dcc.py:2 imports torch" in found and "dcc.py:3 imports colorprop_server.cli" in found
+    assert "node.py:2 imports bpy" in found and "node.py:1" not in found
+    assert "ops.py:3 imports colorprop_nuke" in found and "ops.py:2" not in found
+    assert len(found.splitlines()) == 6
 
 
 @pytest.mark.parametrize("code, never", [
