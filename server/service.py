@@ -79,10 +79,11 @@ class Service:
         try:
             msg = P.decode(frames, self.config.max_message_bytes, expect=P.REQUEST_TYPES)
         except ProtocolError as exc:
-            info.update(type="?", id=exc.request_id, bytes=sum(_nbytes(f) for f in frames))
+            info.update(type="?", id=_loggable(exc.request_id), bytes=sum(_nbytes(f) for f in frames))
             logged_reply(P.error_reply(exc.request_id, exc.code, str(exc), exc.field))
             return
-        info.update(type=msg.type, id=msg.id, job=msg.get("job") if isinstance(msg.get("job"), str) else None,
+        # The ids a client chose go to the log escaped (a refused job id too): no terminal escapes, no forged lines.
+        info.update(type=msg.type, id=_loggable(msg.id), job=_loggable(msg.get("job")),
                     frame=msg.get("frame") if type(msg.get("frame")) is int else None)
         try:
             self._handlers[msg.type](msg, client, logged_reply)
@@ -269,6 +270,10 @@ class Service:
 
     def _events_reply(self, s: Session, request_id: str, after: int, max_events: int) -> list:
         return events_reply(s, request_id, after, max_events, self.config.max_message_bytes)
+
+
+def _loggable(value: Any) -> str | None:
+    return requests.loggable(value) if isinstance(value, str) else None
 
 
 def _nbytes(f: Any) -> int:

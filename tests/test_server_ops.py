@@ -132,6 +132,32 @@ def test_text_log_has_timestamps_device_client_and_job_ids(tmp_path, free_port):
     assert records[0]["time"] <= records[-1]["time"]
 
 
+def test_control_characters_a_client_sends_reach_the_text_log_escaped(tmp_path, free_port):
+    """A request id and a job id carrying terminal escape sequences (no spaces, so the text log would not
+    quote them): the log holds no control character, and the ids are there in their escaped spelling."""
+    import zmq
+
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr], log_path)
+    rid, job = "rid\x1b]0;owned\x07", "evil\x1b[31mred\x1b[0m"
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        wait_hello(addr, proc)
+        sock.connect(addr)
+        sock.send_multipart(P.encode(P.FETCH, rid, job=job, after=-1))
+        assert sock.poll(10_000), "no reply"
+        reply = P.decode(sock.recv_multipart(), expect=P.REPLY_TYPES)
+        assert reply.id == rid and reply.get("field") == "job"  # refused, the client's id echoed as sent
+    finally:
+        sock.close(0)
+        log = _stop(proc, log_path)
+    assert not any(ord(c) < 32 and c != "\n" or c == "\x7f" for c in log), repr(log[-500:])
+    fetches = [r for r in _text_records(log) if r["event"] == "request" and r.get("type") == P.FETCH]
+    assert [(r["id"], r["job"]) for r in fetches] == [("rid\\x1b]0;owned\\x07", "evil\\x1b[31mred\\x1b[0m")]
+
+
 def test_curve_server_names_clients_by_key_and_refusals_are_logged_and_reported(tmp_path, free_port):
     """A client with a listed key is logged by its key's name; an unknown key, a client without
     keys and one with another server's key are refused: each client is told so at once

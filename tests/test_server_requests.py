@@ -130,3 +130,7 @@ def test_a_fetch_is_clamped_to_the_server_limits():
     assert "after must be an integer" in _refused(
         lambda: R.parse_fetch(_msg(P.FETCH, job="j", after=-2), CONFIG), P.E_BAD_INPUT, "after")
 
+
+def test_loggable_escapes_control_characters_and_keeps_printable_text():
+    assert R.loggable("job-é 1") == "job-é 1"
+    assert R.loggable("a\x1b[31mb\nc") == "a\\x1b[31mb\\nc"
