@@ -70,7 +70,10 @@ class Service:
                     info["events"] = len(head.get("events", []))
             except Exception:  # pragma: no cover - our own encoder made it
                 pass
-            self.metrics.request(str(info.get("type")), info.get("code"))
+            # A shared-path open refused for its paths is the client asking whether this server reaches its files
+            # (it then sends the frames in-band): an answer, not an error to alert on.
+            probe = info.get("type") == P.OPEN_SHOT and info.get("code") == P.E_PATH
+            self.metrics.request(str(info.get("type")), None if probe else info.get("code"))
             if request_log.isEnabledFor(logging.INFO):
                 info["ms"] = round((time.monotonic() - t0) * 1000, 2)
                 log_event(request_log, "request", **info)

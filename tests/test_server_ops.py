@@ -281,6 +281,31 @@ def test_metrics_endpoint_counts_jobs_frames_errors_per_client(tmp_path, free_po
     assert f"url=http://127.0.0.1:{port}/metrics" in log
 
 
+def test_the_shared_path_probe_of_an_in_band_job_is_not_counted_as_an_error(tmp_path, free_port):
+    """`colorize --server` first asks a server offering shared paths to read the files itself; files outside
+    its roots are refused (path_refused) and the frames go in-band. That refusal is the client's question,
+    answered: the metrics count the request but no error (it raised path_refused alerts)."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop_server.remote import colorize_via_server
+
+    addr, port = f"tcp://127.0.0.1:{free_port()}", free_port()
+    (tmp_path / "root").mkdir()
+    log_path = tmp_path / "server.log"
+    proc = _serve(["--bind", addr, "--allow-root", str(tmp_path / "root"), "--metrics-port", str(port)], log_path)
+    frames, keys = make_shot(3, seed=12)
+    plate, key = write_plates(tmp_path / "outside", frames, keys[1])
+    try:
+        wait_hello(addr, proc)
+        report = colorize_via_server(addr, plate, {1: key}, str(tmp_path / "o.####.exr"), [1, 2, 3],
+                                     ShotOptions.from_dict({"method": "flow"}))
+        assert report.frames_written == [1, 2, 3]
+        m = _check_exposition(_scrape(f"http://127.0.0.1:{port}/metrics"))
+    finally:
+        _stop(proc, log_path)
+    assert m[("colorprop_requests_total", (("type", P.OPEN_SHOT),))] == 2  # the probe, then the in-band shot
+    assert not [k for k in m if k[0] == "colorprop_errors_total"], m
+
+
 def test_client_labels_are_bounded():
     from colorprop_server.metrics import MAX_CLIENT_LABELS, ServerMetrics
 
