@@ -245,8 +245,8 @@ def test_extension_zip_has_a_pyzmq_wheel_for_every_platform_and_python(extension
     with zipfile.ZipFile(extension_zip) as zf:
         names = set(zf.namelist())
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
-    client = {f"colorprop_client/{m}.py" for m in ("client", "colorize", "curve_keys", "dcc", "errors", "keyfiles",
-                                                   "platforms", "protocol", "transport")}
+    client = {f"colorprop_client/{m}.py" for m in ("client", "colorize", "curve_keys", "dcc", "dcc_text", "errors",
+                                                   "keyfiles", "platforms", "protocol", "transport")}
     assert {"__init__.py", "_client.py"} | client <= names
     assert manifest["id"] == "colorprop" and manifest["blender_version_min"] == "5.0.0"
     wheels = [w.removeprefix("./") for w in manifest["wheels"]]

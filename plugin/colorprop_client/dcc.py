@@ -1,13 +1,13 @@
 """What every DCC plug-in (Nuke node, Blender add-on) does that is not the DCC itself.
 
-Knob/field text (key frames, frame ranges, frame patterns, the server address), the choices a
-server offers (methods, data modes, quality presets), one job on the server with progress and
-cancel, and one line of text per error that says what to do. The host layers only render or read
+Knob/field text (key frames, frame ranges, frame patterns, the server address: ``dcc_text``,
+offered here too), the CURVE keys to connect with, the choices a server offers (methods, data modes,
+quality presets), one job on the server with progress and cancel, and one line of text per error that
+says what to do. The host layers only render or read
 their images, write results and show what this module returns or raises.
 
 Runs in Nuke's and Blender's Python: the standard library, numpy (1.x or 2.x) and pyzmq only; never
-torch or OpenImageIO. Frame patterns and ranges follow ``colorprop.io.sequence`` (the same tokens,
-the same signs); ``tests/test_dcc.py`` checks both against one table.
+torch or OpenImageIO.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ from . import protocol as P
 from .client import CancellableClient, Client, Event
 from .colorize import colorize_arrays, colorize_paths
 from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, key_files
+from .dcc_text import (ColorizeError, add_keyframe, check_address, check_frames, frame_path,  # noqa: F401
+                       matte_path, matte_pattern, matte_rgb, parse_frame_range, parse_keyframes)
 from .errors import (AuthenticationFailed, CancelledByUser, JobCancelled, JobLost, ServerBusy, ServerError,
                      ServerUnavailable)
 from .transport import DEFAULT_TIMEOUT_S
@@ -68,109 +70,9 @@ QUALITY_PRESETS: dict[str, dict[str, Any]] = {
     "standard": {"working_width": 480, "upsample": "guided"},
     "high": {"working_width": 960, "upsample": "guided"},
 }
-_ADDRESS_RE = re.compile(r"(tcp|ipc|inproc)://\S+")
-_TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")  # as colorprop.io.sequence: the first match in the file name wins
 
 Progress = Callable[[float, str], None]  # (fraction 0..1, message)
-
-
-class ColorizeError(Exception):
-    """Something the artist must fix; the host shows the message as it is."""
-
-
 Cancelled = CancelledByUser  # the artist pressed cancel
-
-
-# -- knob text ------------------------------------------------------------------------------------
-def parse_keyframes(text: str) -> list[int]:
-    """``"1, 12 24"`` -> ``[1, 12, 24]`` (sorted, unique). ColorizeError on anything else."""
-    frames = set()
-    for tok in re.split(r"[\s,;]+", (text or "").strip()):
-        if not tok:
-            continue
-        if not re.fullmatch(r"-?\d+", tok):
-            raise ColorizeError(f"keyframes: {tok!r} is not a frame number (write e.g. '1, 12, 24')")
-        frames.add(int(tok))
-    return sorted(frames)
-
-
-def add_keyframe(text: str, frame: int) -> str:
-    """The keyframes text with ``frame`` added (unreadable text is replaced)."""
-    try:
-        frames = parse_keyframes(text)
-    except ColorizeError:
-        frames = []
-    return ", ".join(str(f) for f in sorted(set(frames) | {int(frame)}))
-
-
-def parse_frame_range(text: str, first: int, last: int) -> list[int]:
-    """``"1-24"``, ``"1-24x2"``, ``"5"``, ``"1-10,20-30"`` (sorted, unique); empty means ``first-last``."""
-    text = (text or "").strip()
-    if not text:
-        return list(range(int(first), int(last) + 1))
-    frames: set[int] = set()
-    for part in re.split(r"[\s,]+", text):
-        m = re.fullmatch(r"(-?\d+)(?:-(-?\d+)(?:x(\d+))?)?", part)
-        if not m:
-            raise ColorizeError(f"frame range: {part!r} is not like '1-24', '1-24x2' or '7'")
-        a = int(m.group(1))
-        b = int(m.group(2)) if m.group(2) is not None else a
-        step = int(m.group(3) or 1)
-        if b < a or step < 1:
-            raise ColorizeError(f"frame range: {part!r} runs backwards or has a zero step")
-        frames.update(range(a, b + 1, step))
-    return sorted(frames)
-
-
-def frame_path(pattern: str, frame: int) -> str:
-    """The path of one frame: ``/x/plate.####.exr``, ``.@@@@.``, ``.%04d.`` or ``.%d.`` filled with
-    ``frame`` (zero-padded; a negative frame's sign comes before the digits, as Nuke writes it)."""
-    folder, name = os.path.split(pattern)
-    m = _TOKEN_RE.search(name)
-    if m is None:
-        raise ColorizeError(f"{pattern!r} has no frame number token (####, @@@@ or %04d)")
-    token = m.group(1)
-    padding = len(token) if token[0] in "#@" else int(m.group(2) or 1)
-    sign = "-" if frame < 0 else ""
-    return os.path.join(folder, f"{name[:m.start()]}{sign}{abs(int(frame)):0{padding}d}{name[m.end():]}")
-
-
-def matte_pattern(output_pattern: str) -> str:
-    """Where the confidence matte goes as an image of its own, beside the colour:
-    ``<dir>/<name>.####.exr`` -> ``<dir>/<name>_confidence.####.exr``."""
-    folder, name = os.path.split(output_pattern)
-    stem, dot, rest = name.partition(".")
-    return os.path.join(folder, f"{stem}_confidence{dot}{rest}")
-
-
-def matte_path(output_pattern: str, frame: int) -> str:
-    """The confidence matte file of one frame: :func:`frame_path` of :func:`matte_pattern`."""
-    return frame_path(matte_pattern(output_pattern), frame)
-
-
-def matte_rgb(confidence: np.ndarray) -> np.ndarray:
-    """HxW confidence in [0, 1] -> HxWx3 gray float32, what a viewer shows as it is."""
-    return np.repeat(np.asarray(confidence, np.float32)[..., None], 3, axis=2)
-
-
-def check_address(address: str) -> str:
-    """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
-    address = (address or "").strip()
-    if not _ADDRESS_RE.fullmatch(address):
-        raise ColorizeError(f"server address {address!r} should look like {P.DEFAULT_ADDRESS} "
-                            "(or ipc://PATH, inproc://NAME)")
-    return address
-
-
-def check_frames(frames: list[int], keyframes: list[int]) -> None:
-    """The frames to colour are not empty and hold every key frame."""
-    if not frames:
-        raise ColorizeError("the frame range is empty")
-    if not keyframes:
-        raise ColorizeError("no keyframes: add at least one frame with its coloured image")
-    outside = sorted(set(keyframes) - set(frames))
-    if outside:
-        raise ColorizeError(f"keyframe(s) {outside} lie outside the frames {frames[0]}-{frames[-1]}")
 
 
 # -- CURVE keys -----------------------------------------------------------------------------------
