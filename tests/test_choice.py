@@ -1,5 +1,7 @@
 """measure/choice: the key-direct candidate and the per-pixel oracle over any set of candidates."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -73,3 +75,17 @@ def test_policy_names():
         candidate_set("oracle:chain+memory")
     with pytest.raises(ValueError, match="unknown policy"):
         candidate_set("best")
+
+
+def test_resume_keeps_only_ranges_measured_the_same_way(tmp_path):
+    from colorprop.measure.choice import previous_ranges
+
+    row = {p: {"psnr": {"10": 30.0}, "shares": {}} for p in ("flow", "key", "oracle:chain+key")}
+    old = {"split": "validation", "ns": [10], "weights": "w", "ranges": {"a@0": row, "b@0": {"flow": row["flow"]}}}
+    path = tmp_path / "ceiling.json"
+    path.write_text(json.dumps(old))
+    asked = {"split": "validation", "ns": [10], "weights": "w", "policies": ["flow", "oracle:chain+key"]}
+    assert previous_ranges(path, asked) == {"a@0": {"flow": row["flow"], "oracle:chain+key": row["oracle:chain+key"]}}
+    assert previous_ranges(path, {**asked, "split": "dev"}) == {}
+    assert previous_ranges(path, {**asked, "ns": [10, 50]}) == {}
+    assert previous_ranges(tmp_path / "none.json", asked) == {}

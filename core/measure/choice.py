@@ -128,6 +128,18 @@ def cached(path: Path, compute) -> np.ndarray:
     return array
 
 
+def previous_ranges(path: Path, report: dict) -> dict:
+    """The ranges a stopped run wrote to ``path`` that this one can keep: same split, N and weights, each
+    holding every policy asked (only those are kept)."""
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if any(old.get(k) != report[k] for k in ("split", "ns", "weights")):
+        return {}
+    return {name: {p: row[p] for p in report["policies"]} for name, row in old["ranges"].items()
+            if set(report["policies"]) <= set(row)}
+
+
 def format_table(results: dict, policies: list[str], ns: list[int]) -> str:
     """Markdown: per range, each policy's Lab-PSNR at every N (a / b / ...), then the mean and its gain over flow."""
     head = "| range | " + " | ".join(policies) + " |"
@@ -154,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clips", default=None, help="comma-separated clip names (default: every main range)")
     ap.add_argument("--candidates-cache", default="out/choice_candidates", help="cached candidates per range")
     ap.add_argument("--json", default=None, help="results, rewritten after every range")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the ranges --json already holds for this split, N and weights with every policy asked")
     args = ap.parse_args(argv)
     from colorprop.data.clips import load_eval_clips
 
@@ -167,9 +181,13 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     report = {"split": args.split, "ns": ns, "policies": policies, "weights": str(models.manifest.folder)
               if models.manifest is not None else None, "ranges": {}}
+    done = previous_ranges(Path(args.json), report) if args.json and args.resume else {}
     results = report["ranges"]
     for clip in load_eval_clips(args.split, include_report_apart=False):
         if args.clips and clip.name.split("@")[0] not in args.clips.split(","):
+            continue
+        if clip.name in done:
+            results[clip.name] = done[clip.name]
             continue
         labs = [linear_rec709_to_lab(f) for f in clip.frames_linear]
         split_labs = [(lab[..., 0], lab[..., 1:]) for lab in labs]
