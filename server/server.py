@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from colorprop_client import protocol as P
 
@@ -185,27 +186,43 @@ class Server:
         time.sleep(0.05)
 
     # ------------------------------------------------------------------ worker (Paranoid Pirate)
-    def _worker_socket(self) -> zmq.Socket:
+    def _worker_socket(self) -> tuple[zmq.Socket, zmq.Socket]:
+        """A DEALER connected to the broker, READY queued, and the monitor that reports a refused handshake."""
         keys = curve_client_keys(self.config.curve_keys, self.config.curve_client_name) if self.config.curve_keys else None
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + P.MAX_HEADER_BYTES)
         if keys:
             sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = keys
+        monitor = sock.get_monitor_socket(_HANDSHAKE_FAILED)
         sock.connect(self.config.broker)
         caps = dict(self.service.capabilities(), worker={"pid": os.getpid()})
         sock.send_multipart([W.WORKER_PROTO, W.READY, json.dumps(caps).encode()])
-        return sock
+        return sock, monitor
+
+    def _handshake_refusal(self, monitor: zmq.Socket) -> str | None:
+        """Why the broker refused this worker's connection (its monitor's latest event), or None."""
+        why = None
+        while monitor.poll(0):
+            event = parse_monitor_message(monitor.recv_multipart())["event"]
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                why = (f"the broker refused the CURVE key {self.config.curve_client_name!r}: it is not one of its "
+                       "worker keys (a client key cannot serve as a worker; `colorprop keys DIR --worker NAME` "
+                       "makes one and lists it with the broker)")
+            else:
+                why = ("the CURVE handshake with the broker failed: is the server key in --curve-keys the "
+                       "broker's public key, and does the broker use CURVE?")
+        return why
 
     def _run_worker(self) -> None:
         cfg = self.config
         interval = cfg.heartbeat_s
         try:
-            first = self._worker_socket()
+            first, monitor = self._worker_socket()
         except Exception:
             self._pipe.close()
             raise
-        state = {"sock": first, "broker_seen": time.monotonic(), "hb_sent": 0.0,
+        state = {"sock": first, "monitor": monitor, "broker_seen": time.monotonic(), "hb_sent": 0.0,
                  "backoff": interval}
         self.endpoint = cfg.broker
         self.ready.set()
@@ -228,8 +245,16 @@ class Server:
         def on_idle(sock: zmq.Socket) -> None:
             now = time.monotonic()
             if now - state["hb_sent"] >= interval:
-                self._send(sock, [W.WORKER_PROTO, W.HEARTBEAT])
+                try:  # not connected yet (or refused): nothing to tell, the liveness check decides
+                    sock.send_multipart([W.WORKER_PROTO, W.HEARTBEAT], flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
                 state["hb_sent"] = now
+            refused = self._handshake_refusal(state["monitor"])
+            if refused:  # the broker is there and said no: say so, once per connection, not "broker lost"
+                log_event(log, "worker_refused", logging.ERROR, broker=cfg.broker, reason=refused,
+                          retry_in_s=state["backoff"])
+                raise _Reconnect()
             if state.pop("reconnect", False) or now - state["broker_seen"] > interval * cfg.liveness:
                 # The broker is gone (or forgot us): it has given our jobs to others, so drop them.
                 log_event(log, "broker_lost", logging.WARNING, reconnect_in_s=state["backoff"])
@@ -242,21 +267,31 @@ class Server:
                 self._loop(sock, on_readable, on_idle)
                 break
             except _Reconnect:
-                sock.close(linger=0)
+                _close_with_monitor(sock, state["monitor"])
                 self._stop.wait(state["backoff"])
                 state["backoff"] = min(state["backoff"] * 2, 32 * interval)
-                state["sock"] = self._worker_socket()
+                state["sock"], state["monitor"] = self._worker_socket()
                 state["broker_seen"] = time.monotonic()
         try:
             state["sock"].send_multipart([W.WORKER_PROTO, W.DISCONNECT], flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
-        state["sock"].close(linger=100)
+        _close_with_monitor(state["sock"], state["monitor"], linger=100)
         self._pipe.close()
 
 
 class _Reconnect(Exception):
     pass
+
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+
+
+def _close_with_monitor(sock: zmq.Socket, monitor: zmq.Socket, linger: int = 0) -> None:
+    sock.disable_monitor()
+    monitor.close(linger=0)
+    sock.close(linger=linger)
 
 
 def serve(config: ServerConfig | None = None, install_signals: bool = True) -> None:

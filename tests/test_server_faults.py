@@ -1,6 +1,7 @@
 """Faults against real processes on 127.0.0.1: a client killed mid-job, SIGTERM or SIGKILL while a
 client waits (and a new server at the same address), how fast a client gives up on a dead server,
-CURVE with an unknown key, insecure addresses. Broker and worker faults: test_broker.py."""
+CURVE with an unknown key, insecure addresses. Broker and worker faults: test_broker.py; here, what a
+worker and a client behind a broker report (a worker refused for its key, a restarted in-band job)."""
 
 from __future__ import annotations
 
@@ -290,3 +291,45 @@ def test_non_loopback_bind_refused_without_curve(engine):
         Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://*:5558")).run()
     with pytest.raises(SecurityError, match="refusing to connect to tcp://render-01:5558 without CURVE"):
         Server(ServerConfig(broker="tcp://render-01:5558", engine=engine)).run()
+
+
+# ---------------------------------------------------------------- behind a broker: what the worker and the client report
+
+
+def _broker(**config):
+    """An in-process broker (tests look at its routes and workers) on ports the OS picks."""
+    from colorprop_server import ServerConfig
+    from colorprop_server.broker import Broker
+
+    broker = Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://127.0.0.1:0", heartbeat_s=0.5,
+                                 liveness=3, **config))
+    thread = threading.Thread(target=broker.run, daemon=True)
+    thread.start()
+    assert broker.ready.wait(10), "broker did not start"
+    return broker, thread
+
+
+def test_a_worker_started_with_a_client_key_logs_that_the_broker_refused_it(tmp_path):
+    """Not broker_lost or "reply dropped" forever: the worker says its key was refused and what to do."""
+    from colorprop_server import generate_keys
+
+    generate_keys(tmp_path / "keys", ("alice",), ("w1",))
+    broker, thread = _broker(curve_keys=str(tmp_path / "keys"))
+    log_path = tmp_path / "worker.log"
+    # alice's folder as `colorprop keys` hands it to the artist: her secret key and the broker's public key.
+    worker = spawn(["serve", "--worker", "--broker", broker.backend_endpoint, "--heartbeat", "0.5",
+                    "--curve-keys", str(tmp_path / "keys" / "clients" / "alice"), "--curve-client-name", "alice"],
+                   stderr=open(log_path, "w"))
+    try:
+        assert wait_until(lambda: "worker_refused" in log_path.read_text() or worker.poll() is not None, 90), \
+            log_path.read_text()[-2000:]
+        assert not broker.workers
+    finally:
+        stop_proc(worker)
+        broker.stop()
+        thread.join(10)
+    log = log_path.read_text()
+    refused = next(line for line in log.splitlines() if "worker_refused" in line)
+    assert "ERROR" in refused and "'alice'" in refused and "not one of its worker keys" in refused, refused
+    assert "broker_lost" not in log and "reply dropped" not in log, log[-2000:]
+
