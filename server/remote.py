@@ -163,20 +163,25 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
     plates = checked.source()
     colorspace = options.colorspace or checked.headers[frames[0]].colorspace
     sink = checked.sink(pixel_type)
-    done = 0
+    answered: set[int] = set()
 
     def on_result(frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
-        nonlocal done
         t = time.perf_counter()
-        done += 1
-        if skip_existing and sink.exists(frame):
-            report.frames_skipped.append(frame)
+        # A job restarted after its worker died sends the shot's results again: a frame written before is
+        # written again (the whole output then comes from one run) but counted once; a skipped one stays.
+        again = frame in answered
+        answered.add(frame)
+        if frame in report.frames_skipped or not again and skip_existing and sink.exists(frame):
+            if not again:
+                report.frames_skipped.append(frame)
         else:
             sink.write(frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32),
                                           plates.read(frame)))
-            report.frames_written.append(frame)
-        if progress is not None:
-            progress(ProgressEvent(frame, done, len(frames), time.perf_counter() - t, frame in report.frames_skipped))
+            if not again:
+                report.frames_written.append(frame)
+        if progress is not None and not again:
+            progress(ProgressEvent(frame, len(answered), len(frames), time.perf_counter() - t,
+                                   frame in report.frames_skipped))
 
     C.colorize_arrays(client, _LazyPlates(plates), {k: img.pixels for k, img in key_images.items()},
                       options.to_dict(), colorspace=colorspace, on_result=on_result,

@@ -333,3 +333,42 @@ def test_a_worker_started_with_a_client_key_logs_that_the_broker_refused_it(tmp_
     assert "ERROR" in refused and "'alice'" in refused and "not one of its worker keys" in refused, refused
     assert "broker_lost" not in log and "reply dropped" not in log, log[-2000:]
 
+
+def test_an_in_band_job_restarted_after_its_worker_died_counts_each_frame_once(engine, tmp_path):
+    """`colorize --server BROKER`, in-band; the worker is killed at the first result, the client resends the
+    shot to the other worker, which sends every result again: written once each, 20 frames for 20."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.pipeline import colorize_sequence
+    from colorprop_server.remote import colorize_via_server
+
+    frames, keys = make_shot(20, seed=23)
+    plate, key = write_plates(tmp_path / "shot", frames, keys[1])
+    broker, thread = _broker()
+    workers = [spawn(["serve", "--worker", "--broker", broker.backend_endpoint, "--heartbeat", "0.5",
+                      "--log-level", "WARNING"]) for _ in range(2)]
+    killed, progress = [], []
+
+    def on_progress(ev):
+        progress.append(ev.done)
+        if not killed:
+            (route,) = [r for r in broker.routes.values() if not r.finished]
+            killed.append(broker.workers[route.worker].caps["worker"]["pid"])
+            os.kill(killed[0], signal.SIGKILL)
+
+    try:
+        assert wait_until(lambda: len(broker.workers) == 2, 90), "workers did not register"
+        report = colorize_via_server(broker.frontend_endpoint, plate, {1: key}, str(tmp_path / "o.####.exr"),
+                                     list(frames), ShotOptions(method="flow"), progress=on_progress, timeout_s=2)
+    finally:
+        for w in workers:
+            stop_proc(w, signal.SIGKILL)
+        broker.stop()
+        thread.join(10)
+    assert killed and broker.jobs_retried == 0  # an in-band job: resent by the client, not the broker
+    assert report.frames_written == list(frames) and report.frames_skipped == []
+    assert progress == list(range(1, len(frames) + 1))
+    colorize_sequence(engine, plate, {1: key}, str(tmp_path / "ref.####.exr"), list(frames), ShotOptions(method="flow"))
+    for f in frames:
+        np.testing.assert_array_equal(read_exr(tmp_path / f"o.{f:04d}.exr").pixels,
+                                      read_exr(tmp_path / f"ref.{f:04d}.exr").pixels)
