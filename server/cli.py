@@ -201,8 +201,10 @@ def run_broker_command(args) -> int:
 def add_keys(subparsers) -> None:
     p = subparsers.add_parser(
         "keys", help="make CURVE keys for the server, its clients and a broker's workers",
-        description="Make (or add to) a keys folder: the server's key pair, one pair per client and per worker, "
-                    "and the two allow-lists authorized_clients/ and authorized_workers/. Without --client or "
+        description="Make (or add to) a keys folder: server/ (the server's key pair and the allow-lists "
+                    "authorized_clients/ and authorized_workers/), clients/NAME/ and workers/NAME/ (a key pair and "
+                    "server.key: the folder to hand over). A name keeps its role for good; a revoked key is never "
+                    "listed again. Exit 4 when the folder cannot be written. Without --client or "
                     "--worker: a client named 'client' and a worker named 'worker'.")
     p.add_argument("dir", help="folder for the keys (server.key_secret stays on the server)")
     p.add_argument("--client", action="append", default=None, metavar="NAME",
@@ -213,15 +215,21 @@ def add_keys(subparsers) -> None:
 
 
 def run_keys(args) -> int:
-    from colorprop.errors import InputError
+    from colorprop.errors import ColorpropError, InputError
 
     from .security import generate_keys
+
+    class KeysNotWritten(ColorpropError):
+        exit_code = 4  # README: cannot write output
 
     names = {"clients": tuple(args.client or ()), "workers": tuple(args.worker or ())}
     try:
         written = generate_keys(args.dir, **(names if any(names.values()) else {}))  # else its default names
     except ValueError as err:
         raise InputError(str(err)) from None
+    except OSError as err:
+        raise KeysNotWritten(f"cannot write CURVE keys in {args.dir}: {err.strerror or err}"
+                             f"{' (' + err.filename + ')' if err.filename else ''}") from None
     print(json.dumps(written, indent=2))
     return 0
 

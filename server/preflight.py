@@ -62,7 +62,7 @@ def check_address_free(option: str, address: str) -> None:
     if m is None or m.group(2) == "*":
         return
     host = m.group(1).strip("[]")
-    if host != "*" and host not in {name for _, name in socket.if_nameindex()}:
+    if host not in {name for _, name in socket.if_nameindex()}:  # (ZeroMQ also binds interface names)
         check_port_free(option, host, int(m.group(2)), shown=address)
 
 

@@ -164,3 +164,11 @@ def test_a_curve_server_serves_both_layouts(tmp_path, engine):
     assert _connects(new, alice, engine)
     assert _connects(new / "server", alice, engine)
     assert _connects(old, bob, engine)
+
+
+def test_a_keys_folder_that_cannot_be_written_is_exit_4_naming_it(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert _keys(str(blocker / "keys"), "--client", "alice") == 4
+    err = capsys.readouterr().err
+    assert f"cannot write CURVE keys in {blocker / 'keys'}" in err and "Traceback" not in err
