@@ -254,8 +254,10 @@ def run_status(args) -> int:
     from colorprop_client import client as C
     from colorprop_client import protocol as P
 
+    from .config import check_address
     from .remote import RemoteJobError, client_curve_keys, connection_error
 
+    check_address("ADDRESS", args.address)  # (ZeroMQ's own refusal of "foo" was a traceback)
     try:
         with C.Client(args.address, curve=client_curve_keys(args.curve_keys, args.curve_name)) as client:
             jobs = client.status()

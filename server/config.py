@@ -109,7 +109,7 @@ def setting_error(option: str, value: Any, why: str) -> Exception:
     from colorprop.errors import InputError
 
     key = option.lstrip("-").replace("-", "_")
-    where = f"{option} (`{key}` in a config file)" if option.startswith("--") else f"setting {option}"
+    where = f"{option} (`{key}` in a config file)" if option.startswith("--") else option
     return InputError(f"{where}: {why}, got {value!r}")
 
 

@@ -259,3 +259,9 @@ def test_fuzzed_settings_never_give_a_traceback(tmp_path, free_port, capsys):
             outcomes["started"] += 1
     capsys.readouterr()
     assert outcomes["refused"] > 100 and outcomes["started"] > 0, outcomes
+
+
+@pytest.mark.parametrize("address", ["foo", "tcp://render-01", "tcp://127.0.0.1:70000"])
+def test_status_of_a_malformed_address_exits_2_naming_it(address):
+    """`colorprop status foo` was a ZMQError traceback."""
+    _refused(["status", address], "ADDRESS", repr(address))
