@@ -139,14 +139,15 @@ def check_settings(config: ServerConfig) -> ServerConfig:
         value = getattr(config, name)
         if value is None and name == "metrics_port":
             continue
-        shown = value / r.unit if r.unit != 1 and isinstance(value, (int, float)) else value
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        shown = value // r.unit if numeric and isinstance(value, int) else value  # in the option's unit (MiB)
         if not numeric or r.kind is int and not isinstance(value, int):
             raise setting_error(r.option, shown, "must be " + ("an integer" if r.kind is int else "a number"))
         if not math.isfinite(value) or not r.low <= value <= r.high:
-            low, high = r.low / r.unit, r.high / r.unit
-            kind = "an integer" if r.kind is int else "a finite number"
-            raise setting_error(r.option, shown, f"must be {kind} from {low:g} to {high:g}")
+            if r.kind is int:
+                raise setting_error(r.option, shown, f"must be an integer from {int(r.low) // r.unit:,} to "
+                                                     f"{int(r.high) // r.unit:,}")
+            raise setting_error(r.option, shown, f"must be a finite number from {r.low:g} to {r.high:g}")
     for name, option in ADDRESS_OPTIONS.items():
         if getattr(config, name) is not None:
             check_address(option, getattr(config, name))
