@@ -291,6 +291,52 @@ def test_openjd_run_splits_spans_into_pass_and_blend_tasks(tmp_path, keys):
     assert not (farm / ".colorprop-passes").exists()
 
 
+@needs_openjd
+def test_openjd_retried_pass_tasks_recover_from_any_corruption_of_their_pass_files(tmp_path):
+    """The Passes step run, then its pass files spoilt as a disk or another job can (cut short, NaN with a
+    valid stamp, another size, another job's stamp), then the step run again as a farm retries it: each task
+    checks its files in full and computes the bad ones again, the files equal those of the first run, and the
+    Colorize step gives the pixels of one uninterrupted embedded run, bit for bit. A truncated file used to
+    block its span for good (each retry checked only the header and failed alike)."""
+    from test_passes import corrupt
+
+    keys = (1, 24)
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    for k in keys:
+        pixels = read_exr(SHOT / "key.0001.exr").pixels
+        write_exr(keys_dir / f"key.{k:04d}.exr", pixels[..., [k % 3, (k + 1) % 3, (k + 2) % 3]], ("R", "G", "B"))
+    embedded = tmp_path / "embedded"
+    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", f"1,24={keys_dir}/key.####.exr",
+                 "--method", "flow", "--progress", "none", "--output", str(embedded / "colour.####.exr")]) == 0
+    farm = tmp_path / "farm"
+    params = template_params(keys_dir, farm) + ["-p", "KeyFrames=1,24"]
+    run = openjd("run", str(TEMPLATE), *params, "--step", "Passes")
+    log = finish(run)
+    assert run.returncode == 0, log
+    span = farm / ".colorprop-passes" / "1-24"
+    first = {p.name: read_exr(p).pixels for p in span.glob("[!.]*.exr")}
+    assert len(first) == 2 * 22
+    spoilt = {"forward.5.exr": "truncated", "forward.9.exr": "nan", "backward.20.exr": "wrong-size",
+              "backward.12.exr": "foreign-stamp"}
+    for name, how in spoilt.items():
+        corrupt(span / name, how)
+    run = openjd("run", str(TEMPLATE), *params, "--step", "Passes")  # the retry
+    log = finish(run)
+    assert run.returncode == 0, log
+    assert "forward pass of segment 1: 19 frame(s) stored, 3 kept" in log, log  # from frame 5 on (2..4 kept)
+    assert "backward pass of segment 1: 19 frame(s) stored, 3 kept" in log, log  # from frame 20 down (23..21)
+    retried = {p.name: read_exr(p).pixels for p in span.glob("[!.]*.exr")}
+    assert sorted(retried) == sorted(first)
+    for name in first:
+        np.testing.assert_array_equal(retried[name], first[name], err_msg=name)
+    run = openjd("run", str(TEMPLATE), *params, "--step", "Colorize", "--no-run-dependencies")
+    log = finish(run)
+    assert run.returncode == 0, log
+    assert_same_pixels(frames_of(farm), frames_of(embedded))
+    assert not (farm / ".colorprop-passes").exists()
+
+
 def has_serve() -> bool:
     try:
         import colorprop_server.cli  # noqa: F401

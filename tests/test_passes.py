@@ -5,6 +5,10 @@ weights) at 96x64. tests/test_farm.py runs the same through the OpenJD template 
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 from colorprop.engine.engine import Engine
 from colorprop.io.exr import read_exr, write_exr
 from colorprop.shot.passes import FINGERPRINT
+from serverkit import wait_until
 from test_pipeline import SPACE, run_cli, textured_frames, write_shot
 
 N = 10  # keys at both ends: 1 and N
@@ -136,6 +141,169 @@ def test_pass_files_of_another_job_are_computed_again(shot, embedded, tmp_path):
     for segment in (1, N):
         assert colorize(shot, out, "flow", "--segment", str(segment), "--state-dir", str(state)) == 0
     assert_equal_frames(outputs(out), embedded["flow"])
+
+
+def corrupt(path: Path, how: str) -> None:
+    """Spoil a pass file as a disk, a copy or another job can: its stamp kept valid except for ``foreign-stamp``."""
+    plate = read_exr(path)
+    stamp = {FINGERPRINT: plate.metadata[FINGERPRINT], "compression": "none"}
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "nan":  # in the blend weight: 600 non-finite values were blended into the output
+        pixels = plate.pixels.copy()
+        pixels[10:30, 20:50, plate.channels.index("carried")] = np.nan
+        write_exr(path, pixels, plate.channels, pixel_type="float", extra_metadata=stamp)
+    elif how == "wrong-size":  # was a ValueError traceback
+        write_exr(path, plate.pixels[:-8, :-8], plate.channels, pixel_type="float", extra_metadata=stamp)
+    elif how == "missing-channel":
+        keep = [i for i, c in enumerate(plate.channels) if c != "carried"]
+        write_exr(path, plate.pixels[..., keep], [plate.channels[i] for i in keep], pixel_type="float",
+                  extra_metadata=stamp)
+    elif how == "foreign-stamp":
+        write_exr(path, plate.pixels, plate.channels, pixel_type="float",
+                  extra_metadata={**stamp, FINGERPRINT: "0" * 32})
+    else:
+        raise ValueError(how)
+
+
+CORRUPTIONS = ["truncated", "nan", "wrong-size", "missing-channel", "foreign-stamp"]
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_the_blend_computes_an_unsound_pass_file_again_and_never_uses_it(shot, embedded, tmp_path, how):
+    """A pass file spoilt after its task (NaN, another size, cut short, ...) with a valid stamp: the blend task
+    checks each file as it checks a plate and computes the bad one again: the pixels of one embedded run."""
+    out, state = split_run(shot, tmp_path, "flow")
+    corrupt(state / f"1-{N}" / "backward.5.exr", how)
+    corrupt(state / f"1-{N}" / "forward.7.exr", how)
+    for segment in (N, 1):
+        assert colorize(shot, out, "flow", "--segment", str(segment), "--state-dir", str(state)) == 0
+    assert_equal_frames(outputs(out), embedded["flow"])
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("how", CORRUPTIONS)
+def test_a_retried_pass_task_recovers_from_any_corruption_of_its_own_files(shot, embedded, tmp_path, how):
+    """The pass task run again (a farm's retry) checks every file of its pass in full, not just the header, and
+    computes again from the first bad one: the files equal an uninterrupted pass's, and the blend the embedded
+    run. A truncated file blocked its span for good before: each retry found it 'present' and failed alike."""
+    out, state = split_run(shot, tmp_path, "flow")
+    expected = pass_files(state)
+    corrupt(state / f"1-{N}" / "forward.4.exr", how)
+    corrupt(state / f"1-{N}" / "backward.6.exr", how)
+    for direction in ("forward", "backward"):
+        assert colorize(shot, out, "flow", "--segment", "1", "--direction", direction, "--state-dir", str(state)) == 0
+    retried = pass_files(state)
+    assert sorted(retried) == sorted(expected)
+    for name in expected:
+        np.testing.assert_array_equal(retried[name], expected[name], err_msg=name)
+    for segment in (N, 1):
+        assert colorize(shot, out, "flow", "--segment", str(segment), "--state-dir", str(state)) == 0
+    assert_equal_frames(outputs(out), embedded["flow"])
+
+
+COLORPROP = Path(sys.executable).parent / "colorprop"
+LONG = 40  # frames of the shot the process tests stop part-way: a span that takes a while after its frame 2
+
+
+@pytest.fixture(scope="module")
+def long_shot(tmp_path_factory) -> tuple[Path, str, str]:
+    folder = tmp_path_factory.mktemp("long-shot")
+    frames = textured_frames(LONG, shift=0.5)
+    plate, _ = write_shot(folder, frames)
+    for k in (1, LONG):
+        write_exr(folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+    return folder, plate, f"1,{LONG}={folder}/key.####.exr"
+
+
+@pytest.fixture(scope="module")
+def long_embedded(long_shot, tmp_path_factory) -> dict[int, np.ndarray]:
+    out = tmp_path_factory.mktemp("long-embedded")
+    assert colorize(long_shot, out, "flow") == 0
+    return outputs(out)
+
+
+def assert_same_outputs(folder: Path, expected: dict[int, np.ndarray]) -> None:
+    got = outputs(folder)
+    assert sorted(got) == sorted(expected)
+    for f in got:
+        np.testing.assert_array_equal(got[f], expected[f], err_msg=f"frame {f}")
+
+
+def start(shot, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
+    """``colorprop colorize`` (flow) as its own process, its progress lines on a pipe."""
+    _, plate, keys = shot
+    return subprocess.Popen([str(COLORPROP), "colorize", "--input", plate, "--key", keys, "--output",
+                             str(out / "c.####.exr"), "--method", "flow", "--progress", "lines", *extra],
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_line(proc: subprocess.Popen, words: str) -> None:
+    """Read ``proc``'s progress until a line holds ``words`` (it exits first: the test failed to catch it)."""
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if words in line:
+            return
+    raise AssertionError(f"exited ({proc.wait()}) before {words!r}: {''.join(seen)}")
+
+
+def waits_for_a_lock(pid: int) -> bool:
+    """``pid`` is blocked waiting for a file lock (a '->' line of /proc/locks)."""
+    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
+               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)
+
+
+def test_two_blends_of_one_span_at_once_both_write_it_whole(long_shot, long_embedded, tmp_path):
+    """Two blend tasks of the same span on one state dir (a farm retry beside a slow first try): the second
+    waits for the first, both exit 0, the frames are the embedded run's. Before, the one that finished first
+    removed the pass files under the other, which failed 'pass file missing; run the pass again'.
+    Deterministic: the first is stopped (SIGSTOP) mid-blend until the second is seen waiting for it, or done."""
+    out, state = split_run(long_shot, tmp_path, "flow")
+    first = start(long_shot, out, "--segment", "1", "--state-dir", str(state))
+    wait_for_line(first, "frame 2 done")
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start(long_shot, out, "--segment", "1", "--state-dir", str(state))
+        assert wait_until(lambda: second.poll() is not None or waits_for_a_lock(second.pid), timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    assert colorize(long_shot, out, "flow", "--segment", str(LONG), "--state-dir", str(state)) == 0
+    assert_same_outputs(out, long_embedded)
+    assert not state.exists()
+
+
+def test_a_killed_embedded_run_leaves_its_passes_only_until_the_next_run(long_shot, long_embedded, tmp_path):
+    """kill -9 of an embedded two-key run mid-span leaves its pass folder under $TMPDIR (nothing can remove it
+    then); the next embedded run removes it, and never the folder of a run that is alive (here stopped with
+    SIGSTOP while the next one runs). A run that ends, however, removes its own."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    killed = start(long_shot, tmp_path / "killed", env=env)
+    wait_for_line(killed, "frame 2 done")
+    killed.kill()
+    killed.communicate(timeout=60)
+    left = list(tmp.glob("colorprop-passes-*"))
+    assert len(left) == 1 and list(left[0].rglob("*.exr")), left  # its pass files: ~3 MB a frame at 480x270
+
+    alive = start(long_shot, tmp_path / "alive", env=env)
+    wait_for_line(alive, "frame 2 done")
+    alive.send_signal(signal.SIGSTOP)
+    try:
+        _, err = start(long_shot, tmp_path / "next", env=env).communicate(timeout=300)
+        remaining = list(tmp.glob("colorprop-passes-*"))
+    finally:
+        alive.send_signal(signal.SIGCONT)
+    _, alive_err = alive.communicate(timeout=300)
+    assert alive.returncode == 0, alive_err
+    assert left[0] not in remaining and len(remaining) == 1, (left, remaining, err)  # the alive run's, kept
+    assert not list(tmp.iterdir())  # each run that ended removed its own
+    assert_same_outputs(tmp_path / "next", long_embedded)
+    assert_same_outputs(tmp_path / "alive", long_embedded)
 
 
 @pytest.mark.parametrize("extra", [

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from colorprop.errors import ColorpropError, InputError, PixelError
 from colorprop.shot.frames import (  # noqa: F401  (also imported from here by the server, eval and tests)
     RGB, ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource, FrameResult, FrameSink, FrameSource,
     KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames, load_key, overlapped_io)
-from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint
+from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint, temporary_root
 from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
     check_key, check_keys_among_frames, check_plate_pixels, check_sequence_job, check_size, plate_colorspace,
     working_size)
@@ -352,20 +351,24 @@ class ShotRun:
 
     def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
         """The span between keys ``a`` and ``b``: its passes stored under ``state_dir`` (else a temporary
-        folder), then blended; with ``direction_only`` just that pass (a farm task)."""
+        folder of this run's own), then blended; with ``direction_only`` just that pass (a farm task). Tasks
+        sharing ``state_dir`` take turns on the span (passes.py): what is already written is looked at once
+        the turn is ours, so a second blend of a span another one just finished finds it written (or, without
+        ``skip_existing``, makes it again), never a pass file half gone."""
         with contextlib.ExitStack() as stack:
-            root = state_dir or Path(stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="colorprop-passes-", ignore_cleanup_errors=True)))
-            written = {f for f in run if self.sink.exists(f)} if self.skip_existing else set()
-            store = None  # every frame is written: no pass is needed
-            if len(written) < len(run):
-                store = PassStore(root, a, b, self.pass_stamp(a, b, run))
+            root = state_dir or stack.enter_context(temporary_root())
+            store = PassStore(root, a, b, self.pass_stamp(a, b, run), self.shot.work_size,
+                              flow=self.options.method != "global")
             if self.direction_only is not None:
-                for _ in self.pass_frames(self.direction_only, a, b, run, store) if store is not None else ():
-                    pass
+                if self.skip_existing and all(self.sink.exists(f) for f in run):
+                    return  # every frame is written: no pass is needed (nor its lock file)
+                with store.locked([self.direction_only]):
+                    for _ in self.pass_frames(self.direction_only, a, b, run, store):
+                        pass
                 return
-            self.blend_span(a, b, run, store, written)
-            if store is not None:
+            with store.locked(DIRECTIONS):
+                written = {f for f in run if self.sink.exists(f)} if self.skip_existing else set()
+                self.blend_span(a, b, run, store if len(written) < len(run) else None, written)
                 store.remove()
 
     # ---------------------------------------------------------------- between keys: passes and their blend
@@ -379,20 +382,22 @@ class ShotRun:
     @staticmethod
     def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
         state = store.read(direction, frame)
-        if state is None:  # a file that went bad after its pass wrote it: never blend a guess
-            raise ColorpropError(f"frame {frame}: the {direction} pass file {store.path(direction, frame)} is "
-                                 "missing or unreadable; run the pass again")
+        if state is None:  # sound when this task checked it, under its lock: changed by hand since; never guess
+            raise ColorpropError(f"frame {frame}: the {direction} pass file {store.path(direction, frame)} was "
+                                 "changed or removed while this task used it (by something other than colorprop); "
+                                 "run the task again")
         return state
 
     def pass_frames(self, direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:
         """One pass over the frames between keys ``a`` and ``b`` (forward from ``a`` or backward from ``b``; the
         global branch matches against both keys), frame by frame in its order, each frame stored as it is made.
-        A pass already stored is read back; one stored in part (a killed task) is replayed by flow alone
-        (``Propagator.carried_only``) with the stored colour up to its first missing frame, so the run carries
-        on exactly as an uninterrupted one."""
+        A pass already stored is read back; one stored in part (a killed task, or a file gone bad: every file is
+        checked in full first, ``PassStore.read``) is replayed by flow alone (``Propagator.carried_only``) with
+        the stored colour up to its first frame not stored soundly and computed from there, so the run carries on
+        exactly as an uninterrupted one."""
         forward = direction == "forward"
         order = run if forward else run[::-1]
-        todo = next((i for i, f in enumerate(order) if not store.has(direction, f)), len(order))
+        todo = store.first_unsound(direction, order)
         propagator = None
         if todo < len(order):
             propagator = self.new_propagator(a, b) if forward else self.new_propagator(b, a)
