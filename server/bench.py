@@ -1,6 +1,8 @@
-"""Server overhead against the embedded engine: same shot, same machine, median of N runs.
+"""Server overhead against the embedded engine: same shot, same machine, median of N runs; and a
+second client's shot time beside one that fills the memory budget with large keys (``--hog``).
 
     python -m colorprop_server.bench --width 1280 --height 720 --frames 8 --repeats 5 --json out/bench_server.json
+    python -m colorprop_server.bench --hog --width 1280 --height 720 --frames 8 --repeats 3 --json out/bench_hog.json
 
 The server runs in its own process (as in production) on 127.0.0.1; the client streams frames
 in-band and receives every result. Overhead = (server time - embedded time) / embedded time.
@@ -63,14 +65,7 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
                                  "--log-level", "WARNING"], stdout=subprocess.DEVNULL)
     client = Client(address, timeout_s=timeout_s, retries=1)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                Client(address, timeout_s=1.0, retries=1).hello()
-                break
-            except Exception:
-                if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
-                    raise RuntimeError(f"server at {address} did not start")
+        _wait_for_server(address, proc)
         embedded, remote, cpu_emb, cpu_srv = [], [], [], []
         ref = ArraySink()
         for r in range(repeats + 1):  # the first round warms both up and is not counted
@@ -118,6 +113,99 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
     return result
 
 
+def bench_memory_hog(width: int = 1280, height: int = 720, frames: int = 8, repeats: int = 3, method: str = "flow",
+                     budget_mb: int = 256, json_path: str | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+    """bob's shot through a server (CURVE keys tell the two clients apart), alone and then while alice holds
+    as many open shots with large float32 keys as the memory budget (``budget_mb``) lets her: median wall
+    times and their ratio; writes JSON when asked."""
+    import math
+    import tempfile
+
+    import numpy as np
+
+    from colorprop_client.client import Client, CurveKeys, ServerBusy, colorize_arrays
+
+    from .security import generate_keys
+
+    plates, keys = _shot(width, height, frames)
+    tmp = tempfile.TemporaryDirectory(prefix="colorprop-bench-hog-")
+    generate_keys(Path(tmp.name) / "keys", ("alice", "bob"), ())
+    alice, bob = (CurveKeys.from_dir(Path(tmp.name) / "keys", n) for n in ("alice", "bob"))
+    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "colorprop_server", "serve", "--bind", address, "--curve-keys",
+                             str(Path(tmp.name) / "keys"), "--max-memory-mb", str(budget_mb), "--log-level", "WARNING"],
+                            stdout=subprocess.DEVNULL)
+    side = math.isqrt((budget_mb << 20) // (3 * 3 * 4))  # three keys fill the budget to within one row
+    big = np.full((side, side, 3), 0.25, np.float32)
+    hog_jobs, hog_refused, alone, beside = [], None, [], []
+    try:
+        _wait_for_server(address, proc, bob)
+        for r in range(repeats + 1):  # the first run warms up and is not counted
+            t0 = time.perf_counter()
+            ref = colorize_arrays(address, plates, keys, {"method": method}, curve=bob, timeout_s=timeout_s)
+            if r:
+                alone.append(time.perf_counter() - t0)
+        hog = Client(address, timeout_s=timeout_s, retries=1, curve=alice)
+        try:
+            while len(hog_jobs) < 4:
+                try:
+                    hog_jobs.append(hog.open_shot({1: big}, {"method": method}, [1, 2, 3]))
+                except ServerBusy as err:
+                    hog_refused = str(err)
+                    break
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = colorize_arrays(address, plates, keys, {"method": method}, curve=bob, timeout_s=timeout_s,
+                                      busy_wait_s=timeout_s)
+                beside.append(time.perf_counter() - t0)
+                if not all(np.array_equal(res[f][0], ref[f][0]) for f in plates):
+                    raise AssertionError("bob's results beside the hog differ from his results alone")
+        finally:
+            for job in hog_jobs:
+                job.close()
+            hog.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        tmp.cleanup()
+    t_alone, t_beside = statistics.median(alone), statistics.median(beside)
+    result = {
+        "benchmark": "memory_hog", "width": width, "height": height, "frames": frames, "repeats": repeats,
+        "method": method, "budget_mb": budget_mb, "hog_key": [side, side, 3], "hog_shots": len(hog_jobs),
+        "hog_held_mb": round(len(hog_jobs) * big.nbytes / 2**20, 1), "hog_refused": hog_refused,
+        "alone_s": round(t_alone, 4), "beside_hog_s": round(t_beside, 4), "ratio": round(t_beside / t_alone, 3),
+        "alone_runs_s": [round(t, 4) for t in alone], "beside_hog_runs_s": [round(t, 4) for t in beside],
+        "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
+    }
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _wait_for_server(address: str, proc: subprocess.Popen | None, curve: Any = None, timeout_s: float = 120.0) -> None:
+    from colorprop_client.client import Client
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with Client(address, timeout_s=1.0, retries=1, curve=curve) as c:
+                c.hello()
+            return
+        except Exception:
+            if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+                raise RuntimeError(f"server at {address} did not start") from None
+
+
+def _print_table(result: dict, columns: list[str], rows: list[tuple[str, list[float]]], footer: str) -> None:
+    """The JSON line, then a small table and a line saying what was measured."""
+    print(json.dumps(result))
+    print(f"{'':14}" + "".join(f"{c:>14}" for c in columns))
+    for name, values in rows:
+        print(f"{name:14}" + "".join(f"{v:>14.3f}" for v in values))
+    print(footer)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m colorprop_server.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--width", type=int, default=1280)
@@ -127,14 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="flow")
     p.add_argument("--json", default=None)
     p.add_argument("--address", default=None, help="an already running server (default: start one)")
+    p.add_argument("--hog", action="store_true", help="instead: a shot's time alone and beside a client that fills "
+                   "the memory budget with large keys")
+    p.add_argument("--budget-mb", type=int, default=256, help="--hog: the server's --max-memory-mb")
     args = p.parse_args(argv)
+    if args.hog:
+        r = bench_memory_hog(args.width, args.height, args.frames, args.repeats, args.method, args.budget_mb, args.json)
+        _print_table(r, ["bob's shot s"], [("alone", [r["alone_s"]]), ("beside alice", [r["beside_hog_s"]])],
+                     f"ratio {r['ratio']:.2f} (alice holds {r['hog_held_mb']} MiB of the {args.budget_mb} MiB budget "
+                     f"in {r['hog_shots']} shots; {args.width}x{args.height}, {args.frames} frames, median of "
+                     f"{args.repeats}, load {r['load_average'][0]})")
+        return 0
     r = bench_server_overhead(args.width, args.height, args.frames, args.repeats, args.method, args.json, args.address)
-    print(json.dumps(r))
-    print(f"{'':10}{'shot s':>10}{'ms/frame':>10}{'CPU s':>10}")
-    print(f"{'embedded':10}{r['embedded_s']:>10.3f}{r['embedded_per_frame_ms']:>10.1f}{r['embedded_cpu_s']:>10.3f}")
-    print(f"{'server':10}{r['server_s']:>10.3f}{r['server_per_frame_ms']:>10.1f}{r['server_cpu_s']:>10.3f}")
-    print(f"overhead {r['overhead_pct']:+.1f} % wall, {r['cpu_overhead_pct']:+.1f} % CPU "
-          f"({args.width}x{args.height}, {args.frames} frames, median of {args.repeats}, load {r['load_average'][0]})")
+    _print_table(r, ["shot s", "ms/frame", "CPU s"],
+                 [(name, [r[f"{name}_s"], r[f"{name}_per_frame_ms"], r[f"{name}_cpu_s"]]) for name in ("embedded", "server")],
+                 f"overhead {r['overhead_pct']:+.1f} % wall, {r['cpu_overhead_pct']:+.1f} % CPU ({args.width}x"
+                 f"{args.height}, {args.frames} frames, median of {args.repeats}, load {r['load_average'][0]})")
     return 0
 
 
