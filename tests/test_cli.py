@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,80 @@ def test_absurd_numbers_are_bad_input_saying_what_was_read(tmp_path, option, val
     code, message = run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
                         "--weights", str(tmp_path / "nw"), *[a for kv in args.items() for a in kv])
     assert code == 2 and words in message and "Traceback" not in message, message
+
+
+def test_a_plate_frame_missing_mid_sequence_is_bad_input_unless_gaps_are_allowed(tmp_path):
+    """Without --frames, a hole in the plate sequence on disk is an error listing it (Nuke and Deadline treat
+    a hole as one), not a gap the colour is silently carried across; --allow-gaps keeps that bridging."""
+    s = good_shot(tmp_path / "shot")
+    (s.folder / "plate.0003.exr").unlink()
+    common = ["colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
+              "--weights", str(tmp_path / "nw")]
+    code, message = run(*common, "-o", str(tmp_path / "strict" / "o.####.exr"))
+    assert code == 2 and "frame(s) 3 missing between 1 and 4" in message and "--allow-gaps" in message, message
+    assert not (tmp_path / "strict").exists()
+    code, message = run(*common, "-o", str(tmp_path / "bridged" / "o.####.exr"), "--allow-gaps")
+    assert code == 0, message
+    assert sorted(p.name for p in (tmp_path / "bridged").iterdir()) == ["o.0001.exr", "o.0002.exr", "o.0004.exr"]
+    code, message = run("suggest-keys", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow")
+    assert code == 2 and "frame(s) 3 missing" in message
+
+
+def test_a_pattern_with_the_wrong_padding_says_what_padding_is_on_disk(tmp_path):
+    s = good_shot(tmp_path / "shot")
+    code, message = run("colorize", "-i", str(s.folder / "plate.###.exr"), "--key", f"1={s.keys[1]}", "--method",
+                        "flow", "--progress", "none", "-o", str(tmp_path / "o.####.exr"))
+    assert code == 2, message
+    assert ("matches no file for frames 1, 2, 3, 4; the files of that name are padded to 4 digits (plate.0001.exr "
+            "... plate.0004.exr): use 'plate.####.exr'") in message, message
+    code, message = run("colorize", "-i", str(s.folder / "plate.#####.exr"), "--key", f"1={s.keys[1]}", "--method",
+                        "flow", "--progress", "none", "-o", str(tmp_path / "o.####.exr"))
+    assert code == 2 and "plate.#####.exr: matches no file; the files of that name are padded to 4 digits" in message
+
+
+def test_suggest_keys_from_a_confidence_output_ranks_its_frames_without_the_plates(tmp_path, capsys):
+    """`suggest-keys --from 'out.####.exr'` reads the matte a `colorize --confidence` run wrote: the same
+    suggestions as computing the shot again (the matte is stored as half floats: errors within 1e-3), and it
+    needs neither the plates nor the key files (they are deleted here), so nothing is computed again."""
+    from shotkit import background, with_object, write_plate
+
+    frames, _ = with_object(background(12), {i: (20 + 3 * i, 16, 44 + 3 * i, 40) for i in range(5, 9)})
+    plate, key_args = write_plate(tmp_path / "shot", frames, keys=[1])
+    out = str(tmp_path / "out" / "c.####.exr")
+    assert run("colorize", "-i", plate, *key_args, "-o", out, "--method", "flow", "--confidence",
+               "--progress", "none")[0] == 0
+    capsys.readouterr()
+    assert main(["suggest-keys", "-i", plate, *key_args, "--method", "flow", "--count", "3", "--json"]) == 0
+    computed = json.loads(capsys.readouterr().out)
+    for path in (tmp_path / "shot").iterdir():
+        path.unlink()
+    assert main(["suggest-keys", "--from", out, "--key", "1=gone.exr", "--count", "3", "--json"]) == 0
+    stored = json.loads(capsys.readouterr().out)
+    assert stored["from"] == out and stored["keys"] == [1]
+    assert [s["frame"] for s in stored["suggestions"]] == [s["frame"] for s in computed["suggestions"]]
+    for a, b in zip(stored["frames"], computed["frames"]):
+        assert a["frame"] == b["frame"] and abs(a["expected_error"] - b["expected_error"]) <= 1e-3, (a, b)
+    code, message = run("suggest-keys", "--from", str(tmp_path / "shot" / "plate.####.exr"))
+    assert code == 2 and "matches no file" in message
+    code, message = run("suggest-keys", "--key", "1=k.exr")
+    assert code == 2 and "needs --input and --key (or --from" in message
+
+
+def test_suggest_keys_from_an_output_without_the_matte_names_the_file(tmp_path):
+    s = good_shot(tmp_path / "shot")
+    assert run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "-o", s.output, "--method", "flow",
+               "--progress", "none", "--weights", str(tmp_path / "nw"))[0] == 0
+    code, message = run("suggest-keys", "--from", s.output)
+    assert code == 3 and "out.0001.exr: no colorprop.confidence channel; colour the shot with" in message, message
+
+
+def test_preview_writes_the_format_its_extension_names_and_its_help_says_so(tmp_path):
+    s = good_shot(tmp_path / "shot")
+    assert run("preview", "-i", s.input, "-o", str(tmp_path / "sheet.exr"))[0] == 0
+    assert read_exr(tmp_path / "sheet.exr").pixels.shape == (THUMB_H, 240 * len(FRAMES), 3)
+    preview = dict(parsers(build_parser()))["colorprop preview"]
+    help_text = " ".join(preview.format_help().split())
+    assert "PNG, JPEG, TIFF, or any other OpenImageIO writes (an .exr holds" in help_text, help_text
 
 
 def sheet(path: Path) -> np.ndarray:

@@ -28,7 +28,11 @@ def add_parser(sub) -> None:
                           "--list-segments)")
     out.add_argument("--list-segments", action="store_true",
                      help="print the independent key-to-key segments as JSON and exit (instead of --output)")
-    p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames)")
+    p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames; a frame "
+                                    "missing between the first and the last is an error, see --allow-gaps)")
+    p.add_argument("--allow-gaps", action="store_true",
+                   help="without --frames: colour the frames on disk across any missing ones (the colour is "
+                        "carried from the frame before a gap to the one after it)")
     p.add_argument("--method", choices=METHODS, default=default.method,
                    help="full | local | global (ablations) | flow (classical DIS baseline)")
     p.add_argument("--colorspace", help="OCIO colour space of the plates (and of float keys) (default: file "
@@ -81,7 +85,7 @@ def run(args) -> int:
         "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
         "regrade": args.regrade,
     })
-    frames = input_frames(args.input, args.frames)
+    frames = input_frames(args.input, args.frames, allow_gaps=args.allow_gaps)
     if args.list_segments:
         import json
 

@@ -80,15 +80,31 @@ def parse_keys(specs: list[str]) -> dict[int, str]:
     return keys
 
 
-def input_frames(input_pattern: str, spec: str | None) -> list[int]:
-    """The frames of ``--frames`` (``spec``), else every frame of ``--input`` on disk; InputError when none is."""
-    from colorprop.io.sequence import FramePattern, parse_frames
+def input_frames(input_pattern: str, spec: str | None, allow_gaps: bool = False, option: str = "--input") -> list[int]:
+    """The frames of ``--frames`` (``spec``), else every frame of ``input_pattern`` (option ``option``) on disk.
+    InputError when none is
+    (saying what padding the files of that name have, when it is another one), and, unless ``allow_gaps``, when
+    frames are missing between the first and the last on disk: a hole in a plate sequence is an error, as in
+    Nuke and Deadline, not something to colour across."""
+    from colorprop.errors import SequenceError
+    from colorprop.io.sequence import parse_frames
+    from colorprop.shot.frames import format_frames
+    from colorprop.shot.preflight import check_pattern
 
     if spec:
         return parse_frames(spec)
-    frames = FramePattern(input_pattern).existing_frames()
+    pattern = check_pattern(input_pattern, option)
+    frames = pattern.existing_frames()
     if not frames:
-        raise InputError(f"--input {input_pattern}: matches no file")
+        on_disk = pattern.padding_on_disk()
+        raise SequenceError(f"{option} {input_pattern}: matches no file"
+                            + (f"; the files of that name are padded to {on_disk}" if on_disk else ""))
+    holes = [(a + 1, b - 1) for a, b in zip(frames, frames[1:]) if b - a > 1]  # never a list of a billion frames
+    if holes and not allow_gaps:
+        listed = format_frames([str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in holes])
+        raise SequenceError(f"{option} {input_pattern}: frame(s) {listed} missing between {frames[0]} and "
+                            f"{frames[-1]} (first missing file: {pattern.path(holes[0][0])}); render them, give "
+                            "--frames for the frames to colour, or --allow-gaps to colour across the gap")
     return frames
 
 

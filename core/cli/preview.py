@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("preview", help="contact sheet of an EXR sequence (optional confidence row)",
                        description="Draw evenly spaced frames of a sequence as thumbnails into one 8-bit image.")
     p.add_argument("-i", "--input", required=True, help="the sequence, e.g. 'out.####.exr' (also %%04d, @@@@)")
-    p.add_argument("-o", "--output", required=True, help="the sheet to write: PNG, JPEG or TIFF, by its extension")
+    p.add_argument("-o", "--output", required=True,
+                   help="the sheet to write, 8-bit sRGB, in the format its extension names: PNG, JPEG, TIFF, or any "
+                        "other OpenImageIO writes (an .exr holds the same display-referred values, as half floats)")
     p.add_argument("--frames", help="frames to pick from: 1-100, 1-100x2 (default: every frame on disk)")
     p.add_argument("--confidence", action="store_true",
                    help="add a row with the colorprop.confidence matte (written by colorize --confidence)")
@@ -35,7 +37,7 @@ def run(args) -> int:
 
     if args.columns < 1 or args.width < 16:
         raise InputError("--columns must be at least 1 and --width at least 16")
-    frames = input_frames(args.input, args.frames)
+    frames = input_frames(args.input, args.frames, allow_gaps=True)  # a sheet of what is there, holes and all
     check_plates_exist(FramePattern(args.input), frames, lambda path: path)
     rows = [SheetRow(args.input, None, args.colorspace)]
     if args.confidence:

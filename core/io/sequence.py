@@ -132,6 +132,25 @@ class FramePattern:
                 frames.append(int(match.group(1)))
         return sorted(frames)
 
+    def padding_on_disk(self) -> str | None:
+        """When no file matches: what the files of the same name with another frame padding are padded to, e.g.
+        "3 digits (plate.001.exr ... plate.024.exr): use 'plate.###.exr'"; None when there are none."""
+        if not self._folder.is_dir():
+            return None
+        regex = re.compile(rf"^{re.escape(self._prefix)}(-?)(\d+){re.escape(self._suffix)}$")
+        found: dict[int, list[str]] = {}
+        for entry in self._folder.iterdir():
+            match = regex.match(entry.name)
+            if match is not None and entry.is_file():
+                found.setdefault(len(match.group(2)), []).append(entry.name)
+        if not found:
+            return None
+        width, names = max(found.items(), key=lambda item: len(item[1]))  # the padding most files have
+        names.sort()
+        shown = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+        hint = Path(self.pattern).with_name(f"{self._prefix}{'#' * width}{self._suffix}").name
+        return f"{width} digits ({shown}): use '{hint}'"
+
     def _file_regex(self) -> re.Pattern[str]:
         digits = rf"\d{{{self.padding},}}" if self.padding > 1 else r"\d+"
         return re.compile(rf"^{re.escape(self._prefix)}(-?{digits}){re.escape(self._suffix)}$")

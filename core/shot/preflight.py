@@ -173,7 +173,9 @@ def check_plates_exist(inp: FramePattern, frames: list[int], allow: PathCheck) -
     paths = {f: allow(inp.path(f)) for f in frames}
     missing = [f for f, p in paths.items() if not p.exists()]
     if len(missing) == len(frames):
-        raise SequenceError(f"{inp.pattern}: matches no file for frames {format_frames(frames)}")
+        on_disk = inp.padding_on_disk()
+        raise SequenceError(f"{inp.pattern}: matches no file for frames {format_frames(frames)}"
+                            + (f"; the files of that name are padded to {on_disk}" if on_disk else ""))
     if missing:
         raise SequenceError(f"{inp.pattern}: missing frame(s) {format_frames(missing)} "
                             f"(first missing file: {inp.path(missing[0])})")

@@ -10,6 +10,9 @@ discounting frames near a key or an earlier suggestion: a frame d frames away co
 of its expected error, spacing = the shot's length / (2 · (count + 1)), so several suggestions spread over
 the shot and a frame beside a key only comes back when it is far worse than the rest.
 
+A shot already coloured with ``--confidence`` holds that matte in its output frames: ``confidence_of_output``
+summarises it from the files (``suggest-keys --from``), nothing computed again.
+
 The command (table or JSON) is cli/suggest_keys.py; ``colorprop eval --suggest`` measures it.
 """
 
@@ -21,6 +24,10 @@ import numpy as np
 
 from colorprop.engine.confidence import frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.errors import PixelError
+from colorprop.io.exr import read_exr
+from colorprop.io.sequence import FramePattern
+from colorprop.shot.frames import CONFIDENCE_CHANNEL
 from colorprop.shot.pipeline import FrameResult, KeyImage, run_shot
 
 
@@ -54,6 +61,19 @@ def confidence_per_frame(engine: Engine, source, keys: dict[int, KeyImage], opti
     sink = ConfidenceSink()
     run_shot(engine, source, keys, options, sink)
     return sink.summary
+
+
+def confidence_of_output(pattern: FramePattern, frames: list[int]) -> dict[int, dict]:
+    """{frame: frame_summary} of the ``colorprop.confidence`` channel of each output frame of ``pattern`` (a
+    ``colorize --confidence`` result); PixelError naming the file where the channel is not there."""
+    summary = {}
+    for f in frames:
+        image = read_exr(pattern.path(f))
+        if CONFIDENCE_CHANNEL not in image.channels:
+            raise PixelError(f"{image.path}: no {CONFIDENCE_CHANNEL} channel; colour the shot with "
+                             "`colorize --confidence` (or run suggest-keys on the plates, without --from)")
+        summary[f] = frame_summary(image.channel(CONFIDENCE_CHANNEL))
+    return summary
 
 
 def default_spacing(frames: int, count: int) -> float:
