@@ -43,8 +43,9 @@ def propagate_flow(L_frames, ab_key):
     prop = Propagator("flow", L_frames[0], ab_key)
     out = [ab_key]
     for L in L_frames[1:]:
-        out.append(prop.step(L).ab)
-        prop.accept(L, out[-1])
+        pending = prop.step(L)
+        out.append(pending.colour.ab)
+        prop.accept(pending, out[-1])
     return out
 
 

@@ -312,7 +312,7 @@ def test_fs_memory_of_past_output_stays_bounded():
     key_cells = prop.key_state.features.coarse.shape[-1]
     widths = []
     for _ in range(8):
-        step = prop.step(L)
-        prop.accept(L, step.ab)
+        pending = prop.step(L)
+        prop.accept(pending, pending.colour.ab)
         widths.append(prop.key_state.features.coarse.shape[-1] // key_cells)
     assert widths == [1, 2, 2, 3, 3, 3, 3, 3]

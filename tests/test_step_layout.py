@@ -54,9 +54,9 @@ def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a
     propagator = Propagator("full", L_key, ab_key, models)
     inferred = []
     for L, _ in rest:
-        step = propagator.step(L)
-        propagator.accept(L, step.ab)
-        inferred.append(step.ab)
+        pending = propagator.step(L)
+        propagator.accept(pending, pending.colour.ab)
+        inferred.append(pending.colour.ab)
 
     packed = torch.from_numpy(run_candidates(models, labs))
     assert packed.shape == (FRAMES, CANDIDATE_CHANNELS, HEIGHT, WIDTH)

@@ -124,7 +124,7 @@ def test_bf16_runs_the_networks_in_bfloat16_and_stays_close_to_fp32():
         with torch.inference_mode(), models.autocast():
             y = conv(torch.zeros(1, conv.in_channels, 8, 8))
         assert y.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
-        step = Propagator("full", L, ab, models).step(np.roll(L, 2, axis=1))
+        step = Propagator("full", L, ab, models).step(np.roll(L, 2, axis=1)).colour
         assert step.ab.dtype == np.float32
         out[precision] = step.ab
     assert float(np.abs(out["bf16"] - out["fp32"]).mean()) < 0.5

@@ -24,7 +24,7 @@ FB_BETA = 0.5
 
 
 class FlowStep(NamedTuple):
-    ab: np.ndarray  # HxWx2 float32, Lab units: chroma propagated onto the current frame
+    ab: np.ndarray | None  # HxWx2 float32, Lab units: chroma propagated onto the current frame (None: none given)
     consistency: np.ndarray  # HxW float32 in [0, 1]: forward-backward flow consistency
     flow: np.ndarray  # HxWx2 float32 pixels: backward flow cur → prev used for the warp
 

@@ -1,9 +1,12 @@
 """One direction of propagation: colour carried from a key frame through a run of frames.
 
-A ``Propagator`` owns the per-run state (the previous frame's L and ab, the key's features) and
-nothing else, so memory is flat in shot length. Its boundary is numpy at the working resolution:
+A ``Propagator`` owns the per-run state (the previous frame's L and carried colour, the key's features) and
+nothing else, so memory is flat in shot length. Its boundary is numpy at the working resolution, and its state
+changes only in ``accept``:
 
-    step(L  HxW float32, CIE L 0..100)  ->  Step(ab HxWx2 float32 Lab units, confidence HxW, carried HxW)
+    pending = step(L  HxW float32, CIE L 0..100)    nothing changes; pending.colour is
+                                                     Step(ab HxWx2 float32 Lab units, confidence HxW, carried HxW)
+    accept(pending, ab written HxWx2)                the run moves on to this frame
 
 Methods:
     flow    DIS optical flow warps the previous frame's ab (classical baseline, no weights)
@@ -47,6 +50,17 @@ class Step(NamedTuple):
     ab: np.ndarray  # HxWx2 float32, Lab units
     confidence: np.ndarray  # HxW float32 in [0, 1]: the matte that is written (confidence.written_confidence)
     carried: np.ndarray  # HxW float32 in [0, 1]: carried on to the next frame; weighs runs in a blend
+
+
+class PendingFrame(NamedTuple):
+    """One frame as ``Propagator.step`` (or ``carried_only``) computed it, for ``Propagator.accept`` to carry on."""
+
+    L: np.ndarray  # HxW, this frame's luminance at the working size
+    colour: Step | None  # the result; None from ``carried_only`` (a frame already written)
+    flow: np.ndarray | None  # HxWx2 pixels, backward flow this frame -> the previous one (None: ``global``)
+    chain: np.ndarray  # HxW, the flow chain's confidence here (F_f's cue, carried to the next frame)
+    carried: np.ndarray  # HxW, the carried confidence (``colour.carried`` when there is a colour)
+    advanced: Carried | None  # ``full``: the carried colour and age moved onto this frame (``step.advance``)
 
 
 def gray_tensor(L: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -120,16 +134,13 @@ class Propagator:
         self.device = models.device if models is not None else torch.device("cpu")
         self.dis = make_dis()
         self.prev_L = key_L
-        self.prev_ab = key_ab
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
-        self.last_carried = self.prev_conf
         # The flow chain's own confidence, a cue for F_f: the carried one without what blends add between keys.
-        self.prev_chain = self.last_chain = self.prev_conf
-        self.last_flow: np.ndarray | None = None  # hxwx2 backward flow of the last step (None: global)
-        self.key_state = None
-        # full: the step's carried state (step.Carried, torch) and this frame's flow candidate (for accept)
+        self.prev_chain = self.prev_conf
+        # The carried colour, one copy: full carries step.Carried (torch, with its age), the others numpy ab.
         self.carried_state = start(ab_tensor(key_ab, self.device)) if method == "full" else None
-        self.advanced: Carried | None = None
+        self.prev_ab = None if method == "full" else key_ab
+        self.key_state = None
         self.clock: StageClock | None = None
         if method in ("full", "global"):
             with torch.inference_mode(), models.autocast():
@@ -142,39 +153,40 @@ class Propagator:
         self.memory: list = []
         self.frames_since_memory = 0
 
-    def step(self, L: np.ndarray) -> Step:
-        """Colour of the frame with luminance ``L`` (HxW), from the state; the state is not changed."""
+    def step(self, L: np.ndarray) -> PendingFrame:
+        """The frame with luminance ``L`` (HxW) coloured from the state (``.colour``); the state is not changed."""
         if self.method == "flow":
             with self._stage("dis_flow"):
                 flowed = self._flow(L)
             carried = self._carried(flowed, L)
-            return self._with_carried(Step(flowed.ab, written_confidence(carried), carried))
+            return PendingFrame(L, Step(flowed.ab, written_confidence(carried), carried), flowed.flow,
+                                self.prev_chain, carried, None)
         with torch.inference_mode():
-            return self._with_carried(self._step_learned(L))
+            return self._step_learned(L)
 
-    def carried_only(self, L: np.ndarray) -> np.ndarray:
-        """For a frame that is already written (resume): ``step(L).carried`` (HxW) without the networks.
+    def carried_only(self, L: np.ndarray) -> PendingFrame:
+        """For a frame that is already written (resume): ``step(L)`` without its colour and without the networks.
 
-        Exact for every method but ``global`` (whose confidence is the key match's similarity alone): the
-        carried part depends on flow only. The flow chain's cue for F_f is carried exactly too."""
+        ``.carried`` is exact for every method but ``global`` (whose confidence is the key match's similarity
+        alone): it depends on flow only. The flow chain's cue for F_f is carried exactly too."""
         flowed = self._flow(L)
-        self.last_chain = self._chain(flowed, L)
-        self.last_carried = self._carried(flowed, L)
+        advanced = None
         if self.carried_state is not None:
             with torch.inference_mode():
-                self.advanced = advance(self.carried_state, flow_tensor(flowed.flow, self.device))
-        return self.last_carried
+                advanced = advance(self.carried_state, flow_tensor(flowed.flow, self.device))
+        return PendingFrame(L, None, flowed.flow, self._chain(flowed, L), self._carried(flowed, L), advanced)
 
-    def accept(self, L: np.ndarray, ab: np.ndarray, carried: np.ndarray | None = None) -> None:
-        """Carry this frame's colour (what was written, HxWx2) and carried confidence (HxW; default: the
-        last step's ``carried``) on to the next step."""
-        self.follow(L)
-        self.prev_ab = ab
-        self.prev_conf = self.last_carried if carried is None else np.asarray(carried, np.float32)
-        if self.carried_state is not None:
-            with torch.inference_mode():
-                self.carried_state = carry_on(self.advanced, ab_tensor(ab, self.device))
-            self._remember(L, ab)
+    def accept(self, pending: PendingFrame, ab: np.ndarray, carried: np.ndarray | None = None) -> None:
+        """Move the run on to ``pending``'s frame, carrying what was written there (colour HxWx2) and the
+        carried confidence (HxW; default: ``pending.carried``)."""
+        self.follow(pending.L, pending.chain)
+        self.prev_conf = pending.carried if carried is None else np.asarray(carried, np.float32)
+        if self.carried_state is None:
+            self.prev_ab = ab
+            return
+        with torch.inference_mode():
+            self.carried_state = carry_on(pending.advanced, ab_tensor(ab, self.device))
+        self._remember(pending.L, ab)
 
     def _remember(self, L: np.ndarray, ab: np.ndarray) -> None:
         """Every ``memory_every`` frames, this written frame joins F_s's memory (the oldest one leaves)."""
@@ -190,11 +202,9 @@ class Propagator:
             self.key_state = branch.join_keys(*self.key_states, *self.memory)
 
     def _flow(self, L: np.ndarray) -> FlowStep:
-        """DIS from this frame back to the previous one; the flow is kept as ``last_flow`` (the pipeline
-        warps the full-resolution colour along it)."""
-        flowed = flow_step(self.dis, self.prev_L, self.prev_ab, L)
-        self.last_flow = flowed.flow
-        return flowed
+        """DIS from this frame back to the previous one (and the previous colour along it, but for ``full``,
+        which carries its colour in torch)."""
+        return flow_step(self.dis, self.prev_L, self.prev_ab, L)
 
     def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
@@ -204,14 +214,10 @@ class Propagator:
         return carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
                                 flat_trust=CHAIN_FLAT_TRUST)
 
-    def _with_carried(self, step: Step) -> Step:
-        self.last_carried = step.carried  # what accept() carries unless told otherwise
-        return step
-
     def _stage(self, name: str):
         return self.clock(name) if self.clock is not None else contextlib.nullcontext()
 
-    def _step_learned(self, L: np.ndarray) -> Step:
+    def _step_learned(self, L: np.ndarray) -> PendingFrame:
         models, dev = self.models, self.device
         gray = gray_tensor(L, dev)
 
@@ -226,20 +232,21 @@ class Propagator:
                 local_out = as_float32(local_out)
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
             carried = self._carried(flowed, L)
-            return Step(ab_numpy(ab_local), written_confidence(carried), carried)
+            return PendingFrame(L, Step(ab_numpy(ab_local), written_confidence(carried), carried), flowed.flow,
+                                self.prev_chain, carried, None)
 
         if self.method == "global":
             with self._stage("F_s"):
                 with models.autocast():
                     global_out = as_float32(models.global_branch(gray, self.key_state))
             similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
-            return Step(ab_numpy(global_out.ab), written_confidence(similarity), similarity)
+            return PendingFrame(L, Step(ab_numpy(global_out.ab), written_confidence(similarity), similarity), None,
+                                self.prev_chain, similarity, None)
 
         candidates, flowed = self.candidates(L)
         with self._stage("F_f"):
             with models.autocast():
                 out = propagate_step(models.fusion, self.carried_state, candidates)
-            self.advanced = Carried(out.ab_flow, out.age_flow)
             ab, ab_flow = ab_numpy(out.ab), ab_numpy(out.ab_flow)
         carried = self._carried(flowed, L)
         # The written matte: F_f's own estimate that this colour is within a few Lab units of the truth
@@ -247,12 +254,14 @@ class Propagator:
         confidence = map_numpy(out.confidence)
         if self.change_only:  # regrade: no change where the tracked change is exactly 0
             ab[np.all(ab_flow == 0.0, axis=-1)] = 0.0
-        return Step(ab, confidence, carried)
+        chain = map_numpy(candidates.chain)
+        return PendingFrame(L, Step(ab, confidence, carried), flowed.flow, chain, carried,
+                            Carried(out.ab_flow, out.age_flow))
 
     def candidates(self, L: np.ndarray) -> tuple[Candidates, FlowStep]:
         """``full``: what F_f chooses between for the frame with luminance ``L`` (HxW), and its cues
         (``step.Candidates``, 1 x C x h x w): DIS flow back to the previous frame, the flow chain's confidence
-        (kept as ``last_chain``) and F_s's key match. Training precomputes its runs with this, too."""
+        and F_s's key match. Training precomputes its runs with this, too."""
         dev = self.device
         gray = gray_tensor(L, dev)
         with self._stage("dis_flow"):
@@ -261,16 +270,16 @@ class Propagator:
             with self._stage("F_s"):
                 with self.models.autocast():
                     global_out = as_float32(self.models.global_branch(gray, self.key_state))
-        self.last_chain = self._chain(flowed, L)
+        chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
         return Candidates(gray, flow_tensor(flowed.flow, dev), t(flowed.consistency), t(photometric),
-                          t(self.last_chain), global_out.ab, global_out.similarity.clamp(0.0, 1.0)), flowed
+                          t(chain), global_out.ab, global_out.similarity.clamp(0.0, 1.0)), flowed
 
-    def follow(self, L: np.ndarray) -> None:
-        """Move the luminance and the flow chain on to this frame (``accept`` without colour)."""
+    def follow(self, L: np.ndarray, chain: np.ndarray) -> None:
+        """Move the luminance and the flow chain (HxW) on to this frame (``accept`` without colour)."""
         self.prev_L = L
-        self.prev_chain = self.last_chain
+        self.prev_chain = chain
 
 
 def run_candidates(models: "Models", labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
@@ -286,16 +295,17 @@ def run_candidates(models: "Models", labs: list[tuple[np.ndarray, np.ndarray]]) 
     for t, (L, ab_true) in enumerate(labs[1:], start=1):
         c, _ = propagator.candidates(L)
         out[t] = pack_candidates(c, ab_tensor(ab_true, c.gray.device))[0].cpu().numpy()
-        propagator.follow(L)
+        propagator.follow(L, map_numpy(c.chain))
     return out
 
 
-def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray, L: np.ndarray) -> FlowStep:
-    """DIS flow from the current frame back to the previous one; previous ab warped along it."""
+def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray | None, L: np.ndarray) -> FlowStep:
+    """DIS flow from the current frame back to the previous one; previous ab warped along it (None: no ab)."""
     prev_u8, cur_u8 = l_to_u8(prev_L), l_to_u8(L)
     flow_bwd = dis_flow(dis, cur_u8, prev_u8)
     flow_fwd = dis_flow(dis, prev_u8, cur_u8)
-    return FlowStep(warp_backward(prev_ab, flow_bwd), forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
+    ab = None if prev_ab is None else warp_backward(prev_ab, flow_bwd)
+    return FlowStep(ab, forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
 
 
 def resize_hw(x: np.ndarray, width: int, height: int) -> np.ndarray:

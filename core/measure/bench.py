@@ -118,15 +118,16 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
                 plate = source.read(frame)
             with clock("colour_in"):
                 prep = shot.prepare(plate)
-            ab, confidence, _ = propagator.step(prep.L_work)
+            pending = propagator.step(prep.L_work)
+            ab, confidence, _ = pending.colour
             with clock("upsample"):
-                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow)
+                ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow)
             with clock("colour_out"):
                 result = shot.finish(prep, ab_full, conf_full)
                 prev_full = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))
             with clock("exr_write"):
                 sink.write(frame, result)
-            propagator.accept(prep.L_work, shot.to_work(prev_full))
+            propagator.accept(pending, shot.to_work(prev_full))
             stage_rows.append(clock.seconds)
     measured = stage_rows[1:]  # the first propagated frame is the warm-up
     stages = {name: (statistics.median(r.get(name, 0.0) for r in measured) if name in measured[0] else None)

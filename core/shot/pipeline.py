@@ -339,15 +339,16 @@ class ShotRun:
                 # Already written (resume): its colour is read back, its carried confidence recomputed
                 # by flow alone (exactly what the uninterrupted run carried), no networks.
                 prev_full = self.carried_state(frame, None, prep)
-                carried = propagator.carried_only(prep.L_work)
+                pending = propagator.carried_only(prep.L_work)
                 self.emit(frame, None, 0.0)
-                propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
+                propagator.accept(pending, shot.to_work(prev_full))
                 continue
-            ab, confidence, carried = propagator.step(prep.L_work)
-            result = self.finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, propagator.last_flow))
+            pending = propagator.step(prep.L_work)
+            ab, confidence, _ = pending.colour
+            result = self.finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow))
             self.emit(frame, result, time.perf_counter() - t0)
             prev_full = self.carried_state(frame, result, prep)
-            propagator.accept(prep.L_work, shot.to_work(prev_full), carried)
+            propagator.accept(pending, shot.to_work(prev_full))
 
     def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
         """The span between keys ``a`` and ``b``: its passes stored under ``state_dir`` (else a temporary
@@ -409,13 +410,13 @@ class ShotRun:
             else:
                 L = self.prepared(frame).L_work
                 if i < todo:
-                    propagator.carried_only(L)
+                    pending = propagator.carried_only(L)
                     state = self.stored(store, direction, frame)
                 else:
-                    step = propagator.step(L)
-                    state = PassFrame(step.ab, step.confidence, step.carried, propagator.last_flow)
+                    pending = propagator.step(L)
+                    state = PassFrame(*pending.colour, pending.flow)
                     store.write(direction, frame, state)
-                propagator.accept(L, state.ab, state.carried)
+                propagator.accept(pending, state.ab, state.carried)
             if self.direction_only is not None:
                 self.count(frame, i >= todo, time.perf_counter() - t0)
             yield state

@@ -61,11 +61,12 @@ def pairs_of_range(clip: str, start: int, frames: int, width: int, rng: np.rando
     run = Propagator("flow", lab[0][..., 0], lab[0][..., 1:])
     raw, within = [], []
     for frame in lab[1:]:
-        step = run.step(frame[..., 0])
+        pending = run.step(frame[..., 0])
+        step = pending.colour
         pick = rng.choice(step.carried.size, PIXELS_PER_FRAME, replace=False)
         raw.append(step.carried.ravel()[pick])
         within.append(np.linalg.norm(step.ab - frame[..., 1:], axis=-1).ravel()[pick] < WITHIN_AB)
-        run.accept(frame[..., 0], step.ab)
+        run.accept(pending, step.ab)
     return np.stack(raw), np.stack(within)
 
 
