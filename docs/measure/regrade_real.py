@@ -16,10 +16,10 @@ engine = Engine.load()
 clip = [c for c in load_dev_clips(".cache") if c.name.startswith(sys.argv[1] if len(sys.argv) > 1 else "pose2sim")][0]
 frames = clip.frames_linear[:21]
 h, w = frames[0].shape[:2]
-lab0 = color.linear_rec709_to_lab(frames[0])
+lab0 = convert.linear_rec709_to_lab(frames[0])
 y0, y1, x0, x1 = h // 3, h // 3 + h // 6, w // 3, w // 3 + w // 4
 lab0[y0:y1, x0:x1, 1:] += np.float32([15.0, -10.0])
-key = color.lab_to_linear_rec709(lab0).astype(np.float32)
+key = convert.lab_to_linear_rec709(lab0).astype(np.float32)
 plate = {i + 1: f for i, f in enumerate(frames)}
 far = np.ones((h, w), bool); far[max(0, y0 - h // 4):y1 + h // 4, max(0, x0 - w // 4):x1 + w // 4] = False
 out = {}
@@ -29,7 +29,7 @@ for method in ("flow", "full"):
              ShotOptions(method=method, colorspace=SPACE, regrade=True), sink)
     changed_far, in_box = [], []
     for f in range(2, len(frames) + 1):
-        d = color.linear_rec709_to_lab(sink.results[f].rgb)[..., 1:] - color.linear_rec709_to_lab(frames[f - 1])[..., 1:]
+        d = convert.linear_rec709_to_lab(sink.results[f].rgb)[..., 1:] - convert.linear_rec709_to_lab(frames[f - 1])[..., 1:]
         mag = np.hypot(d[..., 0], d[..., 1])
         changed_far.append(float((mag[far] > 0.5).mean()))
         in_box.append(float(np.median(mag[y0 + 2:y1 - 2, x0 + 2:x1 - 2])))
