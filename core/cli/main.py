@@ -21,9 +21,13 @@ from colorprop.cli import bench, colorize, data, example, preview, suggest_keys,
 from colorprop.cli import eval as evaluate
 from colorprop.cli.common import use_help_formatter
 from colorprop.cli.plugins import add_extension_commands
+from colorprop.engine.threads import THREADS_ENV, apply_thread_policy, quiet_openmp
 from colorprop.errors import ColorpropError
 
 COMMANDS = (colorize, preview, example, evaluate, data, train, bench, suggest_keys)
+# The commands that compute (torch, OpenCV, OpenImageIO): each takes --threads, and the thread policy runs
+# before the command does (engine/threads.py).
+COMPUTING_COMMANDS = ("colorize", "preview", "example", "eval", "train", "bench", "suggest-keys", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,17 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.add_parser(sub)
     add_extension_commands(sub)
+    for name, command in sub.choices.items():
+        if name in COMPUTING_COMMANDS and "--threads" not in command._option_string_actions:
+            add_threads_argument(command)
     use_help_formatter(parser)
     return parser
 
 
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, metavar="N",
+                   help=f"compute threads for torch, OpenCV, OpenImageIO and colorprop's own pool (default: "
+                        f"${THREADS_ENV}, else the CPUs this process may use: its affinity and cgroup quota)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    quiet_openmp()  # before build_parser: the commands' defaults import torch, which reads it once
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help/--version (0) or a usage error (2), already printed by argparse
         return int(done.code or 0)
     try:
+        if args.command in COMPUTING_COMMANDS:
+            apply_thread_policy(getattr(args, "threads", None))
         return int(args.func(args) or 0)
     except ColorpropError as err:
         print(f"colorprop: error: {err}", file=sys.stderr)

@@ -263,10 +263,22 @@ def _matmul_channels(image: torch.Tensor, matrix: np.ndarray) -> torch.Tensor:
 BAND_PIXELS = 1 << 17  # ~130k pixels a band: a float64 HxWx3 temporary of one band stays in cache
 
 
+_band_threads: int | None = None  # set by engine.threads.apply_thread_policy, the one place that decides
+
+
+def set_band_threads(count: int) -> None:
+    """How many threads share the row bands; the next band map builds its pool with that many."""
+    global _band_threads
+    _band_threads = count
+    _band_pool.cache_clear()  # an idle pool dropped here lets its threads exit
+
+
 @functools.lru_cache(maxsize=1)
 def _band_pool() -> ThreadPoolExecutor:
     # Built on first use (no import-time side effects). numpy's ufuncs, cv2 and OIIO release the GIL.
-    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="colorprop-band")
+    # Before the thread policy ran (the engine used as a library): the CPUs this process may run on, at most 4.
+    count = _band_threads or min(4, len(os.sched_getaffinity(0)))
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="colorprop-band")
 
 
 def map_row_bands(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *images: np.ndarray,

@@ -1,0 +1,129 @@
+"""The thread policy (engine/threads.py): the CPUs a process may use, from synthetic cgroup files; the order
+of --threads, $COLORPROP_THREADS and the usable CPUs; and, in fresh interpreters (so this process's own
+torch does not matter), that torch, OpenCV, OpenImageIO and the row-band pool get the decided count and that
+OpenMP loads with passive waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from colorprop.engine import threads
+from colorprop.errors import InputError
+
+
+def cgroup_files(root, files: dict[str, str]):
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text + "\n")
+
+
+def test_cgroup_v2_quota(tmp_path):
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/job\n")
+    cgroup_files(tmp_path / "fs", {"job/cpu.max": "150000 100000", "cpu.max": "max 100000"})
+    assert threads.cgroup_cpu_quota(tmp_path / "fs", proc) == 1.5
+    assert threads.usable_cpus(tmp_path / "fs", proc) == 1  # rounded down: 2 threads on 1.5 CPUs are throttled
+    (tmp_path / "fs/job/cpu.max").write_text("max 100000\n")
+    assert threads.cgroup_cpu_quota(tmp_path / "fs", proc) is None
+    assert threads.usable_cpus(tmp_path / "fs", proc) == len(os.sched_getaffinity(0))
+
+
+def test_cgroup_v1_quota_tightest_on_the_way_up(tmp_path):
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("4:memory:/farm/job\n3:cpu,cpuacct:/farm/job\n0::/\n")
+    cgroup_files(tmp_path / "fs", {
+        "cpu,cpuacct/farm/job/cpu.cfs_quota_us": "-1", "cpu,cpuacct/farm/job/cpu.cfs_period_us": "100000",
+        "cpu,cpuacct/farm/cpu.cfs_quota_us": "300000", "cpu,cpuacct/farm/cpu.cfs_period_us": "100000",
+        "cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000",
+        "memory/farm/job/cpu.cfs_quota_us": "50000", "memory/farm/job/cpu.cfs_period_us": "100000"})  # not cpu's
+    assert threads.cgroup_cpu_quota(tmp_path / "fs", proc) == 3.0
+
+
+def test_cgroup_in_a_container_reads_the_namespace_root(tmp_path):
+    # without a cgroup namespace the path is the host's, which does not exist under the container's mount
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("2:cpu:/docker/0123abcd\n")
+    cgroup_files(tmp_path / "fs", {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000"})
+    assert threads.cgroup_cpu_quota(tmp_path / "fs", proc) == 1.0
+    assert threads.usable_cpus(tmp_path / "fs", proc) == 1
+
+
+def test_no_cgroup_files_no_quota(tmp_path):
+    assert threads.cgroup_cpu_quota(tmp_path / "nothing", tmp_path / "no-proc-cgroup") is None
+    (tmp_path / "garbled").write_text("0::/\n")
+    cgroup_files(tmp_path, {"cpu.max": "lots 100000"})
+    assert threads.cgroup_cpu_quota(tmp_path, tmp_path / "garbled") is None
+
+
+def test_override_order():
+    env = {threads.THREADS_ENV: "5"}
+    two = lambda: 2  # noqa: E731 the usable CPUs of a 2-core machine
+    assert threads.decide_threads(3, environ=env, cpus=two) == threads.ThreadChoice(3, "--threads")
+    assert threads.decide_threads(None, environ=env, cpus=two) == threads.ThreadChoice(5, "$COLORPROP_THREADS")
+    assert threads.decide_threads(None, environ={threads.THREADS_ENV: " "}, cpus=two).count == 2
+    assert threads.decide_threads(None, environ={}, cpus=two) == threads.ThreadChoice(2, "usable CPUs")
+    assert threads.decide_threads(4, "threads (server config)", environ={}).source == "threads (server config)"
+
+
+def test_bad_counts_name_where_they_came_from():
+    with pytest.raises(InputError, match=r"\$COLORPROP_THREADS: 'two'"):
+        threads.decide_threads(None, environ={threads.THREADS_ENV: "two"})
+    with pytest.raises(InputError, match="--threads: 0; at least 1"):
+        threads.decide_threads(0, environ={})
+    with pytest.raises(InputError, match="threads .server config.: -2"):
+        threads.decide_threads(-2, "threads (server config)", environ={})
+
+
+# What a fresh `colorprop` process ends up with, reported by a stand-in for the example command.
+PROBE = """
+import json, os, sys
+from colorprop.cli import example
+assert "torch" not in sys.modules
+
+def report(output, method):
+    import cv2, OpenImageIO as oiio, torch
+    from colorprop.colour import convert
+    print("PROBE " + json.dumps({"torch": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
+          "cv2": cv2.getNumThreads(), "oiio": oiio.get_int_attribute("threads"),
+          "bands": convert._band_pool()._max_workers, "wait": os.environ.get("OMP_WAIT_POLICY")}))
+
+example.run_example = report
+from colorprop.cli.main import main
+sys.exit(main(["example"] + sys.argv[1:]))
+"""
+
+
+def probe(args: list[str], **env: str) -> tuple[dict, str]:
+    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME",
+                                                                 "OMP_NUM_THREADS", threads.THREADS_ENV)}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300,
+                          env={**environ, "OMP_DISPLAY_ENV": "true", **env})  # libgomp prints what it read
+    assert proc.returncode == 0, proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
+    return json.loads(line[len("PROBE "):]), proc.stderr
+
+
+def test_cli_gives_every_library_the_decided_count_and_quiet_openmp():
+    got, stderr = probe(["--threads", "3"], COLORPROP_THREADS="5")
+    assert got == {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "bands": 3, "wait": "PASSIVE"}
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in stderr  # what OpenMP itself read when torch loaded it
+
+
+def test_cli_takes_the_environment_then_the_usable_cpus():
+    got, _ = probe([], COLORPROP_THREADS="1")
+    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "bands")} == {1}
+    got, stderr = probe([], OMP_WAIT_POLICY="ACTIVE")
+    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "bands")} == {threads.usable_cpus()}
+    assert got["wait"] == "ACTIVE" and "OMP_WAIT_POLICY = 'ACTIVE'" in stderr  # a value already set is kept
+
+
+def test_a_bad_thread_count_is_a_usage_error(capsys):
+    from colorprop.cli.main import main
+
+    assert main(["example", "--threads", "0"]) == 2
+    assert "--threads: 0; at least 1" in capsys.readouterr().err
