@@ -76,7 +76,8 @@ def test_short_options_and_a_working_width_above_the_plate_clamped_with_a_note(t
 
 
 @pytest.mark.parametrize(("option", "value", "words"), [
-    ("--frames", "0-99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
+    ("--frames", "0-99999999999999999999", "100000000000000000000 frames; at most 100000 in one shot"),
+    ("--frames", "99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
     ("--output", "o.%099999999d.exr", "--output: pattern 'o.%099999999d.exr': the frame token '%099999999d' pads "
                                       "frame numbers to 99999999 digits; at most 16"),
 ])

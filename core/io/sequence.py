@@ -33,9 +33,14 @@ def parse_frames(spec: str) -> list[int]:
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(f"frame range {spec!r}: empty; expected e.g. '1-100', '1-100x2', '7' or '1-10,20-30'")
     chunks = [_parse_chunk(chunk, spec) for chunk in spec.split(",")]
-    count = sum(len(r) for r in chunks)
+    count = sum((r.stop - r.start - 1) // r.step + 1 for r in chunks)  # len() of a range past 2**63 raises
     if count > MAX_FRAMES_PER_SHOT:
         raise InputError(f"frame range {spec!r}: {count} frames; at most {MAX_FRAMES_PER_SHOT} in one shot")
+    for r in chunks:
+        for frame in (r.start, r[-1]):
+            if abs(frame) > MAX_FRAME_NUMBER:
+                raise InputError(f"frame range {spec!r}: frame {frame} is outside "
+                                 f"-{MAX_FRAME_NUMBER}..{MAX_FRAME_NUMBER}")
     frames: list[int] = []
     for r in chunks:
         frames.extend(r)
@@ -46,9 +51,9 @@ def _parse_chunk(chunk: str, spec: str) -> range:
     match = _CHUNK_RE.match(chunk)
     if match is None:
         raise InputError(f"frame range {spec!r}: cannot parse {chunk.strip()!r}; expected e.g. '1-100x2'")
-    first = _frame_number(match.group(1), spec)
-    last = _frame_number(match.group(2), spec) if match.group(2) is not None else first
-    step = _frame_number(match.group(3), spec, "step") if match.group(3) is not None else 1
+    first = _number(match.group(1), spec)
+    last = _number(match.group(2), spec) if match.group(2) is not None else first
+    step = _number(match.group(3), spec, "step") if match.group(3) is not None else 1
     if step <= 0:
         raise InputError(f"frame range {spec!r}: step in {chunk.strip()!r} must be >= 1")
     if last < first:
@@ -56,10 +61,10 @@ def _parse_chunk(chunk: str, spec: str) -> range:
     return range(first, last + 1, step)
 
 
-def _frame_number(digits: str, spec: str, what: str = "frame") -> int:
-    """``digits`` as an int within ``MAX_FRAME_NUMBER`` (checked on the text first: int() of thousands of
-    digits is refused by Python, and a range of 10**20 frames has no len())."""
-    if len(digits.lstrip("-").lstrip("0")) > len(str(MAX_FRAME_NUMBER)) or abs(int(digits)) > MAX_FRAME_NUMBER:
+def _number(digits: str, spec: str, what: str = "frame") -> int:
+    """``digits`` as an int; a number of hundreds of digits (which Python's int() refuses past 4300) is out of
+    range whatever it is."""
+    if len(digits.lstrip("-").lstrip("0")) > 100:
         raise InputError(f"frame range {spec!r}: {what} {_shortened(digits)} is outside -{MAX_FRAME_NUMBER}.."
                          f"{MAX_FRAME_NUMBER}")
     return int(digits)
