@@ -1,0 +1,235 @@
+"""``ShotRun``: the state of one ``run_shot`` and its three kinds of segment (a key frame, one way from a
+key, the span between two keys: two stored passes and their blend)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from colorprop.engine.confidence import meet_confidence
+from colorprop.engine.engine import Engine, ShotOptions
+from colorprop.engine.propagate import Propagator
+from colorprop.errors import ColorpropError
+from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, ProgressEvent, ShotReport
+from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint, temporary_root
+from colorprop.shot.working import Prepared, ShotColour, plate_ab, regrade_change
+
+
+class Cancelled(ColorpropError):
+    exit_code = 130
+
+
+class ShotRun:
+    """The state of one ``run_shot``: the shot's colour bookkeeping, the keys' colour, what was reported.
+    Its three segment kinds are ``key_frame``, ``between_keys`` (two stored passes, blended) and ``one_way``
+    (before the first key or after the last: one run, frame after frame)."""
+
+    def __init__(self, engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
+                 sink: FrameSink, progress: Callable[[ProgressEvent], None] | None,
+                 cancel: Callable[[], bool] | None, skip_existing: bool, blend, direction_only: str | None,
+                 total: int):
+        self.engine, self.source, self.options, self.sink = engine, source, options, sink
+        self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, skip_existing, blend
+        self.direction_only, self.total, self.done = direction_only, total, 0
+        self.report = ShotReport()
+        self.shot = shot = ShotColour(options, source.read(next(iter(source.frames))))
+        self.key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
+        if options.regrade:  # carry the change the key made to its plate frame, not the colour
+            self.key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot))
+                                for k, ab in self.key_ab_full.items()}
+        self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
+        self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ---------------------------------------------------------------- reporting
+
+    def emit(self, frame: int, result: FrameResult | None, seconds: float) -> None:
+        if result is not None:
+            self.sink.write(frame, result)
+        self.count(frame, result is not None, seconds)
+
+    def count(self, frame: int, written: bool, seconds: float) -> None:
+        """A frame done (an output frame, or a pass frame with ``direction``): reported and shown."""
+        self.done += 1
+        (self.report.frames_written if written else self.report.frames_skipped).append(frame)
+        if self.progress is not None:
+            self.progress(ProgressEvent(frame, self.done, self.total, seconds, skipped=not written))
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("cancelled by request")
+
+    # ---------------------------------------------------------------- one frame's colour
+
+    def prepared(self, frame: int) -> Prepared:
+        if self._last_prepared is None or self._last_prepared[0] != frame:
+            self._last_prepared = (frame, self.shot.prepare(self.source.read(frame)))
+        return self._last_prepared[1]
+
+    def carried_state(self, frame: int, result: FrameResult | None, prep: Prepared) -> np.ndarray:
+        """The written colour, rounded as the sink stores it (read back when the frame was skipped);
+        with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
+        sink, shot = self.sink, self.shot
+        rgb = sink.read_back(frame) if result is None else result.rgb.astype(sink.pixel_dtype).astype(np.float32)
+        if not self.options.regrade:
+            return shot.state_ab(rgb)
+        return shot.state_ab(rgb) - shot.state_ab(prep.frame.rgb().astype(sink.pixel_dtype).astype(np.float32))
+
+    def finish(self, prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray) -> FrameResult:
+        if not self.options.regrade:
+            return self.shot.finish(prep, ab_full, conf_full)
+        result = self.shot.finish(prep, plate_ab(prep.frame, self.shot) + ab_full, conf_full)
+        unchanged = np.all(ab_full == 0, axis=-1)[..., None]
+        result.rgb = np.where(unchanged, prep.frame.rgb(), result.rgb).astype(np.float32)
+        return result
+
+    def new_propagator(self, key: int, other: int | None = None) -> Propagator:
+        """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
+        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
+        others = [self.key_work(other)] if other is not None else []
+        return Propagator(self.options.method, *self.key_work(key), self.engine.models,
+                          change_only=self.options.regrade, other_keys=others)
+
+    def key_work(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A key's luminance and colour at working resolution, read once per shot (a key starts one run and
+        is the far key of another)."""
+        if k not in self._key_work:
+            self._key_work[k] = self.prepared(k).L_work, self.shot.to_work(self.key_ab_full[k])
+        return self._key_work[k]
+
+    # ---------------------------------------------------------------- the three kinds of segment
+
+    def key_frame(self, a: int) -> None:
+        t0 = time.perf_counter()
+        result = None
+        if not (self.skip_existing and self.sink.exists(a)):
+            prep = self.prepared(a)
+            result = self.finish(prep, self.key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
+        self.emit(a, result, time.perf_counter() - t0)
+
+    def one_way(self, kind: str, a: int | None, b: int | None, run: list[int]) -> None:
+        """Before the first key (``kind`` "backward", from ``b``) or after the last (forward from ``a``)."""
+        shot = self.shot
+        propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
+        prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
+        for frame in (reversed(run) if kind == "backward" else run):
+            self.check_cancel()
+            t0 = time.perf_counter()
+            prep = shot.prepare(self.source.read(frame))
+            if self.skip_existing and self.sink.exists(frame):
+                # Already written (resume): its colour is read back, its carried confidence recomputed
+                # by flow alone (exactly what the uninterrupted run carried), no networks.
+                prev_full = self.carried_state(frame, None, prep)
+                pending = propagator.carried_only(prep.L_work)
+                self.emit(frame, None, 0.0)
+                propagator.accept(pending, shot.to_work(prev_full))
+                continue
+            pending = propagator.step(prep.L_work)
+            ab, confidence, _ = pending.colour
+            result = self.finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow))
+            self.emit(frame, result, time.perf_counter() - t0)
+            prev_full = self.carried_state(frame, result, prep)
+            propagator.accept(pending, shot.to_work(prev_full))
+
+    def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
+        """The span between keys ``a`` and ``b``: its passes stored under ``state_dir`` (else a temporary
+        folder of this run's own), then blended; with ``direction_only`` just that pass (a farm task). Tasks
+        sharing ``state_dir`` take turns on the span (passes.py): what is already written is looked at once
+        the turn is ours, so a second blend of a span another one just finished finds it written (or, without
+        ``skip_existing``, makes it again), never a pass file half gone."""
+        with contextlib.ExitStack() as stack:
+            root = state_dir or stack.enter_context(temporary_root())
+            store = PassStore(root, a, b, self.pass_stamp(a, b, run), self.shot.work_size,
+                              flow=self.options.method != "global")
+            if self.direction_only is not None:
+                if self.skip_existing and all(self.sink.exists(f) for f in run):
+                    return  # every frame is written: no pass is needed (nor its lock file)
+                with store.locked([self.direction_only]):
+                    for _ in self.pass_frames(self.direction_only, a, b, run, store):
+                        pass
+                return
+            with store.locked(DIRECTIONS):
+                written = {f for f in run if self.sink.exists(f)} if self.skip_existing else set()
+                self.blend_span(a, b, run, store if len(written) < len(run) else None, written)
+                store.remove()
+
+    # ---------------------------------------------------------------- between keys: passes and their blend
+
+    def pass_stamp(self, a: int, b: int, run: list[int]) -> str:
+        """What made a span's pass files: a file with another stamp is computed again (passes.py)."""
+        weights = self.engine.describe()["weights"]
+        return fingerprint(self.options.to_dict(), weights and weights["version"], a, b, run,
+                           self.shot.to_work(self.key_ab_full[a]), self.shot.to_work(self.key_ab_full[b]))
+
+    @staticmethod
+    def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
+        state = store.read(direction, frame)
+        if state is None:  # sound when this task checked it, under its lock: changed by hand since; never guess
+            raise ColorpropError(f"frame {frame}: the {direction} pass file {store.path(direction, frame)} was "
+                                 "changed or removed while this task used it (by something other than colorprop); "
+                                 "run the task again")
+        return state
+
+    def pass_frames(self, direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:
+        """One pass over the frames between keys ``a`` and ``b`` (forward from ``a`` or backward from ``b``; the
+        global branch matches against both keys), frame by frame in its order, each frame stored as it is made.
+        A pass already stored is read back; one stored in part (a killed task, or a file gone bad: every file is
+        checked in full first, ``PassStore.read``) is replayed by flow alone (``Propagator.carried_only``) with
+        the stored colour up to its first frame not stored soundly and computed from there, so the run carries on
+        exactly as an uninterrupted one."""
+        forward = direction == "forward"
+        order = run if forward else run[::-1]
+        todo = store.first_unsound(direction, order)
+        propagator = None
+        if todo < len(order):
+            propagator = self.new_propagator(a, b) if forward else self.new_propagator(b, a)
+        for i, frame in enumerate(order):
+            self.check_cancel()
+            t0 = time.perf_counter()
+            if propagator is None:
+                state = self.stored(store, direction, frame)
+            else:
+                L = self.prepared(frame).L_work
+                if i < todo:
+                    pending = propagator.carried_only(L)
+                    state = self.stored(store, direction, frame)
+                else:
+                    pending = propagator.step(L)
+                    state = PassFrame(*pending.colour, pending.flow)
+                    store.write(direction, frame, state)
+                propagator.accept(pending, state.ab, state.carried)
+            if self.direction_only is not None:
+                self.count(frame, i >= todo, time.perf_counter() - t0)
+            yield state
+
+    def blend_span(self, a: int, b: int, run: list[int], store: PassStore | None, written: set[int]) -> None:
+        """The frames between keys ``a`` and ``b``: the backward pass (stored first), then the forward pass frame
+        by frame, each frame blended with the backward one as it comes (``blend``), its written matte where they
+        meet (``meet_confidence``), and brought to full resolution along the forward pass's flow from the last
+        written frame (``ShotColour.to_full``). ``written``: frames already written (resume); ``store`` None: all
+        of them."""
+        forward = None
+        if store is not None:
+            for _ in self.pass_frames("backward", a, b, run, store):
+                pass
+            forward = self.pass_frames("forward", a, b, run, store)
+        prev_full = self.key_ab_full[a]  # the last written colour, full resolution
+        for frame in run:
+            f = next(forward) if forward is not None else None  # the forward chain runs through every frame
+            self.check_cancel()
+            t0 = time.perf_counter()
+            prep = self.prepared(frame)
+            if frame in written:
+                if store is not None:  # a later frame is made from its colour
+                    prev_full = self.carried_state(frame, None, prep)
+                self.emit(frame, None, 0.0)
+                continue
+            k = self.stored(store, "backward", frame)
+            ab = self.blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
+            confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
+            result = self.finish(prep, *self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
+            self.emit(frame, result, time.perf_counter() - t0)
+            prev_full = self.carried_state(frame, result, prep)

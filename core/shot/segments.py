@@ -1,0 +1,75 @@
+"""The plan of a shot: its frames cut into segments around the keys, and the groups a farm task colours."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from colorprop.shot.preflight import check_keys_among_frames
+
+
+def plan_segments(frames: list[int], keys: list[int]) -> list[tuple[str, int | None, int | None, list[int]]]:
+    """Split frames into runs: ("key", k, k, [k]), ("forward", a, None, [...]), ("backward", None, b, [...]),
+    ("between", a, b, [...]) with frames in ascending order."""
+    check_keys_among_frames(keys, frames)
+    segments = []
+    head = [f for f in frames if f < keys[0]]
+    if head:
+        segments.append(("backward", None, keys[0], head))
+    for i, k in enumerate(keys):
+        segments.append(("key", k, k, [k]))
+        following = keys[i + 1] if i + 1 < len(keys) else None
+        run = [f for f in frames if f > k and (following is None or f < following)]
+        if run:
+            segments.append(("forward", k, None, run) if following is None else ("between", k, following, run))
+    return segments
+
+
+@dataclass
+class KeySegment:
+    """Frames a farm task can colour alone: one key, the frames up to the next key (and, for the first
+    key, the frames before it). ``keys`` are the keys it reads (the next one too, for the blend)."""
+
+    key: int
+    frames: list[int]
+    keys: list[int]
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "frames": format_range(self.frames), "first": self.frames[0],
+                "last": self.frames[-1], "count": len(self.frames), "keys": self.keys}
+
+
+def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:
+    """Group ``plan_segments`` by owning key. Each group depends only on the plate and the key images,
+    never on another group's output, so groups run as independent tasks with identical results."""
+    groups: list[KeySegment] = []
+    head: list[int] = []
+    for kind, a, b, run in plan_segments(frames, sorted(keys)):
+        if kind == "backward":
+            head = list(run)
+        elif kind == "key":
+            groups.append(KeySegment(a, head + [a], [a]))
+            head = []
+        else:
+            groups[-1].frames.extend(run)
+            if kind == "between":
+                groups[-1].keys.append(b)
+    return groups
+
+
+def key_segment(frames: list[int], keys: list[int], key: int) -> KeySegment | None:
+    """The ``key_segments`` entry of key frame ``key``, or None when ``key`` is not a key."""
+    return next((s for s in key_segments(frames, keys) if s.key == key), None)
+
+
+def format_range(frames: list[int]) -> str:
+    """Ascending frames as a spec ``parse_frames`` reads back: ``[1, 2, 3, 7]`` -> ``"1-3,7"``."""
+    chunks: list[str] = []
+    start = prev = frames[0]
+    for f in frames[1:] + [None]:
+        if f is not None and f == prev + 1:
+            prev = f
+            continue
+        chunks.append(str(start) if start == prev else f"{start}-{prev}")
+        if f is not None:
+            start = prev = f
+    return ",".join(chunks)

@@ -1,0 +1,115 @@
+"""Colour in and out of the working space: a plate frame's luminance at full and working size, a key's
+colour, the result back in the plate's space; the regrade's change."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from colorprop.colour import convert
+from colorprop.engine.engine import ShotOptions
+from colorprop.engine.flow import resize_flow, warp_backward
+from colorprop.engine.propagate import resize_hw
+from colorprop.errors import InputError, PixelError
+from colorprop.shot.frames import RGB, FrameResult, KeyImage, PlateFrame
+from colorprop.shot.preflight import check_key, check_plate_pixels, check_size, plate_colorspace, working_size
+
+
+@dataclass
+class Prepared:
+    """One plate frame in the working space."""
+
+    L_full: np.ndarray  # HxW CIE L of the plate (unclipped)
+    L_work: np.ndarray  # hxw
+    space: str
+    frame: PlateFrame
+
+
+def lab_ab(rgb: np.ndarray, space: str) -> np.ndarray:
+    """HxWx2 Lab ab (contiguous) of HxWx3 ``rgb`` in colour space ``space``."""
+    return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:])
+
+
+class ShotColour:
+    """Colour-space bookkeeping of one shot: plate space, working size."""
+
+    def __init__(self, options: ShotOptions, first: PlateFrame):
+        self.space = plate_colorspace(options.colorspace, first.colorspace, first.name)
+        h, w = first.pixels.shape[:2]
+        check_size(w, h, options.working_width, first.name)
+        self.full_size = (w, h)
+        self.work_size = working_size(w, h, options.working_width)
+        self.upsample = options.upsample
+        self.carry_full = options.carry == "full"
+
+    def prepare(self, frame: PlateFrame) -> Prepared:
+        check_plate_pixels(frame.pixels, frame.channels, frame.name)
+        h, w = frame.pixels.shape[:2]
+        if (w, h) != self.full_size:
+            raise PixelError(f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}")
+        # Row bands on a thread pool: per-pixel maths, the same numbers, a fraction of the time at 4K.
+        L = convert.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
+        return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
+
+    def _lab_l(self, pixels: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:
+        rgb = PlateFrame(pixels, channels, None).rgb()
+        return convert.lab_l_from_y(convert.luminance(convert.to_linear_rec709(rgb, self.space)))
+
+    def key_ab(self, key: KeyImage) -> np.ndarray:
+        """HxWx2 Lab ab of the key at full resolution."""
+        space = check_key(key, self.full_size, self.space)
+        return convert.map_row_bands(functools.partial(lab_ab, space=space), key.pixels)
+
+    def finish(self, prep: Prepared, ab_full: np.ndarray, confidence_full: np.ndarray) -> FrameResult:
+        rgb = convert.map_row_bands(self._plate_rgb, prep.L_full, ab_full)
+        return FrameResult(rgb.astype(np.float32, copy=False), confidence_full.astype(np.float32), prep.frame)
+
+    def _plate_rgb(self, L: np.ndarray, ab: np.ndarray) -> np.ndarray:
+        lab = np.concatenate([L[..., None], ab], axis=-1)
+        return convert.from_linear_rec709(convert.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
+
+    def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
+                prev_ab_full: np.ndarray | None = None, flow_work: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Working-size colour and confidence at full resolution.
+
+        With ``carry="full"``, the previous frame's written colour (``prev_ab_full`` HxWx2) and the step's
+        working-size backward flow (``flow_work``): that colour is warped onto this frame at full
+        resolution (the prior) and only the change the working-size step made to it is upsampled; where
+        the step kept the carried colour, its full-resolution detail is kept instead of being re-made
+        from the working size each frame."""
+        if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
+            return ab_work, conf_work
+        conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
+        if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
+            return convert.upsample_chroma(ab_work, L_full, method=self.upsample), conf
+        prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
+        change = ab_work - resize_hw(prior, *self.work_size)
+        return prior + convert.upsample_chroma(change, L_full, method=self.upsample), conf
+
+    def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
+        """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
+        return convert.map_row_bands(functools.partial(lab_ab, space=self.space), written_rgb)
+
+    def to_work(self, ab_full: np.ndarray) -> np.ndarray:
+        return resize_hw(ab_full, *self.work_size)
+
+
+def plate_ab(frame: PlateFrame, shot: ShotColour) -> np.ndarray:
+    """HxWx2 Lab ab of a colour plate frame (regrade); a gray plate has no colour to regrade."""
+    if not all(c in frame.channels for c in RGB):
+        raise InputError(f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has "
+                         f"{', '.join(frame.channels)}")
+    return lab_ab(frame.rgb(), shot.space)
+
+
+REGRADE_UNCHANGED = 0.01  # Lab ab units: a smaller change is colour-conversion noise, not a grade
+
+
+def regrade_change(key_ab: np.ndarray, plate_ab_: np.ndarray) -> np.ndarray:
+    """HxWx2 delta the key made to its plate frame; exactly 0 where it made none (so the plate is kept)."""
+    delta = (key_ab - plate_ab_).astype(np.float32)
+    delta[np.hypot(delta[..., 0], delta[..., 1]) < REGRADE_UNCHANGED] = 0.0
+    return delta
