@@ -68,14 +68,14 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         if segment not in keys:
             raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
         chosen = set(key_segment(frames, order, segment).frames)
-        segments = [s for s in segments if s[3][0] in chosen]
+        segments = [s for s in segments if s.frames[0] in chosen]
     if direction is not None:
         if segment is None or state_dir is None or direction not in DIRECTIONS:
             raise InputError(f"--direction {direction}: needs --segment, --state-dir and one of "
                              f"{', '.join(DIRECTIONS)}")
-        segments = [s for s in segments if s[0] == "between"]  # none after the last key: nothing to do
+        segments = [s for s in segments if s.kind == "between"]  # none after the last key: nothing to do
     run = ShotRun(engine, source, keys, options, sink, progress, cancel, skip_existing, blend, direction,
-                  total=sum(len(s[3]) for s in segments))
+                  total=sum(len(s.frames) for s in segments))
     start = time.perf_counter()
     for kind, a, b, frames_of in segments:
         run.check_cancel()

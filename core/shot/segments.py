@@ -3,24 +3,37 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from colorprop.shot.preflight import check_keys_among_frames
 
 
-def plan_segments(frames: list[int], keys: list[int]) -> list[tuple[str, int | None, int | None, list[int]]]:
-    """Split frames into runs: ("key", k, k, [k]), ("forward", a, None, [...]), ("backward", None, b, [...]),
-    ("between", a, b, [...]) with frames in ascending order."""
+class Segment(NamedTuple):
+    """A piece of the plan: ``kind`` "key" (a=b=the key, frames [key]), "forward" (from key a to the shot's end),
+    "backward" (from the shot's start up to key b) or "between" (the span between keys a and b); ``frames``
+    ascending, the keys themselves excluded but for "key"."""
+
+    kind: str
+    a: int | None
+    b: int | None
+    frames: list[int]
+
+
+def plan_segments(frames: list[int], keys: list[int]) -> list[Segment]:
+    """The shot's frames in segments, in order: the frames before the first key, then per key the key and the
+    frames up to the next key (or the shot's end)."""
     check_keys_among_frames(keys, frames)
     segments = []
     head = [f for f in frames if f < keys[0]]
     if head:
-        segments.append(("backward", None, keys[0], head))
+        segments.append(Segment("backward", None, keys[0], head))
     for i, k in enumerate(keys):
-        segments.append(("key", k, k, [k]))
+        segments.append(Segment("key", k, k, [k]))
         following = keys[i + 1] if i + 1 < len(keys) else None
         run = [f for f in frames if f > k and (following is None or f < following)]
         if run:
-            segments.append(("forward", k, None, run) if following is None else ("between", k, following, run))
+            kind = "forward" if following is None else "between"
+            segments.append(Segment(kind, k, following, run))
     return segments
 
 
