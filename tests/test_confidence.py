@@ -1,4 +1,4 @@
-"""The confidence matte predicts error, its measures, and key suggestions (issue 13). Method flow."""
+"""The confidence matte predicts error, its measures, and key suggestions. Method flow."""
 
 from __future__ import annotations
 

@@ -40,7 +40,7 @@ def test_split_is_by_clip_and_dev_entries_are_complete():
     excluded = {e["clip"] for e in split.get("excluded", [])}
     assert not (dev & train) - {"bbb"}, f"clips in both dev and train: {dev & train}"
     assert not dev & excluded
-    # issue 12: at least 10 dev ranges from at least 4 sources (packages), each range named once
+    # at least 10 dev ranges from at least 4 sources (packages), each range named once
     assert len(split["dev"]) >= 10
     assert len({s.key for s in fetch_mod.SOURCES if set(s.clips) & dev}) >= 4
     names = [dev_entry_name(e) for e in split["dev"]]

@@ -1,4 +1,4 @@
-"""Many keys, confidence and key suggestions (issue 8) on real EXR sequences made here (method flow)."""
+"""Many keys, confidence and key suggestions on real EXR sequences made here (method flow)."""
 
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def good_shot(folder: Path) -> Shot:
 # name -> (make the bad shot from a good one, exit code, words the message must hold)
 
 
-def key_is_an_output_frame(s: Shot) -> None:  # issue 15's reproduction: a key named like output frame 1
+def key_is_an_output_frame(s: Shot) -> None:  # a key named like output frame 1
     shutil.move(s.keys[1], s.folder / "out.0001.exr")
     s.keys = {1: str(s.folder / "out.0001.exr")}
 

@@ -1,4 +1,4 @@
-"""Regrade propagation (issue 8): the key is a regrade of a colour plate's frame; the change is carried.
+"""Regrade propagation: the key is a regrade of a colour plate's frame; the change is carried.
 
 A known grade (a box of frame 1 re-tinted by a fixed Lab ab offset) must reappear on the moved box in
 later frames, and every pixel outside it must keep the plate's own colour."""

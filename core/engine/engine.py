@@ -28,7 +28,7 @@ class ShotOptions:
     upsample: str = "guided"  # chroma back to full resolution: guided | bilinear
     carry: str = "full"  # resolution at which the written colour is carried to the next frame: full | working
     write_confidence: bool = False  # add a colorprop.confidence channel to the output
-    regrade: bool = False  # key = regrade of a colour plate: propagate the change (issue 8)
+    regrade: bool = False  # key = regrade of a colour plate: propagate the change (docs/KEYS.md)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ShotOptions":

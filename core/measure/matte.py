@@ -1,4 +1,4 @@
-"""How well a confidence matte tells where the colour is wrong (issue 13): pure functions on numpy maps.
+"""How well a confidence matte tells where the colour is wrong: pure functions on numpy maps.
 
 Error captured at a fraction (``error_captured``): per frame, the share of the squared Lab error that lies
 in the ``fraction`` least-confident pixels. A matte that knows nothing scores ``fraction`` (0.20 at 20 %),
