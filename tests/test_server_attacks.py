@@ -1,5 +1,5 @@
 """Attacks on a real `colorprop serve` process on 127.0.0.1, as a hostile or careless client with
-write access to the shared folders would try them (issue 16): each must stay impossible.
+write access to the shared folders would try them: each must stay impossible.
 
 - a link planted at the writer's temp name (or swapped in while it writes) must not get a file
   outside the allowed roots overwritten;
@@ -26,7 +26,7 @@ import zmq
 from colorprop_client import protocol as P
 from colorprop_client.client import Client, ServerError, colorize_paths
 
-from serverkit import make_shot, spawn, stop_proc, wait_hello, write_plates
+from serverkit import make_shot, spawn, stop_proc, wait_hello, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -235,7 +235,7 @@ def test_huge_frame_token_and_long_shot_do_not_stall_pings_and_sigterm_is_honour
         pinger = threading.Thread(target=_ping_times, args=(address, stop, pings))
         pinger.start()
         try:
-            time.sleep(0.3)
+            assert wait_until(lambda: len(pings) >= 3, 30), "no pings answered"
             # 1. The issue's message: a 99,999,999-digit frame token with 2,000 frames, refused at once.
             reply = _raw_open(address, job="huge-token", mode=P.MODE_PATHS, frames=list(range(1, 2001)),
                               input=str(root / "sh" / "p.####.exr"), output=str(root / "%99999999d.exr"),
@@ -248,7 +248,8 @@ def test_huge_frame_token_and_long_shot_do_not_stall_pings_and_sigterm_is_honour
                               input=str(root / "sh" / "p.%08d.exr"), output=str(root / "sh" / "o.%08d.exr"),
                               keys={"1": key}, options={"method": "flow"})
             assert reply.type == P.OPENED, reply.header
-            time.sleep(1.5)
+            answered = len(pings)  # pings answered while the long shot's per-frame checks run
+            assert wait_until(lambda: len(pings) >= answered + 10, 60), "pings stalled behind the long shot"
         finally:
             stop.set()
             pinger.join(15)
