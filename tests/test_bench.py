@@ -8,6 +8,7 @@ with each other (stage sum, interval vs. whole run), as docs/BENCHMARKS.md quote
 from __future__ import annotations
 
 import json
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -67,3 +68,31 @@ def test_sizes_are_checked():
     assert bench.parse_sizes("854x480, 64X32") == [(854, 480), (64, 32)]
     with pytest.raises(InputError, match="WIDTHxHEIGHT"):
         bench.parse_sizes("1080p")
+
+
+def test_busy_neighbour_is_pinned_busy_and_gone_after():
+    from colorprop.measure.neighbour import BusyNeighbour
+
+    cpu = min(os.sched_getaffinity(0))
+    with BusyNeighbour(seconds=120, cpu=cpu) as busy:
+        pid = busy.proc.pid
+        assert os.sched_getaffinity(pid) == {cpu}
+        assert busy.proc.poll() is None
+    assert busy.proc.returncode is not None  # stopped with the block, not left to its own time bound
+    assert busy.cpu_share is not None and busy.cpu_share > 0
+
+
+def test_tiny_bench_beside_a_busy_neighbour_reports_both(tmp_path, untrained_weights, capsys):
+    out = tmp_path / "bench.json"
+    args = SimpleNamespace(sizes="160x96", repeats=1, json=str(out), device="cpu", working_width=64,
+                           weights=str(untrained_weights), methods="full", busy_neighbour=True, threads=1)
+    assert bench.run_bench_command(args) == 0
+    results = json.loads(out.read_text())
+    assert results["threads"] == 1
+    assert [(r["method"], r["load"], r["torch_threads"]) for r in results["rows"]] == [
+        ("full", "idle", 1), ("full", bench.BUSY, 1)]
+    idle, busy = results["rows"]
+    assert results["busy_to_idle"] == {"160x96/full/cpu/fp32": pytest.approx(busy["end_to_end"] / idle["end_to_end"])}
+    assert results["neighbour"]["cpu"] in os.sched_getaffinity(0) and len(results["neighbour"]["cpu_share"]) == 1
+    table = capsys.readouterr().out
+    assert "| idle | 1 |" in table and f"| {bench.BUSY} | {busy['end_to_end'] / idle['end_to_end']:.2f} |" in table

@@ -10,6 +10,11 @@ def add_parser(sub) -> None:
     p.add_argument("--json", default="out/bench.json", help="where to write the results")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--precisions", default="fp32", help="for the networks: fp32, bf16 or both (fp32,bf16)")
+    p.add_argument("--methods", help="methods to time, e.g. full or full,flow (default: full when weights load, "
+                                     "and flow, the ratio reference)")
+    p.add_argument("--busy-neighbour", action="store_true",
+                   help="time each row idle, then beside a CPU-bound process pinned to one core (started and "
+                        "stopped by the bench), and report both and busy/idle")
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,11 @@ run) and each device, one **child process** measures:
   writing overlapped with compute): the interval between successive finished frames;
 * ``peak_rss_mib``: the child's ru_maxrss, so sizes and methods never share a peak.
 
+The child runs the thread policy (engine/threads.py) with the count the command decided, as every command
+does. With ``neighbour=True`` (``--busy-neighbour``) each row is measured twice, idle and then beside a
+CPU-bound process pinned to one core (measure/neighbour.py), and ``busy_to_idle`` gives the ratio of the
+two ``end_to_end`` times.
+
 Each figure is the median over ``repeats`` frames after one warm-up frame. Timings are not
 assertions: they depend on the machine and on what else runs on it (recorded in ``machine``).
 """
@@ -36,6 +41,7 @@ import numpy as np
 STAGES = ("exr_read", "colour_in", "dis_flow", "F_s", "F_f", "upsample", "colour_out", "exr_write")  # full runs no F_w
 PLATE_SPACE = "ACEScg"
 PLATE_NAME = "plate.####.exr"
+BUSY = "busy neighbour"  # a row's load beside the --busy-neighbour process (else "idle")
 
 
 # ---------------------------------------------------------------- synthetic plates
@@ -83,8 +89,12 @@ def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str
 
 
 def measure(folder: str, method: str, device: str, repeats: int, working_width: int | None,
-            weights: str | None, precision: str = "fp32") -> dict:
-    """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc)."""
+            weights: str | None, precision: str = "fp32", threads: int | None = None) -> dict:
+    """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc), with
+    ``threads`` compute threads (None: as the thread policy decides)."""
+    from colorprop.engine.threads import apply_thread_policy
+
+    apply_thread_policy(threads)  # before torch loads, as `colorprop` does before each command
     import torch
 
     from colorprop.engine.engine import Engine, ShotOptions
@@ -248,7 +258,9 @@ def machine_info() -> dict:
         flags = next(l for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("flags"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+    from colorprop.engine.threads import usable_cpus
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "usable_cpus": usable_cpus(), "avx512_bf16": "avx512_bf16" in flags,
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
             "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
@@ -279,12 +291,16 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", methods: list[str] | None = None,
           working_width: int | None = None, weights: str | None = None, precisions: tuple[str, ...] = ("fp32",),
-          log=print) -> dict:
+          log=print, threads: int | None = None, neighbour: bool = False) -> dict:
     """Every (size, method, device, precision) row; see the module docstring. ``methods`` default: full
-    (when weights load) and flow. ``precisions`` apply to the learned methods (flow has no networks)."""
+    (when weights load) and flow. ``precisions`` apply to the learned methods (flow has no networks).
+    ``threads``: the children's compute threads (None: the thread policy's default). ``neighbour``: each row
+    idle, then again beside a busy neighbour (rows' ``load``; ``busy_to_idle``)."""
     import torch
 
     from colorprop.engine.engine import Engine
+    from colorprop.engine.threads import decide_threads
+    from colorprop.measure.neighbour import BusyNeighbour
 
     if methods is None:
         engine = Engine.load(Path(weights) if weights else None)
@@ -302,7 +318,9 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
     results = {"command": "colorprop bench", "repeats": repeats, "machine": machine_info(),
                "weights": str(Path(weights) if weights else default_weights_dir()), "plate": {
                    "colorspace": PLATE_SPACE, "channels": "RGBA", "pixel_type": "half", "compression": "zip"},
-               "stages": list(STAGES), "rows": [], "ratio_to_flow": {}}
+               "stages": list(STAGES), "threads": decide_threads(threads).count, "rows": [], "ratio_to_flow": {}}
+    if neighbour:
+        results["busy_to_idle"], results["neighbour"] = {}, {"cpu": None, "cpu_share": []}
     for w, h in sizes:
         with tempfile.TemporaryDirectory(prefix=f"colorprop-bench-{w}x{h}-") as folder:
             t0 = time.perf_counter()
@@ -312,33 +330,48 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
                 for dev, prec in ([("cpu", "fp32")] if method == "flow" else
                                   [(d, p) for d in devices for p in precisions]):
                     request = {"folder": folder, "method": method, "device": dev, "repeats": repeats,
-                               "working_width": working_width, "weights": weights, "precision": prec}
-                    row = {"size": f"{w}x{h}", "width": w, "height": h, **run_child(request)}
+                               "working_width": working_width, "weights": weights, "precision": prec,
+                               "threads": results["threads"]}
+                    row = {"size": f"{w}x{h}", "width": w, "height": h, "load": "idle", **run_child(request)}
                     results["rows"].append(row)
                     log(format_row(row))
-        flow = next((r for r in results["rows"] if r["size"] == f"{w}x{h}" and r["method"] == "flow"), None)
-        if flow is not None:
+                    if neighbour:
+                        # bounded: the neighbour ends by itself should this process die mid-row
+                        with BusyNeighbour(seconds=3600) as busy:
+                            busy_row = {**row, "load": BUSY, **run_child(request)}
+                        results["neighbour"]["cpu"] = busy.cpu
+                        results["neighbour"]["cpu_share"].append(busy.cpu_share)
+                        results["rows"].append(busy_row)
+                        results["busy_to_idle"][row_key(row)] = busy_row["end_to_end"] / row["end_to_end"]
+                        log(format_row(busy_row))
+        for load in ("idle", BUSY):
+            flow = next((r for r in results["rows"] if r["size"] == f"{w}x{h}" and r["method"] == "flow"
+                         and r["load"] == load), None)
             for r in results["rows"]:
-                if r["size"] == f"{w}x{h}" and r["method"] != "flow":
+                if flow is not None and r["size"] == f"{w}x{h}" and r["method"] != "flow" and r["load"] == load:
                     results["ratio_to_flow"][row_key(r)] = r["end_to_end"] / flow["end_to_end"]
     results["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     return results
 
 
 def row_key(row: dict) -> str:
-    return f"{row['size']}/{row['method']}/{row['device']}/{row.get('precision', 'fp32')}"
+    """size/method/device/precision, and ``/busy neighbour`` for a row measured beside one."""
+    key = f"{row['size']}/{row['method']}/{row['device']}/{row.get('precision', 'fp32')}"
+    return key if row.get("load", "idle") == "idle" else f"{key}/{row['load']}"
 
 
 def format_row(row: dict) -> str:
     return (f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} {row.get('precision', 'fp32')} work {row['working_size'][0]}x"
             f"{row['working_size'][1]}: {row['end_to_end']:.3f} s/frame end to end, "
-            f"peak {row['peak_rss_mib']:.0f} MiB")
+            f"peak {row['peak_rss_mib']:.0f} MiB" + ("" if row.get("load", "idle") == "idle" else f", {row['load']}"))
 
 
 def format_table(results: dict) -> str:
     """Markdown: one row per (size, method, device); medians in seconds per frame."""
     head = ["size", "method", "device", "precision", "working"] + list(STAGES) + ["stage sum", "end to end", "× flow",
                                                                     "peak RSS MiB"]
+    loads = "busy_to_idle" in results  # a --busy-neighbour run: which load, and busy / idle
+    head += ["load", "× idle"] if loads else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
         ratio = results["ratio_to_flow"].get(row_key(r))
@@ -346,6 +379,9 @@ def format_table(results: dict) -> str:
         cells += ["–" if r["stages"][s] is None else f"{r['stages'][s]:.3f}" for s in STAGES]
         cells += [f"{r['stage_sum']:.3f}", f"**{r['end_to_end']:.3f}**",
                   "1" if r["method"] == "flow" else (f"{ratio:.2f}" if ratio else "–"), f"{r['peak_rss_mib']:.0f}"]
+        if loads:
+            busy = results["busy_to_idle"].get(row_key({**r, "load": "idle"}))
+            cells += [r["load"], "1" if r["load"] == "idle" else (f"{busy:.2f}" if busy else "–")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -359,7 +395,8 @@ def run_bench_command(args) -> int:
     methods = [m.strip() for m in args.methods.split(",")] if getattr(args, "methods", None) else None
     precisions = tuple(p.strip() for p in getattr(args, "precisions", "fp32").split(","))
     results = bench(sizes, args.repeats, args.device, methods, getattr(args, "working_width", None),
-                    getattr(args, "weights", None), precisions, log=lambda s: print(s, file=sys.stderr))
+                    getattr(args, "weights", None), precisions, log=lambda s: print(s, file=sys.stderr),
+                    threads=getattr(args, "threads", None), neighbour=getattr(args, "busy_neighbour", False))
     print(format_table(results))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
