@@ -167,14 +167,21 @@ def add_serve(subparsers) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--curve-client-name", default="worker",
                    help="worker mode: which worker key pair (DIR/workers/NAME/ from `colorprop keys DIR --worker NAME`)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="compute threads (torch, OpenCV, OpenImageIO, colorprop's pool) (default: $COLORPROP_THREADS, "
+                        "else the CPUs this process may use: affinity and cgroup quota)")
     _common(p)
     p.set_defaults(func=run_serve, _parser=p, _command="serve", _example="docs/server.example.toml (docs/worker.example.toml for a worker)")
 
 
 def run_serve(args) -> int:
+    from colorprop.engine.threads import apply_thread_policy
+
     from .server import serve
 
     _start(args)
+    from_file = args.threads is not None and "threads" not in getattr(args, "_given", frozenset())
+    apply_thread_policy(args.threads, f"{args.config}: threads" if from_file else "--threads")  # before torch loads
     config = _settings(args)
     return _run_checked(serve, config, {} if config.broker else {"--bind": config.bind})
 

@@ -127,3 +127,34 @@ def test_a_bad_thread_count_is_a_usage_error(capsys):
 
     assert main(["example", "--threads", "0"]) == 2
     assert "--threads: 0; at least 1" in capsys.readouterr().err
+
+
+# `serve` decides after reading its config file: the file's `threads`, unless --threads is given.
+SERVE_PROBE = """
+import json, sys
+import colorprop_server.cli as cli
+
+def report(args):
+    import cv2, torch
+    print("PROBE " + json.dumps({"torch": torch.get_num_threads(), "cv2": cv2.getNumThreads()}))
+    raise SystemExit(0)
+
+cli._settings = report  # stop where the server would load the engine and listen
+from colorprop_server.__main__ import main
+sys.exit(main(["serve"] + sys.argv[1:]))
+"""
+
+
+def test_serve_takes_threads_from_its_config_file_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "server.toml"
+    config.write_text("threads = 3\n")
+    for args, expected in ((["--config", str(config)], 3), (["--config", str(config), "--threads", "1"], 1)):
+        proc = subprocess.run([sys.executable, "-c", SERVE_PROBE, *args], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, threads.THREADS_ENV: "2"})
+        assert proc.returncode == 0, proc.stderr
+        line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
+        assert json.loads(line[len("PROBE "):]) == {"torch": expected, "cv2": expected}
+    config.write_text("threads = 0\n")
+    proc = subprocess.run([sys.executable, "-c", SERVE_PROBE, "--config", str(config)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and f"{config}: threads: 0; at least 1" in proc.stderr

@@ -26,8 +26,8 @@ from colorprop.errors import ColorpropError
 
 COMMANDS = (colorize, preview, example, evaluate, data, train, bench, suggest_keys)
 # The commands that compute (torch, OpenCV, OpenImageIO): each takes --threads, and the thread policy runs
-# before the command does (engine/threads.py).
-COMPUTING_COMMANDS = ("colorize", "preview", "example", "eval", "train", "bench", "suggest-keys", "serve")
+# before the command does (engine/threads.py). ``serve`` runs it itself, once its config file is read.
+COMPUTING_COMMANDS = ("colorize", "preview", "example", "eval", "train", "bench", "suggest-keys")
 
 
 def build_parser() -> argparse.ArgumentParser:
