@@ -102,7 +102,7 @@ def probe(args: list[str], **env: str) -> tuple[dict, str]:
     environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME",
                                                                  "OMP_NUM_THREADS", threads.THREADS_ENV)}
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300,
-                          env={**environ, "OMP_DISPLAY_ENV": "true", **env})  # libgomp prints what it read
+                          env={**environ, "OMP_DISPLAY_ENV": "verbose", **env})  # libgomp prints what it read
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
     return json.loads(line[len("PROBE "):]), proc.stderr
@@ -111,7 +111,8 @@ def probe(args: list[str], **env: str) -> tuple[dict, str]:
 def test_cli_gives_every_library_the_decided_count_and_quiet_openmp():
     got, stderr = probe(["--threads", "3"], COLORPROP_THREADS="5")
     assert got == {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "bands": 3, "wait": "PASSIVE"}
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in stderr  # what OpenMP itself read when torch loaded it
+    # what OpenMP itself read when torch loaded it: idle workers never spin (unset, they spin 300000 times)
+    assert "GOMP_SPINCOUNT = '0'" in stderr
 
 
 def test_cli_takes_the_environment_then_the_usable_cpus():
@@ -120,6 +121,7 @@ def test_cli_takes_the_environment_then_the_usable_cpus():
     got, stderr = probe([], OMP_WAIT_POLICY="ACTIVE")
     assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "bands")} == {threads.usable_cpus()}
     assert got["wait"] == "ACTIVE" and "OMP_WAIT_POLICY = 'ACTIVE'" in stderr  # a value already set is kept
+    assert "GOMP_SPINCOUNT = '0'" not in stderr
 
 
 def test_a_bad_thread_count_is_a_usage_error(capsys):
