@@ -20,9 +20,9 @@ from colorprop.colour.convert import (
     linear_rec709_to_lab_t,
     luminance,
     to_linear_rec709,
-    upsample_chroma,
     y_from_lab_l,
 )
+from colorprop.colour.upsample import upsample_chroma
 from colorprop.errors import ColorSpaceError, InputError
 
 # HDR and negative values that must survive every conversion.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from colorprop.colour import convert
+from colorprop.colour.upsample import upsample_chroma
 from colorprop.engine.engine import ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import resize_hw
@@ -84,10 +85,10 @@ class ShotColour:
             return ab_work, conf_work
         conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
         if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
-            return convert.upsample_chroma(ab_work, L_full, method=self.upsample), conf
+            return upsample_chroma(ab_work, L_full, method=self.upsample), conf
         prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
         change = ab_work - resize_hw(prior, *self.work_size)
-        return prior + convert.upsample_chroma(change, L_full, method=self.upsample), conf
+        return prior + upsample_chroma(change, L_full, method=self.upsample), conf
 
     def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
         """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
