@@ -164,9 +164,12 @@ def remove_abandoned_roots() -> list[Path]:
     a live run's folder is left alone. Returns the folders removed."""
     removed = []
     for folder in Path(tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
-        if folder.is_symlink() or not folder.is_dir():
+        try:  # only this user's folders ($TMPDIR may be /tmp): another's are not ours to judge, nor readable
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            owner = lock_file(folder / OWNER_LOCK, create=False, wait=False)
+        except OSError:
             continue
-        owner = lock_file(folder / OWNER_LOCK, create=False, wait=False)
         if owner is None:
             with contextlib.suppress(OSError):  # empty: its run died before it took its lock; else held: alive
                 folder.rmdir()
