@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from colorprop_client.client import Client
+from colorprop_server.gate import FairGate
+from colorprop_server.paths import AllowedRoots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,58 @@ def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     run_shot(engine, ArraySource(frames), {k: KeyImage(v) for k, v in keys.items()},
              ShotOptions.from_dict({"method": method}), sink)
     return {f: (r.rgb, r.confidence) for f, r in sink.results.items()}
+
+
+class HeldRoots(AllowedRoots):
+    """A server's allowed roots, made to stop one job at a known point: the first roots check (``at="check"``) or
+    read (``at="open"``) of a file named ``name``, in whatever thread the server does it, sets ``held``, records
+    ``held_in`` (that thread's name) and waits until the test calls ``release`` (at most ``limit_s``). A test then looks at the server while that job
+    stands there (checking a long shot's paths, or reading a frame with the compute turn held, as a frame that
+    takes long would) instead of sampling it from outside and guessing how long each state lasts."""
+
+    def __init__(self, roots, name: str, at: str = "check", limit_s: float = 120.0):
+        super().__init__(roots)
+        self.name, self.at, self.limit_s = name, at, limit_s
+        self.held, self.released, self.held_in = threading.Event(), threading.Event(), None
+        self._lock = threading.Lock()
+
+    def check(self, path):
+        self._hold_at("check", path)
+        return super().check(path)
+
+    def opened_file(self, path):
+        self._hold_at("open", path)
+        return super().opened_file(path)
+
+    def release(self) -> None:
+        self.released.set()
+
+    def _hold_at(self, at: str, path) -> None:
+        with self._lock:
+            if at != self.at or Path(path).name != self.name or self.held.is_set():
+                return
+            self.held_in = threading.current_thread().name
+            self.held.set()
+        self.released.wait(self.limit_s)
+
+
+class RecordingGate(FairGate):
+    """The server's compute turn, recording each grant: ``passed_by[job]`` is the most turns other jobs were
+    granted while ``job`` waited for one. Round-robin keeps it below the number of other jobs however slowly
+    any thread runs, so a starved job shows as a count here, not as a time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grants: list[str] = []  # job ids, in grant order
+        self.passed_by: dict[str, int] = {}
+
+    def acquire(self, job, stopped) -> None:
+        with self._cond:  # re-entrant: FairGate's waits release it, so grants are recorded in their true order
+            start, held_already = len(self.grants), self._holder == job
+            super().acquire(job, stopped)
+            if not held_already:
+                self.passed_by[job] = max(self.passed_by.get(job, 0), sum(j != job for j in self.grants[start:]))
+                self.grants.append(job)
 
 
 class ThreadServer:

@@ -12,9 +12,10 @@ import pytest
 import zmq
 
 from colorprop_client import protocol as P
-from colorprop_client.client import Client, colorize_arrays, colorize_paths
+from colorprop_client.client import Client, ServerBusy, colorize_arrays, colorize_paths
+from colorprop_server.session import Session
 
-from serverkit import ThreadServer, embedded, make_shot, write_plates
+from serverkit import HeldRoots, ThreadServer, embedded, make_shot, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -55,86 +56,135 @@ def test_stale_replies_to_earlier_requests_are_discarded(free_port):
     assert reply.get("marker") == "the real reply" and reply.id == answered[1]
 
 
+class BusyCountingClient(Client):
+    """A client that counts the ``busy`` replies it gets (the colorize loops retry them)."""
+
+    busy = 0
+
+    def request(self, *args, **kw):
+        try:
+            return super().request(*args, **kw)
+        except ServerBusy:
+            self.busy += 1
+            raise
+
+
 def test_a_busy_server_is_retried_until_a_slot_frees(engine):
-    """One job slot, held by another client for 1.5 s: colorize_arrays waits (busy, retried) and then
-    returns the same pixels as an embedded run."""
+    """One job slot, held by another client until this one has been answered busy: colorize_arrays waits (busy,
+    retried), and once the slot is closed it returns the same pixels as an embedded run."""
     srv = ThreadServer(engine, max_jobs=1)
     frames, keys = make_shot(4, seed=81)
+    got, errors = {}, []
     try:
-        with Client(srv.address, timeout_s=2) as other:
+        with Client(srv.address, timeout_s=2) as other, BusyCountingClient(srv.address, timeout_s=2) as waiting:
             holder = other.open_shot(keys, {"method": "flow"}, list(frames))
-            release = threading.Timer(1.5, holder.close)
-            t0 = time.monotonic()
-            release.start()
-            got = colorize_arrays(srv.address, frames, keys, {"method": "flow"}, timeout_s=2, busy_wait_s=20)
-            waited = time.monotonic() - t0
-            release.join()
+
+            def colorize() -> None:
+                try:
+                    got.update(colorize_arrays(waiting, frames, keys, {"method": "flow"}, busy_wait_s=60))
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            worker = threading.Thread(target=colorize)
+            worker.start()
+            assert wait_until(lambda: waiting.busy >= 1 or not worker.is_alive(), 30), "never answered busy"
+            assert not got and not errors  # it had no slot while the other job held it
+            holder.close()
+            worker.join(60)
     finally:
         srv.stop()
-    assert waited >= 1.5  # it had no slot until the other job closed
+    assert not errors and not worker.is_alive(), errors
     ref = embedded(engine, frames, keys)
     for f in frames:
         np.testing.assert_array_equal(got[f][0], ref[f][0], err_msg=f"frame {f}")
 
 
-def test_the_client_never_overruns_the_servers_buffers(engine):
-    """A window of 12 against a server that holds 2 waiting frames and 2 unfetched results per job, with a
-    slow result handler: the job completes, identical, and the server never held more than its limits."""
+class PeakSession(Session):
+    """A server session that records the most in-band frames it held waiting (``peak_inbox``) and the most results
+    it held unfetched (``peak_results``), counted where they are added, under the session's lock."""
+
+    made: list["PeakSession"] = []
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.peak_inbox = self.peak_results = 0
+        self.inbox = _PeakDict(self)
+        PeakSession.made.append(self)
+
+    def push(self, event, arrays=None):
+        with self.cond:  # re-entrant: push takes it too
+            super().push(event, arrays)
+            self.peak_results = max(self.peak_results, self.undelivered_results())
+
+
+class _PeakDict(dict):
+    def __init__(self, session: PeakSession):
+        super().__init__()
+        self.session = session
+
+    def __setitem__(self, frame, item):
+        super().__setitem__(frame, item)
+        self.session.peak_inbox = max(self.session.peak_inbox, len(self))
+
+
+def test_the_client_never_overruns_the_servers_buffers(engine, monkeypatch):
+    """A window of 12 against a server that holds 2 waiting frames and 2 unfetched results per job: the job
+    completes, identical, and the server never held more than its limits, counted inside it at every frame
+    received and every result made. The first result's handler waits until the job holds 2 unfetched results
+    (it then waits for a fetch), and the frames the client sends meanwhile fill the 2 waiting places: both limits
+    are reached, none is passed."""
+    import colorprop_server.service
+
+    monkeypatch.setattr(colorprop_server.service, "Session", PeakSession)
+    PeakSession.made.clear()
     srv = ThreadServer(engine, max_buffered_frames=2, max_pending_results=2)
     frames, keys = make_shot(14, seed=82)
-    peak = {"inbox": 0, "results": 0}
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            for s in list(srv.service.sessions.values()):
-                peak["inbox"] = max(peak["inbox"], len(s.inbox))
-                peak["results"] = max(peak["results"], s.undelivered_results())
-            time.sleep(0.002)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     got = {}
 
-    def slow_result(frame, rgb, confidence):
-        time.sleep(0.05)
+    def on_result(frame, rgb, confidence):
+        if not got:
+            assert wait_until(lambda: PeakSession.made[0].peak_results >= 2, 30), "results never waited for a fetch"
         got[frame] = rgb.copy()
 
     try:
-        colorize_arrays(srv.address, frames, keys, {"method": "flow"}, window=12, timeout_s=5, on_result=slow_result)
+        colorize_arrays(srv.address, frames, keys, {"method": "flow"}, window=12, timeout_s=5, on_result=on_result)
     finally:
-        stop.set()
-        watcher.join(5)
         srv.stop()
     ref = embedded(engine, frames, keys)
     assert sorted(got) == sorted(frames)
     for f in frames:
         np.testing.assert_array_equal(got[f], ref[f][0], err_msg=f"frame {f}")
-    assert 1 <= peak["inbox"] <= 2 and 1 <= peak["results"] <= 2, peak
+    session, = PeakSession.made
+    assert (session.peak_inbox, session.peak_results) == (2, 2)
 
 
 def test_cancel_ends_a_job_early_and_frees_its_slot_at_once(engine, tmp_path):
-    """A 24-frame shared-path job on a one-slot server, cancelled when frame 2 is written: it ends cancelled
-    with far fewer than 24 frames written (no temp file left), and the next job opens without a busy wait."""
+    """A 24-frame shared-path job on a one-slot server, cancelled while the server reads frame 3 (held there,
+    with the compute turn, until the cancel is acknowledged): the frame in flight finishes and nothing after it
+    is written (frames 1-3, no temp file left), the job ends cancelled, and the next job opens without a busy
+    wait."""
     frames, keys = make_shot(24, h=144, w=192, seed=83)
     plate, key = write_plates(tmp_path / "sh", frames, keys[1])
     srv = ThreadServer(engine, max_jobs=1, allowed_roots=(str(tmp_path),))
+    hold = srv.service.roots = HeldRoots((str(tmp_path),), "plate.0003.exr", at="open")
     out = tmp_path / "sh" / "o"
     try:
         with Client(srv.address, timeout_s=5) as c:
             job = c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate,
                               str(out / "o.####.exr"))
-            for ev in job.events(timeout_s=60):
-                if ev.kind == P.EV_WRITTEN and ev.frame == 2:
-                    job.cancel()
+            assert hold.held.wait(60), "the job never read frame 3"
+            job.cancel()
+            hold.release()
+            for _ in job.events(timeout_s=60):
+                pass
             assert job.finished.kind == P.EV_CANCELLED, job.finished.info
             job.close()
             report = colorize_paths(c, plate, str(tmp_path / "sh" / "again" / "a.####.exr"), [1, 2, 3], {1: key},
                                     {"method": "flow"}, busy_wait_s=0.0)
     finally:
+        hold.release()
         srv.stop()
-    written = sorted(p.name for p in out.iterdir())
-    assert 2 <= len(written) <= 8 and all(".tmp-" not in name for name in written), written
+    assert sorted(p.name for p in out.iterdir()) == ["o.0001.exr", "o.0002.exr", "o.0003.exr"]
     assert report["frames_written"] == [1, 2, 3]
 
 
