@@ -99,7 +99,6 @@ SETTING_RANGES: dict[str, _Range] = {
     "metrics_port": _Range("--metrics-port", int, 0, 65535),  # 0: a free port the OS picks
 }
 ADDRESS_OPTIONS = {"bind": "--bind", "backend_bind": "--backend", "broker": "--broker"}
-_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(\d{1,5}|\*)|ipc://.+|inproc://.+")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a file name: never ".", ".." or hidden
 
@@ -115,11 +114,8 @@ def setting_error(option: str, value: Any, why: str) -> Exception:
 
 def check_address(option: str, address: Any) -> None:
     """A ZeroMQ address ``tcp://HOST:PORT`` (port 1-65535 or ``*``), ``ipc://PATH`` or ``inproc://NAME``."""
-    m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    port = m.group(2) if m else None
-    if m is None or port not in (None, "*") and not 0 < int(port) <= 65535:
-        raise setting_error(option, address, "must be an address like tcp://HOST:PORT (port 1-65535), "
-                                              "ipc://PATH or inproc://NAME")
+    if not P.is_address(address):
+        raise setting_error(option, address, f"must be an address like {P.ADDRESS_FORMS}")
 
 
 def check_key_name(option: str, name: Any) -> None:

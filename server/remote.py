@@ -85,6 +85,8 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
     from colorprop.shot.frames import ProgressEvent, ShotReport
     from colorprop.shot.preflight import check_sequence_job
 
+    if not P.is_address(address):
+        raise InputError(f"--server {address!r}: not a server address; use {P.ADDRESS_FORMS}")
     checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
     curve = client_curve_keys(curve_keys, curve_name)
     client = C.Client(address, timeout_s=timeout_s or C.DEFAULT_TIMEOUT_S, retries=C.DEFAULT_RETRIES, curve=curve)

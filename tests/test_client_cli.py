@@ -173,3 +173,25 @@ def test_a_server_that_stays_busy_exits_6(engine, tmp_path, monkeypatch, shared_
     finally:
         srv.stop()
     assert not list((tmp_path / "o").glob("*.exr"))
+
+
+@pytest.mark.parametrize("address", ["foo", "tcp://host", "tcp://127.0.0.1:70000", "http://127.0.0.1:5557"])
+def test_colorize_with_a_server_that_is_no_address_exits_2_naming_it(tmp_path, capsys, address):
+    plate, key, _ = _plates(tmp_path / "in")
+    assert _colorize(plate, key, str(tmp_path / "out" / "o.####.exr"), "--server", address) == 2
+    err = capsys.readouterr().err
+    assert f"--server {address!r}: not a server address" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_one_address_rule_for_the_server_settings_the_cli_and_the_dcc():
+    from colorprop_client import dcc_text
+
+    good = ["tcp://127.0.0.1:5557", "tcp://[::1]:5557", "tcp://*:5557", "tcp://render-07:1", "ipc:///tmp/cp",
+            "inproc://x"]
+    bad = ["foo", "tcp://host", "tcp://h:0", "tcp://h:65536", "udp://h:1", "", None, 5557]
+    assert [P.is_address(a) for a in good] == [True] * len(good)
+    assert [P.is_address(a) for a in bad] == [False] * len(bad)
+    for a in bad[:-2]:
+        with pytest.raises(dcc_text.ColorizeError, match="should look like"):
+            dcc_text.check_address(a)

@@ -12,7 +12,6 @@ import numpy as np
 
 from . import protocol as P
 
-_ADDRESS_RE = re.compile(r"(tcp|ipc|inproc)://\S+")
 _TOKEN_RE = re.compile(r"(#+|@+|%0?(\d*)d)")  # as colorprop.io.sequence: the first match in the file name wins
 
 
@@ -95,7 +94,7 @@ def matte_rgb(confidence: np.ndarray) -> np.ndarray:
 def check_address(address: str) -> str:
     """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
     address = (address or "").strip()
-    if not _ADDRESS_RE.fullmatch(address):
+    if not P.is_address(address):
         raise ColorizeError(f"server address {address!r} should look like {P.DEFAULT_ADDRESS} "
                             "(or ipc://PATH, inproc://NAME)")
     return address

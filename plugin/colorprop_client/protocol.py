@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -35,6 +36,17 @@ PROTOCOL_VERSION = 1
 
 # Where a server listens and a client connects when nobody says otherwise (the broker's front end too).
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
+
+# A ZeroMQ endpoint we bind or connect: tcp://HOST:PORT (port 1-65535, or * to bind any), ipc://PATH or
+# inproc://NAME. The one rule for the server's settings, `colorize --server` and the DCC's address field.
+ADDRESS_FORMS = "tcp://HOST:PORT (port 1-65535), ipc://PATH or inproc://NAME"
+_ADDRESS = re.compile(r"tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.*-]+):(\d{1,5}|\*)|ipc://.+|inproc://.+")
+
+
+def is_address(address: Any) -> bool:
+    """True for a ZeroMQ endpoint of one of the forms ``ADDRESS_FORMS`` names."""
+    m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
+    return m is not None and (m.group(2) in (None, "*") or 0 < int(m.group(2)) <= 65535)
 
 # Message types. Client -> server requests:
 HELLO = "hello"  # -> CAPABILITIES
