@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from colorprop.colour import convert
+from colorprop.colour import convert, plate_lab
 from colorprop.colour.convert import (
     LINEAR_REC709,
     check_colorspace,
@@ -136,6 +136,26 @@ def test_conversion_is_per_pixel_on_larger_images():
     np.testing.assert_allclose(back, rgb, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("src", "dst"), [("ACEScg", LINEAR_REC709), (LINEAR_REC709, "ACEScg"),
+                                        ("ACES2065-1", LINEAR_REC709)])
+def test_a_linear_transform_is_ocios_own_matrix(src, dst):
+    # Scene-linear pairs run as one matrix; OCIO's processor (through an ImageBuf) is the reference.
+    matrix = convert.linear_transform(src, dst)
+    assert matrix is not None and matrix.shape == (3, 4)
+    rng = np.random.default_rng(8)
+    rgb = (rng.uniform(-1.0, 1.0, (40, 60, 3)) * np.logspace(-5, 3, 60)[None, :, None]).astype(np.float32)
+    fast, ocio = to_linear_rec709(rgb, src) if dst == LINEAR_REC709 else from_linear_rec709(rgb, dst), \
+        convert._ocio_convert(rgb, src, dst)
+    scale = np.abs(ocio).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(fast - ocio) <= 1e-6 * scale)
+
+
+@pytest.mark.parametrize("space", ["sRGB Encoded Rec.709 (sRGB)", "ACEScct", "srgb_tx"])
+def test_curves_are_not_taken_for_a_matrix(space):
+    assert convert.linear_transform(space, LINEAR_REC709) is None
+    assert convert.linear_transform(LINEAR_REC709, space) is None
+
+
 # ----------------------------------------------------------------------------- luminance and Lab
 
 
@@ -223,6 +243,47 @@ def test_l_from_y_linear_segment_and_inverse():
 
 def test_l_from_y_keeps_float32():
     assert lab_l_from_y(np.array([0.5], np.float32)).dtype == np.float32
+
+
+def _hdr_rgb(seed: int) -> np.ndarray:
+    """Bright, dark (f's linear segment), negative and near-black pixels, float32."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.uniform(-0.3, 12.0, (30, 40, 3)), rng.uniform(0.0, 1e-3, (30, 40, 3)),
+                           rng.uniform(-1e-4, 1e-4, (30, 40, 3))]).astype(np.float32)
+
+
+def test_plate_lab_ab_matches_the_float64_reference():
+    rgb = _hdr_rgb(9)
+    ab = plate_lab.linear_to_ab(rgb)
+    assert ab.shape == (90, 40, 2) and ab.dtype == np.float32 and ab.flags.c_contiguous
+    np.testing.assert_allclose(ab, linear_rec709_to_lab(rgb.astype(np.float64))[..., 1:], rtol=1e-5, atol=5e-4)
+
+
+def test_plate_lab_to_linear_matches_the_float64_reference():
+    lab = linear_rec709_to_lab(_hdr_rgb(10).astype(np.float64))
+    rgb = plate_lab.lab_to_linear(lab[..., 0].astype(np.float32), lab[..., 1:].astype(np.float32))
+    assert rgb.shape == (90, 40, 3) and rgb.dtype == np.float32
+    reference = lab_to_linear_rec709(lab.astype(np.float32).astype(np.float64))
+    # Within float32 rounding of the pixel's largest channel, dark pixels too (f's linear segment).
+    scale = np.abs(reference).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(rgb - reference) <= 3e-6 * scale)
+    y = lab_l_from_y(np.array([0.18, 1e-5], np.float32))
+    back = plate_lab.lab_to_linear(y[:, None], np.array([[[60.0, -40.0]], [[3.0, -2.0]]], np.float32))
+    np.testing.assert_allclose(back.astype(np.float64) @ np.asarray(convert.LUMA_WEIGHTS), [[0.18], [1e-5]], rtol=5e-5)
+
+
+@pytest.mark.parametrize("space", ["ACEScg", "sRGB Encoded Rec.709 (sRGB)", LINEAR_REC709])
+def test_plate_lab_through_a_plate_space_matches_the_reference_path(space):
+    # The pipeline's reference path: OCIO to linear, then the float64 Lab maths (and back).
+    plate = from_linear_rec709(_hdr_rgb(11), space)
+    reference_lab = linear_rec709_to_lab(to_linear_rec709(plate, space).astype(np.float64))
+    np.testing.assert_allclose(plate_lab.ab_of_plate(plate, space), reference_lab[..., 1:], rtol=1e-5, atol=5e-4)
+    lab = reference_lab.astype(np.float32)
+    reference = from_linear_rec709(lab_to_linear_rec709(lab), space)
+    scale = np.abs(reference).max(axis=-1, keepdims=True)
+    # 3e-6 of the pixel in linear light; an encoding curve's slope (sRGB: 12.92 near black) scales it up.
+    tolerance = 1e-4 if "sRGB Encoded" in space else 3e-6
+    assert np.all(np.abs(plate_lab.plate_from_lab(lab[..., 0], lab[..., 1:], space) - reference) <= tolerance * scale)
 
 
 # ----------------------------------------------------------------------------- torch Lab

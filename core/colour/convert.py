@@ -11,12 +11,15 @@ Conversion uses OCIO's processors through ``ImageBufAlgo.colorconvert``, which d
 the sRGB/gamma curves of that config extend linearly or by pass-through below 0 and keep their
 power law above 1 (verified in tests/test_color.py), so no hand-written curve is needed.
 OCIO evaluates power curves with a fast approximation: round trips are exact to ~5e-5
-relative, well below half-float precision (~5e-4).
+relative, well below half-float precision (~5e-4). A transform that OCIO's output shows to be a
+matrix (between scene-linear spaces: ACEScg <-> linear Rec.709) runs as that matrix in one
+``cv2.transform`` (``linear_transform``), equal to OCIO's processor to float32 rounding.
 
 Lab: XYZ from linear Rec.709 uses the Rec.709/D65 matrix whose Y row is exactly the luminance
 weights (0.2126, 0.7152, 0.0722), and the white point is that matrix applied to RGB (1, 1, 1),
 so neutral greys have a = b = 0 and ``lab_to_linear_rec709`` reproduces the luminance that L was
 computed from, whatever a and b are. L is 0..100 for Y in 0..1 and exceeds 100 for Y > 1.
+These float64 functions are the reference; plate-resolution frames use the float32 kernels of plate_lab.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+import cv2
 import numpy as np
 import OpenImageIO as oiio
 import torch
@@ -155,12 +159,43 @@ def from_linear_rec709(rgb: np.ndarray, space: str) -> np.ndarray:
 def _colorconvert(rgb: np.ndarray, src: str, dst: str) -> np.ndarray:
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected HxWx3 RGB, got shape {rgb.shape}")
+    matrix = linear_transform(src, dst)
+    if matrix is not None:
+        return cv2.transform(np.ascontiguousarray(rgb, dtype=np.float32), matrix)
+    return _ocio_convert(rgb, src, dst)
+
+
+def _ocio_convert(rgb: np.ndarray, src: str, dst: str, threads: int = 1) -> np.ndarray:
     buf = oiio.ImageBuf(np.ascontiguousarray(rgb, dtype=np.float32))
     # unpremult=False: our buffers have no alpha, and unpremultiplying would touch nothing but cost.
-    out = oiio.ImageBufAlgo.colorconvert(buf, src, dst, False)
+    # One thread: callers spread frames over the cores in row bands (map_row_bands) already.
+    out = oiio.ImageBufAlgo.colorconvert(buf, src, dst, False, nthreads=threads)
     if out.has_error:
         raise ColorSpaceError(f"cannot convert {src!r} -> {dst!r}: {out.geterror()}")
     return np.asarray(out.get_pixels(oiio.FLOAT), dtype=np.float32).reshape(rgb.shape)
+
+
+# Probe pixels for linear_transform: black, the three primaries, then values of every sign and of magnitudes
+# 1e-4..1e4 (HDR, negative lobes), where a curve, a clamp or a range limit would show.
+_PROBE = np.concatenate([np.zeros((1, 3)), np.eye(3), np.random.default_rng(0).uniform(-1.0, 1.0, (60, 3))
+                         * np.logspace(-4, 4, 60)[:, None]]).astype(np.float32)[None]
+
+
+@functools.lru_cache(maxsize=32)
+def linear_transform(src: str, dst: str) -> np.ndarray | None:
+    """The 3x4 affine matrix that OCIO's ``src`` -> ``dst`` transform is, when it is one (ACEScg <-> linear
+    Rec.709 and every other pair of scene-linear spaces), else None (curves: sRGB, log, OCIO's approximated
+    powers). Read from OCIO's own output for black and the primaries, and accepted only where it reproduces
+    OCIO's output for every probe pixel to float32 rounding; then one ``cv2.transform`` replaces OCIO's
+    processor and the copies into and out of an ImageBuf (at 4K the conversion took 3x longer than the maths)."""
+    out = _ocio_convert(_PROBE, src, dst).astype(np.float64)[0]
+    offset = out[0]
+    matrix = np.column_stack([(out[1:4] - offset).T, offset])
+    predicted = _PROBE[0].astype(np.float64) @ matrix[:, :3].T + offset
+    scale = np.abs(_PROBE[0]).max(axis=1, keepdims=True) + np.abs(out).max(axis=1, keepdims=True)
+    if not np.all(np.abs(predicted - out) <= 1e-6 * scale):
+        return None
+    return matrix.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- luminance, Lab

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from colorprop.colour import convert
+from colorprop.colour import convert, plate_lab
 from colorprop.colour.upsample import upsample_chroma
 from colorprop.engine.engine import ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
@@ -29,8 +29,8 @@ class Prepared:
 
 
 def lab_ab(rgb: np.ndarray, space: str) -> np.ndarray:
-    """HxWx2 Lab ab (contiguous) of HxWx3 ``rgb`` in colour space ``space``."""
-    return np.ascontiguousarray(convert.linear_rec709_to_lab(convert.to_linear_rec709(rgb, space))[..., 1:])
+    """HxWx2 Lab ab (contiguous, float32) of HxWx3 ``rgb`` in colour space ``space``."""
+    return plate_lab.ab_of_plate(rgb, space)
 
 
 class ShotColour:
@@ -68,8 +68,7 @@ class ShotColour:
         return FrameResult(rgb.astype(np.float32, copy=False), confidence_full.astype(np.float32), prep.frame)
 
     def _plate_rgb(self, L: np.ndarray, ab: np.ndarray) -> np.ndarray:
-        lab = np.concatenate([L[..., None], ab], axis=-1)
-        return convert.from_linear_rec709(convert.lab_to_linear_rec709(lab), self.space).astype(np.float32, copy=False)
+        return plate_lab.plate_from_lab(L, ab, self.space)
 
     def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
                 prev_ab_full: np.ndarray | None = None, flow_work: np.ndarray | None = None

@@ -1,0 +1,66 @@
+"""Lab at plate resolution: fused float32 kernels between a plate's colour space and CIE Lab's L and ab.
+
+The same maths as ``convert.linear_rec709_to_lab`` / ``lab_to_linear_rec709`` (the float64 references), made
+for 4K frames: float32 throughout, each matrix applied by one ``cv2.transform`` (the Lab white point and the
+500/200 scales folded into it), only the channels the caller needs (L alone in, ab alone out), and no float64
+temporaries. Every function is per pixel (HxWxC arrays), so ``convert.map_row_bands`` spreads it over the
+cores in cache-sized bands. Float32 against the references: ab within ~1e-4 Lab units, linear RGB within
+~1e-6 of the pixel's largest channel (tests/test_color.py), far below the half floats a plate is written in.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from colorprop.colour import convert
+
+_F32 = np.float32
+# f = (x/Xw, y/Yw, z/Zw) straight from RGB: the XYZ matrix with each row divided by its white.
+_RGB_TO_XYZ_OVER_WHITE = (convert._RGB_TO_XYZ / convert._WHITE[:, None]).astype(_F32)
+# (a, b) = (500 (fx - fy), 200 (fy - fz)).
+_F_TO_AB = np.array([[500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], _F32)
+# g = f - 16/116 from (L, a, b): gy = L / 116, gx = gy + a / 500, gz = gy - b / 200.
+_LAB_TO_G = np.array([[1 / 116, 1 / 500, 0.0], [1 / 116, 0.0, 0.0], [1 / 116, 0.0, -1 / 200]], _F32)
+# RGB from (X/Xw, Y/Yw, Z/Zw) after f's inverse: the inverse matrix with the white folded in.
+_XYZ_OVER_WHITE_TO_RGB = (convert._XYZ_TO_RGB * convert._WHITE[None, :]).astype(_F32)
+
+
+# Both kernels work with g = f - 16/116 rather than CIE's f: on f's linear segment (dark pixels, Y < 0.9 %)
+# g = t kappa / 116 keeps float32's full relative precision, where f = g + 16/116 would round it away
+# (116 f - 16 cancelled to 2e-4 relative error at Y ~ 1e-5). The 16/116 cancels in a and b anyway.
+_G_OFFSET = _F32(16.0 / 116.0)
+_G_BREAK = convert._F_BREAK - 16.0 / 116.0  # g at t = EPSILON
+
+
+def _g(t: np.ndarray) -> np.ndarray:
+    """CIE f(t) - 16/116 (cube root above EPSILON, linear below and for negatives) in float32."""
+    return np.where(t > convert._EPSILON, np.cbrt(t) - _G_OFFSET, t * _F32(convert._KAPPA / 116.0))
+
+
+def _g_inv(g: np.ndarray) -> np.ndarray:
+    cube = g + _G_OFFSET
+    return np.where(g > _G_BREAK, cube * cube * cube, g * _F32(116.0 / convert._KAPPA))
+
+
+def linear_to_ab(rgb_lin: np.ndarray) -> np.ndarray:
+    """HxWx3 linear Rec.709 -> HxWx2 float32 CIE a, b (D65); L is not computed."""
+    rgb_lin = np.ascontiguousarray(rgb_lin, dtype=_F32)
+    return cv2.transform(_g(cv2.transform(rgb_lin, _RGB_TO_XYZ_OVER_WHITE)), _F_TO_AB)
+
+
+def lab_to_linear(lab_l: np.ndarray, ab: np.ndarray) -> np.ndarray:
+    """HxW CIE L and HxWx2 a, b -> HxWx3 float32 linear Rec.709, unclipped; its luminance is L's Y (to float32
+    rounding: the Y row of the inverse matrix picks Y/Yw alone)."""
+    lab = cv2.merge([np.asarray(lab_l, _F32), np.asarray(ab, _F32)])
+    return cv2.transform(_g_inv(cv2.transform(lab, _LAB_TO_G)), _XYZ_OVER_WHITE_TO_RGB)
+
+
+def ab_of_plate(rgb: np.ndarray, space: str) -> np.ndarray:
+    """HxWx3 pixels in colour space ``space`` -> HxWx2 float32 Lab a, b."""
+    return linear_to_ab(convert.to_linear_rec709(rgb, space))
+
+
+def plate_from_lab(lab_l: np.ndarray, ab: np.ndarray, space: str) -> np.ndarray:
+    """HxW L and HxWx2 ab -> HxWx3 float32 pixels in colour space ``space``, unclipped."""
+    return convert.from_linear_rec709(lab_to_linear(lab_l, ab), space)
