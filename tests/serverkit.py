@@ -161,6 +161,18 @@ class ThreadServer:
         assert not self.thread.is_alive(), "server thread did not stop"
 
 
+def connect_times(monkeypatch) -> list[float]:
+    """The ``time.monotonic()`` of every connect a client makes from now on (each try opens a socket): a time
+    bound on giving up on a server is measured from the first, not from a command's start-up on a loaded
+    machine."""
+    from colorprop_client.transport import Transport
+
+    times: list[float] = []
+    connect = Transport._connect
+    monkeypatch.setattr(Transport, "_connect", lambda self: times.append(time.monotonic()) or connect(self))
+    return times
+
+
 def wait_until(pred, timeout: float = 10.0, step: float = 0.05) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
