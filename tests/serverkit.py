@@ -90,9 +90,10 @@ def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
 class HeldRoots(AllowedRoots):
     """A server's allowed roots, made to stop one job at a known point: the first roots check (``at="check"``) or
     read (``at="open"``) of a file named ``name``, in whatever thread the server does it, sets ``held``, records
-    ``held_in`` (that thread's name) and waits until the test calls ``release`` (at most ``limit_s``). A test then looks at the server while that job
-    stands there (checking a long shot's paths, or reading a frame with the compute turn held, as a frame that
-    takes long would) instead of sampling it from outside and guessing how long each state lasts."""
+    ``held_in`` (that thread's name) and waits until the test calls ``release`` (at most ``limit_s``). A test then
+    looks at the server while that job stands there (checking a long shot's paths, or reading a frame with the
+    compute turn held, as a frame that takes long would) instead of sampling it from outside and guessing how
+    long each state lasts."""
 
     def __init__(self, roots, name: str, at: str = "check", limit_s: float = 120.0):
         super().__init__(roots)
