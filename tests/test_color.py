@@ -372,6 +372,37 @@ def test_guided_keeps_flat_chroma_flat():
     np.testing.assert_allclose(up[..., 1], -40.0, atol=1e-3)
 
 
+def _reference_guided_upsample(ab_small, lab_l_full, radius=1, eps=1e-3):
+    """The guided upsampling with back-projection as first written (a guide L/100 frame, one model per
+    channel, stacked): the reference the float32 version is checked against."""
+    def box(x):
+        return cv2.boxFilter(x, -1, (2 * radius + 1,) * 2, normalize=True, borderType=cv2.BORDER_REFLECT)
+
+    full, small = lab_l_full.shape[::-1], ab_small.shape[1::-1]
+    guide = lab_l_full / 100.0
+    guide_small = cv2.resize(guide, small, interpolation=cv2.INTER_AREA)
+    mean_i = box(guide_small)
+    var_i = box(guide_small * guide_small) - mean_i * mean_i
+    channels = []
+    for c in range(2):
+        p = ab_small[..., c]
+        mean_p = box(p)
+        a = (box(guide_small * p) - mean_i * mean_p) / (var_i + eps)
+        b = mean_p - a * mean_i
+        channels.append(cv2.resize(box(a), full) * guide + cv2.resize(box(b), full))
+    up = np.stack(channels, axis=-1)
+    return up + cv2.resize(ab_small - cv2.resize(up, small, interpolation=cv2.INTER_AREA), full)
+
+
+def test_guided_upsample_matches_the_reference():
+    rng = np.random.default_rng(12)
+    lab_l = cv2.GaussianBlur(rng.uniform(0.0, 180.0, (270, 480)).astype(np.float32), (0, 0), 2.0)
+    ab_small = cv2.GaussianBlur(rng.uniform(-120.0, 120.0, (45, 80, 2)).astype(np.float32), (0, 0), 1.0)
+    up = upsample_chroma(ab_small, lab_l, method="guided")
+    assert up.shape == (270, 480, 2) and up.dtype == np.float32 and up.flags.c_contiguous
+    np.testing.assert_allclose(up, _reference_guided_upsample(ab_small, lab_l), rtol=1e-4, atol=1e-3)
+
+
 def test_upsample_rejects_bad_input():
     lab_l, _ = _edge_scene()
     with pytest.raises(ValueError, match="method"):

@@ -42,7 +42,7 @@ def upsample_chroma(
     if method == "bilinear":
         return _resize(ab_small, full_size)
     if method == "guided":
-        up = _fast_guided_upsample(ab_small, lab_l_full / 100.0, full_size, radius, eps)
+        up = _fast_guided_upsample(ab_small, lab_l_full, full_size, radius, eps)
         if back_project:
             small_size = (ab_small.shape[1], ab_small.shape[0])
             missing = ab_small - cv2.resize(up, small_size, interpolation=cv2.INTER_AREA).reshape(ab_small.shape)
@@ -71,11 +71,13 @@ def _box(image: np.ndarray, radius: int) -> np.ndarray:
                          borderType=cv2.BORDER_REFLECT)
 
 
-def _fast_guided_upsample(ab_small: np.ndarray, guide_full: np.ndarray, full_size: tuple[int, int],
+def _fast_guided_upsample(ab_small: np.ndarray, lab_l_full: np.ndarray, full_size: tuple[int, int],
                           radius: int, eps: float) -> np.ndarray:
+    """The guided filter's model (guide L/100) fitted at the small size; a divided by 100 there, so that it
+    applies to L itself (no L/100 frame), and a L + b formed in place per channel, in float32 throughout."""
     small_size = (ab_small.shape[1], ab_small.shape[0])
     # INTER_AREA: the small guide must average the full-res L the way the working image did.
-    guide_small = cv2.resize(guide_full, small_size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    guide_small = cv2.resize(lab_l_full, small_size, interpolation=cv2.INTER_AREA) * np.float32(0.01)
     mean_i = _box(guide_small, radius)
     var_i = _box(guide_small * guide_small, radius) - mean_i * mean_i
     channels = []
@@ -83,9 +85,10 @@ def _fast_guided_upsample(ab_small: np.ndarray, guide_full: np.ndarray, full_siz
         p = ab_small[..., c]
         mean_p = _box(p, radius)
         cov_ip = _box(guide_small * p, radius) - mean_i * mean_p
-        a = cov_ip / (var_i + eps)
+        a = cov_ip / (var_i + np.float32(eps))
         b = mean_p - a * mean_i
-        a_full = _resize(_box(a, radius), full_size)[..., 0]
-        b_full = _resize(_box(b, radius), full_size)[..., 0]
-        channels.append(a_full * guide_full + b_full)
-    return np.stack(channels, axis=-1).astype(np.float32)
+        channel = _resize(_box(a, radius) * np.float32(0.01), full_size)[..., 0]
+        channel *= lab_l_full
+        channel += _resize(_box(b, radius), full_size)[..., 0]
+        channels.append(channel)
+    return cv2.merge(channels)

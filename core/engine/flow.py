@@ -44,9 +44,9 @@ def dis_flow(dis, src_u8: np.ndarray, dst_u8: np.ndarray) -> np.ndarray:
 
 
 def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # A row of x and a column of y broadcast: the same sums as full coordinate grids, without making them.
     h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return xs + flow[..., 0], ys + flow[..., 1]
+    return np.arange(w, dtype=np.float32) + flow[..., 0], np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
 
 
 def warp_backward(image: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -87,7 +87,9 @@ class ShotColour:
             return upsample_chroma(ab_work, L_full, method=self.upsample), conf
         prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
         change = ab_work - resize_hw(prior, *self.work_size)
-        return prior + upsample_chroma(change, L_full, method=self.upsample), conf
+        ab_full = upsample_chroma(change, L_full, method=self.upsample)
+        ab_full += prior  # in place: one frame-sized array fewer at 4K
+        return ab_full, conf
 
     def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
         """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
