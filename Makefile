@@ -12,7 +12,7 @@ BLENDER_STAMP := $(BLENDER_VENV)/.installed
 TORCH := torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: example test lint venv clean-venv
+.PHONY: example test test-fast lint venv clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ example: $(STAMP)
 
 test: $(STAMP) $(BLENDER_STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests marked slow (> ~5 s) or network (package registries);
+# no Blender venv needed. `make test` stays the whole suite, as CI runs it.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not network"
 
 # ruff's formatter and linter (pyproject.toml [tool.ruff]) on every Python file of the tree.
 lint: $(STAMP)

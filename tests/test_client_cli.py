@@ -86,6 +86,7 @@ def test_colorize_without_server_exits_6_within_5_s_by_default(tmp_path, free_po
     assert rc == 6 and connects and time.monotonic() - connects[0] <= 5.0
 
 
+@pytest.mark.slow
 def test_server_stopped_with_sigterm_mid_job_exits_6_not_1(tmp_path, free_port, capsys):
     """SIGTERM to a real `colorprop serve` once the first frame is written: the job ends with `shutdown`, and the
     client's resend is refused by the stopping server, which still drains another artist's job (one that has not

@@ -256,6 +256,7 @@ def test_suggestions_field_is_optional_and_checked():
             P.parse_suggestions({P.DONE_SUGGESTIONS: bad})
 
 
+@pytest.mark.slow
 def test_run_job_reports_a_server_killed_mid_job_within_5_s(free_port):
     """The DCC helper's defaults: a `colorprop serve` process SIGKILLed once the first result is written
     is reported to the artist (one line, ColorizeError) within 5 s."""

@@ -391,6 +391,7 @@ INIT_AND_IMPORT = HIDE_ZMQ + textwrap.dedent(r'''
 ''')
 
 
+@pytest.mark.network  # pip installs pyzmq from PyPI
 def test_pyzmq_installed_as_docs_dcc_says_is_found_through_init_py(tmp_path):
     """docs/DCC.md's install line (pip --target for Nuke's Python version and platform) into a copy of
     plugin/nuke/site-packages, then a Python without pyzmq runs init.py and imports the client. Checks
@@ -567,6 +568,7 @@ def _renders() -> list:
     return [c for c in nuke.calls if c[0] == "execute"]
 
 
+@pytest.mark.slow
 def test_curve_listed_key_colours_as_the_embedded_engine(standin, curve_server, engine, tmp_path, monkeypatch):
     """The node's client key / server key knobs reach a CURVE server: connect shows who it connects as, and
     the results equal the embedded engine's on the same frames. With the knobs empty, $COLORPROP_CURVE_KEYS

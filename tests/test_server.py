@@ -191,6 +191,7 @@ def test_in_band_frame_buffer_is_bounded(engine):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_per_client_job_budget_answers_busy_and_leaves_room_for_others(engine, tmp_path):
     """Clients are told apart by their CURVE key names: alice's third shot waits, bob's first does not."""
     from colorprop_server import generate_keys
@@ -232,6 +233,7 @@ def test_memory_budget_answers_busy_but_takes_the_frame_the_engine_waits_for(eng
         srv.stop()
 
 
+@pytest.mark.slow
 def test_a_client_filling_the_memory_budget_does_not_lock_out_another(engine, tmp_path, free_port):
     """alice fills a real server's memory budget with large keys on shots she never feeds; bob's shot
     still gets in and completes, identical to the embedded engine, while alice, now over her share (half
@@ -410,6 +412,7 @@ def _garbage(draw):
     return [json.dumps(h).encode(), *draw(st.lists(st.binary(max_size=80), max_size=3))]
 
 
+@pytest.mark.slow
 def test_fuzz_ten_thousand_malformed_messages_then_a_valid_ping(server):
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)

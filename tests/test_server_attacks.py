@@ -252,6 +252,7 @@ def test_a_long_shots_path_checks_do_not_stall_the_socket_thread(engine, tmp_pat
         srv.stop()
 
 
+@pytest.mark.slow
 def test_huge_frame_token_is_refused_and_sigterm_ends_a_long_shot(tmp_path, free_port):
     root = tmp_path / "root"
     (root / "sh").mkdir(parents=True)

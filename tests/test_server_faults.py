@@ -112,6 +112,7 @@ def test_a_live_server_slower_than_the_timeout_is_waited_for():
         router.close()
 
 
+@pytest.mark.slow
 def test_a_hung_server_is_given_up_through_heartbeats(free_port):
     """SIGSTOP: the connection stays open but nothing answers, not even ZeroMQ heartbeats; the client
     gives up after the heartbeat timeout and its remaining tries."""
@@ -161,6 +162,7 @@ def test_sigterm_mid_job_tells_the_waiting_client_why_and_exits_0(free_port):
     assert rc["rc"] == 0
 
 
+@pytest.mark.slow
 def test_server_killed_and_restarted_while_a_client_waits(engine, free_port):
     """SIGKILL, then a new server at the same address: the client retries (Lazy Pirate) until the
     new server answers, learns the job is gone, resends the shot, and gets exactly the embedded
@@ -186,6 +188,7 @@ def test_server_killed_and_restarted_while_a_client_waits(engine, free_port):
             stop_proc(p, signal.SIGKILL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("settings, bound_s", [
     ({"timeout_s": 1.0, "retries": 3}, 3 * 1.0 + 2.0),  # retries x timeout + 2 s
     ({}, 5.0),                                          # the defaults: a dead server reported within 5 s
@@ -211,6 +214,7 @@ def test_client_gives_up_after_kill_9(free_port, settings, bound_s):
     assert gave_up_s <= bound_s, gave_up_s
 
 
+@pytest.mark.slow
 def test_colorize_server_exits_6_within_5_s_after_kill_9(tmp_path, free_port):
     """`colorprop colorize --server ADDR` (default timeout), the server SIGKILLed once the first output
     frame is written: the error is on stderr within 5 s, and the exit code is 6."""
@@ -244,6 +248,7 @@ def test_colorize_server_exits_6_within_5_s_after_kill_9(tmp_path, free_port):
 # ---------------------------------------------------------------- security
 
 
+@pytest.mark.slow
 def test_curve_allows_listed_keys_and_refuses_others(engine, tmp_path):
     from colorprop_server import generate_keys
 
@@ -311,6 +316,7 @@ def _broker(**config):
     return broker, thread
 
 
+@pytest.mark.slow
 def test_a_worker_started_with_a_client_key_logs_that_the_broker_refused_it(tmp_path):
     """Not broker_lost or "reply dropped" forever: the worker says its key was refused and what to do."""
     from colorprop_server import generate_keys
@@ -336,6 +342,7 @@ def test_a_worker_started_with_a_client_key_logs_that_the_broker_refused_it(tmp_
     assert "broker_lost" not in log and "reply dropped" not in log, log[-2000:]
 
 
+@pytest.mark.slow
 def test_an_in_band_job_restarted_after_its_worker_died_counts_each_frame_once(engine, tmp_path):
     """`colorize --server BROKER`, in-band; the worker is killed at the first result, the client resends the
     shot to the other worker, which sends every result again: written once each, 20 frames for 20."""

@@ -158,6 +158,7 @@ def test_control_characters_a_client_sends_reach_the_text_log_escaped(tmp_path, 
     assert [(r["id"], r["job"]) for r in fetches] == [("rid\\x1b]0;owned\\x07", "evil\\x1b[31mred\\x1b[0m")]
 
 
+@pytest.mark.slow
 def test_curve_server_names_clients_by_key_and_refusals_are_logged_and_reported(tmp_path, free_port):
     """A client with a listed key is logged by its key's name; an unknown key, a client without
     keys and one with another server's key are refused: each client is told so at once
@@ -201,6 +202,7 @@ def test_curve_server_names_clients_by_key_and_refusals_are_logged_and_reported(
     assert all(r["side"] == "clients" and r["reason"] for r in refused), refused
 
 
+@pytest.mark.slow
 def test_colorize_refused_by_curve_exits_7_and_says_so(tmp_path, free_port, monkeypatch, capsys):
     from colorprop.cli.main import main
     from colorprop_server import generate_keys
@@ -352,6 +354,7 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path):
 # ---------------------------------------------------------------- status
 
 
+@pytest.mark.slow
 def test_status_lists_jobs_with_client_state_frames_and_age(tmp_path, free_port, monkeypatch, capsys):
     """`colorprop status ADDRESS` against a CURVE server: alice sees her running job in full (JSON);
     bob sees it with its id cut to 8 characters (text), so he cannot fetch or cancel it."""
