@@ -513,7 +513,7 @@ def test_request_log_is_one_record_with_fields_per_request(server, caplog):
             c.hello()
             with pytest.raises(ServerError):
                 c.request(P.FETCH, job="nope", after=-1)
-        assert wait_until(lambda: len([r for r in caplog.records if r.name == "colorprop_server.requests"]) >= 3, 3)
+        assert wait_until(lambda: len([r for r in caplog.records if r.name == "colorprop_server.requests"]) >= 3, 30)
     lines = [r.colorprop_fields for r in caplog.records if r.name == "colorprop_server.requests"]
     assert all(r.getMessage() == "request" for r in caplog.records if r.name == "colorprop_server.requests")
     assert [l["type"] for l in lines[-3:]] == [P.PING, P.HELLO, P.FETCH]
