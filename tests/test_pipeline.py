@@ -356,3 +356,19 @@ def test_a_resumed_span_between_keys_checks_each_written_frame_once(engine):
     assert sorted(part.checked) == list(range(1, 10)) and part.read == [2, 3, 4]
     for f in (5, 6, 7, 8):
         np.testing.assert_array_equal(part.results[f].rgb, whole.results[f].rgb)
+
+
+def test_carried_state_is_the_written_colour_rounded_as_the_sink_stores_it():
+    from colorprop.colour import plate_lab
+    from colorprop.shot.frames import PlateFrame
+    from colorprop.shot.working import ShotColour
+
+    rng = np.random.default_rng(21)
+    rgb = rng.uniform(-0.05, 6.0, (300, 500, 3)).astype(np.float32)  # more rows than one band
+    shot = ShotColour(ShotOptions(method="flow", colorspace="ACEScg"), PlateFrame(rgb, ("R", "G", "B"), None))
+    as_half = shot.state_ab(rgb, np.float16)
+    # Rounded band by band: the same numbers as rounding the whole frame first.
+    np.testing.assert_array_equal(as_half, shot.state_ab(rgb.astype(np.float16).astype(np.float32)))
+    np.testing.assert_allclose(as_half, plate_lab.ab_of_plate(rgb.astype(np.float16).astype(np.float32), "ACEScg"),
+                               atol=1e-3)
+    assert not np.array_equal(as_half, shot.state_ab(rgb))  # float32 sinks carry the unrounded colour

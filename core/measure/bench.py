@@ -134,7 +134,7 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
                 ab_full, conf_full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow)
             with clock("colour_out"):
                 result = shot.finish(prep, ab_full, conf_full)
-                prev_full = shot.state_ab(result.rgb.astype(sink.pixel_dtype).astype(np.float32))
+                prev_full = shot.state_ab(result.rgb, sink.pixel_dtype)
             with clock("exr_write"):
                 sink.write(frame, result)
             propagator.accept(pending, shot.to_work(prev_full))

@@ -191,7 +191,7 @@ def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.nda
     planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i in keep]
     if write_confidence:
         planes.append(result.confidence)
-    return np.stack(planes, axis=-1).astype(np.float32), channels
+    return np.stack(planes, axis=-1).astype(np.float32, copy=False), channels  # stack made the one copy
 
 
 def output_layout(plate_channels: tuple[str, ...], write_confidence: bool) -> tuple[list[int], tuple[str, ...]]:

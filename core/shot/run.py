@@ -73,10 +73,11 @@ class ShotRun:
         """The written colour, rounded as the sink stores it (read back when the frame was skipped);
         with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
         sink, shot = self.sink, self.shot
-        rgb = sink.read_back(frame) if result is None else result.rgb.astype(sink.pixel_dtype).astype(np.float32)
+        rgb = sink.read_back(frame) if result is None else result.rgb
+        stored = sink.pixel_dtype
         if not self.options.regrade:
-            return shot.state_ab(rgb)
-        return shot.state_ab(rgb) - shot.state_ab(prep.frame.rgb().astype(sink.pixel_dtype).astype(np.float32))
+            return shot.state_ab(rgb, stored)
+        return shot.state_ab(rgb, stored) - shot.state_ab(prep.frame.rgb(), stored)
 
     def finish(self, prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray) -> FrameResult:
         if not self.options.regrade:

@@ -33,6 +33,10 @@ def lab_ab(rgb: np.ndarray, space: str) -> np.ndarray:
     return plate_lab.ab_of_plate(rgb, space)
 
 
+def _stored_ab(rgb: np.ndarray, space: str, stored_as: type) -> np.ndarray:
+    return lab_ab(rgb.astype(stored_as, copy=False).astype(np.float32, copy=False), space)
+
+
 class ShotColour:
     """Colour-space bookkeeping of one shot: plate space, working size."""
 
@@ -91,9 +95,10 @@ class ShotColour:
         ab_full += prior  # in place: one frame-sized array fewer at 4K
         return ab_full, conf
 
-    def state_ab(self, written_rgb: np.ndarray) -> np.ndarray:
-        """The colour carried to the next frame (HxWx2): what was written, at full resolution."""
-        return convert.map_row_bands(functools.partial(lab_ab, space=self.space), written_rgb)
+    def state_ab(self, written_rgb: np.ndarray, stored_as: type = np.float32) -> np.ndarray:
+        """The colour carried to the next frame (HxWx2): what was written, at full resolution, rounded as the
+        sink stores it (``stored_as``: np.float16 for half-float EXRs) band by band, not as two more frames."""
+        return convert.map_row_bands(functools.partial(_stored_ab, space=self.space, stored_as=stored_as), written_rgb)
 
     def to_work(self, ab_full: np.ndarray) -> np.ndarray:
         return resize_hw(ab_full, *self.work_size)
