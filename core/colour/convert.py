@@ -320,8 +320,10 @@ def map_row_bands(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *image
     """``fn(*images)`` for a per-pixel ``fn``, computed on bands of rows on a thread pool.
 
     images: arrays sharing H (axis 0), HxW or HxWxC. ``fn`` must treat every pixel on its own
-    (colour conversions, Lab): then the result equals ``fn(*images)`` exactly, in less time (the
-    cores share the bands) and less memory (temporaries exist one band at a time). Returns what ``fn``
+    (colour conversions, Lab): then the result equals ``fn(*images)``, in less time (the cores share
+    the bands) and less memory (temporaries exist one band at a time). Equal to the last bit for most
+    maths; vectorised kernels (cv2, numpy's cbrt) may round the few pixels at the end of a band one ulp
+    apart from the same pixels mid-frame, so compare banded results with banded results. Returns what ``fn``
     returns (one array or a tuple), bands concatenated along axis 0.
     """
     height = images[0].shape[0]
