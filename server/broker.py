@@ -27,7 +27,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import zmq
 
@@ -35,6 +34,7 @@ from colorprop_client import protocol as P
 from colorprop_client.protocol import ProtocolError
 
 from . import framing as W
+from .broker_routes import Inflight, Route, Worker
 from .config import ServerConfig
 from .logs import log_event
 from .security import WORKERS_DOMAIN, CurveServer, check_bind_allowed, peer_identity
@@ -44,52 +44,12 @@ log = logging.getLogger("colorprop_server.broker")
 request_log = logging.getLogger("colorprop_server.requests")
 
 
-@dataclass
-class _Worker:
-    ident: bytes
-    caps: dict
-    expiry: float
-    jobs: set = field(default_factory=set)  # jobs routed here and not yet finished (the slots held)
-    inflight: dict = field(default_factory=dict)  # request id -> _Inflight
-
-    @property
-    def capacity(self) -> int:
-        return int((self.caps.get("limits") or {}).get("max_jobs", 1))
-
-
-@dataclass
-class _Inflight:
-    env: bytes
-    identity: bytes
-    frames: list
-    job: str
-    type: str
-
-
-@dataclass
-class _Route:
-    job: str
-    worker: bytes | None
-    mode: str
-    open_frames: list | None  # the original open_shot (shared-path jobs only, for a restart)
-    identity: bytes = b""  # the client's CURVE key name or address, passed on to the worker
-    last_seq: int = -1
-    retries: int = 0
-    failed: dict | None = None  # terminal event to hand out once the worker is lost for good
-    finished: bool = False  # a terminal event went by: the worker's slot is free again
-    last_seen: float = field(default_factory=time.monotonic)
-    created: float = field(default_factory=time.monotonic)
-    state: str = "running"  # then the kind of the terminal event seen (done, failed, cancelled)
-    frames_done: int = 0  # from the progress events going by
-    frames: int = 0
-
-
 class Broker:
     def __init__(self, config: ServerConfig, context: zmq.Context | None = None):
         self.config = config
         self.ctx = context or zmq.Context.instance()
-        self.workers: dict[bytes, _Worker] = {}
-        self.routes: dict[str, _Route] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.routes: dict[str, Route] = {}
         self.jobs_retried = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
@@ -187,7 +147,7 @@ class Broker:
             except ValueError:
                 caps = {}
             if w is None:
-                self.workers[ident] = _Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
+                self.workers[ident] = Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
                 log_event(log, "worker_ready", worker=ident.hex()[:16],
                           identity=peer_identity(frames[0]), workers=len(self.workers))
             return
@@ -199,7 +159,7 @@ class Broker:
         elif cmd == W.DISCONNECT:  # a worker stopping cleanly: its shared-path jobs move on too
             self._worker_died(w, front, back)
 
-    def _on_reply(self, w: _Worker, env: bytes, out: list, front: zmq.Socket) -> None:
+    def _on_reply(self, w: Worker, env: bytes, out: list, front: zmq.Socket) -> None:
         try:
             head = json.loads(out[0].bytes)
         except ValueError:
@@ -236,7 +196,7 @@ class Broker:
             self._forget(r)
         _send(front, [env, *out])
 
-    def _worker_died(self, w: _Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
+    def _worker_died(self, w: Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
         self.workers.pop(w.ident, None)
         log_event(log, "worker_lost", logging.WARNING, worker=w.ident.hex()[:16], jobs=len(w.jobs),
                   workers=len(self.workers))
@@ -274,18 +234,18 @@ class Broker:
             elif r is None and req.type == P.OPEN_SHOT:  # an open that died with the worker: busy, retry
                 _send(front, [req.env, *P.encode(P.BUSY, rid, message="the worker died", retry_after_s=1.0)])
 
-    def _pick_worker(self) -> _Worker | None:
+    def _pick_worker(self) -> Worker | None:
         free = [w for w in self.workers.values() if len(w.jobs) < w.capacity]
         return min(free, key=lambda w: len(w.jobs)) if free else None
 
-    def _release(self, r: _Route) -> None:
+    def _release(self, r: Route) -> None:
         """The job finished (or can run no more): its worker's slot is free; the route stays for the
         client's last fetches and close."""
         r.finished = True
         if r.worker in self.workers:
             self.workers[r.worker].jobs.discard(r.job)
 
-    def _forget(self, r: _Route) -> None:
+    def _forget(self, r: Route) -> None:
         self._release(r)
         self.routes.pop(r.job, None)
 
@@ -339,7 +299,7 @@ class Broker:
                                retry_after_s=2.0), "busy")
                 return
             mode = msg.get("mode") if msg.get("mode") in P.MODES else P.MODE_INBAND
-            r = _Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
+            r = Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
                        identity, frames=len(msg.get("frames")) if isinstance(msg.get("frames"), list) else 0)
             self.routes[job] = r
             w.jobs.add(job)
@@ -371,16 +331,16 @@ class Broker:
                              r.frames_done, r.frames, now - r.created),
                      worker=r.worker.hex()[:16] if r.worker else None) for r in self.routes.values()]
 
-    def _forward(self, r: _Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
+    def _forward(self, r: Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
                  back: zmq.Socket) -> None:
         w = self.workers.get(r.worker)
         if w is None:
             return
         frames = [f if isinstance(f, (bytes, bytearray)) else f.bytes for f in body]
-        w.inflight[rid] = _Inflight(env, identity, frames, r.job, mtype)
+        w.inflight[rid] = Inflight(env, identity, frames, r.job, mtype)
         _send(back, [w.ident, W.WORKER_PROTO, W.REQUEST, env, identity, *frames])
 
-    def _answer_failed(self, r: _Route, env: bytes, body: list, front: zmq.Socket) -> None:
+    def _answer_failed(self, r: Route, env: bytes, body: list, front: zmq.Socket) -> None:
         try:
             head = json.loads(bytes(body[0]) if isinstance(body[0], (bytes, bytearray)) else body[0].bytes)
             rid = head.get("id", "-")
