@@ -215,7 +215,7 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
     against the roots; then every path is checked again when it is used, and writes go through the
     output folder opened and verified by descriptor (``AllowedRoots.pinned_dir``); reads go through the
     file opened and verified by descriptor (``AllowedRoots.opened_file``)."""
-    from colorprop.io.exr import remove_stale_temps
+    from colorprop.io.temps import remove_stale_temps
     from colorprop.shot.pipeline import run_shot
     from colorprop.shot.preflight import check_sequence_job
 

@@ -322,7 +322,7 @@ def test_write_never_follows_a_link_planted_at_a_temp_name(tmp_path):
 
 
 def test_temp_names_are_unguessable_and_recognised(tmp_path):
-    from colorprop.io.exr import is_temp_of, temp_name
+    from colorprop.io.temps import is_temp_of, temp_name
 
     target = tmp_path / "o.0001.exr"
     names = {temp_name(target) for _ in range(50)}
@@ -334,7 +334,7 @@ def test_temp_names_are_unguessable_and_recognised(tmp_path):
 
 
 def test_remove_stale_temps_removes_dead_writers_files_only(tmp_path):
-    from colorprop.io.exr import remove_stale_temps, temp_name
+    from colorprop.io.temps import remove_stale_temps, temp_name
 
     target = tmp_path / "o.0001.exr"
     outside = tmp_path / "outside.exr"
