@@ -62,8 +62,15 @@ def load_engine(config: ServerConfig) -> Any:
 
     t0 = time.monotonic()
     engine = Engine.load(config.weights_dir, config.device)
+    if engine.weights_error is not None and config.weights_dir is not None:
+        from colorprop.errors import WeightsError
+
+        # Asked for by name (a manifest that reads, a network file that does not): a flow-only server would
+        # hide the mistake until an artist asks for `full`.
+        raise WeightsError(f"--weights {config.weights_dir}: {engine.weights_error}")
     desc = engine.describe()
-    log_event(log, "engine_loaded", device=desc["device"], precision=desc["precision"],
+    level = logging.INFO if engine.weights_error is None else logging.WARNING
+    log_event(log, "engine_loaded", level, device=desc["device"], precision=desc["precision"],
               weights=(desc["weights"] or {}).get("folder"), weights_version=(desc["weights"] or {}).get("version"),
               weights_error=engine.weights_error, methods=engine.methods(), s=round(time.monotonic() - t0, 2))
     return engine

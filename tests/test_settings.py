@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -126,6 +126,21 @@ def test_a_named_weights_folder_that_holds_no_weights_exits_5(tmp_path, free_por
     missing = tmp_path / "wieghts"
     _refused(["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(missing)], "--weights",
              str(missing), code=5)
+
+
+def test_a_named_weights_folder_with_a_corrupt_network_file_exits_5(tmp_path, free_port):
+    """Its manifest reads, so the pre-flight passed it; the corrupt fusion.pt made a flow-only server that
+    said so at INFO (engine_loaded weights_error=...). Asked for by name, it is exit 5 naming the file."""
+    import shutil
+
+    import colorprop.engine.weights as weights
+
+    folder = tmp_path / "weights"
+    shutil.copytree(Path(weights.__file__).parent / weights.SHIPPED, folder)
+    with open(folder / "fusion.pt", "ab") as f:
+        f.write(b"garbage")
+    _refused(["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(folder)], "--weights",
+             "fusion.pt", "sha256", code=5)
 
 
 def test_default_weights_missing_is_a_warning_before_listening(tmp_path, free_port):
