@@ -79,6 +79,7 @@ def test_colorize_without_server_exits_6_quickly(tmp_path, free_port, monkeypatc
     assert rc == 6 and connects and time.monotonic() - connects[0] < 5.0
 
 
+@pytest.mark.slow
 def test_colorize_without_server_exits_6_within_5_s_by_default(tmp_path, free_port, monkeypatch):
     plate, key, _ = _plates(tmp_path / "shot", n=2)
     connects = connect_times(monkeypatch)

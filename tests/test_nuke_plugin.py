@@ -243,6 +243,7 @@ def test_gui_colorize_runs_off_the_main_thread_and_cancels(standin, server, tmp_
     assert 2 <= len(done) <= 2 + 4, sorted(p.name for p in done)
 
 
+@pytest.mark.slow
 def test_dead_server_is_reported_on_the_node_within_seconds(standin, tmp_path, free_port):
     node = _make_node(f"tcp://127.0.0.1:{free_port()}", tmp_path)
     node["method"].setValues(["flow"])
@@ -312,6 +313,7 @@ def _colour_plate(frame: int) -> np.ndarray:
     return (_shot_frame(frame) * np.array([1.0, 0.8, 0.55], np.float32)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_regrade_and_confidence_reach_the_server_and_the_files(standin, server, tmp_path):
     """Regrade with a key equal to its plate frame changes nothing, so every output equals the plate
     (without regrade the colour is re-propagated and differs); the matte channel is written, 1 at the key."""
@@ -504,6 +506,7 @@ def test_example_script_opens_as_a_script_and_wires_the_node():
         assert (resolved.parent / first).exists(), resolved
 
 
+@pytest.mark.slow
 def test_suggest_keys_lists_the_weakest_frames_and_goes_to_one(standin, server, tmp_path):
     """'suggest keys' on a node never run colorizes and lists the server's suggestions (what shot.suggest makes of
     the mattes written); pressed again with the same settings it lists them without a run; 'go to frame' makes

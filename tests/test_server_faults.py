@@ -75,6 +75,7 @@ def test_no_server_raises_server_unavailable_within_seconds(free_port):
     assert time.monotonic() - t0 < 3.0
 
 
+@pytest.mark.slow
 def test_defaults_report_an_absent_server_within_5_s(free_port):
     assert DEFAULT_RETRIES * DEFAULT_TIMEOUT_S + LONG_POLL_S <= 5.0
     addr = f"tcp://127.0.0.1:{free_port()}"
@@ -85,6 +86,7 @@ def test_defaults_report_an_absent_server_within_5_s(free_port):
     assert time.monotonic() - t0 <= 5.0
 
 
+@pytest.mark.slow
 def test_a_live_server_slower_than_the_timeout_is_waited_for():
     """A server whose connection is up (heartbeats answered) but which answers after 4 timeouts is
     slow, not dead: one try gets its answer."""
@@ -134,6 +136,7 @@ def test_a_hung_server_is_given_up_through_heartbeats(free_port):
     assert gave_up_s <= bound, (gave_up_s, bound)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_job_tells_the_waiting_client_why_and_exits_0(free_port):
     """SIGTERM while a client waits on a job: the frame in flight finishes, the job is cancelled, the
     client's next fetch (within the drain time) gets `failed`/`shutdown`, and the process exits 0."""

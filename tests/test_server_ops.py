@@ -49,6 +49,7 @@ def _stop(proc: subprocess.Popen, log_path: Path) -> str:
 # ---------------------------------------------------------------- config file
 
 
+@pytest.mark.slow
 def test_config_file_sets_the_options_and_command_line_flags_override_it(tmp_path, free_port):
     addr = f"tcp://127.0.0.1:{free_port()}"
     root = tmp_path / "root"
@@ -108,6 +109,7 @@ def test_the_example_config_sets_every_key_it_shows(tmp_path):
 # ---------------------------------------------------------------- log
 
 
+@pytest.mark.slow
 def test_text_log_has_timestamps_device_client_and_job_ids(tmp_path, free_port):
     addr = f"tcp://127.0.0.1:{free_port()}"
     log_path = tmp_path / "server.log"
@@ -132,6 +134,7 @@ def test_text_log_has_timestamps_device_client_and_job_ids(tmp_path, free_port):
     assert records[0]["time"] <= records[-1]["time"]
 
 
+@pytest.mark.slow
 def test_control_characters_a_client_sends_reach_the_text_log_escaped(tmp_path, free_port):
     """A request id and a job id carrying terminal escape sequences (no spaces, so the text log would not
     quote them): the log holds no control character, and the ids are there in their escaped spelling."""
@@ -255,6 +258,7 @@ def _check_exposition(text: str) -> dict:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
+@pytest.mark.slow
 def test_metrics_endpoint_counts_jobs_frames_errors_per_client(tmp_path, free_port):
     addr, port = f"tcp://127.0.0.1:{free_port()}", free_port()
     log_path = tmp_path / "server.log"
@@ -283,6 +287,7 @@ def test_metrics_endpoint_counts_jobs_frames_errors_per_client(tmp_path, free_po
     assert f"url=http://127.0.0.1:{port}/metrics" in log
 
 
+@pytest.mark.slow
 def test_the_shared_path_probe_of_an_in_band_job_is_not_counted_as_an_error(tmp_path, free_port):
     """`colorize --server` first asks a server offering shared paths to read the files itself; files outside
     its roots are refused (path_refused) and the frames go in-band. That refusal is the client's question,
@@ -392,6 +397,7 @@ def test_status_lists_jobs_with_client_state_frames_and_age(tmp_path, free_port,
     assert table[1].split()[:4] == [job.id[:8], "alice", "running", "1/6"] and job.id not in table[1]
 
 
+@pytest.mark.slow
 def test_status_of_nothing_exits_6_within_5_s(free_port, capsys, monkeypatch):
     import time
 
