@@ -29,15 +29,23 @@ def _timestamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
 
 
+def loggable(text: str) -> str:
+    """``text`` with every non-printable character (terminal escapes, newlines) written as its Python escape,
+    so a client-chosen string cannot forge or colour a log line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _text_value(v: Any) -> str:
+    """A field's value on a text line: bare when it is one printable word, else JSON-quoted (which escapes
+    control characters too)."""
     s = v if isinstance(v, str) else json.dumps(v, separators=(",", ":"), default=str)
-    return json.dumps(s) if (not s or any(c.isspace() or c in '"=' for c in s)) else s
+    return json.dumps(s) if (not s or any(c.isspace() or c in '"=' or not c.isprintable() for c in s)) else s
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, _FIELDS, {})
-        line = f"{_timestamp(record)} {record.levelname} {record.getMessage()}"
+        line = f"{_timestamp(record)} {record.levelname} {loggable(record.getMessage())}"
         if fields:
             line += " " + " ".join(f"{k}={_text_value(v)}" for k, v in fields.items())
         if record.exc_info:

@@ -89,12 +89,6 @@ def job_id(msg: P.Message) -> str:
     return job
 
 
-def loggable(text: str) -> str:
-    """``text`` with every non-printable character (terminal escapes, newlines) written as its Python escape,
-    so a client-chosen string cannot forge or colour a log line."""
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _colorspace(msg: P.Message) -> str | None:
     colorspace = msg.get("colorspace")
     if colorspace is not None and not isinstance(colorspace, str):

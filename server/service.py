@@ -25,7 +25,7 @@ from colorprop_client.protocol import ProtocolError
 from . import gate, jobs, requests
 from .config import ServerConfig
 from .gate import FairGate
-from .logs import log_event
+from .logs import log_event, loggable
 from .metrics import ServerMetrics
 from .paths import AllowedRoots
 from .session import PendingFetch, Reply, Session, events_reply
@@ -276,7 +276,7 @@ class Service:
 
 
 def _loggable(value: Any) -> str | None:
-    return requests.loggable(value) if isinstance(value, str) else None
+    return loggable(value) if isinstance(value, str) else None
 
 
 def _nbytes(f: Any) -> int:

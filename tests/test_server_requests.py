@@ -3,12 +3,15 @@ the field out. No server, no threads, no sockets."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
 from colorprop_client import protocol as P
 from colorprop_client.protocol import ProtocolError
 from colorprop_server import requests as R
+from colorprop_server.logs import TextFormatter, loggable
 from colorprop_server.config import ServerConfig
 from colorprop_server.paths import AllowedRoots
 
@@ -132,5 +135,14 @@ def test_a_fetch_is_clamped_to_the_server_limits():
 
 
 def test_loggable_escapes_control_characters_and_keeps_printable_text():
-    assert R.loggable("job-é 1") == "job-é 1"
-    assert R.loggable("a\x1b[31mb\nc") == "a\\x1b[31mb\\nc"
+    assert loggable("job-é 1") == "job-é 1"
+    assert loggable("a\x1b[31mb\nc") == "a\\x1b[31mb\\nc"
+
+
+def test_a_text_log_line_carries_no_control_character_whatever_the_message_or_field():
+    """Any client-chosen text (a path in an error, a colour space, a key name) may reach a message or a field."""
+    record = logging.LogRecord("colorprop_server", logging.ERROR, __file__, 1, "bad \x1b[2Jplate\x9b1m", None, None)
+    record.colorprop_fields = {"path": "/shows/\x1b]0;owned\x07a.exr", "job": "j1", "note": "two words"}
+    line = TextFormatter().format(record)
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+    assert "bad \\x1b[2Jplate\\x9b1m" in line and "job=j1" in line and 'note="two words"' in line
