@@ -214,7 +214,7 @@ def test_a_request_nothing_can_take_is_a_silent_try_not_a_hang(free_port):
     ctx.term()
 
 
-def test_a_peer_resetting_every_handshake_is_a_refusal_even_with_one_try():
+def test_a_peer_resetting_every_handshake_is_a_refusal_even_with_one_try(monkeypatch):
     """A CURVE server that hangs up first on a client without keys resets every connect mid-handshake ("no
     detail"). The first reset alone could be a restart; with ``retries=1`` (the plug-ins' connect) the one try
     ended there, and a Nuke node was told "no colorprop server answers" instead of what to fix. One more
@@ -223,20 +223,33 @@ def test_a_peer_resetting_every_handshake_is_a_refusal_even_with_one_try():
     import struct
 
     from colorprop_client.client import AuthenticationFailed
+    from colorprop_client.transport import Transport
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
+    listener.settimeout(0.1)
     port = listener.getsockname()[1]
+    sent: list[bool] = []  # one per try: the client queued its request on that connection
+    peer_wanted = threading.Event()  # cleared when the test is done with the peer
+    peer_wanted.set()
+    send = Transport._send
+    monkeypatch.setattr(Transport, "_send", lambda self, frames: sent.append(send(self, frames)) or sent[-1])
 
     def reset_every_handshake() -> None:
-        while True:
+        accepted = 0
+        while peer_wanted.is_set():
             try:
                 conn, _ = listener.accept()
+            except TimeoutError:
+                continue  # (a short accept timeout: the thread ends soon after the test)
             except OSError:
                 return  # the test closed the listener
+            accepted += 1
+            conn.settimeout(10.0)
             conn.recv(10)  # the handshake is under way
-            time.sleep(0.3)  # a server takes a moment to refuse (its key check): the request is sent by then
+            # A server refuses after its key check, when the request is queued: wait for that, not a guessed time.
+            wait_until(lambda: len(sent) >= accepted or not peer_wanted.is_set(), 30, step=0.01)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
             conn.close()
 
@@ -248,6 +261,7 @@ def test_a_peer_resetting_every_handshake_is_a_refusal_even_with_one_try():
                 c.ping()
         assert refused.value.cause == AuthenticationFailed.CLIENT_HAS_NO_KEYS
     finally:
+        peer_wanted.clear()
         listener.close()
         peer.join(5.0)
 
