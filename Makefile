@@ -12,7 +12,7 @@ BLENDER_STAMP := $(BLENDER_VENV)/.installed
 TORCH := torch==2.13.0
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: example test test-fast lint venv clean-venv
+.PHONY: example test test-fast lint venv venv-cuda clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# A GPU server (docs/SERVER.md, 'A GPU server'): the same .venv, with the CUDA build of the same torch version
+# from PyTorch's CUDA wheel index, then the project (which then finds torch installed and keeps it).
+# CUDA=cu126|cu128|cu130 picks the CUDA release the wheels are built for; the NVIDIA driver must support it.
+# A CPU torch of the same version counts as installed, so it is removed first.
+CUDA ?= cu130
+TORCH_CUDA_INDEX := https://download.pytorch.org/whl/$(CUDA)
+venv-cuda:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y torch
+	$(PY) -m pip install -q --index-url $(TORCH_CUDA_INDEX) $(TORCH)
+	$(PY) -m pip install -q $(FIND_LINKS) -e '.[test]'
+	$(PY) -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count())"
+	touch $(STAMP)
 
 example: $(STAMP)
 	$(VENV)/bin/colorprop example --output out/example

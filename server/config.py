@@ -99,7 +99,6 @@ SETTING_RANGES: dict[str, _Range] = {
     "metrics_port": _Range("--metrics-port", int, 0, 65535),  # 0: a free port the OS picks
 }
 ADDRESS_OPTIONS = {"bind": "--bind", "backend_bind": "--backend", "broker": "--broker"}
-_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 _KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # also a file name: never ".", ".." or hidden
 
 
@@ -147,8 +146,9 @@ def check_settings(config: ServerConfig) -> ServerConfig:
     for name, option in ADDRESS_OPTIONS.items():
         if getattr(config, name) is not None:
             check_address(option, getattr(config, name))
-    if not isinstance(config.device, str) or not _DEVICE.fullmatch(config.device):
-        raise setting_error("--device", config.device, "must be auto, cpu, mps, cuda or cuda:N")
+    from colorprop.engine.devices import check_device
+
+    check_device(config.device, "--device")  # its form, and that this torch and machine have it
     check_key_name("--curve-client-name", config.curve_client_name)
     if not isinstance(config.metrics_host, str) or not config.metrics_host:
         raise setting_error("--metrics-host", config.metrics_host, "must be a host name or address")

@@ -6,7 +6,8 @@ import signal
 import sys
 from pathlib import Path
 
-from colorprop.cli.common import Progress, add_precision_argument, input_frames, on_sigterm, parse_keys
+from colorprop.cli.common import (Progress, add_device_argument, add_precision_argument, input_frames, on_sigterm,
+                                  parse_keys)
 from colorprop.errors import InputError
 
 
@@ -54,7 +55,7 @@ def add_parser(sub) -> None:
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
     p.add_argument("--weights", help="weights folder (default: $COLORPROP_WEIGHTS, else the shipped "
                                      "core/engine/shipped_weights/)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_device_argument(p)
     add_precision_argument(p)
     p.add_argument("--server", metavar="ADDRESS",
                    help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)")
@@ -77,8 +78,11 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from colorprop.engine.devices import check_device
     from colorprop.engine.engine import ShotOptions
 
+    if not args.server:  # (a server runs on its own device)
+        check_device(args.device)
     keys = parse_keys(args.key)
     options = ShotOptions.from_dict({
         "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,

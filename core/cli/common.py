@@ -1,5 +1,5 @@
-"""What several commands share: the progress printer, key specs, the frames to process, the --precision option,
-SIGTERM."""
+"""What several commands share: the progress printer, key specs, the frames to process, the --precision and
+--device options, SIGTERM."""
 
 from __future__ import annotations
 
@@ -117,3 +117,10 @@ def add_precision_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
                    help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
                         "CPU/GPU computes it natively; docs/BENCHMARKS.md)")
+
+
+def add_device_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="auto | cpu | cuda | cuda:N | mps (auto: cuda when torch sees a GPU, else cpu); checked "
+                        "before anything runs (docs/SERVER.md, 'A GPU server')")
+

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from colorprop.engine import weights
+from colorprop.engine.devices import check_device
 from colorprop.errors import WeightsError
 from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig
@@ -47,7 +48,10 @@ class Models:
         return contextlib.nullcontext()
 
 
-def pick_device(device: str = "auto") -> torch.device:
+def pick_device(device: str = "auto", option: str = "--device") -> torch.device:
+    """The torch device for ``device`` (auto: cuda when torch sees a GPU, else cpu); a value this torch or
+    this machine cannot run is InputError naming ``option`` (devices.check_device)."""
+    check_device(device, option)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
