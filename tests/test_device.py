@@ -1,7 +1,7 @@
 """GPU readiness without a GPU: `--device cuda` (serve, colorize, bench) on a machine or torch build without it
 is one line and exit 2 before anything is read, written or listened on; the CUDA install path (`make
-venv-cuda`) pins the CPU line's torch from the CUDA wheel index, then installs the project. Real `colorprop`
-processes."""
+venv-cuda`) pins the CPU line's torch from the CUDA wheel index, then installs the project; the prepared GPU
+bench script refuses a machine without a GPU with one clear line. Real `colorprop` processes."""
 
 from __future__ import annotations
 
@@ -123,3 +123,15 @@ def test_make_venv_cuda_installs_the_cpu_lines_torch_from_the_cuda_index_then_th
     assert uninstall[0] < torch_lines[0] < project[0], lines  # a CPU torch of that version would count as installed
     assert lines[-1].endswith("touch .venv/.installed")  # `make test` then reuses this venv as it is
 
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the script would measure it")
+def test_the_gpu_bench_script_refuses_a_machine_without_a_gpu_in_one_line(tmp_path):
+    script = REPO / "tools" / "gpu_bench.sh"
+    out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=dict(os.environ, OUT=str(tmp_path / "gpu"),
+                         PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("gpu_bench: no GPU rows can be measured here: --device cuda: "), lines
+    assert "make venv-cuda" in lines[0] or "no CUDA device is visible" in lines[0], lines
+    assert not (tmp_path / "gpu").exists()
