@@ -101,7 +101,10 @@ def test_the_cuda_messages_say_what_is_missing(monkeypatch):
 
 
 def _make_dry_run(*args: str) -> list[str]:
-    out = subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+    # Under `make test` the outer make's variables would make this one print "Entering/Leaving directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO, capture_output=True, text=True,
+                         timeout=60, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
