@@ -1,1 +1,4 @@
-import sys; from colorprop.cli.main import main; sys.exit(main())
+import sys
+from colorprop.cli.main import main
+
+sys.exit(main())

@@ -45,9 +45,16 @@ def _shot(width: int, height: int, frames: int, seed: int = 0) -> tuple[dict, di
     return plates, {1: key}
 
 
-def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8, repeats: int = 5,
-                          method: str = "flow", json_path: str | None = None, address: str | None = None,
-                          timeout_s: float = 60.0) -> dict[str, Any]:
+def bench_server_overhead(
+    width: int = 1280,
+    height: int = 720,
+    frames: int = 8,
+    repeats: int = 5,
+    method: str = "flow",
+    json_path: str | None = None,
+    address: str | None = None,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     """Median wall time of one shot, embedded vs through a server; writes JSON when asked."""
     import numpy as np
 
@@ -61,8 +68,10 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
     proc = None
     if address is None:
         address = f"tcp://127.0.0.1:{free_loopback_port()}"
-        proc = subprocess.Popen([sys.executable, "-m", "colorprop_server", "serve", "--bind", address,
-                                 "--log-level", "WARNING"], stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "colorprop_server", "serve", "--bind", address, "--log-level", "WARNING"],
+            stdout=subprocess.DEVNULL,
+        )
     client = Client(address, timeout_s=timeout_s, retries=1)
     try:
         _wait_for_server(address, proc)
@@ -95,16 +104,27 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
             proc.wait(30)
     emb, srv = statistics.median(embedded), statistics.median(remote)
     result = {
-        "benchmark": "server_overhead", "width": width, "height": height, "frames": frames, "repeats": repeats,
-        "method": method, "embedded_s": round(emb, 4), "server_s": round(srv, 4),
-        "embedded_per_frame_ms": round(1000 * emb / frames, 2), "server_per_frame_ms": round(1000 * srv / frames, 2),
-        "overhead_pct": round(100.0 * (srv - emb) / emb, 2), "identical": True,
+        "benchmark": "server_overhead",
+        "width": width,
+        "height": height,
+        "frames": frames,
+        "repeats": repeats,
+        "method": method,
+        "embedded_s": round(emb, 4),
+        "server_s": round(srv, 4),
+        "embedded_per_frame_ms": round(1000 * emb / frames, 2),
+        "server_per_frame_ms": round(1000 * srv / frames, 2),
+        "overhead_pct": round(100.0 * (srv - emb) / emb, 2),
+        "identical": True,
         # CPU seconds (all threads; server mode = client + server process): robust on a loaded box
-        "embedded_cpu_s": round(statistics.median(cpu_emb), 4), "server_cpu_s": round(statistics.median(cpu_srv), 4),
-        "cpu_overhead_pct": round(100.0 * (statistics.median(cpu_srv) - statistics.median(cpu_emb))
-                                  / statistics.median(cpu_emb), 2),
+        "embedded_cpu_s": round(statistics.median(cpu_emb), 4),
+        "server_cpu_s": round(statistics.median(cpu_srv), 4),
+        "cpu_overhead_pct": round(
+            100.0 * (statistics.median(cpu_srv) - statistics.median(cpu_emb)) / statistics.median(cpu_emb), 2
+        ),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "embedded_runs_s": [round(t, 4) for t in embedded], "server_runs_s": [round(t, 4) for t in remote],
+        "embedded_runs_s": [round(t, 4) for t in embedded],
+        "server_runs_s": [round(t, 4) for t in remote],
         "cpu_count": os.cpu_count(),
     }
     if json_path:
@@ -113,8 +133,16 @@ def bench_server_overhead(width: int = 1280, height: int = 720, frames: int = 8,
     return result
 
 
-def bench_memory_hog(width: int = 1280, height: int = 720, frames: int = 8, repeats: int = 3, method: str = "flow",
-                     budget_mb: int = 256, json_path: str | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+def bench_memory_hog(
+    width: int = 1280,
+    height: int = 720,
+    frames: int = 8,
+    repeats: int = 3,
+    method: str = "flow",
+    budget_mb: int = 256,
+    json_path: str | None = None,
+    timeout_s: float = 60.0,
+) -> dict[str, Any]:
     """bob's shot through a server (CURVE keys tell the two clients apart), alone and then while alice holds
     as many open shots with large float32 keys as the memory budget (``budget_mb``) lets her: median wall
     times and their ratio; writes JSON when asked."""
@@ -132,9 +160,23 @@ def bench_memory_hog(width: int = 1280, height: int = 720, frames: int = 8, repe
     generate_keys(Path(tmp.name) / "keys", ("alice", "bob"), ())
     alice, bob = (CurveKeys.from_dir(Path(tmp.name) / "keys", n) for n in ("alice", "bob"))
     address = f"tcp://127.0.0.1:{free_loopback_port()}"
-    proc = subprocess.Popen([sys.executable, "-m", "colorprop_server", "serve", "--bind", address, "--curve-keys",
-                             str(Path(tmp.name) / "keys"), "--max-memory-mb", str(budget_mb), "--log-level", "WARNING"],
-                            stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "colorprop_server",
+            "serve",
+            "--bind",
+            address,
+            "--curve-keys",
+            str(Path(tmp.name) / "keys"),
+            "--max-memory-mb",
+            str(budget_mb),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     side = math.isqrt((budget_mb << 20) // (3 * 3 * 4))  # three keys fill the budget to within one row
     big = np.full((side, side, 3), 0.25, np.float32)
     hog_jobs, hog_refused, alone, beside = [], None, [], []
@@ -155,8 +197,9 @@ def bench_memory_hog(width: int = 1280, height: int = 720, frames: int = 8, repe
                     break
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                res = colorize_arrays(address, plates, keys, {"method": method}, curve=bob, timeout_s=timeout_s,
-                                      busy_wait_s=timeout_s)
+                res = colorize_arrays(
+                    address, plates, keys, {"method": method}, curve=bob, timeout_s=timeout_s, busy_wait_s=timeout_s
+                )
                 beside.append(time.perf_counter() - t0)
                 if not all(np.array_equal(res[f][0], ref[f][0]) for f in plates):
                     raise AssertionError("bob's results beside the hog differ from his results alone")
@@ -170,12 +213,24 @@ def bench_memory_hog(width: int = 1280, height: int = 720, frames: int = 8, repe
         tmp.cleanup()
     t_alone, t_beside = statistics.median(alone), statistics.median(beside)
     result = {
-        "benchmark": "memory_hog", "width": width, "height": height, "frames": frames, "repeats": repeats,
-        "method": method, "budget_mb": budget_mb, "hog_key": [side, side, 3], "hog_shots": len(hog_jobs),
-        "hog_held_mb": round(len(hog_jobs) * big.nbytes / 2**20, 1), "hog_refused": hog_refused,
-        "alone_s": round(t_alone, 4), "beside_hog_s": round(t_beside, 4), "ratio": round(t_beside / t_alone, 3),
-        "alone_runs_s": [round(t, 4) for t in alone], "beside_hog_runs_s": [round(t, 4) for t in beside],
-        "load_average": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count(),
+        "benchmark": "memory_hog",
+        "width": width,
+        "height": height,
+        "frames": frames,
+        "repeats": repeats,
+        "method": method,
+        "budget_mb": budget_mb,
+        "hog_key": [side, side, 3],
+        "hog_shots": len(hog_jobs),
+        "hog_held_mb": round(len(hog_jobs) * big.nbytes / 2**20, 1),
+        "hog_refused": hog_refused,
+        "alone_s": round(t_alone, 4),
+        "beside_hog_s": round(t_beside, 4),
+        "ratio": round(t_beside / t_alone, 3),
+        "alone_runs_s": [round(t, 4) for t in alone],
+        "beside_hog_runs_s": [round(t, 4) for t in beside],
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu_count": os.cpu_count(),
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -215,22 +270,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", default="flow")
     p.add_argument("--json", default=None)
     p.add_argument("--address", default=None, help="an already running server (default: start one)")
-    p.add_argument("--hog", action="store_true", help="instead: a shot's time alone and beside a client that fills "
-                   "the memory budget with large keys")
+    p.add_argument(
+        "--hog",
+        action="store_true",
+        help="instead: a shot's time alone and beside a client that fills the memory budget with large keys",
+    )
     p.add_argument("--budget-mb", type=int, default=256, help="--hog: the server's --max-memory-mb")
     args = p.parse_args(argv)
     if args.hog:
         r = bench_memory_hog(args.width, args.height, args.frames, args.repeats, args.method, args.budget_mb, args.json)
-        _print_table(r, ["bob's shot s"], [("alone", [r["alone_s"]]), ("beside alice", [r["beside_hog_s"]])],
-                     f"ratio {r['ratio']:.2f} (alice holds {r['hog_held_mb']} MiB of the {args.budget_mb} MiB budget "
-                     f"in {r['hog_shots']} shots; {args.width}x{args.height}, {args.frames} frames, median of "
-                     f"{args.repeats}, load {r['load_average'][0]})")
+        _print_table(
+            r,
+            ["bob's shot s"],
+            [("alone", [r["alone_s"]]), ("beside alice", [r["beside_hog_s"]])],
+            f"ratio {r['ratio']:.2f} (alice holds {r['hog_held_mb']} MiB of the {args.budget_mb} MiB budget "
+            f"in {r['hog_shots']} shots; {args.width}x{args.height}, {args.frames} frames, median of "
+            f"{args.repeats}, load {r['load_average'][0]})",
+        )
         return 0
     r = bench_server_overhead(args.width, args.height, args.frames, args.repeats, args.method, args.json, args.address)
-    _print_table(r, ["shot s", "ms/frame", "CPU s"],
-                 [(name, [r[f"{name}_s"], r[f"{name}_per_frame_ms"], r[f"{name}_cpu_s"]]) for name in ("embedded", "server")],
-                 f"overhead {r['overhead_pct']:+.1f} % wall, {r['cpu_overhead_pct']:+.1f} % CPU ({args.width}x"
-                 f"{args.height}, {args.frames} frames, median of {args.repeats}, load {r['load_average'][0]})")
+    _print_table(
+        r,
+        ["shot s", "ms/frame", "CPU s"],
+        [(name, [r[f"{name}_s"], r[f"{name}_per_frame_ms"], r[f"{name}_cpu_s"]]) for name in ("embedded", "server")],
+        f"overhead {r['overhead_pct']:+.1f} % wall, {r['cpu_overhead_pct']:+.1f} % CPU ({args.width}x"
+        f"{args.height}, {args.frames} frames, median of {args.repeats}, load {r['load_average'][0]})",
+    )
     return 0
 
 

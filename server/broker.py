@@ -57,13 +57,19 @@ class Broker:
         self.backend_endpoint: str | None = None
         from .metrics import BrokerMetrics
 
-        self.metrics = BrokerMetrics(lambda: {
-            "colorprop_broker_workers": ("workers connected", len(self.workers)),
-            "colorprop_broker_jobs_running": ("jobs routed to a worker and not finished",
-                                              sum(1 for r in self.routes.values() if not r.finished)),
-            "colorprop_broker_jobs_retried": ("shared-path jobs restarted on another worker since start",
-                                              self.jobs_retried),
-        })
+        self.metrics = BrokerMetrics(
+            lambda: {
+                "colorprop_broker_workers": ("workers connected", len(self.workers)),
+                "colorprop_broker_jobs_running": (
+                    "jobs routed to a worker and not finished",
+                    sum(1 for r in self.routes.values() if not r.finished),
+                ),
+                "colorprop_broker_jobs_retried": (
+                    "shared-path jobs restarted on another worker since start",
+                    self.jobs_retried,
+                ),
+            }
+        )
         self.metrics_port: int | None = None
 
     def stop(self) -> None:
@@ -89,8 +95,13 @@ class Broker:
             back.bind(cfg.backend_bind)
             self.frontend_endpoint = front.getsockopt(zmq.LAST_ENDPOINT).decode()
             self.backend_endpoint = back.getsockopt(zmq.LAST_ENDPOINT).decode()
-            log_event(log, "broker_listening", frontend=self.frontend_endpoint,
-                      backend=self.backend_endpoint, curve=bool(curve))
+            log_event(
+                log,
+                "broker_listening",
+                frontend=self.frontend_endpoint,
+                backend=self.backend_endpoint,
+                curve=bool(curve),
+            )
             self.ready.set()
             self._loop(front, back)
         finally:
@@ -148,8 +159,13 @@ class Broker:
                 caps = {}
             if w is None:
                 self.workers[ident] = Worker(ident, caps if isinstance(caps, dict) else {}, expiry)
-                log_event(log, "worker_ready", worker=ident.hex()[:16],
-                          identity=peer_identity(frames[0]), workers=len(self.workers))
+                log_event(
+                    log,
+                    "worker_ready",
+                    worker=ident.hex()[:16],
+                    identity=peer_identity(frames[0]),
+                    workers=len(self.workers),
+                )
             return
         if w is None:
             return  # unknown (expired) worker: it will notice the silence and reconnect
@@ -173,13 +189,15 @@ class Broker:
         refused = rtype in (P.ERROR, P.BUSY)
         if isinstance(rid, str) and rid.startswith(W.RETRY_PREFIX):  # the reply to our own restart of a job
             if r is not None and refused:
-                log_event(log, "job_retry_refused", logging.WARNING, job=r.job, reply=rtype,
-                          code=head.get("code"))
+                log_event(log, "job_retry_refused", logging.WARNING, job=r.job, reply=rtype, code=head.get("code"))
                 self._release(r)
                 r.worker = None
-                r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
-                            "message": f"the worker running this job died and its restart was refused: "
-                                       f"{head.get('message', rtype)}"}
+                r.failed = {
+                    "kind": P.EV_FAILED,
+                    "code": P.E_WORKER_LOST,
+                    "message": f"the worker running this job died and its restart was refused: "
+                    f"{head.get('message', rtype)}",
+                }
             return
         if r is not None and entry is not None and entry.type == P.OPEN_SHOT and refused:
             self._forget(r)  # the worker refused the open: no job there, no slot held
@@ -198,15 +216,24 @@ class Broker:
 
     def _worker_died(self, w: Worker, front: zmq.Socket, back: zmq.Socket | None) -> None:
         self.workers.pop(w.ident, None)
-        log_event(log, "worker_lost", logging.WARNING, worker=w.ident.hex()[:16], jobs=len(w.jobs),
-                  workers=len(self.workers))
+        log_event(
+            log, "worker_lost", logging.WARNING, worker=w.ident.hex()[:16], jobs=len(w.jobs), workers=len(self.workers)
+        )
         for job in list(w.jobs):
             r = self.routes.get(job)
             if r is None:
                 continue
             r.worker = None
-            target = self._pick_worker() if (r.mode == P.MODE_PATHS and r.open_frames is not None
-                                             and r.retries < self.config.job_retries and back is not None) else None
+            target = (
+                self._pick_worker()
+                if (
+                    r.mode == P.MODE_PATHS
+                    and r.open_frames is not None
+                    and r.retries < self.config.job_retries
+                    and back is not None
+                )
+                else None
+            )
             if target is not None:
                 r.retries += 1
                 self.jobs_retried += 1
@@ -214,17 +241,32 @@ class Broker:
                 target.jobs.add(job)
                 head = json.loads(bytes(r.open_frames[0]))
                 head.update(id=W.RETRY_PREFIX + P.new_id()[:24], seq_base=r.last_seq + 1)
-                _send(back, [target.ident, W.WORKER_PROTO, W.REQUEST, W.BROKER_ENVELOPE, r.identity,
-                             json.dumps(head).encode(), *r.open_frames[1:]])
+                _send(
+                    back,
+                    [
+                        target.ident,
+                        W.WORKER_PROTO,
+                        W.REQUEST,
+                        W.BROKER_ENVELOPE,
+                        r.identity,
+                        json.dumps(head).encode(),
+                        *r.open_frames[1:],
+                    ],
+                )
                 # Tell the client (the event numbers continue after the one it has seen).
                 r.failed = None
-                log_event(log, "job_retried", logging.WARNING, job=job, worker=target.ident.hex()[:16],
-                          retry=r.retries)
+                log_event(log, "job_retried", logging.WARNING, job=job, worker=target.ident.hex()[:16], retry=r.retries)
             else:
-                r.failed = {"kind": P.EV_FAILED, "code": P.E_WORKER_LOST,
-                            "message": "the worker running this job died" +
-                                       ("; in-band jobs must be resent by the client" if r.mode == P.MODE_INBAND
-                                        else "; no worker left to retry it")}
+                r.failed = {
+                    "kind": P.EV_FAILED,
+                    "code": P.E_WORKER_LOST,
+                    "message": "the worker running this job died"
+                    + (
+                        "; in-band jobs must be resent by the client"
+                        if r.mode == P.MODE_INBAND
+                        else "; no worker left to retry it"
+                    ),
+                }
         for rid, req in w.inflight.items():
             r = self.routes.get(req.job)
             if r is not None and r.worker is not None and back is not None:
@@ -260,8 +302,14 @@ class Broker:
         def reply(out: list, status: str | None = None) -> None:
             _send(front, [env, *out])
             self.metrics.requests.labels(str(status)).inc()
-            log_event(request_log, "request", client=identity.decode(), broker=True, status=status,
-                      ms=round((time.monotonic() - t0) * 1000, 2))
+            log_event(
+                request_log,
+                "request",
+                client=identity.decode(),
+                broker=True,
+                status=status,
+                ms=round((time.monotonic() - t0) * 1000, 2),
+            )
 
         try:
             msg = P.decode(body, self.config.max_message_bytes, expect=P.REQUEST_TYPES)
@@ -290,17 +338,38 @@ class Broker:
         if msg.type == P.OPEN_SHOT and r is None:
             running = self._running_jobs_of(identity)
             if running >= self.config.max_jobs_per_client:  # each worker counts only the jobs it holds
-                reply(P.encode(P.BUSY, msg.id, message=f"client {identity.decode('utf-8', 'replace')} already has "
-                               f"{running} shots running (the per-client limit)", retry_after_s=2.0), "busy")
+                reply(
+                    P.encode(
+                        P.BUSY,
+                        msg.id,
+                        message=f"client {identity.decode('utf-8', 'replace')} already has "
+                        f"{running} shots running (the per-client limit)",
+                        retry_after_s=2.0,
+                    ),
+                    "busy",
+                )
                 return
             w = self._pick_worker()
             if w is None:
-                reply(P.encode(P.BUSY, msg.id, message="all workers are full" if self.workers else "no worker connected",
-                               retry_after_s=2.0), "busy")
+                reply(
+                    P.encode(
+                        P.BUSY,
+                        msg.id,
+                        message="all workers are full" if self.workers else "no worker connected",
+                        retry_after_s=2.0,
+                    ),
+                    "busy",
+                )
                 return
             mode = msg.get("mode") if msg.get("mode") in P.MODES else P.MODE_INBAND
-            r = Route(job, w.ident, mode, [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
-                       identity, frames=len(msg.get("frames")) if isinstance(msg.get("frames"), list) else 0)
+            r = Route(
+                job,
+                w.ident,
+                mode,
+                [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
+                identity,
+                frames=len(msg.get("frames")) if isinstance(msg.get("frames"), list) else 0,
+            )
             self.routes[job] = r
             w.jobs.add(job)
         if r is None:
@@ -326,13 +395,26 @@ class Broker:
         """The status listing: every route (other clients' job ids cut short), with its worker."""
         now = time.monotonic()
         asker = identity.decode("utf-8", "replace")  # (identities are str.encode()d: decoding keeps them apart)
-        return [dict(job_row(r.job, r.identity.decode("utf-8", "replace"), asker,
-                             "failed" if r.failed is not None and r.worker is None else r.state, r.mode,
-                             r.frames_done, r.frames, now - r.created),
-                     worker=r.worker.hex()[:16] if r.worker else None) for r in self.routes.values()]
+        return [
+            dict(
+                job_row(
+                    r.job,
+                    r.identity.decode("utf-8", "replace"),
+                    asker,
+                    "failed" if r.failed is not None and r.worker is None else r.state,
+                    r.mode,
+                    r.frames_done,
+                    r.frames,
+                    now - r.created,
+                ),
+                worker=r.worker.hex()[:16] if r.worker else None,
+            )
+            for r in self.routes.values()
+        ]
 
-    def _forward(self, r: Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str,
-                 back: zmq.Socket) -> None:
+    def _forward(
+        self, r: Route, env: bytes, identity: bytes, body: list, rid: str, mtype: str, back: zmq.Socket
+    ) -> None:
         w = self.workers.get(r.worker)
         if w is None:
             return

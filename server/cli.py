@@ -23,27 +23,60 @@ def add_cli(subparsers) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("--config", metavar="FILE", default=None,
-                   help="TOML file setting any of these options (key = option name with _; flags given here win); "
-                        "see docs/server.example.toml, docs/worker.example.toml, docs/broker.example.toml")
-    p.add_argument("--curve-keys", metavar="DIR", default=None,
-                   help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML file setting any of these options (key = option name with _; flags given here win); "
+        "see docs/server.example.toml, docs/worker.example.toml, docs/broker.example.toml",
+    )
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        default=None,
+        help="CURVE keys from `colorprop keys DIR`; required to bind anything but loopback",
+    )
     p.add_argument("--max-jobs", type=int, default=8, help="shots served at once; more get 'busy, retry in N s'")
-    p.add_argument("--max-jobs-per-client", type=int, default=4,
-                   help="shots one client (CURVE key name, or address) may run at once")
-    p.add_argument("--max-memory-mb", type=int, default=4096,
-                   help="pixels held for clients (keys, frames waiting, results not fetched); then 'busy'")
+    p.add_argument(
+        "--max-jobs-per-client",
+        type=int,
+        default=4,
+        help="shots one client (CURVE key name, or address) may run at once",
+    )
+    p.add_argument(
+        "--max-memory-mb",
+        type=int,
+        default=4096,
+        help="pixels held for clients (keys, frames waiting, results not fetched); then 'busy'",
+    )
     p.add_argument("--session-timeout", type=float, default=120.0, help="drop a silent client's session after S s")
     p.add_argument("--max-message-mb", type=int, default=1024, help="largest accepted message (MiB)")
     p.add_argument("--heartbeat", type=float, default=1.0, help="broker/worker heartbeat interval (s)")
-    p.add_argument("--log-level", default="INFO", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   help="requests are logged at INFO")
-    p.add_argument("--log-format", default="text", choices=LOG_FORMATS,
-                   help="text lines, or one JSON object per line (time, level, logger, event, fields)")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics over HTTP on this port (default: off)")
-    p.add_argument("--metrics-host", default="127.0.0.1",
-                   help="address the metrics endpoint listens on (loopback unless you open it)")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="requests are logged at INFO",
+    )
+    p.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="text lines, or one JSON object per line (time, level, logger, event, fields)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics over HTTP on this port (default: off)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (loopback unless you open it)",
+    )
     _track_given(p)
 
 
@@ -112,17 +145,30 @@ def command_config(args) -> tuple[str, ServerConfig]:
     asks for (after :func:`_start` applied its config file), not yet checked."""
     from colorprop.errors import InputError
 
-    common = dict(curve_keys=args.curve_keys, max_jobs=args.max_jobs, max_jobs_per_client=args.max_jobs_per_client,
-                  max_memory_bytes=args.max_memory_mb << 20, session_timeout_s=args.session_timeout,
-                  max_message_bytes=args.max_message_mb << 20, heartbeat_s=args.heartbeat,
-                  metrics_port=args.metrics_port, metrics_host=args.metrics_host, bind=args.bind)
+    common = dict(
+        curve_keys=args.curve_keys,
+        max_jobs=args.max_jobs,
+        max_jobs_per_client=args.max_jobs_per_client,
+        max_memory_bytes=args.max_memory_mb << 20,
+        session_timeout_s=args.session_timeout,
+        max_message_bytes=args.max_message_mb << 20,
+        heartbeat_s=args.heartbeat,
+        metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
+        bind=args.bind,
+    )
     if args._command == "broker":
         return "broker", ServerConfig(backend_bind=args.backend, job_retries=args.job_retries, **common)
     if args.worker != bool(args.broker):
         raise InputError("--worker and --broker ADDR go together")
     return ("worker" if args.worker else "server"), ServerConfig(
-        broker=args.broker, allowed_roots=tuple(args.allow_root), weights_dir=args.weights, device=args.device,
-        curve_client_name=args.curve_client_name, **common)
+        broker=args.broker,
+        allowed_roots=tuple(args.allow_root),
+        weights_dir=args.weights,
+        device=args.device,
+        curve_client_name=args.curve_client_name,
+        **common,
+    )
 
 
 def _settings(args) -> ServerConfig:
@@ -156,22 +202,42 @@ def _run_checked(run, config: ServerConfig, listens: dict[str, str]) -> int:
 
 def add_serve(subparsers) -> None:
     p = subparsers.add_parser(
-        "serve", help="run the colorprop server (or a worker behind a broker)",
-        description="Load the networks once and serve colorization over ZeroMQ until SIGTERM/SIGINT.")
+        "serve",
+        help="run the colorprop server (or a worker behind a broker)",
+        description="Load the networks once and serve colorization over ZeroMQ until SIGTERM/SIGINT.",
+    )
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"ROUTER address (default {DEFAULT_BIND})")
     p.add_argument("--worker", action="store_true", help="run as a worker of a broker (needs --broker)")
     p.add_argument("--broker", metavar="ADDR", default=None, help="broker backend address, e.g. tcp://gpu-host:5558")
-    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
-                   help="folder under which shared-path jobs may read and write; repeat for several")
+    p.add_argument(
+        "--allow-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder under which shared-path jobs may read and write; repeat for several",
+    )
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--curve-client-name", default="worker",
-                   help="worker mode: which worker key pair (DIR/workers/NAME/ from `colorprop keys DIR --worker NAME`)")
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="compute threads (torch, OpenCV, OpenImageIO, colorprop's pool) (default: $COLORPROP_THREADS, "
-                        "else the CPUs this process may use: affinity and cgroup quota)")
+    p.add_argument(
+        "--curve-client-name",
+        default="worker",
+        help="worker mode: which worker key pair (DIR/workers/NAME/ from `colorprop keys DIR --worker NAME`)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compute threads (torch, OpenCV, OpenImageIO, colorprop's pool) (default: $COLORPROP_THREADS, "
+        "else the CPUs this process may use: affinity and cgroup quota)",
+    )
     _common(p)
-    p.set_defaults(func=run_serve, _parser=p, _command="serve", _example="docs/server.example.toml (docs/worker.example.toml for a worker)")
+    p.set_defaults(
+        func=run_serve,
+        _parser=p,
+        _command="serve",
+        _example="docs/server.example.toml (docs/worker.example.toml for a worker)",
+    )
 
 
 def run_serve(args) -> int:
@@ -188,10 +254,12 @@ def run_serve(args) -> int:
 
 def add_broker(subparsers) -> None:
     p = subparsers.add_parser(
-        "broker", help="run the scale-out broker (clients in front, `serve --worker` processes behind)")
+        "broker", help="run the scale-out broker (clients in front, `serve --worker` processes behind)"
+    )
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"client-facing address (default {DEFAULT_BIND})")
-    p.add_argument("--backend", default=DEFAULT_BACKEND_BIND,
-                   help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})")
+    p.add_argument(
+        "--backend", default=DEFAULT_BACKEND_BIND, help=f"address workers connect to (default {DEFAULT_BACKEND_BIND})"
+    )
     p.add_argument("--job-retries", type=int, default=2, help="restarts of a shared-path job whose worker died")
     _common(p)
     p.set_defaults(func=run_broker_command, _parser=p, _command="broker", _example="docs/broker.example.toml")
@@ -207,17 +275,29 @@ def run_broker_command(args) -> int:
 
 def add_keys(subparsers) -> None:
     p = subparsers.add_parser(
-        "keys", help="make CURVE keys for the server, its clients and a broker's workers",
+        "keys",
+        help="make CURVE keys for the server, its clients and a broker's workers",
         description="Make (or add to) a keys folder: server/ (the server's key pair and the allow-lists "
-                    "authorized_clients/ and authorized_workers/), clients/NAME/ and workers/NAME/ (a key pair and "
-                    "server.key: the folder to hand over). A name keeps its role for good; a revoked key is never "
-                    "listed again. Exit 4 when the folder cannot be written. Without --client or "
-                    "--worker: a client named 'client' and a worker named 'worker'.")
+        "authorized_clients/ and authorized_workers/), clients/NAME/ and workers/NAME/ (a key pair and "
+        "server.key: the folder to hand over). A name keeps its role for good; a revoked key is never "
+        "listed again. Exit 4 when the folder cannot be written. Without --client or "
+        "--worker: a client named 'client' and a worker named 'worker'.",
+    )
     p.add_argument("dir", help="folder for the keys (server.key_secret stays on the server)")
-    p.add_argument("--client", action="append", default=None, metavar="NAME",
-                   help="client key pair to make and allow on the client side (repeat)")
-    p.add_argument("--worker", action="append", default=None, metavar="NAME",
-                   help="worker key pair to make and allow on a broker's worker side only (repeat)")
+    p.add_argument(
+        "--client",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="client key pair to make and allow on the client side (repeat)",
+    )
+    p.add_argument(
+        "--worker",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="worker key pair to make and allow on a broker's worker side only (repeat)",
+    )
     p.set_defaults(func=run_keys)
 
 
@@ -235,24 +315,33 @@ def run_keys(args) -> int:
     except ValueError as err:
         raise InputError(str(err)) from None
     except OSError as err:
-        raise KeysNotWritten(f"cannot write CURVE keys in {args.dir}: {err.strerror or err}"
-                             f"{' (' + err.filename + ')' if err.filename else ''}") from None
+        raise KeysNotWritten(
+            f"cannot write CURVE keys in {args.dir}: {err.strerror or err}"
+            f"{' (' + err.filename + ')' if err.filename else ''}"
+        ) from None
     print(json.dumps(written, indent=2))
     return 0
 
 
 def add_status(subparsers) -> None:
     p = subparsers.add_parser(
-        "status", help="list the jobs of a server or broker",
+        "status",
+        help="list the jobs of a server or broker",
         description="One line per job: id, client, state, frames done/total, age. Other clients' job ids show "
-                    "their first 8 characters only. Exit 6 when nothing answers, 7 when the server refuses "
-                    "this client's CURVE keys.")
+        "their first 8 characters only. Exit 6 when nothing answers, 7 when the server refuses "
+        "this client's CURVE keys.",
+    )
     p.add_argument("address", help="the server's or broker's address, e.g. tcp://render-01:5557")
     p.add_argument("--json", action="store_true", help="print the reply's job list as JSON")
-    p.add_argument("--curve-keys", metavar="DIR", default=None,
-                   help="client keys for a CURVE server (default: $COLORPROP_CURVE_KEYS)")
-    p.add_argument("--curve-name", default=None, help="which key pair in DIR (default: $COLORPROP_CURVE_NAME, "
-                                                       "else client)")
+    p.add_argument(
+        "--curve-keys",
+        metavar="DIR",
+        default=None,
+        help="client keys for a CURVE server (default: $COLORPROP_CURVE_KEYS)",
+    )
+    p.add_argument(
+        "--curve-name", default=None, help="which key pair in DIR (default: $COLORPROP_CURVE_NAME, else client)"
+    )
     p.set_defaults(func=run_status)
 
 
@@ -279,8 +368,15 @@ def run_status(args) -> int:
         return 0
     rows = [("JOB", "CLIENT", "STATE", "FRAMES", "AGE")]
     for j in sorted(jobs, key=lambda j: -float(j.get("age_s", 0))):
-        rows.append((str(j.get("job")), str(j.get("client")), str(j.get("state")),
-                     f"{j.get('frames_done', 0)}/{j.get('frames', 0)}", _age(float(j.get("age_s", 0)))))
+        rows.append(
+            (
+                str(j.get("job")),
+                str(j.get("client")),
+                str(j.get("state")),
+                f"{j.get('frames_done', 0)}/{j.get('frames', 0)}",
+                _age(float(j.get("age_s", 0))),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -24,7 +24,9 @@ class ServerConfig:
     device: str = "auto"
     allowed_roots: tuple[str, ...] = ()  # shared-path mode works only under these folders
     curve_keys: str | None = None  # folder from `colorprop keys` (its server/ holds the key pair and allow-lists)
-    curve_client_name: str = "worker"  # worker mode: the pair in <curve_keys>/workers/<name>/ authenticates to the broker
+    curve_client_name: str = (
+        "worker"  # worker mode: the pair in <curve_keys>/workers/<name>/ authenticates to the broker
+    )
     max_jobs: int = 8  # active shots at once; more get "busy, retry in N s"
     max_jobs_per_client: int = 4  # active shots of one client (CURVE key name, or address)
     max_client_buffered_frames: int = 16  # in-band frames waiting on the server, per client (all its jobs)
@@ -122,8 +124,10 @@ def check_key_name(option: str, name: Any) -> None:
     if not isinstance(name, str) or not _KEY_NAME.fullmatch(name) or name == "server":
         from colorprop.errors import InputError
 
-        raise InputError(f"{option} {name!r}: a key name is 1-64 letters, digits, _ . - starting with a letter "
-                         "or digit (and not 'server')")
+        raise InputError(
+            f"{option} {name!r}: a key name is 1-64 letters, digits, _ . - starting with a letter "
+            "or digit (and not 'server')"
+        )
 
 
 def check_settings(config: ServerConfig) -> ServerConfig:
@@ -140,8 +144,9 @@ def check_settings(config: ServerConfig) -> ServerConfig:
             raise setting_error(r.option, shown, "must be " + ("an integer" if r.kind is int else "a number"))
         if not math.isfinite(value) or not r.low <= value <= r.high:
             if r.kind is int:
-                raise setting_error(r.option, shown, f"must be an integer from {int(r.low) // r.unit:,} to "
-                                                     f"{int(r.high) // r.unit:,}")
+                raise setting_error(
+                    r.option, shown, f"must be an integer from {int(r.low) // r.unit:,} to {int(r.high) // r.unit:,}"
+                )
             raise setting_error(r.option, shown, f"must be a finite number from {r.low:g} to {r.high:g}")
     for name, option in ADDRESS_OPTIONS.items():
         if getattr(config, name) is not None:
@@ -188,12 +193,18 @@ def read_config_file(path: str | Path, schema: dict[str, tuple[type, ...]], exam
         raise InputError(f"config file {path}: not valid TOML: {err}") from None
     for key, value in values.items():
         if key not in schema:
-            raise InputError(f"config file {path}: unknown key {key!r} for this command (known: "
-                             f"{', '.join(sorted(schema))}){'; see ' + example if example else ''}")
+            raise InputError(
+                f"config file {path}: unknown key {key!r} for this command (known: "
+                f"{', '.join(sorted(schema))}){'; see ' + example if example else ''}"
+            )
         types = schema[key]
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
-            names = " or ".join({bool: "true/false", int: "an integer", float: "a number", str: "a string",
-                                 list: "a list of strings"}[t] for t in types)
+            names = " or ".join(
+                {bool: "true/false", int: "an integer", float: "a number", str: "a string", list: "a list of strings"}[
+                    t
+                ]
+                for t in types
+            )
             raise InputError(f"config file {path}: {key} must be {names}, got {type(value).__name__} {value!r}")
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise InputError(f"config file {path}: {key} must be a list of strings, got {value!r}")

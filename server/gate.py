@@ -98,6 +98,8 @@ def memory_busy(config: ServerConfig, sessions: Iterable[Session], client: str, 
     mine, total = held.get(client, 0), sum(held.values())
     if mine + nbytes <= share or total + nbytes <= config.max_memory_bytes:
         return None
-    return (f"the server's memory budget ({config.max_memory_bytes >> 20} MiB) is full and client {client} "
-            f"would hold {(mine + nbytes) >> 20} MiB, above its share ({share >> 20} MiB: an equal part among "
-            f"{len(with_work)} client(s) with work)")
+    return (
+        f"the server's memory budget ({config.max_memory_bytes >> 20} MiB) is full and client {client} "
+        f"would hold {(mine + nbytes) >> 20} MiB, above its share ({share >> 20} MiB: an equal part among "
+        f"{len(with_work)} client(s) with work)"
+    )

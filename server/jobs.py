@@ -44,10 +44,17 @@ def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> N
         s.push({"kind": P.EV_FAILED, "code": P.E_PATH, "message": str(exc)})
     except ColorpropError as exc:
         s.state = "failed"
-        code = (P.E_PIXELS if isinstance(exc, PixelError) else
-                P.E_UNREADABLE if isinstance(exc, ExrReadError) else
-                P.E_WRITE_FAILED if isinstance(exc, ExrWriteError) else
-                P.E_BAD_INPUT if isinstance(exc, InputError) else P.E_ENGINE)
+        code = (
+            P.E_PIXELS
+            if isinstance(exc, PixelError)
+            else P.E_UNREADABLE
+            if isinstance(exc, ExrReadError)
+            else P.E_WRITE_FAILED
+            if isinstance(exc, ExrWriteError)
+            else P.E_BAD_INPUT
+            if isinstance(exc, InputError)
+            else P.E_ENGINE
+        )
         s.push({"kind": P.EV_FAILED, "code": code, "message": str(exc)})
     except Exception as exc:
         log.exception("job %s failed", s.id)
@@ -55,8 +62,16 @@ def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> N
         s.push({"kind": P.EV_FAILED, "code": P.E_ENGINE, "message": f"{type(exc).__name__}: {exc}"})
     finally:
         service.gate.release(s.id)
-        log_event(log, "job_end", job=s.id, client=s.client, state=s.state, code=s.end_code,
-                  frames=s.frames_done, s=round(time.monotonic() - t0, 3))
+        log_event(
+            log,
+            "job_end",
+            job=s.id,
+            client=s.client,
+            state=s.state,
+            code=s.end_code,
+            frames=s.frames_done,
+            s=round(time.monotonic() - t0, 3),
+        )
         service.metrics.job_finished(s.client, s.state, s.end_code)
         service.wake()
 
@@ -76,6 +91,7 @@ def progress_of(service: Service, s: Session) -> Callable:
             service.frame_seconds = 0.8 * service.frame_seconds + 0.2 * ev.seconds
         s.push({"kind": P.EV_PROGRESS, **jsonable(ev)})
         service.wake()
+
     return progress
 
 
@@ -145,9 +161,13 @@ class ResultSink:
 
         s = self.s
         s.summaries[frame] = frame_summary(result.confidence)
-        s.push({"kind": P.EV_RESULT, "frame": frame},
-               [("rgb", np.ascontiguousarray(result.rgb, np.float32)),
-                ("confidence", np.ascontiguousarray(result.confidence, np.float32))])
+        s.push(
+            {"kind": P.EV_RESULT, "frame": frame},
+            [
+                ("rgb", np.ascontiguousarray(result.rgb, np.float32)),
+                ("confidence", np.ascontiguousarray(result.confidence, np.float32)),
+            ],
+        )
         self.service.wake()
         wait_for_fetch(self.service, s)
 
@@ -156,8 +176,15 @@ def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspac
     from colorprop.shot.pipeline import run_shot
 
     service.gate.acquire(s.id, s.stop.is_set)
-    return run_shot(service.engine, InbandSource(service, s, colorspace), keys, options, ResultSink(service, s, carry),
-                    progress_of(service, s), s.stop.is_set)
+    return run_shot(
+        service.engine,
+        InbandSource(service, s, colorspace),
+        keys,
+        options,
+        ResultSink(service, s, carry),
+        progress_of(service, s),
+        s.stop.is_set,
+    )
 
 
 class CheckedSource:
@@ -226,13 +253,21 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
             raise Stopped()
         return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
 
-    checked = check_sequence_job(shot.input, shot.keys, shot.output, s.frames, options, allow=allowed,
-                                 open_file=roots.opened_file)
+    checked = check_sequence_job(
+        shot.input, shot.keys, shot.output, s.frames, options, allow=allowed, open_file=roots.opened_file
+    )
     service.gate.acquire(s.id, s.stop.is_set)
     source, sink = checked.source(), checked.sink(shot.pixel_type)
     out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(shot.output).name
     with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
         remove_stale_temps(pinned / sink.pattern.path(f).name for f in s.frames)
-    return run_shot(service.engine, CheckedSource(service, s, source), checked.keys, options,
-                    CheckedSink(roots, s, sink, out_dir, out_name), progress_of(service, s), s.stop.is_set,
-                    skip_existing=shot.skip_existing)
+    return run_shot(
+        service.engine,
+        CheckedSource(service, s, source),
+        checked.keys,
+        options,
+        CheckedSink(roots, s, sink, out_dir, out_name),
+        progress_of(service, s),
+        s.stop.is_set,
+        skip_existing=shot.skip_existing,
+    )

@@ -80,8 +80,9 @@ def _serve_registry(registry: Any, host: str, port: int) -> Any:
     if registry is None:
         from colorprop.errors import InputError
 
-        raise InputError("--metrics-port needs prometheus_client: pip install prometheus-client "
-                         "(or reinstall colorprop)")
+        raise InputError(
+            "--metrics-port needs prometheus_client: pip install prometheus-client (or reinstall colorprop)"
+        )
 
     class Handler(WSGIRequestHandler):
         timeout = READ_TIMEOUT_S  # StreamRequestHandler sets it on the connection's socket
@@ -116,12 +117,17 @@ class ServerMetrics:
         self.client = _ClientLabels()
         r = self.registry
         self.jobs_started = _counter("colorprop_jobs_started", "shots opened", ["client"], registry=r)
-        self.jobs_finished = _counter("colorprop_jobs_finished", "shots ended, by final state (done, failed, "
-                                     "cancelled)", ["client", "state"], registry=r)
+        self.jobs_finished = _counter(
+            "colorprop_jobs_finished",
+            "shots ended, by final state (done, failed, cancelled)",
+            ["client", "state"],
+            registry=r,
+        )
         self.frames = _counter("colorprop_frames", "frames coloured", ["client"], registry=r)
         self.requests = _counter("colorprop_requests", "requests answered, by type", ["type"], registry=r)
-        self.errors = _counter("colorprop_errors", "error replies and failed shots, by error code", ["code"],
-                              registry=r)
+        self.errors = _counter(
+            "colorprop_errors", "error replies and failed shots, by error code", ["code"], registry=r
+        )
         self._frame_times: deque[float] = deque()
         self._lock = threading.Lock()
         self._state = state
@@ -160,8 +166,10 @@ class ServerMetrics:
             "colorprop_sessions": ("shot sessions held (running or waiting to be fetched)", s["sessions"]),
             "colorprop_jobs_running": ("shots running", s["active_jobs"]),
             "colorprop_queue_depth": ("running shots waiting for the compute turn", s["waiting_for_turn"]),
-            "colorprop_frames_per_second": (f"frames coloured per second over the last {RATE_WINDOW_S:g} s",
-                                            self.frames_per_second()),
+            "colorprop_frames_per_second": (
+                f"frames coloured per second over the last {RATE_WINDOW_S:g} s",
+                self.frames_per_second(),
+            ),
         }
 
     def serve(self, host: str, port: int, log: logging.Logger) -> int:
@@ -182,8 +190,12 @@ class ServerMetrics:
 class BrokerMetrics:
     def __init__(self, state: Callable[[], dict[str, tuple[str, float]]]):
         self.registry = CollectorRegistry() if CollectorRegistry is not None else None
-        self.requests = _counter("colorprop_broker_requests", "requests the broker answered itself (ping, hello, busy, errors), by reply type",
-                                ["status"], registry=self.registry)
+        self.requests = _counter(
+            "colorprop_broker_requests",
+            "requests the broker answered itself (ping, hello, busy, errors), by reply type",
+            ["status"],
+            registry=self.registry,
+        )
         if self.registry is not None:
             self.registry.register(_Gauges(state))
         self._http: Any = None

@@ -20,8 +20,7 @@ from colorprop.errors import InputError
 
 from .config import ServerConfig, check_settings, setting_error
 from .logs import log_event
-from .security import (SecurityError, check_bind_allowed, check_connect_allowed, check_server_keys,
-                       curve_client_keys)
+from .security import SecurityError, check_bind_allowed, check_connect_allowed, check_server_keys, curve_client_keys
 
 log = logging.getLogger("colorprop_server")
 
@@ -69,8 +68,9 @@ def check_address_free(option: str, address: str) -> None:
 def check_port_free(option: str, host: str, port: int, shown: object = None) -> None:
     shown = port if shown is None else shown
     try:
-        infos = socket.getaddrinfo(None if host == "*" else host, port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            None if host == "*" else host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except (OSError, UnicodeError) as err:
         raise setting_error(option, shown, f"{host} is not a host name or address ({err})") from None
     # ZeroMQ (without its IPv6 option) listens on a name's IPv4 address: check that one first.
@@ -80,8 +80,11 @@ def check_port_free(option: str, host: str, port: int, shown: object = None) -> 
         try:
             s.bind(sockaddr)
         except OSError as err:
-            why = ("is in use by another process" if err.errno == errno.EADDRINUSE
-                   else f"cannot be listened on: {err.strerror or err}")
+            why = (
+                "is in use by another process"
+                if err.errno == errno.EADDRINUSE
+                else f"cannot be listened on: {err.strerror or err}"
+            )
             raise setting_error(option, shown, f"{host}:{port} {why}") from None
 
 
@@ -99,5 +102,10 @@ def _check_weights(weights_dir: str | None) -> None:
     except WeightsError as err:
         if weights_dir is not None:  # asked for by name: starting without them would hide the mistake
             raise WeightsError(f"--weights {weights_dir}: {err}") from None
-        log_event(log, "weights_missing", logging.WARNING, reason=str(err),
-                  consequence="this server offers the flow method only")
+        log_event(
+            log,
+            "weights_missing",
+            logging.WARNING,
+            reason=str(err),
+            consequence="this server offers the flow method only",
+        )

@@ -3,7 +3,8 @@
 First the same pre-flight as the embedded CLI (core's shot/preflight.py) runs here, before anything
 is sent: a bad job fails with the same message and exit code on every path, and nothing on disk
 changes. If the server offers shared-path mode and the files lie under its allowed roots, the server
-reads and writes the EXRs itself (and runs the pre-flight again on its side). Otherwise the frames travel in-band: read here, coloured there,
+reads and writes the EXRs itself (and runs the pre-flight again on its side). Otherwise the frames travel in-band: read
+here, coloured there,
 written here exactly as the embedded engine would write them (same channels, template, half
 floats, and the same half-rounded colour carried from frame to frame, so the output is
 identical).
@@ -34,6 +35,7 @@ class ServerUnavailableError(ColorpropError):
 
 class AuthRefusedError(ColorpropError):
     """The server is there and refused this client's CURVE keys (exit 7)."""
+
     exit_code = EXIT_AUTH_REFUSED
 
 
@@ -49,8 +51,11 @@ class RemoteJobError(ColorpropError):
 # The server's error code -> the exit code of the core error the embedded CLI raises for the same cause
 # (the one table of exit codes is core/errors.py's classes; README "Exit codes").
 EXIT_FOR_CODE = {
-    P.E_BAD_INPUT: InputError.exit_code, P.E_PATH: InputError.exit_code, P.E_VERSION: InputError.exit_code,
-    P.E_PIXELS: PixelError.exit_code, P.E_UNREADABLE: ExrReadError.exit_code,
+    P.E_BAD_INPUT: InputError.exit_code,
+    P.E_PATH: InputError.exit_code,
+    P.E_VERSION: InputError.exit_code,
+    P.E_PIXELS: PixelError.exit_code,
+    P.E_UNREADABLE: ExrReadError.exit_code,
     P.E_WRITE_FAILED: ExrWriteError.exit_code,
 }
 
@@ -71,11 +76,21 @@ def client_curve_keys(curve_keys: str | None = None, curve_name: str | None = No
         raise InputError(str(err)) from None
 
 
-def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], output_pattern: str,
-                        frames: list[int], options: Any, progress: Callable | None = None,
-                        skip_existing: bool = False, timeout_s: float | None = None, pixel_type: str = "half",
-                        curve_keys: str | None = None, curve_name: str | None = None,
-                        key_colorspace: str | None = None) -> Any:
+def colorize_via_server(
+    address: str,
+    input_pattern: str,
+    keys: dict[int, str],
+    output_pattern: str,
+    frames: list[int],
+    options: Any,
+    progress: Callable | None = None,
+    skip_existing: bool = False,
+    timeout_s: float | None = None,
+    pixel_type: str = "half",
+    curve_keys: str | None = None,
+    curve_name: str | None = None,
+    key_colorspace: str | None = None,
+) -> Any:
     """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``.
 
     CURVE keys come from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (a folder holding
@@ -99,16 +114,33 @@ def colorize_via_server(address: str, input_pattern: str, keys: dict[int, str], 
         # The server reads keys in shared-path mode with its default key colour space; keys in another one
         # (--key-colorspace) travel in-band, converted as given.
         if P.MODE_PATHS in caps.get("modes", []) and key_colorspace is None:
+
             def on_event(ev: C.Event) -> None:
                 if ev.kind == P.EV_PROGRESS and progress is not None:
                     info = ev.info or {}
-                    progress(ProgressEvent(int(info.get("frame", 0)), int(info.get("done", 0)), int(info.get("total", total)),
-                                           float(info.get("seconds", 0.0)), bool(info.get("skipped", False))))
+                    progress(
+                        ProgressEvent(
+                            int(info.get("frame", 0)),
+                            int(info.get("done", 0)),
+                            int(info.get("total", total)),
+                            float(info.get("seconds", 0.0)),
+                            bool(info.get("skipped", False)),
+                        )
+                    )
+
             try:
                 rep = C.colorize_paths(
-                    client, str(Path(input_pattern).absolute()), str(Path(output_pattern).absolute()), frames,
-                    {k: str(Path(p).absolute()) for k, p in keys.items()}, opts, on_progress=on_event,
-                    skip_existing=skip_existing, pixel_type=pixel_type, busy_wait_s=BUSY_WAIT_S)
+                    client,
+                    str(Path(input_pattern).absolute()),
+                    str(Path(output_pattern).absolute()),
+                    frames,
+                    {k: str(Path(p).absolute()) for k, p in keys.items()},
+                    opts,
+                    on_progress=on_event,
+                    skip_existing=skip_existing,
+                    pixel_type=pixel_type,
+                    busy_wait_s=BUSY_WAIT_S,
+                )
                 report.frames_written = list(rep.get("frames_written", []))
                 report.frames_skipped = list(rep.get("frames_skipped", []))
                 report.seconds = time.perf_counter() - t0
@@ -177,15 +209,26 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
             if not again:
                 report.frames_skipped.append(frame)
         else:
-            sink.write(frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32),
-                                          plates.read(frame)))
+            sink.write(
+                frame, FrameResult(np.asarray(rgb, np.float32), np.asarray(confidence, np.float32), plates.read(frame))
+            )
             if not again:
                 report.frames_written.append(frame)
         if progress is not None and not again:
-            progress(ProgressEvent(frame, len(answered), len(frames), time.perf_counter() - t,
-                                   frame in report.frames_skipped))
+            progress(
+                ProgressEvent(
+                    frame, len(answered), len(frames), time.perf_counter() - t, frame in report.frames_skipped
+                )
+            )
 
-    C.colorize_arrays(client, _LazyPlates(plates), {k: img.pixels for k, img in key_images.items()},
-                      options.to_dict(), colorspace=colorspace, on_result=on_result,
-                      carry_dtype="float16" if pixel_type == "half" else "float32",
-                      key_colorspaces={k: img.colorspace for k, img in key_images.items()}, busy_wait_s=BUSY_WAIT_S)
+    C.colorize_arrays(
+        client,
+        _LazyPlates(plates),
+        {k: img.pixels for k, img in key_images.items()},
+        options.to_dict(),
+        colorspace=colorspace,
+        on_result=on_result,
+        carry_dtype="float16" if pixel_type == "half" else "float32",
+        key_colorspaces={k: img.colorspace for k, img in key_images.items()},
+        busy_wait_s=BUSY_WAIT_S,
+    )

@@ -23,6 +23,7 @@ FLOAT32_BYTES = 4  # what the server holds per channel value: keys and frames ar
 class InbandShot:
     """An in-band shot's keys (``KeyImage`` float32, held for the job's life) and the dtype the client
     stores its results in (the engine carries the same rounding)."""
+
     keys: dict[int, Any]
     shape: tuple[int, int]  # (H, W) every frame must have: the keys'
     carry: type
@@ -35,6 +36,7 @@ class InbandShot:
 @dataclasses.dataclass(frozen=True)
 class PathsShot:
     """A shared-path shot's patterns and keys (inside the allowed roots) and how it writes."""
+
     input: str
     output: str
     keys: dict[int, str]
@@ -62,6 +64,7 @@ class OpenShot:
 @dataclasses.dataclass(frozen=True)
 class FrameIn:
     """An in-band plate frame as received: HxWxC float16 or float32, a read-only view of the message."""
+
     job: str
     frame: int
     pixels: np.ndarray
@@ -96,8 +99,9 @@ def _colorspace(msg: P.Message) -> str | None:
     return colorspace
 
 
-def parse_open(msg: P.Message, config: ServerConfig, roots: AllowedRoots,
-               check_method: Callable[[str], None]) -> OpenShot:
+def parse_open(
+    msg: P.Message, config: ServerConfig, roots: AllowedRoots, check_method: Callable[[str], None]
+) -> OpenShot:
     """An ``open_shot`` request; ``check_method`` raises a ColorpropError for a method the engine lacks."""
     from colorprop.engine.engine import ShotOptions
     from colorprop.errors import ColorpropError
@@ -107,11 +111,19 @@ def parse_open(msg: P.Message, config: ServerConfig, roots: AllowedRoots,
     if mode not in P.MODES:
         raise ProtocolError(P.E_BAD_INPUT, f"mode must be one of {list(P.MODES)}", "mode")
     frames = msg.get("frames")
-    if (not isinstance(frames, list) or not frames or len(frames) > config.max_frames_per_shot
-            or any(type(f) is not int or abs(f) > P.MAX_FRAME_NUMBER for f in frames)
-            or len(set(frames)) != len(frames)):
-        raise ProtocolError(P.E_BAD_INPUT, f"frames must be 1..{config.max_frames_per_shot} distinct integers "
-                            f"of at most {len(str(P.MAX_FRAME_NUMBER))} digits", "frames")
+    if (
+        not isinstance(frames, list)
+        or not frames
+        or len(frames) > config.max_frames_per_shot
+        or any(type(f) is not int or abs(f) > P.MAX_FRAME_NUMBER for f in frames)
+        or len(set(frames)) != len(frames)
+    ):
+        raise ProtocolError(
+            P.E_BAD_INPUT,
+            f"frames must be 1..{config.max_frames_per_shot} distinct integers "
+            f"of at most {len(str(P.MAX_FRAME_NUMBER))} digits",
+            "frames",
+        )
     options_in = msg.get("options", {})
     if not isinstance(options_in, dict):
         raise ProtocolError(P.E_BAD_INPUT, "options must be an object", "options")
@@ -151,8 +163,11 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ProtocolError(P.E_PIXELS, f"key {k}: must be HxWx3, got {list(arr.shape)}", "shape")
         if arr.shape[0] * arr.shape[1] > config.max_frame_pixels:
-            raise ProtocolError(P.E_TOO_LARGE, f"key {k}: {arr.shape[1]}x{arr.shape[0]} is above the "
-                                f"{config.max_frame_pixels}-pixel limit", "shape")
+            raise ProtocolError(
+                P.E_TOO_LARGE,
+                f"key {k}: {arr.shape[1]}x{arr.shape[0]} is above the {config.max_frame_pixels}-pixel limit",
+                "shape",
+            )
         if shape is None:
             shape = tuple(arr.shape[:2])
         elif tuple(arr.shape[:2]) != shape:
@@ -180,13 +195,15 @@ def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> 
     inp, out, keys = msg.get("input"), msg.get("output"), msg.get("keys")
     for name, v in (("input", inp), ("output", out)):
         if not isinstance(v, str) or not v or len(v) > P.MAX_PATH_CHARS:
-            raise ProtocolError(P.E_BAD_INPUT, f"{name} must be a frame pattern of 1..{P.MAX_PATH_CHARS} "
-                                "characters", name)
+            raise ProtocolError(
+                P.E_BAD_INPUT, f"{name} must be a frame pattern of 1..{P.MAX_PATH_CHARS} characters", name
+            )
     if not isinstance(keys, dict) or not 0 < len(keys) <= P.MAX_KEYS:
         raise ProtocolError(P.E_BAD_INPUT, f"keys must map 1..{P.MAX_KEYS} frame numbers to EXR paths", "keys")
     try:
-        key_paths = {int(k): v for k, v in keys.items()
-                     if isinstance(v, str) and len(v) <= P.MAX_PATH_CHARS and str(int(k)) == k}
+        key_paths = {
+            int(k): v for k, v in keys.items() if isinstance(v, str) and len(v) <= P.MAX_PATH_CHARS and str(int(k)) == k
+        }
     except ValueError:
         key_paths = {}
     if len(key_paths) != len(keys):
@@ -197,8 +214,9 @@ def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> 
         raise ProtocolError(P.E_BAD_INPUT, str(exc), "input/output") from None
     for name, pattern in (("input", in_pat), ("output", out_pat)):
         if pattern.padding > P.MAX_FRAME_PADDING:
-            raise ProtocolError(P.E_BAD_INPUT, f"{name}: a frame token of {pattern.padding} digits; at most "
-                                f"{P.MAX_FRAME_PADDING}", name)
+            raise ProtocolError(
+                P.E_BAD_INPUT, f"{name}: a frame token of {pattern.padding} digits; at most {P.MAX_FRAME_PADDING}", name
+            )
     try:
         for pattern in (in_pat, out_pat):
             roots.check(pattern.pattern)
@@ -225,18 +243,29 @@ def parse_frame(msg: P.Message, frames: set[int], shape: tuple[int, int]) -> Fra
     pixels = msg.arrays.get("pixels")
     if pixels is None or len(msg.arrays) != 1:
         raise ProtocolError(P.E_BAD_INPUT, "a frame message carries exactly one buffer, 'pixels'", "buffers")
-    if (not isinstance(channels, list) or not channels or len(channels) > 64
-            or any(not isinstance(c, str) or not c or len(c) > 64 for c in channels)):
+    if (
+        not isinstance(channels, list)
+        or not channels
+        or len(channels) > 64
+        or any(not isinstance(c, str) or not c or len(c) > 64 for c in channels)
+    ):
         raise ProtocolError(P.E_BAD_INPUT, "channels must be a list of channel names", "channels")
     if pixels.ndim != 3 or pixels.shape[2] != len(channels):
-        raise ProtocolError(P.E_PIXELS, f"frame {frame}: pixels must be HxWx{len(channels)} for channels "
-                            f"{channels}, got shape {list(pixels.shape)}", "shape")
+        raise ProtocolError(
+            P.E_PIXELS,
+            f"frame {frame}: pixels must be HxWx{len(channels)} for channels "
+            f"{channels}, got shape {list(pixels.shape)}",
+            "shape",
+        )
     if tuple(pixels.shape[:2]) != shape:
-        raise ProtocolError(P.E_PIXELS, f"frame {frame}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
-                            f"the shot's {shape[1]}x{shape[0]} (the key's size)", "shape")
+        raise ProtocolError(
+            P.E_PIXELS,
+            f"frame {frame}: size {pixels.shape[1]}x{pixels.shape[0]} differs from "
+            f"the shot's {shape[1]}x{shape[0]} (the key's size)",
+            "shape",
+        )
     if "Y" not in channels and not {"R", "G", "B"} <= set(channels):
-        raise ProtocolError(P.E_BAD_INPUT, f"frame {frame}: channels {channels} have neither R,G,B nor Y",
-                            "channels")
+        raise ProtocolError(P.E_BAD_INPUT, f"frame {frame}: channels {channels} have neither R,G,B nor Y", "channels")
     try:
         P.check_finite(pixels, f"frame {frame}")
     except ProtocolError as exc:
@@ -251,5 +280,6 @@ def parse_fetch(msg: P.Message, config: ServerConfig) -> Fetch:
     for name, v in (("after", after), ("wait_ms", wait_ms), ("max_events", max_events)):
         if type(v) is not int or v < (-1 if name == "after" else 0):
             raise ProtocolError(P.E_BAD_INPUT, f"{name} must be an integer", name)
-    return Fetch(job, after, min(wait_ms, config.max_wait_ms) / 1000.0,
-                 max(1, min(max_events, config.max_events_per_fetch)))
+    return Fetch(
+        job, after, min(wait_ms, config.max_wait_ms) / 1000.0, max(1, min(max_events, config.max_events_per_fetch))
+    )

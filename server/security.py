@@ -80,15 +80,21 @@ def free_loopback_port() -> int:
 
 
 def check_bind_allowed(address: str, curve_keys: str | None) -> None:
-    _check_loopback_or_curve(address, curve_keys,
-                             f"refusing to bind {address} without CURVE: anything but loopback needs --curve-keys DIR "
-                             "(make keys with `colorprop keys DIR`)")
+    _check_loopback_or_curve(
+        address,
+        curve_keys,
+        f"refusing to bind {address} without CURVE: anything but loopback needs --curve-keys DIR "
+        "(make keys with `colorprop keys DIR`)",
+    )
 
 
 def check_connect_allowed(address: str, curve_keys: str | None) -> None:
-    _check_loopback_or_curve(address, curve_keys,
-                             f"refusing to connect to {address} without CURVE: a broker off this machine needs "
-                             "--curve-keys DIR (with a worker key pair from `colorprop keys DIR --worker NAME`)")
+    _check_loopback_or_curve(
+        address,
+        curve_keys,
+        f"refusing to connect to {address} without CURVE: a broker off this machine needs "
+        "--curve-keys DIR (with a worker key pair from `colorprop keys DIR --worker NAME`)",
+    )
 
 
 def _check_loopback_or_curve(address: str, curve_keys: str | None, refusal: str) -> None:
@@ -112,8 +118,10 @@ def check_server_keys(keys_dir: str | os.PathLike, workers: bool = False) -> dic
         raise SecurityError(f"--curve-keys {d}: no such folder; make the keys with `colorprop keys {d}`")
     s = server_folder(d)
     if not (s / "server.key_secret").is_file():
-        raise SecurityError(f"--curve-keys {d}: the server's key {d / SERVER_FOLDER / 'server.key_secret'} "
-                            f"is missing; make it with `colorprop keys {d}`")
+        raise SecurityError(
+            f"--curve-keys {d}: the server's key {d / SERVER_FOLDER / 'server.key_secret'} "
+            f"is missing; make it with `colorprop keys {d}`"
+        )
     lists = {CLIENTS: s / AUTHORIZED, **({WORKERS: s / AUTHORIZED_WORKERS} if workers else {})}
     for domain, folder in lists.items():
         if not any(folder.glob("*.key")):
@@ -121,8 +129,9 @@ def check_server_keys(keys_dir: str | os.PathLike, workers: bool = False) -> dic
     return lists
 
 
-def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",),
-                  workers: tuple[str, ...] = ("worker",)) -> dict[str, Any]:
+def generate_keys(
+    keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("client",), workers: tuple[str, ...] = ("worker",)
+) -> dict[str, Any]:
     """Create the server key pair (kept if present) and one pair per client and worker name in its
     own folder, and put each public key in its allow-list. Running it again for a listed name keeps
     that pair. Refused (ValueError, nothing written): a bad name, a name that has had the other role,
@@ -134,10 +143,12 @@ def generate_keys(keys_dir: str | os.PathLike, clients: tuple[str, ...] = ("clie
     if both:
         raise ValueError(f"{sorted(both)}: a name is a client or a worker, not both")
     if (d / "server.key_secret").is_file() and not (d / SERVER_FOLDER).is_dir():
-        raise ValueError(f"{d} holds keys in the flat layout of older versions (still read, no longer written): "
-                         f"make a new folder with `colorprop keys NEWDIR ...` and hand out its clients/<name>/ "
-                         f"folders, or move server.key, server.key_secret, {AUTHORIZED}/ and {AUTHORIZED_WORKERS}/ "
-                         f"into {d / SERVER_FOLDER}/ first")
+        raise ValueError(
+            f"{d} holds keys in the flat layout of older versions (still read, no longer written): "
+            f"make a new folder with `colorprop keys NEWDIR ...` and hand out its clients/<name>/ "
+            f"folders, or move server.key, server.key_secret, {AUTHORIZED}/ and {AUTHORIZED_WORKERS}/ "
+            f"into {d / SERVER_FOLDER}/ first"
+        )
     roles = _issued_roles(d)
     for role, names in ((CLIENTS, clients), (WORKERS, workers)):
         for name in names:
@@ -172,9 +183,11 @@ def _issued_roles(d: Path) -> dict[str, str]:
         roles = {}
     roles = {k: v for k, v in roles.items() if v in (CLIENTS, WORKERS)} if isinstance(roles, dict) else {}
     for role in (CLIENTS, WORKERS):
-        for found in (*(p.name for p in (d / role).glob("*") if p.is_dir()),
-                      *(p.stem for p in (s / ALLOW_LISTS[role]).glob("*.key")),
-                      *(p.stem for p in (d / ALLOW_LISTS[role]).glob("*.key"))):
+        for found in (
+            *(p.name for p in (d / role).glob("*") if p.is_dir()),
+            *(p.stem for p in (s / ALLOW_LISTS[role]).glob("*.key")),
+            *(p.stem for p in (d / ALLOW_LISTS[role]).glob("*.key")),
+        ):
             roles.setdefault(found, role)
     for flat in d.glob("*.key_secret"):
         if flat.stem != "server":
@@ -185,17 +198,24 @@ def _issued_roles(d: Path) -> dict[str, str]:
 def _check_issuable(d: Path, name: str, role: str, had: str | None) -> None:
     word = _ROLE_WORD[role]
     if had == "flat":
-        raise ValueError(f"{name!r}: {d / (name + '.key_secret')} already holds a key of that name (flat layout, "
-                         f"maybe revoked); a {word} never takes over an earlier key or name: pick another name")
+        raise ValueError(
+            f"{name!r}: {d / (name + '.key_secret')} already holds a key of that name (flat layout, "
+            f"maybe revoked); a {word} never takes over an earlier key or name: pick another name"
+        )
     if had is not None and had != role:
-        raise ValueError(f"{name!r} has been a {_ROLE_WORD[had]} of {d} and cannot become a {word}: a worker receives "
-                         f"other clients' jobs, so a name (and its key) keeps its role for good; pick another name")
+        raise ValueError(
+            f"{name!r} has been a {_ROLE_WORD[had]} of {d} and cannot become a {word}: a worker receives "
+            f"other clients' jobs, so a name (and its key) keeps its role for good; pick another name"
+        )
     folder = d / role / name
     listed = d / SERVER_FOLDER / ALLOW_LISTS[role] / f"{name}.key"
-    if (folder / f"{name}.key").is_file() and not (listed.is_file()
-                                                   and listed.read_bytes() == (folder / f"{name}.key").read_bytes()):
-        raise ValueError(f"{word} {name!r} was revoked ({listed} removed): its key is never allowed again; to give "
-                         f"{name} a new key, delete {folder}/ and run this again")
+    if (folder / f"{name}.key").is_file() and not (
+        listed.is_file() and listed.read_bytes() == (folder / f"{name}.key").read_bytes()
+    ):
+        raise ValueError(
+            f"{word} {name!r} was revoked ({listed} removed): its key is never allowed again; to give "
+            f"{name} a new key, delete {folder}/ and run this again"
+        )
 
 
 def _new_pair(folder: Path, name: str) -> None:
@@ -262,8 +282,9 @@ class CurveServer:
         peer's address; refusals by key (ZAP) are logged with the address by the authenticator. Best
         effort: a client that sees the failure first and hangs up may leave no line."""
         monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-        thread = threading.Thread(target=_log_handshake_failures, args=(monitor, domain), daemon=True,
-                                  name=f"curve-watch-{domain}")
+        thread = threading.Thread(
+            target=_log_handshake_failures, args=(monitor, domain), daemon=True, name=f"curve-watch-{domain}"
+        )
         thread.start()
         self._watchers.append(thread)
 
@@ -286,15 +307,26 @@ def _log_handshake_failures(monitor: zmq.Socket, domain: str) -> None:
             ev = recv_monitor_message(monitor)
             if ev["event"] == zmq.EVENT_MONITOR_STOPPED:
                 break
-            if ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and ev["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+            if (
+                ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                and ev["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH
+            ):
                 reason = "security mechanism mismatch: a client without CURVE keys"
             elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
                 reason = f"CURVE protocol error {ev['value']:#x}: not a colorprop client, or wrong server.key"
             else:
-                reason = ("handshake ended early: a client without CURVE keys or with another server's key "
-                          "(server.key) that hung up first")
-            log_event(log, "auth_failed", logging.WARNING, side=domain, endpoint=ev["endpoint"].decode(errors="replace"),
-                      reason=reason)
+                reason = (
+                    "handshake ended early: a client without CURVE keys or with another server's key "
+                    "(server.key) that hung up first"
+                )
+            log_event(
+                log,
+                "auth_failed",
+                logging.WARNING,
+                side=domain,
+                endpoint=ev["endpoint"].decode(errors="replace"),
+                reason=reason,
+            )
     except zmq.ZMQError:
         pass
     finally:
@@ -318,9 +350,16 @@ class _Authenticator(ThreadAuthenticator):
         if z85_key in self._keys.get(domain, {}):
             return True
         known = [d for d, names in self._keys.items() if z85_key in names]
-        log_event(log, "auth_failed", logging.WARNING, peer=self._address, side=domain,
-                  reason=f"a {known[0][:-1]} key, not a {domain[:-1]} key" if known
-                  else f"unknown CURVE key {z85_key.decode('ascii', 'replace')[:8]}...")
+        log_event(
+            log,
+            "auth_failed",
+            logging.WARNING,
+            peer=self._address,
+            side=domain,
+            reason=f"a {known[0][:-1]} key, not a {domain[:-1]} key"
+            if known
+            else f"unknown CURVE key {z85_key.decode('ascii', 'replace')[:8]}...",
+        )
         return False
 
     def curve_user_id(self, client_public_key: bytes) -> str:

@@ -70,9 +70,18 @@ def load_engine(config: ServerConfig) -> Any:
         raise WeightsError(f"--weights {config.weights_dir}: {engine.weights_error}")
     desc = engine.describe()
     level = logging.INFO if engine.weights_error is None else logging.WARNING
-    log_event(log, "engine_loaded", level, device=desc["device"], precision=desc["precision"],
-              weights=(desc["weights"] or {}).get("folder"), weights_version=(desc["weights"] or {}).get("version"),
-              weights_error=engine.weights_error, methods=engine.methods(), s=round(time.monotonic() - t0, 2))
+    log_event(
+        log,
+        "engine_loaded",
+        level,
+        device=desc["device"],
+        precision=desc["precision"],
+        weights=(desc["weights"] or {}).get("folder"),
+        weights_version=(desc["weights"] or {}).get("version"),
+        weights_error=engine.weights_error,
+        methods=engine.methods(),
+        s=round(time.monotonic() - t0, 2),
+    )
     return engine
 
 
@@ -143,7 +152,9 @@ class Server:
         if len(frames) < 2:
             return
         ident = frames[0].bytes
-        self.service.handle(frames[1:], peer_identity(frames[1]), lambda out, ident=ident: self._send(sock, [ident, *out]))
+        self.service.handle(
+            frames[1:], peer_identity(frames[1]), lambda out, ident=ident: self._send(sock, [ident, *out])
+        )
 
     @staticmethod
     def _send(sock: zmq.Socket, frames: list) -> None:
@@ -172,8 +183,11 @@ class Server:
                 now = time.monotonic()
                 if drain_until is None and not service.threads_alive():
                     drain_until = now + self.config.shutdown_drain_s
-                if (now - shutdown_started > self.config.shutdown_grace_s
-                        or drain_until is not None and (service.all_told() or now > drain_until)):
+                if (
+                    now - shutdown_started > self.config.shutdown_grace_s
+                    or drain_until is not None
+                    and (service.all_told() or now > drain_until)
+                ):
                     service.tick()  # answer waiting long-polls with the final events
                     break
             nd = service.next_deadline()
@@ -195,7 +209,9 @@ class Server:
     # ------------------------------------------------------------------ worker (Paranoid Pirate)
     def _worker_socket(self) -> tuple[zmq.Socket, zmq.Socket]:
         """A DEALER connected to the broker, READY queued, and the monitor that reports a refused handshake."""
-        keys = curve_client_keys(self.config.curve_keys, self.config.curve_client_name) if self.config.curve_keys else None
+        keys = (
+            curve_client_keys(self.config.curve_keys, self.config.curve_client_name) if self.config.curve_keys else None
+        )
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + P.MAX_HEADER_BYTES)
@@ -213,12 +229,16 @@ class Server:
         while monitor.poll(0):
             event = parse_monitor_message(monitor.recv_multipart())["event"]
             if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                why = (f"the broker refused the CURVE key {self.config.curve_client_name!r}: it is not one of its "
-                       "worker keys (a client key cannot serve as a worker; `colorprop keys DIR --worker NAME` "
-                       "makes one and lists it with the broker)")
+                why = (
+                    f"the broker refused the CURVE key {self.config.curve_client_name!r}: it is not one of its "
+                    "worker keys (a client key cannot serve as a worker; `colorprop keys DIR --worker NAME` "
+                    "makes one and lists it with the broker)"
+                )
             else:
-                why = ("the CURVE handshake with the broker failed: is the server key in --curve-keys the "
-                       "broker's public key, and does the broker use CURVE?")
+                why = (
+                    "the CURVE handshake with the broker failed: is the server key in --curve-keys the "
+                    "broker's public key, and does the broker use CURVE?"
+                )
         return why
 
     def _run_worker(self) -> None:
@@ -229,8 +249,13 @@ class Server:
         except Exception:
             self._pipe.close()
             raise
-        state = {"sock": first, "monitor": monitor, "broker_seen": time.monotonic(), "hb_sent": 0.0,
-                 "backoff": interval}
+        state = {
+            "sock": first,
+            "monitor": monitor,
+            "broker_seen": time.monotonic(),
+            "hb_sent": 0.0,
+            "backoff": interval,
+        }
         self.endpoint = cfg.broker
         self.ready.set()
         log_event(log, "worker_connected", broker=cfg.broker)
@@ -244,8 +269,9 @@ class Server:
             cmd = frames[1].bytes
             if cmd == W.REQUEST and len(frames) >= 5:
                 env, identity = frames[2].bytes, frames[3].bytes.decode("utf-8", "replace")
-                self.service.handle(frames[4:], identity,
-                                    lambda out, env=env: self._send(sock, [W.WORKER_PROTO, W.REPLY, env, *out]))
+                self.service.handle(
+                    frames[4:], identity, lambda out, env=env: self._send(sock, [W.WORKER_PROTO, W.REPLY, env, *out])
+                )
             elif cmd == W.DISCONNECT:
                 state["reconnect"] = True
 
@@ -259,8 +285,9 @@ class Server:
                 state["hb_sent"] = now
             refused = self._handshake_refusal(state["monitor"])
             if refused:  # the broker is there and said no: say so, once per connection, not "broker lost"
-                log_event(log, "worker_refused", logging.ERROR, broker=cfg.broker, reason=refused,
-                          retry_in_s=state["backoff"])
+                log_event(
+                    log, "worker_refused", logging.ERROR, broker=cfg.broker, reason=refused, retry_in_s=state["backoff"]
+                )
                 raise _Reconnect()
             if state.pop("reconnect", False) or now - state["broker_seen"] > interval * cfg.liveness:
                 # The broker is gone (or forgot us): it has given our jobs to others, so drop them.
@@ -291,8 +318,9 @@ class _Reconnect(Exception):
     pass
 
 
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 def _close_with_monitor(sock: zmq.Socket, monitor: zmq.Socket, linger: int = 0) -> None:

@@ -51,9 +51,14 @@ class Service:
         self._describe = engine.describe()
         self.metrics = ServerMetrics(self.stats)
         self._handlers: dict[str, Callable[[P.Message, str, Reply], None]] = {
-            P.PING: self._on_ping, P.HELLO: self._on_hello, P.STATUS: self._on_status,
-            P.OPEN_SHOT: self._on_open_shot, P.FRAME: self._on_frame, P.FETCH: self._on_fetch,
-            P.CANCEL: self._on_cancel, P.CLOSE: self._on_close,
+            P.PING: self._on_ping,
+            P.HELLO: self._on_hello,
+            P.STATUS: self._on_status,
+            P.OPEN_SHOT: self._on_open_shot,
+            P.FRAME: self._on_frame,
+            P.FETCH: self._on_fetch,
+            P.CANCEL: self._on_cancel,
+            P.CLOSE: self._on_close,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -86,8 +91,12 @@ class Service:
             logged_reply(P.error_reply(exc.request_id, exc.code, str(exc), exc.field))
             return
         # The ids a client chose go to the log escaped (a refused job id too): no terminal escapes, no forged lines.
-        info.update(type=msg.type, id=_loggable(msg.id), job=_loggable(msg.get("job")),
-                    frame=msg.get("frame") if type(msg.get("frame")) is int else None)
+        info.update(
+            type=msg.type,
+            id=_loggable(msg.id),
+            job=_loggable(msg.get("job")),
+            frame=msg.get("frame") if type(msg.get("frame")) is int else None,
+        )
         try:
             self._handlers[msg.type](msg, client, logged_reply)
         except ProtocolError as exc:
@@ -139,8 +148,11 @@ class Service:
         return bool(self.threads)
 
     def stats(self) -> dict[str, Any]:
-        return {"sessions": len(self.sessions), "active_jobs": len(self.active_jobs()),
-                "waiting_for_turn": self.gate.waiting()}
+        return {
+            "sessions": len(self.sessions),
+            "active_jobs": len(self.active_jobs()),
+            "waiting_for_turn": self.gate.waiting(),
+        }
 
     def capabilities(self) -> dict[str, Any]:
         return {
@@ -161,8 +173,10 @@ class Service:
 
     def _on_status(self, msg: P.Message, client: str, reply: Reply) -> None:
         now = time.monotonic()
-        jobs = [job_row(s.id, s.client, client, s.state, s.mode, s.frames_done, len(s.frames), now - s.created)
-                for s in self.sessions.values()]
+        jobs = [
+            job_row(s.id, s.client, client, s.state, s.mode, s.frames_done, len(s.frames), now - s.created)
+            for s in self.sessions.values()
+        ]
         reply(P.encode(P.JOBS, msg.id, jobs=jobs, **self.stats()))
 
     def _on_open_shot(self, msg: P.Message, client: str, reply: Reply) -> None:
@@ -188,12 +202,20 @@ class Service:
             target, args = jobs.run_paths, (session, req.shot, req.options)
         session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode}
         self.sessions[job_id] = session
-        session.thread = threading.Thread(target=jobs.job_thread, args=(self, session, target, args),
-                                          name=f"colorprop-job-{job_id[:8]}", daemon=True)
+        session.thread = threading.Thread(
+            target=jobs.job_thread, args=(self, session, target, args), name=f"colorprop-job-{job_id[:8]}", daemon=True
+        )
         session.thread.start()
         self.threads.append(session.thread)
-        log_event(log, "job_start", job=job_id, client=client, mode=req.mode, frames=len(req.frames),
-                  method=req.options.method)
+        log_event(
+            log,
+            "job_start",
+            job=job_id,
+            client=client,
+            mode=req.mode,
+            frames=len(req.frames),
+            method=req.options.method,
+        )
         self.metrics.job_started(client)
         reply(P.encode(P.OPENED, msg.id, **session.opened_reply))
 
@@ -208,8 +230,11 @@ class Service:
         with s.cond:
             if frame in s.consumed and frame != s.needed:
                 accepted = False  # a late resend of a frame the engine already read
-            elif frame != s.needed and frame not in s.inbox and (len(s.inbox) >= self.config.max_buffered_frames
-                                                                 or over_budget):
+            elif (
+                frame != s.needed
+                and frame not in s.inbox
+                and (len(s.inbox) >= self.config.max_buffered_frames or over_budget)
+            ):
                 full = over_budget or f"job buffer full ({len(s.inbox)} frames)"
                 reply(P.encode(P.BUSY, msg.id, message=full, retry_after_s=round(self.frame_seconds, 3)))
                 return
@@ -252,8 +277,9 @@ class Service:
         job_id = requests.job_id(msg)
         s = self.sessions.get(job_id)
         if s is None:
-            raise ProtocolError(P.E_UNKNOWN_JOB, f"no job {job_id} on this server (closed, timed out, or the "
-                                "server restarted)", "job")
+            raise ProtocolError(
+                P.E_UNKNOWN_JOB, f"no job {job_id} on this server (closed, timed out, or the server restarted)", "job"
+            )
         s.last_seen = time.monotonic()
         return s
 

@@ -72,8 +72,11 @@ class Session:
     def held_bytes(self) -> int:
         """Pixels this session holds for its client: keys, buffered frames, results not fetched."""
         with self.cond:
-            return (self.key_bytes + sum(item[0].nbytes for item in self.inbox.values())
-                    + sum(a.nbytes for _, _, arrs in self.events for _, a in arrs))
+            return (
+                self.key_bytes
+                + sum(item[0].nbytes for item in self.inbox.values())
+                + sum(a.nbytes for _, _, arrs in self.events for _, a in arrs)
+            )
 
     @property
     def finished(self) -> bool:
@@ -110,8 +113,10 @@ def suggestions(s: Session) -> list[dict]:
     this job coloured (frames kept by skip_existing have none), as ``colorprop suggest-keys`` decides."""
     from colorprop.shot.suggest import suggest_frames
 
-    return [{"frame": x.frame, "expected_error": round(x.expected_error, 4)}
-            for x in suggest_frames(s.summaries, s.key_frames, P.SUGGEST_COUNT)]
+    return [
+        {"frame": x.frame, "expected_error": round(x.expected_error, 4)}
+        for x in suggest_frames(s.summaries, s.key_frames, P.SUGGEST_COUNT)
+    ]
 
 
 def jsonable(obj: Any) -> Any:

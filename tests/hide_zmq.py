@@ -4,7 +4,7 @@ that has none; with the environment variable HIDE_ALL set, from anywhere. (This 
 
 import textwrap
 
-HIDE_ZMQ = textwrap.dedent(r'''
+HIDE_ZMQ = textwrap.dedent(r"""
     import importlib.machinery, os, sys
 
     class HideVenvZmq:
@@ -20,4 +20,4 @@ HIDE_ZMQ = textwrap.dedent(r'''
             return spec
 
     sys.meta_path.insert(0, HideVenvZmq())
-''')
+""")

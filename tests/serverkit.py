@@ -72,8 +72,9 @@ def broken_shot(folder: Path, failure: str, n: int = 8, bad: int = 5) -> tuple[s
 def written_frames(out_pattern: str) -> list[int]:
     """The frame numbers of the complete files ``<name>.NNNN.exr`` next to ``out_pattern``."""
     prefix = Path(out_pattern).name.split("#")[0]
-    return sorted(int(p.name[len(prefix):].split(".")[0]) for p in Path(out_pattern).parent.glob(prefix + "*.exr")
-                  if p.is_file())
+    return sorted(
+        int(p.name[len(prefix) :].split(".")[0]) for p in Path(out_pattern).parent.glob(prefix + "*.exr") if p.is_file()
+    )
 
 
 def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
@@ -82,8 +83,13 @@ def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
 
     sink = ArraySink()
-    run_shot(engine, ArraySource(frames), {k: KeyImage(v) for k, v in keys.items()},
-             ShotOptions.from_dict({"method": method}), sink)
+    run_shot(
+        engine,
+        ArraySource(frames),
+        {k: KeyImage(v) for k, v in keys.items()},
+        ShotOptions.from_dict({"method": method}),
+        sink,
+    )
     return {f: (r.rgb, r.confidence) for f, r in sink.results.items()}
 
 
@@ -189,8 +195,14 @@ NO_WEIGHTS = os.path.join(tempfile.gettempdir(), "colorprop-tests-no-weights")  
 def spawn(args: list[str], **kw) -> subprocess.Popen:
     """A server process without networks (these tests use method flow; loading networks only slows them)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLORPROP_WEIGHTS=NO_WEIGHTS)
-    return subprocess.Popen([sys.executable, "-m", "colorprop_server", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=kw.pop("stderr", subprocess.DEVNULL), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "colorprop_server", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=kw.pop("stderr", subprocess.DEVNULL),
+        **kw,
+    )
 
 
 def wait_hello(address: str, proc: subprocess.Popen | None = None, timeout: float = 60.0, curve=None) -> dict:

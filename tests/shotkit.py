@@ -20,11 +20,17 @@ def background(n: int, shift: float = 1.0, seed: int = 5) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur(rng.random((H + 8, W + 8 + int(shift * n) + 8, 3)).astype(np.float32), (0, 0), 4)
     big = (big - big.min()) / (big.max() - big.min()) * 0.6 + 0.3
-    return [cv2.warpAffine(big, np.float32([[1, 0, 4 + i * shift], [0, 1, 4]]), (W, H),
-                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for i in range(n)]
+    return [
+        cv2.warpAffine(
+            big, np.float32([[1, 0, 4 + i * shift], [0, 1, 4]]), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        )
+        for i in range(n)
+    ]
 
 
-def with_object(frames: list[np.ndarray], boxes: dict[int, tuple[int, int, int, int]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def with_object(
+    frames: list[np.ndarray], boxes: dict[int, tuple[int, int, int, int]]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Paint a red box (x0, y0, x1, y1) into frame index i for each entry; returns (frames, masks)."""
     out, masks = [], []
     for i, f in enumerate(frames):
@@ -32,7 +38,7 @@ def with_object(frames: list[np.ndarray], boxes: dict[int, tuple[int, int, int, 
         m = np.zeros((H, W), bool)
         if i in boxes:
             x0, y0, x1, y1 = boxes[i]
-            m[y0:y1, max(x0, 0):min(x1, W)] = True
+            m[y0:y1, max(x0, 0) : min(x1, W)] = True
             f[m] = RED
         out.append(f)
         masks.append(m)
@@ -44,10 +50,16 @@ def write_plate(folder: Path, frames: list[np.ndarray], keys: list[int]) -> tupl
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames, start=1):
         y = convert.luminance(f)
-        write_exr(folder / f"plate.{i:04d}.exr", np.dstack([y, y, y]), ("R", "G", "B"),
-                  extra_metadata={"oiio:ColorSpace": SPACE})
+        write_exr(
+            folder / f"plate.{i:04d}.exr",
+            np.dstack([y, y, y]),
+            ("R", "G", "B"),
+            extra_metadata={"oiio:ColorSpace": SPACE},
+        )
     specs = []
     for k in keys:
-        write_exr(folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+        write_exr(
+            folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE}
+        )
         specs += ["--key", f"{k}={folder / f'key.{k:04d}.exr'}"]
     return str(folder / "plate.####.exr"), specs

@@ -37,8 +37,9 @@ def untrained_weights(tmp_path_factory):
 
 def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, capsys):
     out = tmp_path / "bench.json"
-    args = SimpleNamespace(sizes="160x96", repeats=1, json=str(out), device="cpu", working_width=64,
-                           weights=str(untrained_weights))
+    args = SimpleNamespace(
+        sizes="160x96", repeats=1, json=str(out), device="cpu", working_width=64, weights=str(untrained_weights)
+    )
     assert bench.run_bench_command(args) == 0
     results = json.loads(out.read_text())
     assert results["stages"] == list(bench.STAGES)
@@ -84,13 +85,24 @@ def test_busy_neighbour_is_pinned_busy_and_gone_after():
 
 def test_tiny_bench_beside_a_busy_neighbour_reports_both(tmp_path, untrained_weights, capsys):
     out = tmp_path / "bench.json"
-    args = SimpleNamespace(sizes="160x96", repeats=1, json=str(out), device="cpu", working_width=64,
-                           weights=str(untrained_weights), methods="full", busy_neighbour=True, threads=1)
+    args = SimpleNamespace(
+        sizes="160x96",
+        repeats=1,
+        json=str(out),
+        device="cpu",
+        working_width=64,
+        weights=str(untrained_weights),
+        methods="full",
+        busy_neighbour=True,
+        threads=1,
+    )
     assert bench.run_bench_command(args) == 0
     results = json.loads(out.read_text())
     assert results["threads"] == 1
     assert [(r["method"], r["load"], r["torch_threads"]) for r in results["rows"]] == [
-        ("full", "idle", 1), ("full", bench.BUSY, 1)]
+        ("full", "idle", 1),
+        ("full", bench.BUSY, 1),
+    ]
     idle, busy = results["rows"]
     assert results["busy_to_idle"] == {"160x96/full/cpu/fp32": pytest.approx(busy["end_to_end"] / idle["end_to_end"])}
     assert results["neighbour"]["cpu"] in os.sched_getaffinity(0) and len(results["neighbour"]["cpu_share"]) == 1

@@ -42,7 +42,7 @@ FRAMES = range(1, 7)
 
 pytestmark = pytest.mark.skipif(os.environ.get("COLORPROP_SKIP_BLENDER") == "1", reason="COLORPROP_SKIP_BLENDER=1")
 
-SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     import json, time
     import bpy, numpy
 
@@ -135,9 +135,9 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
         out["cancel"] = "cancelled"
     out["cancel_written"] = written
     json.dump(out, open(result_json, "w"), indent=1)
-''')
+""")
 
-CURVE_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+CURVE_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     import json
     import bpy
 
@@ -175,10 +175,10 @@ CURVE_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     os.environ["COLORPROP_CURVE_KEYS"], os.environ["COLORPROP_CURVE_NAME"] = keys_dir, "alice"
     run("env_connect", bpy.ops.colorprop.connect)
     json.dump(out, open(result_json, "w"), indent=1)
-''')
+""")
 
 
-NO_PYZMQ_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
+NO_PYZMQ_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     import json
     import bpy
     import addon_utils
@@ -191,7 +191,7 @@ NO_PYZMQ_SCRIPT = HIDE_ZMQ + textwrap.dedent(r'''
     out["errors"] = [f"{type(e).__name__}: {e}" for e in errors]
     out["enabled"] = "bl_ext.user_default.colorprop" in bpy.context.preferences.addons
     json.dump(out, open(result_json, "w"), indent=1)
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,9 @@ def blender_python() -> Path:
     if not (ROOT / ".venv-blender" / ".installed").exists():
         proc = subprocess.run(["make", "-s", "blender-venv"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
-            pytest.fail(f"`make blender-venv` failed (bpy 5.0.1 needs PyPI):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            pytest.fail(
+                f"`make blender-venv` failed (bpy 5.0.1 needs PyPI):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
     return BLENDER_PY
 
 
@@ -245,14 +247,33 @@ def test_extension_zip_has_a_pyzmq_wheel_for_every_platform_and_python(extension
     with zipfile.ZipFile(extension_zip) as zf:
         names = set(zf.namelist())
         manifest = tomllib.loads(zf.read("blender_manifest.toml").decode())
-    client = {f"colorprop_client/{m}.py" for m in ("client", "colorize", "curve_keys", "dcc", "dcc_text", "errors",
-                                                   "keyfiles", "platforms", "protocol", "transport")}
+    client = {
+        f"colorprop_client/{m}.py"
+        for m in (
+            "client",
+            "colorize",
+            "curve_keys",
+            "dcc",
+            "dcc_text",
+            "errors",
+            "keyfiles",
+            "platforms",
+            "protocol",
+            "transport",
+        )
+    }
     assert {"__init__.py", "_client.py"} | client <= names
     assert manifest["id"] == "colorprop" and manifest["blender_version_min"] == "5.0.0"
     wheels = [w.removeprefix("./") for w in manifest["wheels"]]
     assert set(wheels) == {n for n in names if n.endswith(".whl")}
-    tags = {"linux-x64": "x86_64", "linux-arm64": "aarch64", "windows-x64": "win_amd64",
-            "windows-arm64": "win_arm64", "macos-x64": "universal2", "macos-arm64": "universal2"}
+    tags = {
+        "linux-x64": "x86_64",
+        "linux-arm64": "aarch64",
+        "windows-x64": "win_amd64",
+        "windows-arm64": "win_arm64",
+        "macos-x64": "universal2",
+        "macos-arm64": "universal2",
+    }
     assert sorted(manifest["platforms"]) == sorted(tags)
     for platform, tag in tags.items():
         for python in ("-cp311-cp311-", "-cp312-abi3-"):  # Blender 5.0's Python 3.11; 3.12 and later
@@ -264,24 +285,35 @@ def run_blender(blender_python: Path, script: str, args: list[str], tmp_path: Pa
     path = tmp_path / "script.py"
     path.write_text(script)
     result_json = tmp_path / "result.json"
-    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender_user"), "PYTHONNOUSERSITE": "1",
-           **env_extra}
+    env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "blender_user"), "PYTHONNOUSERSITE": "1", **env_extra}
     env.pop("PYTHONPATH", None)  # Blender's Python must find the client only inside the extension
-    proc = subprocess.run([str(blender_python), str(path), *args, str(result_json)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(blender_python), str(path), *args, str(result_json)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0 and result_json.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(result_json.read_text())
 
 
-def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, server, extension_zip, tmp_path,
-                                                                free_port):
+def test_extension_installs_offline_and_colours_an_exr_sequence(
+    blender_python, server, extension_zip, tmp_path, free_port
+):
     shot = tmp_path / "shot"
     shot.mkdir()
     for f in FRAMES:
         shutil.copy(SHOT / f"plate.{f:04d}.exr", shot)
     shutil.copy(SHOT / "key.0001.exr", tmp_path / "key_painted.exr")
-    args = [str(extension_zip), server, f"tcp://127.0.0.1:{free_port()}", str(shot / "plate.0001.exr"),
-            str(tmp_path / "key_painted.exr")]
+    args = [
+        str(extension_zip),
+        server,
+        f"tcp://127.0.0.1:{free_port()}",
+        str(shot / "plate.0001.exr"),
+        str(tmp_path / "key_painted.exr"),
+    ]
     res = run_blender(blender_python, SCRIPT, args, tmp_path)
 
     # pyzmq: hidden before the install, then the extension's own wheel
@@ -301,8 +333,13 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
     assert res["status"].startswith("done: 6 frames")
     # the scene had no Group Output yet: the add-on made one and fed it (it never replaces a used one)
     # and with the confidence matte asked for, a second Image node (and Viewer) for it
-    assert sorted(res["new_nodes"]) == ["CompositorNodeImage", "CompositorNodeImage", "CompositorNodeViewer",
-                                        "CompositorNodeViewer", "NodeGroupOutput"]
+    assert sorted(res["new_nodes"]) == [
+        "CompositorNodeImage",
+        "CompositorNodeImage",
+        "CompositorNodeViewer",
+        "CompositorNodeViewer",
+        "NodeGroupOutput",
+    ]
     assert res["links_from_result"] == ["CompositorNodeViewer", "NodeGroupOutput"]
     image = res["image"]
     assert image["source"] == "SEQUENCE" and (image["frame_start"], image["frame_duration"]) == (1, 6)
@@ -313,7 +350,9 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
     assert not list(out_dir.glob(".*"))  # no temp files left behind
     mattes = sorted(out_dir.glob("plate_colorprop_confidence.*.exr"))
     assert [p.name for p in mattes] == [f"plate_colorprop_confidence.{f:04d}.exr" for f in FRAMES]
-    assert Path(res["matte_image"]).parent == out_dir and Path(res["matte_image"]).name.startswith("plate_colorprop_conf")
+    assert Path(res["matte_image"]).parent == out_dir and Path(res["matte_image"]).name.startswith(
+        "plate_colorprop_conf"
+    )
     for f, path in zip(FRAMES, mattes):
         matte = _read(path)
         assert np.array_equal(matte[..., 0], matte[..., 1]) and np.array_equal(matte[..., 0], matte[..., 2])
@@ -337,7 +376,8 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(blender_python, 
         assert abs(error - x.expected_error) < 1e-3 and label.startswith(f"frame {frame}: ")
     assert res["suggest_again"] == ["FINISHED"] and res["suggest_again_new_nodes"] == 0
     assert res["suggest_again_status"] == "suggested keys from the last run: " + ", ".join(
-        str(x.frame) for x in expected)
+        str(x.frame) for x in expected
+    )
     assert res["goto"] == ["FINISHED"] and res["frame_current"] == expected[1].frame
     assert res["suggest_rerun"] == ["FINISHED"] and res["suggest_rerun_status"].startswith("done: 6 frames")
     assert res["suggest_rerun_new_nodes"] > 0  # settings changed: the shot ran again
@@ -350,8 +390,9 @@ def test_without_pyzmq_enabling_says_so_and_how_to_fix_it(blender_python, extens
     res = run_blender(blender_python, NO_PYZMQ_SCRIPT, [str(extension_zip)], tmp_path, HIDE_ALL="1")
     assert res["install"] == ["FINISHED"] and not res["enabled"]
     (error,) = res["errors"]
-    assert error.startswith("ModuleNotFoundError: colorprop cannot talk to its server: pyzmq (module zmq) "
-                            "is not installed in this Python"), error
+    assert error.startswith(
+        "ModuleNotFoundError: colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python"
+    ), error
     assert "build_extension.py" in error and "-m pip install pyzmq" in error
     assert "colorprop_client" not in error
 
@@ -390,8 +431,16 @@ def test_add_on_preferences_reach_a_curve_server(blender_python, curve_server, e
         shutil.copy(SHOT / f"plate.{f:04d}.exr", shot)
     shutil.copy(SHOT / "key.0001.exr", tmp_path / "key_painted.exr")
     listed, unlisted = find_key_files(keys, "alice"), find_key_files(stranger, "alice")
-    args = [str(extension_zip), address, str(shot / "plate.0001.exr"), str(tmp_path / "key_painted.exr"), str(keys),
-            str(listed.secret), str(listed.server_public), str(unlisted.secret)]
+    args = [
+        str(extension_zip),
+        address,
+        str(shot / "plate.0001.exr"),
+        str(tmp_path / "key_painted.exr"),
+        str(keys),
+        str(listed.secret),
+        str(listed.server_public),
+        str(unlisted.secret),
+    ]
     res = run_blender(blender_python, CURVE_SCRIPT, args, tmp_path)
 
     alice = CurveKeys.from_files(*listed)
@@ -403,9 +452,11 @@ def test_add_on_preferences_reach_a_curve_server(blender_python, curve_server, e
     for f in frames:
         np.testing.assert_array_equal(_read(tmp_path / "colorprop" / f"plate_colorprop.{f:04d}.exr"), reference[f][0])
     stranger_alice = CurveKeys.from_files(*unlisted)
-    refused = (f"{address} refused {stranger_alice.identity}: the key is not in the server's authorized_clients/; "
-               f"ask its admin to add alice.key there (`colorprop keys DIR --client NAME`), or set 'client key' "
-               f"({unlisted.secret}) to a key it lists")
+    refused = (
+        f"{address} refused {stranger_alice.identity}: the key is not in the server's authorized_clients/; "
+        f"ask its admin to add alice.key there (`colorprop keys DIR --client NAME`), or set 'client key' "
+        f"({unlisted.secret}) to a key it lists"
+    )
     assert res["unlisted"] == ["CANCELLED", f"Error: {refused}\n"] and res["unlisted_status"] == f"ERROR: {refused}"
     missing = f"ERROR: CURVE client key: {keys / 'nowhere' / 'alice.key_secret'}: no such key file"
     assert res["missing"][0] == "CANCELLED" and res["missing_status"].startswith(missing), res["missing_status"]

@@ -40,8 +40,9 @@ def _identical(got, ref):
 
 
 def _spawn_worker(backend: str, *extra: str) -> subprocess.Popen:
-    return spawn(["serve", "--worker", "--broker", backend, "--heartbeat", str(HEARTBEAT_S), "--log-level", "WARNING",
-                  *extra])
+    return spawn(
+        ["serve", "--worker", "--broker", backend, "--heartbeat", str(HEARTBEAT_S), "--log-level", "WARNING", *extra]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,15 @@ def farm(tmp_path_factory):
     from colorprop_server.broker import Broker
 
     root = tmp_path_factory.mktemp("farm")
-    broker = Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://127.0.0.1:0", heartbeat_s=HEARTBEAT_S,
-                                 liveness=3, session_timeout_s=5.0))
+    broker = Broker(
+        ServerConfig(
+            bind="tcp://127.0.0.1:0",
+            backend_bind="tcp://127.0.0.1:0",
+            heartbeat_s=HEARTBEAT_S,
+            liveness=3,
+            session_timeout_s=5.0,
+        )
+    )
     thread = threading.Thread(target=broker.run, daemon=True)
     thread.start()
     assert broker.ready.wait(10)
@@ -74,8 +82,9 @@ def cluster(farm):
     while len(farm.procs) < WORKERS:
         farm.procs.append(_spawn_worker(farm.backend_endpoint, "--allow-root", str(farm.root), "--max-jobs", "2"))
     live = {p.pid for p in farm.procs}
-    assert wait_until(lambda: {w.caps.get("worker", {}).get("pid") for w in farm.workers.values()} == live, 90), \
+    assert wait_until(lambda: {w.caps.get("worker", {}).get("pid") for w in farm.workers.values()} == live, 90), (
         "workers did not register"
+    )
     return farm
 
 
@@ -104,15 +113,16 @@ def test_worker_killed_mid_paths_job_is_retried_elsewhere(cluster, engine, tmp_p
 
     with Client(cluster.frontend_endpoint, timeout_s=2, retries=5) as c:
         assert c.hello()["broker"]["workers"] == WORKERS
-        report = colorize_paths(c, plate, str(out / "col.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                                on_progress=hook)
+        report = colorize_paths(
+            c, plate, str(out / "col.####.exr"), list(frames), {1: key}, {"method": "flow"}, on_progress=hook
+        )
     assert killed and cluster.jobs_retried == retried_before + 1
     assert sorted(report["frames_written"]) == list(frames)
-    colorize_sequence(engine, plate, {1: key}, str(tmp_path / "ref.####.exr"), list(frames),
-                      ShotOptions(method="flow"))
+    colorize_sequence(engine, plate, {1: key}, str(tmp_path / "ref.####.exr"), list(frames), ShotOptions(method="flow"))
     for f in frames:  # every output complete, readable and equal to the embedded run
-        np.testing.assert_array_equal(read_exr(out / f"col.{f:04d}.exr").pixels,
-                                      read_exr(tmp_path / f"ref.{f:04d}.exr").pixels)
+        np.testing.assert_array_equal(
+            read_exr(out / f"col.{f:04d}.exr").pixels, read_exr(tmp_path / f"ref.{f:04d}.exr").pixels
+        )
     assert sorted(p.name for p in out.iterdir()) == [f"col.{f:04d}.exr" for f in frames]  # no temp files
 
 
@@ -126,13 +136,15 @@ def test_worker_killed_mid_inband_job(cluster, engine, restarts):
             killed.append(_kill_worker_of_only_job(cluster))
 
     if restarts:  # the client library resends the shot to a live worker: same frames
-        got = colorize_arrays(cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2,
-                              restarts=1, on_progress=hook)
+        got = colorize_arrays(
+            cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2, restarts=1, on_progress=hook
+        )
         _identical(got, embedded(engine, frames, keys))
     else:  # asked not to resend: a clear error naming the cause
         with pytest.raises(JobLost) as err:
-            colorize_arrays(cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2,
-                            restarts=0, on_progress=hook)
+            colorize_arrays(
+                cluster.frontend_endpoint, frames, keys, {"method": "flow"}, timeout_s=2, restarts=0, on_progress=hook
+            )
         assert err.value.code == P.E_WORKER_LOST and "worker" in str(err.value)
     assert len(killed) == 1
 
@@ -154,7 +166,9 @@ def test_refused_opens_leave_every_slot_free(tmp_path, free_port):
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     root = tmp_path / "root"
     root.mkdir()
-    broker = spawn(["broker", "--bind", front, "--backend", back, "--heartbeat", str(HEARTBEAT_S), "--log-level", "WARNING"])
+    broker = spawn(
+        ["broker", "--bind", front, "--backend", back, "--heartbeat", str(HEARTBEAT_S), "--log-level", "WARNING"]
+    )
     worker = _spawn_worker(back, "--allow-root", str(root), "--max-jobs", "2")
     try:
         assert wait_until(lambda: _pong(front).get("workers") == 1, 90), "worker did not register"
@@ -163,14 +177,37 @@ def test_refused_opens_leave_every_slot_free(tmp_path, free_port):
         with Client(front, timeout_s=2) as c:
             for i in range(50):
                 with pytest.raises(Exception) as err:
-                    c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate,
-                                str(tmp_path / "o.####.exr"), job_id=f"refused-{i}")
+                    c.open_shot(
+                        {1: key},
+                        {"method": "flow"},
+                        list(frames),
+                        P.MODE_PATHS,
+                        plate,
+                        str(tmp_path / "o.####.exr"),
+                        job_id=f"refused-{i}",
+                    )
                 assert getattr(err.value, "code", None) == P.E_PATH, err.value
         assert _pong(front)["jobs"] == 0
         for run in range(9):
-            rc = main(["colorize", "--server", front, "--input", plate, "--key", f"1={key}", "--output",
-                       str(tmp_path / f"run{run}" / "o.####.exr"), "--method", "flow", "--progress", "none",
-                       "--timeout", "5"])
+            rc = main(
+                [
+                    "colorize",
+                    "--server",
+                    front,
+                    "--input",
+                    plate,
+                    "--key",
+                    f"1={key}",
+                    "--output",
+                    str(tmp_path / f"run{run}" / "o.####.exr"),
+                    "--method",
+                    "flow",
+                    "--progress",
+                    "none",
+                    "--timeout",
+                    "5",
+                ]
+            )
             assert rc == 0, f"run {run + 1} of 9"
             assert sorted(p.name for p in (tmp_path / f"run{run}").iterdir()) == [f"o.{f:04d}.exr" for f in frames]
     finally:
@@ -187,8 +224,22 @@ def test_client_key_cannot_register_as_a_worker(tmp_path, free_port):
     keys = tmp_path / "keys"
     generate_keys(keys, ("alice", "bob"), ("w1",))
     front, back = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    broker = spawn(["broker", "--bind", front, "--backend", back, "--curve-keys", str(keys), "--heartbeat", str(HEARTBEAT_S),
-                    "--log-level", "WARNING"], stderr=subprocess.PIPE)
+    broker = spawn(
+        [
+            "broker",
+            "--bind",
+            front,
+            "--backend",
+            back,
+            "--curve-keys",
+            str(keys),
+            "--heartbeat",
+            str(HEARTBEAT_S),
+            "--log-level",
+            "WARNING",
+        ],
+        stderr=subprocess.PIPE,
+    )
     bob = CurveKeys.from_dir(keys, "bob")
     alice = CurveKeys.from_dir(keys, "alice")
     ctx = zmq.Context.instance()
@@ -201,8 +252,13 @@ def test_client_key_cannot_register_as_a_worker(tmp_path, free_port):
         from colorprop_server import framing as W
 
         fake.connect(back)
-        caps = {"protocol": P.PROTOCOL_VERSION, "limits": {"max_jobs": 8}, "modes": [P.MODE_INBAND],
-                "engine": {"methods": ["flow"]}, "worker": {"pid": 1}}
+        caps = {
+            "protocol": P.PROTOCOL_VERSION,
+            "limits": {"max_jobs": 8},
+            "modes": [P.MODE_INBAND],
+            "engine": {"methods": ["flow"]},
+            "worker": {"pid": 1},
+        }
         for _ in range(10):  # READY, again and again, as a worker would (no connection: nothing queues)
             try:
                 fake.send_multipart([W.WORKER_PROTO, W.READY, json.dumps(caps).encode()], flags=zmq.NOBLOCK)
@@ -243,8 +299,9 @@ def test_workers_reconnect_after_a_broker_restart(tmp_path, free_port):
         stop_proc(brokers[0], signal.SIGKILL)
         brokers.append(spawn(args))
         # The worker misses 3 heartbeats, drops its socket and reconnects with back-off (at most 32 heartbeats).
-        assert wait_until(lambda: (_try(lambda: _pong(front)) or {}).get("workers") == 1, 60), \
+        assert wait_until(lambda: (_try(lambda: _pong(front)) or {}).get("workers") == 1, 60), (
             "the worker did not come back to the new broker"
+        )
         assert sorted(colorize_arrays(front, frames, keys, {"method": "flow"}, timeout_s=3)) == [1, 2, 3, 4]
         assert worker.poll() is None  # the same worker process throughout
     finally:

@@ -41,7 +41,9 @@ def test_version(capsys):
 
 def test_every_option_of_every_command_has_help_that_shows_its_default():
     found = list(parsers(build_parser()))
-    assert {"colorprop colorize", "colorprop preview", "colorprop data fetch", "colorprop serve"} <= {n for n, _ in found}
+    assert {"colorprop colorize", "colorprop preview", "colorprop data fetch", "colorprop serve"} <= {
+        n for n, _ in found
+    }
     for name, parser in found:
         formatter = parser._get_formatter()
         for action in parser._actions:
@@ -64,29 +66,61 @@ def test_required_options_are_marked_required():
 
 def test_short_options_and_a_working_width_above_the_plate_clamped_with_a_note(tmp_path):
     s = good_shot(tmp_path / "shot")
-    common = ["colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
-              "--weights", str(tmp_path / "nw")]
+    common = [
+        "colorize",
+        "-i",
+        s.input,
+        "--key",
+        f"1={s.keys[1]}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--weights",
+        str(tmp_path / "nw"),
+    ]
     code, message = run(*common, "-o", str(tmp_path / "wide" / "o.####.exr"), "--working-width", "4096")
     assert code == 0 and f"note: --working-width 4096 is above the plate width {W}" in message, message
     code, message = run(*common, "--output", str(tmp_path / "default" / "o.####.exr"))
     assert code == 0 and "note:" not in message
     for f in FRAMES:
-        np.testing.assert_array_equal(read_exr(tmp_path / "wide" / f"o.{f:04d}.exr").pixels,
-                                      read_exr(tmp_path / "default" / f"o.{f:04d}.exr").pixels)
+        np.testing.assert_array_equal(
+            read_exr(tmp_path / "wide" / f"o.{f:04d}.exr").pixels,
+            read_exr(tmp_path / "default" / f"o.{f:04d}.exr").pixels,
+        )
 
 
-@pytest.mark.parametrize(("option", "value", "words"), [
-    ("--frames", "0-99999999999999999999", "100000000000000000000 frames; at most 100000 in one shot"),
-    ("--frames", "99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
-    ("--output", "o.%099999999d.exr", "--output: pattern 'o.%099999999d.exr': the frame token '%099999999d' pads "
-                                      "frame numbers to 99999999 digits; at most 16"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--frames", "0-99999999999999999999", "100000000000000000000 frames; at most 100000 in one shot"),
+        ("--frames", "99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
+        (
+            "--output",
+            "o.%099999999d.exr",
+            "--output: pattern 'o.%099999999d.exr': the frame token '%099999999d' pads "
+            "frame numbers to 99999999 digits; at most 16",
+        ),
+    ],
+)
 def test_absurd_numbers_are_bad_input_saying_what_was_read(tmp_path, option, value, words):
     s = good_shot(tmp_path / "shot")
     args = {"--frames": "1-4", "--output": str(tmp_path / "o.####.exr")}
     args[option] = value
-    code, message = run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
-                        "--weights", str(tmp_path / "nw"), *[a for kv in args.items() for a in kv])
+    code, message = run(
+        "colorize",
+        "-i",
+        s.input,
+        "--key",
+        f"1={s.keys[1]}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--weights",
+        str(tmp_path / "nw"),
+        *[a for kv in args.items() for a in kv],
+    )
     assert code == 2 and words in message and "Traceback" not in message, message
 
 
@@ -95,8 +129,19 @@ def test_a_plate_frame_missing_mid_sequence_is_bad_input_unless_gaps_are_allowed
     a hole as one), not a gap the colour is silently carried across; --allow-gaps keeps that bridging."""
     s = good_shot(tmp_path / "shot")
     (s.folder / "plate.0003.exr").unlink()
-    common = ["colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress", "none",
-              "--weights", str(tmp_path / "nw")]
+    common = [
+        "colorize",
+        "-i",
+        s.input,
+        "--key",
+        f"1={s.keys[1]}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--weights",
+        str(tmp_path / "nw"),
+    ]
     code, message = run(*common, "-o", str(tmp_path / "strict" / "o.####.exr"))
     assert code == 2 and "frame(s) 3 missing between 1 and 4" in message and "--allow-gaps" in message, message
     assert not (tmp_path / "strict").exists()
@@ -109,13 +154,37 @@ def test_a_plate_frame_missing_mid_sequence_is_bad_input_unless_gaps_are_allowed
 
 def test_a_pattern_with_the_wrong_padding_says_what_padding_is_on_disk(tmp_path):
     s = good_shot(tmp_path / "shot")
-    code, message = run("colorize", "-i", str(s.folder / "plate.###.exr"), "--key", f"1={s.keys[1]}", "--method",
-                        "flow", "--progress", "none", "-o", str(tmp_path / "o.####.exr"))
+    code, message = run(
+        "colorize",
+        "-i",
+        str(s.folder / "plate.###.exr"),
+        "--key",
+        f"1={s.keys[1]}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "-o",
+        str(tmp_path / "o.####.exr"),
+    )
     assert code == 2, message
-    assert ("matches no file for frames 1, 2, 3, 4; the files of that name are padded to 4 digits (plate.0001.exr "
-            "... plate.0004.exr): use 'plate.####.exr'") in message, message
-    code, message = run("colorize", "-i", str(s.folder / "plate.#####.exr"), "--key", f"1={s.keys[1]}", "--method",
-                        "flow", "--progress", "none", "-o", str(tmp_path / "o.####.exr"))
+    assert (
+        "matches no file for frames 1, 2, 3, 4; the files of that name are padded to 4 digits (plate.0001.exr "
+        "... plate.0004.exr): use 'plate.####.exr'"
+    ) in message, message
+    code, message = run(
+        "colorize",
+        "-i",
+        str(s.folder / "plate.#####.exr"),
+        "--key",
+        f"1={s.keys[1]}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "-o",
+        str(tmp_path / "o.####.exr"),
+    )
     assert code == 2 and "plate.#####.exr: matches no file; the files of that name are padded to 4 digits" in message
 
 
@@ -128,8 +197,10 @@ def test_suggest_keys_from_a_confidence_output_ranks_its_frames_without_the_plat
     frames, _ = with_object(background(12), {i: (20 + 3 * i, 16, 44 + 3 * i, 40) for i in range(5, 9)})
     plate, key_args = write_plate(tmp_path / "shot", frames, keys=[1])
     out = str(tmp_path / "out" / "c.####.exr")
-    assert run("colorize", "-i", plate, *key_args, "-o", out, "--method", "flow", "--confidence",
-               "--progress", "none")[0] == 0
+    assert (
+        run("colorize", "-i", plate, *key_args, "-o", out, "--method", "flow", "--confidence", "--progress", "none")[0]
+        == 0
+    )
     capsys.readouterr()
     assert main(["suggest-keys", "-i", plate, *key_args, "--method", "flow", "--count", "3", "--json"]) == 0
     computed = json.loads(capsys.readouterr().out)
@@ -149,8 +220,24 @@ def test_suggest_keys_from_a_confidence_output_ranks_its_frames_without_the_plat
 
 def test_suggest_keys_from_an_output_without_the_matte_names_the_file(tmp_path):
     s = good_shot(tmp_path / "shot")
-    assert run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "-o", s.output, "--method", "flow",
-               "--progress", "none", "--weights", str(tmp_path / "nw"))[0] == 0
+    assert (
+        run(
+            "colorize",
+            "-i",
+            s.input,
+            "--key",
+            f"1={s.keys[1]}",
+            "-o",
+            s.output,
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+            "--weights",
+            str(tmp_path / "nw"),
+        )[0]
+        == 0
+    )
     code, message = run("suggest-keys", "--from", s.output)
     assert code == 3 and "out.0001.exr: no colorprop.confidence channel; colour the shot with" in message, message
 
@@ -174,8 +261,25 @@ THUMB_H = int(round(H * 240 / W))
 
 def test_preview_draws_the_sequence_and_its_confidence_matte(tmp_path):
     s = good_shot(tmp_path / "shot")
-    assert run("colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "-o", s.output, "--method", "flow",
-               "--confidence", "--progress", "none", "--weights", str(tmp_path / "nw"))[0] == 0
+    assert (
+        run(
+            "colorize",
+            "-i",
+            s.input,
+            "--key",
+            f"1={s.keys[1]}",
+            "-o",
+            s.output,
+            "--method",
+            "flow",
+            "--confidence",
+            "--progress",
+            "none",
+            "--weights",
+            str(tmp_path / "nw"),
+        )[0]
+        == 0
+    )
     assert run("preview", "-i", s.output, "-o", str(tmp_path / "plain.png"))[0] == 0
     assert run("preview", "-i", s.output, "--confidence", "-o", str(tmp_path / "matte.png"))[0] == 0
     plain, matte = sheet(tmp_path / "plain.png"), sheet(tmp_path / "matte.png")
@@ -183,10 +287,10 @@ def test_preview_draws_the_sequence_and_its_confidence_matte(tmp_path):
     np.testing.assert_array_equal(matte[:THUMB_H], plain)  # the same image row
     image = plain[30:, :].astype(float)  # below the frame numbers: the key's warm tint, R > G > B
     assert image[..., 0].mean() > image[..., 1].mean() + 20 > image[..., 2].mean() + 40
-    first_matte = matte[THUMB_H + 30:, :240]  # frame 1 is the key: confidence 1, white
+    first_matte = matte[THUMB_H + 30 :, :240]  # frame 1 is the key: confidence 1, white
     assert first_matte.min() >= 250
     confidence = read_exr(tmp_path / "shot" / "out.0004.exr").channel("colorprop.confidence")
-    assert abs(matte[THUMB_H + 30:, 720:].mean() / 255 - confidence[6:].mean()) < 0.05
+    assert abs(matte[THUMB_H + 30 :, 720:].mean() / 255 - confidence[6:].mean()) < 0.05
 
 
 def test_preview_errors(tmp_path):

@@ -23,8 +23,9 @@ def _plates(folder, n=6, seed=51, h=48, w=64):
     folder.mkdir(parents=True, exist_ok=True)
     for f, px in frames.items():
         alpha = np.full(px.shape[:2] + (1,), 0.25 * (f % 4), np.float32)
-        write_exr(folder / f"plate.{f:04d}.exr", np.concatenate([px, alpha], -1), ("R", "G", "B", "A"),
-                  pixel_type="half")
+        write_exr(
+            folder / f"plate.{f:04d}.exr", np.concatenate([px, alpha], -1), ("R", "G", "B", "A"), pixel_type="half"
+        )
     write_exr(folder / "key.exr", keys[1], ("R", "G", "B"), pixel_type="float")
     return str(folder / "plate.####.exr"), str(folder / "key.exr"), list(frames)
 
@@ -32,8 +33,22 @@ def _plates(folder, n=6, seed=51, h=48, w=64):
 def _colorize(plate, key, out, *extra):
     from colorprop.cli.main import main
 
-    return main(["colorize", "--input", plate, "--key", f"1={key}", "--output", out, "--method", "flow",
-                 "--progress", "none", *extra])
+    return main(
+        [
+            "colorize",
+            "--input",
+            plate,
+            "--key",
+            f"1={key}",
+            "--output",
+            out,
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+            *extra,
+        ]
+    )
 
 
 def _same_exrs(a_pattern, b_pattern, frames):
@@ -74,8 +89,9 @@ def test_colorize_with_server_outside_roots_falls_back_to_in_band(engine, tmp_pa
 def test_colorize_without_server_exits_6_quickly(tmp_path, free_port, monkeypatch):
     plate, key, _ = _plates(tmp_path / "shot", n=2)
     connects = connect_times(monkeypatch)  # timed from the first connect: the command's start-up is not the wait
-    rc = _colorize(plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}",
-                   "--timeout", "0.5")
+    rc = _colorize(
+        plate, key, str(tmp_path / "o.####.exr"), "--server", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5"
+    )
     assert rc == 6 and connects and time.monotonic() - connects[0] < 5.0
 
 
@@ -136,7 +152,10 @@ def test_keys_command_writes_server_client_and_worker_keys(tmp_path, capsys):
     assert names == ["clients", "server", "workers"]  # the whole layout: tests/test_curve_keys.py
     assert sorted(p.name for p in (tmp_path / "k" / "clients").iterdir()) == ["alice", "farm"]
     assert sorted(p.name for p in (tmp_path / "k" / "workers").iterdir()) == ["gpu1"]
-    assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_clients").iterdir()) == ["alice.key", "farm.key"]
+    assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_clients").iterdir()) == [
+        "alice.key",
+        "farm.key",
+    ]
     assert sorted(p.name for p in (tmp_path / "k" / "server" / "authorized_workers").iterdir()) == ["gpu1.key"]
     capsys.readouterr()
     # A name is a client or a worker, never both; a name is never a path.
@@ -189,8 +208,14 @@ def test_colorize_with_a_server_that_is_no_address_exits_2_naming_it(tmp_path, c
 def test_one_address_rule_for_the_server_settings_the_cli_and_the_dcc():
     from colorprop_client import dcc_text
 
-    good = ["tcp://127.0.0.1:5557", "tcp://[::1]:5557", "tcp://*:5557", "tcp://render-07:1", "ipc:///tmp/cp",
-            "inproc://x"]
+    good = [
+        "tcp://127.0.0.1:5557",
+        "tcp://[::1]:5557",
+        "tcp://*:5557",
+        "tcp://render-07:1",
+        "ipc:///tmp/cp",
+        "inproc://x",
+    ]
     bad = ["foo", "tcp://host", "tcp://h:0", "tcp://h:65536", "udp://h:1", "", None, 5557]
     assert [P.is_address(a) for a in good] == [True] * len(good)
     assert [P.is_address(a) for a in bad] == [False] * len(bad)

@@ -136,16 +136,19 @@ def test_conversion_is_per_pixel_on_larger_images():
     np.testing.assert_allclose(back, rgb, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("src", "dst"), [("ACEScg", LINEAR_REC709), (LINEAR_REC709, "ACEScg"),
-                                        ("ACES2065-1", LINEAR_REC709)])
+@pytest.mark.parametrize(
+    ("src", "dst"), [("ACEScg", LINEAR_REC709), (LINEAR_REC709, "ACEScg"), ("ACES2065-1", LINEAR_REC709)]
+)
 def test_a_linear_transform_is_ocios_own_matrix(src, dst):
     # Scene-linear pairs run as one matrix; OCIO's processor (through an ImageBuf) is the reference.
     matrix = convert.linear_transform(src, dst)
     assert matrix is not None and matrix.shape == (3, 4)
     rng = np.random.default_rng(8)
     rgb = (rng.uniform(-1.0, 1.0, (40, 60, 3)) * np.logspace(-5, 3, 60)[None, :, None]).astype(np.float32)
-    fast, ocio = to_linear_rec709(rgb, src) if dst == LINEAR_REC709 else from_linear_rec709(rgb, dst), \
-        convert._ocio_convert(rgb, src, dst)
+    fast, ocio = (
+        to_linear_rec709(rgb, src) if dst == LINEAR_REC709 else from_linear_rec709(rgb, dst),
+        convert._ocio_convert(rgb, src, dst),
+    )
     scale = np.abs(ocio).max(axis=-1, keepdims=True)
     assert np.all(np.abs(fast - ocio) <= 1e-6 * scale)
 
@@ -206,8 +209,7 @@ def test_luminance_exact_for_any_ab_float64(y):
     np.testing.assert_allclose(luminance(rgb), y, rtol=1e-10)
 
 
-@pytest.mark.parametrize(("y", "ab_range"), [(8.0, 128.0), (1.0, 128.0), (0.18, 128.0), (0.01, 128.0),
-                                             (1e-4, 16.0)])
+@pytest.mark.parametrize(("y", "ab_range"), [(8.0, 128.0), (1.0, 128.0), (0.18, 128.0), (0.01, 128.0), (1e-4, 16.0)])
 def test_luminance_exact_float32(y, ab_range):
     # float32 output can hold Y only as exactly as its components: at Y=1e-4 an ab of 128 makes
     # R, G, B ~600x larger than Y, so the float32 case is checked for the chroma range that such
@@ -231,8 +233,9 @@ def test_luminance_exact_through_recolouring():
 
 def test_l_from_y_linear_segment_and_inverse():
     eps = 216.0 / 24389.0
-    ys = np.concatenate([np.linspace(-0.05, 0.05, 2001), [eps, eps * (1 - 1e-12), eps * (1 + 1e-12)],
-                         np.logspace(-8, 3, 200)])
+    ys = np.concatenate(
+        [np.linspace(-0.05, 0.05, 2001), [eps, eps * (1 - 1e-12), eps * (1 + 1e-12)], np.logspace(-8, 3, 200)]
+    )
     lab_l = lab_l_from_y(ys)
     np.testing.assert_allclose(y_from_lab_l(lab_l), ys, rtol=1e-10, atol=1e-15)
     assert np.all(np.diff(lab_l_from_y(np.sort(ys))) >= 0)  # monotone through the segment switch
@@ -248,8 +251,13 @@ def test_l_from_y_keeps_float32():
 def _hdr_rgb(seed: int) -> np.ndarray:
     """Bright, dark (f's linear segment), negative and near-black pixels, float32."""
     rng = np.random.default_rng(seed)
-    return np.concatenate([rng.uniform(-0.3, 12.0, (30, 40, 3)), rng.uniform(0.0, 1e-3, (30, 40, 3)),
-                           rng.uniform(-1e-4, 1e-4, (30, 40, 3))]).astype(np.float32)
+    return np.concatenate(
+        [
+            rng.uniform(-0.3, 12.0, (30, 40, 3)),
+            rng.uniform(0.0, 1e-3, (30, 40, 3)),
+            rng.uniform(-1e-4, 1e-4, (30, 40, 3)),
+        ]
+    ).astype(np.float32)
 
 
 def test_plate_lab_ab_matches_the_float64_reference():
@@ -317,8 +325,9 @@ def test_torch_luminance_exact(y):
     lab_l = lab_l_from_y(torch.full((1, 1, 16, 16), y, dtype=torch.float64))
     rgb = lab_to_linear_rec709_t(torch.cat([lab_l, ab], dim=1))
     weights = torch.tensor(convert.LUMA_WEIGHTS, dtype=torch.float64).view(1, 3, 1, 1)
-    torch.testing.assert_close((rgb * weights).sum(dim=1), torch.full((1, 16, 16), y, dtype=torch.float64),
-                               rtol=1e-10, atol=0)
+    torch.testing.assert_close(
+        (rgb * weights).sum(dim=1), torch.full((1, 16, 16), y, dtype=torch.float64), rtol=1e-10, atol=0
+    )
 
 
 def test_torch_l_helpers_match_numpy():
@@ -375,6 +384,7 @@ def test_guided_keeps_flat_chroma_flat():
 def _reference_guided_upsample(ab_small, lab_l_full, radius=1, eps=1e-3):
     """The guided upsampling with back-projection as first written (a guide L/100 frame, one model per
     channel, stacked): the reference the float32 version is checked against."""
+
     def box(x):
         return cv2.boxFilter(x, -1, (2 * radius + 1,) * 2, normalize=True, borderType=cv2.BORDER_REFLECT)
 

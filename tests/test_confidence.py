@@ -14,8 +14,7 @@ from colorprop.data.clips import Clip
 from colorprop.engine.confidence import FLOW_CALIBRATION, calibrated, carry_confidence, flatness, meet_confidence
 from colorprop.engine.engine import Engine
 from colorprop.measure.evaluate import colorize_clip_with_confidence, evaluate
-from colorprop.measure.matte import (CalibrationTable, error_captured, error_captured_max, fit_monotone,
-                                     matte_measures)
+from colorprop.measure.matte import CalibrationTable, error_captured, error_captured_max, fit_monotone, matte_measures
 from colorprop.shot.suggest import suggest_frames
 from shotkit import H, W, background, with_object, write_plate
 
@@ -40,7 +39,7 @@ def disocclusion_shot(n: int = 12) -> tuple[list[np.ndarray], np.ndarray, np.nda
     x0 = {i: 24 + max(0, i - 4) * 6 for i in range(n)}
     covered = np.zeros((n, H, W), bool)
     for i, f in enumerate(frames):
-        covered[i, 16:48, x0[i]:x0[i] + 28] = True
+        covered[i, 16:48, x0[i] : x0[i] + 28] = True
         f[covered[i]] = GRAY
     uncovered = covered[0] & ~covered[-1]
     never = cv2.dilate(covered.any(axis=0).astype(np.uint8), np.ones((13, 13), np.uint8)) == 0
@@ -78,7 +77,9 @@ def test_matte_measures_and_calibration_table():
     assert m["captured_max"] == pytest.approx(m["captured"])
     table = CalibrationTable.from_json(m["calibration"])
     rows = table.rows()
-    assert rows[0]["share"] == pytest.approx(1 / 3) and rows[0]["within"] == 0.0 and rows[0]["error"] == pytest.approx(20)
+    assert (
+        rows[0]["share"] == pytest.approx(1 / 3) and rows[0]["within"] == 0.0 and rows[0]["error"] == pytest.approx(20)
+    )
     assert rows[-1]["share"] == pytest.approx(2 / 3) and rows[-1]["within"] == 1.0  # 1.0 falls in the last bin
     assert table.ece() == pytest.approx((0.05 * 400 + 0.0 * 800) / 1200)
     # A calibrated matte: each pixel right with the probability it states.
@@ -135,17 +136,16 @@ def test_flat_luminance_keeps_confidence_unless_the_luminance_changes():
     L = textured.copy()
     L[:, : W // 2] = 50.0  # the left half is a plain backdrop
     assert flatness(L)[:, : W // 2 - 14].min() > 0.98  # 3.5 sigma from the texture
-    assert flatness(L)[:, W // 2 + 14:].max() < 0.05
+    assert flatness(L)[:, W // 2 + 14 :].max() < 0.05
     ones, zero_flow = np.ones((H, W), np.float32), np.zeros((H, W, 2), np.float32)
     lost_check = np.zeros((H, W), np.float32)
     carried = carry_confidence(ones, L, L, zero_flow, lost_check)
-    assert carried[:, : W // 2 - 14].min() > 0.85 and carried[:, W // 2 + 14:].max() < 0.1
+    assert carried[:, : W // 2 - 14].min() > 0.85 and carried[:, W // 2 + 14 :].max() < 0.1
     entering = L.copy()
     entering[20:40, 10:30] = 80.0  # a flat object with a new luminance
     carried = carry_confidence(ones, L, entering, zero_flow, lost_check)
     assert carried[24:36, 14:26].max() < 0.01
     np.testing.assert_array_equal(carry_confidence(ones, L, L, zero_flow, lost_check, flat_trust=0.0), 0.0)
-
 
 
 def test_matte_is_low_where_background_is_uncovered_and_high_on_static_texture():
@@ -179,7 +179,7 @@ def test_suggest_frames_ranks_by_expected_error_and_spreads():
     summary = {f: {"mean": 1.0 - e, "low_fraction": 0.0} for f, e in expected.items()}
     chosen = [s.frame for s in suggest_frames(summary, [1], 3)]
     assert chosen[0] == 40
-    assert min(abs(a - b) for i, a in enumerate(chosen) for b in chosen[i + 1:]) >= 4  # spread, not 40, 39, 38
+    assert min(abs(a - b) for i, a in enumerate(chosen) for b in chosen[i + 1 :]) >= 4  # spread, not 40, 39, 38
     # The frame beside a key is suggested only when it really is the worst.
     summary[2]["mean"] = 0.0
     assert suggest_frames(summary, [1], 1)[0].frame == 2
@@ -194,8 +194,24 @@ def test_suggest_keys_returns_the_known_bad_frame(tmp_path, capsys):
     n = 12
     frames, _ = with_object(background(n), {5: (36, 16, 64, 44)})
     plate, key_args = write_plate(tmp_path, frames, [1, n])
-    assert cli_main(["suggest-keys", "--input", plate, *key_args, "--frames", f"1-{n}", "--method", "flow",
-                     "--count", "3", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "suggest-keys",
+                "--input",
+                plate,
+                *key_args,
+                "--frames",
+                f"1-{n}",
+                "--method",
+                "flow",
+                "--count",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["suggestions"][0]["frame"] == 6
     assert [s["frame"] for s in report["suggestions"]][1:] != [5, 7]  # the next ones are spread, not its neighbours
@@ -207,8 +223,24 @@ def test_suggest_keys_never_answers_the_frame_after_the_key(tmp_path, capsys):
     n = 12
     frames, _ = with_object(background(n), {i: (40, 18, 64, 42) for i in range(6, n)})  # appears at frame 7
     plate, key_args = write_plate(tmp_path, frames, [1])
-    assert cli_main(["suggest-keys", "--input", plate, *key_args, "--frames", f"1-{n}", "--method", "flow",
-                     "--count", "2", "--json"]) == 0
+    assert (
+        cli_main(
+            [
+                "suggest-keys",
+                "--input",
+                plate,
+                *key_args,
+                "--frames",
+                f"1-{n}",
+                "--method",
+                "flow",
+                "--count",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     first, second = (s["frame"] for s in report["suggestions"])
     assert 7 <= first <= n  # a frame where the object's colour is invented
@@ -222,7 +254,9 @@ def test_suggest_keys_never_answers_the_frame_after_the_key(tmp_path, capsys):
 
 def test_eval_reports_the_matte_and_the_suggestion_check():
     frames, uncovered, _ = disocclusion_shot(14)
-    entering, _ = with_object(background(14), {i: (W - 5 * (i - 3), 20, W - 5 * (i - 3) + 24, 44) for i in range(4, 14)})
+    entering, _ = with_object(
+        background(14), {i: (W - 5 * (i - 3), 20, W - 5 * (i - 3) + 24, 44) for i in range(4, 14)}
+    )
     clips = [Clip("uncover", frames), Clip("entering", entering)]
     results = evaluate(Engine(None), clips, ["flow"], ns=(5,), log=lambda s: None, suggest=True)
     conf = results["confidence"]["flow"]

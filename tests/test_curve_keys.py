@@ -55,12 +55,30 @@ def test_keys_writes_server_clients_and_workers_folders(tmp_path, capsys):
     written = json.loads(capsys.readouterr().out)
     assert written["clients"] == {"alice": str(d / "clients" / "alice"), "farm": str(d / "clients" / "farm")}
     assert _tree(d) == [
-        "clients", "clients/alice", "clients/alice/alice.key", "clients/alice/alice.key_secret",
-        "clients/alice/server.key", "clients/farm", "clients/farm/farm.key", "clients/farm/farm.key_secret",
-        "clients/farm/server.key", "server", "server/authorized_clients", "server/authorized_clients/alice.key",
-        "server/authorized_clients/farm.key", "server/authorized_workers", "server/authorized_workers/gpu1.key",
-        "server/roles.json", "server/server.key", "server/server.key_secret", "workers", "workers/gpu1",
-        "workers/gpu1/gpu1.key", "workers/gpu1/gpu1.key_secret", "workers/gpu1/server.key"]
+        "clients",
+        "clients/alice",
+        "clients/alice/alice.key",
+        "clients/alice/alice.key_secret",
+        "clients/alice/server.key",
+        "clients/farm",
+        "clients/farm/farm.key",
+        "clients/farm/farm.key_secret",
+        "clients/farm/server.key",
+        "server",
+        "server/authorized_clients",
+        "server/authorized_clients/alice.key",
+        "server/authorized_clients/farm.key",
+        "server/authorized_workers",
+        "server/authorized_workers/gpu1.key",
+        "server/roles.json",
+        "server/server.key",
+        "server/server.key_secret",
+        "workers",
+        "workers/gpu1",
+        "workers/gpu1/gpu1.key",
+        "workers/gpu1/gpu1.key_secret",
+        "workers/gpu1/server.key",
+    ]
     # The server's folder holds no client's or worker's secret; every secret is readable by its owner only.
     assert [p.name for p in (d / "server").rglob("*.key_secret")] == ["server.key_secret"]
     for secret in d.rglob("*.key_secret"):

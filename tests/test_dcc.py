@@ -34,10 +34,19 @@ def inproc_server(engine, tmp_path_factory):
     srv.stop()
 
 
-@pytest.mark.parametrize("pattern, frame", [
-    ("/a/b.####.exr", 7), ("/a/b.%04d.exr", 7), ("/a/b.%d.exr", 1234), ("/a/b_@@@.exr", 12),
-    ("/a/b.##.exr", 12345), ("/a/b.####.exr", -3), ("/x.####/b.%03d.exr", 5), ("rel/b.%05d.exr", 42),
-])
+@pytest.mark.parametrize(
+    "pattern, frame",
+    [
+        ("/a/b.####.exr", 7),
+        ("/a/b.%04d.exr", 7),
+        ("/a/b.%d.exr", 1234),
+        ("/a/b_@@@.exr", 12),
+        ("/a/b.##.exr", 12345),
+        ("/a/b.####.exr", -3),
+        ("/x.####/b.%03d.exr", 5),
+        ("rel/b.%05d.exr", 42),
+    ],
+)
 def test_frame_path_matches_core(pattern, frame):
     assert dcc.frame_path(pattern, frame) == str(FramePattern(pattern).path(frame))
 
@@ -103,13 +112,26 @@ def test_keys_must_lie_inside_the_frames():
 
 
 def test_options_follow_the_servers_capabilities():
-    caps = {"engine": {"methods": ["flow"], "default_method": "flow",
-                       "options": {"method": {"choices": ["full", "flow"]}, "working_width": {"choices": None},
-                                   "upsample": {"choices": ["guided"]}, "regrade": {"type": "bool"}}}}
+    caps = {
+        "engine": {
+            "methods": ["flow"],
+            "default_method": "flow",
+            "options": {
+                "method": {"choices": ["full", "flow"]},
+                "working_width": {"choices": None},
+                "upsample": {"choices": ["guided"]},
+                "regrade": {"type": "bool"},
+            },
+        }
+    }
     assert dcc.method_choices(caps) == (["flow"], "flow")
     assert dcc.build_options(caps, "flow", "draft") == {"method": "flow", "working_width": 320}
-    assert dcc.build_options(caps, None, "high", regrade=True) == {"method": "flow", "working_width": 960,
-                                                                   "upsample": "guided", "regrade": True}
+    assert dcc.build_options(caps, None, "high", regrade=True) == {
+        "method": "flow",
+        "working_width": 960,
+        "upsample": "guided",
+        "regrade": True,
+    }
     with pytest.raises(dcc.ColorizeError, match="not offered"):
         dcc.build_options(caps, "full", "standard")
     with pytest.raises(dcc.ColorizeError, match="no option 'write_confidence'"):
@@ -136,8 +158,13 @@ def test_run_job_inband_gives_the_clients_pixels_and_reports_progress(inproc_ser
     written: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     seen: list[tuple[float, str]] = []
     shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: written.__setitem__(f, (rgb, conf)))
-    dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
-                progress=lambda frac, msg: seen.append((frac, msg)))
+    dcc.run_job(
+        inproc_server.address,
+        sorted(frames),
+        shot,
+        {"method": "flow"},
+        progress=lambda frac, msg: seen.append((frac, msg)),
+    )
     reference = colorize_arrays(inproc_server.address, frames, keys, {"method": "flow"})
     assert sorted(written) == sorted(frames)
     for f in frames:
@@ -155,8 +182,9 @@ def test_run_job_cancel_stops_early(inproc_server):
     written: list[int] = []
     shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: written.append(f))
     with pytest.raises(dcc.Cancelled):
-        dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
-                    is_cancelled=lambda: len(written) >= 2)
+        dcc.run_job(
+            inproc_server.address, sorted(frames), shot, {"method": "flow"}, is_cancelled=lambda: len(written) >= 2
+        )
     assert 2 <= len(written) <= 6, written
     assert wait_until(lambda: not inproc_server.service.active_jobs(), 30)  # not left waiting (it would: 120 s)
 
@@ -174,10 +202,13 @@ def test_a_job_that_fails_mid_run_is_reported(inproc_server):
     data = plate4.read_bytes()
     plate4.write_bytes(data[: len(data) // 2])  # header intact (it passes the pre-flight), pixel data cut
     seen: list[str] = []
-    shot = dcc.PathsShot(str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "out.####.exr"))
+    shot = dcc.PathsShot(
+        str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "out.####.exr")
+    )
     with pytest.raises(dcc.ColorizeError, match="plate.0004.exr") as err:
-        dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"},
-                    progress=lambda frac, msg: seen.append(msg))
+        dcc.run_job(
+            inproc_server.address, sorted(frames), shot, {"method": "flow"}, progress=lambda frac, msg: seen.append(msg)
+        )
     assert "cannot read EXR" in str(err.value)
     assert sorted(p.name for p in folder.glob("out.*.exr")) == [f"out.{f:04d}.exr" for f in (1, 2, 3)]
     assert any("3/6" in msg for msg in seen)  # progress came in before the failure
@@ -240,8 +271,7 @@ def test_done_status_text():
     """The line each host shows when a run is written: Blender without suggestions, Nuke with them."""
     assert dcc.done_status(6, "/o/x.####.exr") == "done: 6 frames -> /o/x.####.exr"
     suggestions = [{"frame": 12, "expected_error": 0.3}, {"frame": 40, "expected_error": 0.1}]
-    assert (dcc.done_status(6, "/o/x.####.exr", suggestions)
-            == "done: 6 frames -> /o/x.####.exr; suggested keys: 12, 40")
+    assert dcc.done_status(6, "/o/x.####.exr", suggestions) == "done: 6 frames -> /o/x.####.exr; suggested keys: 12, 40"
     assert dcc.done_status(3, "o.%04d.exr", []) == "done: 3 frames -> o.%04d.exr; suggested keys: none"
 
 
@@ -249,9 +279,16 @@ def test_suggestions_field_is_optional_and_checked():
     """An older server's done event has no suggestions (none, not an error); a malformed one names the field."""
     assert P.parse_suggestions({"kind": P.EV_DONE, "report": {}}) == []
     assert P.parse_suggestions({P.DONE_SUGGESTIONS: [{"frame": 7, "expected_error": 0.25}]}) == [
-        {"frame": 7, "expected_error": 0.25}]
-    for bad in ("7", [{"frame": "7", "expected_error": 0.2}], [{"frame": 7}], [{"frame": 7, "expected_error": True}],
-                [{"frame": 7, "expected_error": float("nan")}], [7]):
+        {"frame": 7, "expected_error": 0.25}
+    ]
+    for bad in (
+        "7",
+        [{"frame": "7", "expected_error": 0.2}],
+        [{"frame": 7}],
+        [{"frame": 7, "expected_error": True}],
+        [{"frame": 7, "expected_error": float("nan")}],
+        [7],
+    ):
         with pytest.raises(P.ProtocolError, match="suggestions"):
             P.parse_suggestions({P.DONE_SUGGESTIONS: bad})
 
@@ -277,17 +314,30 @@ def test_run_job_reports_a_server_killed_mid_job_within_5_s(free_port):
     try:
         caps = dcc.connect(wait_hello(addr, proc) and addr)
         with pytest.raises(dcc.ColorizeError, match="stopped answering") as err:
-            dcc.run_job(addr, sorted(frames), dcc.InbandShot(lambda f: frames[f], keys, write_result),
-                        {"method": "flow"}, caps=caps)
+            dcc.run_job(
+                addr,
+                sorted(frames),
+                dcc.InbandShot(lambda f: frames[f], keys, write_result),
+                {"method": "flow"},
+                caps=caps,
+            )
         gave_up_s = time.monotonic() - killed_at[0]
     finally:
         stop_proc(proc, signal.SIGKILL)
     assert gave_up_s <= 5.0, (gave_up_s, str(err.value))
 
 
-@pytest.mark.parametrize("sys_platform, machine, key", [
-    ("linux", "x86_64", "linux-x64"), ("linux", "aarch64", "linux-arm64"), ("win32", "AMD64", "windows-x64"),
-    ("win32", "ARM64", "windows-arm64"), ("darwin", "x86_64", "macos-x64"), ("darwin", "arm64", "macos-arm64")])
+@pytest.mark.parametrize(
+    "sys_platform, machine, key",
+    [
+        ("linux", "x86_64", "linux-x64"),
+        ("linux", "aarch64", "linux-arm64"),
+        ("win32", "AMD64", "windows-x64"),
+        ("win32", "ARM64", "windows-arm64"),
+        ("darwin", "x86_64", "macos-x64"),
+        ("darwin", "arm64", "macos-arm64"),
+    ],
+)
 def test_each_host_gets_the_pip_tag_the_blender_extension_is_built_with(monkeypatch, sys_platform, machine, key):
     """One table for the Nuke install hint and the extension's wheels (they once disagreed on Intel macOS)."""
     from colorprop_client import platforms
@@ -296,4 +346,6 @@ def test_each_host_gets_the_pip_tag_the_blender_extension_is_built_with(monkeypa
     monkeypatch.setattr(platforms.platform, "machine", lambda: machine)
     assert platforms.this_platform() == key
     assert dcc.pip_platform() == platforms.PIP_PLATFORMS[key]
-    assert key in tomllib.loads((REPO / "plugin/blender/colorprop_blender/blender_manifest.toml").read_text())["platforms"]
+    assert (
+        key in tomllib.loads((REPO / "plugin/blender/colorprop_blender/blender_manifest.toml").read_text())["platforms"]
+    )

@@ -16,9 +16,11 @@ import pytest
 from serverkit import REPO
 
 DEPLOY = REPO / "plugin" / "deploy"
-PAIRS = [("colorprop-serve.service", "server.example.toml", "server"),
-         ("colorprop-broker.service", "broker.example.toml", "broker"),
-         ("colorprop-worker@.service", "worker.example.toml", "worker")]
+PAIRS = [
+    ("colorprop-serve.service", "server.example.toml", "server"),
+    ("colorprop-broker.service", "broker.example.toml", "broker"),
+    ("colorprop-worker@.service", "worker.example.toml", "worker"),
+]
 INSTANCE = "0"  # the template unit's %i in these checks
 
 
@@ -43,8 +45,9 @@ def test_unit_and_example_config_agree(unit_name, example_name, role):
     argv = shlex.split(unit["ExecStart"][0])
     assert argv[0].endswith("/colorprop")
     header = example.read_text().splitlines()[0]
-    assert shlex.split(header.lstrip("# ").replace("gpu0", f"gpu{INSTANCE}")) == ["colorprop", *argv[1:]], \
+    assert shlex.split(header.lstrip("# ").replace("gpu0", f"gpu{INSTANCE}")) == ["colorprop", *argv[1:]], (
         "the example's first line is the unit's command"
+    )
     args = build_parser().parse_args(argv[1:])
     assert args.config.startswith("/etc/colorprop/")
     args.config = str(example)  # what the unit reads, once installed

@@ -22,8 +22,9 @@ from serverkit import NO_WEIGHTS, REPO
 from test_preflight import good_shot
 
 COLORPROP = str(Path(sys.executable).parent / "colorprop")
-needs_cpu_torch = pytest.mark.skipif(torch.backends.cuda.is_built(), reason="this torch has CUDA: the refusal "
-                                     "of a CPU-only build cannot be seen here")
+needs_cpu_torch = pytest.mark.skipif(
+    torch.backends.cuda.is_built(), reason="this torch has CUDA: the refusal of a CPU-only build cannot be seen here"
+)
 
 
 def _colorprop(args: list[str], env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -63,16 +64,33 @@ def test_colorize_on_a_cpu_torch_refuses_cuda_and_writes_nothing(tmp_path, weigh
     the --device silently ignored."""
     s = good_shot(tmp_path / "shot")
     env = {"COLORPROP_WEIGHTS": NO_WEIGHTS} if weights == "none" else {}
-    out = _colorprop(["colorize", "-i", s.input, "--key", f"1={s.keys[1]}", "--method", "flow", "--progress",
-                      "none", "-o", str(tmp_path / "out" / "o.####.exr"), "--device", "cuda"], env)
+    out = _colorprop(
+        [
+            "colorize",
+            "-i",
+            s.input,
+            "--key",
+            f"1={s.keys[1]}",
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+            "-o",
+            str(tmp_path / "out" / "o.####.exr"),
+            "--device",
+            "cuda",
+        ],
+        env,
+    )
     _refused(out, "cuda")
     assert not (tmp_path / "out").exists()
 
 
 @needs_cpu_torch
 def test_bench_on_a_cpu_torch_refuses_cuda_and_writes_no_json(tmp_path):
-    out = _colorprop(["bench", "--sizes", "64x48", "--repeats", "1", "--device", "cuda",
-                      "--json", str(tmp_path / "b.json")])
+    out = _colorprop(
+        ["bench", "--sizes", "64x48", "--repeats", "1", "--device", "cuda", "--json", str(tmp_path / "b.json")]
+    )
     _refused(out, "cuda")
     assert not (tmp_path / "b.json").exists()
 
@@ -90,8 +108,9 @@ def test_the_cuda_messages_say_what_is_missing(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(InputError, match=re.escape("--device cuda: no CUDA device is visible "
-                                                   "(torch.cuda.device_count() == 0)")):
+    with pytest.raises(
+        InputError, match=re.escape("--device cuda: no CUDA device is visible (torch.cuda.device_count() == 0)")
+    ):
         check_device("cuda")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -103,8 +122,9 @@ def test_the_cuda_messages_say_what_is_missing(monkeypatch):
 def _make_dry_run(*args: str) -> list[str]:
     # Under `make test` the outer make's variables would make this one print "Entering/Leaving directory".
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
-    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=REPO, capture_output=True, text=True,
-                         timeout=60, env=env)
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=REPO, capture_output=True, text=True, timeout=60, env=env
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -130,8 +150,14 @@ def test_make_venv_cuda_installs_the_cpu_lines_torch_from_the_cuda_index_then_th
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the script would measure it")
 def test_the_gpu_bench_script_refuses_a_machine_without_a_gpu_in_one_line(tmp_path):
     script = REPO / "tools" / "gpu_bench.sh"
-    out = subprocess.run(["bash", str(script)], cwd=tmp_path, env=dict(os.environ, OUT=str(tmp_path / "gpu"),
-                         PYTHON=sys.executable), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env=dict(os.environ, OUT=str(tmp_path / "gpu"), PYTHON=sys.executable),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, lines

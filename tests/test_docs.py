@@ -48,7 +48,7 @@ def marked_tables(page: Path) -> list[tuple[int, str, Path, str]]:
         if not m:
             continue
         table = []
-        for row in lines[i + 1:]:
+        for row in lines[i + 1 :]:
             if not row.startswith("|"):
                 break
             table.append(row)
@@ -65,8 +65,9 @@ def test_the_readme_quality_table_is_marked():
     assert ("README.md", "eval") in kinds
 
 
-@pytest.mark.parametrize("page, line, kind, source, table", all_marked_tables(),
-                         ids=lambda v: v.name if isinstance(v, Path) else str(v))
+@pytest.mark.parametrize(
+    "page, line, kind, source, table", all_marked_tables(), ids=lambda v: v.name if isinstance(v, Path) else str(v)
+)
 def test_a_marked_table_is_what_its_json_renders(page, line, kind, source, table):
     assert source.is_file(), f"{page.name}:{line}: {source} does not exist"
     expected = render(kind, json.loads(source.read_text()))
@@ -109,7 +110,7 @@ def test_the_docs_index_names_every_page():
 
 def test_the_farm_exit_code_table_lists_the_codes_the_readme_documents():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    paragraph = readme[readme.index("**Exit codes**"):].split("\n\n")[0]
+    paragraph = readme[readme.index("**Exit codes**") :].split("\n\n")[0]
     documented = {int(c) for c in re.findall(r"(?:^|[:;]\s*)(\d+) ", paragraph.replace("\n", " "))}
     farm = (REPO / "docs" / "FARM.md").read_text(encoding="utf-8")
     table = {int(m) for m in re.findall(r"^\| (\d+) \|", farm, re.M)}

@@ -22,8 +22,9 @@ def _pixels(height: int, width: int, nchannels: int, seed: int = 0) -> np.ndarra
     return rng.choice(_HALF_EXACT, size=(height, width, nchannels)).astype(np.float32)
 
 
-def _write_with_oiio(path: Path, pixels: np.ndarray, channels, types, *, window=None,
-                     attribs=(), compression="piz") -> Path:
+def _write_with_oiio(
+    path: Path, pixels: np.ndarray, channels, types, *, window=None, attribs=(), compression="piz"
+) -> Path:
     """Write an EXR straight through OIIO (independent of colorprop.io.exr), as a plate from a DCC would be."""
     height, width, nchannels = pixels.shape
     spec = oiio.ImageSpec(width, height, nchannels, oiio.TypeDesc(types[0]))
@@ -61,8 +62,9 @@ def plate_path(tmp_path) -> Path:
     channels = ("R", "G", "B", "A", "Z", "mask.a")
     types = ("half", "half", "half", "half", "float", "half")
     pixels[..., 4] = np.linspace(0.1, 1e5, 24 * 40, dtype=np.float32).reshape(24, 40)  # float-only values
-    return _write_with_oiio(tmp_path / "plate.1001.exr", pixels, channels, types,
-                            window=(13, 7, -4, -2, 64, 48), attribs=_ATTRIBS)
+    return _write_with_oiio(
+        tmp_path / "plate.1001.exr", pixels, channels, types, window=(13, 7, -4, -2, 64, 48), attribs=_ATTRIBS
+    )
 
 
 def test_read_plate(plate_path):
@@ -95,8 +97,15 @@ def test_round_trip_with_template_preserves_everything(plate_path, tmp_path):
     again = read_exr(out)
     assert set(again.channels) == set(channels)
     types = dict(zip(again.channels, again.pixel_types))
-    assert types == {"R": "half", "G": "half", "B": "half", "A": "half", "Z": "float", "mask.a": "half",
-                     "colorprop.confidence": "float"}  # template types kept, new channel gets pixel_type
+    assert types == {
+        "R": "half",
+        "G": "half",
+        "B": "half",
+        "A": "half",
+        "Z": "float",
+        "mask.a": "half",
+        "colorprop.confidence": "float",
+    }  # template types kept, new channel gets pixel_type
     assert again.spec_info == plate.spec_info
     for name in channels:
         np.testing.assert_array_equal(again.channel(name), pixels[..., channels.index(name)], err_msg=name)
@@ -131,26 +140,44 @@ def test_float_precision_survives(tmp_path):
 
 def test_extra_metadata_overrides_template(plate_path, tmp_path):
     plate = read_exr(plate_path)
-    out = write_exr(tmp_path / "o.exr", plate.pixels, plate.channels, template=plate,
-                    extra_metadata={"colorspace": "Linear Rec.709 (sRGB)", "colorprop/version": "0.1.0"})
+    out = write_exr(
+        tmp_path / "o.exr",
+        plate.pixels,
+        plate.channels,
+        template=plate,
+        extra_metadata={"colorspace": "Linear Rec.709 (sRGB)", "colorprop/version": "0.1.0"},
+    )
     again = read_exr(out)
     assert again.colorspace == "Linear Rec.709 (sRGB)"
     assert again.metadata["colorprop/version"] == "0.1.0"
 
 
 def test_oiio_colorspace_attribute_wins(tmp_path):
-    path = _write_with_oiio(tmp_path / "cs.exr", _pixels(2, 2, 3), "RGB", ("half",) * 3,
-                            attribs=[("oiio:ColorSpace", "string", "ACEScg"), ("colorspace", "string", "Raw")])
+    path = _write_with_oiio(
+        tmp_path / "cs.exr",
+        _pixels(2, 2, 3),
+        "RGB",
+        ("half",) * 3,
+        attribs=[("oiio:ColorSpace", "string", "ACEScg"), ("colorspace", "string", "Raw")],
+    )
     # OIIO stores oiio:ColorSpace as an interop id and reports it back under that name.
     assert read_exr(path).colorspace in {"ACEScg", "lin_ap1_scene"}
 
 
 def test_new_oiio_colorspace_replaces_the_templates(tmp_path):
-    first = read_exr(write_exr(tmp_path / "c1.exr", _pixels(2, 2, 3), "RGB",
-                               extra_metadata={"oiio:ColorSpace": "ACEScg"}))
+    first = read_exr(
+        write_exr(tmp_path / "c1.exr", _pixels(2, 2, 3), "RGB", extra_metadata={"oiio:ColorSpace": "ACEScg"})
+    )
     assert first.colorspace in {"ACEScg", "lin_ap1_scene"}
-    second = read_exr(write_exr(tmp_path / "c2.exr", first.pixels, first.channels, template=first,
-                                extra_metadata={"oiio:ColorSpace": "lin_rec709"}))
+    second = read_exr(
+        write_exr(
+            tmp_path / "c2.exr",
+            first.pixels,
+            first.channels,
+            template=first,
+            extra_metadata={"oiio:ColorSpace": "lin_rec709"},
+        )
+    )
     assert second.colorspace in {"lin_rec709", "lin_rec709_scene", "Linear Rec.709 (sRGB)"}
 
 

@@ -30,8 +30,13 @@ def seed_file(folder: Path) -> bytes:
     """A small RGBA + Z plate with string metadata: many header strings for the mutants to break."""
     rng = np.random.default_rng(0)
     path = folder / "seed.exr"
-    write_exr(path, rng.random((12, 20, 5), dtype=np.float32), ("R", "G", "B", "A", "Z"), pixel_type="half",
-              extra_metadata={"comment": "colorprop fuzz seed", "owner": "tests"})
+    write_exr(
+        path,
+        rng.random((12, 20, 5), dtype=np.float32),
+        ("R", "G", "B", "A", "Z"),
+        pixel_type="half",
+        extra_metadata={"comment": "colorprop fuzz seed", "owner": "tests"},
+    )
     return path.read_bytes()
 
 
@@ -44,7 +49,7 @@ def mutant(data: bytes, rng: random.Random) -> bytes:
             pos = rng.randrange(min(len(out), HEADER_BYTES)) if rng.random() < 0.85 else rng.randrange(len(out))
             out[pos] = rng.choice((0xFF, 0x00, rng.randrange(256)))
     elif kind < 0.9:
-        del out[rng.randrange(len(out)):]
+        del out[rng.randrange(len(out)) :]
     else:
         pos = rng.randrange(min(len(out), HEADER_BYTES))
         out[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
@@ -59,8 +64,8 @@ def header_strings(data: bytes) -> list[tuple[int, int]]:
     while data[pos] != 0:
         name_end = data.index(b"\0", pos)
         type_end = data.index(b"\0", name_end + 1)
-        kind = data[name_end + 1:type_end]
-        size = int.from_bytes(data[type_end + 1:type_end + 5], "little")
+        kind = data[name_end + 1 : type_end]
+        size = int.from_bytes(data[type_end + 1 : type_end + 5], "little")
         value = type_end + 5
         spans.append((pos, name_end))
         if kind == b"string":
@@ -167,8 +172,21 @@ def test_colorize_with_non_utf8_header_strings_in_plates_and_keys_exits_0_or_3_n
         (tmp_path / "plate.0002.exr").write_bytes(plate_seed)
         target.write_bytes(mutated)
         out = tmp_path / f"out{i}"
-        rc = main(["colorize", "--input", str(tmp_path / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
-                   "--output", str(out / "o.####.exr"), "--method", "flow", "--progress", "none"])
+        rc = main(
+            [
+                "colorize",
+                "--input",
+                str(tmp_path / "plate.####.exr"),
+                "--key",
+                f"1={tmp_path / 'key.exr'}",
+                "--output",
+                str(out / "o.####.exr"),
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+            ]
+        )
         err = capsys.readouterr().err
         assert rc in (0, 3) and "Traceback" not in err, (i, rc, err)
         if rc == 3:
@@ -191,8 +209,21 @@ def test_byte_0xff_in_a_header_string_is_exit_3_naming_the_file(tmp_path, capsys
     raw = bytearray(bad.read_bytes())
     raw[15] = 0xFF  # inside the first attribute name ("channels")
     bad.write_bytes(bytes(raw))
-    rc = main(["colorize", "--input", str(tmp_path / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
-               "--output", str(tmp_path / "out" / "o.####.exr"), "--method", "flow", "--progress", "none"])
+    rc = main(
+        [
+            "colorize",
+            "--input",
+            str(tmp_path / "plate.####.exr"),
+            "--key",
+            f"1={tmp_path / 'key.exr'}",
+            "--output",
+            str(tmp_path / "out" / "o.####.exr"),
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 3, err
     assert str(bad) in err and "Traceback" not in err
@@ -206,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="colorprop-exr-fuzz-") as folder:
         outcomes = run(args.count, args.seed, Path(folder))
-    print(f"{args.count} mutants (seed {args.seed}) in {time.monotonic() - t0:.1f} s: {dict(outcomes)}; "
-          "no other exception, no hang")
+    print(
+        f"{args.count} mutants (seed {args.seed}) in {time.monotonic() - t0:.1f} s: {dict(outcomes)}; "
+        "no other exception, no hang"
+    )
     return 0
 
 

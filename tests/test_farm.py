@@ -68,8 +68,9 @@ def outside_venv_env() -> dict[str, str]:
     """As a farm worker's shell: no COLORPROP_SERVER, and neither the venv nor its bin/ on PATH."""
     env = no_tty_env()
     env.pop("VIRTUAL_ENV", None)
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
-                                  if p and Path(p).resolve() != BIN.resolve())
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if p and Path(p).resolve() != BIN.resolve()
+    )
     return env
 
 
@@ -77,9 +78,24 @@ def outside_venv_env() -> dict[str, str]:
 def reference(tmp_path_factory, keys_dir) -> dict[int, np.ndarray]:
     """One uninterrupted, unsegmented CLI run: what every farm run must reproduce exactly."""
     out = tmp_path_factory.mktemp("reference")
-    proc = subprocess.run([str(COLORPROP), "colorize", "--input", str(SHOT / "plate.####.exr"),
-                           "--key", key_arg(keys_dir), "--output", str(out / "colour.####.exr"),
-                           "--method", "flow"], capture_output=True, text=True, env=no_tty_env(), timeout=600)
+    proc = subprocess.run(
+        [
+            str(COLORPROP),
+            "colorize",
+            "--input",
+            str(SHOT / "plate.####.exr"),
+            "--key",
+            key_arg(keys_dir),
+            "--output",
+            str(out / "colour.####.exr"),
+            "--method",
+            "flow",
+        ],
+        capture_output=True,
+        text=True,
+        env=no_tty_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     # Off a TTY: plain lines and openjd_progress, never a carriage-return bar.
     assert "openjd_progress: 100.0" in proc.stderr and "\r" not in proc.stderr
@@ -107,15 +123,29 @@ def test_list_segments_json(capsys, keys_dir):
     assert [(s["key"], s["frames"], s["keys"]) for s in out["segments"]] == [(1, "1-11", [1, 12]), (12, "12-24", [12])]
 
 
-@pytest.mark.parametrize("extra, code", [
-    (["--segment", "5"], 2),  # not a key frame
-    (["--frames", "2-24"], 2),  # key 1 outside the range
-    (["--frames", "1-30"], 2),  # plate frames missing
-    (["--method", "flow", "--output", "{plate}"], 2),  # would overwrite the input
-])
+@pytest.mark.parametrize(
+    "extra, code",
+    [
+        (["--segment", "5"], 2),  # not a key frame
+        (["--frames", "2-24"], 2),  # key 1 outside the range
+        (["--frames", "1-30"], 2),  # plate frames missing
+        (["--method", "flow", "--output", "{plate}"], 2),  # would overwrite the input
+    ],
+)
 def test_exit_codes(tmp_path, keys_dir, extra, code):
-    argv = ["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_arg(keys_dir), "--method", "flow",
-            "--progress", "none", "--output", str(tmp_path / "o.####.exr")]
+    argv = [
+        "colorize",
+        "--input",
+        str(SHOT / "plate.####.exr"),
+        "--key",
+        key_arg(keys_dir),
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--output",
+        str(tmp_path / "o.####.exr"),
+    ]
     argv += [a.replace("{plate}", str(SHOT / "plate.####.exr")) for a in extra]
     assert main(argv) == code
     assert not list(tmp_path.glob("o.*.exr"))  # checked before the first frame is written
@@ -127,10 +157,27 @@ def test_missing_output_is_bad_input(keys_dir):
 
 def test_sigterm_exits_130_without_partial_frames(tmp_path, keys_dir):
     """A farm cancels with SIGTERM: exit 130, only complete frames under final names, no temp files."""
-    proc = subprocess.Popen([str(COLORPROP), "colorize", "--input", str(SHOT / "plate.####.exr"), "--key",
-                             key_arg(keys_dir), "--output", str(tmp_path / "colour.####.exr"), "--method", "flow",
-                             "--segment", "12", "--progress", "lines"],
-                            stderr=subprocess.PIPE, text=True, env=no_tty_env())
+    proc = subprocess.Popen(
+        [
+            str(COLORPROP),
+            "colorize",
+            "--input",
+            str(SHOT / "plate.####.exr"),
+            "--key",
+            key_arg(keys_dir),
+            "--output",
+            str(tmp_path / "colour.####.exr"),
+            "--method",
+            "flow",
+            "--segment",
+            "12",
+            "--progress",
+            "lines",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=no_tty_env(),
+    )
     wait_for_frames(tmp_path, 2, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -147,8 +194,15 @@ def test_sigterm_exits_130_without_partial_frames(tmp_path, keys_dir):
 
 def openjd(*args: str, **kwargs):
     """``openjd`` run as on a worker: outside the venv (the template's environment must find colorprop)."""
-    return subprocess.Popen([str(OPENJD), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=outside_venv_env(), start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [str(OPENJD), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=outside_venv_env(),
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def finish(run: subprocess.Popen, timeout: float = 300) -> str:
@@ -171,9 +225,17 @@ def kill_tree(run: subprocess.Popen) -> None:
 
 
 def template_params(keys_dir: Path, out: Path, existing: str = "resume", venv: Path | None = BIN.parent) -> list[str]:
-    params = {"PlateDirectory": SHOT, "PlateName": "plate.####.exr", "KeyDirectory": keys_dir,
-              "KeyName": "key.####.exr", "KeyFrames": ",".join(map(str, KEYS)), "OutputDirectory": out,
-              "OutputName": "colour.####.exr", "Method": "flow", "ExistingFrames": existing}
+    params = {
+        "PlateDirectory": SHOT,
+        "PlateName": "plate.####.exr",
+        "KeyDirectory": keys_dir,
+        "KeyName": "key.####.exr",
+        "KeyFrames": ",".join(map(str, KEYS)),
+        "OutputDirectory": out,
+        "OutputName": "colour.####.exr",
+        "Method": "flow",
+        "ExistingFrames": existing,
+    }
     if venv is not None:
         params["ColorpropEnvironment"] = venv
     return [a for name, value in params.items() for a in ("-p", f"{name}={value}")]
@@ -238,8 +300,9 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
     run = openjd("run", str(TEMPLATE), *template_params(keys_dir, resumed))
     log = finish(run)
     assert run.returncode == 0, log
-    skipped = sum(int(line.split(" skipped")[0].rsplit(",", 1)[1])
-                  for line in log.splitlines() if "frame(s) written" in line)
+    skipped = sum(
+        int(line.split(" skipped")[0].rsplit(",", 1)[1]) for line in log.splitlines() if "frame(s) written" in line
+    )
     assert skipped == len(left)  # finished frames are kept, not redone
     assert_same_pixels(frames_of(resumed), reference)
 
@@ -251,9 +314,19 @@ def test_openjd_task_failing_mid_shot_exits_3_naming_the_frame(tmp_path):
     from serverkit import broken_shot, written_frames
 
     plate, key, out, bad = broken_shot(tmp_path, "unreadable")
-    params = {"PlateDirectory": Path(plate).parent, "PlateName": "plate.####.exr", "KeyDirectory": Path(key).parent,
-              "KeyName": "key.exr", "KeyFrames": "1", "Frames": "1-8", "OutputDirectory": Path(out).parent,
-              "OutputName": "o.####.exr", "Method": "flow", "ExistingFrames": "overwrite", "ColorpropEnvironment": BIN.parent}
+    params = {
+        "PlateDirectory": Path(plate).parent,
+        "PlateName": "plate.####.exr",
+        "KeyDirectory": Path(key).parent,
+        "KeyName": "key.exr",
+        "KeyFrames": "1",
+        "Frames": "1-8",
+        "OutputDirectory": Path(out).parent,
+        "OutputName": "o.####.exr",
+        "Method": "flow",
+        "ExistingFrames": "overwrite",
+        "ColorpropEnvironment": BIN.parent,
+    }
     run = openjd("run", str(TEMPLATE), *[a for k, v in params.items() for a in ("-p", f"{k}={v}")])
     log = finish(run)
     assert run.returncode != 0, log
@@ -275,8 +348,24 @@ def test_openjd_run_splits_spans_into_pass_and_blend_tasks(tmp_path, keys):
         write_exr(keys_dir / f"key.{k:04d}.exr", pixels[..., [k % 3, (k + 1) % 3, (k + 2) % 3]], ("R", "G", "B"))
     key_spec = f"{','.join(map(str, keys))}={keys_dir}/key.####.exr"
     embedded = tmp_path / "embedded"
-    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", key_spec, "--method", "flow",
-                 "--progress", "none", "--output", str(embedded / "colour.####.exr")]) == 0
+    assert (
+        main(
+            [
+                "colorize",
+                "--input",
+                str(SHOT / "plate.####.exr"),
+                "--key",
+                key_spec,
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+                "--output",
+                str(embedded / "colour.####.exr"),
+            ]
+        )
+        == 0
+    )
     farm = tmp_path / "farm"
     params = template_params(keys_dir, farm, existing="overwrite") + ["-p", f"KeyFrames={','.join(map(str, keys))}"]
     run = openjd("run", str(TEMPLATE), *params)
@@ -307,8 +396,24 @@ def test_openjd_retried_pass_tasks_recover_from_any_corruption_of_their_pass_fil
         pixels = read_exr(SHOT / "key.0001.exr").pixels
         write_exr(keys_dir / f"key.{k:04d}.exr", pixels[..., [k % 3, (k + 1) % 3, (k + 2) % 3]], ("R", "G", "B"))
     embedded = tmp_path / "embedded"
-    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", f"1,24={keys_dir}/key.####.exr",
-                 "--method", "flow", "--progress", "none", "--output", str(embedded / "colour.####.exr")]) == 0
+    assert (
+        main(
+            [
+                "colorize",
+                "--input",
+                str(SHOT / "plate.####.exr"),
+                "--key",
+                f"1,24={keys_dir}/key.####.exr",
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+                "--output",
+                str(embedded / "colour.####.exr"),
+            ]
+        )
+        == 0
+    )
     farm = tmp_path / "farm"
     params = template_params(keys_dir, farm) + ["-p", "KeyFrames=1,24"]
     run = openjd("run", str(TEMPLATE), *params, "--step", "Passes")
@@ -317,8 +422,12 @@ def test_openjd_retried_pass_tasks_recover_from_any_corruption_of_their_pass_fil
     span = farm / ".colorprop-passes" / "1-24"
     first = {p.name: read_exr(p).pixels for p in span.glob("[!.]*.exr")}
     assert len(first) == 2 * 22
-    spoilt = {"forward.5.exr": "truncated", "forward.9.exr": "nan", "backward.20.exr": "wrong-size",
-              "backward.12.exr": "foreign-stamp"}
+    spoilt = {
+        "forward.5.exr": "truncated",
+        "forward.9.exr": "nan",
+        "backward.20.exr": "wrong-size",
+        "backward.12.exr": "foreign-stamp",
+    }
     for name, how in spoilt.items():
         corrupt(span / name, how)
     run = openjd("run", str(TEMPLATE), *params, "--step", "Passes")  # the retry
@@ -351,9 +460,26 @@ def test_openjd_run_with_session_server(tmp_path):
     """ServerMode=serve: session setup starts one `colorprop serve`, tasks get COLORPROP_SERVER through
     openjd_env, pixels equal an embedded run, and session exit stops the server."""
     embedded = tmp_path / "embedded"
-    assert main(["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", f"1={SHOT / 'key.0001.exr'}",
-                 "--frames", "1-8", "--method", "flow", "--progress", "none",
-                 "--output", str(embedded / "colour.####.exr")]) == 0
+    assert (
+        main(
+            [
+                "colorize",
+                "--input",
+                str(SHOT / "plate.####.exr"),
+                "--key",
+                f"1={SHOT / 'key.0001.exr'}",
+                "--frames",
+                "1-8",
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+                "--output",
+                str(embedded / "colour.####.exr"),
+            ]
+        )
+        == 0
+    )
     served = tmp_path / "served"
     params = template_params(SHOT, served) + ["-p", "KeyFrames=1", "-p", "Frames=1-8", "-p", "ServerMode=serve"]
     run = openjd("run", str(TEMPLATE), *params)

@@ -30,8 +30,22 @@ BAD = 5  # the frame that fails
 def colorize(plate: str, key: str, out: str, *extra: str) -> int:
     from colorprop.cli.main import main
 
-    return main(["colorize", "--input", plate, "--key", f"1={key}", "--output", out, "--method", "flow",
-                 "--progress", "none", *extra])
+    return main(
+        [
+            "colorize",
+            "--input",
+            plate,
+            "--key",
+            f"1={key}",
+            "--output",
+            out,
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+            *extra,
+        ]
+    )
 
 
 EXIT = {"unreadable": 3, "write_failed": 4}
@@ -67,11 +81,26 @@ def test_client_library_raises_job_failed_with_the_code_and_the_file(engine, tmp
     srv = ThreadServer(engine, allowed_roots=(str(tmp_path),))
     try:
         with pytest.raises(JobFailed) as err:
-            colorize_paths(srv.address, plate, out, FRAMES, {1: key}, {"method": "flow"}, timeout_s=5,
-                           on_progress=lambda ev: seen.append((ev.kind, ev.frame)))
+            colorize_paths(
+                srv.address,
+                plate,
+                out,
+                FRAMES,
+                {1: key},
+                {"method": "flow"},
+                timeout_s=5,
+                on_progress=lambda ev: seen.append((ev.kind, ev.frame)),
+            )
         # the server takes the next job at once
-        report = colorize_paths(srv.address, plate, str(tmp_path / "again" / "a.####.exr"), FRAMES[: BAD - 1],
-                                {1: key}, {"method": "flow"}, timeout_s=5)
+        report = colorize_paths(
+            srv.address,
+            plate,
+            str(tmp_path / "again" / "a.####.exr"),
+            FRAMES[: BAD - 1],
+            {1: key},
+            {"method": "flow"},
+            timeout_s=5,
+        )
     finally:
         srv.stop()
     assert err.value.code == code and str(bad) in str(err.value)
@@ -84,7 +113,14 @@ def test_in_band_frame_of_another_size_mid_shot_is_refused_naming_the_frame(serv
     frames[BAD] = np.ascontiguousarray(frames[BAD][:, :-8])
     got = []
     with pytest.raises(ServerError) as err:
-        colorize_arrays(server.address, frames, keys, {"method": "flow"}, window=4, timeout_s=5,
-                        on_result=lambda f, rgb, conf: got.append(f))
+        colorize_arrays(
+            server.address,
+            frames,
+            keys,
+            {"method": "flow"},
+            window=4,
+            timeout_s=5,
+            on_result=lambda f, rgb, conf: got.append(f),
+        )
     assert err.value.code == P.E_PIXELS and f"frame {BAD}" in str(err.value)
     assert got == list(range(1, BAD))  # refused while frames 2-4 were still on the server: their results kept

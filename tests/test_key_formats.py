@@ -45,8 +45,24 @@ def write_image(path: Path, pixels: np.ndarray, fmt: str, bits: int | None = Non
 
 
 def colorize(tmp_path: Path, key: Path, out: str, *extra: str) -> int:
-    return main(["colorize", "-i", str(tmp_path / "shot" / "plate.####.exr"), "--key", f"1={key}", "-o", out,
-                 "--method", "flow", "--progress", "none", "--weights", str(tmp_path / "no-weights"), *extra])
+    return main(
+        [
+            "colorize",
+            "-i",
+            str(tmp_path / "shot" / "plate.####.exr"),
+            "--key",
+            f"1={key}",
+            "-o",
+            out,
+            "--method",
+            "flow",
+            "--progress",
+            "none",
+            "--weights",
+            str(tmp_path / "no-weights"),
+            *extra,
+        ]
+    )
 
 
 def outputs(pattern: str) -> np.ndarray:
@@ -82,8 +98,10 @@ def test_integer_key_is_read_as_display_srgb(shot, name, fmt, bits, tolerance):
     assert colorize(tmp_path, tmp_path / name, str(tmp_path / "k" / "o.####.exr")) == 0
     error = np.abs(outputs(str(tmp_path / "k" / "o.####.exr")) - reference).max()
     assert error < tolerance, error
-    assert colorize(tmp_path, tmp_path / name, str(tmp_path / "wrong" / "o.####.exr"), "--key-colorspace",
-                    "lin_rec709") == 0
+    assert (
+        colorize(tmp_path, tmp_path / name, str(tmp_path / "wrong" / "o.####.exr"), "--key-colorspace", "lin_rec709")
+        == 0
+    )
     assert np.abs(outputs(str(tmp_path / "wrong" / "o.####.exr")) - reference).max() > 5 * tolerance
 
 
@@ -115,8 +133,13 @@ def test_output_is_stamped_with_the_space_written_and_keeps_other_metadata(tmp_p
     for f in FRAMES:  # plates tagged as linear Rec.709 by their header, with a studio attribute
         path = tmp_path / "shot" / f"plate.{f:04d}.exr"
         plate = read_exr(path)
-        write_exr(path, plate.pixels, plate.channels, template=plate,
-                  extra_metadata={"oiio:ColorSpace": "lin_rec709_scene", "studio/shot": "sh010"})
+        write_exr(
+            path,
+            plate.pixels,
+            plate.channels,
+            template=plate,
+            extra_metadata={"oiio:ColorSpace": "lin_rec709_scene", "studio/shot": "sh010"},
+        )
     write_exr(tmp_path / "key.exr", read_exr(tmp_path / "shot" / "plate.0001.exr").rgb() * TINT, ("R", "G", "B"))
     assert colorize(tmp_path, tmp_path / "key.exr", str(tmp_path / "o" / "o.####.exr"), "--colorspace", "ACEScg") == 0
     assert colorize(tmp_path, tmp_path / "key.exr", str(tmp_path / "m" / "o.####.exr")) == 0
@@ -164,8 +187,9 @@ colorspaces:
 
 def run_cli(args: list[str], ocio: str | None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "OCIO"} | ({"OCIO": ocio} if ocio else {})
-    return subprocess.run([sys.executable, "-m", "colorprop", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "colorprop", *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_ocio_config_from_the_environment_is_used(tmp_path):
@@ -178,13 +202,40 @@ def test_ocio_config_from_the_environment_is_used(tmp_path):
     write_exr(tmp_path / "key_lin.exr", key_linear, ("R", "G", "B"), pixel_type="float")
     linear_plates(tmp_path / "g2", encode=np.sqrt)
     write_exr(tmp_path / "key_g2.exr", np.sqrt(key_linear), ("R", "G", "B"), pixel_type="float")
-    common = ["colorize", "--method", "flow", "--progress", "none", "--pixel-type", "float",
-              "--weights", str(tmp_path / "no-weights")]
-    lin = run_cli(common + ["-i", str(tmp_path / "lin" / "plate.####.exr"), "--key", f"1={tmp_path / 'key_lin.exr'}",
-                            "-o", str(tmp_path / "out_lin" / "o.####.exr")], None)
+    common = [
+        "colorize",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--pixel-type",
+        "float",
+        "--weights",
+        str(tmp_path / "no-weights"),
+    ]
+    lin = run_cli(
+        common
+        + [
+            "-i",
+            str(tmp_path / "lin" / "plate.####.exr"),
+            "--key",
+            f"1={tmp_path / 'key_lin.exr'}",
+            "-o",
+            str(tmp_path / "out_lin" / "o.####.exr"),
+        ],
+        None,
+    )
     assert lin.returncode == 0, lin.stderr
-    g2_args = common + ["-i", str(tmp_path / "g2" / "plate.####.exr"), "--key", f"1={tmp_path / 'key_g2.exr'}",
-                        "-o", str(tmp_path / "out_g2" / "o.####.exr"), "--colorspace", "Studio Gamma 2"]
+    g2_args = common + [
+        "-i",
+        str(tmp_path / "g2" / "plate.####.exr"),
+        "--key",
+        f"1={tmp_path / 'key_g2.exr'}",
+        "-o",
+        str(tmp_path / "out_g2" / "o.####.exr"),
+        "--colorspace",
+        "Studio Gamma 2",
+    ]
     without = run_cli(g2_args, None)
     assert without.returncode == 2 and "unknown colour space 'Studio Gamma 2'" in without.stderr
     studio = run_cli(g2_args, str(config))
@@ -202,24 +253,51 @@ def test_plates_without_a_colour_space_are_the_studio_configs_linear_rec709(tmp_
     key = linear_plates(tmp_path / "shot") * TINT
     assert read_exr(tmp_path / "shot" / "plate.0001.exr").colorspace is None
     write_exr(tmp_path / "key.exr", key, ("R", "G", "B"), pixel_type="float")
-    common = ["colorize", "-i", str(tmp_path / "shot" / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
-              "--method", "flow", "--progress", "none", "--pixel-type", "float", "--weights", str(tmp_path / "nw")]
+    common = [
+        "colorize",
+        "-i",
+        str(tmp_path / "shot" / "plate.####.exr"),
+        "--key",
+        f"1={tmp_path / 'key.exr'}",
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--pixel-type",
+        "float",
+        "--weights",
+        str(tmp_path / "nw"),
+    ]
     builtin = run_cli(common + ["-o", str(tmp_path / "builtin" / "o.####.exr")], None)
     assert builtin.returncode == 0, builtin.stderr
     studio = run_cli(common + ["-o", str(tmp_path / "studio" / "o.####.exr")], str(config))
     assert studio.returncode == 0, studio.stderr
     # (OpenImageIO writes oiio:ColorSpace as the EXR's interop id, lin_rec709_scene; "colorspace" keeps the name)
     assert read_exr(tmp_path / "studio" / "o.0001.exr").metadata["colorspace"] == "Studio Linear"
-    np.testing.assert_allclose(outputs(str(tmp_path / "studio" / "o.####.exr")),
-                               outputs(str(tmp_path / "builtin" / "o.####.exr")), atol=1e-5)
+    np.testing.assert_allclose(
+        outputs(str(tmp_path / "studio" / "o.####.exr")), outputs(str(tmp_path / "builtin" / "o.####.exr")), atol=1e-5
+    )
 
 
 def test_a_missing_ocio_config_is_an_error_not_a_silent_fallback(tmp_path):
     linear_plates(tmp_path / "shot")
     write_exr(tmp_path / "key.exr", np.full((H, W, 3), 0.3, np.float32), ("R", "G", "B"))
-    done = run_cli(["colorize", "-i", str(tmp_path / "shot" / "plate.####.exr"), "--key", f"1={tmp_path / 'key.exr'}",
-                    "-o", str(tmp_path / "o" / "o.####.exr"), "--method", "flow", "--weights", str(tmp_path / "nw")],
-                   str(tmp_path / "no-such-config.ocio"))
+    done = run_cli(
+        [
+            "colorize",
+            "-i",
+            str(tmp_path / "shot" / "plate.####.exr"),
+            "--key",
+            f"1={tmp_path / 'key.exr'}",
+            "-o",
+            str(tmp_path / "o" / "o.####.exr"),
+            "--method",
+            "flow",
+            "--weights",
+            str(tmp_path / "nw"),
+        ],
+        str(tmp_path / "no-such-config.ocio"),
+    )
     assert done.returncode == 2 and "$OCIO=" in done.stderr and "no-such-config.ocio" in done.stderr
     assert not (tmp_path / "o").exists()
 
@@ -240,8 +318,17 @@ def test_png_key_through_a_server_colours_as_embedded(shot, engine, caplog, shar
     srv = ThreadServer(engine, allowed_roots=(str(tmp_path),) if shared_paths else ())
     try:
         with caplog.at_level(logging.INFO, logger="colorprop_server.requests"):
-            assert colorize(tmp_path, tmp_path / "key.png", str(tmp_path / "remote" / "o.####.exr"), *extra,
-                            "--server", srv.address) == 0
+            assert (
+                colorize(
+                    tmp_path,
+                    tmp_path / "key.png",
+                    str(tmp_path / "remote" / "o.####.exr"),
+                    *extra,
+                    "--server",
+                    srv.address,
+                )
+                == 0
+            )
     finally:
         srv.stop()
     requests = [r.colorprop_fields for r in caplog.records if r.name == "colorprop_server.requests"]
@@ -251,5 +338,6 @@ def test_png_key_through_a_server_colours_as_embedded(shot, engine, caplog, shar
         assert frames_sent == 0
     else:
         assert frames_sent >= len(FRAMES)
-    np.testing.assert_array_equal(outputs(str(tmp_path / "remote" / "o.####.exr")),
-                                  outputs(str(tmp_path / "embedded" / "o.####.exr")))
+    np.testing.assert_array_equal(
+        outputs(str(tmp_path / "remote" / "o.####.exr")), outputs(str(tmp_path / "embedded" / "o.####.exr"))
+    )

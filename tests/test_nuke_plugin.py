@@ -152,7 +152,7 @@ def test_init_and_menu_scripts(standin, monkeypatch):
     assert str(ROOT / "plugin" / "nuke") in sys.path and str(ROOT / "plugin") in sys.path
     menu = ROOT / "plugin" / "nuke" / "menu.py"
     exec(compile(menu.read_text(), str(menu), "exec"), {"__file__": str(menu)})
-    (name, command), = nuke.menu("Nodes").items[0].items
+    ((name, command),) = nuke.menu("Nodes").items[0].items
     assert name == "ColorProp" and "create_node()" in command
 
 
@@ -319,8 +319,9 @@ def test_regrade_and_confidence_reach_the_server_and_the_files(standin, server, 
     (without regrade the colour is re-propagated and differs); the matte channel is written, 1 at the key."""
     outputs = {}
     for regrade in (True, False):
-        node = _make_node(server[0], tmp_path / f"regrade_{regrade}", last=4, plate_frame=_colour_plate,
-                          key_frame=_colour_plate)
+        node = _make_node(
+            server[0], tmp_path / f"regrade_{regrade}", last=4, plate_frame=_colour_plate, key_frame=_colour_plate
+        )
         node["name"].setValue(f"ColorProp{int(regrade)}")
         node["connect"].execute()  # the server offers flow only
         node["regrade"].setValue(regrade)
@@ -336,8 +337,10 @@ def test_regrade_and_confidence_reach_the_server_and_the_files(standin, server, 
         matte = img.pixels[..., 3]
         assert matte.min() >= 0 and matte.max() <= 1 and (f > 1 or matte.min() == 1)
         # the matte again as an image of its own (gray RGB), what the node's matte output reads
-        np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(outputs[True]), f)).rgb(),
-                                      np.repeat(matte[..., None], 3, axis=2))
+        np.testing.assert_array_equal(
+            exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(outputs[True]), f)).rgb(),
+            np.repeat(matte[..., None], 3, axis=2),
+        )
     assert not np.array_equal(exr_io.read_exr(dcc.frame_path(outputs[False], 3)).rgb(), _colour_plate(3))
 
 
@@ -377,7 +380,7 @@ def test_output_knob_switches_between_colour_and_matte(standin, server, tmp_path
 
 
 # -- pyzmq for Nuke's Python ----------------------------------------------------------------------
-INIT_AND_IMPORT = HIDE_ZMQ + textwrap.dedent(r'''
+INIT_AND_IMPORT = HIDE_ZMQ + textwrap.dedent(r"""
     import json
     standin, init, result = sys.argv[1:4]
     sys.path.insert(0, standin)
@@ -390,7 +393,7 @@ INIT_AND_IMPORT = HIDE_ZMQ + textwrap.dedent(r'''
     except ModuleNotFoundError as exc:
         out = {"error": str(exc)}
     json.dump(out, open(result, "w"))
-''')
+""")
 
 
 @pytest.mark.network  # pip installs pyzmq from PyPI
@@ -399,16 +402,35 @@ def test_pyzmq_installed_as_docs_dcc_says_is_found_through_init_py(tmp_path):
     plugin/nuke/site-packages, then a Python without pyzmq runs init.py and imports the client. Checks
     our layout and init.py; Nuke's own Python is not here."""
     site_dir = tmp_path / "site-packages"
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target", str(site_dir),
-           "--only-binary", ":all:", "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}",
-           "--platform", dcc.pip_platform(), "pyzmq==27.3.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--target",
+        str(site_dir),
+        "--only-binary",
+        ":all:",
+        "--python-version",
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+        "--platform",
+        dcc.pip_platform(),
+        "pyzmq==27.3.0",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     script = tmp_path / "init_and_import.py"
     script.write_text(INIT_AND_IMPORT)
     env = {**os.environ, "PYTHONNOUSERSITE": "1", "COLORPROP_NUKE_SITE": str(site_dir)}
     env.pop("PYTHONPATH", None)
-    args = [sys.executable, str(script), str(ROOT / "tests" / "nuke_standin"), str(ROOT / "plugin" / "nuke" / "init.py")]
+    args = [
+        sys.executable,
+        str(script),
+        str(ROOT / "tests" / "nuke_standin"),
+        str(ROOT / "plugin" / "nuke" / "init.py"),
+    ]
     subprocess.run([*args, str(tmp_path / "found.json")], env=env, check=True, timeout=120)
     found = json.loads((tmp_path / "found.json").read_text())
     assert found.get("zmq", "").startswith(str(site_dir)), found
@@ -431,8 +453,9 @@ def test_example_builder_and_hand_written_script_match_the_node(standin, server,
     node = example.build(server[0])
     assert node.input(0)["file"].value().endswith("plate.####.exr")
     nk = (ROOT / "examples" / "nuke" / "colorprop_example.nk").read_text()
-    user_knobs = [k for k, v in node.knobs().items() if v.label is not None and k not in
-                  ("name", "tile_color", "label")]
+    user_knobs = [
+        k for k, v in node.knobs().items() if v.label is not None and k not in ("name", "tile_color", "label")
+    ]
     for knob in user_knobs:
         if knob != "colorprop":
             assert f" {knob}" in nk, f"colorprop_example.nk lacks the {knob!r} knob"
@@ -524,8 +547,10 @@ def test_suggest_keys_lists_the_weakest_frames_and_goes_to_one(standin, server, 
     assert node["status"].value().startswith("done: 8 frames"), node["status"].value()
     with node:
         pattern = nuke.toNode("Result")["file"].value()
-    summary = {f: frame_summary(exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(pattern), f)).rgb()[..., 0])
-               for f in range(1, 9)}
+    summary = {
+        f: frame_summary(exr_io.read_exr(dcc.frame_path(dcc.matte_pattern(pattern), f)).rgb()[..., 0])
+        for f in range(1, 9)
+    }
     expected = suggest_frames(summary, [1], P.SUGGEST_COUNT)
     labels = node["suggested"].values()
     assert [dcc.suggestion_frame(label) for label in labels] == [x.frame for x in expected]
@@ -617,15 +642,22 @@ def test_curve_refused_key_says_what_to_fix_before_rendering(standin, curve_serv
     monkeypatch.delenv("COLORPROP_CURVE_KEYS", raising=False)
     listed, unlisted = find_key_files(keys, "alice"), find_key_files(stranger, "alice")
     cases = [
-        ((unlisted.secret, listed.server_public),
-         f"ERROR: {address} refused {dcc.CurveKeys.from_files(*unlisted).identity}: the key is not in the "
-                   "server's authorized_clients/; ask its admin to add alice.key there (`colorprop keys DIR --client "
-                   f"NAME`), or set 'client key' ({unlisted.secret}) to a key it lists"),
-        (("", ""), f"ERROR: {address} requires CURVE keys and none are set: set 'client key' (NAME.key_secret) and "
-                   "'server key' (server.key) from the server's admin, or $COLORPROP_CURVE_KEYS"),
-        ((listed.secret, unlisted.server_public),
-         f"ERROR: {address} refused the CURVE handshake: 'server key' ({unlisted.server_public}) is not this "
-         "server's public key; get server.key from the server's keys folder"),
+        (
+            (unlisted.secret, listed.server_public),
+            f"ERROR: {address} refused {dcc.CurveKeys.from_files(*unlisted).identity}: the key is not in the "
+            "server's authorized_clients/; ask its admin to add alice.key there (`colorprop keys DIR --client "
+            f"NAME`), or set 'client key' ({unlisted.secret}) to a key it lists",
+        ),
+        (
+            ("", ""),
+            f"ERROR: {address} requires CURVE keys and none are set: set 'client key' (NAME.key_secret) and "
+            "'server key' (server.key) from the server's admin, or $COLORPROP_CURVE_KEYS",
+        ),
+        (
+            (listed.secret, unlisted.server_public),
+            f"ERROR: {address} refused the CURVE handshake: 'server key' ({unlisted.server_public}) is not this "
+            "server's public key; get server.key from the server's keys folder",
+        ),
     ]
     for (client_key, server_key), expected in cases:
         node = _make_node(address, tmp_path / "refused")
@@ -657,19 +689,39 @@ def test_missing_key_files_are_named_with_the_knob_they_come_from(standin, tmp_p
     monkeypatch.setattr(Transport, "_connect", lambda self: connects.append(self.address) or connect(self))
     nowhere = tmp_path / "nowhere"
     cases = [
-        ((nowhere / "bob.key_secret", alice.server_public), {},
-         f"ERROR: CURVE client key: {nowhere / 'bob.key_secret'}: no such key file"),
-        ((alice.secret, nowhere / "server.key"), {}, f"ERROR: CURVE server key: {nowhere / 'server.key'}: no such key file"),
-        ((alone / "alice.key_secret", ""), {},
-         f"ERROR: CURVE server key (not set: server.key beside the client key): {alone / 'server.key'}: no such key file"),
-        ((alice.secret.with_suffix(".key"), ""), {},
-         f"ERROR: CURVE client key: {alice.secret.with_suffix('.key')}: holds no secret key: give the client "
-         "NAME.key_secret"),
-        (("", ""), {"COLORPROP_CURVE_KEYS": str(tmp_path / "artist")},
-         f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys folder {tmp_path / 'artist'} does not "
-         "exist"),
-        (("", ""), {"COLORPROP_CURVE_KEYS": str(keys), "COLORPROP_CURVE_NAME": "bob"},
-         f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys in {keys}: no key pair named 'bob'"),
+        (
+            (nowhere / "bob.key_secret", alice.server_public),
+            {},
+            f"ERROR: CURVE client key: {nowhere / 'bob.key_secret'}: no such key file",
+        ),
+        (
+            (alice.secret, nowhere / "server.key"),
+            {},
+            f"ERROR: CURVE server key: {nowhere / 'server.key'}: no such key file",
+        ),
+        (
+            (alone / "alice.key_secret", ""),
+            {},
+            "ERROR: CURVE server key (not set: server.key beside the client key): "
+            f"{alone / 'server.key'}: no such key file",
+        ),
+        (
+            (alice.secret.with_suffix(".key"), ""),
+            {},
+            f"ERROR: CURVE client key: {alice.secret.with_suffix('.key')}: holds no secret key: give the client "
+            "NAME.key_secret",
+        ),
+        (
+            ("", ""),
+            {"COLORPROP_CURVE_KEYS": str(tmp_path / "artist")},
+            f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys folder {tmp_path / 'artist'} does not "
+            "exist",
+        ),
+        (
+            ("", ""),
+            {"COLORPROP_CURVE_KEYS": str(keys), "COLORPROP_CURVE_NAME": "bob"},
+            f"ERROR: client key not set, and $COLORPROP_CURVE_KEYS: CURVE keys in {keys}: no key pair named 'bob'",
+        ),
     ]
     for (client_key, server_key), env, expected in cases:
         for name, value in env.items():

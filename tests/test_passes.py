@@ -29,7 +29,9 @@ def shot(tmp_path_factory) -> tuple[Path, str, str]:
     frames = textured_frames(N)
     plate, _ = write_shot(folder, frames)
     for k in (1, N):
-        write_exr(folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+        write_exr(
+            folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE}
+        )
     return folder, plate, f"1,{N}={folder}/key.####.exr"
 
 
@@ -95,7 +97,9 @@ def test_the_blend_task_uses_the_stored_passes(shot, embedded, tmp_path):
     plate = read_exr(path)
     pixels = plate.pixels.copy()
     pixels[..., plate.channels.index("ab.a")] += 20.0
-    write_exr(path, pixels, plate.channels, pixel_type="float", extra_metadata={FINGERPRINT: plate.metadata[FINGERPRINT]})
+    write_exr(
+        path, pixels, plate.channels, pixel_type="float", extra_metadata={FINGERPRINT: plate.metadata[FINGERPRINT]}
+    )
     assert colorize(shot, out, "flow", "--segment", "1", "--state-dir", str(state)) == 0
     got = outputs(out)
     for f in range(1, N):
@@ -117,8 +121,12 @@ def test_a_killed_pass_resumes_exactly(shot, tmp_path, method):
         (folder / f"backward.{f}.exr").unlink()
     (folder / ".forward.6.tmp-999-0123abcd.exr").write_bytes(b"half a frame")
     for direction in ("forward", "backward"):
-        assert colorize(shot, tmp_path / "out", method, "--segment", "1", "--direction", direction,
-                        "--state-dir", str(state)) == 0
+        assert (
+            colorize(
+                shot, tmp_path / "out", method, "--segment", "1", "--direction", direction, "--state-dir", str(state)
+            )
+            == 0
+        )
     resumed = pass_files(state)
     assert sorted(resumed) == sorted(expected)
     for name in expected:
@@ -130,14 +138,39 @@ def test_pass_files_of_another_job_are_computed_again(shot, embedded, tmp_path):
     folder, plate, _ = shot
     other = tmp_path / "other-key"
     other.mkdir()
-    write_exr(other / "key.0001.exr", np.full((64, 96, 3), 0.3, np.float32) * [1.0, 0.2, 0.1], ("R", "G", "B"),
-              extra_metadata={"oiio:ColorSpace": SPACE})
-    write_exr(other / f"key.{N:04d}.exr", read_exr(folder / f"key.{N:04d}.exr").pixels, ("R", "G", "B"),
-              extra_metadata={"oiio:ColorSpace": SPACE})
+    write_exr(
+        other / "key.0001.exr",
+        np.full((64, 96, 3), 0.3, np.float32) * [1.0, 0.2, 0.1],
+        ("R", "G", "B"),
+        extra_metadata={"oiio:ColorSpace": SPACE},
+    )
+    write_exr(
+        other / f"key.{N:04d}.exr",
+        read_exr(folder / f"key.{N:04d}.exr").pixels,
+        ("R", "G", "B"),
+        extra_metadata={"oiio:ColorSpace": SPACE},
+    )
     state, out = tmp_path / "passes", tmp_path / "out"
     for direction in ("forward", "backward"):
-        assert run_cli("--input", plate, "--key", f"1,{N}={other}/key.####.exr", "--output", str(tmp_path / "x.####.exr"),
-                       "--method", "flow", "--segment", "1", "--direction", direction, "--state-dir", str(state)) == 0
+        assert (
+            run_cli(
+                "--input",
+                plate,
+                "--key",
+                f"1,{N}={other}/key.####.exr",
+                "--output",
+                str(tmp_path / "x.####.exr"),
+                "--method",
+                "flow",
+                "--segment",
+                "1",
+                "--direction",
+                direction,
+                "--state-dir",
+                str(state),
+            )
+            == 0
+        )
     for segment in (1, N):
         assert colorize(shot, out, "flow", "--segment", str(segment), "--state-dir", str(state)) == 0
     assert_equal_frames(outputs(out), embedded["flow"])
@@ -157,11 +190,13 @@ def corrupt(path: Path, how: str) -> None:
         write_exr(path, plate.pixels[:-8, :-8], plate.channels, pixel_type="float", extra_metadata=stamp)
     elif how == "missing-channel":
         keep = [i for i, c in enumerate(plate.channels) if c != "carried"]
-        write_exr(path, plate.pixels[..., keep], [plate.channels[i] for i in keep], pixel_type="float",
-                  extra_metadata=stamp)
+        write_exr(
+            path, plate.pixels[..., keep], [plate.channels[i] for i in keep], pixel_type="float", extra_metadata=stamp
+        )
     elif how == "foreign-stamp":
-        write_exr(path, plate.pixels, plate.channels, pixel_type="float",
-                  extra_metadata={**stamp, FINGERPRINT: "0" * 32})
+        write_exr(
+            path, plate.pixels, plate.channels, pixel_type="float", extra_metadata={**stamp, FINGERPRINT: "0" * 32}
+        )
     else:
         raise ValueError(how)
 
@@ -212,7 +247,9 @@ def long_shot(tmp_path_factory) -> tuple[Path, str, str]:
     frames = textured_frames(LONG, shift=0.5)
     plate, _ = write_shot(folder, frames)
     for k in (1, LONG):
-        write_exr(folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+        write_exr(
+            folder / f"key.{k:04d}.exr", frames[k - 1], ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE}
+        )
     return folder, plate, f"1,{LONG}={folder}/key.####.exr"
 
 
@@ -233,9 +270,26 @@ def assert_same_outputs(folder: Path, expected: dict[int, np.ndarray]) -> None:
 def start(shot, out: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """``colorprop colorize`` (flow) as its own process, its progress lines on a pipe."""
     _, plate, keys = shot
-    return subprocess.Popen([str(COLORPROP), "colorize", "--input", plate, "--key", keys, "--output",
-                             str(out / "c.####.exr"), "--method", "flow", "--progress", "lines", *extra],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [
+            str(COLORPROP),
+            "colorize",
+            "--input",
+            plate,
+            "--key",
+            keys,
+            "--output",
+            str(out / "c.####.exr"),
+            "--method",
+            "flow",
+            "--progress",
+            "lines",
+            *extra,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def wait_for_line(proc: subprocess.Popen, words: str) -> None:
@@ -250,8 +304,11 @@ def wait_for_line(proc: subprocess.Popen, words: str) -> None:
 
 def waits_for_a_lock(pid: int) -> bool:
     """``pid`` is blocked waiting for a file lock (a '->' line of /proc/locks)."""
-    return any(line.split()[1] == "->" and line.split()[5] == str(pid)
-               for line in Path("/proc/locks").read_text().splitlines() if len(line.split()) > 5)
+    return any(
+        line.split()[1] == "->" and line.split()[5] == str(pid)
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 5
+    )
 
 
 def test_two_blends_of_one_span_at_once_both_write_it_whole(long_shot, long_embedded, tmp_path):
@@ -306,11 +363,14 @@ def test_a_killed_embedded_run_leaves_its_passes_only_until_the_next_run(long_sh
     assert_same_outputs(tmp_path / "alive", long_embedded)
 
 
-@pytest.mark.parametrize("extra", [
-    ["--segment", "1", "--direction", "forward"],  # nowhere to store the pass
-    ["--direction", "forward", "--state-dir", "{tmp}"],  # which span?
-    ["--segment", "1", "--state-dir", "{tmp}", "--server", "tcp://127.0.0.1:9"],  # the server runs whole shots
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--segment", "1", "--direction", "forward"],  # nowhere to store the pass
+        ["--direction", "forward", "--state-dir", "{tmp}"],  # which span?
+        ["--segment", "1", "--state-dir", "{tmp}", "--server", "tcp://127.0.0.1:9"],  # the server runs whole shots
+    ],
+)
 def test_pass_options_that_cannot_work_are_bad_input(shot, tmp_path, extra, capsys):
     assert colorize(shot, tmp_path, "flow", *[a.replace("{tmp}", str(tmp_path / "s")) for a in extra]) == 2
     assert "--direction" in capsys.readouterr().err
@@ -333,12 +393,20 @@ def test_the_embedded_run_blends_each_frame_as_the_forward_pass_makes_it(tmp_pat
     class Watching(ArraySink):
         def write(self, frame, result):
             stored = [p.name.split(".") for p in (state / f"1-{N}").glob("[!.]*.exr")]
-            seen[frame] = (sorted(int(f) for d, f, _ in stored if d == "forward"),
-                           sorted(int(f) for d, f, _ in stored if d == "backward"))
+            seen[frame] = (
+                sorted(int(f) for d, f, _ in stored if d == "forward"),
+                sorted(int(f) for d, f, _ in stored if d == "backward"),
+            )
             super().write(frame, result)
 
-    run_shot(Engine(None, "flow only"), ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"),
-             Watching(), state_dir=state)
+    run_shot(
+        Engine(None, "flow only"),
+        ArraySource(gray, colorspace=SPACE),
+        keys,
+        ShotOptions(method="flow"),
+        Watching(),
+        state_dir=state,
+    )
     for f in range(2, N):
         assert seen[f] == (list(range(2, f + 1)), list(range(2, N))), f
     assert not state.exists()

@@ -14,8 +14,14 @@ from colorprop.colour import convert
 from colorprop.cli.main import main as cli_main
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.io.exr import read_exr, write_exr
-from colorprop.shot.pipeline import (ArraySink, ArraySource, KeyImage, colorize_sequence, plan_segments, run_shot,
-                                working_size)
+from colorprop.shot.pipeline import (
+    ArraySink,
+    ArraySource,
+    KeyImage,
+    plan_segments,
+    run_shot,
+    working_size,
+)
 
 W, H = 96, 64
 SPACE = "Linear Rec.709 (sRGB)"
@@ -37,8 +43,9 @@ def textured_frames(n: int, shift: float = 1.5, seed: int = 3) -> list[np.ndarra
     return frames
 
 
-def write_shot(folder: Path, frames: list[np.ndarray], gray_channel: str = "Y", hdr_gain: float = 1.0,
-               extra_channel: bool = False) -> tuple[str, str]:
+def write_shot(
+    folder: Path, frames: list[np.ndarray], gray_channel: str = "Y", hdr_gain: float = 1.0, extra_channel: bool = False
+) -> tuple[str, str]:
     """plate.####.exr (gray, frames 1..n) and key.exr (colour frame 1)."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, f in enumerate(frames, start=1):
@@ -51,8 +58,12 @@ def write_shot(folder: Path, frames: list[np.ndarray], gray_channel: str = "Y", 
         if extra_channel:
             pixels = np.dstack([pixels, np.full((H, W), i, np.float32)])
             channels += ("Z",)
-        write_exr(folder / f"plate.{i:04d}.exr", pixels, channels, extra_metadata={"oiio:ColorSpace": SPACE,
-                                                                                   "shot:name": "t01"})
+        write_exr(
+            folder / f"plate.{i:04d}.exr",
+            pixels,
+            channels,
+            extra_metadata={"oiio:ColorSpace": SPACE, "shot:name": "t01"},
+        )
     write_exr(folder / "key.exr", frames[0] * hdr_gain, ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
     return str(folder / "plate.####.exr"), str(folder / "key.exr")
 
@@ -70,8 +81,23 @@ def test_flow_colorize_keeps_luminance_adds_colour_and_passes_channels(tmp_path,
     frames = textured_frames(8)
     plate, key = write_shot(tmp_path / "in", frames, hdr_gain=4.0, extra_channel=True)
     out = str(tmp_path / "out" / "c.####.exr")
-    assert run_cli("--input", plate, "--key", f"1={key}", "--output", out, "--frames", "1-8", "--method", "flow",
-                   "--pixel-type", "float") == 0
+    assert (
+        run_cli(
+            "--input",
+            plate,
+            "--key",
+            f"1={key}",
+            "--output",
+            out,
+            "--frames",
+            "1-8",
+            "--method",
+            "flow",
+            "--pixel-type",
+            "float",
+        )
+        == 0
+    )
     for i in range(1, 9):
         src = read_exr(plate.replace("####", f"{i:04d}"))
         res = read_exr(out.replace("####", f"{i:04d}"))
@@ -95,8 +121,9 @@ def test_flow_propagation_is_close_to_the_truth(tmp_path, engine):
     frames = textured_frames(10, shift=1.0)
     gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
     sink = ArraySink()
-    run_shot(engine, ArraySource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)},
-             ShotOptions(method="flow"), sink)
+    run_shot(
+        engine, ArraySource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)}, ShotOptions(method="flow"), sink
+    )
     true_ab = convert.linear_rec709_to_lab(frames[-1])[..., 1:]
     got_ab = convert.linear_rec709_to_lab(sink.results[10].rgb)[..., 1:]
     inner = (slice(8, -8), slice(8, -20))
@@ -121,8 +148,11 @@ def test_two_keys_blend_forward_and_backward(tmp_path, engine):
 
 
 def test_plan_segments():
-    assert plan_segments([1, 2, 3, 4, 5], [3]) == [("backward", None, 3, [1, 2]), ("key", 3, 3, [3]),
-                                                   ("forward", 3, None, [4, 5])]
+    assert plan_segments([1, 2, 3, 4, 5], [3]) == [
+        ("backward", None, 3, [1, 2]),
+        ("key", 3, 3, [3]),
+        ("forward", 3, None, [4, 5]),
+    ]
     assert plan_segments([1, 2, 3, 4], [1, 4]) == [("key", 1, 1, [1]), ("between", 1, 4, [2, 3]), ("key", 4, 4, [4])]
 
 
@@ -167,16 +197,40 @@ def expect_error(capsys, code: int, *args: str) -> str:
 def test_missing_frame_in_range_names_it(shot, capsys):
     tmp, plate, key = shot
     os.remove(plate.replace("####", "0003"))
-    err = expect_error(capsys, 2, "--input", plate, "--key", f"1={key}", "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        2,
+        "--input",
+        plate,
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "missing frame(s) 3" in err and "plate.0003.exr" in err
     assert not list(tmp.glob("o.*.exr"))
 
 
 def test_pattern_matching_nothing(shot, capsys):
     tmp, plate, key = shot
-    err = expect_error(capsys, 2, "--input", str(tmp / "nope.####.exr"), "--key", f"1={key}", "--output",
-                       str(tmp / "o.####.exr"), "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        2,
+        "--input",
+        str(tmp / "nope.####.exr"),
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "matches no file" in err
 
 
@@ -184,8 +238,20 @@ def test_truncated_exr_names_the_file(shot, capsys):
     tmp, plate, key = shot
     p = Path(plate.replace("####", "0002"))
     p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    err = expect_error(capsys, 3, "--input", plate, "--key", f"1={key}", "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        3,
+        "--input",
+        plate,
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "plate.0002.exr" in err
     assert not Path(tmp / "o.0002.exr").exists()
     assert Path(tmp / "o.0001.exr").exists()  # frames before it are complete and kept
@@ -196,16 +262,40 @@ def test_nan_pixels_name_the_frame(shot, capsys):
     px = np.full((H, W, 1), 0.2, np.float32)
     px[5, 7, 0] = np.nan
     write_exr(plate.replace("####", "0003"), px, ("Y",), extra_metadata={"oiio:ColorSpace": SPACE})
-    err = expect_error(capsys, 3, "--input", plate, "--key", f"1={key}", "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        3,
+        "--input",
+        plate,
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "plate.0003.exr" in err and "NaN" in err
 
 
 def test_key_size_mismatch(shot, capsys):
     tmp, plate, key = shot
     write_exr(tmp / "small_key.exr", np.zeros((10, 10, 3), np.float32), ("R", "G", "B"))
-    err = expect_error(capsys, 3, "--input", plate, "--key", f"1={tmp / 'small_key.exr'}", "--output",
-                       str(tmp / "o.####.exr"), "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        3,
+        "--input",
+        plate,
+        "--key",
+        f"1={tmp / 'small_key.exr'}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "small_key.exr" in err and "10x10" in err and f"{W}x{H}" in err
     assert not list(tmp.glob("o.*.exr"))
 
@@ -213,36 +303,90 @@ def test_key_size_mismatch(shot, capsys):
 def test_output_would_overwrite_input(shot, capsys):
     tmp, plate, key = shot
     before = Path(plate.replace("####", "0001")).read_bytes()
-    err = expect_error(capsys, 2, "--input", plate, "--key", f"1={key}", "--output", plate, "--frames", "1-4",
-                       "--method", "flow")
+    err = expect_error(
+        capsys, 2, "--input", plate, "--key", f"1={key}", "--output", plate, "--frames", "1-4", "--method", "flow"
+    )
     assert "frame 1 is " in err and "which is input frame 1 of" in err and "choose another output path" in err
     assert Path(plate.replace("####", "0001")).read_bytes() == before
 
 
 def test_bad_colorspace_and_bad_key_spec(shot, capsys):
     tmp, plate, key = shot
-    err = expect_error(capsys, 2, "--input", plate, "--key", f"1={key}", "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "flow", "--colorspace", "NotASpace")
+    err = expect_error(
+        capsys,
+        2,
+        "--input",
+        plate,
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+        "--colorspace",
+        "NotASpace",
+    )
     assert "NotASpace" in err
-    err = expect_error(capsys, 2, "--input", plate, "--key", key, "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "flow")
+    err = expect_error(
+        capsys,
+        2,
+        "--input",
+        plate,
+        "--key",
+        key,
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "flow",
+    )
     assert "FRAME=PATH" in err
 
 
 def test_learned_method_without_weights_stops_with_advice(shot, capsys, monkeypatch, tmp_path):
     tmp, plate, key = shot
     monkeypatch.setenv("COLORPROP_WEIGHTS", str(tmp_path / "no_weights_here"))
-    err = expect_error(capsys, 5, "--input", plate, "--key", f"1={key}", "--output", str(tmp / "o.####.exr"),
-                       "--frames", "1-4", "--method", "full")
+    err = expect_error(
+        capsys,
+        5,
+        "--input",
+        plate,
+        "--key",
+        f"1={key}",
+        "--output",
+        str(tmp / "o.####.exr"),
+        "--frames",
+        "1-4",
+        "--method",
+        "full",
+    )
     assert "colorprop train" in err and "--method flow" in err
     assert not list(tmp.glob("o.*.exr"))
 
 
 def test_console_script_exit_code_on_failure(tmp_path):
     exe = Path(sys.executable).with_name("colorprop")
-    result = subprocess.run([str(exe), "colorize", "--input", str(tmp_path / "x.####.exr"), "--key",
-                             f"1={tmp_path / 'k.exr'}", "--output", str(tmp_path / "o.####.exr"), "--frames", "1-3",
-                             "--method", "flow"], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            str(exe),
+            "colorize",
+            "--input",
+            str(tmp_path / "x.####.exr"),
+            "--key",
+            f"1={tmp_path / 'k.exr'}",
+            "--output",
+            str(tmp_path / "o.####.exr"),
+            "--frames",
+            "1-3",
+            "--method",
+            "flow",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode != 0 and "colorprop: error:" in result.stderr
 
 
@@ -347,8 +491,9 @@ def test_a_resumed_span_between_keys_checks_each_written_frame_once(engine):
             return super().read_back(frame)
 
     done = ResumeSink(list(range(1, 10)))
-    report = run_shot(engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), done,
-                      skip_existing=True)
+    report = run_shot(
+        engine, ArraySource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), done, skip_existing=True
+    )
     assert report.frames_skipped == list(range(1, 10)) and done.read == []
     assert sorted(done.checked) == list(range(1, 10))
     part = ResumeSink([1, 2, 3, 4, 9])
@@ -369,6 +514,7 @@ def test_carried_state_is_the_written_colour_rounded_as_the_sink_stores_it():
     as_half = shot.state_ab(rgb, np.float16)
     # Rounded band by band: the same numbers as rounding the whole frame first.
     np.testing.assert_array_equal(as_half, shot.state_ab(rgb.astype(np.float16).astype(np.float32)))
-    np.testing.assert_allclose(as_half, plate_lab.ab_of_plate(rgb.astype(np.float16).astype(np.float32), "ACEScg"),
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        as_half, plate_lab.ab_of_plate(rgb.astype(np.float16).astype(np.float32), "ACEScg"), atol=1e-3
+    )
     assert not np.array_equal(as_half, shot.state_ab(rgb))  # float32 sinks carry the unrounded colour

@@ -48,7 +48,7 @@ def write_plates(folder: Path, w: int = W, h: int = H, frames=FRAMES, channels=(
     for f in frames:
         v = 0.4 + 0.3 * np.sin((x + 3 * f) / 6.0) * np.cos(y / 5.0)
         planes = [v, v, v, np.full_like(v, 0.5)] + [np.full_like(v, 7.0)] * (len(channels) - 4)
-        write_exr(folder / f"plate.{f:04d}.exr", np.stack(planes[:len(channels)], -1), channels)
+        write_exr(folder / f"plate.{f:04d}.exr", np.stack(planes[: len(channels)], -1), channels)
 
 
 def write_key(path: Path, w: int = W, h: int = H) -> None:
@@ -190,12 +190,21 @@ CASES = {
     "key-frame-outside-the-frames": (key_frame_outside_the_frames, 2, "not among the frames"),
     "unknown-colorspace": (unknown_colorspace, 2, "unknown colour space"),
     "nan-in-a-read-channel": (nan_in_a_read_channel, 3, "NaN/Inf in channel G"),
-    "plate-software-not-utf8": (plate_software_not_utf8, 3,
-                                "plate.0003.exr: corrupt header: the value of attribute 'Software' is not valid UTF-8"),
-    "plate-attribute-name-not-utf8": (plate_attribute_name_not_utf8, 3,
-                                      "plate.0002.exr: corrupt header: attribute name 'studio\\xffnotes' is not valid"),
-    "key-colorspace-not-utf8": (key_colorspace_not_utf8, 3, "key.0001.exr: corrupt header: the value of attribute "
-                                                           "'colorspace' is not valid UTF-8"),
+    "plate-software-not-utf8": (
+        plate_software_not_utf8,
+        3,
+        "plate.0003.exr: corrupt header: the value of attribute 'Software' is not valid UTF-8",
+    ),
+    "plate-attribute-name-not-utf8": (
+        plate_attribute_name_not_utf8,
+        3,
+        "plate.0002.exr: corrupt header: attribute name 'studio\\xffnotes' is not valid",
+    ),
+    "key-colorspace-not-utf8": (
+        key_colorspace_not_utf8,
+        3,
+        "key.0001.exr: corrupt header: the value of attribute 'colorspace' is not valid UTF-8",
+    ),
     "output-folder-is-a-file": (output_folder_is_a_file, 4, "not_a_folder is not a folder (it is a file)"),
     "output-without-frame-token": (output_pattern_without_frame_token, 2, "no frame token"),
     "output-frame-token-99999999-digits": (output_frame_token_of_99999999_digits, 2, "digits"),
@@ -219,8 +228,10 @@ def servers(tmp_path_factory, free_port):
     """Two real server processes without networks: in-band only (no roots) and shared-path (roots = ``root``)."""
     root = tmp_path_factory.mktemp("allowed")
     inband, paths = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
-    procs = [spawn(["serve", "--bind", inband, "--log-level", "WARNING"]),
-             spawn(["serve", "--bind", paths, "--allow-root", str(root), "--log-level", "WARNING"])]
+    procs = [
+        spawn(["serve", "--bind", inband, "--log-level", "WARNING"]),
+        spawn(["serve", "--bind", paths, "--allow-root", str(root), "--log-level", "WARNING"]),
+    ]
     try:
         wait_hello(inband, procs[0])
         wait_hello(paths, procs[1])
@@ -237,11 +248,25 @@ def run_path(path: str, s: Shot, servers: dict, tmp_path: Path) -> tuple[int, st
         frames = [int(f) for f in range(int(s.frames.split("-")[0]), int(s.frames.split("-")[1]) + 1)]
         options = {"method": "flow", **({"colorspace": s.colorspace} if s.colorspace else {})}
         with pytest.raises(C.ServerError) as err:
-            C.colorize_paths(servers["paths"], s.input, s.output, frames, s.keys, options, timeout_s=5.0,
-                             job_timeout_s=60.0)
+            C.colorize_paths(
+                servers["paths"], s.input, s.output, frames, s.keys, options, timeout_s=5.0, job_timeout_s=60.0
+            )
         return -1, str(err.value)
-    args = ["colorize", "--input", s.input, "--output", s.output, "--frames", s.frames, "--method", "flow",
-            "--progress", "none", "--weights", str(tmp_path / "no-weights")]
+    args = [
+        "colorize",
+        "--input",
+        s.input,
+        "--output",
+        s.output,
+        "--frames",
+        s.frames,
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--weights",
+        str(tmp_path / "no-weights"),
+    ]
     args += [a for k, p in s.keys.items() for a in ("--key", f"{k}={p}")]
     args += ["--colorspace", s.colorspace] if s.colorspace else []
     if path == "farm-task":
@@ -284,8 +309,22 @@ def test_the_good_shot_passes_on_every_path(servers, tmp_path):
 
 
 def colorize(s: Shot, tmp_path: Path, *extra: str) -> tuple[int, str]:
-    args = ["colorize", "--input", s.input, "--output", s.output, "--frames", s.frames, "--method", "flow",
-            "--progress", "none", "--weights", str(tmp_path / "no-weights"), *extra]
+    args = [
+        "colorize",
+        "--input",
+        s.input,
+        "--output",
+        s.output,
+        "--frames",
+        s.frames,
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--weights",
+        str(tmp_path / "no-weights"),
+        *extra,
+    ]
     args += [a for k, p in s.keys.items() for a in ("--key", f"{k}={p}")]
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
@@ -323,7 +362,9 @@ def test_skip_existing_recomputes_an_output_frame_of_the_wrong_size_or_channels(
     code, message = colorize(s, tmp_path, "--skip-existing")
     assert code == 0 and "1 frame(s) written, 3 skipped" in message, message
     for f in FRAMES:
-        np.testing.assert_array_equal(read_exr(s.folder / f"out.{f:04d}.exr").pixels, reference[f], err_msg=f"frame {f}")
+        np.testing.assert_array_equal(
+            read_exr(s.folder / f"out.{f:04d}.exr").pixels, reference[f], err_msg=f"frame {f}"
+        )
 
 
 def test_output_under_a_regular_file_exits_4_with_the_cause(tmp_path):

@@ -25,8 +25,15 @@ def _frames_bytes(frames):
 def test_round_trip_keeps_arrays_and_fields():
     rgb = np.random.default_rng(0).random((5, 7, 3), dtype=np.float32) * 40 - 3  # HDR and negatives survive
     half = rgb.astype(np.float16)
-    frames = P.encode(P.FRAME, "r1", [("pixels", rgb), ("half", half)], job="j", frame=12, channels=["R", "G", "B"],
-                      colorspace="ACEScg")
+    frames = P.encode(
+        P.FRAME,
+        "r1",
+        [("pixels", rgb), ("half", half)],
+        job="j",
+        frame=12,
+        channels=["R", "G", "B"],
+        colorspace="ACEScg",
+    )
     msg = P.decode(_frames_bytes(frames))
     assert (msg.type, msg.id, msg.get("frame"), msg.get("colorspace")) == (P.FRAME, "r1", 12, "ACEScg")
     assert msg.header["total_bytes"] == rgb.nbytes + half.nbytes
@@ -52,28 +59,34 @@ def _header(**over):
 BUF = {"name": "pixels", "shape": [2, 2, 3], "dtype": "float32", "nbytes": 48}
 
 
-@pytest.mark.parametrize("frames, code, field", [
-    ([], P.E_PROTOCOL, None),
-    ([b"\xff\xfe"], P.E_PROTOCOL, None),
-    ([b"[1,2]"], P.E_PROTOCOL, None),
-    ([b'{"v":1,"type":"ping","id":"a","x":NaN}'], P.E_PROTOCOL, None),
-    ([_header(v=2)], P.E_VERSION, "v"),
-    ([_header(v="1")], P.E_PROTOCOL, "v"),
-    ([_header(type="eval")], P.E_PROTOCOL, "type"),
-    ([_header(id=7)], P.E_PROTOCOL, "id"),
-    ([_header(total_bytes=1 << 40, buffers=[dict(BUF, nbytes=1 << 40)])], P.E_TOO_LARGE, "total_bytes"),
-    ([_header(buffers=[BUF], total_bytes=48)], P.E_PROTOCOL, "buffers"),  # buffer frame missing
-    ([_header(buffers=[BUF], total_bytes=48), b"x" * 47], P.E_BAD_INPUT, "buffers"),  # truncated buffer
-    ([_header(buffers=[BUF], total_bytes=40), b"x" * 48], P.E_PROTOCOL, "total_bytes"),
-    ([_header(buffers=[dict(BUF, nbytes=40)], total_bytes=40), b"x" * 40], P.E_BAD_INPUT, "buffers[0].nbytes"),
-    ([_header(buffers=[dict(BUF, dtype="float64", nbytes=96)], total_bytes=96), b"x" * 96], P.E_BAD_INPUT,
-     "buffers[0].dtype"),
-    ([_header(buffers=[dict(BUF, dtype="O")], total_bytes=48), b"x" * 48], P.E_BAD_INPUT, "buffers[0].dtype"),
-    ([_header(buffers=[dict(BUF, shape=[2, -2, 3])], total_bytes=48), b"x" * 48], P.E_PROTOCOL, "buffers[0].shape"),
-    ([_header(buffers=[BUF, BUF], total_bytes=96), b"x" * 48, b"x" * 48], P.E_PROTOCOL, "buffers[1].name"),
-    ([b"{" + b" " * (P.MAX_HEADER_BYTES + 1) + b"}"], P.E_TOO_LARGE, None),
-    ([_header()] + [b""] * (P.MAX_BUFFERS + 1), P.E_TOO_LARGE, None),
-])
+@pytest.mark.parametrize(
+    "frames, code, field",
+    [
+        ([], P.E_PROTOCOL, None),
+        ([b"\xff\xfe"], P.E_PROTOCOL, None),
+        ([b"[1,2]"], P.E_PROTOCOL, None),
+        ([b'{"v":1,"type":"ping","id":"a","x":NaN}'], P.E_PROTOCOL, None),
+        ([_header(v=2)], P.E_VERSION, "v"),
+        ([_header(v="1")], P.E_PROTOCOL, "v"),
+        ([_header(type="eval")], P.E_PROTOCOL, "type"),
+        ([_header(id=7)], P.E_PROTOCOL, "id"),
+        ([_header(total_bytes=1 << 40, buffers=[dict(BUF, nbytes=1 << 40)])], P.E_TOO_LARGE, "total_bytes"),
+        ([_header(buffers=[BUF], total_bytes=48)], P.E_PROTOCOL, "buffers"),  # buffer frame missing
+        ([_header(buffers=[BUF], total_bytes=48), b"x" * 47], P.E_BAD_INPUT, "buffers"),  # truncated buffer
+        ([_header(buffers=[BUF], total_bytes=40), b"x" * 48], P.E_PROTOCOL, "total_bytes"),
+        ([_header(buffers=[dict(BUF, nbytes=40)], total_bytes=40), b"x" * 40], P.E_BAD_INPUT, "buffers[0].nbytes"),
+        (
+            [_header(buffers=[dict(BUF, dtype="float64", nbytes=96)], total_bytes=96), b"x" * 96],
+            P.E_BAD_INPUT,
+            "buffers[0].dtype",
+        ),
+        ([_header(buffers=[dict(BUF, dtype="O")], total_bytes=48), b"x" * 48], P.E_BAD_INPUT, "buffers[0].dtype"),
+        ([_header(buffers=[dict(BUF, shape=[2, -2, 3])], total_bytes=48), b"x" * 48], P.E_PROTOCOL, "buffers[0].shape"),
+        ([_header(buffers=[BUF, BUF], total_bytes=96), b"x" * 48, b"x" * 48], P.E_PROTOCOL, "buffers[1].name"),
+        ([b"{" + b" " * (P.MAX_HEADER_BYTES + 1) + b"}"], P.E_TOO_LARGE, None),
+        ([_header()] + [b""] * (P.MAX_BUFFERS + 1), P.E_TOO_LARGE, None),
+    ],
+)
 def test_malformed_messages_raise_typed_errors(frames, code, field):
     with pytest.raises(ProtocolError) as err:
         P.decode(frames, max_message_bytes=1 << 20)
@@ -121,17 +134,25 @@ def test_no_pickle_or_eval_anywhere_on_the_wire_path():
 
 
 def test_client_imports_with_numpy_and_zmq_only():
-    code = ("import sys; import colorprop_client.client, colorprop_client.protocol; "
-            "bad = [m for m in ('torch', 'OpenImageIO', 'cv2', 'colorprop', 'colorprop_server') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import colorprop_client.client, colorprop_client.protocol; "
+        "bad = [m for m in ('torch', 'OpenImageIO', 'cv2', 'colorprop', 'colorprop_server') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_protocol_module_imports_stdlib_and_numpy_only():
-    code = ("import sys, importlib.util; spec = importlib.util.spec_from_file_location('p', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m); "
-            "print('zmq' in sys.modules); sys.exit(1 if 'zmq' in sys.modules else 0)")
-    out = subprocess.run([sys.executable, "-c", code, str(REPO / "plugin" / "colorprop_client" / "protocol.py")],
-                         capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys, importlib.util; spec = importlib.util.spec_from_file_location('p', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(spec); sys.modules['p'] = m; spec.loader.exec_module(m); "
+        "print('zmq' in sys.modules); sys.exit(1 if 'zmq' in sys.modules else 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "plugin" / "colorprop_client" / "protocol.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stdout + out.stderr

@@ -29,8 +29,12 @@ def colour_plate(n: int, seed: int = 9) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     big = cv2.GaussianBlur(rng.random((H + 8, W + 40, 3)).astype(np.float32), (0, 0), 4)
     big = (big - big.min()) / (big.max() - big.min()) * 0.6 + 0.2
-    return [cv2.warpAffine(big, np.float32([[1, 0, 4 + i * SHIFT], [0, 1, 4]]), (W, H),
-                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP) for i in range(n)]
+    return [
+        cv2.warpAffine(
+            big, np.float32([[1, 0, 4 + i * SHIFT], [0, 1, 4]]), (W, H), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        )
+        for i in range(n)
+    ]
 
 
 def regrade(frame: np.ndarray) -> np.ndarray:
@@ -46,7 +50,7 @@ def box_mask(i: int, grow: int) -> np.ndarray:
     dx = i * SHIFT
     xs = np.arange(W)[None, :]
     ys = np.arange(H)[:, None]
-    return ((xs >= x0 - dx - grow) & (xs < x1 - dx + grow) & (ys >= y0 - grow) & (ys < y1 + grow))
+    return (xs >= x0 - dx - grow) & (xs < x1 - dx + grow) & (ys >= y0 - grow) & (ys < y1 + grow)
 
 
 @pytest.fixture()
@@ -54,10 +58,20 @@ def shot(tmp_path: Path):
     n = 8
     frames = colour_plate(n)
     for i, f in enumerate(frames, start=1):
-        write_exr(tmp_path / f"plate.{i:04d}.exr", f, ("R", "G", "B"), pixel_type="float",
-                  extra_metadata={"oiio:ColorSpace": SPACE})
-    write_exr(tmp_path / "key.exr", regrade(frames[0]), ("R", "G", "B"), pixel_type="float",
-              extra_metadata={"oiio:ColorSpace": SPACE})
+        write_exr(
+            tmp_path / f"plate.{i:04d}.exr",
+            f,
+            ("R", "G", "B"),
+            pixel_type="float",
+            extra_metadata={"oiio:ColorSpace": SPACE},
+        )
+    write_exr(
+        tmp_path / "key.exr",
+        regrade(frames[0]),
+        ("R", "G", "B"),
+        pixel_type="float",
+        extra_metadata={"oiio:ColorSpace": SPACE},
+    )
     return tmp_path, frames
 
 
@@ -65,9 +79,29 @@ def shot(tmp_path: Path):
 def test_regrade_carries_the_change_and_keeps_the_plate_elsewhere(shot, method):
     folder, frames = shot
     out = str(folder / "out" / "r.####.exr")
-    assert cli_main(["colorize", "--progress", "none", "--input", str(folder / "plate.####.exr"),
-                     "--key", f"1={folder / 'key.exr'}", "--output", out, "--frames", "1-8", "--method", method,
-                     "--regrade", "--pixel-type", "float"]) == 0
+    assert (
+        cli_main(
+            [
+                "colorize",
+                "--progress",
+                "none",
+                "--input",
+                str(folder / "plate.####.exr"),
+                "--key",
+                f"1={folder / 'key.exr'}",
+                "--output",
+                out,
+                "--frames",
+                "1-8",
+                "--method",
+                method,
+                "--regrade",
+                "--pixel-type",
+                "float",
+            ]
+        )
+        == 0
+    )
     for i in range(1, 8):
         res = read_exr(out.replace("####", f"{i + 1:04d}"))
         rgb = np.dstack([res.channel(c) for c in "RGB"])
@@ -78,8 +112,9 @@ def test_regrade_carries_the_change_and_keeps_the_plate_elsewhere(shot, method):
         assert np.abs(delta[inside] - TINT).mean() < 1.5, f"frame {i + 1}: tint not carried"
         assert np.abs(delta[inside] - TINT).max() < 6.0
         outside = ~box_mask(i, 4)
-        np.testing.assert_allclose(rgb[outside], frames[i][outside], atol=1e-4,
-                                   err_msg=f"frame {i + 1}: colour outside the regrade changed")
+        np.testing.assert_allclose(
+            rgb[outside], frames[i][outside], atol=1e-4, err_msg=f"frame {i + 1}: colour outside the regrade changed"
+        )
         assert np.mean(np.all(rgb[outside] == frames[i][outside], axis=-1)) > 0.95  # untouched: the plate's pixels
 
 
@@ -88,8 +123,13 @@ def test_regrade_between_two_keys_and_untouched_key(shot):
     _, frames = shot
     keys = {1: KeyImage(regrade(frames[0]), SPACE), 8: KeyImage(frames[7], SPACE)}
     sink = ArraySink()
-    run_shot(Engine(None, "test"), ArraySource({i + 1: f for i, f in enumerate(frames)}, colorspace=SPACE), keys,
-             ShotOptions(method="flow", regrade=True), sink)
+    run_shot(
+        Engine(None, "test"),
+        ArraySource({i + 1: f for i, f in enumerate(frames)}, colorspace=SPACE),
+        keys,
+        ShotOptions(method="flow", regrade=True),
+        sink,
+    )
     np.testing.assert_array_equal(sink.results[8].rgb, frames[7])
     for i in range(1, 7):
         outside = ~box_mask(i, 4)
@@ -102,5 +142,10 @@ def test_regrade_needs_a_colour_plate(shot):
     _, frames = shot
     gray = {i + 1: convert.luminance(f)[..., None] for i, f in enumerate(frames)}
     with pytest.raises(InputError, match="colour plate"):
-        run_shot(Engine(None, "test"), ArraySource(gray, channels=("Y",), colorspace=SPACE),
-                 {1: KeyImage(regrade(frames[0]), SPACE)}, ShotOptions(method="flow", regrade=True), ArraySink())
+        run_shot(
+            Engine(None, "test"),
+            ArraySource(gray, channels=("Y",), colorspace=SPACE),
+            {1: KeyImage(regrade(frames[0]), SPACE)},
+            ShotOptions(method="flow", regrade=True),
+            ArraySink(),
+        )

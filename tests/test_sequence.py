@@ -34,13 +34,16 @@ def test_parse_frames_rejects_junk_naming_the_spec(spec):
     assert repr(spec) in str(info.value)
 
 
-@pytest.mark.parametrize(("spec", "words"), [
-    ("0-99999999999999999999", "100000000000000000000 frames; at most 100000 in one shot"),  # was an OverflowError
-    ("99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
-    ("-1000000000", "frame -1000000000 is outside"),
-    ("999999999-1000000000", "frame 1000000000 is outside"),
-    ("1-" + "9" * 5000, "(5000 characters) is outside"),  # int() of 5000 digits is refused by Python itself
-])
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ("0-99999999999999999999", "100000000000000000000 frames; at most 100000 in one shot"),  # was an OverflowError
+        ("99999999999999999999", "frame 99999999999999999999 is outside -999999999..999999999"),
+        ("-1000000000", "frame -1000000000 is outside"),
+        ("999999999-1000000000", "frame 1000000000 is outside"),
+        ("1-" + "9" * 5000, "(5000 characters) is outside"),  # int() of 5000 digits is refused by Python itself
+    ],
+)
 def test_frame_numbers_beyond_a_billion_are_bad_input_not_an_overflow(spec, words):
     with pytest.raises(InputError) as info:
         parse_frames(spec)
@@ -53,12 +56,15 @@ def test_the_largest_frame_numbers_are_accepted():
     assert parse_frames("1-10x99999999999999999999") == [1]  # a step past the last frame: the first alone
 
 
-@pytest.mark.parametrize(("pattern", "words"), [
-    ("a.%099999999d.exr", "the frame token '%099999999d' pads frame numbers to 99999999 digits; at most 16"),
-    ("a.%17d.exr", "pads frame numbers to 17 digits"),
-    ("a." + "#" * 20 + ".exr", "pads frame numbers to 20 digits"),
-    ("a.%0" + "7" * 5000 + "d.exr", "(5000 characters) digits; at most 16"),
-])
+@pytest.mark.parametrize(
+    ("pattern", "words"),
+    [
+        ("a.%099999999d.exr", "the frame token '%099999999d' pads frame numbers to 99999999 digits; at most 16"),
+        ("a.%17d.exr", "pads frame numbers to 17 digits"),
+        ("a." + "#" * 20 + ".exr", "pads frame numbers to 20 digits"),
+        ("a.%0" + "7" * 5000 + "d.exr", "(5000 characters) digits; at most 16"),
+    ],
+)
 def test_a_frame_token_padded_beyond_16_digits_is_refused_saying_the_padding_it_read(pattern, words):
     with pytest.raises(SequenceError) as info:
         FramePattern(pattern).path(1)  # the pre-flight refuses it before any path is made, with this message
@@ -85,7 +91,8 @@ def test_pattern_path(tmp_path, pattern, frame, name):
 
 
 @pytest.mark.parametrize(
-    ("pattern", "padding"), [("a.####.exr", 4), ("a.@@.exr", 2), ("a.%05d.exr", 5), ("a.%d.exr", 1), ("a.%016d.exr", 16)]
+    ("pattern", "padding"),
+    [("a.####.exr", 4), ("a.@@.exr", 2), ("a.%05d.exr", 5), ("a.%d.exr", 1), ("a.%016d.exr", 16)],
 )
 def test_pattern_padding(pattern, padding):
     assert FramePattern(pattern).padding == padding
@@ -98,9 +105,17 @@ def test_pattern_without_frame_token_raises(pattern):
 
 
 def test_existing_frames_scans_only_matching_files(tmp_path):
-    for name in ["sh010.0001.exr", "sh010.0003.exr", "sh010.0010.exr", "sh010.12345.exr",
-                 "sh010.12.exr",  # too few digits for ####
-                 "sh010.0002.exr.tmp", "sh020.0004.exr", ".sh010.0005.tmp-1.exr", "sh010.abcd.exr"]:
+    for name in [
+        "sh010.0001.exr",
+        "sh010.0003.exr",
+        "sh010.0010.exr",
+        "sh010.12345.exr",
+        "sh010.12.exr",  # too few digits for ####
+        "sh010.0002.exr.tmp",
+        "sh020.0004.exr",
+        ".sh010.0005.tmp-1.exr",
+        "sh010.abcd.exr",
+    ]:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sh010.0006.exr").mkdir()  # a folder is not a frame
     assert FramePattern(str(tmp_path / "sh010.####.exr")).existing_frames() == [1, 3, 10, 12345]
@@ -122,8 +137,11 @@ def test_check_no_overwrite_detects_symlinked_folder(tmp_path):
     (tmp_path / "plates").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "plates")
     with pytest.raises(SequenceError):
-        check_no_overwrite(FramePattern(str(tmp_path / "plates" / "a.####.exr")),
-                           FramePattern(str(tmp_path / "link" / "a.####.exr")), [5])
+        check_no_overwrite(
+            FramePattern(str(tmp_path / "plates" / "a.####.exr")),
+            FramePattern(str(tmp_path / "link" / "a.####.exr")),
+            [5],
+        )
 
 
 def test_check_no_overwrite_detects_cross_frame_collision(tmp_path):
@@ -133,5 +151,6 @@ def test_check_no_overwrite_detects_cross_frame_collision(tmp_path):
 
 
 def test_check_no_overwrite_accepts_distinct_outputs(tmp_path):
-    check_no_overwrite(FramePattern(str(tmp_path / "in.####.exr")),
-                       FramePattern(str(tmp_path / "out.####.exr")), range(1, 50))
+    check_no_overwrite(
+        FramePattern(str(tmp_path / "in.####.exr")), FramePattern(str(tmp_path / "out.####.exr")), range(1, 50)
+    )

@@ -14,11 +14,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from colorprop_client import protocol as P
-from colorprop_client.client import (Client, CurveKeys, ServerBusy, ServerError, colorize_arrays,
-                                     colorize_paths)
+from colorprop_client.client import Client, CurveKeys, ServerBusy, ServerError, colorize_arrays, colorize_paths
 
-from serverkit import (HeldRoots, RecordingGate, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello,
-                       wait_until, write_plates)
+from serverkit import (
+    HeldRoots,
+    RecordingGate,
+    ThreadServer,
+    embedded,
+    make_shot,
+    spawn,
+    stop_proc,
+    wait_hello,
+    wait_until,
+    write_plates,
+)
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -58,8 +67,14 @@ def test_two_keys_and_window_of_one(server, engine):
 @pytest.fixture
 def gated(engine, tmp_path):
     """A server with the module server's limits and an allowed root, whose compute turn records its grants."""
-    srv = ThreadServer(engine, allowed_roots=(str(tmp_path),), max_message_bytes=4 << 20, max_jobs=8,
-                       max_jobs_per_client=8, max_client_buffered_frames=64)
+    srv = ThreadServer(
+        engine,
+        allowed_roots=(str(tmp_path),),
+        max_message_bytes=4 << 20,
+        max_jobs=8,
+        max_jobs_per_client=8,
+        max_client_buffered_frames=64,
+    )
     srv.service.gate = RecordingGate()
     srv.root = tmp_path
     yield srv
@@ -111,18 +126,22 @@ def test_short_job_is_not_starved_by_a_long_one(gated):
 
     def run_long():
         try:
-            colorize_arrays(gated.address, long_frames, long_keys, {"method": "flow"},
-                            on_progress=lambda ev: ev.kind == P.EV_RESULT and progress.__setitem__(
-                                "long", progress["long"] + 1))
+            colorize_arrays(
+                gated.address,
+                long_frames,
+                long_keys,
+                {"method": "flow"},
+                on_progress=lambda ev: ev.kind == P.EV_RESULT and progress.__setitem__("long", progress["long"] + 1),
+            )
         except BaseException as exc:  # reported below
             errors.append(exc)
 
     t = threading.Thread(target=run_long)
     t.start()
     assert wait_until(lambda: progress["long"] >= 5, 60)
-    long_job, = gated.service.gate.passed_by
+    (long_job,) = gated.service.gate.passed_by
     colorize_arrays(gated.address, short_frames, short_keys, {"method": "flow"})
-    short_job, = set(gated.service.gate.passed_by) - {long_job}
+    (short_job,) = set(gated.service.gate.passed_by) - {long_job}
     t.join(120)
     assert not t.is_alive() and not errors, errors
     passed_by = gated.service.gate.passed_by
@@ -138,8 +157,9 @@ def test_ping_is_answered_while_a_frame_computes(gated):
     hold = gated.service.roots = HeldRoots((str(gated.root),), "plate.0003.exr", at="open")
     try:
         with Client(gated.address, timeout_s=10, retries=1, live_wait_s=10) as c:
-            job = c.open_shot({1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate,
-                              str(gated.root / "o" / "o.####.exr"))
+            job = c.open_shot(
+                {1: key}, {"method": "flow"}, list(frames), P.MODE_PATHS, plate, str(gated.root / "o" / "o.####.exr")
+            )
             assert hold.held.wait(60), "the job never read frame 3"
             pongs = [c.ping() for _ in range(10)]
             jobs = c.status()
@@ -245,8 +265,21 @@ def test_a_client_filling_the_memory_budget_does_not_lock_out_another(engine, tm
     generate_keys(tmp_path / "keys", ("alice", "bob"), ())
     alice, bob = (CurveKeys.from_dir(tmp_path / "keys", n) for n in ("alice", "bob"))
     addr, budget_mb = f"tcp://127.0.0.1:{free_port()}", 64
-    proc = spawn(["serve", "--bind", addr, "--curve-keys", str(tmp_path / "keys"), "--max-memory-mb", str(budget_mb),
-                  "--max-jobs-per-client", "4", "--log-level", "WARNING"])
+    proc = spawn(
+        [
+            "serve",
+            "--bind",
+            addr,
+            "--curve-keys",
+            str(tmp_path / "keys"),
+            "--max-memory-mb",
+            str(budget_mb),
+            "--max-jobs-per-client",
+            "4",
+            "--log-level",
+            "WARNING",
+        ]
+    )
     frames, keys = make_shot(6, seed=41)
     bob_key_bytes = keys[1].size * 4
     # Three keys that leave less room than bob's key: the budget is full for him under a global count.
@@ -263,14 +296,24 @@ def test_a_client_filling_the_memory_budget_does_not_lock_out_another(engine, tm
 
             def alice_tries_again(frame, rgb, confidence):  # while bob has work: alice is over her share
                 if not refused:
-                    with pytest.raises(ServerBusy, match=rf"client alice would hold .* its share \({budget_mb // 2} MiB"):
+                    with pytest.raises(
+                        ServerBusy, match=rf"client alice would hold .* its share \({budget_mb // 2} MiB"
+                    ):
                         a.open_shot({1: big[:64, :64]}, {"method": "flow"}, [1, 2])
                     refused.append(frame)
                 got[frame] = (rgb, confidence)
 
             got: dict = {}
-            colorize_arrays(addr, frames, keys, {"method": "flow"}, curve=bob, timeout_s=5, busy_wait_s=5,
-                            on_result=alice_tries_again)
+            colorize_arrays(
+                addr,
+                frames,
+                keys,
+                {"method": "flow"},
+                curve=bob,
+                timeout_s=5,
+                busy_wait_s=5,
+                on_result=alice_tries_again,
+            )
             assert refused
             for job in hog:
                 job.close()
@@ -369,20 +412,26 @@ def test_oversize_is_refused_declared_and_actual(server):
     reply = _raw(server, [json.dumps(head).encode()])  # declared only: refused from the header
     assert reply.get("code") == P.E_TOO_LARGE and reply.id == "big-1"
     # Actually sending more than the limit: the transport drops it (MAXMSGSIZE); the server lives on.
-    assert _raw(server, [json.dumps(head).encode(), b"\0" * (limit + P.MAX_HEADER_BYTES + (64 << 10))], timeout=1.0) is None
+    assert (
+        _raw(server, [json.dumps(head).encode(), b"\0" * (limit + P.MAX_HEADER_BYTES + (64 << 10))], timeout=1.0)
+        is None
+    )
     with Client(server.address, timeout_s=2, retries=1) as c:
         c.ping()  # answered (it raises otherwise)
 
 
-_valid = P.encode(P.FRAME, "fz", [("pixels", np.zeros((2, 3, 3), np.float32))], job="j", frame=1,
-                  channels=["R", "G", "B"])
+_valid = P.encode(
+    P.FRAME, "fz", [("pixels", np.zeros((2, 3, 3), np.float32))], job="j", frame=1, channels=["R", "G", "B"]
+)
 _valid = [bytes(f) for f in _valid]
 _header = json.loads(_valid[0])
 
-_json_leaves = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
-                | st.text(max_size=20))
-_json_values = _json_leaves | st.lists(_json_leaves, max_size=4) | st.dictionaries(st.text(max_size=8), _json_leaves,
-                                                                                   max_size=3)
+_json_leaves = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | st.text(max_size=20)
+)
+_json_values = (
+    _json_leaves | st.lists(_json_leaves, max_size=4) | st.dictionaries(st.text(max_size=8), _json_leaves, max_size=3)
+)
 
 
 @st.composite
@@ -392,7 +441,7 @@ def _garbage(draw):
         return draw(st.lists(st.binary(max_size=300), min_size=1, max_size=6))
     if kind == 1:  # a valid message truncated (frames dropped or cut short)
         cut = draw(st.integers(0, len(_valid[0]) - 1))
-        return [_valid[0][:cut]] if draw(st.booleans()) else [_valid[0], _valid[1][:draw(st.integers(0, 71))]]
+        return [_valid[0][:cut]] if draw(st.booleans()) else [_valid[0], _valid[1][: draw(st.integers(0, 71))]]
     if kind == 2:  # a header with one field replaced by any JSON value
         h = dict(_header)
         h[draw(st.sampled_from(sorted(h) + ["extra"]))] = draw(_json_values)
@@ -405,9 +454,29 @@ def _garbage(draw):
         return [json.dumps(h).encode(), _valid[1]]
     # a valid header of a random type with random extra fields and random buffers
     h = dict(_header, type=draw(st.sampled_from(sorted(P.MESSAGE_TYPES) + ["nope"])))
-    h.update(draw(st.dictionaries(st.sampled_from(["job", "frame", "after", "wait_ms", "mode", "keys", "frames",
-                                                   "options", "channels", "input", "output"]), _json_values,
-                                  max_size=4)))
+    h.update(
+        draw(
+            st.dictionaries(
+                st.sampled_from(
+                    [
+                        "job",
+                        "frame",
+                        "after",
+                        "wait_ms",
+                        "mode",
+                        "keys",
+                        "frames",
+                        "options",
+                        "channels",
+                        "input",
+                        "output",
+                    ]
+                ),
+                _json_values,
+                max_size=4,
+            )
+        )
+    )
     h["wait_ms"] = 0
     return [json.dumps(h).encode(), *draw(st.lists(st.binary(max_size=80), max_size=3))]
 
@@ -458,11 +527,11 @@ def test_paths_mode_writes_the_same_exrs_as_the_embedded_cli(server, engine, tmp
     report = colorize_paths(server.address, plate, out, list(frames), {1: key}, {"method": "flow"}, timeout_s=3)
     assert report["frames_written"] == list(frames)
     ref_dir = tmp_path / "ref"
-    colorize_sequence(engine, plate, {1: key}, str(ref_dir / "col.####.exr"), list(frames),
-                      ShotOptions(method="flow"))
+    colorize_sequence(engine, plate, {1: key}, str(ref_dir / "col.####.exr"), list(frames), ShotOptions(method="flow"))
     for f in frames:
-        np.testing.assert_array_equal(read_exr(out.replace("####", f"{f:04d}")).pixels,
-                                      read_exr(ref_dir / f"col.{f:04d}.exr").pixels)
+        np.testing.assert_array_equal(
+            read_exr(out.replace("####", f"{f:04d}")).pixels, read_exr(ref_dir / f"col.{f:04d}.exr").pixels
+        )
 
 
 def test_paths_outside_allowed_roots_are_refused(server, tmp_path):
@@ -497,8 +566,14 @@ def test_paths_mode_is_off_without_allowed_roots(engine, tmp_path):
         with Client(srv.address, timeout_s=2) as c:
             assert c.hello()["modes"] == [P.MODE_INBAND]
             with pytest.raises(ServerError) as err:
-                c.open_shot({1: str(tmp_path / "k.exr")}, {"method": "flow"}, [1], P.MODE_PATHS,
-                            str(tmp_path / "p.####.exr"), str(tmp_path / "o.####.exr"))
+                c.open_shot(
+                    {1: str(tmp_path / "k.exr")},
+                    {"method": "flow"},
+                    [1],
+                    P.MODE_PATHS,
+                    str(tmp_path / "p.####.exr"),
+                    str(tmp_path / "o.####.exr"),
+                )
             assert err.value.code == P.E_PATH
     finally:
         srv.stop()

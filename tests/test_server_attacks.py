@@ -65,8 +65,9 @@ def test_links_at_temp_and_final_names_never_redirect_a_write(served):
     out.mkdir()
     for f in frames:
         (out / f".o.{f:04d}.tmp-{proc.pid}.exr").symlink_to(victim)
-    report = colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                            timeout_s=5)
+    report = colorize_paths(
+        address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"}, timeout_s=5
+    )
     assert report["frames_written"] == list(frames)
     assert victim.read_bytes() == before
     for f in frames:
@@ -75,8 +76,9 @@ def test_links_at_temp_and_final_names_never_redirect_a_write(served):
     out2.mkdir()
     (out2 / "o.0006.exr").symlink_to(victim)
     with pytest.raises(ServerError) as err:
-        colorize_paths(address, plate, str(out2 / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                       timeout_s=5)
+        colorize_paths(
+            address, plate, str(out2 / "o.####.exr"), list(frames), {1: key}, {"method": "flow"}, timeout_s=5
+        )
     assert err.value.code == P.E_PATH and "o.0006.exr" in str(err.value)
     assert victim.read_bytes() == before and sorted(p.name for p in out2.iterdir()) == ["o.0006.exr"]
 
@@ -109,8 +111,7 @@ def test_temp_files_swapped_for_links_while_writing_never_redirect_a_write(serve
     t = threading.Thread(target=swapper)
     t.start()
     try:
-        colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                       timeout_s=5)
+        colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"}, timeout_s=5)
     except ServerError:
         pass  # a frame swapped under the writer may fail the job: the point is where the bytes went
     finally:
@@ -133,8 +134,16 @@ def test_skip_existing_does_not_read_an_output_frame_linking_outside(served):
     out.mkdir()
     (out / "o.0002.exr").symlink_to(secret)
     with pytest.raises(ServerError) as err:
-        colorize_paths(address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                       timeout_s=5, skip_existing=True)
+        colorize_paths(
+            address,
+            plate,
+            str(out / "o.####.exr"),
+            list(frames),
+            {1: key},
+            {"method": "flow"},
+            timeout_s=5,
+            skip_existing=True,
+        )
     assert err.value.code == P.E_PATH and "o.0002.exr" in str(err.value) and "outside" in str(err.value)
     assert not (out / "o.0003.exr").exists()  # nothing was carried on from the secret frame
 
@@ -170,8 +179,9 @@ def test_a_plate_swapped_for_a_link_after_its_check_is_refused_not_read(engine, 
     out = root / "sh" / "o"
     try:
         with pytest.raises(ServerError) as err:
-            colorize_paths(srv.address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"},
-                           timeout_s=5)
+            colorize_paths(
+                srv.address, plate, str(out / "o.####.exr"), list(frames), {1: key}, {"method": "flow"}, timeout_s=5
+            )
     finally:
         srv.stop()
     assert err.value.code == P.E_PATH and str(target) in str(err.value) and "link" in str(err.value)
@@ -218,9 +228,15 @@ def _raw_open(address: str, **fields) -> P.Message:
 def _long_shot(root: Path, n: int = P.MAX_FRAMES_PER_SHOT) -> dict:
     """A shot of ``n`` frames (the largest allowed), with shared paths: its pre-flight checks every frame's paths
     against the roots."""
-    return dict(job="long-shot", mode=P.MODE_PATHS, frames=list(range(1, n + 1)),
-                input=str(root / "sh" / "p.%08d.exr"), output=str(root / "sh" / "o.%08d.exr"),
-                keys={"1": str(root / "sh" / "key.exr")}, options={"method": "flow"})
+    return dict(
+        job="long-shot",
+        mode=P.MODE_PATHS,
+        frames=list(range(1, n + 1)),
+        input=str(root / "sh" / "p.%08d.exr"),
+        output=str(root / "sh" / "o.%08d.exr"),
+        keys={"1": str(root / "sh" / "key.exr")},
+        options={"method": "flow"},
+    )
 
 
 def test_a_long_shots_path_checks_do_not_stall_the_socket_thread(engine, tmp_path):
@@ -261,9 +277,16 @@ def test_huge_frame_token_is_refused_and_sigterm_ends_a_long_shot(tmp_path, free
     try:
         wait_hello(address, proc)
         # 1. A 99,999,999-digit frame token with 2,000 frames: refused at once.
-        reply = _raw_open(address, job="huge-token", mode=P.MODE_PATHS, frames=list(range(1, 2001)),
-                          input=str(root / "sh" / "p.####.exr"), output=str(root / "%99999999d.exr"),
-                          keys={"1": str(root / "sh" / "key.exr")}, options={"method": "flow"})
+        reply = _raw_open(
+            address,
+            job="huge-token",
+            mode=P.MODE_PATHS,
+            frames=list(range(1, 2001)),
+            input=str(root / "sh" / "p.####.exr"),
+            output=str(root / "%99999999d.exr"),
+            keys={"1": str(root / "sh" / "key.exr")},
+            options={"method": "flow"},
+        )
         assert reply.type == P.ERROR and reply.get("code") == P.E_BAD_INPUT
         assert reply.get("field") == "output" and str(P.MAX_FRAME_PADDING) in reply.get("message")
         # 2. The largest shot allowed opens (its per-frame checks run in the job thread) ...

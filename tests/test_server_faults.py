@@ -16,12 +16,21 @@ import numpy as np
 import pytest
 
 from colorprop_client import protocol as P
-from colorprop_client.client import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS,
-                                     LONG_POLL_S, AuthenticationFailed, Client, CurveKeys, JobLost,
-                                     ServerUnavailable, colorize_arrays, colorize_paths)
+from colorprop_client.client import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    HEARTBEAT_IVL_MS,
+    HEARTBEAT_TIMEOUT_MS,
+    LONG_POLL_S,
+    AuthenticationFailed,
+    Client,
+    CurveKeys,
+    JobLost,
+    ServerUnavailable,
+    colorize_arrays,
+)
 
-from serverkit import (REPO, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until,
-                       write_plates)
+from serverkit import REPO, ThreadServer, embedded, make_shot, spawn, stop_proc, wait_hello, wait_until, write_plates
 
 pytestmark = pytest.mark.usefixtures("watchdog")
 
@@ -155,8 +164,15 @@ def test_sigterm_mid_job_tells_the_waiting_client_why_and_exits_0(free_port):
         killer = threading.Thread(target=terminate)
         killer.start()
         with pytest.raises(JobLost) as err:
-            colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=5.0, restarts=0,
-                            on_progress=lambda ev: ev.kind == P.EV_RESULT and first_result.set())
+            colorize_arrays(
+                addr,
+                frames,
+                keys,
+                {"method": "flow"},
+                timeout_s=5.0,
+                restarts=0,
+                on_progress=lambda ev: ev.kind == P.EV_RESULT and first_result.set(),
+            )
         killer.join(90)
     finally:
         first_result.set()
@@ -182,8 +198,16 @@ def test_server_killed_and_restarted_while_a_client_waits(engine, free_port):
 
     try:
         wait_hello(addr, procs[0])
-        got = colorize_arrays(addr, frames, keys, {"method": "flow"}, timeout_s=1.0, retries=30, restarts=1,
-                              on_progress=restart_on_first_result)
+        got = colorize_arrays(
+            addr,
+            frames,
+            keys,
+            {"method": "flow"},
+            timeout_s=1.0,
+            retries=30,
+            restarts=1,
+            on_progress=restart_on_first_result,
+        )
         assert state["rc"] == -signal.SIGKILL
         _identical(got, embedded(engine, frames, keys))
     finally:
@@ -192,10 +216,14 @@ def test_server_killed_and_restarted_while_a_client_waits(engine, free_port):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("settings, bound_s", [
-    ({"timeout_s": 1.0, "retries": 3}, 3 * 1.0 + 2.0),  # retries x timeout + 2 s
-    ({}, 5.0),                                          # the defaults: a dead server reported within 5 s
-], ids=["three_timeouts_plus_2_s", "defaults_5_s"])
+@pytest.mark.parametrize(
+    "settings, bound_s",
+    [
+        ({"timeout_s": 1.0, "retries": 3}, 3 * 1.0 + 2.0),  # retries x timeout + 2 s
+        ({}, 5.0),  # the defaults: a dead server reported within 5 s
+    ],
+    ids=["three_timeouts_plus_2_s", "defaults_5_s"],
+)
 def test_client_gives_up_after_kill_9(free_port, settings, bound_s):
     addr = f"tcp://127.0.0.1:{free_port()}"
     proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
@@ -230,10 +258,31 @@ def test_colorize_server_exits_6_within_5_s_after_kill_9(tmp_path, free_port):
     try:
         wait_hello(addr, server)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        cli = subprocess.Popen([sys.executable, "-m", "colorprop", "colorize", "--server", addr,
-                                "--input", plate, "--key", f"1={key}", "--output", str(out / "o.####.exr"),
-                                "--method", "flow", "--progress", "none"],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        cli = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "colorprop",
+                "colorize",
+                "--server",
+                addr,
+                "--input",
+                plate,
+                "--key",
+                f"1={key}",
+                "--output",
+                str(out / "o.####.exr"),
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert wait_until(lambda: (out / "o.0002.exr").exists() or cli.poll() is not None, 120)
         stop_proc(server, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -288,11 +337,23 @@ def test_non_loopback_bind_refused_without_curve(engine):
     from colorprop_server.security import SecurityError, is_loopback
     from colorprop_server.server import Server
 
-    for addr in ("tcp://127.0.0.1:5557", "tcp://127.3.4.5:1", "tcp://localhost:5557", "tcp://[::1]:5557",
-                 "ipc:///tmp/x", "inproc://x"):
+    for addr in (
+        "tcp://127.0.0.1:5557",
+        "tcp://127.3.4.5:1",
+        "tcp://localhost:5557",
+        "tcp://[::1]:5557",
+        "ipc:///tmp/x",
+        "inproc://x",
+    ):
         assert is_loopback(addr), addr
-    for addr in ("tcp://0.0.0.0:5557", "tcp://*:5557", "tcp://10.0.0.5:5557", "tcp://eth0:5557",
-                 "tcp://render-01:5557", "udp://127.0.0.1:1"):
+    for addr in (
+        "tcp://0.0.0.0:5557",
+        "tcp://*:5557",
+        "tcp://10.0.0.5:5557",
+        "tcp://eth0:5557",
+        "tcp://render-01:5557",
+        "udp://127.0.0.1:1",
+    ):
         assert not is_loopback(addr), addr
     # The check runs before any socket is bound.
     with pytest.raises(SecurityError, match="CURVE"):
@@ -303,7 +364,8 @@ def test_non_loopback_bind_refused_without_curve(engine):
         Server(ServerConfig(broker="tcp://render-01:5558", engine=engine)).run()
 
 
-# ---------------------------------------------------------------- behind a broker: what the worker and the client report
+# ---------------------------------------------------------------- behind a broker: what the worker and the client
+# report
 
 
 def _broker(**config):
@@ -311,8 +373,9 @@ def _broker(**config):
     from colorprop_server import ServerConfig
     from colorprop_server.broker import Broker
 
-    broker = Broker(ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://127.0.0.1:0", heartbeat_s=0.5,
-                                 liveness=3, **config))
+    broker = Broker(
+        ServerConfig(bind="tcp://127.0.0.1:0", backend_bind="tcp://127.0.0.1:0", heartbeat_s=0.5, liveness=3, **config)
+    )
     thread = threading.Thread(target=broker.run, daemon=True)
     thread.start()
     assert broker.ready.wait(10), "broker did not start"
@@ -328,12 +391,25 @@ def test_a_worker_started_with_a_client_key_logs_that_the_broker_refused_it(tmp_
     broker, thread = _broker(curve_keys=str(tmp_path / "keys"))
     log_path = tmp_path / "worker.log"
     # alice's folder as `colorprop keys` hands it to the artist: her secret key and the broker's public key.
-    worker = spawn(["serve", "--worker", "--broker", broker.backend_endpoint, "--heartbeat", "0.5",
-                    "--curve-keys", str(tmp_path / "keys" / "clients" / "alice"), "--curve-client-name", "alice"],
-                   stderr=open(log_path, "w"))
+    worker = spawn(
+        [
+            "serve",
+            "--worker",
+            "--broker",
+            broker.backend_endpoint,
+            "--heartbeat",
+            "0.5",
+            "--curve-keys",
+            str(tmp_path / "keys" / "clients" / "alice"),
+            "--curve-client-name",
+            "alice",
+        ],
+        stderr=open(log_path, "w"),
+    )
     try:
-        assert wait_until(lambda: "worker_refused" in log_path.read_text() or worker.poll() is not None, 90), \
+        assert wait_until(lambda: "worker_refused" in log_path.read_text() or worker.poll() is not None, 90), (
             log_path.read_text()[-2000:]
+        )
         assert not broker.workers
     finally:
         stop_proc(worker)
@@ -357,8 +433,12 @@ def test_an_in_band_job_restarted_after_its_worker_died_counts_each_frame_once(e
     frames, keys = make_shot(20, seed=23)
     plate, key = write_plates(tmp_path / "shot", frames, keys[1])
     broker, thread = _broker()
-    workers = [spawn(["serve", "--worker", "--broker", broker.backend_endpoint, "--heartbeat", "0.5",
-                      "--log-level", "WARNING"]) for _ in range(2)]
+    workers = [
+        spawn(
+            ["serve", "--worker", "--broker", broker.backend_endpoint, "--heartbeat", "0.5", "--log-level", "WARNING"]
+        )
+        for _ in range(2)
+    ]
     killed, progress = [], []
 
     def on_progress(ev):
@@ -370,8 +450,16 @@ def test_an_in_band_job_restarted_after_its_worker_died_counts_each_frame_once(e
 
     try:
         assert wait_until(lambda: len(broker.workers) == 2, 90), "workers did not register"
-        report = colorize_via_server(broker.frontend_endpoint, plate, {1: key}, str(tmp_path / "o.####.exr"),
-                                     list(frames), ShotOptions(method="flow"), progress=on_progress, timeout_s=2)
+        report = colorize_via_server(
+            broker.frontend_endpoint,
+            plate,
+            {1: key},
+            str(tmp_path / "o.####.exr"),
+            list(frames),
+            ShotOptions(method="flow"),
+            progress=on_progress,
+            timeout_s=2,
+        )
     finally:
         for w in workers:
             stop_proc(w, signal.SIGKILL)
@@ -382,5 +470,6 @@ def test_an_in_band_job_restarted_after_its_worker_died_counts_each_frame_once(e
     assert progress == list(range(1, len(frames) + 1))
     colorize_sequence(engine, plate, {1: key}, str(tmp_path / "ref.####.exr"), list(frames), ShotOptions(method="flow"))
     for f in frames:
-        np.testing.assert_array_equal(read_exr(tmp_path / f"o.{f:04d}.exr").pixels,
-                                      read_exr(tmp_path / f"ref.{f:04d}.exr").pixels)
+        np.testing.assert_array_equal(
+            read_exr(tmp_path / f"o.{f:04d}.exr").pixels, read_exr(tmp_path / f"ref.{f:04d}.exr").pixels
+        )

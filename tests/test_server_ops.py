@@ -55,8 +55,10 @@ def test_config_file_sets_the_options_and_command_line_flags_override_it(tmp_pat
     root = tmp_path / "root"
     root.mkdir()
     cfg = tmp_path / "server.toml"
-    cfg.write_text(f'bind = "{addr}"\nallow_root = ["{root}"]\nmax_jobs = 3\nmax_jobs_per_client = 2\n'
-                   f'session_timeout = 30.5\nlog_format = "json"\nlog_level = "info"\ndevice = "cpu"\n')
+    cfg.write_text(
+        f'bind = "{addr}"\nallow_root = ["{root}"]\nmax_jobs = 3\nmax_jobs_per_client = 2\n'
+        f'session_timeout = 30.5\nlog_format = "json"\nlog_level = "info"\ndevice = "cpu"\n'
+    )
     log_path = tmp_path / "server.log"
     proc = _serve(["--config", str(cfg), "--max-jobs", "5"], log_path)
     try:
@@ -71,20 +73,30 @@ def test_config_file_sets_the_options_and_command_line_flags_override_it(tmp_pat
     assert listening and listening[0]["endpoint"] == addr
 
 
-@pytest.mark.parametrize("text, message", [
-    ("max_job = 3\n", "unknown key 'max_job'"),
-    ('max_jobs = "eight"\n', "max_jobs must be an integer, got str 'eight'"),
-    ("max_jobs = true\n", "max_jobs must be an integer, got bool True"),
-    ('allow_root = "/data"\n', "allow_root must be a list of strings"),
-    ('log_format = "xml"\n', "log_format must be one of ['text', 'json']"),
-    ("bind = \n", "not valid TOML"),
-], ids=["unknown", "string-for-int", "bool-for-int", "string-for-list", "bad-choice", "syntax"])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("max_job = 3\n", "unknown key 'max_job'"),
+        ('max_jobs = "eight"\n', "max_jobs must be an integer, got str 'eight'"),
+        ("max_jobs = true\n", "max_jobs must be an integer, got bool True"),
+        ('allow_root = "/data"\n', "allow_root must be a list of strings"),
+        ('log_format = "xml"\n', "log_format must be one of ['text', 'json']"),
+        ("bind = \n", "not valid TOML"),
+    ],
+    ids=["unknown", "string-for-int", "bool-for-int", "string-for-list", "bad-choice", "syntax"],
+)
 def test_a_bad_config_file_exits_2_naming_the_file_and_the_key(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    out = subprocess.run([sys.executable, "-m", "colorprop_server", "serve", "--config", str(cfg)], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "colorprop_server", "serve", "--config", str(cfg)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stderr
     assert str(cfg) in out.stderr and message in out.stderr, out.stderr
 
@@ -220,10 +232,26 @@ def test_colorize_refused_by_curve_exits_7_and_says_so(tmp_path, free_port, monk
         wait_hello(addr, proc, curve=CurveKeys.from_dir(tmp_path / "keys"))
         generate_keys(tmp_path / "stranger")  # a client key the server has never seen, with its server.key
         (tmp_path / "stranger" / "clients" / "client" / "server.key").write_bytes(
-            (tmp_path / "keys" / "server" / "server.key").read_bytes())
+            (tmp_path / "keys" / "server" / "server.key").read_bytes()
+        )
         monkeypatch.setenv("COLORPROP_CURVE_KEYS", str(tmp_path / "stranger"))
-        rc = main(["colorize", "--server", addr, "--input", plate, "--key", f"1={key}", "--output",
-                   str(tmp_path / "o.####.exr"), "--method", "flow", "--progress", "none"])
+        rc = main(
+            [
+                "colorize",
+                "--server",
+                addr,
+                "--input",
+                plate,
+                "--key",
+                f"1={key}",
+                "--output",
+                str(tmp_path / "o.####.exr"),
+                "--method",
+                "flow",
+                "--progress",
+                "none",
+            ]
+        )
     finally:
         log = _stop(proc, log_path)
     err = capsys.readouterr().err
@@ -254,8 +282,11 @@ def _check_exposition(text: str) -> dict:
     if shutil.which("promtool"):
         out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 @pytest.mark.slow
@@ -303,8 +334,9 @@ def test_the_shared_path_probe_of_an_in_band_job_is_not_counted_as_an_error(tmp_
     plate, key = write_plates(tmp_path / "outside", frames, keys[1])
     try:
         wait_hello(addr, proc)
-        report = colorize_via_server(addr, plate, {1: key}, str(tmp_path / "o.####.exr"), [1, 2, 3],
-                                     ShotOptions.from_dict({"method": "flow"}))
+        report = colorize_via_server(
+            addr, plate, {1: key}, str(tmp_path / "o.####.exr"), [1, 2, 3], ShotOptions.from_dict({"method": "flow"})
+        )
         assert report.frames_written == [1, 2, 3]
         m = _check_exposition(_scrape(f"http://127.0.0.1:{port}/metrics"))
     finally:
@@ -414,8 +446,10 @@ def test_broker_reads_the_config_file_and_serves_its_metrics(tmp_path, free_port
     passes promtool and counts the requests it answered itself."""
     front, back, port = (free_port() for _ in range(3))
     cfg = tmp_path / "broker.toml"
-    cfg.write_text(f'bind = "tcp://127.0.0.1:{front}"\nbackend = "tcp://127.0.0.1:{back}"\nlog_format = "json"\n'
-                   f"metrics_port = {port}\n")
+    cfg.write_text(
+        f'bind = "tcp://127.0.0.1:{front}"\nbackend = "tcp://127.0.0.1:{back}"\nlog_format = "json"\n'
+        f"metrics_port = {port}\n"
+    )
     log_path = tmp_path / "broker.log"
     proc = spawn(["broker", "--config", str(cfg)], stderr=open(log_path, "w"))
     try:
@@ -429,4 +463,6 @@ def test_broker_reads_the_config_file_and_serves_its_metrics(tmp_path, free_port
     assert m[("colorprop_broker_workers", ())] == 0
     assert m[("colorprop_broker_requests_total", (("status", "pong"),))] == 1
     listening = [json.loads(line) for line in log.splitlines() if '"broker_listening"' in line]
-    assert listening[0]["frontend"] == f"tcp://127.0.0.1:{front}" and listening[0]["backend"] == f"tcp://127.0.0.1:{back}"
+    assert (
+        listening[0]["frontend"] == f"tcp://127.0.0.1:{front}" and listening[0]["backend"] == f"tcp://127.0.0.1:{back}"
+    )

@@ -47,7 +47,13 @@ def _refused(call, code: str, field: str) -> str:
 
 def test_an_inband_open_becomes_a_typed_request_with_its_keys_held_at_float32():
     req = _open(carry_dtype="float16", colorspace="ACEScg")
-    assert (req.job, req.mode, req.frames, req.colorspace, req.seq_base) == ("job-1", P.MODE_INBAND, [1, 2, 3], "ACEScg", 0)
+    assert (req.job, req.mode, req.frames, req.colorspace, req.seq_base) == (
+        "job-1",
+        P.MODE_INBAND,
+        [1, 2, 3],
+        "ACEScg",
+        0,
+    )
     assert req.options.method == "flow" and req.key_frames == [1]
     assert isinstance(req.shot, R.InbandShot) and req.shot.shape == (8, 12) and req.shot.carry is np.float16
     key = req.shot.keys[1]
@@ -55,20 +61,23 @@ def test_an_inband_open_becomes_a_typed_request_with_its_keys_held_at_float32():
     assert req.shot.key_bytes == 8 * 12 * 3 * 4  # sent as half floats, held (and counted) as float32
 
 
-@pytest.mark.parametrize("fields, code, field, says", [
-    ({"job": "a\x1b[31mred"}, P.E_BAD_INPUT, "job", "1-64 characters"),
-    ({"job": "x" * 65}, P.E_BAD_INPUT, "job", "1-64 characters"),
-    ({"mode": "ftp"}, P.E_BAD_INPUT, "mode", "mode must be one of"),
-    ({"frames": [1, 1]}, P.E_BAD_INPUT, "frames", "distinct integers"),
-    ({"frames": [1, 10**9]}, P.E_BAD_INPUT, "frames", "at most 9 digits"),
-    ({"frames": list(range(101))}, P.E_BAD_INPUT, "frames", "1..100"),
-    ({"options": [1]}, P.E_BAD_INPUT, "options", "must be an object"),
-    ({"options": {"method": "magic"}}, P.E_BAD_INPUT, "options", "magic"),
-    ({"colorspace": 7}, P.E_BAD_INPUT, "colorspace", "string or null"),
-    ({"seq_base": -1}, P.E_BAD_INPUT, "seq_base", "non-negative"),
-    ({"keys": [9]}, P.E_BAD_INPUT, "buffers", "key<frame>"),
-    ({"carry_dtype": "int8"}, P.E_BAD_INPUT, "carry_dtype", "float32 or float16"),
-])
+@pytest.mark.parametrize(
+    "fields, code, field, says",
+    [
+        ({"job": "a\x1b[31mred"}, P.E_BAD_INPUT, "job", "1-64 characters"),
+        ({"job": "x" * 65}, P.E_BAD_INPUT, "job", "1-64 characters"),
+        ({"mode": "ftp"}, P.E_BAD_INPUT, "mode", "mode must be one of"),
+        ({"frames": [1, 1]}, P.E_BAD_INPUT, "frames", "distinct integers"),
+        ({"frames": [1, 10**9]}, P.E_BAD_INPUT, "frames", "at most 9 digits"),
+        ({"frames": list(range(101))}, P.E_BAD_INPUT, "frames", "1..100"),
+        ({"options": [1]}, P.E_BAD_INPUT, "options", "must be an object"),
+        ({"options": {"method": "magic"}}, P.E_BAD_INPUT, "options", "magic"),
+        ({"colorspace": 7}, P.E_BAD_INPUT, "colorspace", "string or null"),
+        ({"seq_base": -1}, P.E_BAD_INPUT, "seq_base", "non-negative"),
+        ({"keys": [9]}, P.E_BAD_INPUT, "buffers", "key<frame>"),
+        ({"carry_dtype": "int8"}, P.E_BAD_INPUT, "carry_dtype", "float32 or float16"),
+    ],
+)
 def test_a_bad_open_field_is_named_with_its_code(fields, code, field, says):
     assert says in _refused(lambda: _open(**fields), code, field)
 
@@ -84,15 +93,26 @@ def test_bad_keys_are_refused_by_shape_size_and_value():
 
 
 def test_a_shared_path_open_on_a_server_without_roots_is_a_path_refusal():
-    _refused(lambda: _open({}, mode=P.MODE_PATHS, input="/a/p.####.exr", output="/b/o.####.exr", keys={"1": "/a/k.exr"}),
-             P.E_PATH, "mode")
+    _refused(
+        lambda: _open({}, mode=P.MODE_PATHS, input="/a/p.####.exr", output="/b/o.####.exr", keys={"1": "/a/k.exr"}),
+        P.E_PATH,
+        "mode",
+    )
 
 
 def test_shared_paths_outside_the_roots_and_huge_tokens_are_refused(tmp_path):
     roots = AllowedRoots((str(tmp_path),))
+
     def paths_open(**fields):
-        head = {"job": "j", "mode": P.MODE_PATHS, "frames": [1, 2], "options": {"method": "flow"},
-                "input": f"{tmp_path}/p.####.exr", "output": f"{tmp_path}/o.####.exr", "keys": {"1": f"{tmp_path}/k.exr"}}
+        head = {
+            "job": "j",
+            "mode": P.MODE_PATHS,
+            "frames": [1, 2],
+            "options": {"method": "flow"},
+            "input": f"{tmp_path}/p.####.exr",
+            "output": f"{tmp_path}/o.####.exr",
+            "keys": {"1": f"{tmp_path}/k.exr"},
+        }
         head.update(fields)
         return R.parse_open(_msg(P.OPEN_SHOT, None, **head), CONFIG, roots, _known_method)
 
@@ -120,7 +140,9 @@ def test_a_frame_is_parsed_and_counted_at_float32():
 def test_bad_frames_name_the_field():
     ok = np.zeros((4, 5, 3), np.float32)
     assert "not a frame of this shot" in _refused(lambda: _frame(ok, frame=9), P.E_BAD_INPUT, "frame")
-    assert "differs from the shot's 5x4" in _refused(lambda: _frame(np.zeros((5, 4, 3), np.float32)), P.E_PIXELS, "shape")
+    assert "differs from the shot's 5x4" in _refused(
+        lambda: _frame(np.zeros((5, 4, 3), np.float32)), P.E_PIXELS, "shape"
+    )
     assert "neither R,G,B nor Y" in _refused(lambda: _frame(ok, channels=["X", "Y2", "Z"]), P.E_BAD_INPUT, "channels")
     inf = ok.copy()
     inf[0, 0, 0] = np.inf
@@ -131,7 +153,8 @@ def test_a_fetch_is_clamped_to_the_server_limits():
     req = R.parse_fetch(_msg(P.FETCH, job="j", after=4, wait_ms=10**9, max_events=10**6), CONFIG)
     assert (req.after, req.wait_s, req.max_events) == (4, CONFIG.max_wait_ms / 1000, CONFIG.max_events_per_fetch)
     assert "after must be an integer" in _refused(
-        lambda: R.parse_fetch(_msg(P.FETCH, job="j", after=-2), CONFIG), P.E_BAD_INPUT, "after")
+        lambda: R.parse_fetch(_msg(P.FETCH, job="j", after=-2), CONFIG), P.E_BAD_INPUT, "after"
+    )
 
 
 def test_loggable_escapes_control_characters_and_keeps_printable_text():

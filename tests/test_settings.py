@@ -27,8 +27,14 @@ def _run(args: list[str], timeout: float = 90) -> subprocess.CompletedProcess:
     """The command to its end; one that is still running after ``timeout`` (listening, spinning, hung
     on a read) is killed and fails the test."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLORPROP_WEIGHTS=NO_WEIGHTS)
-    proc = subprocess.Popen([sys.executable, "-m", "colorprop_server", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "colorprop_server", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -46,27 +52,43 @@ def _refused(args: list[str], *words: str, code: int = 2) -> str:
     return out.stderr
 
 
-@pytest.mark.parametrize("args, words", [
-    (["broker", "--heartbeat", "0"], ["--heartbeat", "0.0"]),  # the broker's loop spun at 97 % CPU
-    (["broker", "--heartbeat", "nan"], ["--heartbeat", "nan"]),  # crashed after it already listened
-    (["broker", "--heartbeat", "inf"], ["--heartbeat", "inf"]),
-    (["serve", "--session-timeout", "-1"], ["--session-timeout", "-1"]),  # failed every job with unknown_job
-    (["broker", "--max-jobs-per-client", "0"], ["--max-jobs-per-client", "0"]),
-    (["broker", "--max-memory-mb", "-5"], ["--max-memory-mb", "-5"]),
-    (["broker", "--bind", "tcp://127.0.0.1:99999"], ["--bind", "99999"]),
-    (["serve", "--device", "gpu"], ["--device", "gpu"]),
-], ids=["heartbeat-0", "heartbeat-nan", "heartbeat-inf", "session-timeout", "per-client-0", "memory-negative",
-        "port-out-of-range", "device"])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["broker", "--heartbeat", "0"], ["--heartbeat", "0.0"]),  # the broker's loop spun at 97 % CPU
+        (["broker", "--heartbeat", "nan"], ["--heartbeat", "nan"]),  # crashed after it already listened
+        (["broker", "--heartbeat", "inf"], ["--heartbeat", "inf"]),
+        (["serve", "--session-timeout", "-1"], ["--session-timeout", "-1"]),  # failed every job with unknown_job
+        (["broker", "--max-jobs-per-client", "0"], ["--max-jobs-per-client", "0"]),
+        (["broker", "--max-memory-mb", "-5"], ["--max-memory-mb", "-5"]),
+        (["broker", "--bind", "tcp://127.0.0.1:99999"], ["--bind", "99999"]),
+        (["serve", "--device", "gpu"], ["--device", "gpu"]),
+    ],
+    ids=[
+        "heartbeat-0",
+        "heartbeat-nan",
+        "heartbeat-inf",
+        "session-timeout",
+        "per-client-0",
+        "memory-negative",
+        "port-out-of-range",
+        "device",
+    ],
+)
 def test_an_out_of_range_flag_exits_2_naming_the_option_and_the_value(args, words):
     _refused(args, *words)
 
 
-@pytest.mark.parametrize("command, text, words", [
-    ("serve", "max_jobs = 0\n", ["--max-jobs", "`max_jobs`", "0"]),
-    ("serve", "metrics_port = 70000\n", ["--metrics-port", "70000"]),  # was a traceback
-    ("broker", "heartbeat = nan\n", ["--heartbeat", "nan"]),
-    ("broker", "job_retries = -1\n", ["--job-retries", "-1"]),
-], ids=["max-jobs-0", "metrics-port", "heartbeat-nan", "job-retries"])
+@pytest.mark.parametrize(
+    "command, text, words",
+    [
+        ("serve", "max_jobs = 0\n", ["--max-jobs", "`max_jobs`", "0"]),
+        ("serve", "metrics_port = 70000\n", ["--metrics-port", "70000"]),  # was a traceback
+        ("broker", "heartbeat = nan\n", ["--heartbeat", "nan"]),
+        ("broker", "job_retries = -1\n", ["--job-retries", "-1"]),
+    ],
+    ids=["max-jobs-0", "metrics-port", "heartbeat-nan", "job-retries"],
+)
 def test_an_out_of_range_config_value_exits_2_naming_the_key(tmp_path, command, text, words):
     cfg = tmp_path / "c.toml"
     cfg.write_text(text)
@@ -75,7 +97,7 @@ def test_an_out_of_range_config_value_exits_2_naming_the_key(tmp_path, command, 
 
 def test_a_config_file_that_is_not_utf8_exits_2(tmp_path):
     cfg = tmp_path / "latin1.toml"
-    cfg.write_bytes('# r\xe9glages du serveur\nmax_jobs = 4\n'.encode("latin-1"))  # was UnicodeDecodeError, exit 1
+    cfg.write_bytes("# r\xe9glages du serveur\nmax_jobs = 4\n".encode("latin-1"))  # was UnicodeDecodeError, exit 1
     _refused(["broker", "--config", str(cfg)], str(cfg), "not UTF-8")
 
 
@@ -105,11 +127,18 @@ def taken_port():
         yield s.getsockname()[1]
 
 
-@pytest.mark.parametrize("args", [["broker", "--bind"], ["broker", "--backend"], ["serve", "--bind"]],
-                         ids=["broker-front", "broker-back", "server"])
+@pytest.mark.parametrize(
+    "args",
+    [["broker", "--bind"], ["broker", "--backend"], ["serve", "--bind"]],
+    ids=["broker-front", "broker-back", "server"],
+)
 def test_an_address_in_use_exits_2_naming_the_option(taken_port, free_port, args):
     """Was a ZMQError traceback (exit 1: a systemd unit restarted it in a loop)."""
-    other = ["--backend" if args[1] == "--bind" else "--bind", f"tcp://127.0.0.1:{free_port()}"] if args[0] == "broker" else []
+    other = (
+        ["--backend" if args[1] == "--bind" else "--bind", f"tcp://127.0.0.1:{free_port()}"]
+        if args[0] == "broker"
+        else []
+    )
     _refused([*args, f"tcp://127.0.0.1:{taken_port}", *other], args[1], str(taken_port), "in use")
 
 
@@ -117,15 +146,23 @@ def test_an_address_in_use_exits_2_naming_the_option(taken_port, free_port, args
 def test_a_metrics_port_in_use_exits_2_naming_the_option(taken_port, free_port, command):
     """Was exit 1 without naming the option, after the server had loaded everything."""
     backend = ["--backend", f"tcp://127.0.0.1:{free_port()}"] if command == "broker" else []
-    _refused([command, "--bind", f"tcp://127.0.0.1:{free_port()}", *backend, "--metrics-port", str(taken_port)],
-             "--metrics-port", str(taken_port), "in use")
+    _refused(
+        [command, "--bind", f"tcp://127.0.0.1:{free_port()}", *backend, "--metrics-port", str(taken_port)],
+        "--metrics-port",
+        str(taken_port),
+        "in use",
+    )
 
 
 def test_a_named_weights_folder_that_holds_no_weights_exits_5(tmp_path, free_port):
     """A mistyped `weights` started a flow-only server (logged at INFO); asked for by name, it is exit 5."""
     missing = tmp_path / "wieghts"
-    _refused(["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(missing)], "--weights",
-             str(missing), code=5)
+    _refused(
+        ["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(missing)],
+        "--weights",
+        str(missing),
+        code=5,
+    )
 
 
 def test_a_named_weights_folder_with_a_corrupt_network_file_exits_5(tmp_path, free_port):
@@ -139,8 +176,13 @@ def test_a_named_weights_folder_with_a_corrupt_network_file_exits_5(tmp_path, fr
     shutil.copytree(Path(weights.__file__).parent / weights.SHIPPED, folder)
     with open(folder / "fusion.pt", "ab") as f:
         f.write(b"garbage")
-    _refused(["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(folder)], "--weights",
-             "fusion.pt", "sha256", code=5)
+    _refused(
+        ["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--weights", str(folder)],
+        "--weights",
+        "fusion.pt",
+        "sha256",
+        code=5,
+    )
 
 
 def test_default_weights_missing_is_a_warning_before_listening(tmp_path, free_port):
@@ -164,11 +206,26 @@ def test_missing_curve_key_files_are_named(tmp_path, free_port):
     after loading the engine; a server's missing keys folder is named too."""
     empty = tmp_path / "keys"
     empty.mkdir()
-    err = _refused(["serve", "--worker", "--broker", f"tcp://127.0.0.1:{free_port()}", "--curve-keys", str(empty),
-                    "--curve-client-name", "gpu1"], "no key pair named 'gpu1'", "--worker gpu1")
+    err = _refused(
+        [
+            "serve",
+            "--worker",
+            "--broker",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--curve-keys",
+            str(empty),
+            "--curve-client-name",
+            "gpu1",
+        ],
+        "no key pair named 'gpu1'",
+        "--worker gpu1",
+    )
     assert "Invalid certificate file" not in err
-    _refused(["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--curve-keys", str(tmp_path / "nope")],
-             str(tmp_path / "nope"), "colorprop keys")
+    _refused(
+        ["serve", "--bind", f"tcp://127.0.0.1:{free_port()}", "--curve-keys", str(tmp_path / "nope")],
+        str(tmp_path / "nope"),
+        "colorprop keys",
+    )
 
 
 def test_idle_metrics_connections_are_closed(monkeypatch):
@@ -195,10 +252,47 @@ def test_idle_metrics_connections_are_closed(monkeypatch):
 
 # ---------------------------------------------------------------- fuzz
 
-_VALUES = [0, -1, 1, 2, 7, 65535, 65536, 2 ** 62, -(2 ** 62), 0.0, 0.01, 0.5, 1.5, 1e308, -1e308,
-           math.nan, math.inf, -math.inf, True, False, "", "x", "8", "nan", "tcp://127.0.0.1:0", "tcp://*:5557",
-           "tcp://256.1.1.1:5", "ipc:///tmp/x", "tcp://127.0.0.1", "..", ".", "cuda:1", "cpu", "\u00e9\u0000",
-           [], ["/tmp"], ["", "/"], [1], {"a": 1}]
+_VALUES = [
+    0,
+    -1,
+    1,
+    2,
+    7,
+    65535,
+    65536,
+    2**62,
+    -(2**62),
+    0.0,
+    0.01,
+    0.5,
+    1.5,
+    1e308,
+    -1e308,
+    math.nan,
+    math.inf,
+    -math.inf,
+    True,
+    False,
+    "",
+    "x",
+    "8",
+    "nan",
+    "tcp://127.0.0.1:0",
+    "tcp://*:5557",
+    "tcp://256.1.1.1:5",
+    "ipc:///tmp/x",
+    "tcp://127.0.0.1",
+    "..",
+    ".",
+    "cuda:1",
+    "cpu",
+    "\u00e9\u0000",
+    [],
+    ["/tmp"],
+    ["", "/"],
+    [1],
+    {"a": 1},
+]
 
 
 def _toml(value) -> str:

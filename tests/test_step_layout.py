@@ -14,8 +14,18 @@ from colorprop.colour import convert
 from colorprop.data.example import example_shot_dir
 from colorprop.engine.models import load_models
 from colorprop.engine.propagate import Propagator, ab_numpy, resize_hw, run_candidates
-from colorprop.engine.step import (CANDIDATE_CHANNELS, PACKED_LAYOUT, Candidates, Carried, carry_on, pack_candidates,
-                                   packed_slice, propagate_step, start, unpack_candidates)
+from colorprop.engine.step import (
+    CANDIDATE_CHANNELS,
+    PACKED_LAYOUT,
+    Candidates,
+    Carried,
+    carry_on,
+    pack_candidates,
+    packed_slice,
+    propagate_step,
+    start,
+    unpack_candidates,
+)
 from colorprop.io.exr import read_exr
 
 WIDTH, HEIGHT = 160, 90
@@ -64,7 +74,7 @@ def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a
     key_taken = 0.0
     with torch.inference_mode():
         for t in range(1, FRAMES):
-            candidates, ab_true = unpack_candidates(packed[t:t + 1])
+            candidates, ab_true = unpack_candidates(packed[t : t + 1])
             np.testing.assert_array_equal(ab_numpy(ab_true), rest[t - 1][1])
             out = propagate_step(models.fusion, carried, candidates)
             carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)

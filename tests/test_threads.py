@@ -36,11 +36,19 @@ def test_cgroup_v2_quota(tmp_path):
 def test_cgroup_v1_quota_tightest_on_the_way_up(tmp_path):
     proc = tmp_path / "proc-cgroup"
     proc.write_text("4:memory:/farm/job\n3:cpu,cpuacct:/farm/job\n0::/\n")
-    cgroup_files(tmp_path / "fs", {
-        "cpu,cpuacct/farm/job/cpu.cfs_quota_us": "-1", "cpu,cpuacct/farm/job/cpu.cfs_period_us": "100000",
-        "cpu,cpuacct/farm/cpu.cfs_quota_us": "300000", "cpu,cpuacct/farm/cpu.cfs_period_us": "100000",
-        "cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000",
-        "memory/farm/job/cpu.cfs_quota_us": "50000", "memory/farm/job/cpu.cfs_period_us": "100000"})  # not cpu's
+    cgroup_files(
+        tmp_path / "fs",
+        {
+            "cpu,cpuacct/farm/job/cpu.cfs_quota_us": "-1",
+            "cpu,cpuacct/farm/job/cpu.cfs_period_us": "100000",
+            "cpu,cpuacct/farm/cpu.cfs_quota_us": "300000",
+            "cpu,cpuacct/farm/cpu.cfs_period_us": "100000",
+            "cpu,cpuacct/cpu.cfs_quota_us": "-1",
+            "cpu,cpuacct/cpu.cfs_period_us": "100000",
+            "memory/farm/job/cpu.cfs_quota_us": "50000",
+            "memory/farm/job/cpu.cfs_period_us": "100000",
+        },
+    )  # not cpu's
     assert threads.cgroup_cpu_quota(tmp_path / "fs", proc) == 3.0
 
 
@@ -99,13 +107,21 @@ sys.exit(main(["example"] + sys.argv[1:]))
 
 
 def probe(args: list[str], **env: str) -> tuple[dict, str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME",
-                                                                 "OMP_NUM_THREADS", threads.THREADS_ENV)}
-    proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300,
-                          env={**environ, "OMP_DISPLAY_ENV": "verbose", **env})  # libgomp prints what it read
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", threads.THREADS_ENV)
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**environ, "OMP_DISPLAY_ENV": "verbose", **env},
+    )  # libgomp prints what it read
     assert proc.returncode == 0, proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
-    return json.loads(line[len("PROBE "):]), proc.stderr
+    return json.loads(line[len("PROBE ") :]), proc.stderr
 
 
 def test_cli_gives_every_library_the_decided_count_and_quiet_openmp():
@@ -151,12 +167,18 @@ def test_serve_takes_threads_from_its_config_file_and_the_command_line_wins(tmp_
     config = tmp_path / "server.toml"
     config.write_text("threads = 3\n")
     for args, expected in ((["--config", str(config)], 3), (["--config", str(config), "--threads", "1"], 1)):
-        proc = subprocess.run([sys.executable, "-c", SERVE_PROBE, *args], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, threads.THREADS_ENV: "2"})
+        proc = subprocess.run(
+            [sys.executable, "-c", SERVE_PROBE, *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, threads.THREADS_ENV: "2"},
+        )
         assert proc.returncode == 0, proc.stderr
         line = next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))
-        assert json.loads(line[len("PROBE "):]) == {"torch": expected, "cv2": expected}
+        assert json.loads(line[len("PROBE ") :]) == {"torch": expected, "cv2": expected}
     config.write_text("threads = 0\n")
-    proc = subprocess.run([sys.executable, "-c", SERVE_PROBE, "--config", str(config)], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE_PROBE, "--config", str(config)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and f"{config}: threads: 0; at least 1" in proc.stderr

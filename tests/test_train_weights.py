@@ -57,8 +57,10 @@ def test_training_paused_mid_stage_reproduces_an_uninterrupted_run(smoke_run, tm
     """A run stopped in the middle of a stage and resumed gives the uninterrupted run's weights: the batch of
     step k depends on (seed, k) alone, and optimiser and schedule resume from the checkpoint."""
     cfg = replace(TrainConfig(), **SMOKE)
-    inside = {"local": 0 < pause_after < cfg.local_steps,  # the pause falls strictly inside the stage it names
-              "fusion": cfg.local_steps < pause_after < cfg.local_steps + cfg.fusion_steps}
+    inside = {
+        "local": 0 < pause_after < cfg.local_steps,  # the pause falls strictly inside the stage it names
+        "fusion": cfg.local_steps < pause_after < cfg.local_steps + cfg.fusion_steps,
+    }
     assert inside[stage], (pause_after, stage, cfg.local_steps, cfg.fusion_steps)
     run = tmp_path / "run"
     assert train(cfg, run, tmp_path / "w", device="cpu", max_steps=pause_after) is None

@@ -12,11 +12,16 @@ def add_parser(sub) -> None:
     p.add_argument("--json", default="out/bench.json", help="where to write the results")
     add_device_argument(p)
     p.add_argument("--precisions", default="fp32", help="for the networks: fp32, bf16 or both (fp32,bf16)")
-    p.add_argument("--methods", help="methods to time, e.g. full or full,flow (default: full when weights load, "
-                                     "and flow, the ratio reference)")
-    p.add_argument("--busy-neighbour", action="store_true",
-                   help="time each row idle, then beside a CPU-bound process pinned to one core (started and "
-                        "stopped by the bench), and report both and busy/idle")
+    p.add_argument(
+        "--methods",
+        help="methods to time, e.g. full or full,flow (default: full when weights load, and flow, the ratio reference)",
+    )
+    p.add_argument(
+        "--busy-neighbour",
+        action="store_true",
+        help="time each row idle, then beside a CPU-bound process pinned to one core (started and "
+        "stopped by the bench), and report both and busy/idle",
+    )
     p.set_defaults(func=run)
 
 

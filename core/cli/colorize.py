@@ -6,8 +6,14 @@ import signal
 import sys
 from pathlib import Path
 
-from colorprop.cli.common import (Progress, add_device_argument, add_precision_argument, input_frames, on_sigterm,
-                                  parse_keys)
+from colorprop.cli.common import (
+    Progress,
+    add_device_argument,
+    add_precision_argument,
+    input_frames,
+    on_sigterm,
+    parse_keys,
+)
 from colorprop.errors import InputError
 
 
@@ -16,64 +22,126 @@ def add_parser(sub) -> None:
     from colorprop.engine.propagate import METHODS
 
     default = ShotOptions()
-    p = sub.add_parser("colorize", help="colour an EXR sequence from key frame(s)",
-                       description="Colour every frame of a plate sequence from one or more colour keys.")
-    p.add_argument("-i", "--input", required=True,
-                   help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
-    p.add_argument("--key", action="append", required=True, metavar="FRAME=PATH",
-                   help="a colour key frame (EXR, PNG, TIFF, JPEG, DPX, ...); repeat for several keys, or "
-                        "FRAMES=PATTERN (1,48=key.####.exr)")
+    p = sub.add_parser(
+        "colorize",
+        help="colour an EXR sequence from key frame(s)",
+        description="Colour every frame of a plate sequence from one or more colour keys.",
+    )
+    p.add_argument("-i", "--input", required=True, help="plate sequence, e.g. 'plate.####.exr' (also %%04d, @@@@)")
+    p.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="FRAME=PATH",
+        help="a colour key frame (EXR, PNG, TIFF, JPEG, DPX, ...); repeat for several keys, or "
+        "FRAMES=PATTERN (1,48=key.####.exr)",
+    )
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("-o", "--output", metavar="PATTERN",
-                     help="output EXR sequence, e.g. 'out.####.exr'; never an input or a key (required, unless "
-                          "--list-segments)")
-    out.add_argument("--list-segments", action="store_true",
-                     help="print the independent key-to-key segments as JSON and exit (instead of --output)")
-    p.add_argument("--frames", help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames; a frame "
-                                    "missing between the first and the last is an error, see --allow-gaps)")
-    p.add_argument("--allow-gaps", action="store_true",
-                   help="without --frames: colour the frames on disk across any missing ones (the colour is "
-                        "carried from the frame before a gap to the one after it)")
-    p.add_argument("--method", choices=METHODS, default=default.method,
-                   help="full | local | global (ablations) | flow (classical DIS baseline)")
-    p.add_argument("--colorspace", help="OCIO colour space of the plates (and of float keys) (default: file "
-                                        "metadata, else 'Linear Rec.709 (sRGB)'); names from $OCIO when set")
-    p.add_argument("--key-colorspace",
-                   help="OCIO colour space of the keys (default: sRGB for 8/16-bit integer images such as PNG, "
-                        "JPEG, TIFF, DPX; the plate's for float images such as EXR)")
-    p.add_argument("--working-width", type=int, default=default.working_width,
-                   help="width at which the networks run; above the plate width, the plate width is used")
+    out.add_argument(
+        "-o",
+        "--output",
+        metavar="PATTERN",
+        help="output EXR sequence, e.g. 'out.####.exr'; never an input or a key (required, unless --list-segments)",
+    )
+    out.add_argument(
+        "--list-segments",
+        action="store_true",
+        help="print the independent key-to-key segments as JSON and exit (instead of --output)",
+    )
+    p.add_argument(
+        "--frames",
+        help="frame range: 1-100, 1-100x2, 1-10,20-30 (default: all input frames; a frame "
+        "missing between the first and the last is an error, see --allow-gaps)",
+    )
+    p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="without --frames: colour the frames on disk across any missing ones (the colour is "
+        "carried from the frame before a gap to the one after it)",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default=default.method,
+        help="full | local | global (ablations) | flow (classical DIS baseline)",
+    )
+    p.add_argument(
+        "--colorspace",
+        help="OCIO colour space of the plates (and of float keys) (default: file "
+        "metadata, else 'Linear Rec.709 (sRGB)'); names from $OCIO when set",
+    )
+    p.add_argument(
+        "--key-colorspace",
+        help="OCIO colour space of the keys (default: sRGB for 8/16-bit integer images such as PNG, "
+        "JPEG, TIFF, DPX; the plate's for float images such as EXR)",
+    )
+    p.add_argument(
+        "--working-width",
+        type=int,
+        default=default.working_width,
+        help="width at which the networks run; above the plate width, the plate width is used",
+    )
     p.add_argument("--upsample", choices=("guided", "bilinear"), default=default.upsample, help="chroma upsampling")
-    p.add_argument("--carry", choices=("full", "working"), default=default.carry,
-                   help="carry the last frame's colour at plate resolution (full: sharper) or at the working "
-                        "width (the networks' size)")
+    p.add_argument(
+        "--carry",
+        choices=("full", "working"),
+        default=default.carry,
+        help="carry the last frame's colour at plate resolution (full: sharper) or at the working "
+        "width (the networks' size)",
+    )
     p.add_argument("--confidence", action="store_true", help="write a colorprop.confidence channel")
-    p.add_argument("--regrade", action="store_true",
-                   help="the key is a regrade of a colour plate: propagate the change only")
-    p.add_argument("--skip-existing", action="store_true",
-                   help="resume: keep complete output frames already on disk (of the right size and channels)")
+    p.add_argument(
+        "--regrade", action="store_true", help="the key is a regrade of a colour plate: propagate the change only"
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="resume: keep complete output frames already on disk (of the right size and channels)",
+    )
     p.add_argument("--pixel-type", choices=("half", "float"), default="half", help="output EXR pixel type")
-    p.add_argument("--weights", help="weights folder (default: $COLORPROP_WEIGHTS, else the shipped "
-                                     "core/engine/shipped_weights/)")
+    p.add_argument(
+        "--weights", help="weights folder (default: $COLORPROP_WEIGHTS, else the shipped core/engine/shipped_weights/)"
+    )
     add_device_argument(p)
     add_precision_argument(p)
-    p.add_argument("--server", metavar="ADDRESS",
-                   help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds per try for a server answer (default: the client's 1.2 s; 3 tries, so a dead "
-                        "server is reported within 5 s; a live, slow one is waited for)")
-    p.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
-                   help="auto: a bar on a terminal, lines (with openjd_progress) otherwise")
-    p.add_argument("--segment", type=int, metavar="KEY",
-                   help="colour only the segment of this key frame (a farm task; see --list-segments)")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help="keep the forward and backward passes between two keys in this folder (float EXRs, "
-                        "removed once the span's frames are written); a killed run resumes from them, and "
-                        "--segment KEY --state-dir DIR blends what --direction tasks stored (default: a "
-                        "temporary folder)")
-    p.add_argument("--direction", choices=("forward", "backward"),
-                   help="with --segment and --state-dir: only run this pass of the segment's span to the next "
-                        "key and store it, writing no output frame (a farm task; docs/FARM.md)")
+    p.add_argument(
+        "--server",
+        metavar="ADDRESS",
+        help="run on a colorprop server, e.g. tcp://127.0.0.1:5557 (default: here, embedded)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per try for a server answer (default: the client's 1.2 s; 3 tries, so a dead "
+        "server is reported within 5 s; a live, slow one is waited for)",
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "bar", "lines", "none"),
+        default="auto",
+        help="auto: a bar on a terminal, lines (with openjd_progress) otherwise",
+    )
+    p.add_argument(
+        "--segment",
+        type=int,
+        metavar="KEY",
+        help="colour only the segment of this key frame (a farm task; see --list-segments)",
+    )
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the forward and backward passes between two keys in this folder (float EXRs, "
+        "removed once the span's frames are written); a killed run resumes from them, and "
+        "--segment KEY --state-dir DIR blends what --direction tasks stored (default: a "
+        "temporary folder)",
+    )
+    p.add_argument(
+        "--direction",
+        choices=("forward", "backward"),
+        help="with --segment and --state-dir: only run this pass of the segment's span to the next "
+        "key and store it, writing no output frame (a farm task; docs/FARM.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -84,11 +152,17 @@ def run(args) -> int:
     if not args.server:  # (a server runs on its own device)
         check_device(args.device)
     keys = parse_keys(args.key)
-    options = ShotOptions.from_dict({
-        "method": args.method, "colorspace": args.colorspace, "working_width": args.working_width,
-        "upsample": args.upsample, "carry": args.carry, "write_confidence": args.confidence,
-        "regrade": args.regrade,
-    })
+    options = ShotOptions.from_dict(
+        {
+            "method": args.method,
+            "colorspace": args.colorspace,
+            "working_width": args.working_width,
+            "upsample": args.upsample,
+            "carry": args.carry,
+            "write_confidence": args.confidence,
+            "regrade": args.regrade,
+        }
+    )
     frames = input_frames(args.input, args.frames, allow_gaps=args.allow_gaps)
     if args.list_segments:
         import json
@@ -96,8 +170,11 @@ def run(args) -> int:
         from colorprop.shot.pipeline import key_segments
 
         segments = key_segments(sorted(frames), sorted(keys))
-        print(json.dumps({"keys": ",".join(str(s.key) for s in segments),
-                          "segments": [s.to_json() for s in segments]}, indent=2))
+        print(
+            json.dumps(
+                {"keys": ",".join(str(s.key) for s in segments), "segments": [s.to_json() for s in segments]}, indent=2
+            )
+        )
         return 0
     if args.direction is not None and (args.segment is None or args.state_dir is None):
         raise InputError("--direction: needs --segment KEY and --state-dir DIR (the pass is stored there)")
@@ -106,12 +183,14 @@ def run(args) -> int:
 
         owned = key_segment(sorted(frames), sorted(keys), args.segment)
         if owned is not None and len(owned.keys) == 1:  # the last key: no span to a next key, no pass (a farm no-op)
-            print(f"colorprop: segment {args.segment} has no next key: no {args.direction} pass to run",
-                  file=sys.stderr)
+            print(
+                f"colorprop: segment {args.segment} has no next key: no {args.direction} pass to run", file=sys.stderr
+            )
             return 0
     if args.server and (args.direction is not None or args.state_dir is not None):
-        raise InputError("--direction/--state-dir with --server: the server runs whole shots; run the "
-                         "passes embedded (no --server)")
+        raise InputError(
+            "--direction/--state-dir with --server: the server runs whole shots; run the passes embedded (no --server)"
+        )
     if args.segment is not None and args.server:
         from colorprop.shot.pipeline import key_segment
 
@@ -119,8 +198,10 @@ def run(args) -> int:
         if owned is None:
             raise InputError(f"--segment {args.segment}: not a key frame (keys: {sorted(keys)})")
         if owned.frames != sorted(frames):
-            raise InputError(f"--segment {args.segment} with --server: the server runs whole shots only; "
-                             "run this segment embedded (no --server)")
+            raise InputError(
+                f"--segment {args.segment} with --server: the server runs whole shots only; "
+                "run this segment embedded (no --server)"
+            )
         args.segment = None  # the segment is the whole shot
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
@@ -130,12 +211,18 @@ def run(args) -> int:
     for note in report.notes:
         print(f"colorprop: note: {note}", file=sys.stderr)
     if args.direction is not None:
-        print(f"colorprop: {args.direction} pass of segment {args.segment}: {len(report.frames_written)} frame(s) "
-              f"stored, {len(report.frames_skipped)} kept (already stored), {report.seconds:.1f} s, method "
-              f"{options.method}", file=sys.stderr)
+        print(
+            f"colorprop: {args.direction} pass of segment {args.segment}: {len(report.frames_written)} frame(s) "
+            f"stored, {len(report.frames_skipped)} kept (already stored), {report.seconds:.1f} s, method "
+            f"{options.method}",
+            file=sys.stderr,
+        )
         return 0
-    print(f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
-          f"(already complete), {report.seconds:.1f} s, method {options.method}", file=sys.stderr)
+    print(
+        f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
+        f"(already complete), {report.seconds:.1f} s, method {options.method}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -143,14 +230,35 @@ def colorize(args, keys, frames, options, progress):
     if args.server:
         from colorprop.cli.plugins import remote_colorizer  # zmq lives outside core
 
-        return remote_colorizer()(args.server, args.input, keys, args.output, frames, options, progress,
-                                  skip_existing=args.skip_existing, timeout_s=args.timeout,
-                                  pixel_type=args.pixel_type, key_colorspace=args.key_colorspace)
+        return remote_colorizer()(
+            args.server,
+            args.input,
+            keys,
+            args.output,
+            frames,
+            options,
+            progress,
+            skip_existing=args.skip_existing,
+            timeout_s=args.timeout,
+            pixel_type=args.pixel_type,
+            key_colorspace=args.key_colorspace,
+        )
     from colorprop.engine.engine import Engine
     from colorprop.shot.pipeline import colorize_sequence
 
     engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
-    return colorize_sequence(engine, args.input, keys, args.output, frames, options, progress=progress,
-                             skip_existing=args.skip_existing, pixel_type=args.pixel_type, segment=args.segment,
-                             key_colorspace=args.key_colorspace, direction=args.direction,
-                             state_dir=Path(args.state_dir) if args.state_dir else None)
+    return colorize_sequence(
+        engine,
+        args.input,
+        keys,
+        args.output,
+        frames,
+        options,
+        progress=progress,
+        skip_existing=args.skip_existing,
+        pixel_type=args.pixel_type,
+        segment=args.segment,
+        key_colorspace=args.key_colorspace,
+        direction=args.direction,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+    )

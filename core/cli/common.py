@@ -47,8 +47,9 @@ class Progress:
         if self.mode == "bar":
             width = 30
             filled = int(width * event.done / max(event.total, 1))
-            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} "
-                              f"frame {event.frame} {state}   ")
+            self.stream.write(
+                f"\r[{'#' * filled}{'.' * (width - filled)}] {event.done}/{event.total} frame {event.frame} {state}   "
+            )
             if event.done == event.total:
                 self.stream.write("\n")
         else:
@@ -97,14 +98,18 @@ def input_frames(input_pattern: str, spec: str | None, allow_gaps: bool = False,
     frames = pattern.existing_frames()
     if not frames:
         on_disk = pattern.padding_on_disk()
-        raise SequenceError(f"{option} {input_pattern}: matches no file"
-                            + (f"; the files of that name are padded to {on_disk}" if on_disk else ""))
+        raise SequenceError(
+            f"{option} {input_pattern}: matches no file"
+            + (f"; the files of that name are padded to {on_disk}" if on_disk else "")
+        )
     holes = [(a + 1, b - 1) for a, b in zip(frames, frames[1:]) if b - a > 1]  # never a list of a billion frames
     if holes and not allow_gaps:
         listed = format_frames([str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in holes])
-        raise SequenceError(f"{option} {input_pattern}: frame(s) {listed} missing between {frames[0]} and "
-                            f"{frames[-1]} (first missing file: {pattern.path(holes[0][0])}); render them, give "
-                            "--frames for the frames to colour, or --allow-gaps to colour across the gap")
+        raise SequenceError(
+            f"{option} {input_pattern}: frame(s) {listed} missing between {frames[0]} and "
+            f"{frames[-1]} (first missing file: {pattern.path(holes[0][0])}); render them, give "
+            "--frames for the frames to colour, or --allow-gaps to colour across the gap"
+        )
     return frames
 
 
@@ -114,13 +119,19 @@ def on_sigterm(signum, frame) -> None:
 
 
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
-                   help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
-                        "CPU/GPU computes it natively; docs/BENCHMARKS.md)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default=None,
+        help="the networks' precision (default: $COLORPROP_PRECISION, else auto = bf16 where the "
+        "CPU/GPU computes it natively; docs/BENCHMARKS.md)",
+    )
 
 
 def add_device_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto",
-                   help="auto | cpu | cuda | cuda:N | mps (auto: cuda when torch sees a GPU, else cpu); checked "
-                        "before anything runs (docs/SERVER.md, 'A GPU server')")
-
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto | cpu | cuda | cuda:N | mps (auto: cuda when torch sees a GPU, else cpu); checked "
+        "before anything runs (docs/SERVER.md, 'A GPU server')",
+    )

@@ -14,8 +14,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("example", help="colour the bundled example shot (writes EXRs and a contact sheet)")
     p.add_argument("-o", "--output", default="out/example", help="output folder")
-    p.add_argument("--method", choices=METHODS, default=None,
-                   help="default: full when weights are shipped, else flow")
+    p.add_argument("--method", choices=METHODS, default=None, help="default: full when weights are shipped, else flow")
     p.set_defaults(func=lambda args: run_example(args.output, args.method))
 
 
@@ -33,13 +32,21 @@ def run_example(output: str, method: str | None = None) -> int:
     engine = Engine.load()
     method = method or ("full" if "full" in engine.methods() else "flow")
     if method == "flow" and "full" not in engine.methods():
-        print(f"colorprop: no trained weights found ({engine.weights_error}); using the flow baseline",
-              file=sys.stderr)
+        print(f"colorprop: no trained weights found ({engine.weights_error}); using the flow baseline", file=sys.stderr)
     plate = str(shot / "plate.####.exr")
     frames = FramePattern(plate).existing_frames()
-    report = colorize_sequence(engine, plate, {1: str(shot / "key.0001.exr")}, str(out / "colour.####.exr"),
-                               frames, ShotOptions(method=method), progress=Progress())
+    report = colorize_sequence(
+        engine,
+        plate,
+        {1: str(shot / "key.0001.exr")},
+        str(out / "colour.####.exr"),
+        frames,
+        ShotOptions(method=method),
+        progress=Progress(),
+    )
     sheet = contact_sheet([SheetRow(plate), SheetRow(str(out / "colour.####.exr"))], frames, out / "contact_sheet.png")
-    print(f"colorprop example: {len(report.frames_written)} frames with method '{method}' in "
-          f"{report.seconds:.1f} s -> {out}/colour.####.exr, contact sheet {sheet}")
+    print(
+        f"colorprop example: {len(report.frames_written)} frames with method '{method}' in "
+        f"{report.seconds:.1f} s -> {out}/colour.####.exr, contact sheet {sheet}"
+    )
     return 0

@@ -45,9 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_threads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=int, metavar="N",
-                   help=f"compute threads for torch, OpenCV, OpenImageIO and colorprop's own pool (default: "
-                        f"${THREADS_ENV}, else the CPUs this process may use: its affinity and cgroup quota)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"compute threads for torch, OpenCV, OpenImageIO and colorprop's own pool (default: "
+        f"${THREADS_ENV}, else the CPUs this process may use: its affinity and cgroup quota)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,10 @@ def remote_colorizer() -> Callable:
     """The installed ``colorprop.remote`` ``colorize`` callable; InputError if there is none."""
     found = [ep for ep in entry_points(group=REMOTE_GROUP) if ep.name == "colorize"]
     if not found:
-        raise InputError("--server: no server client is installed (the colorprop_server package registers "
-                         f"it under the entry-point group {REMOTE_GROUP!r}; reinstall with `pip install -e .`)")
+        raise InputError(
+            "--server: no server client is installed (the colorprop_server package registers "
+            f"it under the entry-point group {REMOTE_GROUP!r}; reinstall with `pip install -e .`)"
+        )
     try:
         return found[0].load()
     except ImportError as err:

@@ -11,15 +11,25 @@ from colorprop.cli.common import input_frames
 def add_parser(sub) -> None:
     from colorprop.shot.sheet import SHEET_COLUMNS, THUMB_WIDTH
 
-    p = sub.add_parser("preview", help="contact sheet of an EXR sequence (optional confidence row)",
-                       description="Draw evenly spaced frames of a sequence as thumbnails into one 8-bit image.")
+    p = sub.add_parser(
+        "preview",
+        help="contact sheet of an EXR sequence (optional confidence row)",
+        description="Draw evenly spaced frames of a sequence as thumbnails into one 8-bit image.",
+    )
     p.add_argument("-i", "--input", required=True, help="the sequence, e.g. 'out.####.exr' (also %%04d, @@@@)")
-    p.add_argument("-o", "--output", required=True,
-                   help="the sheet to write, 8-bit sRGB, in the format its extension names: PNG, JPEG, TIFF, or any "
-                        "other OpenImageIO writes (an .exr holds the same display-referred values, as half floats)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the sheet to write, 8-bit sRGB, in the format its extension names: PNG, JPEG, TIFF, or any "
+        "other OpenImageIO writes (an .exr holds the same display-referred values, as half floats)",
+    )
     p.add_argument("--frames", help="frames to pick from: 1-100, 1-100x2 (default: every frame on disk)")
-    p.add_argument("--confidence", action="store_true",
-                   help="add a row with the colorprop.confidence matte (written by colorize --confidence)")
+    p.add_argument(
+        "--confidence",
+        action="store_true",
+        help="add a row with the colorprop.confidence matte (written by colorize --confidence)",
+    )
     p.add_argument("--colorspace", help="colour space of the sequence (default: file metadata, else Linear Rec.709)")
     p.add_argument("--columns", type=int, default=SHEET_COLUMNS, help="thumbnails per row")
     p.add_argument("--width", type=int, default=THUMB_WIDTH, help="width of one thumbnail in pixels")

@@ -20,23 +20,38 @@ from colorprop.errors import InputError
 def add_parser(sub) -> None:
     from colorprop.engine.propagate import METHODS
 
-    p = sub.add_parser("suggest-keys", help="the weakest frames (lowest confidence, spread over the shot): where to paint the next key")
+    p = sub.add_parser(
+        "suggest-keys", help="the weakest frames (lowest confidence, spread over the shot): where to paint the next key"
+    )
     p.add_argument("-i", "--input", help="plate sequence, e.g. 'plate.####.exr' (required, unless --from)")
-    p.add_argument("--key", action="append", metavar="FRAME=PATH",
-                   help="a colour key frame, as for colorize; repeat for several keys (required, unless --from; "
-                        "with --from, its frame is never suggested and its file is not read)")
-    p.add_argument("--from", dest="from_output", metavar="PATTERN",
-                   help="rank the frames of a shot already coloured with `colorize --confidence`, e.g. "
-                        "'out.####.exr', by the matte in its files: seconds, nothing computed again, no plate read")
+    p.add_argument(
+        "--key",
+        action="append",
+        metavar="FRAME=PATH",
+        help="a colour key frame, as for colorize; repeat for several keys (required, unless --from; "
+        "with --from, its frame is never suggested and its file is not read)",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_output",
+        metavar="PATTERN",
+        help="rank the frames of a shot already coloured with `colorize --confidence`, e.g. "
+        "'out.####.exr', by the matte in its files: seconds, nothing computed again, no plate read",
+    )
     p.add_argument("--frames", default=None, help="frame range, e.g. 1-100 (default: all input frames)")
-    p.add_argument("--allow-gaps", action="store_true",
-                   help="without --frames: use the frames on disk across any missing ones (as colorize --allow-gaps)")
+    p.add_argument(
+        "--allow-gaps",
+        action="store_true",
+        help="without --frames: use the frames on disk across any missing ones (as colorize --allow-gaps)",
+    )
     p.add_argument("--count", type=int, default=3, help="how many frames to suggest")
-    p.add_argument("--method", choices=METHODS, default=None,
-                   help="default: full when weights are shipped, else flow")
+    p.add_argument("--method", choices=METHODS, default=None, help="default: full when weights are shipped, else flow")
     p.add_argument("--colorspace", default=None, help="OCIO colour space of the plates (default: file metadata)")
-    p.add_argument("--key-colorspace", default=None,
-                   help="OCIO colour space of the keys (default: sRGB for integer images, the plate's for float)")
+    p.add_argument(
+        "--key-colorspace",
+        default=None,
+        help="OCIO colour space of the keys (default: sRGB for integer images, the plate's for float)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object (for the DCC nodes)")
     p.set_defaults(func=run)
 
@@ -58,8 +73,14 @@ def run(args) -> int:
         engine = Engine.load(None)
         method = args.method or ("full" if engine.models is not None else "flow")
         options = ShotOptions.from_dict({"method": method, "colorspace": args.colorspace})
-        checked = check_sequence_job(args.input, key_paths, None, sorted(frames), options,  # nothing is written
-                                     key_colorspace=args.key_colorspace)
+        checked = check_sequence_job(
+            args.input,
+            key_paths,
+            None,
+            sorted(frames),
+            options,  # nothing is written
+            key_colorspace=args.key_colorspace,
+        )
         keys = sorted(checked.keys)
         summary = confidence_per_frame(engine, checked.source(), checked.keys, options)
     chosen = suggest_frames(summary, keys, args.count)
@@ -68,18 +89,33 @@ def run(args) -> int:
         **({"from": args.from_output} if args.from_output else {}),
         "keys": keys,
         "count": args.count,
-        "suggestions": [{"frame": s.frame, "expected_error": round(s.expected_error, 4),
-                         "mean_confidence": round(s.mean_confidence, 4), "low_fraction": round(s.low_fraction, 4)}
-                        for s in chosen],
-        "frames": [{"frame": f, "expected_error": round(1.0 - v["mean"], 4), "mean_confidence": round(v["mean"], 4),
-                    "low_fraction": round(v["low_fraction"], 4)} for f, v in sorted(summary.items())],
+        "suggestions": [
+            {
+                "frame": s.frame,
+                "expected_error": round(s.expected_error, 4),
+                "mean_confidence": round(s.mean_confidence, 4),
+                "low_fraction": round(s.low_fraction, 4),
+            }
+            for s in chosen
+        ],
+        "frames": [
+            {
+                "frame": f,
+                "expected_error": round(1.0 - v["mean"], 4),
+                "mean_confidence": round(v["mean"], 4),
+                "low_fraction": round(v["low_fraction"], 4),
+            }
+            for f, v in sorted(summary.items())
+        ],
     }
     if getattr(args, "json", False):
         print(json.dumps(report, indent=1))
         return 0
     source = f"the matte of {args.from_output}" if args.from_output else f"method {method}"
-    print(f"suggested key frames ({source}, keys {', '.join(map(str, keys)) or 'not given'}): "
-          + (", ".join(str(s.frame) for s in chosen) or "none"))
+    print(
+        f"suggested key frames ({source}, keys {', '.join(map(str, keys)) or 'not given'}): "
+        + (", ".join(str(s.frame) for s in chosen) or "none")
+    )
     print(f"{'frame':>6s} {'expected error':>14s} {'mean conf':>9s} {'low (<0.5)':>10s}")
     for s in chosen:
         print(f"{s.frame:6d} {s.expected_error:14.1%} {s.mean_confidence:9.3f} {s.low_fraction:10.1%}")

@@ -13,8 +13,12 @@ def add_parser(sub) -> None:
     p.add_argument("--smoke", action="store_true", help="a few-minute run on tiny data (tests use it)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     add_device_argument(p)
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="take at most this many training steps, checkpoint and exit 75; finish with --resume")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="take at most this many training steps, checkpoint and exit 75; finish with --resume",
+    )
     p.set_defaults(func=run)
 
 

@@ -90,8 +90,10 @@ def linear_rec709() -> str:
             return check_colorspace(spelling)
         except ColorSpaceError:
             continue
-    raise ColorSpaceError(f"the OCIO config {config_name()} has no linear Rec.709 colour space; colorprop's Lab "
-                          "maths need one (name it, or give it the alias 'lin_rec709')")
+    raise ColorSpaceError(
+        f"the OCIO config {config_name()} has no linear Rec.709 colour space; colorprop's Lab "
+        "maths need one (name it, or give it the alias 'lin_rec709')"
+    )
 
 
 def colorspace_names() -> list[str]:
@@ -177,8 +179,13 @@ def _ocio_convert(rgb: np.ndarray, src: str, dst: str, threads: int = 1) -> np.n
 
 # Probe pixels for linear_transform: black, the three primaries, then values of every sign and of magnitudes
 # 1e-4..1e4 (HDR, negative lobes), where a curve, a clamp or a range limit would show.
-_PROBE = np.concatenate([np.zeros((1, 3)), np.eye(3), np.random.default_rng(0).uniform(-1.0, 1.0, (60, 3))
-                         * np.logspace(-4, 4, 60)[:, None]]).astype(np.float32)[None]
+_PROBE = np.concatenate(
+    [
+        np.zeros((1, 3)),
+        np.eye(3),
+        np.random.default_rng(0).uniform(-1.0, 1.0, (60, 3)) * np.logspace(-4, 4, 60)[:, None],
+    ]
+).astype(np.float32)[None]
 
 
 @functools.lru_cache(maxsize=32)
@@ -315,8 +322,9 @@ def _band_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=count, thread_name_prefix="colorprop-band")
 
 
-def map_row_bands(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *images: np.ndarray,
-                  band_rows: int | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
+def map_row_bands(
+    fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *images: np.ndarray, band_rows: int | None = None
+) -> np.ndarray | tuple[np.ndarray, ...]:
     """``fn(*images)`` for a per-pixel ``fn``, computed on bands of rows on a thread pool.
 
     images: arrays sharing H (axis 0), HxW or HxWxC. ``fn`` must treat every pixel on its own
@@ -332,7 +340,7 @@ def map_row_bands(fn: Callable[..., np.ndarray | tuple[np.ndarray, ...]], *image
     if height <= rows:
         return fn(*images)
     starts = range(0, height, rows)
-    parts = list(_band_pool().map(lambda y: fn(*(im[y:y + rows] for im in images)), starts))
+    parts = list(_band_pool().map(lambda y: fn(*(im[y : y + rows] for im in images)), starts))
     if isinstance(parts[0], tuple):
         return tuple(np.concatenate([p[i] for p in parts], axis=0) for i in range(len(parts[0])))
     return np.concatenate(parts, axis=0)

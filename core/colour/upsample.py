@@ -67,12 +67,12 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _box(image: np.ndarray, radius: int) -> np.ndarray:
-    return cv2.boxFilter(image, -1, (2 * radius + 1, 2 * radius + 1), normalize=True,
-                         borderType=cv2.BORDER_REFLECT)
+    return cv2.boxFilter(image, -1, (2 * radius + 1, 2 * radius + 1), normalize=True, borderType=cv2.BORDER_REFLECT)
 
 
-def _fast_guided_upsample(ab_small: np.ndarray, lab_l_full: np.ndarray, full_size: tuple[int, int],
-                          radius: int, eps: float) -> np.ndarray:
+def _fast_guided_upsample(
+    ab_small: np.ndarray, lab_l_full: np.ndarray, full_size: tuple[int, int], radius: int, eps: float
+) -> np.ndarray:
     """The guided filter's model (guide L/100) fitted at the small size; a divided by 100 there, so that it
     applies to L itself (no L/100 frame), and a L + b formed in place per channel, in float32 throughout."""
     small_size = (ab_small.shape[1], ab_small.shape[0])

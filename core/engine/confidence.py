@@ -84,8 +84,14 @@ def photometric_similarity(L: np.ndarray, prev_L_warped: np.ndarray, sigma: floa
     return np.exp(-(d * d) / (2.0 * sigma * sigma)).astype(np.float32)
 
 
-def carry_confidence(prev_conf: np.ndarray, prev_L: np.ndarray, L: np.ndarray, flow_bwd: np.ndarray,
-                     consistency: np.ndarray, flat_trust: float | None = None) -> np.ndarray:
+def carry_confidence(
+    prev_conf: np.ndarray,
+    prev_L: np.ndarray,
+    L: np.ndarray,
+    flow_bwd: np.ndarray,
+    consistency: np.ndarray,
+    flat_trust: float | None = None,
+) -> np.ndarray:
     """This frame's confidence (HxW) from the previous one's, the backward flow cur→prev (HxWx2) and the
     flow's forward-backward consistency (HxW). See the module docstring."""
     warped = warp_backward(np.dstack([prev_conf, prev_L]), flow_bwd)
@@ -122,8 +128,14 @@ def written_confidence(carried: np.ndarray) -> np.ndarray:
     return calibrated(carried)
 
 
-def meet_confidence(ab: np.ndarray, ab_f: np.ndarray, conf_f: np.ndarray, ab_b: np.ndarray,
-                    conf_b: np.ndarray, scale: float = MEET_SCALE) -> np.ndarray:
+def meet_confidence(
+    ab: np.ndarray,
+    ab_f: np.ndarray,
+    conf_f: np.ndarray,
+    ab_b: np.ndarray,
+    conf_b: np.ndarray,
+    scale: float = MEET_SCALE,
+) -> np.ndarray:
     """The written matte (HxW) of a blended colour ``ab`` (HxWx2) from the forward and backward runs' colour
     (HxWx2 each) and written confidence (HxW each): the blend is right where it stayed near a run that is
     right,
@@ -133,6 +145,7 @@ def meet_confidence(ab: np.ndarray, ab_f: np.ndarray, conf_f: np.ndarray, ab_b: 
     so where the runs agree the surer one speaks, and where they disagree the run the blend left behind
     does not. Chosen on two-key runs of the training clips against ``either_right`` (which claims more than
     either run: it overstated the share of right pixels) and the product form (docs/KEYS.md)."""
+
     def near(other: np.ndarray) -> np.ndarray:
         d2 = np.sum((np.asarray(ab, np.float32) - np.asarray(other, np.float32)) ** 2, axis=-1)
         return np.exp(-d2 / (scale * scale))
@@ -143,8 +156,15 @@ def meet_confidence(ab: np.ndarray, ab_f: np.ndarray, conf_f: np.ndarray, ab_b: 
 # ---------------------------------------------------------------- two runs meeting between keys
 
 
-def blend_by_confidence(ab_f: np.ndarray, carried_f: np.ndarray, ab_b: np.ndarray, carried_b: np.ndarray,
-                        t: float, power: float = 2.0, floor: float = BLEND_FLOOR) -> np.ndarray:
+def blend_by_confidence(
+    ab_f: np.ndarray,
+    carried_f: np.ndarray,
+    ab_b: np.ndarray,
+    carried_b: np.ndarray,
+    t: float,
+    power: float = 2.0,
+    floor: float = BLEND_FLOOR,
+) -> np.ndarray:
     """Per-pixel weighted mean (HxWx2) of the forward and backward colour (HxWx2 each), weighed by their
     carried confidence (HxW each); ``t`` = 0 at the earlier key, 1 at the later.
 
@@ -159,8 +179,9 @@ def blend_by_confidence(ab_f: np.ndarray, carried_f: np.ndarray, ab_b: np.ndarra
     return ((ab_f * w_f[..., None] + ab_b * w_b[..., None]) / (w_f + w_b)[..., None]).astype(np.float32)
 
 
-def blend_crossfade(ab_f: np.ndarray, carried_f: np.ndarray, ab_b: np.ndarray, carried_b: np.ndarray,
-                    t: float) -> np.ndarray:
+def blend_crossfade(
+    ab_f: np.ndarray, carried_f: np.ndarray, ab_b: np.ndarray, carried_b: np.ndarray, t: float
+) -> np.ndarray:
     """The baseline: a fixed linear crossfade by frame distance, ``t`` = 0 at the earlier key, 1 at the later."""
     return ((1.0 - t) * ab_f + t * ab_b).astype(np.float32)
 
@@ -170,7 +191,8 @@ def either_right(conf_f: np.ndarray, conf_b: np.ndarray) -> np.ndarray:
     return (1.0 - (1.0 - conf_f) * (1.0 - conf_b)).astype(np.float32)
 
 
-# ---------------------------------------------------------------- summarising a frame (suggest-keys; measure/matte.py measures)
+# ---------------------------------------------------------------- summarising a frame (suggest-keys; measure/matte.py
+# measures)
 
 
 def frame_summary(conf: np.ndarray, low: float = LOW_CONFIDENCE) -> dict[str, float]:

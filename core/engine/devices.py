@@ -36,19 +36,26 @@ def _check_cuda(device: str, option: str, index: int) -> None:
         raise InputError(f"{option} {device}: this torch ({torch.__version__}) was built without CUDA; {GPU_INSTALL}")
     count = torch.cuda.device_count()
     if count == 0 or not torch.cuda.is_available():
-        raise InputError(f"{option} {device}: no CUDA device is visible (torch.cuda.device_count() == {count}); "
-                         "check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES")
+        raise InputError(
+            f"{option} {device}: no CUDA device is visible (torch.cuda.device_count() == {count}); "
+            "check the driver (nvidia-smi) and CUDA_VISIBLE_DEVICES"
+        )
     if index >= count:
-        raise InputError(f"{option} {device}: only {count} CUDA device{'s' if count > 1 else ''} "
-                         f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
+        raise InputError(
+            f"{option} {device}: only {count} CUDA device{'s' if count > 1 else ''} "
+            f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})"
+        )
 
 
 def _check_mps(option: str) -> None:
     import torch
 
     if not torch.backends.mps.is_built():
-        raise InputError(f"{option} mps: this torch ({torch.__version__}) was built without MPS (Apple GPUs); "
-                         "use cpu, or cuda on an NVIDIA machine")
+        raise InputError(
+            f"{option} mps: this torch ({torch.__version__}) was built without MPS (Apple GPUs); "
+            "use cpu, or cuda on an NVIDIA machine"
+        )
     if not torch.backends.mps.is_available():
-        raise InputError(f"{option} mps: no MPS device is available (an Apple-silicon Mac with macOS 12.3 or "
-                         "later is needed)")
+        raise InputError(
+            f"{option} mps: no MPS device is available (an Apple-silicon Mac with macOS 12.3 or later is needed)"
+        )

@@ -66,8 +66,12 @@ OPTION_SCHEMA: dict[str, tuple[type, tuple | None, str]] = {
     "colorspace": (str, None, "OCIO colour space of the plate; default: from metadata"),
     "working_width": (int, None, "width at which the networks run; chroma is upsampled under full-res luminance"),
     "upsample": (str, ("guided", "bilinear"), "chroma upsampling"),
-    "carry": (str, ("full", "working"), "full: the last frame's colour is warped at plate resolution and the "
-              "networks' change is added on top (sharper); working: carried at the working size"),
+    "carry": (
+        str,
+        ("full", "working"),
+        "full: the last frame's colour is warped at plate resolution and the "
+        "networks' change is added on top (sharper); working: carried at the working size",
+    ),
     "write_confidence": (bool, None, "write a colorprop.confidence channel"),
     "regrade": (bool, None, "propagate the key's change relative to a colour plate"),
 }
@@ -81,8 +85,9 @@ class Engine:
         self.weights_error = weights_error
 
     @classmethod
-    def load(cls, weights_dir: Path | None = None, device: str = "auto", require: bool = False,
-             precision: str | None = None) -> "Engine":
+    def load(
+        cls, weights_dir: Path | None = None, device: str = "auto", require: bool = False, precision: str | None = None
+    ) -> "Engine":
         """``precision``: "auto" | "fp32" | "bf16" (None: $COLORPROP_PRECISION, else auto: bf16 where the
         device computes it natively, models.resolve_precision; docs/BENCHMARKS.md)."""
         from colorprop.engine.weights import read_manifest

@@ -53,8 +53,11 @@ def warp_backward(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Sample ``image`` (HxW or HxWxC, C ≤ 4) at ``x + flow(x)``: bilinear, border replicate."""
     map_x, map_y = _sample_grid(flow)
     return cv2.remap(
-        np.ascontiguousarray(image, dtype=np.float32), map_x, map_y,
-        interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+        np.ascontiguousarray(image, dtype=np.float32),
+        map_x,
+        map_y,
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
     )
 
 

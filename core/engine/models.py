@@ -20,7 +20,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> "bf16" where the device computes bfloat16 natively (a CUDA GPU that supports it, a CPU with
+    """ "auto" -> "bf16" where the device computes bfloat16 natively (a CUDA GPU that supports it, a CPU with
     AVX-512 BF16 or AMX through oneDNN), else "fp32"; "fp32"/"bf16" are kept. Quality: docs/BENCHMARKS.md."""
     if precision == "auto":
         if device.type == "cuda":
@@ -57,8 +57,9 @@ def pick_device(device: str = "auto", option: str = "--device") -> torch.device:
     return torch.device(device)
 
 
-def build_models(local_cfg: LocalNetConfig, global_cfg: GlobalConfig, fusion_cfg: FusionConfig,
-                 device: torch.device) -> Models:
+def build_models(
+    local_cfg: LocalNetConfig, global_cfg: GlobalConfig, fusion_cfg: FusionConfig, device: torch.device
+) -> Models:
     """Fresh (untrained) networks; training starts here."""
     return Models(
         local=LocalNet(local_cfg).to(device),

@@ -28,8 +28,17 @@ import numpy as np
 import torch
 
 from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
-from colorprop.engine.step import (CANDIDATE_CHANNELS, Candidates, Carried, advance, carry_on, pack_candidates,
-                                   packed_slice, propagate_step, start)
+from colorprop.engine.step import (
+    CANDIDATE_CHANNELS,
+    Candidates,
+    Carried,
+    advance,
+    carry_on,
+    pack_candidates,
+    packed_slice,
+    propagate_step,
+    start,
+)
 from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
 
 if TYPE_CHECKING:
@@ -119,8 +128,15 @@ class Propagator:
 
     ``clock``: a StageClock to time dis_flow / F_w / F_s / F_f (bench), or None."""
 
-    def __init__(self, method: str, key_L: np.ndarray, key_ab: np.ndarray, models: "Models | None" = None,
-                 change_only: bool = False, other_keys: list[tuple[np.ndarray, np.ndarray]] = ()):
+    def __init__(
+        self,
+        method: str,
+        key_L: np.ndarray,
+        key_ab: np.ndarray,
+        models: "Models | None" = None,
+        change_only: bool = False,
+        other_keys: list[tuple[np.ndarray, np.ndarray]] = (),
+    ):
         """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
         plate's own colour; measured on real footage in docs/KEYS.md."""
@@ -144,8 +160,10 @@ class Propagator:
         self.clock: StageClock | None = None
         if method in ("full", "global"):
             with torch.inference_mode(), models.autocast():
-                states = [models.global_branch.encode_key(gray_tensor(kl, self.device), ab_tensor(kab, self.device))
-                          for kl, kab in [(key_L, key_ab), *other_keys]]
+                states = [
+                    models.global_branch.encode_key(gray_tensor(kl, self.device), ab_tensor(kab, self.device))
+                    for kl, kab in [(key_L, key_ab), *other_keys]
+                ]
                 self.key_state = states[0] if len(states) == 1 else models.global_branch.join_keys(*states)
         # full: F_s also matches against a bounded memory of this run's own past output (fusion config
         # memory_every / memory_size; 0 = off): flat in shot length, refreshed from what was written.
@@ -159,8 +177,9 @@ class Propagator:
             with self._stage("dis_flow"):
                 flowed = self._flow(L)
             carried = self._carried(flowed, L)
-            return PendingFrame(L, Step(flowed.ab, written_confidence(carried), carried), flowed.flow,
-                                self.prev_chain, carried, None)
+            return PendingFrame(
+                L, Step(flowed.ab, written_confidence(carried), carried), flowed.flow, self.prev_chain, carried, None
+            )
         with torch.inference_mode():
             return self._step_learned(L)
 
@@ -198,7 +217,7 @@ class Propagator:
         branch = self.models.global_branch
         with torch.inference_mode(), self.models.autocast():
             self.memory = [*self.memory, branch.encode_key(gray_tensor(L, self.device), ab_tensor(ab, self.device))]
-            self.memory = self.memory[-cfg.memory_size:]
+            self.memory = self.memory[-cfg.memory_size :]
             self.key_state = branch.join_keys(*self.key_states, *self.memory)
 
     def _flow(self, L: np.ndarray) -> FlowStep:
@@ -211,8 +230,9 @@ class Propagator:
 
     def _chain(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         """The flow chain's confidence at this frame (F_f's ``chain`` cue), carried from the previous one."""
-        return carry_confidence(self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency,
-                                flat_trust=CHAIN_FLAT_TRUST)
+        return carry_confidence(
+            self.prev_chain, self.prev_L, L, flowed.flow, flowed.consistency, flat_trust=CHAIN_FLAT_TRUST
+        )
 
     def _stage(self, name: str):
         return self.clock(name) if self.clock is not None else contextlib.nullcontext()
@@ -232,16 +252,28 @@ class Propagator:
                 local_out = as_float32(local_out)
                 ab_local = models.local.warp(ab_tensor(flowed.ab, dev), local_out)
             carried = self._carried(flowed, L)
-            return PendingFrame(L, Step(ab_numpy(ab_local), written_confidence(carried), carried), flowed.flow,
-                                self.prev_chain, carried, None)
+            return PendingFrame(
+                L,
+                Step(ab_numpy(ab_local), written_confidence(carried), carried),
+                flowed.flow,
+                self.prev_chain,
+                carried,
+                None,
+            )
 
         if self.method == "global":
             with self._stage("F_s"):
                 with models.autocast():
                     global_out = as_float32(models.global_branch(gray, self.key_state))
             similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
-            return PendingFrame(L, Step(ab_numpy(global_out.ab), written_confidence(similarity), similarity), None,
-                                self.prev_chain, similarity, None)
+            return PendingFrame(
+                L,
+                Step(ab_numpy(global_out.ab), written_confidence(similarity), similarity),
+                None,
+                self.prev_chain,
+                similarity,
+                None,
+            )
 
         candidates, flowed = self.candidates(L)
         with self._stage("F_f"):
@@ -255,8 +287,9 @@ class Propagator:
         if self.change_only:  # regrade: no change where the tracked change is exactly 0
             ab[np.all(ab_flow == 0.0, axis=-1)] = 0.0
         chain = map_numpy(candidates.chain)
-        return PendingFrame(L, Step(ab, confidence, carried), flowed.flow, chain, carried,
-                            Carried(out.ab_flow, out.age_flow))
+        return PendingFrame(
+            L, Step(ab, confidence, carried), flowed.flow, chain, carried, Carried(out.ab_flow, out.age_flow)
+        )
 
     def candidates(self, L: np.ndarray) -> tuple[Candidates, FlowStep]:
         """``full``: what F_f chooses between for the frame with luminance ``L`` (HxW), and its cues
@@ -273,8 +306,15 @@ class Propagator:
         chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
-        return Candidates(gray, flow_tensor(flowed.flow, dev), t(flowed.consistency), t(photometric),
-                          t(chain), global_out.ab, global_out.similarity.clamp(0.0, 1.0)), flowed
+        return Candidates(
+            gray,
+            flow_tensor(flowed.flow, dev),
+            t(flowed.consistency),
+            t(photometric),
+            t(chain),
+            global_out.ab,
+            global_out.similarity.clamp(0.0, 1.0),
+        ), flowed
 
     def follow(self, L: np.ndarray, chain: np.ndarray) -> None:
         """Move the luminance and the flow chain (HxW) on to this frame (``accept`` without colour)."""

@@ -48,8 +48,16 @@ class Candidates(NamedTuple):
 
 # The packed layout of one frame's ``Candidates`` and its true colour (training and the choice measurements
 # precompute whole runs as T x CANDIDATE_CHANNELS x H x W arrays): Candidates' fields in order, then ab_true.
-PACKED_LAYOUT = (("gray", 1), ("flow", 2), ("consistency", 1), ("photometric", 1), ("chain", 1), ("ab_key", 2),
-                 ("similarity", 1), ("ab_true", 2))
+PACKED_LAYOUT = (
+    ("gray", 1),
+    ("flow", 2),
+    ("consistency", 1),
+    ("photometric", 1),
+    ("chain", 1),
+    ("ab_key", 2),
+    ("similarity", 1),
+    ("ab_true", 2),
+)
 CANDIDATE_CHANNELS = sum(n for _, n in PACKED_LAYOUT)
 
 
@@ -100,8 +108,11 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample ``image`` (N x C x H x W) at x + flow(x) (flow N x 2 x H x W, pixels): bilinear, border
     replicate, the same sampling as ``flow.warp_backward`` (cv2.remap), differentiable in ``image``."""
     n, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=flow.dtype, device=flow.device),
-                            torch.arange(w, dtype=flow.dtype, device=flow.device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=flow.dtype, device=flow.device),
+        torch.arange(w, dtype=flow.dtype, device=flow.device),
+        indexing="ij",
+    )
     gx = (xs + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     gy = (ys + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack([gx, gy], dim=-1)
@@ -111,8 +122,9 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor) -> torch.Tensor:
     """F_f's input, N x N_INPUTS x H x W, in the order fusion_net documents."""
     distance = (ab_flow - c.ab_key).norm(dim=1, keepdim=True)
-    return torch.cat([c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain,
-                      age_flow, c.similarity], dim=1)
+    return torch.cat(
+        [c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain, age_flow, c.similarity], dim=1
+    )
 
 
 def choose(key_logit: torch.Tensor, training: bool) -> torch.Tensor:

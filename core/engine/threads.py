@@ -133,8 +133,9 @@ def parse_thread_count(value, where: str) -> int:
     return count
 
 
-def decide_threads(requested: int | None = None, requested_by: str = "--threads", environ=os.environ,
-                   cpus=usable_cpus) -> ThreadChoice:
+def decide_threads(
+    requested: int | None = None, requested_by: str = "--threads", environ=os.environ, cpus=usable_cpus
+) -> ThreadChoice:
     """``requested`` (the command's option or the server's setting) over ``$COLORPROP_THREADS`` over the
     usable CPUs (``cpus()``)."""
     if requested is not None:

@@ -1,6 +1,7 @@
 """Shipped network weights: a manifest (name, version, sha256, config, data, metrics) and strict loading.
 
-Layout of a weights folder (default: ``core/engine/shipped_weights/``, installed with the package; or $COLORPROP_WEIGHTS)::
+Layout of a weights folder (default: ``core/engine/shipped_weights/``, installed with the package; or
+$COLORPROP_WEIGHTS)::
 
     manifest.json        {"name", "version", "created", "code_revision", "command", "training": {...},
                           "metrics": {...}, "networks": {"local": {"file", "sha256", "config"},

@@ -41,7 +41,11 @@ class SpecInfo:
     @property
     def data_window_is_display_window(self) -> bool:
         return (self.x, self.y, self.width, self.height) == (
-            self.full_x, self.full_y, self.full_width, self.full_height)
+            self.full_x,
+            self.full_y,
+            self.full_width,
+            self.full_height,
+        )
 
 
 @dataclass
@@ -170,8 +174,9 @@ def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool, error)
     return Plate(
         pixels=pixels,
         channels=tuple(spec.channelnames),
-        spec_info=SpecInfo(spec.x, spec.y, spec.width, spec.height,
-                           spec.full_x, spec.full_y, spec.full_width, spec.full_height),
+        spec_info=SpecInfo(
+            spec.x, spec.y, spec.width, spec.height, spec.full_x, spec.full_y, spec.full_width, spec.full_height
+        ),
         pixel_types=_channel_types(spec),
         metadata=metadata,
         path=path,
@@ -279,8 +284,13 @@ def write_exr(
     return path
 
 
-def _spec_for(pixels: np.ndarray, channels: tuple[str, ...], template: Plate | None,
-              pixel_type: str, extra_metadata: dict[str, Any]) -> oiio.ImageSpec:
+def _spec_for(
+    pixels: np.ndarray,
+    channels: tuple[str, ...],
+    template: Plate | None,
+    pixel_type: str,
+    extra_metadata: dict[str, Any],
+) -> oiio.ImageSpec:
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.ndim != 3 or pixels.shape[2] != len(channels):
@@ -306,8 +316,9 @@ def _spec_for(pixels: np.ndarray, channels: tuple[str, ...], template: Plate | N
 def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, ...], pixel_type: str) -> None:
     info = template.spec_info
     if (spec.width, spec.height) != (info.width, info.height):
-        raise ValueError(f"pixels are {spec.width}x{spec.height} but the template's data window is "
-                         f"{info.width}x{info.height}")
+        raise ValueError(
+            f"pixels are {spec.width}x{spec.height} but the template's data window is {info.width}x{info.height}"
+        )
     spec.x, spec.y = info.x, info.y
     spec.full_x, spec.full_y = info.full_x, info.full_y
     spec.full_width, spec.full_height = info.full_width, info.full_height
@@ -336,8 +347,9 @@ def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray,
         raise ExrWriteError(temp, out.geterror() or "OpenImageIO reported a failure without a message")
 
 
-def check_finite(pixels: np.ndarray, path: str | Path | None, what: str = "pixels",
-                 channels: tuple[str, ...] | None = None) -> None:
+def check_finite(
+    pixels: np.ndarray, path: str | Path | None, what: str = "pixels", channels: tuple[str, ...] | None = None
+) -> None:
     """Raise PixelError if ``pixels`` (HxW or HxWxC) holds NaN or Inf.
 
     The message names the file, ``what`` (e.g. "plate", "key frame 1001"), how many pixels are

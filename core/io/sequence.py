@@ -39,8 +39,9 @@ def parse_frames(spec: str) -> list[int]:
     for r in chunks:
         for frame in (r.start, r[-1]):
             if abs(frame) > MAX_FRAME_NUMBER:
-                raise InputError(f"frame range {spec!r}: frame {frame} is outside "
-                                 f"-{MAX_FRAME_NUMBER}..{MAX_FRAME_NUMBER}")
+                raise InputError(
+                    f"frame range {spec!r}: frame {frame} is outside -{MAX_FRAME_NUMBER}..{MAX_FRAME_NUMBER}"
+                )
     frames: list[int] = []
     for r in chunks:
         frames.extend(r)
@@ -65,8 +66,9 @@ def _number(digits: str, spec: str, what: str = "frame") -> int:
     """``digits`` as an int; a number of hundreds of digits (which Python's int() refuses past 4300) is out of
     range whatever it is."""
     if len(digits.lstrip("-").lstrip("0")) > 100:
-        raise InputError(f"frame range {spec!r}: {what} {_shortened(digits)} is outside -{MAX_FRAME_NUMBER}.."
-                         f"{MAX_FRAME_NUMBER}")
+        raise InputError(
+            f"frame range {spec!r}: {what} {_shortened(digits)} is outside -{MAX_FRAME_NUMBER}..{MAX_FRAME_NUMBER}"
+        )
     return int(digits)
 
 
@@ -92,7 +94,7 @@ class FramePattern:
             )
         self._folder = path.parent
         self._prefix = path.name[: match.start()]
-        self._suffix = path.name[match.end():]
+        self._suffix = path.name[match.end() :]
         self.token = match.group(1)
         padding = _padding(match)
         if len(padding) > 1000:  # int() refuses thousands of digits; no file name is that long
@@ -106,8 +108,10 @@ class FramePattern:
             raise self._too_wide(str(self.padding))
 
     def _too_wide(self, padding: str) -> SequenceError:
-        return SequenceError(f"pattern {self.pattern!r}: the frame token {_shortened(self.token)!r} pads frame numbers "
-                             f"to {_shortened(padding)} digits; at most {MAX_PADDING}")
+        return SequenceError(
+            f"pattern {self.pattern!r}: the frame token {_shortened(self.token)!r} pads frame numbers "
+            f"to {_shortened(padding)} digits; at most {MAX_PADDING}"
+        )
 
     @property
     def is_pattern(self) -> bool:

@@ -64,7 +64,7 @@ def synthetic_frames(width: int, height: int, count: int, seed: int = 7):
     big[..., :] *= np.where(rng.random((big_h, big_w, 1)) > 0.9995, 4.0, 1.0).astype(np.float32)
     for i in range(count):
         x0, y0 = 4 + 3 * i, 4 + i
-        yield np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+        yield np.ascontiguousarray(big[y0 : y0 + height, x0 : x0 + width])
 
 
 def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str, str]:
@@ -80,16 +80,28 @@ def write_plates(folder: Path, width: int, height: int, count: int) -> tuple[str
         y = convert.luminance(rgb)  # the plate is the gray (luminance) version, as a colorist hands it over
         gray = convert.from_linear_rec709(np.dstack([y, y, y]), PLATE_SPACE)
         alpha = np.ones((height, width, 1), np.float32)
-        write_exr(folder / f"plate.{i:04d}.exr", np.dstack([gray, alpha]), ("R", "G", "B", "A"),
-                  extra_metadata={"oiio:ColorSpace": PLATE_SPACE})
+        write_exr(
+            folder / f"plate.{i:04d}.exr",
+            np.dstack([gray, alpha]),
+            ("R", "G", "B", "A"),
+            extra_metadata={"oiio:ColorSpace": PLATE_SPACE},
+        )
     return str(folder / PLATE_NAME), str(folder / "key.exr")
 
 
 # ---------------------------------------------------------------- one measurement (child process)
 
 
-def measure(folder: str, method: str, device: str, repeats: int, working_width: int | None,
-            weights: str | None, precision: str = "fp32", threads: int | None = None) -> dict:
+def measure(
+    folder: str,
+    method: str,
+    device: str,
+    repeats: int,
+    working_width: int | None,
+    weights: str | None,
+    precision: str = "fp32",
+    threads: int | None = None,
+) -> dict:
     """Stage and end-to-end seconds per frame of ``method`` on the shot in ``folder`` (see module doc), with
     ``threads`` compute threads (None: as the thread policy decides)."""
     from colorprop.engine.threads import apply_thread_policy
@@ -99,13 +111,22 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
 
     from colorprop.engine.engine import Engine, ShotOptions
     from colorprop.io.exr import read_exr
-    from colorprop.shot.pipeline import ExrSequenceSink, ExrSequenceSource, ShotColour, load_key, overlapped_io, run_shot
+    from colorprop.shot.pipeline import (
+        ExrSequenceSink,
+        ExrSequenceSource,
+        ShotColour,
+        load_key,
+        overlapped_io,
+        run_shot,
+    )
     from colorprop.engine.propagate import Propagator, StageClock
 
-    engine = Engine.load(Path(weights) if weights else None, device=device, require=method != "flow",
-                         precision=precision)
-    options = ShotOptions(method=method) if working_width is None else ShotOptions(method=method,
-                                                                                 working_width=working_width)
+    engine = Engine.load(
+        Path(weights) if weights else None, device=device, require=method != "flow", precision=precision
+    )
+    options = (
+        ShotOptions(method=method) if working_width is None else ShotOptions(method=method, working_width=working_width)
+    )
     frames = list(range(1, repeats + 3))  # key, warm-up, repeats
     plates = str(Path(folder) / PLATE_NAME)
     key = load_key(Path(folder) / "key.exr", None)
@@ -140,15 +161,18 @@ def measure(folder: str, method: str, device: str, repeats: int, working_width: 
             propagator.accept(pending, shot.to_work(prev_full))
             stage_rows.append(clock.seconds)
     measured = stage_rows[1:]  # the first propagated frame is the warm-up
-    stages = {name: (statistics.median(r.get(name, 0.0) for r in measured) if name in measured[0] else None)
-              for name in STAGES}
+    stages = {
+        name: (statistics.median(r.get(name, 0.0) for r in measured) if name in measured[0] else None)
+        for name in STAGES
+    }
 
     # End to end, as `colorprop colorize` runs it.
     finished: list[float] = []
     start = time.perf_counter()
     with overlapped_io(ExrSequenceSource(plates, frames), ExrSequenceSink(str(out / "shot.####.exr"))) as io:
-        report = run_shot(engine, *io[:1], {frames[0]: key}, options, io[1],
-                          progress=lambda ev: finished.append(time.perf_counter()))
+        report = run_shot(
+            engine, *io[:1], {frames[0]: key}, options, io[1], progress=lambda ev: finished.append(time.perf_counter())
+        )
     total = time.perf_counter() - start
     intervals = np.diff(finished)[1:]  # frame k done -> frame k+1 done; drop the key -> warm-up interval
     assert len(report.frames_written) == len(frames)
@@ -178,14 +202,19 @@ def _child_main(argv: list[str]) -> int:
 
 def run_child(request: dict, timeout: float | None = None) -> dict:
     """``measure`` in a fresh interpreter, so its peak RSS is its own."""
-    proc = subprocess.run([sys.executable, "-m", "colorprop.measure.bench", json.dumps(request)],
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "colorprop.measure.bench", json.dumps(request)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH-RESULT "):
-            return json.loads(line[len("BENCH-RESULT "):])
+            return json.loads(line[len("BENCH-RESULT ") :])
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
-    raise RuntimeError(f"bench child {request['method']}/{request['device']} failed (exit {proc.returncode}): "
-                       + "\n".join(tail))
+    raise RuntimeError(
+        f"bench child {request['method']}/{request['device']} failed (exit {proc.returncode}): " + "\n".join(tail)
+    )
 
 
 # ---------------------------------------------------------------- the command
@@ -209,10 +238,17 @@ def machine_info() -> dict:
         pass
     from colorprop.engine.threads import usable_cpus
 
-    info = {"cpu": cpu, "cores": os.cpu_count(), "usable_cpus": usable_cpus(), "avx512_bf16": "avx512_bf16" in flags,
-            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
     try:
         import cv2
         import OpenImageIO as oiio
@@ -238,9 +274,18 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", methods: list[str] | None = None,
-          working_width: int | None = None, weights: str | None = None, precisions: tuple[str, ...] = ("fp32",),
-          log=print, threads: int | None = None, neighbour: bool = False) -> dict:
+def bench(
+    sizes: list[tuple[int, int]],
+    repeats: int = 5,
+    device: str = "auto",
+    methods: list[str] | None = None,
+    working_width: int | None = None,
+    weights: str | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
+    log=print,
+    threads: int | None = None,
+    neighbour: bool = False,
+) -> dict:
     """Every (size, method, device, precision) row; see the module docstring. ``methods`` default: full
     (when weights load) and flow. ``precisions`` apply to the learned methods (flow has no networks).
     ``threads``: the children's compute threads (None: the thread policy's default). ``neighbour``: each row
@@ -264,10 +309,17 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
         devices = [device]
     from colorprop.engine.weights import default_weights_dir
 
-    results = {"command": "colorprop bench", "repeats": repeats, "machine": machine_info(),
-               "weights": str(Path(weights) if weights else default_weights_dir()), "plate": {
-                   "colorspace": PLATE_SPACE, "channels": "RGBA", "pixel_type": "half", "compression": "zip"},
-               "stages": list(STAGES), "threads": decide_threads(threads).count, "rows": [], "ratio_to_flow": {}}
+    results = {
+        "command": "colorprop bench",
+        "repeats": repeats,
+        "machine": machine_info(),
+        "weights": str(Path(weights) if weights else default_weights_dir()),
+        "plate": {"colorspace": PLATE_SPACE, "channels": "RGBA", "pixel_type": "half", "compression": "zip"},
+        "stages": list(STAGES),
+        "threads": decide_threads(threads).count,
+        "rows": [],
+        "ratio_to_flow": {},
+    }
     if neighbour:
         results["busy_to_idle"], results["neighbour"] = {}, {"cpu": None, "cpu_share": []}
     for w, h in sizes:
@@ -276,11 +328,19 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
             write_plates(Path(folder), w, h, repeats + 2)
             log(f"colorprop bench: {w}x{h}: plates written ({time.perf_counter() - t0:.1f} s)")
             for method in methods:
-                for dev, prec in ([("cpu", "fp32")] if method == "flow" else
-                                  [(d, p) for d in devices for p in precisions]):
-                    request = {"folder": folder, "method": method, "device": dev, "repeats": repeats,
-                               "working_width": working_width, "weights": weights, "precision": prec,
-                               "threads": results["threads"]}
+                for dev, prec in (
+                    [("cpu", "fp32")] if method == "flow" else [(d, p) for d in devices for p in precisions]
+                ):
+                    request = {
+                        "folder": folder,
+                        "method": method,
+                        "device": dev,
+                        "repeats": repeats,
+                        "working_width": working_width,
+                        "weights": weights,
+                        "precision": prec,
+                        "threads": results["threads"],
+                    }
                     row = {"size": f"{w}x{h}", "width": w, "height": h, "load": "idle", **run_child(request)}
                     results["rows"].append(row)
                     log(format_row(row))
@@ -294,8 +354,10 @@ def bench(sizes: list[tuple[int, int]], repeats: int = 5, device: str = "auto", 
                         results["busy_to_idle"][row_key(row)] = busy_row["end_to_end"] / row["end_to_end"]
                         log(format_row(busy_row))
         for load in ("idle", BUSY):
-            flow = next((r for r in results["rows"] if r["size"] == f"{w}x{h}" and r["method"] == "flow"
-                         and r["load"] == load), None)
+            flow = next(
+                (r for r in results["rows"] if r["size"] == f"{w}x{h}" and r["method"] == "flow" and r["load"] == load),
+                None,
+            )
             for r in results["rows"]:
                 if flow is not None and r["size"] == f"{w}x{h}" and r["method"] != "flow" and r["load"] == load:
                     results["ratio_to_flow"][row_key(r)] = r["end_to_end"] / flow["end_to_end"]
@@ -310,24 +372,40 @@ def row_key(row: dict) -> str:
 
 
 def format_row(row: dict) -> str:
-    return (f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} {row.get('precision', 'fp32')} work {row['working_size'][0]}x"
-            f"{row['working_size'][1]}: {row['end_to_end']:.3f} s/frame end to end, "
-            f"peak {row['peak_rss_mib']:.0f} MiB" + ("" if row.get("load", "idle") == "idle" else f", {row['load']}"))
+    return (
+        f"  {row['size']:>10s} {row['method']:5s} {row['device']:4s} {row.get('precision', 'fp32')} "
+        f"work {row['working_size'][0]}x"
+        f"{row['working_size'][1]}: {row['end_to_end']:.3f} s/frame end to end, "
+        f"peak {row['peak_rss_mib']:.0f} MiB" + ("" if row.get("load", "idle") == "idle" else f", {row['load']}")
+    )
 
 
 def format_table(results: dict) -> str:
     """Markdown: one row per (size, method, device); medians in seconds per frame."""
-    head = ["size", "method", "device", "precision", "working"] + list(STAGES) + ["stage sum", "end to end", "× flow",
-                                                                    "peak RSS MiB"]
+    head = (
+        ["size", "method", "device", "precision", "working"]
+        + list(STAGES)
+        + ["stage sum", "end to end", "× flow", "peak RSS MiB"]
+    )
     loads = "busy_to_idle" in results  # a --busy-neighbour run: which load, and busy / idle
     head += ["load", "× idle"] if loads else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results["rows"]:
         ratio = results["ratio_to_flow"].get(row_key(r))
-        cells = [r["size"], r["method"], r["device"], r.get("precision", "fp32"), f"{r['working_size'][0]}x{r['working_size'][1]}"]
+        cells = [
+            r["size"],
+            r["method"],
+            r["device"],
+            r.get("precision", "fp32"),
+            f"{r['working_size'][0]}x{r['working_size'][1]}",
+        ]
         cells += ["–" if r["stages"][s] is None else f"{r['stages'][s]:.3f}" for s in STAGES]
-        cells += [f"{r['stage_sum']:.3f}", f"**{r['end_to_end']:.3f}**",
-                  "1" if r["method"] == "flow" else (f"{ratio:.2f}" if ratio else "–"), f"{r['peak_rss_mib']:.0f}"]
+        cells += [
+            f"{r['stage_sum']:.3f}",
+            f"**{r['end_to_end']:.3f}**",
+            "1" if r["method"] == "flow" else (f"{ratio:.2f}" if ratio else "–"),
+            f"{r['peak_rss_mib']:.0f}",
+        ]
         if loads:
             busy = results["busy_to_idle"].get(row_key({**r, "load": "idle"}))
             cells += [r["load"], "1" if r["load"] == "idle" else (f"{busy:.2f}" if busy else "–")]
@@ -343,9 +421,18 @@ def run_bench_command(args) -> int:
         raise InputError(f"--repeats: {args.repeats}; at least 1")
     methods = [m.strip() for m in args.methods.split(",")] if getattr(args, "methods", None) else None
     precisions = tuple(p.strip() for p in getattr(args, "precisions", "fp32").split(","))
-    results = bench(sizes, args.repeats, args.device, methods, getattr(args, "working_width", None),
-                    getattr(args, "weights", None), precisions, log=lambda s: print(s, file=sys.stderr),
-                    threads=getattr(args, "threads", None), neighbour=getattr(args, "busy_neighbour", False))
+    results = bench(
+        sizes,
+        args.repeats,
+        args.device,
+        methods,
+        getattr(args, "working_width", None),
+        getattr(args, "weights", None),
+        precisions,
+        log=lambda s: print(s, file=sys.stderr),
+        threads=getattr(args, "threads", None),
+        neighbour=getattr(args, "busy_neighbour", False),
+    )
     print(format_table(results))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

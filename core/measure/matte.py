@@ -77,8 +77,12 @@ class CalibrationTable:
         self.within_sum += np.bincount(index, (np.ravel(ab_error) < WITHIN_AB).astype(np.float64), minlength=n)
 
     def merged(self, other: "CalibrationTable") -> "CalibrationTable":
-        return CalibrationTable(self.count + other.count, self.conf_sum + other.conf_sum,
-                                self.error_sum + other.error_sum, self.within_sum + other.within_sum)
+        return CalibrationTable(
+            self.count + other.count,
+            self.conf_sum + other.conf_sum,
+            self.error_sum + other.error_sum,
+            self.within_sum + other.within_sum,
+        )
 
     def rows(self) -> list[dict]:
         """One dict per bin: lo, hi, share (of pixels), confidence (mean), error (mean ΔE), within (fraction)."""
@@ -86,10 +90,16 @@ class CalibrationTable:
         out = []
         for i, n in enumerate(self.count):
             safe = max(n, 1.0)
-            out.append({"lo": float(BIN_EDGES[i]), "hi": float(BIN_EDGES[i + 1]), "share": float(n / total),
-                        "confidence": float(self.conf_sum[i] / safe) if n else None,
-                        "error": float(self.error_sum[i] / safe) if n else None,
-                        "within": float(self.within_sum[i] / safe) if n else None})
+            out.append(
+                {
+                    "lo": float(BIN_EDGES[i]),
+                    "hi": float(BIN_EDGES[i + 1]),
+                    "share": float(n / total),
+                    "confidence": float(self.conf_sum[i] / safe) if n else None,
+                    "error": float(self.error_sum[i] / safe) if n else None,
+                    "within": float(self.within_sum[i] / safe) if n else None,
+                }
+            )
         return out
 
     def ece(self) -> float:
@@ -98,16 +108,22 @@ class CalibrationTable:
         return float(np.sum(np.abs(self.conf_sum - self.within_sum)) / total)
 
     def to_json(self) -> dict:
-        return {"edges": list(map(float, BIN_EDGES)), "count": self.count.tolist(), "conf_sum": self.conf_sum.tolist(),
-                "error_sum": self.error_sum.tolist(), "within_sum": self.within_sum.tolist()}
+        return {
+            "edges": list(map(float, BIN_EDGES)),
+            "count": self.count.tolist(),
+            "conf_sum": self.conf_sum.tolist(),
+            "error_sum": self.error_sum.tolist(),
+            "within_sum": self.within_sum.tolist(),
+        }
 
     @classmethod
     def from_json(cls, d: dict) -> "CalibrationTable":
         return cls(*(np.asarray(d[k], np.float64) for k in ("count", "conf_sum", "error_sum", "within_sum")))
 
 
-def matte_measures(confidences: list[np.ndarray], preds: list[np.ndarray], truths: list[np.ndarray],
-                   fraction: float = CAPTURE_FRACTION) -> dict:
+def matte_measures(
+    confidences: list[np.ndarray], preds: list[np.ndarray], truths: list[np.ndarray], fraction: float = CAPTURE_FRACTION
+) -> dict:
     """The matte's measures over the frames of one clip (confidence HxW, predicted and true Lab HxWx3 each):
     ``captured`` (mean over frames of ``error_captured``), ``captured_max`` (the frames' ceiling), the
     per-frame values, and the calibration table (``CalibrationTable.to_json``)."""
@@ -118,8 +134,13 @@ def matte_measures(confidences: list[np.ndarray], preds: list[np.ndarray], truth
         captured.append(error_captured(conf, err2, fraction))
         ceiling.append(error_captured_max(err2, fraction))
         table.add(conf, err2, ab_error)
-    return {"fraction": fraction, "captured": _nanmean(captured), "captured_max": _nanmean(ceiling),
-            "per_frame": captured, "calibration": table.to_json()}
+    return {
+        "fraction": fraction,
+        "captured": _nanmean(captured),
+        "captured_max": _nanmean(ceiling),
+        "per_frame": captured,
+        "calibration": table.to_json(),
+    }
 
 
 def _nanmean(values: list[float]) -> float:
@@ -164,5 +185,5 @@ def fit_monotone(raw: np.ndarray, within: np.ndarray, knots: int = 12) -> list[t
         (xa, ma, wa), (xb, mb, wb) = points[i], points[i + 1]
         w = wa + wb
         x = xa if i == 0 else xb if i + 1 == len(points) - 1 else (xa * wa + xb * wb) / w
-        points[i:i + 2] = [(x, (ma * wa + mb * wb) / w, w)]
+        points[i : i + 2] = [(x, (ma * wa + mb * wb) / w, w)]
     return [(float(x), float(m)) for x, m, _ in points]

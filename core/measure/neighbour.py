@@ -50,8 +50,12 @@ class BusyNeighbour:
 
     def __enter__(self) -> "BusyNeighbour":
         env = {**os.environ, **ONE_THREAD}
-        self.proc = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(self.cpu), str(self.seconds)],
-                                     stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", BUSY_LOOP, str(self.cpu), str(self.seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         started = self.proc.stdout.readline()  # blocks until the loop runs, or EOF when the child failed
         if started.strip() != "busy":
             self.proc.wait()

@@ -13,9 +13,15 @@ import numpy as np
 QUALITY_CLIPS = {"bbb@4340": 1920, "pose2sim_t2_cam01@0": 1080}  # dev ranges decoded at ~1080p (bbb from 720p)
 
 
-def working_width_quality(widths: list[int], method: str = "full", frames: int = 10,
-                          upsamples: tuple[str, ...] = ("guided",), carries: tuple[str, ...] = ("full", "working"),
-                          cache: str | None = None, log=print) -> dict:
+def working_width_quality(
+    widths: list[int],
+    method: str = "full",
+    frames: int = 10,
+    upsamples: tuple[str, ...] = ("guided",),
+    carries: tuple[str, ...] = ("full", "working"),
+    cache: str | None = None,
+    log=print,
+) -> dict:
     """Lab-PSNR (mean over the ``frames`` frames after key frame 1) of dev clips at ~1080p coloured at
     each working width, against the same run at full resolution (the width of the clip)::
 
@@ -44,10 +50,18 @@ def working_width_quality(widths: list[int], method: str = "full", frames: int =
         for ww, up, carry in runs:
             t0 = time.perf_counter()
             sink = ArraySink()
-            run_shot(engine, ArraySource(gray, colorspace=space), {1: KeyImage(clip[0], space)},
-                     ShotOptions(method=method, colorspace=space, working_width=ww, upsample=up, carry=carry), sink)
-            psnr = [lab_psnr(convert.linear_rec709_to_lab(sink.results[f].rgb), true[f - 1])
-                    for f in sorted(sink.results) if f != 1]
+            run_shot(
+                engine,
+                ArraySource(gray, colorspace=space),
+                {1: KeyImage(clip[0], space)},
+                ShotOptions(method=method, colorspace=space, working_width=ww, upsample=up, carry=carry),
+                sink,
+            )
+            psnr = [
+                lab_psnr(convert.linear_rec709_to_lab(sink.results[f].rgb), true[f - 1])
+                for f in sorted(sink.results)
+                if f != 1
+            ]
             label = "full" if ww == width else f"{ww}/{up}/carry {carry}"
             rows[label] = {"psnr": float(np.mean(psnr)), "seconds_per_frame": (time.perf_counter() - t0) / len(clip)}
             log(f"  {name:20s} {method:5s} {label:14s} {rows[label]['psnr']:7.3f} dB")
@@ -55,5 +69,6 @@ def working_width_quality(widths: list[int], method: str = "full", frames: int =
     labels = next(iter(results["clips"].values()))["rows"]
     results["mean_minus_full_db"] = {
         label: float(np.mean([c["rows"][label]["psnr"] - c["rows"]["full"]["psnr"] for c in results["clips"].values()]))
-        for label in labels}
+        for label in labels
+    }
     return results

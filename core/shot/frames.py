@@ -95,8 +95,9 @@ class ArraySource:
         self.colorspace = colorspace
 
     def read(self, frame: int) -> PlateFrame:
-        return PlateFrame(np.asarray(self._pixels[frame], np.float32), self.channels, self.colorspace,
-                          None, f"frame {frame}")
+        return PlateFrame(
+            np.asarray(self._pixels[frame], np.float32), self.channels, self.colorspace, None, f"frame {frame}"
+        )
 
 
 class ArraySink:
@@ -137,9 +138,14 @@ class ExrSequenceSink:
     False) and is computed again. ``colorspace``: the space the pixels are in, stamped in the header
     (``oiio:ColorSpace`` and ``colorspace``) over whatever the plate's header said."""
 
-    def __init__(self, pattern: str, pixel_type: str = "half", write_confidence: bool = False,
-                 expect: Callable[[int], tuple[tuple[int, int], tuple[str, ...]]] | None = None,
-                 colorspace: str | None = None):
+    def __init__(
+        self,
+        pattern: str,
+        pixel_type: str = "half",
+        write_confidence: bool = False,
+        expect: Callable[[int], tuple[tuple[int, int], tuple[str, ...]]] | None = None,
+        colorspace: str | None = None,
+    ):
         self.pattern = FramePattern(pattern)
         self.pixel_type = pixel_type
         self.pixel_dtype = np.float16 if pixel_type == "half" else np.float32
@@ -180,8 +186,14 @@ class ExrSequenceSink:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ExrWriteError(path, f"cannot create the folder {path.parent}: {err.strerror or err}") from None
-        write_exr(path, pixels, channels, template=result.source.template, pixel_type=self.pixel_type,
-                  extra_metadata=self.stamp)
+        write_exr(
+            path,
+            pixels,
+            channels,
+            template=result.source.template,
+            pixel_type=self.pixel_type,
+            extra_metadata=self.stamp,
+        )
 
 
 def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -286,8 +298,9 @@ def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[Prefet
         writer.flush()
 
 
-def load_key(path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None,
-             through: Path | None = None) -> KeyImage:
+def load_key(
+    path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None, through: Path | None = None
+) -> KeyImage:
     """A key from any image OpenImageIO reads. Its colour space: ``key_colorspace`` (--key-colorspace)
     when given; else display-referred sRGB for integer files (PNG, JPEG, 8/16-bit TIFF, DPX: what a
     paint app saves); else, for float files (EXR, float TIFF), ``colorspace`` (--colorspace), the

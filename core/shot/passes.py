@@ -12,7 +12,8 @@ size, float32 (so a run that reads them back carries exactly what it computed):
                   ``global``): the blend warps the full-resolution colour along the forward pass's flow
 
 One uncompressed EXR per frame and pass, ``<folder>/<a>-<b>/<direction>.<frame>.exr``, written to a temp name
-and renamed (io/exr.write_exr); zip made them no smaller and four times slower to write and read. Each file is stamped with a fingerprint of what made it (options, weights, the span, both
+and renamed (io/exr.write_exr); zip made them no smaller and four times slower to write and read. Each file is stamped
+with a fingerprint of what made it (options, weights, the span, both
 keys' colour): a file left by another job is ignored and computed again, never blended. A file is used only
 when it is sound, checked as a plate is: read in full, the stamp, the channels, the working size, every value
 finite (``PassStore.read``); any other is computed again.
@@ -100,9 +101,12 @@ class PassStore:
         except ColorpropError:
             return None
         channels = CHANNELS + (FLOW_CHANNELS if self.flow else ())
-        if (plate.metadata.get(FINGERPRINT) != self.stamp or sorted(plate.channels) != sorted(channels)
-                or (plate.spec_info.width, plate.spec_info.height) != self.size
-                or not np.isfinite(plate.pixels).all()):
+        if (
+            plate.metadata.get(FINGERPRINT) != self.stamp
+            or sorted(plate.channels) != sorted(channels)
+            or (plate.spec_info.width, plate.spec_info.height) != self.size
+            or not np.isfinite(plate.pixels).all()
+        ):
             return None
         ab_a, ab_b, confidence, carried, *flow = [plate.channel(name) for name in channels]
         return PassFrame(np.dstack([ab_a, ab_b]), confidence, carried, np.dstack(flow) if flow else None)
@@ -118,8 +122,13 @@ class PassStore:
             planes += [state.flow[..., 0], state.flow[..., 1]]
             channels += FLOW_CHANNELS
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_exr(self.path(direction, frame), np.dstack(planes).astype(np.float32), channels, pixel_type="float",
-                  extra_metadata={FINGERPRINT: self.stamp, "compression": "none"})  # float noise: zip saves ~0 %
+        write_exr(
+            self.path(direction, frame),
+            np.dstack(planes).astype(np.float32),
+            channels,
+            pixel_type="float",
+            extra_metadata={FINGERPRINT: self.stamp, "compression": "none"},
+        )  # float noise: zip saves ~0 %
 
     @contextlib.contextmanager
     def locked(self, directions: Iterable[str]) -> Iterator[None]:

@@ -32,8 +32,21 @@ from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
 from colorprop.shot.frames import (  # noqa: F401  (also imported from here by the server, eval and tests)
-    ArraySink, ArraySource, ExrSequenceSink, ExrSequenceSource, FrameResult, FrameSink, FrameSource,
-    KeyImage, PlateFrame, ProgressEvent, ShotReport, format_frames, load_key, overlapped_io)
+    ArraySink,
+    ArraySource,
+    ExrSequenceSink,
+    ExrSequenceSource,
+    FrameResult,
+    FrameSink,
+    FrameSource,
+    KeyImage,
+    PlateFrame,
+    ProgressEvent,
+    ShotReport,
+    format_frames,
+    load_key,
+    overlapped_io,
+)
 from colorprop.shot.passes import DIRECTIONS
 from colorprop.shot.preflight import check_sequence_job, working_size  # noqa: F401  (working_size: also from here)
 from colorprop.shot.run import Cancelled, ShotRun  # noqa: F401  (Cancelled: also imported from here)
@@ -41,11 +54,20 @@ from colorprop.shot.segments import KeySegment, format_range, key_segment, key_s
 from colorprop.shot.working import ShotColour  # noqa: F401  (also imported from here)
 
 
-def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
-             sink: FrameSink, progress: Callable[[ProgressEvent], None] | None = None,
-             cancel: Callable[[], bool] | None = None, skip_existing: bool = False,
-             segment: int | None = None, blend=None, state_dir: Path | None = None,
-             direction: str | None = None) -> ShotReport:
+def run_shot(
+    engine: Engine,
+    source: FrameSource,
+    keys: dict[int, KeyImage],
+    options: ShotOptions,
+    sink: FrameSink,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    skip_existing: bool = False,
+    segment: int | None = None,
+    blend=None,
+    state_dir: Path | None = None,
+    direction: str | None = None,
+) -> ShotReport:
     """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
 
     ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
@@ -71,11 +93,23 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
         segments = [s for s in segments if s.frames[0] in chosen]
     if direction is not None:
         if segment is None or state_dir is None or direction not in DIRECTIONS:
-            raise InputError(f"--direction {direction}: needs --segment, --state-dir and one of "
-                             f"{', '.join(DIRECTIONS)}")
+            raise InputError(
+                f"--direction {direction}: needs --segment, --state-dir and one of {', '.join(DIRECTIONS)}"
+            )
         segments = [s for s in segments if s.kind == "between"]  # none after the last key: nothing to do
-    run = ShotRun(engine, source, keys, options, sink, progress, cancel, skip_existing, blend, direction,
-                  total=sum(len(s.frames) for s in segments))
+    run = ShotRun(
+        engine,
+        source,
+        keys,
+        options,
+        sink,
+        progress,
+        cancel,
+        skip_existing,
+        blend,
+        direction,
+        total=sum(len(s.frames) for s in segments),
+    )
     start = time.perf_counter()
     for kind, a, b, frames_of in segments:
         run.check_cancel()
@@ -89,18 +123,40 @@ def run_shot(engine: Engine, source: FrameSource, keys: dict[int, KeyImage], opt
     return run.report
 
 
-def colorize_sequence(engine: Engine, input_pattern: str, keys: dict[int, str], output_pattern: str,
-                      frames: list[int], options: ShotOptions, progress=None, cancel=None,
-                      skip_existing: bool = False, pixel_type: str = "half",
-                      segment: int | None = None, key_colorspace: str | None = None,
-                      state_dir: Path | None = None, direction: str | None = None) -> ShotReport:
+def colorize_sequence(
+    engine: Engine,
+    input_pattern: str,
+    keys: dict[int, str],
+    output_pattern: str,
+    frames: list[int],
+    options: ShotOptions,
+    progress=None,
+    cancel=None,
+    skip_existing: bool = False,
+    pixel_type: str = "half",
+    segment: int | None = None,
+    key_colorspace: str | None = None,
+    state_dir: Path | None = None,
+    direction: str | None = None,
+) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
     written; then the shot runs with reading ahead and writing behind. ``state_dir``, ``direction``: the
     passes between keys as files (``run_shot``; docs/FARM.md)."""
     engine.check_method(options.method)
     checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
     with overlapped_io(checked.source(), checked.sink(pixel_type)) as (source, sink):  # I/O overlaps the compute
-        report = run_shot(engine, source, checked.keys, options, sink, progress, cancel, skip_existing, segment,
-                          state_dir=state_dir, direction=direction)
+        report = run_shot(
+            engine,
+            source,
+            checked.keys,
+            options,
+            sink,
+            progress,
+            cancel,
+            skip_existing,
+            segment,
+            state_dir=state_dir,
+            direction=direction,
+        )
     report.notes = checked.notes
     return report

@@ -38,8 +38,7 @@ from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_colour_channels, check_finite, image_channels, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, FramePattern, check_no_overwrite
-from colorprop.shot.frames import (ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames,
-                                   load_key, output_layout)
+from colorprop.shot.frames import ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames, load_key, output_layout
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
 # a crash for some sizes: 64x12 and 128x15 crash, 16 on each side works at every width up to 8192).
@@ -67,19 +66,33 @@ class CheckedShot:
 
     def sink(self, pixel_type: str = "half") -> ExrSequenceSink:
         """The output sequence: frames checked on resume (``expected_output``), the colour space stamped."""
-        return ExrSequenceSink(self.output.pattern, pixel_type, self.write_confidence, expect=self.expected_output,
-                               colorspace=self.colorspace)
+        return ExrSequenceSink(
+            self.output.pattern,
+            pixel_type,
+            self.write_confidence,
+            expect=self.expected_output,
+            colorspace=self.colorspace,
+        )
 
     def expected_output(self, frame: int) -> tuple[tuple[int, int], tuple[str, ...]]:
         """((width, height), channels) of a complete output frame ``frame`` (for ``--skip-existing``)."""
         header = self.headers[frame]
-        return ((header.spec_info.width, header.spec_info.height),
-                output_layout(header.channels, self.write_confidence)[1])
+        return (
+            (header.spec_info.width, header.spec_info.height),
+            output_layout(header.channels, self.write_confidence)[1],
+        )
 
 
-def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern: str | None,
-                       frames: Iterable[int], options, allow: PathCheck | None = None,
-                       key_colorspace: str | None = None, open_file: FileOpener | None = None) -> CheckedShot:
+def check_sequence_job(
+    input_pattern: str,
+    keys: dict[int, str],
+    output_pattern: str | None,
+    frames: Iterable[int],
+    options,
+    allow: PathCheck | None = None,
+    key_colorspace: str | None = None,
+    open_file: FileOpener | None = None,
+) -> CheckedShot:
     """Run every check of the module docstring; ``output_pattern`` None: nothing will be written.
 
     ``options``: a ``ShotOptions`` (colorspace, working_width, write_confidence). ``allow(path)`` is
@@ -103,13 +116,17 @@ def check_sequence_job(input_pattern: str, keys: dict[int, str], output_pattern:
     width, height = first.spec_info.width, first.spec_info.height
     for f, header in headers.items():
         if (header.spec_info.width, header.spec_info.height) != (width, height):
-            raise PixelError(f"{header.path}: size {header.spec_info.width}x{header.spec_info.height} differs from "
-                             f"frame {frames[0]}'s {width}x{height}")
+            raise PixelError(
+                f"{header.path}: size {header.spec_info.width}x{header.spec_info.height} differs from "
+                f"frame {frames[0]}'s {width}x{height}"
+            )
     check_size(width, height, options.working_width, str(first.path))
     notes = []
     if options.working_width > width and options.working_width != DEFAULT_WORKING_WIDTH:  # asked for, not the default
-        notes.append(f"--working-width {options.working_width} is above the plate width {width}: the networks run "
-                     f"at the plate's {width}x{height}")
+        notes.append(
+            f"--working-width {options.working_width} is above the plate width {width}: the networks run "
+            f"at the plate's {width}x{height}"
+        )
     space = plate_colorspace(options.colorspace, first.colorspace, str(first.path))
     loaded = {k: read_key(path, options.colorspace, key_colorspace, open_file) for k, path in key_paths.items()}
     for key in loaded.values():
@@ -132,8 +149,10 @@ def check_output_is_exr(out: FramePattern) -> None:
     """colorprop writes scene-linear OpenEXR only: every plate channel kept, HDR unclipped, the colour
     space stamped; an 8-bit PNG/JPEG/TIFF would clip and quantise what a comp reads back."""
     if out.path(0).suffix.lower() != ".exr":
-        raise SequenceError(f"--output {out.pattern!r}: colorprop writes OpenEXR sequences only ('.exr'); to look at "
-                            "a result as PNG/JPEG, draw a contact sheet with `colorprop preview`")
+        raise SequenceError(
+            f"--output {out.pattern!r}: colorprop writes OpenEXR sequences only ('.exr'); to look at "
+            "a result as PNG/JPEG, draw a contact sheet with `colorprop preview`"
+        )
 
 
 def check_pattern(pattern: str, name: str) -> FramePattern:
@@ -153,19 +172,24 @@ def check_keys_among_frames(keys: Iterable[int], frames: list[int]) -> None:
     present = set(frames)
     missing = [k for k in keys if k not in present]
     if missing:
-        raise InputError(f"key frame(s) {format_frames(missing)} are not among the frames to process "
-                         f"({format_frames(frames)}); include them in --frames")
+        raise InputError(
+            f"key frame(s) {format_frames(missing)} are not among the frames to process "
+            f"({format_frames(frames)}); include them in --frames"
+        )
 
 
-def check_output_overwrites_nothing(inp: FramePattern, out: FramePattern, frames: list[int],
-                                    key_paths: dict[int, Path], allow: PathCheck) -> None:
+def check_output_overwrites_nothing(
+    inp: FramePattern, out: FramePattern, frames: list[int], key_paths: dict[int, Path], allow: PathCheck
+) -> None:
     check_no_overwrite(inp, out, frames)
     outputs = {allow(out.path(f)).resolve(): f for f in frames}
     for key_frame, key_path in sorted(key_paths.items()):
         hit = outputs.get(Path(key_path).resolve())
         if hit is not None:
-            raise SequenceError(f"--output {out.pattern!r} frame {hit} would overwrite the key {key_path} "
-                                f"(frame {key_frame}); choose another output path")
+            raise SequenceError(
+                f"--output {out.pattern!r} frame {hit} would overwrite the key {key_path} "
+                f"(frame {key_frame}); choose another output path"
+            )
 
 
 def check_plates_exist(inp: FramePattern, frames: list[int], allow: PathCheck) -> None:
@@ -174,15 +198,20 @@ def check_plates_exist(inp: FramePattern, frames: list[int], allow: PathCheck) -
     missing = [f for f, p in paths.items() if not p.exists()]
     if len(missing) == len(frames):
         on_disk = inp.padding_on_disk()
-        raise SequenceError(f"{inp.pattern}: matches no file for frames {format_frames(frames)}"
-                            + (f"; the files of that name are padded to {on_disk}" if on_disk else ""))
+        raise SequenceError(
+            f"{inp.pattern}: matches no file for frames {format_frames(frames)}"
+            + (f"; the files of that name are padded to {on_disk}" if on_disk else "")
+        )
     if missing:
-        raise SequenceError(f"{inp.pattern}: missing frame(s) {format_frames(missing)} "
-                            f"(first missing file: {inp.path(missing[0])})")
+        raise SequenceError(
+            f"{inp.pattern}: missing frame(s) {format_frames(missing)} (first missing file: {inp.path(missing[0])})"
+        )
     folders = [f for f, p in paths.items() if p.is_dir()]
     if folders:
-        raise SequenceError(f"{inp.pattern}: frame(s) {format_frames(folders)} are folders, not EXR files "
-                            f"(first: {inp.path(folders[0])})")
+        raise SequenceError(
+            f"{inp.pattern}: frame(s) {format_frames(folders)} are folders, not EXR files "
+            f"(first: {inp.path(folders[0])})"
+        )
 
 
 def read_plate_header(path: Path) -> Plate:
@@ -193,8 +222,7 @@ def read_plate_header(path: Path) -> Plate:
     return header
 
 
-def read_key(path: Path, colorspace: str | None, key_colorspace: str | None,
-             open_file: FileOpener | None) -> KeyImage:
+def read_key(path: Path, colorspace: str | None, key_colorspace: str | None, open_file: FileOpener | None) -> KeyImage:
     """``load_key``, through ``open_file`` when there is one."""
     if open_file is None:
         return load_key(path, colorspace, key_colorspace)
@@ -216,8 +244,10 @@ def check_size(width: int, height: int, working_width: int, name: str) -> None:
         raise PixelError(f"{name}: the plate is {width}x{height}; colorprop needs at least {MIN_SIDE} px on each side")
     w, h = working_size(width, height, working_width)
     if min(w, h) < MIN_SIDE:
-        raise PixelError(f"{name}: at the working width {working_width} the {width}x{height} plate would be {w}x{h}, "
-                         f"under {MIN_SIDE} px on a side; raise --working-width")
+        raise PixelError(
+            f"{name}: at the working width {working_width} the {width}x{height} plate would be {w}x{h}, "
+            f"under {MIN_SIDE} px on a side; raise --working-width"
+        )
 
 
 def plate_colorspace(chosen: str | None, metadata: str | None, name: str) -> str:

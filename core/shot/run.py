@@ -28,10 +28,20 @@ class ShotRun:
     Its three segment kinds are ``key_frame``, ``between_keys`` (two stored passes, blended) and ``one_way``
     (before the first key or after the last: one run, frame after frame)."""
 
-    def __init__(self, engine: Engine, source: FrameSource, keys: dict[int, KeyImage], options: ShotOptions,
-                 sink: FrameSink, progress: Callable[[ProgressEvent], None] | None,
-                 cancel: Callable[[], bool] | None, skip_existing: bool, blend, direction_only: str | None,
-                 total: int):
+    def __init__(
+        self,
+        engine: Engine,
+        source: FrameSource,
+        keys: dict[int, KeyImage],
+        options: ShotOptions,
+        sink: FrameSink,
+        progress: Callable[[ProgressEvent], None] | None,
+        cancel: Callable[[], bool] | None,
+        skip_existing: bool,
+        blend,
+        direction_only: str | None,
+        total: int,
+    ):
         self.engine, self.source, self.options, self.sink = engine, source, options, sink
         self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, skip_existing, blend
         self.direction_only, self.total, self.done = direction_only, total, 0
@@ -39,8 +49,9 @@ class ShotRun:
         self.shot = shot = ShotColour(options, source.read(next(iter(source.frames))))
         self.key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
         if options.regrade:  # carry the change the key made to its plate frame, not the colour
-            self.key_ab_full = {k: regrade_change(ab, plate_ab(source.read(k), shot))
-                                for k, ab in self.key_ab_full.items()}
+            self.key_ab_full = {
+                k: regrade_change(ab, plate_ab(source.read(k), shot)) for k, ab in self.key_ab_full.items()
+            }
         self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
         self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -91,8 +102,13 @@ class ShotRun:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
         branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
         others = [self.key_work(other)] if other is not None else []
-        return Propagator(self.options.method, *self.key_work(key), self.engine.models,
-                          change_only=self.options.regrade, other_keys=others)
+        return Propagator(
+            self.options.method,
+            *self.key_work(key),
+            self.engine.models,
+            change_only=self.options.regrade,
+            other_keys=others,
+        )
 
     def key_work(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A key's luminance and colour at working resolution, read once per shot (a key starts one run and
@@ -116,7 +132,7 @@ class ShotRun:
         shot = self.shot
         propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
         prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
-        for frame in (reversed(run) if kind == "backward" else run):
+        for frame in reversed(run) if kind == "backward" else run:
             self.check_cancel()
             t0 = time.perf_counter()
             prep = shot.prepare(self.source.read(frame))
@@ -143,8 +159,9 @@ class ShotRun:
         ``skip_existing``, makes it again), never a pass file half gone."""
         with contextlib.ExitStack() as stack:
             root = state_dir or stack.enter_context(temporary_root())
-            store = PassStore(root, a, b, self.pass_stamp(a, b, run), self.shot.work_size,
-                              flow=self.options.method != "global")
+            store = PassStore(
+                root, a, b, self.pass_stamp(a, b, run), self.shot.work_size, flow=self.options.method != "global"
+            )
             if self.direction_only is not None:
                 if self.skip_existing and all(self.sink.exists(f) for f in run):
                     return  # every frame is written: no pass is needed (nor its lock file)
@@ -162,16 +179,25 @@ class ShotRun:
     def pass_stamp(self, a: int, b: int, run: list[int]) -> str:
         """What made a span's pass files: a file with another stamp is computed again (passes.py)."""
         weights = self.engine.describe()["weights"]
-        return fingerprint(self.options.to_dict(), weights and weights["version"], a, b, run,
-                           self.shot.to_work(self.key_ab_full[a]), self.shot.to_work(self.key_ab_full[b]))
+        return fingerprint(
+            self.options.to_dict(),
+            weights and weights["version"],
+            a,
+            b,
+            run,
+            self.shot.to_work(self.key_ab_full[a]),
+            self.shot.to_work(self.key_ab_full[b]),
+        )
 
     @staticmethod
     def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
         state = store.read(direction, frame)
         if state is None:  # sound when this task checked it, under its lock: changed by hand since; never guess
-            raise ColorpropError(f"frame {frame}: the {direction} pass file {store.path(direction, frame)} was "
-                                 "changed or removed while this task used it (by something other than colorprop); "
-                                 "run the task again")
+            raise ColorpropError(
+                f"frame {frame}: the {direction} pass file {store.path(direction, frame)} was "
+                "changed or removed while this task used it (by something other than colorprop); "
+                "run the task again"
+            )
         return state
 
     def pass_frames(self, direction: str, a: int, b: int, run: list[int], store: PassStore) -> Iterator[PassFrame]:

@@ -47,8 +47,14 @@ class KeySegment:
     keys: list[int]
 
     def to_json(self) -> dict:
-        return {"key": self.key, "frames": format_range(self.frames), "first": self.frames[0],
-                "last": self.frames[-1], "count": len(self.frames), "keys": self.keys}
+        return {
+            "key": self.key,
+            "frames": format_range(self.frames),
+            "first": self.frames[0],
+            "last": self.frames[-1],
+            "count": len(self.frames),
+            "keys": self.keys,
+        }
 
 
 def key_segments(frames: list[int], keys: list[int]) -> list[KeySegment]:

@@ -53,14 +53,17 @@ def thumbnail(row: SheetRow, image: Plate, frame: int, width: int) -> np.ndarray
     return tile
 
 
-def contact_sheet(rows: list[SheetRow], frames: list[int], path: Path, columns: int = SHEET_COLUMNS,
-                  thumb_width: int = THUMB_WIDTH) -> Path:
+def contact_sheet(
+    rows: list[SheetRow], frames: list[int], path: Path, columns: int = SHEET_COLUMNS, thumb_width: int = THUMB_WIDTH
+) -> Path:
     """One row of thumbnails per ``rows`` entry, for ``columns`` evenly spaced ``frames``; written as an
     8-bit image (PNG, JPEG, ... by the extension of ``path``)."""
     picks = [frames[i] for i in np.linspace(0, len(frames) - 1, min(columns, len(frames))).round().astype(int)]
     columns_of_tiles = []
     for f in picks:  # each file read once, for all the rows it feeds (image and matte)
-        images = {pattern: read_exr(FramePattern(pattern).path(f)) for pattern in dict.fromkeys(r.pattern for r in rows)}
+        images = {
+            pattern: read_exr(FramePattern(pattern).path(f)) for pattern in dict.fromkeys(r.pattern for r in rows)
+        }
         columns_of_tiles.append(np.concatenate([thumbnail(r, images[r.pattern], f, thumb_width) for r in rows], axis=0))
     sheet = np.concatenate(columns_of_tiles, axis=1)
     out = oiio.ImageBuf(np.ascontiguousarray(sheet))

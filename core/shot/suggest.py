@@ -70,8 +70,10 @@ def confidence_of_output(pattern: FramePattern, frames: list[int]) -> dict[int, 
     for f in frames:
         image = read_exr(pattern.path(f))
         if CONFIDENCE_CHANNEL not in image.channels:
-            raise PixelError(f"{image.path}: no {CONFIDENCE_CHANNEL} channel; colour the shot with "
-                             "`colorize --confidence` (or run suggest-keys on the plates, without --from)")
+            raise PixelError(
+                f"{image.path}: no {CONFIDENCE_CHANNEL} channel; colour the shot with "
+                "`colorize --confidence` (or run suggest-keys on the plates, without --from)"
+            )
         summary[f] = frame_summary(image.channel(CONFIDENCE_CHANNEL))
     return summary
 
@@ -81,8 +83,9 @@ def default_spacing(frames: int, count: int) -> float:
     return max(2.0, frames / (2.0 * (count + 1)))
 
 
-def suggest_frames(summary: dict[int, dict[str, float]], keys: list[int], count: int,
-                   spacing: float | None = None) -> list[Suggestion]:
+def suggest_frames(
+    summary: dict[int, dict[str, float]], keys: list[int], count: int, spacing: float | None = None
+) -> list[Suggestion]:
     """Up to ``count`` frames (never a key) of ``summary`` ({frame: frame_summary}), weakest first, spread
     as the module docstring says."""
     frames = sorted(summary)

@@ -53,7 +53,9 @@ class ShotColour:
         check_plate_pixels(frame.pixels, frame.channels, frame.name)
         h, w = frame.pixels.shape[:2]
         if (w, h) != self.full_size:
-            raise PixelError(f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}")
+            raise PixelError(
+                f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}"
+            )
         # Row bands on a thread pool: per-pixel maths, the same numbers, a fraction of the time at 4K.
         L = convert.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
         return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
@@ -74,9 +76,14 @@ class ShotColour:
     def _plate_rgb(self, L: np.ndarray, ab: np.ndarray) -> np.ndarray:
         return plate_lab.plate_from_lab(L, ab, self.space)
 
-    def to_full(self, ab_work: np.ndarray, conf_work: np.ndarray, L_full: np.ndarray,
-                prev_ab_full: np.ndarray | None = None, flow_work: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def to_full(
+        self,
+        ab_work: np.ndarray,
+        conf_work: np.ndarray,
+        L_full: np.ndarray,
+        prev_ab_full: np.ndarray | None = None,
+        flow_work: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Working-size colour and confidence at full resolution.
 
         With ``carry="full"``, the previous frame's written colour (``prev_ab_full`` HxWx2) and the step's
@@ -107,8 +114,9 @@ class ShotColour:
 def plate_ab(frame: PlateFrame, shot: ShotColour) -> np.ndarray:
     """HxWx2 Lab ab of a colour plate frame (regrade); a gray plate has no colour to regrade."""
     if not all(c in frame.channels for c in RGB):
-        raise InputError(f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has "
-                         f"{', '.join(frame.channels)}")
+        raise InputError(
+            f"{frame.name}: --regrade needs a colour plate (R, G, B), this one has {', '.join(frame.channels)}"
+        )
     return lab_ab(frame.rgb(), shot.space)
 
 

@@ -19,11 +19,16 @@ class TrainConfig:
     segment_frames: int = 40
     max_clip_frames_step: int = 2  # frames may be taken every 1..N source frames (more motion)
     # stage 1: F_w
-    local: dict = field(default_factory=lambda: LocalNetConfig(channels=(16, 32, 64, 128), kernel_size=13,
-                                                               use_ab_prev=True, init_center_logit=2.0).to_dict())
+    local: dict = field(
+        default_factory=lambda: LocalNetConfig(
+            channels=(16, 32, 64, 128), kernel_size=13, use_ab_prev=True, init_center_logit=2.0
+        ).to_dict()
+    )
     local_patch: int = 96
     local_batch: int = 12
-    local_steps: int = 200  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
+    local_steps: int = (
+        200  # F_w learns identity kernels on DIS-aligned pairs (docs/TRAINING.md); `full` does not use it
+    )
     local_lr: float = 5e-4
     local_hard_weight: float = 20.0  # x |flow error| (ab/128 units): hard pixels count ~5-10x
     # stage 2: F_f trained through the recursion (step.propagate_step unrolled over whole runs)
@@ -57,6 +62,21 @@ class TrainConfig:
         return cls(**d)
 
 
-SMOKE = dict(clip_segments=0, synthetic_segments=4, segment_frames=5, local_patch=64, local_batch=4,
-             local_steps=12, train_width=192, fusion_width=96, fusion_crop=48, fusion_clip_runs=0,
-             fusion_synthetic_runs=3, fusion_frames=7, fusion_batch=2, fusion_steps=4, fusion_window=3, smoke=True)
+SMOKE = dict(
+    clip_segments=0,
+    synthetic_segments=4,
+    segment_frames=5,
+    local_patch=64,
+    local_batch=4,
+    local_steps=12,
+    train_width=192,
+    fusion_width=96,
+    fusion_crop=48,
+    fusion_clip_runs=0,
+    fusion_synthetic_runs=3,
+    fusion_frames=7,
+    fusion_batch=2,
+    fusion_steps=4,
+    fusion_window=3,
+    smoke=True,
+)

@@ -87,6 +87,13 @@ def make_segments(cfg: TrainConfig, cache_dir: Path) -> list[Segment]:
 
 def fusion_runs(cfg: TrainConfig, cache_dir: Path) -> list[Segment]:
     """The runs F_f is trained on: training clips and synthetic video, ``fusion_frames`` long, at ``fusion_width``."""
-    return make_segments(replace(cfg, train_width=cfg.fusion_width, segment_frames=cfg.fusion_frames,
-                                 clip_segments=cfg.fusion_clip_runs, synthetic_segments=cfg.fusion_synthetic_runs),
-                         cache_dir)
+    return make_segments(
+        replace(
+            cfg,
+            train_width=cfg.fusion_width,
+            segment_frames=cfg.fusion_frames,
+            clip_segments=cfg.fusion_clip_runs,
+            synthetic_segments=cfg.fusion_synthetic_runs,
+        ),
+        cache_dir,
+    )

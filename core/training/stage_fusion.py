@@ -31,13 +31,13 @@ def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> 
         if h < crop or w < crop:
             continue
         y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
-        kept.append(cand[..., y:y + crop, x:x + crop].astype(np.float16))
+        kept.append(cand[..., y : y + crop, x : x + crop].astype(np.float16))
     return {"runs": np.stack(kept)}
 
 
 def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
-    """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total`` long) from
-    ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
+    """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total``
+    long) from ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
     frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
     (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
     ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
@@ -90,7 +90,7 @@ def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, 
         carried = start(batch[:, 0, packed_slice("ab_true")])
         logged_sum: dict[str, float] = {}
         for t0 in range(1, total, cfg.fusion_window):
-            window = batch[:, t0:t0 + cfg.fusion_window]
+            window = batch[:, t0 : t0 + cfg.fusion_window]
             loss, carried, logged = unroll_loss(net, carried, window, t0, total, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -27,8 +27,14 @@ def local_pairs(segments: list[Segment]) -> dict[str, np.ndarray]:
         for (L0, ab0), (L1, ab1) in zip(labs[:-1], labs[1:]):
             flowed = flow_step(dis, L0, ab0, L1)
             L0_aligned = warp_backward(L0, flowed.flow)
-            item = np.concatenate([L0_aligned[None] / L_SCALE, L1[None] / L_SCALE,
-                                   flowed.ab.transpose(2, 0, 1) / AB_SCALE, ab1.transpose(2, 0, 1) / AB_SCALE])
+            item = np.concatenate(
+                [
+                    L0_aligned[None] / L_SCALE,
+                    L1[None] / L_SCALE,
+                    flowed.ab.transpose(2, 0, 1) / AB_SCALE,
+                    ab1.transpose(2, 0, 1) / AB_SCALE,
+                ]
+            )
             by_size.setdefault(item.shape, []).append(item.astype(np.float16))
     return {f"{s[1]}x{s[2]}": np.stack(v) for s, v in by_size.items()}
 
@@ -44,7 +50,7 @@ def random_crops(arrays: dict[str, np.ndarray], batch: int, patch: int, rng: np.
         h, w = item.shape[-2:]
         p = min(patch, h, w)
         y, x = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-        crop = item[:, y:y + p, x:x + p].astype(np.float32)
+        crop = item[:, y : y + p, x : x + p].astype(np.float32)
         if p < patch:
             crop = np.pad(crop, ((0, 0), (0, patch - p), (0, patch - p)), mode="edge")
         if rng.random() < 0.5:
@@ -53,8 +59,20 @@ def random_crops(arrays: dict[str, np.ndarray], batch: int, patch: int, rng: np.
     return torch.from_numpy(np.stack(out))
 
 
-def fit(stage: str, net: torch.nn.Module, arrays: dict[str, np.ndarray], steps: int, lr: float, batch: int,
-        patch: int, seed: int, device: torch.device, run: Run, loss_fn, checkpoint_every: int = 50) -> None:
+def fit(
+    stage: str,
+    net: torch.nn.Module,
+    arrays: dict[str, np.ndarray],
+    steps: int,
+    lr: float,
+    batch: int,
+    patch: int,
+    seed: int,
+    device: torch.device,
+    run: Run,
+    loss_fn,
+    checkpoint_every: int = 50,
+) -> None:
     """Adam + cosine schedule over random crops of ``arrays``; resumable; ``loss_fn(batch) -> (loss, logged)``."""
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -88,8 +106,23 @@ def train_local(models: Models, pairs: dict[str, np.ndarray], cfg: TrainConfig, 
         hard = 1.0 + cfg.local_hard_weight * (ab0 - ab1).abs().sum(1, keepdim=True)
         loss = (hard * (pred - ab1).abs()).mean() / hard.mean()
         flow_only = (hard * (ab0 - ab1).abs()).mean() / hard.mean()
-        return loss, {"flow_only": flow_only.item(), "l1": F.l1_loss(pred, ab1).item(),
-                      "flow_only_l1": F.l1_loss(ab0, ab1).item()}
+        return loss, {
+            "flow_only": flow_only.item(),
+            "l1": F.l1_loss(pred, ab1).item(),
+            "flow_only_l1": F.l1_loss(ab0, ab1).item(),
+        }
 
-    fit("local", net, pairs, cfg.local_steps, cfg.local_lr, cfg.local_batch, cfg.local_patch, cfg.seed + 1,
-        models.device, run, loss_fn, checkpoint_every=100)
+    fit(
+        "local",
+        net,
+        pairs,
+        cfg.local_steps,
+        cfg.local_lr,
+        cfg.local_batch,
+        cfg.local_patch,
+        cfg.seed + 1,
+        models.device,
+        run,
+        loss_fn,
+        checkpoint_every=100,
+    )

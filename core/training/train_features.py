@@ -63,13 +63,22 @@ def sample_pairs(stack: np.ndarray, batch: int, patch: int, max_gap: int, rng: n
         gap = int(rng.integers(1, min(max_gap, t - 1) + 1))
         a = int(rng.integers(0, t - gap))
         y, x = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
-        pair = stack[i, [a, a + gap], :, y:y + patch, x:x + patch].astype(np.float32)
+        pair = stack[i, [a, a + gap], :, y : y + patch, x : x + patch].astype(np.float32)
         items.append(pair[..., ::-1] if rng.random() < 0.5 else pair)
     return torch.from_numpy(np.ascontiguousarray(np.stack(items)))
 
 
-def train_features(stack: np.ndarray, steps: int, seed: int, log=print, batch: int = 8, patch: int = 128,
-                   max_gap: int = 10, tau: float = 0.05, lr: float = 1e-3) -> TinyFeatures:
+def train_features(
+    stack: np.ndarray,
+    steps: int,
+    seed: int,
+    log=print,
+    batch: int = 8,
+    patch: int = 128,
+    max_gap: int = 10,
+    tau: float = 0.05,
+    lr: float = 1e-3,
+) -> TinyFeatures:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = TinyFeatures(TinyFeaturesConfig())
@@ -94,7 +103,9 @@ def train_features(stack: np.ndarray, steps: int, seed: int, log=print, batch: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m colorprop.training.train_features", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m colorprop.training.train_features", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=800)
     ap.add_argument("--base-weights", default=None, help="weights folder whose manifest is copied (default: shipped)")
@@ -114,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     branch = GlobalBranch(GlobalConfig.from_dict(global_cfg), features=net)
     data = json.loads(json.dumps(base.data))
     data["networks"]["global"] = weights.write_network(folder, "global", branch.state_dict(), global_cfg)
-    data["training"]["features"] = {"kind": "tiny, self-supervised by colour propagation", "steps": args.steps,
-                                    "wall_seconds": round(time.perf_counter() - t0, 1)}
+    data["training"]["features"] = {
+        "kind": "tiny, self-supervised by colour propagation",
+        "steps": args.steps,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
     data["metrics"] = {}
     weights.write_manifest(folder, data)
     log(f"tiny features trained in {(time.perf_counter() - t0) / 60:.1f} min -> {folder}")

@@ -64,8 +64,10 @@ def main(cache: str) -> int:
         inner = [c for c in cuts if s0 < c < s1]
         ranges = [r for r in dev_bbb if s0 <= r[0] and r[1] <= s1]
         touching = [x for x in bbb["excerpts"] if x[0] < s1 and x[0] + x[1] > s0]
-        print(f"  dev shot {s0}-{s1} ({s1 - s0} frames): dev ranges {ranges}, cuts inside {inner}, "
-              f"training excerpts touching it {touching}")
+        print(
+            f"  dev shot {s0}-{s1} ({s1 - s0} frames): dev ranges {ranges}, cuts inside {inner}, "
+            f"training excerpts touching it {touching}"
+        )
         if s0 not in bounds or s1 not in bounds or inner or not ranges or touching:
             problems.append(f"bbb dev shot {s0}-{s1}")
     late = [x for x in bbb["excerpts"] if x[0] - 3 not in bounds]

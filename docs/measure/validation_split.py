@@ -40,15 +40,25 @@ def range_changes(path, start: int, frames: int, hist_l1: list[float]) -> dict:
     """Cuts, jumps and black frames inside one range (frame numbers of the clip, 0-based); ``hist_l1``: the
     clip's ``dev_split.histogram_distances``."""
     encoded, _ = read_frames(path, start, frames, None, linear=False)
-    grays = [cv2.resize(cv2.cvtColor(np.clip(f * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY), (64, 64),
-                        interpolation=cv2.INTER_AREA).astype(np.float32) for f in encoded]
-    inside = np.array(hist_l1[start:start + frames - 1])  # distance of frame start+1+i to its previous frame
+    grays = [
+        cv2.resize(
+            cv2.cvtColor(np.clip(f * 255.0 + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_RGB2GRAY),
+            (64, 64),
+            interpolation=cv2.INTER_AREA,
+        ).astype(np.float32)
+        for f in encoded
+    ]
+    inside = np.array(hist_l1[start : start + frames - 1])  # distance of frame start+1+i to its previous frame
     diff = np.array([np.abs(a - b).mean() for a, b in zip(grays[1:], grays[:-1])])
     jump_at = max(JUMP_MIN, JUMP_RATIO * float(np.median(diff)))
-    return {"cuts": [start + 1 + int(i) for i in np.flatnonzero(inside > CUT_L1)],
-            "jumps": [start + 1 + int(i) for i in np.flatnonzero(diff > jump_at)],
-            "black": [start + i for i, g in enumerate(grays) if g.mean() < BLACK],
-            "max_hist_l1": float(inside.max()), "max_diff": float(diff.max()), "median_diff": float(np.median(diff))}
+    return {
+        "cuts": [start + 1 + int(i) for i in np.flatnonzero(inside > CUT_L1)],
+        "jumps": [start + 1 + int(i) for i in np.flatnonzero(diff > jump_at)],
+        "black": [start + i for i, g in enumerate(grays) if g.mean() < BLACK],
+        "max_hist_l1": float(inside.max()),
+        "max_diff": float(diff.max()),
+        "median_diff": float(np.median(diff)),
+    }
 
 
 def main(cache: str) -> int:
@@ -71,16 +81,19 @@ def main(cache: str) -> int:
         changes = range_changes(path, e["start_frame"], e["num_frames"], distances[e["clip"]])
         clip = load_clip(cache, e["clip"], e["start_frame"], e["num_frames"], e["width"])
         value = float(np.mean([colourfulness(linear_rec709_to_lab(f)) for f in clip.frames_linear]))
-        print(f"  {name:52s} {clip.size[0]}x{clip.size[1]}  colourfulness {value:5.1f} / {e['colourfulness']:5.1f}  "
-              f"max hist L1 {changes['max_hist_l1']:.2f}  diff median {changes['median_diff']:.2f} "
-              f"max {changes['max_diff']:.2f}  cuts {changes['cuts']} jumps {changes['jumps']} black {changes['black']}")
+        print(
+            f"  {name:52s} {clip.size[0]}x{clip.size[1]}  colourfulness {value:5.1f} / {e['colourfulness']:5.1f}  "
+            f"max hist L1 {changes['max_hist_l1']:.2f}  diff median {changes['median_diff']:.2f} "
+            f"max {changes['max_diff']:.2f}  cuts {changes['cuts']} jumps {changes['jumps']} black {changes['black']}"
+        )
         if changes["cuts"] or changes["jumps"] or changes["black"]:
             problems.append(f"{name}: cut, jump or black frame inside")
         if abs(round(value, 1) - e["colourfulness"]) > 0.05:
             problems.append(f"colourfulness of {name}")
     for clip in {e["clip"] for e in split["validation"]}:
-        spans = sorted((e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["validation"]
-                       if e["clip"] == clip)
+        spans = sorted(
+            (e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["validation"] if e["clip"] == clip
+        )
         if any(a1 > b0 for (_, a1), (b0, _) in zip(spans, spans[1:])):
             problems.append(f"{clip}: overlapping ranges")
     print("OK" if not problems else "DISAGREES: " + "; ".join(problems))

@@ -33,7 +33,9 @@ def ensure_addon() -> None:
     # (without the bundled client and wheels) instead of the installed extension.
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("build_extension", os.path.join(REPO, "plugin", "blender", "build_extension.py"))
+    spec = importlib.util.spec_from_file_location(
+        "build_extension", os.path.join(REPO, "plugin", "blender", "build_extension.py")
+    )
     build_extension = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_extension)
     zip_path = build_extension.build(os.path.join(REPO, "dist"))
@@ -85,4 +87,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else sys.argv[1:]))
+    sys.exit(main(sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]))

@@ -28,6 +28,7 @@ DEFAULT_CACHE = HERE.parents[1] / "build" / "blender-wheels"
 
 sys.path.insert(0, str(CLIENT.parent))
 from colorprop_client.platforms import PIP_PLATFORMS  # noqa: E402  (Blender platform -> pip tag)
+
 PYZMQ = "pyzmq==27.3.0"  # one version for every platform: the same client everywhere
 PYTHONS = ("3.11", "3.12")  # 3.12: pyzmq's abi3 wheel, which Blender also takes for 3.13 and later
 
@@ -51,14 +52,30 @@ def download_wheels(platforms: list[str], cache: Path, requirement: str = PYZMQ)
             folder = cache / requirement.replace("==", "-") / f"py{python}-{PIP_PLATFORMS[platform]}"
             if not any(folder.glob("*.whl")):
                 folder.mkdir(parents=True, exist_ok=True)
-                cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                       "--only-binary", ":all:", "--python-version", python, "--platform", PIP_PLATFORMS[platform],
-                       "--dest", str(folder), requirement]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--only-binary",
+                    ":all:",
+                    "--python-version",
+                    python,
+                    "--platform",
+                    PIP_PLATFORMS[platform],
+                    "--dest",
+                    str(folder),
+                    requirement,
+                ]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0 or not any(folder.glob("*.whl")):
-                    raise BuildError(f"could not download {requirement} for {platform}, Python {python} from PyPI "
-                                     f"({' '.join(cmd)}):\n{proc.stderr.strip()[-2000:]}\nWith no network, put the "
-                                     f"wheels in {folder} yourself")
+                    raise BuildError(
+                        f"could not download {requirement} for {platform}, Python {python} from PyPI "
+                        f"({' '.join(cmd)}):\n{proc.stderr.strip()[-2000:]}\nWith no network, put the "
+                        f"wheels in {folder} yourself"
+                    )
             wheels += sorted(folder.glob("*.whl"))
     return sorted({w.name: w for w in wheels}.values(), key=lambda p: p.name)  # universal2 serves two platforms
 
@@ -102,10 +119,15 @@ def build(out_dir: str | Path, platforms: list[str] | None = None, cache: str | 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="dist", help="folder for the zip (default: dist/)")
-    ap.add_argument("--platforms", help="comma-separated Blender platforms (default: all the manifest lists: "
-                    + ", ".join(PIP_PLATFORMS) + ")")
-    ap.add_argument("--wheel-cache", default=str(DEFAULT_CACHE), help="where downloaded wheels are kept "
-                    "(default: build/blender-wheels/)")
+    ap.add_argument(
+        "--platforms",
+        help="comma-separated Blender platforms (default: all the manifest lists: " + ", ".join(PIP_PLATFORMS) + ")",
+    )
+    ap.add_argument(
+        "--wheel-cache",
+        default=str(DEFAULT_CACHE),
+        help="where downloaded wheels are kept (default: build/blender-wheels/)",
+    )
     args = ap.parse_args(argv)
     try:
         print(build(args.out, args.platforms.split(",") if args.platforms else None, args.wheel_cache))

@@ -26,16 +26,43 @@ import numpy as np
 
 from . import protocol as P
 from .curve_keys import CurveKeys
-from .errors import (AuthenticationFailed, CancelledByUser, JobCancelled, JobFailed, JobLost,  # noqa: F401
-                     ProtocolError, ServerBusy, ServerError, ServerStopping, ServerUnavailable)
-from .transport import (DEFAULT_RETRIES, DEFAULT_TIMEOUT_S, HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS,  # noqa: F401
-                        LIVE_WAIT_S, Transport)
+from .errors import (
+    AuthenticationFailed,
+    CancelledByUser,
+    JobCancelled,
+    JobFailed,
+    JobLost,  # noqa: F401
+    ProtocolError,
+    ServerBusy,
+    ServerError,
+    ServerStopping,
+    ServerUnavailable,
+)
+from .transport import (
+    DEFAULT_RETRIES,  # noqa: F401
+    DEFAULT_TIMEOUT_S,  # noqa: F401
+    HEARTBEAT_IVL_MS,  # noqa: F401
+    HEARTBEAT_TIMEOUT_MS,  # noqa: F401
+    LIVE_WAIT_S,  # noqa: F401
+    Transport,
+)
 
 __all__ = [
-    "Client", "Job", "CurveKeys", "Event", "ServerError", "ServerUnavailable", "ServerStopping", "AuthenticationFailed",
+    "Client",
+    "Job",
+    "CurveKeys",
+    "Event",
+    "ServerError",
+    "ServerUnavailable",
+    "ServerStopping",
+    "AuthenticationFailed",
     "ServerBusy",
     "JobFailed",
-    "JobLost", "JobCancelled", "ProtocolError", "colorize_arrays", "colorize_paths",  # noqa: F822 (see __getattr__)
+    "JobLost",
+    "JobCancelled",
+    "ProtocolError",
+    "colorize_arrays",  # noqa: F822 (see __getattr__)
+    "colorize_paths",  # noqa: F822 (see __getattr__)
 ]
 # (importers of this module also find the defaults here: DEFAULT_TIMEOUT_S, DEFAULT_RETRIES, LIVE_WAIT_S,
 # HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS, CancelledByUser; and, from colorize.py, the names below)
@@ -113,8 +140,12 @@ class Client(Transport):
         """
         job_id = job_id or P.new_id()
         fields: dict[str, Any] = {
-            "job": job_id, "mode": mode, "options": dict(options or {}),
-            "frames": [int(f) for f in frames], "colorspace": colorspace, **extra,
+            "job": job_id,
+            "mode": mode,
+            "options": dict(options or {}),
+            "frames": [int(f) for f in frames],
+            "colorspace": colorspace,
+            **extra,
         }
         arrays = []
         if mode == P.MODE_INBAND:
@@ -177,19 +208,29 @@ class Job:
         self.finished: Event | None = None
         self.suggestions: list[dict] = []  # from the done event: [{"frame", "expected_error"}], weakest first
 
-    def send_frame(self, frame: int, pixels: np.ndarray, channels: Sequence[str] = ("R", "G", "B"),
-                   colorspace: str | None = None) -> dict:
+    def send_frame(
+        self, frame: int, pixels: np.ndarray, channels: Sequence[str] = ("R", "G", "B"), colorspace: str | None = None
+    ) -> dict:
         """Send one in-band frame (HxWxC). Raises ServerBusy when the job's buffer is full."""
         msg = self.client.request(
-            P.FRAME, [("pixels", _as_wire_array(pixels))], job=self.id, frame=int(frame),
-            channels=list(channels), colorspace=colorspace,
+            P.FRAME,
+            [("pixels", _as_wire_array(pixels))],
+            job=self.id,
+            frame=int(frame),
+            channels=list(channels),
+            colorspace=colorspace,
         )
         return msg.header
 
     def fetch(self, wait_s: float = 1.0, max_events: int = 16) -> list[Event]:
         """Long-poll for events after the last one received (at most ``wait_s`` server-side)."""
         msg = self.client.request(
-            P.FETCH, wait_s=wait_s, job=self.id, after=self.after, wait_ms=int(wait_s * 1000), max_events=max_events,
+            P.FETCH,
+            wait_s=wait_s,
+            job=self.id,
+            after=self.after,
+            wait_ms=int(wait_s * 1000),
+            max_events=max_events,
         )
         out = []
         for ev in msg.get("events", []):

@@ -129,13 +129,38 @@ def colorize_arrays(
     ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
     result is handed over as it arrives and not kept (the returned dict is then empty).
     """
-    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_arrays_once(
-        client, frames, keys, options, channels, colorspace, on_progress, window, busy_wait_s, job_timeout_s,
-        carry_dtype, on_result, key_colorspaces))
+    return _with_restarts(
+        address,
+        timeout_s,
+        retries,
+        curve,
+        restarts,
+        lambda client: _colorize_arrays_once(
+            client,
+            frames,
+            keys,
+            options,
+            channels,
+            colorspace,
+            on_progress,
+            window,
+            busy_wait_s,
+            job_timeout_s,
+            carry_dtype,
+            on_result,
+            key_colorspaces,
+        ),
+    )
 
 
-def _with_restarts(address: str | Client, timeout_s: float, retries: int, curve: CurveKeys | None, restarts: int,
-                   once: Callable[[Client], Any]) -> Any:
+def _with_restarts(
+    address: str | Client,
+    timeout_s: float,
+    retries: int,
+    curve: CurveKeys | None,
+    restarts: int,
+    once: Callable[[Client], Any],
+) -> Any:
     """``once(client)``, run again (the whole shot resent) up to ``restarts`` times while the job is lost; a
     client made here from an address is closed on the way out."""
     own = not isinstance(address, Client)
@@ -152,13 +177,36 @@ def _with_restarts(address: str | Client, timeout_s: float, retries: int, curve:
             client.close()
 
 
-def _colorize_arrays_once(client, frames, keys, options, channels, colorspace, on_progress, window,
-                          busy_wait_s, job_timeout_s, carry_dtype, on_result, key_colorspaces):
+def _colorize_arrays_once(
+    client,
+    frames,
+    keys,
+    options,
+    channels,
+    colorspace,
+    on_progress,
+    window,
+    busy_wait_s,
+    job_timeout_s,
+    carry_dtype,
+    on_result,
+    key_colorspaces,
+):
     order = sorted(int(f) for f in frames)
     deadline = time.monotonic() + busy_wait_s
     key_spaces = {str(int(k)): v for k, v in (key_colorspaces or {}).items()}
-    job = _retry_busy(lambda: client.open_shot(keys, options, order, P.MODE_INBAND, colorspace=colorspace,
-                                               carry_dtype=carry_dtype, key_colorspaces=key_spaces), deadline)
+    job = _retry_busy(
+        lambda: client.open_shot(
+            keys,
+            options,
+            order,
+            P.MODE_INBAND,
+            colorspace=colorspace,
+            carry_dtype=carry_dtype,
+            key_colorspaces=key_spaces,
+        ),
+        deadline,
+    )
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     flight = FrameWindow(order, window)
     # A frame ``frames`` could not give (an unreadable file) or the server refused (NaN, wrong size): raised once
@@ -231,17 +279,58 @@ def colorize_paths(
     """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
     Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
     resubmitted up to ``restarts`` times."""
-    return _with_restarts(address, timeout_s, retries, curve, restarts, lambda client: _colorize_paths_once(
-        client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress, busy_wait_s,
-        job_timeout_s, skip_existing, pixel_type))
+    return _with_restarts(
+        address,
+        timeout_s,
+        retries,
+        curve,
+        restarts,
+        lambda client: _colorize_paths_once(
+            client,
+            input_pattern,
+            output_pattern,
+            frames,
+            keys,
+            options,
+            colorspace,
+            on_progress,
+            busy_wait_s,
+            job_timeout_s,
+            skip_existing,
+            pixel_type,
+        ),
+    )
 
 
-def _colorize_paths_once(client, input_pattern, output_pattern, frames, keys, options, colorspace, on_progress,
-                         busy_wait_s, job_timeout_s, skip_existing, pixel_type):
+def _colorize_paths_once(
+    client,
+    input_pattern,
+    output_pattern,
+    frames,
+    keys,
+    options,
+    colorspace,
+    on_progress,
+    busy_wait_s,
+    job_timeout_s,
+    skip_existing,
+    pixel_type,
+):
     deadline = time.monotonic() + busy_wait_s
-    job = _retry_busy(lambda: client.open_shot(keys, options, frames, P.MODE_PATHS, input_pattern,
-                                               output_pattern, colorspace, skip_existing=skip_existing,
-                                               pixel_type=pixel_type), deadline)
+    job = _retry_busy(
+        lambda: client.open_shot(
+            keys,
+            options,
+            frames,
+            P.MODE_PATHS,
+            input_pattern,
+            output_pattern,
+            colorspace,
+            skip_existing=skip_existing,
+            pixel_type=pixel_type,
+        ),
+        deadline,
+    )
     try:
         for ev in job.events(timeout_s=job_timeout_s, wait_s=LONG_POLL_S):
             if ev.kind in P.TERMINAL_EVENTS:

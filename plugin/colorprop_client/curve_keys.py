@@ -50,13 +50,14 @@ class CurveKeys:
         """Load ``<name>.key_secret`` and ``server.key`` as written by ``colorprop keys``. KeyFileError names a
         missing or unreadable file."""
         secret_file, server_file = os.fspath(client_secret_file), os.fspath(server_public_file)
-        public, secret = _load(secret_file,
-                               "this client's key (NAME.key_secret from `colorprop keys DIR --client NAME`)")
+        public, secret = _load(
+            secret_file, "this client's key (NAME.key_secret from `colorprop keys DIR --client NAME`)"
+        )
         if not secret:
             raise KeyFileError(secret_file, "holds no secret key: give the client NAME.key_secret, not NAME.key")
         server_public, _ = _load(server_file, "the server's public key (server.key from its keys folder)")
         name = os.path.basename(secret_file)
-        name = name[:-len(SECRET_SUFFIX)] if name.endswith(SECRET_SUFFIX) else name
+        name = name[: -len(SECRET_SUFFIX)] if name.endswith(SECRET_SUFFIX) else name
         return cls(public, secret, server_public, name, secret_file, server_file)
 
     @classmethod
@@ -82,9 +83,13 @@ def _load(path: str, what: str) -> tuple[bytes, bytes | None]:
         raise KeyFileError(path, f"not a CURVE key file ({err}); it should hold {what}") from None
 
 
-def key_files(client_secret: str | os.PathLike | None = None, server_public: str | os.PathLike | None = None,
-              keys_dir: str | os.PathLike | None = None, name: str | None = None,
-              environ: Mapping[str, str] = os.environ) -> tuple[str, str] | None:
+def key_files(
+    client_secret: str | os.PathLike | None = None,
+    server_public: str | os.PathLike | None = None,
+    keys_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> tuple[str, str] | None:
     """(client secret key file, server public key file) from what is given, else the defaults above; None when
     there is neither a file nor a folder (no CURVE). KeyFilesMissing when the folder lacks the name's keys."""
     client_secret, server_public = os.fspath(client_secret or ""), os.fspath(server_public or "")
@@ -93,16 +98,21 @@ def key_files(client_secret: str | os.PathLike | None = None, server_public: str
     keys_dir = os.fspath(keys_dir or environ.get(KEYS_DIR_ENV) or "")
     if not keys_dir:
         if server_public:
-            raise KeyFileError(server_public, "a server key alone cannot connect: set this client's key "
-                                              "(NAME.key_secret) too")
+            raise KeyFileError(
+                server_public, "a server key alone cannot connect: set this client's key (NAME.key_secret) too"
+            )
         return None
     found = find_key_files(keys_dir, name or environ.get(KEY_NAME_ENV) or DEFAULT_NAME)
     return str(found.secret), server_public or str(found.server_public)
 
 
-def find_curve_keys(client_secret: str | os.PathLike | None = None, server_public: str | os.PathLike | None = None,
-                    keys_dir: str | os.PathLike | None = None, name: str | None = None,
-                    environ: Mapping[str, str] = os.environ) -> CurveKeys | None:
+def find_curve_keys(
+    client_secret: str | os.PathLike | None = None,
+    server_public: str | os.PathLike | None = None,
+    keys_dir: str | os.PathLike | None = None,
+    name: str | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> CurveKeys | None:
     """The keys :func:`key_files` finds, loaded; None without any. Raises one of ``KEY_ERRORS``."""
     files = key_files(client_secret, server_public, keys_dir, name, environ)
     return None if files is None else CurveKeys.from_files(*files)

@@ -29,16 +29,22 @@ def pyzmq_missing_message() -> str:
     """What to tell an artist whose DCC Python has no pyzmq: which Python, and the fix for this host."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if "bpy" in sys.modules:
-        fix = ("Install the ColorProp extension zip built by plugin/blender/build_extension.py for this platform "
-               f"(it brings pyzmq along), or run: \"{sys.executable}\" -m pip install pyzmq")
+        fix = (
+            "Install the ColorProp extension zip built by plugin/blender/build_extension.py for this platform "
+            f'(it brings pyzmq along), or run: "{sys.executable}" -m pip install pyzmq'
+        )
     elif "nuke" in sys.modules:
-        fix = ("Put pyzmq for Nuke's Python into plugin/nuke/site-packages (init.py adds it), from any Python with "
-               f"pip: python -m pip install --target <colorprop>/plugin/nuke/site-packages --only-binary :all: "
-               f"--python-version {version} --platform {pip_platform()} pyzmq (docs/DCC.md, 'Install')")
+        fix = (
+            "Put pyzmq for Nuke's Python into plugin/nuke/site-packages (init.py adds it), from any Python with "
+            f"pip: python -m pip install --target <colorprop>/plugin/nuke/site-packages --only-binary :all: "
+            f"--python-version {version} --platform {pip_platform()} pyzmq (docs/DCC.md, 'Install')"
+        )
     else:
-        fix = f"Run: \"{sys.executable}\" -m pip install pyzmq"
-    return (f"colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python "
-            f"({sys.executable}, Python {version}). {fix}")
+        fix = f'Run: "{sys.executable}" -m pip install pyzmq'
+    return (
+        f"colorprop cannot talk to its server: pyzmq (module zmq) is not installed in this Python "
+        f"({sys.executable}, Python {version}). {fix}"
+    )
 
 
 try:
@@ -52,10 +58,27 @@ from . import protocol as P
 from .client import CancellableClient, Client, Event
 from .colorize import colorize_arrays, colorize_paths
 from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, key_files
-from .dcc_text import (ColorizeError, add_keyframe, check_address, check_frames, frame_path,  # noqa: F401
-                       matte_path, matte_pattern, matte_rgb, parse_frame_range, parse_keyframes)
-from .errors import (AuthenticationFailed, CancelledByUser, JobCancelled, JobLost, ServerBusy, ServerError,
-                     ServerUnavailable)
+from .dcc_text import (
+    ColorizeError,
+    add_keyframe,  # noqa: F401
+    check_address,
+    check_frames,
+    frame_path,  # noqa: F401
+    matte_path,  # noqa: F401
+    matte_pattern,  # noqa: F401
+    matte_rgb,  # noqa: F401
+    parse_frame_range,  # noqa: F401
+    parse_keyframes,  # noqa: F401
+)
+from .errors import (
+    AuthenticationFailed,
+    CancelledByUser,
+    JobCancelled,
+    JobLost,
+    ServerBusy,
+    ServerError,
+    ServerUnavailable,
+)
 from .transport import DEFAULT_TIMEOUT_S
 
 DEFAULT_ADDRESS = os.environ.get("COLORPROP_SERVER", P.DEFAULT_ADDRESS)
@@ -98,8 +121,9 @@ def curve_keys(client_key: str = "", server_key: str = "") -> CurveKeys | None:
             default = f" (not set: found in ${KEYS_DIR_ENV})"
         else:
             default = " (not set: server.key beside the client key)"
-        raise ColorizeError(f"CURVE {(CLIENT_KEY_LABEL, SERVER_KEY_LABEL)[field]}{default}: {exc.path}: "
-                            f"{exc.reason}") from None
+        raise ColorizeError(
+            f"CURVE {(CLIENT_KEY_LABEL, SERVER_KEY_LABEL)[field]}{default}: {exc.path}: {exc.reason}"
+        ) from None
 
 
 def identity_text(curve: CurveKeys | None) -> str:
@@ -117,8 +141,10 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S, curve: CurveKeys
     try:
         return client.hello()
     except ServerUnavailable:
-        raise ColorizeError(f"no colorprop server answers at {address} (waited {timeout_s:g} s). "
-                            "Is `colorprop serve` running there, and is the address right?") from None
+        raise ColorizeError(
+            f"no colorprop server answers at {address} (waited {timeout_s:g} s). "
+            "Is `colorprop serve` running there, and is the address right?"
+        ) from None
     except (ServerError, P.ProtocolError) as exc:
         raise ColorizeError(describe_error(exc)) from None
     finally:
@@ -143,8 +169,9 @@ def declared_options(caps: Mapping[str, Any] | None) -> dict[str, Any]:
     return dict(((caps or {}).get("engine") or {}).get("options") or {})
 
 
-def build_options(caps: Mapping[str, Any] | None, method: str | None, quality: str = "standard",
-                  **extra: Any) -> dict[str, Any]:
+def build_options(
+    caps: Mapping[str, Any] | None, method: str | None, quality: str = "standard", **extra: Any
+) -> dict[str, Any]:
     """Options for OPEN_SHOT: the method (None: the server's default), the quality preset's values the
     server declares, and ``extra`` (e.g. ``regrade=True``), which the server must declare."""
     methods, default = method_choices(caps)
@@ -220,10 +247,18 @@ class FrameCounter:
         return f"done: {self.total} frames in {time.monotonic() - self.started:.1f} s"
 
 
-def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, options: dict[str, Any],
-            progress: Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False,
-            colorspace: str | None = None, caps: Mapping[str, Any] | None = None,
-            timeout_s: float = JOB_TIMEOUT_S, curve: CurveKeys | None = None) -> list[dict]:
+def run_job(
+    address: str,
+    frames: list[int],
+    shot: InbandShot | PathsShot,
+    options: dict[str, Any],
+    progress: Progress | None = None,
+    is_cancelled: Callable[[], bool] = lambda: False,
+    colorspace: str | None = None,
+    caps: Mapping[str, Any] | None = None,
+    timeout_s: float = JOB_TIMEOUT_S,
+    curve: CurveKeys | None = None,
+) -> list[dict]:
     """Colour ``frames`` on the server at ``address``; returns when every result is written, with the
     server's key suggestions (``[{"frame", "expected_error"}]``, weakest first; empty from a server that
     sends none: :func:`suggestion_labels` shows them).
@@ -238,8 +273,9 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
         progress(0.0, f"connecting to {address} {identity_text(curve)}")
         caps = connect(address, curve=curve)
     if shot.mode not in mode_choices(caps):
-        raise ColorizeError("this server has no shared-path mode (it was started without allowed roots); "
-                            "use 'send pixels'")
+        raise ColorizeError(
+            "this server has no shared-path mode (it was started without allowed roots); use 'send pixels'"
+        )
     counter = FrameCounter(len(frames))
     # In-band, a frame counts when its result is written here; with shared paths, when the server
     # reports it written.
@@ -258,14 +294,29 @@ def run_job(address: str, frames: list[int], shot: InbandShot | PathsShot, optio
 
     client = CancellableClient(address, timeout_s=timeout_s, curve=curve, is_cancelled=is_cancelled)
     try:
-        progress(0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')}) "
-                      f"{identity_text(curve)}")
+        progress(
+            0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')}) {identity_text(curve)}"
+        )
         if isinstance(shot, InbandShot):
-            colorize_arrays(client, LazyFrames(frames, shot.load_frame), shot.keys, options,
-                            colorspace=colorspace, on_progress=on_event)
+            colorize_arrays(
+                client,
+                LazyFrames(frames, shot.load_frame),
+                shot.keys,
+                options,
+                colorspace=colorspace,
+                on_progress=on_event,
+            )
         else:
-            colorize_paths(client, shot.plate_pattern, shot.output_pattern, frames, shot.key_paths, options,
-                           colorspace=colorspace, on_progress=on_event)
+            colorize_paths(
+                client,
+                shot.plate_pattern,
+                shot.output_pattern,
+                frames,
+                shot.key_paths,
+                options,
+                colorspace=colorspace,
+                on_progress=on_event,
+            )
     except (Cancelled, JobCancelled):
         raise Cancelled() from None
     except (ServerError, TimeoutError, P.ProtocolError) as exc:
@@ -337,16 +388,24 @@ def describe_refusal(exc: AuthenticationFailed) -> str:
     """A refused CURVE handshake (``colorize --server``'s exit 7), as one line naming the field to fix."""
     curve, address = exc.curve, exc.address
     if exc.cause == exc.CLIENT_HAS_NO_KEYS:
-        return (f"{address} requires CURVE keys and none are set: set '{CLIENT_KEY_LABEL}' (NAME.key_secret) and "
-                f"'{SERVER_KEY_LABEL}' (server.key) from the server's admin, or ${KEYS_DIR_ENV}")
+        return (
+            f"{address} requires CURVE keys and none are set: set '{CLIENT_KEY_LABEL}' (NAME.key_secret) and "
+            f"'{SERVER_KEY_LABEL}' (server.key) from the server's admin, or ${KEYS_DIR_ENV}"
+        )
     if curve is None:  # (a refusal that needs keys to happen; kept general)
         return f"{address} refused the connection: {exc.reason}"
     if exc.cause == exc.KEY_NOT_LISTED:
-        return (f"{address} refused {curve.identity}: the key is not in the server's authorized_clients/; ask its "
-                f"admin to add {curve.name or 'NAME'}.key there (`colorprop keys DIR --client NAME`), or set "
-                f"'{CLIENT_KEY_LABEL}' ({curve.secret_file}) to a key it lists")
+        return (
+            f"{address} refused {curve.identity}: the key is not in the server's authorized_clients/; ask its "
+            f"admin to add {curve.name or 'NAME'}.key there (`colorprop keys DIR --client NAME`), or set "
+            f"'{CLIENT_KEY_LABEL}' ({curve.secret_file}) to a key it lists"
+        )
     if exc.cause == exc.SERVER_HAS_NO_CURVE:
-        return (f"{address} does not use CURVE keys but this plug-in has some ({curve.secret_file}): clear "
-                f"'{CLIENT_KEY_LABEL}' and '{SERVER_KEY_LABEL}' (and ${KEYS_DIR_ENV})")
-    return (f"{address} refused the CURVE handshake: '{SERVER_KEY_LABEL}' ({curve.server_file}) is not this "
-            "server's public key; get server.key from the server's keys folder")
+        return (
+            f"{address} does not use CURVE keys but this plug-in has some ({curve.secret_file}): clear "
+            f"'{CLIENT_KEY_LABEL}' and '{SERVER_KEY_LABEL}' (and ${KEYS_DIR_ENV})"
+        )
+    return (
+        f"{address} refused the CURVE handshake: '{SERVER_KEY_LABEL}' ({curve.server_file}) is not this "
+        "server's public key; get server.key from the server's keys folder"
+    )

@@ -19,7 +19,6 @@ class ColorizeError(Exception):
     """Something the artist must fix; the host shows the message as it is."""
 
 
-
 def parse_keyframes(text: str) -> list[int]:
     """``"1, 12 24"`` -> ``[1, 12, 24]`` (sorted, unique). ColorizeError on anything else."""
     frames = set()
@@ -70,7 +69,7 @@ def frame_path(pattern: str, frame: int) -> str:
     token = m.group(1)
     padding = len(token) if token[0] in "#@" else int(m.group(2) or 1)
     sign = "-" if frame < 0 else ""
-    return os.path.join(folder, f"{name[:m.start()]}{sign}{abs(int(frame)):0{padding}d}{name[m.end():]}")
+    return os.path.join(folder, f"{name[: m.start()]}{sign}{abs(int(frame)):0{padding}d}{name[m.end() :]}")
 
 
 def matte_pattern(output_pattern: str) -> str:
@@ -95,8 +94,9 @@ def check_address(address: str) -> str:
     """The address stripped, or ColorizeError when it is not a ZeroMQ endpoint we can connect to."""
     address = (address or "").strip()
     if not P.is_address(address):
-        raise ColorizeError(f"server address {address!r} should look like {P.DEFAULT_ADDRESS} "
-                            "(or ipc://PATH, inproc://NAME)")
+        raise ColorizeError(
+            f"server address {address!r} should look like {P.DEFAULT_ADDRESS} (or ipc://PATH, inproc://NAME)"
+        )
     return address
 
 

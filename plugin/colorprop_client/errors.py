@@ -9,8 +9,20 @@ from . import protocol as P
 from .curve_keys import CurveKeys
 from .protocol import ProtocolError
 
-__all__ = ["ServerError", "ServerUnavailable", "ServerStopping", "AuthenticationFailed", "ServerBusy", "JobFailed",
-           "JobLost", "JobCancelled", "CancelledByUser", "ProtocolError", "handshake_failure", "raise_for_reply"]
+__all__ = [
+    "ServerError",
+    "ServerUnavailable",
+    "ServerStopping",
+    "AuthenticationFailed",
+    "ServerBusy",
+    "JobFailed",
+    "JobLost",
+    "JobCancelled",
+    "CancelledByUser",
+    "ProtocolError",
+    "handshake_failure",
+    "raise_for_reply",
+]
 
 
 class ServerError(Exception):
@@ -57,11 +69,13 @@ def handshake_failure(event: int, value: int, curve: bool) -> tuple[str, str]:
     if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
         return AuthenticationFailed.KEY_NOT_LISTED, (
             f"this client's CURVE key is not in the server's authorized_clients/ (status {value}); "
-            "ask for a key from `colorprop keys DIR --client NAME` on the server")
+            "ask for a key from `colorprop keys DIR --client NAME` on the server"
+        )
     if not curve:  # (a mechanism mismatch may also show as "no detail": the server hung up first)
         return AuthenticationFailed.CLIENT_HAS_NO_KEYS, (
             "the server uses CURVE and this client has no keys (set $COLORPROP_CURVE_KEYS), or it is not a "
-            f"colorprop server (handshake event {event:#x}, {value:#x})")
+            f"colorprop server (handshake event {event:#x}, {value:#x})"
+        )
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
         return AuthenticationFailed.SERVER_HAS_NO_CURVE, "this client uses CURVE keys and the server does not"
     return AuthenticationFailed.WRONG_SERVER_KEY, "CURVE handshake failed: is server.key the public key of this server?"

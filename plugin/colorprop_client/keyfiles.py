@@ -53,8 +53,13 @@ def find_key_files(keys_dir: str | os.PathLike, name: str, role: str = CLIENTS) 
         tried.append(f"{secret} + {server_public}")
     flag = "--worker" if role == WORKERS else "--client"
     missing = [p for p in (d / role / name / f"{name}.key_secret", d / f"{name}.key_secret") if p.is_file()]
-    what = (f"{missing[0]} is there but the server's public key {missing[0].parent / SERVER_PUBLIC} is not"
-            if missing else f"no key pair named {name!r}")
-    raise KeyFilesMissing(f"CURVE keys in {d}: {what} (looked for {' or '.join(tried)}); "
-                          f"make it with `colorprop keys DIR {flag} {name}` on the server and copy "
-                          f"DIR/{role}/{name}/ here")
+    what = (
+        f"{missing[0]} is there but the server's public key {missing[0].parent / SERVER_PUBLIC} is not"
+        if missing
+        else f"no key pair named {name!r}"
+    )
+    raise KeyFilesMissing(
+        f"CURVE keys in {d}: {what} (looked for {' or '.join(tried)}); "
+        f"make it with `colorprop keys DIR {flag} {name}` on the server and copy "
+        f"DIR/{role}/{name}/ here"
+    )

@@ -48,6 +48,7 @@ def is_address(address: Any) -> bool:
     m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
     return m is not None and (m.group(2) in (None, "*") or 0 < int(m.group(2)) <= 65535)
 
+
 # Message types. Client -> server requests:
 HELLO = "hello"  # -> CAPABILITIES
 PING = "ping"  # -> PONG
@@ -178,7 +179,9 @@ def encode(
         arr = np.asarray(arr)
         dname = _dtype_name(arr)
         arr = np.ascontiguousarray(arr, dtype=DTYPES[dname])
-        descs.append({"name": str(name), "shape": [int(s) for s in arr.shape], "dtype": dname, "nbytes": int(arr.nbytes)})
+        descs.append(
+            {"name": str(name), "shape": [int(s) for s in arr.shape], "dtype": dname, "nbytes": int(arr.nbytes)}
+        )
         bufs.append(memoryview(arr).cast("B"))
     total = sum(d["nbytes"] for d in descs)
     if max_message_bytes is not None and total > max_message_bytes:
@@ -247,18 +250,24 @@ def decode(
     if type(version) is not int:
         raise ProtocolError(E_PROTOCOL, "missing or invalid protocol version", "v", rid)
     if version != PROTOCOL_VERSION:
-        raise ProtocolError(E_VERSION, f"protocol version {version} not supported; this side speaks {PROTOCOL_VERSION}", "v", rid)
+        raise ProtocolError(
+            E_VERSION, f"protocol version {version} not supported; this side speaks {PROTOCOL_VERSION}", "v", rid
+        )
     mtype = header.get("type")
     if not isinstance(mtype, str) or mtype not in (expect or MESSAGE_TYPES):
         raise ProtocolError(E_PROTOCOL, f"unknown message type {mtype!r}", "type", rid)
     descs = header.get("buffers", [])
     if not isinstance(descs, list) or len(descs) > MAX_BUFFERS:
-        raise ProtocolError(E_PROTOCOL, "buffers must be a list of at most %d descriptors" % MAX_BUFFERS, "buffers", rid)
+        raise ProtocolError(
+            E_PROTOCOL, "buffers must be a list of at most %d descriptors" % MAX_BUFFERS, "buffers", rid
+        )
     total = header.get("total_bytes", 0)
     if type(total) is not int or total < 0:
         raise ProtocolError(E_PROTOCOL, "total_bytes must be a non-negative integer", "total_bytes", rid)
     if total > max_message_bytes:
-        raise ProtocolError(E_TOO_LARGE, f"declared {total} bytes exceeds the limit of {max_message_bytes}", "total_bytes", rid)
+        raise ProtocolError(
+            E_TOO_LARGE, f"declared {total} bytes exceeds the limit of {max_message_bytes}", "total_bytes", rid
+        )
     parsed = []
     names = set()
     for i, d in enumerate(descs):
@@ -270,25 +279,33 @@ def decode(
             raise ProtocolError(E_PROTOCOL, "buffer name missing, too long or repeated", where + ".name", rid)
         names.add(name)
         if not isinstance(dname, str) or dname not in DTYPES:
-            raise ProtocolError(E_BAD_INPUT, f"dtype {dname!r} not supported; use one of {sorted(DTYPES)}", where + ".dtype", rid)
+            raise ProtocolError(
+                E_BAD_INPUT, f"dtype {dname!r} not supported; use one of {sorted(DTYPES)}", where + ".dtype", rid
+            )
         if (
             not isinstance(shape, list)
             or not 1 <= len(shape) <= MAX_NDIM
             or any(type(s) is not int or not 0 < s <= MAX_DIM for s in shape)
         ):
-            raise ProtocolError(E_PROTOCOL, f"shape must be 1..{MAX_NDIM} positive ints <= {MAX_DIM}", where + ".shape", rid)
+            raise ProtocolError(
+                E_PROTOCOL, f"shape must be 1..{MAX_NDIM} positive ints <= {MAX_DIM}", where + ".shape", rid
+            )
         if type(nbytes) is not int or nbytes != math.prod(shape) * DTYPES[dname].itemsize:
             raise ProtocolError(E_BAD_INPUT, "nbytes does not equal shape x dtype size", where + ".nbytes", rid)
         parsed.append((name, tuple(shape), DTYPES[dname], nbytes))
     if sum(p[3] for p in parsed) != total:
         raise ProtocolError(E_PROTOCOL, "total_bytes does not equal the sum of the buffer sizes", "total_bytes", rid)
     if len(frames) - 1 != len(parsed):
-        raise ProtocolError(E_PROTOCOL, f"header declares {len(parsed)} buffers, message has {len(frames) - 1}", "buffers", rid)
+        raise ProtocolError(
+            E_PROTOCOL, f"header declares {len(parsed)} buffers, message has {len(frames) - 1}", "buffers", rid
+        )
     arrays = {}
     for (name, shape, dt, nbytes), f in zip(parsed, frames[1:]):
         actual = _frame_len(f)
         if actual != nbytes:
-            raise ProtocolError(E_BAD_INPUT, f"buffer {name!r} has {actual} bytes, header declares {nbytes}", "buffers", rid)
+            raise ProtocolError(
+                E_BAD_INPUT, f"buffer {name!r} has {actual} bytes, header declares {nbytes}", "buffers", rid
+            )
         arrays[name] = np.frombuffer(_as_bytes(f), dtype=dt).reshape(shape)
     return Message(mtype, rid, header, arrays)
 
@@ -314,10 +331,18 @@ def parse_suggestions(done_event: Mapping[str, Any]) -> list[dict[str, Any]]:
     for item in items:
         frame = item.get("frame") if isinstance(item, dict) else None
         error = item.get("expected_error") if isinstance(item, dict) else None
-        if (type(frame) is not int or abs(frame) > MAX_FRAME_NUMBER or isinstance(error, bool)
-                or not isinstance(error, (int, float)) or not math.isfinite(error)):
-            raise ProtocolError(E_PROTOCOL, f"malformed suggestion {item!r}: needs an integer frame and a finite "
-                                            "expected_error", DONE_SUGGESTIONS)
+        if (
+            type(frame) is not int
+            or abs(frame) > MAX_FRAME_NUMBER
+            or isinstance(error, bool)
+            or not isinstance(error, (int, float))
+            or not math.isfinite(error)
+        ):
+            raise ProtocolError(
+                E_PROTOCOL,
+                f"malformed suggestion {item!r}: needs an integer frame and a finite expected_error",
+                DONE_SUGGESTIONS,
+            )
         out.append({"frame": frame, "expected_error": float(error)})
     return out
 

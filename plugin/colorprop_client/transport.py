@@ -30,13 +30,17 @@ DEFAULT_RETRIES = 3
 # frame on a slow link, a loaded machine); a silent connection is dropped after HEARTBEAT_TIMEOUT_MS.
 LIVE_WAIT_S = 60.0
 HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 500, 1500
-_LINK_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_LINK_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 
 
 class Transport:
     """One server or broker's request/reply channel (the Lazy Pirate). Not thread-safe: one per thread."""
-
 
     def __init__(
         self,

@@ -139,10 +139,25 @@ class Int_Knob(Knob):
 
 # -- nodes ----------------------------------------------------------------------------------------
 _DEFAULT_KNOBS: dict[str, dict[str, Any]] = {
-    "Write": {"file": "", "file_type": "", "channels": "rgba", "datatype": "16 bit half",
-              "compression": "Zip (16 scanline)", "raw": False, "disable": False},
-    "Read": {"file": "", "first": 1, "last": 1, "origfirst": 1, "origlast": 1, "raw": False,
-             "on_error": "error", "reload": None},
+    "Write": {
+        "file": "",
+        "file_type": "",
+        "channels": "rgba",
+        "datatype": "16 bit half",
+        "compression": "Zip (16 scanline)",
+        "raw": False,
+        "disable": False,
+    },
+    "Read": {
+        "file": "",
+        "first": 1,
+        "last": 1,
+        "origfirst": 1,
+        "origlast": 1,
+        "raw": False,
+        "on_error": "error",
+        "reload": None,
+    },
     "Switch": {"which": 0},
 }
 
@@ -154,7 +169,13 @@ class Node:
         self.children: list[Node] = []
         self.inputs: dict[int, Node | None] = {}
         self._knobs: dict[str, Knob] = {}
-        for name, value in {"name": cls + "1", "tile_color": 0, "label": "", **_DEFAULT_KNOBS.get(cls, {}), **kw}.items():
+        for name, value in {
+            "name": cls + "1",
+            "tile_color": 0,
+            "label": "",
+            **_DEFAULT_KNOBS.get(cls, {}),
+            **kw,
+        }.items():
             self._add(Knob(name, name, value))
         self.render_frame: Callable[[int], Any] | None = None  # stand-in source pixels (tests)
         self.frame_range = (1, 1)

@@ -27,8 +27,14 @@ import torch.nn.functional as F
 from colorprop.errors import WeightsError
 
 __all__ = [
-    "Features", "FeatureExtractor", "EfficientNetLite0Config", "EfficientNetLite0Features",
-    "TinyFeaturesConfig", "TinyFeatures", "build_features", "pad_to_multiple",
+    "Features",
+    "FeatureExtractor",
+    "EfficientNetLite0Config",
+    "EfficientNetLite0Features",
+    "TinyFeaturesConfig",
+    "TinyFeatures",
+    "build_features",
+    "pad_to_multiple",
 ]
 
 GRAY_CLIP = 1.2
@@ -211,10 +217,14 @@ class TinyFeatures(FeatureExtractor):
         cin = 1
         stages = []
         for c in w:
-            stages.append(nn.Sequential(
-                nn.Conv2d(cin, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-            ))
+            stages.append(
+                nn.Sequential(
+                    nn.Conv2d(cin, c, 3, stride=2, padding=1),
+                    nn.ReLU(inplace=True),
+                    nn.Conv2d(c, c, 3, padding=1),
+                    nn.ReLU(inplace=True),
+                )
+            )
             cin = c
         self.stages = nn.ModuleList(stages)
 

@@ -73,7 +73,10 @@ class FusionNet(nn.Module):
         self.cfg = cfg
         layers, cin = [], N_INPUTS
         for d in cfg.dilations:
-            layers += [nn.Conv2d(cin, cfg.width, 3, padding=d, dilation=d, padding_mode="replicate"), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cfg.width, 3, padding=d, dilation=d, padding_mode="replicate"),
+                nn.ReLU(inplace=True),
+            ]
             cin = cfg.width
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(cin, 4, 1)
@@ -88,5 +91,7 @@ class FusionNet(nn.Module):
             raise ValueError(f"FusionNet expects N x {N_INPUTS} x H x W features, got {tuple(features.shape)}")
         y = self.head(self.body(features)).float()
         key_logit = y[:, 0:1] + self.rule_gain * (self.rule_threshold - consistency.float())
-        residual = self.cfg.residual_max * torch.tanh(y[:, 1:3]) if self.cfg.residual_max > 0 else torch.zeros_like(y[:, 1:3])
+        residual = (
+            self.cfg.residual_max * torch.tanh(y[:, 1:3]) if self.cfg.residual_max > 0 else torch.zeros_like(y[:, 1:3])
+        )
         return FusionOutput(key_logit=key_logit, residual=residual, confidence=torch.sigmoid(y[:, 3:4]))

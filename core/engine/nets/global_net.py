@@ -22,7 +22,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from colorprop.engine.nets.features import GRAY_CLIP, STRIDE_COARSE, STRIDE_FINE, FeatureExtractor, Features, build_features, pad_to_multiple
+from colorprop.engine.nets.features import (
+    GRAY_CLIP,
+    STRIDE_COARSE,
+    STRIDE_FINE,
+    FeatureExtractor,
+    Features,
+    build_features,
+    pad_to_multiple,
+)
 from colorprop.engine.nets.matching import Match, match_coarse_to_fine, readout
 
 __all__ = ["GlobalConfig", "KeyState", "GlobalOutput", "GlobalBranch", "local_color_model"]
@@ -86,8 +94,9 @@ class GlobalOutput(NamedTuple):
     similarity: torch.Tensor
 
 
-def local_color_model(gray: torch.Tensor, ab: torch.Tensor, window: int = 9, eps: float = 1e-4,
-                      beta_max: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+def local_color_model(
+    gray: torch.Tensor, ab: torch.Tensor, window: int = 9, eps: float = 1e-4, beta_max: float = 5.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-window linear regression of ab on L on the stride-4 grid.
 
     Args:
@@ -134,8 +143,11 @@ class GlobalBranch(nn.Module):
     def join_keys(*keys: KeyState) -> KeyState:
         """Several keys (same size) as one: their grids side by side, so a frame matches against all of them."""
         cat = lambda xs: torch.cat(list(xs), dim=-1)  # noqa: E731
-        return KeyState(features=Features(cat(k.features.coarse for k in keys), cat(k.features.fine for k in keys)),
-                        color_model=cat(k.color_model for k in keys), ab_fine=cat(k.ab_fine for k in keys))
+        return KeyState(
+            features=Features(cat(k.features.coarse for k in keys), cat(k.features.fine for k in keys)),
+            color_model=cat(k.color_model for k in keys),
+            ab_fine=cat(k.ab_fine for k in keys),
+        )
 
     def match(self, cur_features: Features, key: KeyState) -> Match:
         """Always in float32, also under a bfloat16 autocast: near-equal similarities must rank exactly."""
@@ -146,8 +158,15 @@ class GlobalBranch(nn.Module):
         if kf.coarse.shape[0] == 1 and n > 1:
             kf = Features(kf.coarse.expand(n, -1, -1, -1), kf.fine.expand(n, -1, -1, -1))
         with torch.autocast(cur_features.coarse.device.type, enabled=False):
-            return match_coarse_to_fine(kf, cur_features, k=cfg.k, roi_radius=cfg.roi_radius,
-                                        temperature=cfg.temperature, soft_topk=cfg.soft_topk, chunk=cfg.chunk)
+            return match_coarse_to_fine(
+                kf,
+                cur_features,
+                k=cfg.k,
+                roi_radius=cfg.roi_radius,
+                temperature=cfg.temperature,
+                soft_topk=cfg.soft_topk,
+                chunk=cfg.chunk,
+            )
 
     def forward(self, gray_cur: torch.Tensor, key: KeyState) -> GlobalOutput:
         """Colour the current frame from the key.

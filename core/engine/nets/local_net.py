@@ -62,8 +62,10 @@ class LocalOutput(NamedTuple):
 
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -96,8 +98,9 @@ class LocalNet(nn.Module):
         self.decoders = nn.ModuleList(_Up(ch[i + 1], ch[i]) for i in reversed(range(len(ch) - 1)))
         k = cfg.kernel_size
         # one trunk, one conv emitting both kernels: channels [0, K) vertical, [K, 2K) horizontal
-        self.head = nn.Sequential(nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(ch[0], 2 * k, 3, padding=1))
+        self.head = nn.Sequential(
+            nn.Conv2d(ch[0], ch[0], 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(ch[0], 2 * k, 3, padding=1)
+        )
         last = self.head[-1]
         with torch.no_grad():
             last.weight.mul_(0.01)
@@ -109,8 +112,9 @@ class LocalNet(nn.Module):
     def multiple(self) -> int:
         return 2 ** (len(self.cfg.channels) - 1)
 
-    def forward(self, gray_prev: torch.Tensor, gray_cur: torch.Tensor,
-                ab_prev: torch.Tensor | None = None) -> LocalOutput:
+    def forward(
+        self, gray_prev: torch.Tensor, gray_cur: torch.Tensor, ab_prev: torch.Tensor | None = None
+    ) -> LocalOutput:
         """Predict the kernels that map frame k-1's chroma to frame k.
 
         Args:

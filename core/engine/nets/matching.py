@@ -43,8 +43,9 @@ class Match(NamedTuple):
     topk_weight: torch.Tensor
 
 
-def coarse_topk(key_coarse: torch.Tensor, cur_coarse: torch.Tensor, k: int,
-                chunk: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+def coarse_topk(
+    key_coarse: torch.Tensor, cur_coarse: torch.Tensor, k: int, chunk: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k key coarse cells for every current coarse cell, by cosine similarity.
 
     Args:

@@ -61,7 +61,8 @@ def apply_separable_kernels(
     pad = (k // 2) * dilation
     padded = F.pad(image, (pad, pad, pad, pad), mode="replicate") if pad else image
     needs_grad = torch.is_grad_enabled() and (
-        image.requires_grad or k_vertical.requires_grad or k_horizontal.requires_grad)
+        image.requires_grad or k_vertical.requires_grad or k_horizontal.requires_grad
+    )
     if not needs_grad:  # inference: accumulate in place, two buffers of N x C x H x W
         out = torch.zeros_like(image)
         row_sum = torch.empty_like(image)

@@ -52,10 +52,10 @@ def sequence_of(path: str) -> tuple[str, list[int]]:
         pass
     if m is None:
         raise dcc.ColorizeError(f"{name}: no frame number in the file name (expected e.g. plate.0001.exr)")
-    head, digits, tail = name[:m.start()], m.group(), name[m.end():]
+    head, digits, tail = name[: m.start()], m.group(), name[m.end() :]
     frames = []
     for other in glob.glob(os.path.join(glob.escape(folder), glob.escape(head) + "[0-9]*" + glob.escape(tail))):
-        mid = os.path.basename(other)[len(head):len(os.path.basename(other)) - len(tail)]
+        mid = os.path.basename(other)[len(head) : len(os.path.basename(other)) - len(tail)]
         if mid.isdigit() and len(mid) == len(digits):
             frames.append(int(mid))
     if not frames:

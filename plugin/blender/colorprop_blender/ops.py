@@ -57,8 +57,16 @@ class Job:
 
     def run(self, load_frame, write_result, progress, is_cancelled=lambda: False) -> None:
         """The job on the server (any thread): ``load_frame(frame)``, ``write_result(frame, rgb, confidence)``."""
-        self.suggestions = dcc.run_job(self.address, self.frames, dcc.InbandShot(load_frame, self.keys, write_result),
-                                       self.options, progress, is_cancelled, caps=self.caps, curve=self.curve)
+        self.suggestions = dcc.run_job(
+            self.address,
+            self.frames,
+            dcc.InbandShot(load_frame, self.keys, write_result),
+            self.options,
+            progress,
+            is_cancelled,
+            caps=self.caps,
+            curve=self.curve,
+        )
 
     def save(self, writer: "blender_io.ExrWriter", frame: int, rgb: np.ndarray, confidence: np.ndarray) -> None:
         """One result (main thread): the colour and, when asked for, the matte as a gray image."""
@@ -87,15 +95,28 @@ def addon_curve_keys(context: "bpy.types.Context") -> "dcc.CurveKeys | None":
     prefs = addon.preferences if addon is not None else None
     if prefs is None:  # (the add-on's modules imported without enabling it, e.g. from a script)
         return dcc.curve_keys()
-    return dcc.curve_keys(bpy.path.abspath(prefs.client_key) if prefs.client_key else "",
-                          bpy.path.abspath(prefs.server_key) if prefs.server_key else "")
+    return dcc.curve_keys(
+        bpy.path.abspath(prefs.client_key) if prefs.client_key else "",
+        bpy.path.abspath(prefs.server_key) if prefs.server_key else "",
+    )
 
 
 def run_settings(st) -> str:
     """The panel settings a run's result (and so its suggestions) depends on, as one string."""
     keys = sorted((int(k.frame), k.path) for k in st.keys)
-    return json.dumps([st.server.strip(), st.plate, keys, st.use_range, st.frame_start, st.frame_end, st.method,
-                       st.quality, st.output_dir])
+    return json.dumps(
+        [
+            st.server.strip(),
+            st.plate,
+            keys,
+            st.use_range,
+            st.frame_start,
+            st.frame_end,
+            st.method,
+            st.quality,
+            st.output_dir,
+        ]
+    )
 
 
 def _set_status(context: "bpy.types.Context", text: str, progress: float | None = None) -> None:
@@ -209,7 +230,9 @@ class ColorizeRun:
     def _done(self, context, job: Job) -> None:
         node = job.finish()
         _set_status(context, dcc.done_status(len(job.frames), job.out_pattern), 1.0)
-        self.report({"INFO"}, f"ColorProp: {len(job.frames)} frames in {os.path.dirname(job.out_pattern)}; node '{node.name}'")
+        self.report(
+            {"INFO"}, f"ColorProp: {len(job.frames)} frames in {os.path.dirname(job.out_pattern)}; node '{node.name}'"
+        )
 
     # Blocking: background mode, scripts, the farm.
     def execute(self, context):
@@ -218,8 +241,11 @@ class ColorizeRun:
             return {"CANCELLED"}
         writer = blender_io.ExrWriter()
         try:
-            job.run(job.load, lambda f, rgb, confidence: job.save(writer, f, rgb, confidence),
-                    progress=lambda frac, msg: _set_status(context, msg, frac))
+            job.run(
+                job.load,
+                lambda f, rgb, confidence: job.save(writer, f, rgb, confidence),
+                progress=lambda frac, msg: _set_status(context, msg, frac),
+            )
         except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
             self.report({"ERROR"}, str(exc))
@@ -297,8 +323,10 @@ class COLORPROP_OT_colorize(ColorizeRun, bpy.types.Operator):
 class COLORPROP_OT_suggest_keys(ColorizeRun, bpy.types.Operator):
     bl_idname = "colorprop.suggest_keys"
     bl_label = "Suggest Keys"
-    bl_description = ("List the frames where a new key would help most (lowest confidence, spread over the shot): "
-                      "the last run's list while the settings are unchanged, else Colorize first")
+    bl_description = (
+        "List the frames where a new key would help most (lowest confidence, spread over the shot): "
+        "the last run's list while the settings are unchanged, else Colorize first"
+    )
 
     def _listed(self, context) -> bool:
         st = context.scene.colorprop
@@ -325,5 +353,11 @@ class COLORPROP_OT_goto_frame(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (COLORPROP_OT_connect, COLORPROP_OT_key_add, COLORPROP_OT_key_remove, COLORPROP_OT_colorize,
-           COLORPROP_OT_suggest_keys, COLORPROP_OT_goto_frame)
+classes = (
+    COLORPROP_OT_connect,
+    COLORPROP_OT_key_add,
+    COLORPROP_OT_key_remove,
+    COLORPROP_OT_colorize,
+    COLORPROP_OT_suggest_keys,
+    COLORPROP_OT_goto_frame,
+)

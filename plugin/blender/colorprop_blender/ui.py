@@ -23,32 +23,48 @@ class ColorPropKey(bpy.types.PropertyGroup):
 
 class ColorPropSuggestion(bpy.types.PropertyGroup):
     frame: bpy.props.IntProperty(name="Frame", description="A frame where a new key would help most")
-    expected_error: bpy.props.FloatProperty(name="Expected Error", min=0.0, max=1.0, subtype="FACTOR",
-                                            description="Expected share of pixels whose colour is wrong")
+    expected_error: bpy.props.FloatProperty(
+        name="Expected Error",
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+        description="Expected share of pixels whose colour is wrong",
+    )
     label: bpy.props.StringProperty(name="Label")
 
 
 class ColorPropSettings(bpy.types.PropertyGroup):
     server: bpy.props.StringProperty(name="Server", default=dcc.DEFAULT_ADDRESS)
-    plate: bpy.props.StringProperty(name="Plate", subtype="FILE_PATH",
-                                    description="One frame of the image sequence (e.g. plate.0001.exr), or a movie")
+    plate: bpy.props.StringProperty(
+        name="Plate",
+        subtype="FILE_PATH",
+        description="One frame of the image sequence (e.g. plate.0001.exr), or a movie",
+    )
     keys: bpy.props.CollectionProperty(type=ColorPropKey)
     use_range: bpy.props.BoolProperty(name="Limit Frames", default=False)
     frame_start: bpy.props.IntProperty(name="Start", default=1)
     frame_end: bpy.props.IntProperty(name="End", default=250)
     method: bpy.props.EnumProperty(name="Method", items=_methods)
-    quality: bpy.props.EnumProperty(name="Quality", default="standard",
-                                    items=[(q, q.title(), f"working width {v['working_width']} px")
-                                           for q, v in dcc.QUALITY_PRESETS.items()])
+    quality: bpy.props.EnumProperty(
+        name="Quality",
+        default="standard",
+        items=[(q, q.title(), f"working width {v['working_width']} px") for q, v in dcc.QUALITY_PRESETS.items()],
+    )
     confidence: bpy.props.BoolProperty(
-        name="Confidence Matte", default=False,
+        name="Confidence Matte",
+        default=False,
         description="Also write the confidence matte (white: likely right, dark: look here or add a key) as an "
-                    "image sequence of its own, with an Image node for it")
-    output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH",
-                                         description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend")
+        "image sequence of its own, with an Image node for it",
+    )
+    output_dir: bpy.props.StringProperty(
+        name="Output",
+        subtype="DIR_PATH",
+        description="Folder for the coloured EXRs; empty: colorprop/ next to the .blend",
+    )
     suggestions: bpy.props.CollectionProperty(type=ColorPropSuggestion)
     suggestions_for: bpy.props.StringProperty(
-        name="Suggestions For", default="", description="The settings of the run the suggestions come from")
+        name="Suggestions For", default="", description="The settings of the run the suggestions come from"
+    )
     status: bpy.props.StringProperty(name="Status", default="")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
@@ -59,13 +75,17 @@ class ColorPropPreferences(bpy.types.AddonPreferences):
 
     bl_idname = __package__
     client_key: bpy.props.StringProperty(
-        name=dcc.CLIENT_KEY_LABEL.title(), subtype="FILE_PATH",
+        name=dcc.CLIENT_KEY_LABEL.title(),
+        subtype="FILE_PATH",
         description="This artist's CURVE key, NAME.key_secret from `colorprop keys DIR --client NAME` (a server off "
-                    "this machine requires one); empty: $COLORPROP_CURVE_KEYS/<$COLORPROP_CURVE_NAME or client>"
-                    ".key_secret, or none")
+        "this machine requires one); empty: $COLORPROP_CURVE_KEYS/<$COLORPROP_CURVE_NAME or client>"
+        ".key_secret, or none",
+    )
     server_key: bpy.props.StringProperty(
-        name=dcc.SERVER_KEY_LABEL.title(), subtype="FILE_PATH",
-        description="The server's public key, server.key from its keys folder; empty: server.key beside the client key")
+        name=dcc.SERVER_KEY_LABEL.title(),
+        subtype="FILE_PATH",
+        description="The server's public key, server.key from its keys folder; empty: server.key beside the client key",
+    )
 
     def draw(self, context):
         self.layout.prop(self, "client_key")

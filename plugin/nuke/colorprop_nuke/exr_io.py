@@ -94,7 +94,7 @@ def _parse(buf: bytes, path: str) -> ExrImage:
         name, pos = _read_cstr(buf, pos)
         typ, pos = _read_cstr(buf, pos)
         (size,) = struct.unpack_from("<i", buf, pos)
-        attrs[name] = (typ, buf[pos + 4:pos + 4 + size])
+        attrs[name] = (typ, buf[pos + 4 : pos + 4 + size])
         pos += 4 + size
     pos += 1
     chans, p, raw = [], 0, attrs["channels"][1]
@@ -120,7 +120,7 @@ def _parse(buf: bytes, path: str) -> ExrImage:
         y, size = struct.unpack_from("<ii", buf, off)
         lines = min(lpb, dw[3] - y + 1)
         raw_size = lines * sum(row_bytes)
-        block = buf[off + 8:off + 8 + size]
+        block = buf[off + 8 : off + 8 + size]
         if len(block) != size:
             raise ExrError(f"{path}: truncated EXR (scanline {y})")
         if comp != NONE:
@@ -139,8 +139,9 @@ def _parse(buf: bytes, path: str) -> ExrImage:
     x0, y0 = max(dw[0], disp[0]), max(dw[1], disp[1])
     x1, y1 = min(dw[2], disp[2]), min(dw[3], disp[3])
     if x0 <= x1 and y0 <= y1:
-        out[y0 - disp[1]:y1 - disp[1] + 1, x0 - disp[0]:x1 - disp[0] + 1] = \
-            data[y0 - dw[1]:y1 - dw[1] + 1, x0 - dw[0]:x1 - dw[0] + 1]
+        out[y0 - disp[1] : y1 - disp[1] + 1, x0 - disp[0] : x1 - disp[0] + 1] = data[
+            y0 - dw[1] : y1 - dw[1] + 1, x0 - dw[0] : x1 - dw[0] + 1
+        ]
     return ExrImage(out, tuple(n for n, _ in chans), dw, disp)
 
 
@@ -158,18 +159,20 @@ def write_exr(path: str | os.PathLike, pixels: np.ndarray, channels: tuple[str, 
     order = sorted(range(len(channels)), key=lambda i: channels[i])  # EXR stores channels by name
     chlist = b"".join(channels[i].encode() + b"\0" + struct.pack("<iB3xii", 2, 0, 1, 1) for i in order) + b"\0"
     box = struct.pack("<iiii", 0, 0, w - 1, h - 1)
-    header = b"".join([
-        struct.pack("<ii", MAGIC, 2),
-        _attr("channels", "chlist", chlist),
-        _attr("compression", "compression", bytes([ZIPS])),
-        _attr("dataWindow", "box2i", box),
-        _attr("displayWindow", "box2i", box),
-        _attr("lineOrder", "lineOrder", b"\0"),
-        _attr("pixelAspectRatio", "float", struct.pack("<f", 1.0)),
-        _attr("screenWindowCenter", "v2f", struct.pack("<ff", 0.0, 0.0)),
-        _attr("screenWindowWidth", "float", struct.pack("<f", 1.0)),
-        b"\0",
-    ])
+    header = b"".join(
+        [
+            struct.pack("<ii", MAGIC, 2),
+            _attr("channels", "chlist", chlist),
+            _attr("compression", "compression", bytes([ZIPS])),
+            _attr("dataWindow", "box2i", box),
+            _attr("displayWindow", "box2i", box),
+            _attr("lineOrder", "lineOrder", b"\0"),
+            _attr("pixelAspectRatio", "float", struct.pack("<f", 1.0)),
+            _attr("screenWindowCenter", "v2f", struct.pack("<ff", 0.0, 0.0)),
+            _attr("screenWindowWidth", "float", struct.pack("<f", 1.0)),
+            b"\0",
+        ]
+    )
     planar = np.ascontiguousarray(pixels[..., order].transpose(0, 2, 1))  # per row: channel after channel
     blocks, offset = [], len(header) + 8 * h
     offsets = []

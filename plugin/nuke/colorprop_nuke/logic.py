@@ -76,8 +76,9 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
         write_matte(output_pattern, f, matte)
 
 
-def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
-             is_cancelled: Callable[[], bool] = lambda: False) -> list[dict]:
+def run_plan(
+    plan: ShotPlan, progress: dcc.Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False
+) -> list[dict]:
     """Colorize the rendered plate through the server into ``plan.output_pattern`` (one file per frame of
     ``plan.frames``); return the server's key suggestions (``[{"frame", "expected_error"}]``, weakest first;
     empty from a server that sends none).
@@ -99,13 +100,28 @@ def run_plan(plan: ShotPlan, progress: dcc.Progress | None = None,
             shot: dcc.InbandShot | dcc.PathsShot = dcc.InbandShot(
                 load_frame=lambda f: read_exr(dcc.frame_path(plan.plate_pattern, f)).rgb(),
                 keys={k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgb() for k in plan.keyframes},
-                write_result=lambda f, rgb, conf: write_result(plan.output_pattern, f, rgb,
-                                                               conf if plan.confidence else None))
+                write_result=lambda f, rgb, conf: write_result(
+                    plan.output_pattern, f, rgb, conf if plan.confidence else None
+                ),
+            )
         else:
-            shot = dcc.PathsShot(plan.plate_pattern, {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
-                                 plan.output_pattern)
-        suggestions = dcc.run_job(plan.address, plan.frames, shot, options, progress, is_cancelled, plan.colorspace,
-                                  caps, plan.timeout_s, plan.curve)
+            shot = dcc.PathsShot(
+                plan.plate_pattern,
+                {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
+                plan.output_pattern,
+            )
+        suggestions = dcc.run_job(
+            plan.address,
+            plan.frames,
+            shot,
+            options,
+            progress,
+            is_cancelled,
+            plan.colorspace,
+            caps,
+            plan.timeout_s,
+            plan.curve,
+        )
     except ExrError as exc:
         raise dcc.ColorizeError(str(exc)) from None
     outputs = [dcc.frame_path(plan.output_pattern, f) for f in plan.frames]

@@ -84,28 +84,43 @@ def _add_knobs(node: "nuke.Node") -> None:
     node["method"].setValue(default_method)
     node["quality"].setValue("standard")
     node["server"].setTooltip("colorprop server, e.g. tcp://gpu-host:5557 (env COLORPROP_SERVER sets the default)")
-    node["client_key"].setTooltip("this artist's CURVE key, NAME.key_secret from `colorprop keys DIR --client NAME` "
-                                  "(a server off this machine requires one); empty: $COLORPROP_CURVE_KEYS/"
-                                  "<$COLORPROP_CURVE_NAME or client>.key_secret, or none")
-    node["server_key"].setTooltip("the server's public key, server.key from its keys folder; empty: server.key "
-                                  "beside the client key")
+    node["client_key"].setTooltip(
+        "this artist's CURVE key, NAME.key_secret from `colorprop keys DIR --client NAME` "
+        "(a server off this machine requires one); empty: $COLORPROP_CURVE_KEYS/"
+        "<$COLORPROP_CURVE_NAME or client>.key_secret, or none"
+    )
+    node["server_key"].setTooltip(
+        "the server's public key, server.key from its keys folder; empty: server.key beside the client key"
+    )
     node["keyframes"].setTooltip("frames where the 'key' input holds a coloured frame, e.g. '1, 48'")
     node["frame_range"].setTooltip("frames to colour, e.g. '1001-1100'; empty: the plate's range")
-    node["mode"].setTooltip("send pixels: works anywhere. shared paths: the server reads and writes the "
-                            "work folder itself (must be on storage it sees, under its allowed roots)")
-    node["regrade"].setTooltip("the plate is in colour and the key is a regrade of it: carry the key's change "
-                               "and keep the plate's own colour where the key did not change it")
-    node["confidence"].setTooltip("add a colorprop.confidence channel to the results: low where the colour "
-                                  "is likely wrong (see it with a Shuffle or the Viewer's channel menu)")
-    node["output"].setTooltip("what the node outputs once coloured: the colour, or the confidence matte "
-                              "(white: likely right, dark: look here or paint a key); the matte is written "
-                              "whenever this is set or 'write confidence matte' is on")
+    node["mode"].setTooltip(
+        "send pixels: works anywhere. shared paths: the server reads and writes the "
+        "work folder itself (must be on storage it sees, under its allowed roots)"
+    )
+    node["regrade"].setTooltip(
+        "the plate is in colour and the key is a regrade of it: carry the key's change "
+        "and keep the plate's own colour where the key did not change it"
+    )
+    node["confidence"].setTooltip(
+        "add a colorprop.confidence channel to the results: low where the colour "
+        "is likely wrong (see it with a Shuffle or the Viewer's channel menu)"
+    )
+    node["output"].setTooltip(
+        "what the node outputs once coloured: the colour, or the confidence matte "
+        "(white: likely right, dark: look here or paint a key); the matte is written "
+        "whenever this is set or 'write confidence matte' is on"
+    )
     node["work_dir"].setTooltip("renders and results; empty: colorprop/<script>/<node>/ next to the saved script")
     node["colorspace"].setTooltip("colour space of the rendered plate (the working space); empty: linear Rec.709")
-    node["suggest"].setTooltip("the frames where a new key would help most (lowest confidence, spread over the "
-                               "shot): the last run's list while the settings are unchanged, else colorizes first")
-    node["suggested"].setTooltip("suggested key frames, weakest first, with the share of pixels likely wrong; "
-                                 "pick one and press 'go to frame', then paint a key there")
+    node["suggest"].setTooltip(
+        "the frames where a new key would help most (lowest confidence, spread over the "
+        "shot): the last run's list while the settings are unchanged, else colorizes first"
+    )
+    node["suggested"].setTooltip(
+        "suggested key frames, weakest first, with the share of pixels likely wrong; "
+        "pick one and press 'go to frame', then paint a key there"
+    )
     node["goto"].setTooltip("make the picked suggested frame the current frame")
 
 
@@ -128,8 +143,9 @@ def on_connect(node: "nuke.Node") -> None:
     node["method"].setValue(current if current in methods else default)
     node["mode"].setValues([dcc.MODE_LABELS[m] for m in dcc.mode_choices(caps)])
     engine = caps.get("engine") or {}
-    _set_status(node, f"connected {dcc.identity_text(curve)}: {', '.join(methods)} on {engine.get('device', '?')}",
-                OK_COLOR)
+    _set_status(
+        node, f"connected {dcc.identity_text(curve)}: {', '.join(methods)} on {engine.get('device', '?')}", OK_COLOR
+    )
 
 
 def node_curve_keys(node: "nuke.Node") -> "dcc.CurveKeys | None":
@@ -152,8 +168,20 @@ _suggested: dict[str, tuple[tuple, list[dict]]] = {}  # node name -> (settings o
 
 def run_settings(node: "nuke.Node") -> tuple:
     """The knob values a run's result (and so its suggestions) depends on."""
-    return tuple(node[k].value() for k in ("server", "keyframes", "frame_range", "method", "quality", "mode",
-                                           "regrade", "work_dir", "colorspace"))
+    return tuple(
+        node[k].value()
+        for k in (
+            "server",
+            "keyframes",
+            "frame_range",
+            "method",
+            "quality",
+            "mode",
+            "regrade",
+            "work_dir",
+            "colorspace",
+        )
+    )
 
 
 def on_suggest(node: "nuke.Node") -> None:
@@ -251,8 +279,10 @@ def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
         os.makedirs(os.path.dirname(pattern), exist_ok=True)
     with node:
         plate_w, key_w = nuke.toNode("WritePlate"), nuke.toNode("WriteKey")
-        for write, pattern, frames in ((plate_w, plan.plate_pattern, plan.frames),
-                                       (key_w, plan.key_pattern, plan.keyframes)):
+        for write, pattern, frames in (
+            (plate_w, plan.plate_pattern, plan.frames),
+            (key_w, plan.key_pattern, plan.keyframes),
+        ):
             write["file"].setValue(pattern)
             write["disable"].setValue(False)
             try:
@@ -296,7 +326,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, sett
     else:
         _in_main(show_result, node, plan, suggestions, settings)
     finally:
-        del task  # closes Nuke's progress bar
+        task = None  # the last reference to Nuke's progress task: dropping it closes the bar
 
 
 def _in_main(fn, *args) -> None:
