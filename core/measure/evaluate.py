@@ -15,7 +15,7 @@ With ``--keys first,last`` each method is also scored (same frames: 2..last-1) w
 Confidence (measure/matte.py), per clip and method over the scored frames: the error captured at 20 % (per
 frame, the share of the squared Lab error in the 20 % least-confident pixels, averaged over frames; a matte
 that knows nothing scores 0.20) and a calibration table (confidence bins against mean ΔE and the fraction of
-pixels within 4 ab units), pooled over the main dev clips. It replaces the ratio of the mean error of the
+pixels within 4 ab units), pooled over the main ranges. It replaces the ratio of the mean error of the
 lowest- and highest-confidence 10 %, which a few near-perfect pixels could push to 10⁴× and which said
 nothing about what a value means.
 
@@ -158,8 +158,8 @@ def suggestion_check(engine: Engine, frames_linear: list[np.ndarray], true_lab: 
 
 
 def summarise_confidence(results: dict, names: list[str]) -> dict:
-    """Per method: error captured at 20 % per main dev clip, its mean and minimum, the mean ceiling, and the
-    calibration table pooled over the main dev clips (rows and its calibration error)."""
+    """Per method: error captured at 20 % per main range, its mean and minimum, the mean ceiling, and the
+    calibration table pooled over the main ranges (rows and its calibration error)."""
     main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
     table = {}
     for name in names:
@@ -179,7 +179,7 @@ def summarise_confidence(results: dict, names: list[str]) -> dict:
 
 
 def summarise_suggestions(results: dict, names: list[str]) -> dict:
-    """Per method: share of main dev clips whose top suggestion is among the 5 worst frames, and the mean
+    """Per method: share of main ranges whose top suggestion is among the 5 worst frames, and the mean
     gains (dB) of a key at the suggestion and at the midpoint."""
     main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
     table = {}
@@ -197,7 +197,7 @@ def format_confidence(results: dict) -> str:
     lines = []
     for name, check in results["confidence"].items():
         lines.append(f"confidence {name}: error captured at 20% = {check['mean']:.2f} mean, {check['min']:.2f} min "
-                     f"over main dev clips (knows nothing: 0.20, ceiling {check['ceiling']:.2f}); "
+                     f"over main ranges (knows nothing: 0.20, ceiling {check['ceiling']:.2f}); "
                      f"calibration error {check['ece']:.3f}")
         rows = check["calibration"]
         cells = {"confidence bin": [f"{r['lo']:.1f}-{r['hi']:.1f}" for r in rows],
@@ -208,13 +208,13 @@ def format_confidence(results: dict) -> str:
         lines += ["  " + f"{label:16s}" + "".join(f"{c:>9s}" for c in values) for label, values in cells.items()]
     for name, check in results.get("suggest", {}).items():
         lines.append(f"suggest-keys {name}: top suggestion among the 5 worst frames on {check['hit_rate']:.0%} of main "
-                     f"dev clips; a key there gains {check['gain_top_db']:+.2f} dB, at the midpoint "
-                     f"{check['gain_mid_db']:+.2f} dB (mean over main dev clips)")
+                     f"ranges; a key there gains {check['gain_top_db']:+.2f} dB, at the midpoint "
+                     f"{check['gain_mid_db']:+.2f} dB (mean over main ranges)")
     return "\n".join(lines)
 
 
 def summarise(results: dict, methods: list[str], ns) -> dict:
-    """Mean over the main dev clips (clips marked report_apart are left out) per method and N."""
+    """Mean over the main ranges (clips marked report_apart are left out) per method and N."""
     main = [c for c in results["clips"].values() if not c["report_apart"]]
     table = {}
     for method in methods:
@@ -268,7 +268,7 @@ def format_per_range(results: dict, methods: list[str], baseline: str = "flow") 
 
 
 def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
-    """Figure 9: mean Lab-PSNR per frame index (over main dev clips) for each method."""
+    """Figure 9: mean Lab-PSNR per frame index (over main ranges) for each method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -282,7 +282,7 @@ def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
         mean = np.mean([c[:length] for c in curves], axis=0)
         ax.plot(np.arange(1, length + 1), mean, label=method)
     ax.set_xlabel("frames after the key")
-    ax.set_ylabel("Lab-PSNR (dB), mean over dev clips")
+    ax.set_ylabel("Lab-PSNR (dB), mean over the ranges")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -338,7 +338,7 @@ def run_eval_command(args) -> int:
 
 
 def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
-    """Put the eval table (mean Lab-PSNR per method and N over the main dev clips) into the weights manifest."""
+    """Put the eval table (mean Lab-PSNR per method and N over the main ranges) into the weights manifest."""
     from colorprop.engine.weights import write_manifest
 
     if engine.models is None or engine.models.manifest is None:
