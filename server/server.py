@@ -22,7 +22,8 @@ from colorprop_client import protocol as P
 from . import framing as W
 from .config import ServerConfig
 from .logs import log_event
-from .security import CurveServer, check_bind_allowed, check_connect_allowed, curve_client_keys, peer_identity
+from .curve_server import CurveServer
+from .security import check_bind_allowed, check_connect_allowed, curve_client_keys, peer_identity
 from .service import Service
 
 log = logging.getLogger("colorprop_server")
