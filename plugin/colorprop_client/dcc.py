@@ -13,12 +13,11 @@ torch or OpenImageIO.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -58,17 +57,23 @@ from . import protocol as P
 from .client import CancellableClient, Client, Event
 from .colorize import colorize_arrays, colorize_paths
 from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, key_files
-from .dcc_text import (
+from .dcc_text import (  # the knob and status texts, offered to the hosts here too
+    NO_SUGGESTIONS,  # noqa: F401
     ColorizeError,
     add_keyframe,  # noqa: F401
     check_address,
     check_frames,
+    done_status,  # noqa: F401
     frame_path,  # noqa: F401
+    last_run_suggestions_status,  # noqa: F401
     matte_path,  # noqa: F401
     matte_pattern,  # noqa: F401
     matte_rgb,  # noqa: F401
     parse_frame_range,  # noqa: F401
     parse_keyframes,  # noqa: F401
+    suggested_frames_text,  # noqa: F401
+    suggestion_frame,  # noqa: F401
+    suggestion_labels,  # noqa: F401
 )
 from .errors import (
     AuthenticationFailed,
@@ -328,40 +333,6 @@ def run_job(
 
 
 # -- key suggestions ------------------------------------------------------------------------------
-NO_SUGGESTIONS = "(none yet: press suggest keys)"
-
-
-def suggestion_labels(suggestions: list[dict]) -> list[str]:
-    """One line per suggested frame, weakest first, for a list the artist picks from:
-    ``"frame 12: ~31% of pixels likely wrong"``; :func:`suggestion_frame` reads the frame back."""
-    return [f"frame {int(s['frame'])}: ~{float(s['expected_error']):.0%} of pixels likely wrong" for s in suggestions]
-
-
-def suggested_frames_text(frames: Iterable[int]) -> str:
-    """The suggested frames for a status line, weakest first: ``"12, 40"``, or ``"none"``."""
-    return ", ".join(str(int(f)) for f in frames) or "none"
-
-
-def last_run_suggestions_status(frames: Iterable[int]) -> str:
-    """The status line of Suggest Keys when the settings are unchanged since the run that made them."""
-    return f"suggested keys from the last run: {suggested_frames_text(frames)}"
-
-
-def done_status(count: int, output_pattern: str, suggestions: list[dict] | None = None) -> str:
-    """The status line once a run's results are written: ``"done: 6 frames -> /o/x.####.exr"``, and with
-    ``suggestions`` (a host that lists them) ``"; suggested keys: 12, 40"`` (``none`` for an empty list)."""
-    text = f"done: {count} frames -> {output_pattern}"
-    if suggestions is None:
-        return text
-    return f"{text}; suggested keys: {suggested_frames_text(s['frame'] for s in suggestions)}"
-
-
-def suggestion_frame(label: str) -> int | None:
-    """The frame of a :func:`suggestion_labels` line (None for anything else, e.g. ``NO_SUGGESTIONS``)."""
-    m = re.match(r"frame (-?\d+):", label or "")
-    return int(m.group(1)) if m else None
-
-
 def describe_error(exc: BaseException) -> str:
     """One line for the node's status or the panel: what happened and what to do."""
     if isinstance(exc, AuthenticationFailed):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Iterable
 
 import numpy as np
 
@@ -109,3 +110,40 @@ def check_frames(frames: list[int], keyframes: list[int]) -> None:
     outside = sorted(set(keyframes) - set(frames))
     if outside:
         raise ColorizeError(f"keyframe(s) {outside} lie outside the frames {frames[0]}-{frames[-1]}")
+
+
+# ---- suggested key frames: the list an artist picks from and the status lines
+
+
+NO_SUGGESTIONS = "(none yet: press suggest keys)"
+
+
+def suggestion_labels(suggestions: list[dict]) -> list[str]:
+    """One line per suggested frame, weakest first, for a list the artist picks from:
+    ``"frame 12: ~31% of pixels likely wrong"``; :func:`suggestion_frame` reads the frame back."""
+    return [f"frame {int(s['frame'])}: ~{float(s['expected_error']):.0%} of pixels likely wrong" for s in suggestions]
+
+
+def suggested_frames_text(frames: Iterable[int]) -> str:
+    """The suggested frames for a status line, weakest first: ``"12, 40"``, or ``"none"``."""
+    return ", ".join(str(int(f)) for f in frames) or "none"
+
+
+def last_run_suggestions_status(frames: Iterable[int]) -> str:
+    """The status line of Suggest Keys when the settings are unchanged since the run that made them."""
+    return f"suggested keys from the last run: {suggested_frames_text(frames)}"
+
+
+def done_status(count: int, output_pattern: str, suggestions: list[dict] | None = None) -> str:
+    """The status line once a run's results are written: ``"done: 6 frames -> /o/x.####.exr"``, and with
+    ``suggestions`` (a host that lists them) ``"; suggested keys: 12, 40"`` (``none`` for an empty list)."""
+    text = f"done: {count} frames -> {output_pattern}"
+    if suggestions is None:
+        return text
+    return f"{text}; suggested keys: {suggested_frames_text(s['frame'] for s in suggestions)}"
+
+
+def suggestion_frame(label: str) -> int | None:
+    """The frame of a :func:`suggestion_labels` line (None for anything else, e.g. ``NO_SUGGESTIONS``)."""
+    m = re.match(r"frame (-?\d+):", label or "")
+    return int(m.group(1)) if m else None
