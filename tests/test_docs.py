@@ -25,11 +25,11 @@ LINK = re.compile(r"\]\((?P<target>[^)\s]+)\)")
 def render(kind: str, results: dict) -> str:
     """The table the command that wrote ``results`` prints, by KIND."""
     if kind == "eval":
-        from colorprop.measure.evaluate import format_table
+        from colorprop.measure.eval_report import format_table
 
         return format_table(results, results["methods"])
     if kind == "eval-per-range":
-        from colorprop.measure.evaluate import format_per_range
+        from colorprop.measure.eval_report import format_per_range
 
         return format_per_range(results, results["methods"])
     if kind == "bench":

@@ -9,7 +9,7 @@ from PIL import Image
 from colorprop.cli.main import main as cli_main
 from colorprop.data import clips as clips_mod
 from colorprop.errors import InputError
-from colorprop.measure.evaluate import format_per_range
+from colorprop.measure.eval_report import format_per_range
 
 
 def _moving_clip(path, frames=8, size=(48, 32)):

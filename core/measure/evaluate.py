@@ -39,7 +39,16 @@ from colorprop.colour import convert
 from colorprop.engine.confidence import blend_crossfade, frame_summary
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
-from colorprop.measure.matte import CalibrationTable, matte_measures
+from colorprop.measure.eval_report import (
+    format_confidence,
+    format_per_range,
+    format_table,
+    plot_per_frame,
+    summarise,
+    summarise_confidence,
+    summarise_suggestions,
+)
+from colorprop.measure.matte import matte_measures
 from colorprop.measure.metrics import lab_mse, lab_psnr, psnr_of_mse
 from colorprop.shot.suggest import suggest_frames
 from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
@@ -48,44 +57,56 @@ DEFAULT_NS = (10, 20, 30, 40, 50)
 EVAL_SPACE = "Linear Rec.709 (sRGB)"
 
 
-def colorize_clip(engine: Engine, frames_linear: list[np.ndarray], key_indices: list[int], method: str,
-                  working_width: int | None = None) -> list[np.ndarray]:
+def colorize_clip(
+    engine: Engine,
+    frames_linear: list[np.ndarray],
+    key_indices: list[int],
+    method: str,
+    working_width: int | None = None,
+) -> list[np.ndarray]:
     """Colour a clip (list of HxWx3 linear Rec.709) from the true colour at ``key_indices``; returns Lab frames."""
     return colorize_clip_with_confidence(engine, frames_linear, key_indices, method, working_width)[0]
 
 
-def colorize_clip_with_confidence(engine: Engine, frames_linear: list[np.ndarray], key_indices: list[int],
-                                  method: str, working_width: int | None = None,
-                                  blend=None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def colorize_clip_with_confidence(
+    engine: Engine,
+    frames_linear: list[np.ndarray],
+    key_indices: list[int],
+    method: str,
+    working_width: int | None = None,
+    blend=None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``colorize_clip`` plus the confidence written for each frame (HxW); ``blend``: see ``run_shot``
     (None: the product's own confidence blend)."""
     gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, axis=2) for i, f in enumerate(frames_linear)}
     if method == "gray":
-        return [convert.linear_rec709_to_lab(g) for g in gray.values()], [np.zeros(g.shape[:2], np.float32)
-                                                                        for g in gray.values()]
+        return [convert.linear_rec709_to_lab(g) for g in gray.values()], [
+            np.zeros(g.shape[:2], np.float32) for g in gray.values()
+        ]
     keys = {k + 1: KeyImage(frames_linear[k], EVAL_SPACE, f"key {k + 1}") for k in key_indices}
     options = {"method": method, "colorspace": EVAL_SPACE}
     if working_width is not None:
         options["working_width"] = working_width
     sink = ArraySink()
-    run_shot(engine, ArraySource(gray, colorspace=EVAL_SPACE), keys, ShotOptions.from_dict(options), sink,
-             blend=blend)
+    run_shot(engine, ArraySource(gray, colorspace=EVAL_SPACE), keys, ShotOptions.from_dict(options), sink, blend=blend)
     frames = sorted(sink.results)
-    return ([convert.linear_rec709_to_lab(sink.results[f].rgb) for f in frames],
-            [sink.results[f].confidence for f in frames])
+    return (
+        [convert.linear_rec709_to_lab(sink.results[f].rgb) for f in frames],
+        [sink.results[f].confidence for f in frames],
+    )
 
 
 def eval_variants(method: str, keys: str, key_indices: list[int]) -> list[tuple[str, list[int], object]]:
     """(name, key indices, blend) to run for one method: with two keys also one key and the crossfade."""
     variants = [(method, key_indices, None)]
     if method != "gray" and len(key_indices) == 2:
-        variants += [(f"{method}-1key", key_indices[:1], None),
-                     (f"{method}-crossfade", key_indices, blend_crossfade)]
+        variants += [(f"{method}-1key", key_indices[:1], None), (f"{method}-crossfade", key_indices, blend_crossfade)]
     return variants
 
 
-def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str = "first",
-             log=print, suggest: bool = False) -> dict:
+def evaluate(
+    engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str = "first", log=print, suggest: bool = False
+) -> dict:
     """Per clip and method: Lab-PSNR per frame and its mean over the first N propagated frames; the
     confidence measures; with ``suggest`` the key-suggestion check (module docstring)."""
     results: dict = {"ns": list(ns), "keys": keys, "clips": {}, "seconds": {}}
@@ -101,8 +122,9 @@ def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str
             for name, variant_keys, blend in eval_variants(method, keys, key_indices):
                 names.append(name)
                 t0 = time.perf_counter()
-                pred, conf = colorize_clip_with_confidence(engine, clip.frames_linear, variant_keys, method,
-                                                           blend=blend)
+                pred, conf = colorize_clip_with_confidence(
+                    engine, clip.frames_linear, variant_keys, method, blend=blend
+                )
                 seconds = time.perf_counter() - t0
                 psnr = [lab_psnr(pred[i], true_lab[i]) for i in scored]
                 per_method[name] = {
@@ -110,22 +132,31 @@ def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str
                     "mean_first_n": {str(n): float(np.mean(psnr[:n])) for n in ns if n <= len(psnr)},
                     "seconds_per_frame": seconds / len(true_lab),
                 }
-                line = (f"  {clip.name:24s} {name:15s} N=10 {per_method[name]['mean_first_n'].get('10', float('nan')):6.2f} dB"
-                        f"  N={len(psnr)} {np.mean(psnr):6.2f} dB  ({seconds / len(true_lab):.2f} s/frame)")
+                first_10 = per_method[name]["mean_first_n"].get("10", float("nan"))
+                line = (
+                    f"  {clip.name:24s} {name:15s} N=10 {first_10:6.2f} dB"
+                    f"  N={len(psnr)} {np.mean(psnr):6.2f} dB  ({seconds / len(true_lab):.2f} s/frame)"
+                )
                 if method != "gray":
-                    check = matte_measures([conf[i] for i in scored], [pred[i] for i in scored],
-                                           [true_lab[i] for i in scored])
+                    check = matte_measures(
+                        [conf[i] for i in scored], [pred[i] for i in scored], [true_lab[i] for i in scored]
+                    )
                     per_method[name]["confidence"] = check
                     line += f"  conf captured@20% {check['captured']:.2f} (ceiling {check['captured_max']:.2f})"
                     if suggest and name == method:
-                        per_method[name]["suggest"] = suggestion_check(engine, clip.frames_linear, true_lab, method,
-                                                                       key_indices, pred, conf)
+                        per_method[name]["suggest"] = suggestion_check(
+                            engine, clip.frames_linear, true_lab, method, key_indices, pred, conf
+                        )
                         sc = per_method[name]["suggest"]
-                        line += (f"  suggest {sc['top']} ({'in' if sc['hit'] else 'not in'} worst 5), "
-                                 f"{sc['advantage_db']:+.2f} dB over the midpoint")
+                        line += (
+                            f"  suggest {sc['top']} ({'in' if sc['hit'] else 'not in'} worst 5), "
+                            f"{sc['advantage_db']:+.2f} dB over the midpoint"
+                        )
                 log(line)
-        results["clips"][clip.name] = {"report_apart": bool(getattr(clip, "report_apart", False)),
-                                       "methods": per_method}
+        results["clips"][clip.name] = {
+            "report_apart": bool(getattr(clip, "report_apart", False)),
+            "methods": per_method,
+        }
     results["methods"] = names
     results["mean"] = summarise(results, names, ns)
     results["confidence"] = summarise_confidence(results, names)
@@ -134,8 +165,15 @@ def evaluate(engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str
     return results
 
 
-def suggestion_check(engine: Engine, frames_linear: list[np.ndarray], true_lab: list[np.ndarray], method: str,
-                     key_indices: list[int], pred: list[np.ndarray], conf: list[np.ndarray]) -> dict:
+def suggestion_check(
+    engine: Engine,
+    frames_linear: list[np.ndarray],
+    true_lab: list[np.ndarray],
+    method: str,
+    key_indices: list[int],
+    pred: list[np.ndarray],
+    conf: list[np.ndarray],
+) -> dict:
     """The key-suggestion check of one clip (module docstring); frames are numbered from 1 as in eval."""
     scored = [i for i in range(len(true_lab)) if i not in key_indices]
     mse = {i: lab_mse(pred[i], true_lab[i]) for i in scored}
@@ -152,144 +190,18 @@ def suggestion_check(engine: Engine, frames_linear: list[np.ndarray], true_lab: 
 
     base = shot_psnr(pred)
     with_top = shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [top]), method))
-    with_mid = with_top if mid == top else shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [mid]), method))
-    return {"top": top + 1, "worst5": [i + 1 for i in worst], "hit": top in worst, "midpoint": mid + 1,
-            "gain_top_db": with_top - base, "gain_mid_db": with_mid - base, "advantage_db": with_top - with_mid}
-
-
-def summarise_confidence(results: dict, names: list[str]) -> dict:
-    """Per method: error captured at 20 % per main range, its mean and minimum, the mean ceiling, and the
-    calibration table pooled over the main ranges (rows and its calibration error)."""
-    main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
-    table = {}
-    for name in names:
-        checks = {n: c["methods"][name]["confidence"] for n, c in main.items()
-                  if "confidence" in c["methods"].get(name, {})}
-        if not checks:
-            continue
-        captured = {n: ch["captured"] for n, ch in checks.items()}
-        pooled = CalibrationTable()
-        for ch in checks.values():
-            pooled = pooled.merged(CalibrationTable.from_json(ch["calibration"]))
-        table[name] = {"per_clip": captured, "mean": float(np.nanmean(list(captured.values()))),
-                       "min": float(np.nanmin(list(captured.values()))),
-                       "ceiling": float(np.nanmean([ch["captured_max"] for ch in checks.values()])),
-                       "calibration": pooled.rows(), "ece": pooled.ece()}
-    return table
-
-
-def summarise_suggestions(results: dict, names: list[str]) -> dict:
-    """Per method: share of main ranges whose top suggestion is among the 5 worst frames, and the mean
-    gains (dB) of a key at the suggestion and at the midpoint."""
-    main = {n: c for n, c in results["clips"].items() if not c["report_apart"]}
-    table = {}
-    for name in names:
-        checks = {n: c["methods"][name]["suggest"] for n, c in main.items() if "suggest" in c["methods"].get(name, {})}
-        if checks:
-            table[name] = {"per_clip": checks, "hit_rate": float(np.mean([c["hit"] for c in checks.values()])),
-                           **{k: float(np.mean([c[k] for c in checks.values()]))
-                              for k in ("gain_top_db", "gain_mid_db", "advantage_db")}}
-    return table
-
-
-def format_confidence(results: dict) -> str:
-    """The confidence measures as text: per method a line, then its pooled calibration table."""
-    lines = []
-    for name, check in results["confidence"].items():
-        lines.append(f"confidence {name}: error captured at 20% = {check['mean']:.2f} mean, {check['min']:.2f} min "
-                     f"over main ranges (knows nothing: 0.20, ceiling {check['ceiling']:.2f}); "
-                     f"calibration error {check['ece']:.3f}")
-        rows = check["calibration"]
-        cells = {"confidence bin": [f"{r['lo']:.1f}-{r['hi']:.1f}" for r in rows],
-                 "pixels": [f"{r['share']:.1%}" for r in rows],
-                 "mean confidence": ["–" if r["confidence"] is None else f"{r['confidence']:.2f}" for r in rows],
-                 "within 4 ab": ["–" if r["within"] is None else f"{r['within']:.1%}" for r in rows],
-                 "mean error (dE)": ["–" if r["error"] is None else f"{r['error']:.1f}" for r in rows]}
-        lines += ["  " + f"{label:16s}" + "".join(f"{c:>9s}" for c in values) for label, values in cells.items()]
-    for name, check in results.get("suggest", {}).items():
-        lines.append(f"suggest-keys {name}: top suggestion among the 5 worst frames on {check['hit_rate']:.0%} of main "
-                     f"ranges; a key there gains {check['gain_top_db']:+.2f} dB, at the midpoint "
-                     f"{check['gain_mid_db']:+.2f} dB (mean over main ranges)")
-    return "\n".join(lines)
-
-
-def summarise(results: dict, methods: list[str], ns) -> dict:
-    """Mean over the main ranges (clips marked report_apart are left out) per method and N."""
-    main = [c for c in results["clips"].values() if not c["report_apart"]]
-    table = {}
-    for method in methods:
-        table[method] = {}
-        for n in ns:
-            values = [c["methods"][method]["mean_first_n"].get(str(n)) for c in main]
-            values = [v for v in values if v is not None]
-            if values:
-                table[method][str(n)] = float(np.mean(values))
-    return table
-
-
-def format_table(results: dict, methods: list[str]) -> str:
-    ns = results["ns"]
-    lines = ["| method | " + " | ".join(f"N={n}" for n in ns) + " |",
-             "|---|" + "---|" * len(ns)]
-    for method in methods:
-        row = results["mean"].get(method, {})
-        lines.append(f"| {method} | " + " | ".join(f"{row[str(n)]:.2f}" if str(n) in row else "–" for n in ns) + " |")
-    return "\n".join(lines)
-
-
-LOSER_DB = 0.3  # a range is reported as a loser where a method is this far below flow at some N
-
-
-def format_per_range(results: dict, methods: list[str], baseline: str = "flow") -> str:
-    """Per range, each method against ``baseline`` (Markdown, after a blank line): its difference at every N and
-    the worst one; the ranges more than LOSER_DB below the baseline at some N are listed as losers. Empty when
-    the baseline was not run."""
-    if baseline not in methods:
-        return ""
-    ns = [str(n) for n in results["ns"]]
-    out = []
-    for method in (m for m in methods if m not in (baseline, "gray")):
-        lines = [f"| range | {baseline} N={ns[0]} | {method} N={ns[0]} | {baseline} N={ns[-1]} | {method} N={ns[-1]} | "
-                 + " | ".join(f"Δ N={n}" for n in ns) + " | worst Δ |", "|---|" + "---|" * (5 + len(ns))]
-        losers = []
-        for name, clip in results["clips"].items():
-            base, mine = clip["methods"][baseline]["mean_first_n"], clip["methods"][method]["mean_first_n"]
-            deltas = [mine[n] - base[n] for n in ns if n in mine and n in base]
-            worst = min(deltas) if deltas else float("nan")
-            label = f"{name} (apart)" if clip["report_apart"] else name
-            lines.append(f"| {label} | {base.get(ns[0], float('nan')):.2f} | {mine.get(ns[0], float('nan')):.2f} | "
-                         f"{base.get(ns[-1], float('nan')):.2f} | {mine.get(ns[-1], float('nan')):.2f} | "
-                         + " | ".join(f"{d:+.2f}" for d in deltas) + f" | {worst:+.2f} |")
-            if worst < -LOSER_DB:
-                losers.append(f"{label} {worst:+.2f}")
-        out.append("\n".join(lines) + f"\n\n{method} more than {LOSER_DB} dB below {baseline} at some N: "
-                   + (", ".join(losers) if losers else "none"))
-    return "".join("\n\n" + block for block in out)
-
-
-def plot_per_frame(results: dict, methods: list[str], path: Path) -> Path:
-    """Figure 9: mean Lab-PSNR per frame index (over main ranges) for each method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    main = [c for c in results["clips"].values() if not c["report_apart"]]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    for method in methods:
-        curves = [c["methods"][method]["per_frame"] for c in main]
-        length = min(len(c) for c in curves)
-        mean = np.mean([c[:length] for c in curves], axis=0)
-        ax.plot(np.arange(1, length + 1), mean, label=method)
-    ax.set_xlabel("frames after the key")
-    ax.set_ylabel("Lab-PSNR (dB), mean over the ranges")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    with_mid = (
+        with_top if mid == top else shot_psnr(colorize_clip(engine, frames_linear, sorted(key_indices + [mid]), method))
+    )
+    return {
+        "top": top + 1,
+        "worst5": [i + 1 for i in worst],
+        "hit": top in worst,
+        "midpoint": mid + 1,
+        "gain_top_db": with_top - base,
+        "gain_mid_db": with_mid - base,
+        "advantage_db": with_top - with_mid,
+    }
 
 
 SPLIT_LABELS = {"validation": "validation (unseen sources)", "dev": "dev (seen sources)"}
@@ -311,17 +223,29 @@ def run_eval_command(args) -> int:
         wanted = set(args.clips.split(","))
         unknown = wanted - {c.name for c in clips}
         if unknown:
-            raise InputError(f"--clips: no range {', '.join(sorted(unknown))} in the {split} split; "
-                             f"its ranges: {', '.join(c.name for c in clips)}")
+            raise InputError(
+                f"--clips: no range {', '.join(sorted(unknown))} in the {split} split; "
+                f"its ranges: {', '.join(c.name for c in clips)}"
+            )
         clips = [c for c in clips if c.name in wanted]
-    results = evaluate(engine, clips, methods, ns, args.keys, log=lambda s: print(s, file=sys.stderr),
-                       suggest=getattr(args, "suggest", False))
+    results = evaluate(
+        engine,
+        clips,
+        methods,
+        ns,
+        args.keys,
+        log=lambda s: print(s, file=sys.stderr),
+        suggest=getattr(args, "suggest", False),
+    )
     results["split"] = split
     results["weights"] = engine.describe()["weights"]
     methods = results["methods"]
     main = sum(not c["report_apart"] for c in results["clips"].values())
-    table = (f"Split: {SPLIT_LABELS[split]}; mean over its {main} main ranges (Lab-PSNR dB)\n\n"
-             + format_table(results, methods) + format_per_range(results, methods))
+    table = (
+        f"Split: {SPLIT_LABELS[split]}; mean over its {main} main ranges (Lab-PSNR dB)\n\n"
+        + format_table(results, methods)
+        + format_per_range(results, methods)
+    )
     print(table)
     print(format_confidence(results))
     out = Path(args.json)
@@ -346,8 +270,9 @@ def record_in_manifest(engine: Engine, results: dict, table: str) -> None:
     manifest = engine.models.manifest
     data = dict(manifest.data)
     data["metrics"] = {
-        "protocol": f"colorprop eval --split {results.get('split', 'dev')} --keys {results['keys']}: Lab-PSNR (dB) over "
-                    f"the first N propagated frames, mean over the main ranges of that split of core/data/split.json",
+        "protocol": f"colorprop eval --split {results.get('split', 'dev')} --keys {results['keys']}: "
+        "Lab-PSNR (dB) over the first N propagated frames, mean over the main ranges of that split of "
+        "core/data/split.json",
         "clips": sorted(results["clips"]),
         "mean_lab_psnr": results["mean"],
         "table": table,
