@@ -14,8 +14,9 @@ from colorprop.measure.choice import candidate_set, key_direct, pick_closest, ru
 def _textured(seed: int, h=64, w=96) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     L = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 2.0) * 60 + 20
-    ab = np.stack([cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3.0) * 80 - 40
-                   for _ in range(2)], -1)
+    ab = np.stack(
+        [cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 3.0) * 80 - 40 for _ in range(2)], -1
+    )
     return L, ab.astype(np.float32)
 
 
@@ -57,7 +58,8 @@ def test_oracle_picks_per_pixel_among_its_set_inside_the_recursion():
     # the chain carries what was written: with flow 0 its candidate is the previous frame's choice
     flow_err, flow_shares = error("flow")
     assert flow_shares == {"chain": 1.0} and flow_err == pytest.approx(
-        np.mean([np.abs(truth[t] - truth[0]).mean() * 128 for t in range(1, T)]), rel=1e-5)
+        np.mean([np.abs(truth[t] - truth[0]).mean() * 128 for t in range(1, T)]), rel=1e-5
+    )
 
 
 def test_pick_closest_ties_go_to_the_first_candidate():

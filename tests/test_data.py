@@ -51,7 +51,9 @@ def test_split_is_by_clip_and_dev_entries_are_complete():
         assert e["num_frames"] == 51 and e["start_frame"] >= 0 and 0 < e["width"] <= 480, e
     # two ranges of one clip never overlap (they would score the same frames twice)
     for clip in dev:
-        spans = sorted((e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["dev"] if e["clip"] == clip)
+        spans = sorted(
+            (e["start_frame"], e["start_frame"] + e["num_frames"]) for e in split["dev"] if e["clip"] == clip
+        )
         assert all(a1 <= b0 for (_, a1), (b0, _) in zip(spans, spans[1:])), (clip, spans)
     # another camera of the same moment is never training: a pose2sim trial with a dev camera has none in train
     dev_trials = {c.split("_cam")[0] for c in dev if c.startswith("pose2sim_")}
@@ -120,8 +122,9 @@ def test_training_and_feature_learning_refuse_validation_footage(leak, monkeypat
 
 
 def test_srgb_eotf_known_values():
-    np.testing.assert_allclose(srgb_eotf(np.array([0.0, 0.04045, 0.5, 1.0])),
-                               [0.0, 0.04045 / 12.92, 0.21404114, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(
+        srgb_eotf(np.array([0.0, 0.04045, 0.5, 1.0])), [0.0, 0.04045 / 12.92, 0.21404114, 1.0], rtol=1e-5
+    )
 
 
 def test_even_size_keeps_aspect():
@@ -224,8 +227,9 @@ def test_occluders_change_pixels_and_enter_and_leave():
     n = 40
     seen_enter_and_leave = False
     for seed in range(6):
-        clip = make_synthetic_clip_with_masks(red, n, np.random.default_rng(seed), (96, 64), others=[green],
-                                              num_occluders=1)
+        clip = make_synthetic_clip_with_masks(
+            red, n, np.random.default_rng(seed), (96, 64), others=[green], num_occluders=1
+        )
         cover = np.array([m.mean() for m in clip.occluder_alpha])
         assert cover.max() > 0.02, "the occluder never shows"
         for frame, alpha in zip(clip.frames, clip.occluder_alpha):
@@ -270,12 +274,17 @@ def test_extract_media_from_zip_inside_sdist(tmp_path):
     sdist = tmp_path / "moviepy-2.2.1.tar.gz"
     with tarfile.open(sdist, "w:gz") as t:
         data = inner.getvalue()
-        info = tarfile.TarInfo("moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/"
-                               "moviepy_10_minutes.zip")
+        info = tarfile.TarInfo(
+            "moviepy-2.2.1/docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip"
+        )
         info.size = len(data)
         t.addfile(info, io.BytesIO(data))
     (item,) = fetch_mod.extract_media(sdist, src)
-    assert item.name == "bbb" and item.data == b"bunny" and item.path_inside.endswith("!moviepy_10_minutes/resources/bbb.mp4")
+    assert (
+        item.name == "bbb"
+        and item.data == b"bunny"
+        and item.path_inside.endswith("!moviepy_10_minutes/resources/bbb.mp4")
+    )
 
 
 def test_extract_media_keeps_largest_plasma_size(tmp_path):

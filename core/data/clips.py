@@ -157,7 +157,9 @@ def read_frames(
         cap.release()
 
 
-def read_ranges(path: Path | str, ranges: list[tuple[int, int]], width: int | None = None) -> dict[tuple[int, int], list[np.ndarray]]:
+def read_ranges(
+    path: Path | str, ranges: list[tuple[int, int]], width: int | None = None
+) -> dict[tuple[int, int], list[np.ndarray]]:
     """Decode several (start_frame, num_frames) ranges of one video in a single sequential pass.
 
     Cheaper than ``read_frames`` per range on long files: frames between ranges are grabbed
@@ -217,8 +219,9 @@ def dev_entry_name(entry: dict) -> str:
     return f"{entry['clip']}@{entry['start_frame']}"
 
 
-def load_eval_clips(split: str = "dev", cache_dir: Path | str | None = None,
-                    include_report_apart: bool = True) -> list[Clip]:
+def load_eval_clips(
+    split: str = "dev", cache_dir: Path | str | None = None, include_report_apart: bool = True
+) -> list[Clip]:
     """Decode every range of an evaluation split of ``split.json`` ("dev" or "validation") from the cache
     (linear Rec.709 frames).
 

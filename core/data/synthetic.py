@@ -31,6 +31,7 @@ class SyntheticClip(NamedTuple):
 # Stills
 # --------------------------------------------------------------------------------------------
 
+
 def list_stills(cache_dir: Path | str) -> list[Path]:
     folder = Path(cache_dir) / "stills"
     paths = sorted(p for p in folder.glob("*") if p.suffix.lower() in STILL_EXTS) if folder.is_dir() else []
@@ -57,8 +58,15 @@ def load_still(path: Path | str, max_side: int | None = 1024) -> np.ndarray:
 # Smooth random trajectories
 # --------------------------------------------------------------------------------------------
 
-def smooth_track(rng: np.random.Generator, num_frames: int, step_std: float, large_prob: float = 0.15,
-                 large_gain: float = 5.0, knot_every: tuple[int, int] = (6, 16)) -> np.ndarray:
+
+def smooth_track(
+    rng: np.random.Generator,
+    num_frames: int,
+    step_std: float,
+    large_prob: float = 0.15,
+    large_gain: float = 5.0,
+    knot_every: tuple[int, int] = (6, 16),
+) -> np.ndarray:
     """A smooth 1-D random trajectory of length ``num_frames`` starting at 0.
 
     Knots every 6–16 frames hold a random velocity (normal, ``step_std`` per frame); with
@@ -81,8 +89,9 @@ def smooth_track(rng: np.random.Generator, num_frames: int, step_std: float, lar
     return np.concatenate([[0.0], np.cumsum(v[1:])])
 
 
-def _affine_dst_to_src(center_src: tuple[float, float], scale: float, angle: float,
-                       out_size: tuple[int, int]) -> np.ndarray:
+def _affine_dst_to_src(
+    center_src: tuple[float, float], scale: float, angle: float, out_size: tuple[int, int]
+) -> np.ndarray:
     """2x3 matrix mapping output pixel → source pixel: src = c + scale·R(angle)·(p − out_centre)."""
     w, h = out_size
     ca, sa = np.cos(angle) * scale, np.sin(angle) * scale
@@ -98,8 +107,12 @@ def _soft_blob_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     radii = np.convolve(np.concatenate([radii[-1:], radii, radii[:1]]), [0.25, 0.5, 0.25], mode="valid")
     ang = np.linspace(0, 2 * np.pi, n, endpoint=False) + rng.uniform(0, 2 * np.pi)
     angs = np.linspace(0, 2 * np.pi, 96, endpoint=False)
-    r = np.interp(angs, np.concatenate([ang, ang[:1] + 2 * np.pi]) % (2 * np.pi),
-                  np.concatenate([radii, radii[:1]]), period=2 * np.pi)
+    r = np.interp(
+        angs,
+        np.concatenate([ang, ang[:1] + 2 * np.pi]) % (2 * np.pi),
+        np.concatenate([radii, radii[:1]]),
+        period=2 * np.pi,
+    )
     pts = np.stack([(w - 1) / 2 + 0.42 * w * r * np.cos(angs), (h - 1) / 2 + 0.42 * h * r * np.sin(angs)], -1)
     mask = np.zeros((h, w), np.float32)
     cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1.0)
@@ -110,6 +123,7 @@ def _soft_blob_mask(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # The clip
 # --------------------------------------------------------------------------------------------
+
 
 def make_synthetic_clip(
     image: np.ndarray,
@@ -149,8 +163,11 @@ def make_synthetic_clip_with_masks(
     h0, w0 = image.shape[:2]
     f = 1.6 * max(out_w / w0, out_h / h0)
     if abs(f - 1) > 1e-3:
-        image = cv2.resize(image, (max(out_w, round(w0 * f)), max(out_h, round(h0 * f))),
-                           interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        image = cv2.resize(
+            image,
+            (max(out_w, round(w0 * f)), max(out_h, round(h0 * f))),
+            interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR,
+        )
     H, W = image.shape[:2]
 
     # --- camera tracks (source pixels per output pixel = zoom; angle in radians)
@@ -181,7 +198,7 @@ def make_synthetic_clip_with_masks(
         s = rng.uniform(1.0, 3.0) * max(ow / sw, oh / sh)  # crop scale from the other still
         cw, ch = min(sw, max(2, round(ow / s))), min(sh, max(2, round(oh / s)))
         x0, y0 = int(rng.integers(0, sw - cw + 1)), int(rng.integers(0, sh - ch + 1))
-        sprite = cv2.resize(src[y0:y0 + ch, x0:x0 + cw], (ow, oh), interpolation=cv2.INTER_AREA)
+        sprite = cv2.resize(src[y0 : y0 + ch, x0 : x0 + cw], (ow, oh), interpolation=cv2.INTER_AREA)
         alpha = _soft_blob_mask(rng, oh, ow)
         # straight path from outside one border to outside the opposite one
         t_in = int(rng.integers(0, max(1, num_frames // 2)))
@@ -198,8 +215,9 @@ def make_synthetic_clip_with_masks(
     frames, masks = [], []
     for k in range(num_frames):
         M = _affine_dst_to_src((cx[k], cy[k]), zoom[k], angle[k], (out_w, out_h))
-        frame = cv2.warpAffine(image, M, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                               borderMode=cv2.BORDER_REFLECT101)
+        frame = cv2.warpAffine(
+            image, M, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT101
+        )
         occ_total = np.zeros((out_h, out_w), np.float32)
         for sprite, alpha, t_in, dur, start, end, rot0, drot, sc0, dsc in occluders:
             u = (k - t_in) / dur
@@ -207,8 +225,9 @@ def make_synthetic_clip_with_masks(
                 continue
             pos = start + (end - start) * u
             oh, ow = alpha.shape
-            A = cv2.getRotationMatrix2D(((ow - 1) / 2, (oh - 1) / 2), np.degrees(rot0 + drot * (k - t_in)),
-                                        sc0 + dsc * (k - t_in))
+            A = cv2.getRotationMatrix2D(
+                ((ow - 1) / 2, (oh - 1) / 2), np.degrees(rot0 + drot * (k - t_in)), sc0 + dsc * (k - t_in)
+            )
             A[:, 2] += pos - [(ow - 1) / 2, (oh - 1) / 2]
             spr = cv2.warpAffine(sprite, A, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
             a = cv2.warpAffine(alpha, A, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

@@ -27,8 +27,9 @@ def is_validation_clip(clip: str, split: dict | None = None) -> bool:
     """Whether a clip (cache name) belongs to validation: scored there, or from a held-out source."""
     split = load_split() if split is None else split
     held_out = validation_source_keys(split)
-    return (clip in {e["clip"] for e in split.get("validation", [])}
-            or any(s.key in held_out and s.provides(clip) for s in SOURCES))
+    return clip in {e["clip"] for e in split.get("validation", [])} or any(
+        s.key in held_out and s.provides(clip) for s in SOURCES
+    )
 
 
 def training_entries(split: dict | None = None) -> list[dict]:
@@ -39,6 +40,8 @@ def training_entries(split: dict | None = None) -> list[dict]:
     entries = [e for e in split["train"] if not e.get("report_apart")]
     leaked = sorted({e["clip"] for e in entries if is_validation_clip(e["clip"], split)})
     if leaked:
-        raise SplitError(f"core/data/split.json: training lists validation footage {', '.join(leaked)}; "
-                         "validation sources are never trained on (remove them from 'train')")
+        raise SplitError(
+            f"core/data/split.json: training lists validation footage {', '.join(leaked)}; "
+            "validation sources are never trained on (remove them from 'train')"
+        )
     return entries

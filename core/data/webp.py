@@ -47,8 +47,12 @@ class WebPCapture:
     def get(self, prop: int) -> float:
         if self._image is None:
             return 0.0
-        return {cv2.CAP_PROP_FRAME_COUNT: float(self._frames), cv2.CAP_PROP_FRAME_WIDTH: float(self._image.width),
-                cv2.CAP_PROP_FRAME_HEIGHT: float(self._image.height), cv2.CAP_PROP_FPS: self._fps}.get(prop, 0.0)
+        return {
+            cv2.CAP_PROP_FRAME_COUNT: float(self._frames),
+            cv2.CAP_PROP_FRAME_WIDTH: float(self._image.width),
+            cv2.CAP_PROP_FRAME_HEIGHT: float(self._image.height),
+            cv2.CAP_PROP_FPS: self._fps,
+        }.get(prop, 0.0)
 
     def grab(self) -> bool:
         """Step over the next frame without converting it."""

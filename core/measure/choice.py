@@ -44,8 +44,17 @@ from colorprop.measure.metrics import mean_lab_psnr_first_n
 
 CANDIDATE_NAMES = ("chain", "key", "direct")  # ties go to the first of a set in this order
 SINGLE = {"flow": ("chain",), "key": ("key",), "direct": ("direct",), "oracle": ("chain", "key")}
-POLICIES = ("flow", "key", "direct", "rule", "trained", "oracle:chain+key", "oracle:chain+direct",
-            "oracle:key+direct", "oracle:chain+key+direct")
+POLICIES = (
+    "flow",
+    "key",
+    "direct",
+    "rule",
+    "trained",
+    "oracle:chain+key",
+    "oracle:chain+direct",
+    "oracle:key+direct",
+    "oracle:chain+key+direct",
+)
 
 
 def candidate_set(policy: str) -> tuple[str, ...] | None:
@@ -55,13 +64,16 @@ def candidate_set(policy: str) -> tuple[str, ...] | None:
     if not policy.startswith("oracle:"):
         if policy in ("rule", "trained"):
             return None
-        raise ValueError(f"unknown policy {policy!r}; choose from {', '.join(POLICIES)} or oracle:<c>+<c> "
-                         f"with candidates {', '.join(CANDIDATE_NAMES)}")
+        raise ValueError(
+            f"unknown policy {policy!r}; choose from {', '.join(POLICIES)} or oracle:<c>+<c> "
+            f"with candidates {', '.join(CANDIDATE_NAMES)}"
+        )
     names = set(policy.split(":", 1)[1].split("+"))
     unknown = names - set(CANDIDATE_NAMES)
     if unknown or not names:
-        raise ValueError(f"policy {policy!r}: unknown candidate(s) {sorted(unknown)}; choose from "
-                         f"{', '.join(CANDIDATE_NAMES)}")
+        raise ValueError(
+            f"policy {policy!r}: unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATE_NAMES)}"
+        )
     return tuple(n for n in CANDIDATE_NAMES if n in names)
 
 
@@ -89,8 +101,9 @@ def pick_closest(named: dict[str, torch.Tensor], ab_true: torch.Tensor) -> tuple
 
 
 @torch.inference_mode()
-def run_policy(policy: str, cand: np.ndarray, direct: np.ndarray | None,
-               fusion: FusionNet | None) -> tuple[list[np.ndarray], dict[str, float]]:
+def run_policy(
+    policy: str, cand: np.ndarray, direct: np.ndarray | None, fusion: FusionNet | None
+) -> tuple[list[np.ndarray], dict[str, float]]:
     """The recursion over one range's candidates (``run_candidates``' layout; ``direct``: ``key_direct``'s);
     returns (ab per frame HxWx2 Lab, mean share of pixels per candidate over the propagated frames)."""
     names = candidate_set(policy)
@@ -99,7 +112,7 @@ def run_policy(policy: str, cand: np.ndarray, direct: np.ndarray | None,
     out_ab = [cand[0, packed_slice("ab_true")].transpose(1, 2, 0) * AB_SCALE]
     shares: dict[str, list[float]] = {}
     for t in range(1, len(cand)):
-        c, ab_true = unpack_candidates(frames[t:t + 1])
+        c, ab_true = unpack_candidates(frames[t : t + 1])
         if names is None:  # rule / trained: F_f chooses between the chain and the key match
             out = propagate_step(fusion, carried, c)
             ab, moved = out.ab, Carried(out.ab_flow, out.age_flow)
@@ -107,8 +120,11 @@ def run_policy(policy: str, cand: np.ndarray, direct: np.ndarray | None,
             picked = {"chain": 1.0 - share, "key": share}
         else:
             moved = advance(carried, c.flow)
-            available = {"chain": moved.ab, "key": c.ab_key,
-                         "direct": None if direct is None else torch.from_numpy(direct[t:t + 1, :2])}
+            available = {
+                "chain": moved.ab,
+                "key": c.ab_key,
+                "direct": None if direct is None else torch.from_numpy(direct[t : t + 1, :2]),
+            }
             ab, picked = pick_closest({n: available[n] for n in names}, ab_true)
         for n, s in picked.items():
             shares.setdefault(n, []).append(s)
@@ -136,8 +152,11 @@ def previous_ranges(path: Path, report: dict) -> dict:
     old = json.loads(path.read_text())
     if any(old.get(k) != report[k] for k in ("split", "ns", "weights")):
         return {}
-    return {name: {p: row[p] for p in report["policies"]} for name, row in old["ranges"].items()
-            if set(report["policies"]) <= set(row)}
+    return {
+        name: {p: row[p] for p in report["policies"]}
+        for name, row in old["ranges"].items()
+        if set(report["policies"]) <= set(row)
+    }
 
 
 def format_table(results: dict, policies: list[str], ns: list[int]) -> str:
@@ -145,29 +164,43 @@ def format_table(results: dict, policies: list[str], ns: list[int]) -> str:
     head = "| range | " + " | ".join(policies) + " |"
     lines = [head, "|---|" + "---|" * len(policies)]
     for name, row in results.items():
-        lines.append(f"| {name} | " + " | ".join(" / ".join(f"{row[p]['psnr'][str(n)]:.2f}" for n in ns)
-                                                for p in policies) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(" / ".join(f"{row[p]['psnr'][str(n)]:.2f}" for n in ns) for p in policies)
+            + " |"
+        )
     mean = {p: [float(np.mean([r[p]["psnr"][str(n)] for r in results.values()])) for n in ns] for p in policies}
-    lines.append(f"| **mean ({len(results)})** | " + " | ".join(" / ".join(f"{v:.2f}" for v in mean[p])
-                                                             for p in policies) + " |")
+    lines.append(
+        f"| **mean ({len(results)})** | " + " | ".join(" / ".join(f"{v:.2f}" for v in mean[p]) for p in policies) + " |"
+    )
     if "flow" in mean:
-        lines.append("| **− flow** | " + " | ".join(" / ".join(f"{v - f:+.2f}" for v, f in zip(mean[p], mean["flow"]))
-                                                   for p in policies) + " |")
+        lines.append(
+            "| **− flow** | "
+            + " | ".join(" / ".join(f"{v - f:+.2f}" for v, f in zip(mean[p], mean["flow"])) for p in policies)
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m colorprop.measure.choice", description=__doc__.split("\n")[0])
-    ap.add_argument("--split", default="validation", choices=("validation", "dev"),
-                    help="validation: sources nothing learns from; dev: the seen sources")
+    ap.add_argument(
+        "--split",
+        default="validation",
+        choices=("validation", "dev"),
+        help="validation: sources nothing learns from; dev: the seen sources",
+    )
     ap.add_argument("--weights", default=None, help="weights folder for 'trained' and F_s (default: shipped)")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--n", default="10,30,50")
     ap.add_argument("--clips", default=None, help="comma-separated clip names (default: every main range)")
     ap.add_argument("--candidates-cache", default="out/choice_candidates", help="cached candidates per range")
     ap.add_argument("--json", default=None, help="results, rewritten after every range")
-    ap.add_argument("--resume", action="store_true",
-                    help="keep the ranges --json already holds for this split, N and weights with every policy asked")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the ranges --json already holds for this split, N and weights with every policy asked",
+    )
     args = ap.parse_args(argv)
     from colorprop.data.clips import load_eval_clips
 
@@ -179,8 +212,13 @@ def main(argv=None) -> int:
     ns = [int(n) for n in args.n.split(",")]
     cache = Path(args.candidates_cache)
     cache.mkdir(parents=True, exist_ok=True)
-    report = {"split": args.split, "ns": ns, "policies": policies, "weights": str(models.manifest.folder)
-              if models.manifest is not None else None, "ranges": {}}
+    report = {
+        "split": args.split,
+        "ns": ns,
+        "policies": policies,
+        "weights": str(models.manifest.folder) if models.manifest is not None else None,
+        "ranges": {},
+    }
     done = previous_ranges(Path(args.json), report) if args.json and args.resume else {}
     results = report["ranges"]
     for clip in load_eval_clips(args.split, include_report_apart=False):
@@ -199,8 +237,14 @@ def main(argv=None) -> int:
             pred = [np.concatenate([lab[..., :1], ab], -1) for lab, ab in zip(labs, abs_)]
             psnr = {str(n): mean_lab_psnr_first_n(pred, labs, n) for n in ns}
             results[clip.name][policy] = {"psnr": psnr, "shares": shares}
-            print(f"{clip.name:40s} {policy:24s} " + " ".join(f"N={n} {psnr[str(n)]:6.2f}" for n in ns)
-                  + "  " + " ".join(f"{k} {v:.3f}" for k, v in shares.items()), file=sys.stderr, flush=True)
+            print(
+                f"{clip.name:40s} {policy:24s} "
+                + " ".join(f"N={n} {psnr[str(n)]:6.2f}" for n in ns)
+                + "  "
+                + " ".join(f"{k} {v:.3f}" for k, v in shares.items()),
+                file=sys.stderr,
+                flush=True,
+            )
         if args.json:
             report["table"] = format_table(results, policies, ns)
             out = Path(args.json)

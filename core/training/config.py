@@ -37,7 +37,7 @@ class TrainConfig:
     fusion_crop: int = 144  # ... and one fixed crop of crop x crop per run is kept (F_s sees the whole frame)
     fusion_clip_runs: int = 40
     fusion_synthetic_runs: int = 20
-    fusion_frames: int = 50  # the room for F_f lies in frames 10-50 (../shared/METHOD.md)
+    fusion_frames: int = 50  # the room for F_f lies in frames 10-50 (docs/TRAINING.md)
     fusion_batch: int = 4
     fusion_steps: int = 80  # one step = one pass of a batch of runs through all their frames
     fusion_window: int = 10  # truncated back-propagation: an optimiser update every this many frames

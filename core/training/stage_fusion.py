@@ -37,8 +37,8 @@ def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> 
 
 def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
     """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total``
-    long) from ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after the last
-    frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
+    long) from ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after
+    the last frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
     (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
     ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
     loss = frames.new_zeros(())

@@ -2,7 +2,7 @@
 
 The paper's F_f regresses chroma from the local and global estimates. Inside the frame-by-frame recursion a
 regression leaks: any share of the key match it mixes into a well-tracked pixel is carried on and compounds
-(measured: ../shared/METHOD.md, "choosing between the flow chain and the key match"). So F_f predicts, per
+(measured: docs/TRAINING.md, "The chooser against the rule and the oracle"). So F_f predicts, per
 pixel, a *choice* between the candidates, from cues that say where each one is right:
 
     inputs  N x 11 x H x W: gray, ab_flow (2), ab_key (2), |ab_flow − ab_key| (1), consistency, photometric,
