@@ -41,7 +41,7 @@ venv-cuda:
 example: $(STAMP)
 	$(VENV)/bin/colorprop example --output out/example
 
-test: $(STAMP) $(BLENDER_STAMP)
+test: $(STAMP) $(BLENDER_STAMP) lint
 	$(PY) -m pytest -q
 
 # The inner loop: everything but the tests marked slow (> ~2 s) or network (package registries);
@@ -49,7 +49,7 @@ test: $(STAMP) $(BLENDER_STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not network"
 
-# ruff's formatter and linter (pyproject.toml [tool.ruff]) on every Python file of the tree.
+# ruff's formatter and linter (pyproject.toml [tool.ruff]) on every Python file of the tree; part of `make test`.
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
