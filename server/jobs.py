@@ -182,8 +182,8 @@ def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspac
         keys,
         options,
         ResultSink(service, s, carry),
-        progress_of(service, s),
-        s.stop.is_set,
+        progress=progress_of(service, s),
+        cancel=s.stop.is_set,
     )
 
 
@@ -267,7 +267,7 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
         checked.keys,
         options,
         CheckedSink(roots, s, sink, out_dir, out_name),
-        progress_of(service, s),
-        s.stop.is_set,
+        progress=progress_of(service, s),
+        cancel=s.stop.is_set,
         skip_existing=shot.skip_existing,
     )

@@ -49,7 +49,7 @@ from colorprop.shot.frames import (  # noqa: F401  (also imported from here by t
 )
 from colorprop.shot.passes import DIRECTIONS
 from colorprop.shot.preflight import check_sequence_job, working_size  # noqa: F401  (working_size: also from here)
-from colorprop.shot.run import Cancelled, ShotRun  # noqa: F401  (Cancelled: also imported from here)
+from colorprop.shot.run import Cancelled, ShotJob, ShotRun  # noqa: F401  (Cancelled: also imported from here)
 from colorprop.shot.segments import KeySegment, format_range, key_segment, key_segments, plan_segments  # noqa: F401
 from colorprop.shot.working import ShotColour  # noqa: F401  (also imported from here)
 
@@ -60,6 +60,7 @@ def run_shot(
     keys: dict[int, KeyImage],
     options: ShotOptions,
     sink: FrameSink,
+    *,
     progress: Callable[[ProgressEvent], None] | None = None,
     cancel: Callable[[], bool] | None = None,
     skip_existing: bool = False,
@@ -68,7 +69,7 @@ def run_shot(
     state_dir: Path | None = None,
     direction: str | None = None,
 ) -> ShotReport:
-    """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink``.
+    """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink`` (held as a ``ShotJob``).
 
     ``segment``: a key frame; only that key's KeySegment is coloured (a farm task).
     Between two keys, a forward and a backward pass are stored (passes.py) and then blended: under
@@ -81,6 +82,7 @@ def run_shot(
     eval swaps in ``confidence.blend_crossfade`` as the baseline.
     """
     engine.check_method(options.method)
+    job = ShotJob(source, keys, options, sink, skip_existing, segment, state_dir, direction, blend)
     if blend is None:
         blend = functools.partial(blend_by_confidence, power=BLEND_PRIOR_POWER[options.method])
     frames = list(source.frames)
@@ -97,19 +99,7 @@ def run_shot(
                 f"--direction {direction}: needs --segment, --state-dir and one of {', '.join(DIRECTIONS)}"
             )
         segments = [s for s in segments if s.kind == "between"]  # none after the last key: nothing to do
-    run = ShotRun(
-        engine,
-        source,
-        keys,
-        options,
-        sink,
-        progress,
-        cancel,
-        skip_existing,
-        blend,
-        direction,
-        total=sum(len(s.frames) for s in segments),
-    )
+    run = ShotRun(engine, job, blend, sum(len(s.frames) for s in segments), progress, cancel)
     start = time.perf_counter()
     for kind, a, b, frames_of in segments:
         run.check_cancel()
@@ -151,10 +141,10 @@ def colorize_sequence(
             checked.keys,
             options,
             sink,
-            progress,
-            cancel,
-            skip_existing,
-            segment,
+            progress=progress,
+            cancel=cancel,
+            skip_existing=skip_existing,
+            segment=segment,
             state_dir=state_dir,
             direction=direction,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,28 +24,39 @@ class Cancelled(ColorpropError):
     exit_code = 130
 
 
+@dataclass(frozen=True)
+class ShotJob:
+    """What one ``run_shot`` colours, and how (``run_shot``'s docstring says what each option does)."""
+
+    source: FrameSource
+    keys: dict[int, KeyImage]
+    options: ShotOptions
+    sink: FrameSink
+    skip_existing: bool = False
+    segment: int | None = None  # a key frame: only its KeySegment (a farm task)
+    state_dir: Path | None = None  # the passes between keys kept there (resumable)
+    direction: str | None = None  # "forward" | "backward": only that pass of the segment's span
+    blend: Callable | None = None  # how two passes meet between keys (None: by confidence)
+
+
 class ShotRun:
     """The state of one ``run_shot``: the shot's colour bookkeeping, the keys' colour, what was reported.
     Its three segment kinds are ``key_frame``, ``between_keys`` (two stored passes, blended) and ``one_way``
-    (before the first key or after the last: one run, frame after frame)."""
+    (before the first key or after the last: one run, frame after frame). ``blend`` is the job's, resolved."""
 
     def __init__(
         self,
         engine: Engine,
-        source: FrameSource,
-        keys: dict[int, KeyImage],
-        options: ShotOptions,
-        sink: FrameSink,
-        progress: Callable[[ProgressEvent], None] | None,
-        cancel: Callable[[], bool] | None,
-        skip_existing: bool,
-        blend,
-        direction_only: str | None,
+        job: ShotJob,
+        blend: Callable,
         total: int,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
     ):
-        self.engine, self.source, self.options, self.sink = engine, source, options, sink
-        self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, skip_existing, blend
-        self.direction_only, self.total, self.done = direction_only, total, 0
+        source, keys, options = job.source, job.keys, job.options
+        self.engine, self.job, self.source, self.options, self.sink = engine, job, source, options, job.sink
+        self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, job.skip_existing, blend
+        self.direction_only, self.total, self.done = job.direction, total, 0
         self.report = ShotReport()
         self.shot = shot = ShotColour(options, source.read(next(iter(source.frames))))
         self.key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
