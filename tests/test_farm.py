@@ -216,12 +216,28 @@ def finish(run: subprocess.Popen, timeout: float = 300) -> str:
 
 
 def kill_tree(run: subprocess.Popen) -> None:
-    for pid in [run.pid, *descendants(run.pid)]:
+    """SIGKILL ``run`` and every process below it, and wait until each is gone (dead or a zombie): after this,
+    nothing of the run writes any more."""
+    pids = [run.pid, *descendants(run.pid)]
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     run.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a killed process is still running"
+        time.sleep(0.01)
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, or a pid gone from /proc, is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def template_params(keys_dir: Path, out: Path, existing: str = "resume", venv: Path | None = BIN.parent) -> list[str]:
@@ -290,7 +306,6 @@ def test_openjd_run_killed_then_resumed_equals_uninterrupted(tmp_path, keys_dir,
         wait_for_frames(resumed, 3, run)
     finally:
         kill_tree(run)
-    time.sleep(0.3)
     left = sorted(resumed.glob("colour.*.exr"))
     assert 3 <= len(left) < len(FRAMES), "the kill came too late to test a resume"
     for path in left:  # a killed task never leaves a half-written frame under a final name
