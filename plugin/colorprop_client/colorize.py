@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -100,6 +101,41 @@ class FrameWindow:
         return [f for f in self.order if f not in self._answered]
 
 
+@dataclass(frozen=True)
+class _InbandRequest:
+    """``colorize_arrays``' shot, as each (re)send of it needs it (its docstring says what each field does)."""
+
+    frames: Mapping[int, np.ndarray]
+    keys: Mapping[int, np.ndarray]
+    options: Mapping[str, Any] | None
+    channels: Sequence[str]
+    colorspace: str | None
+    on_progress: Callable[[Event], None] | None
+    window: int
+    busy_wait_s: float
+    job_timeout_s: float | None
+    carry_dtype: str
+    on_result: Callable[[int, np.ndarray, np.ndarray], None] | None
+    key_colorspaces: Mapping[int, str | None] | None
+
+
+@dataclass(frozen=True)
+class _PathsRequest:
+    """``colorize_paths``' shot, as each (re)send of it needs it."""
+
+    input_pattern: str
+    output_pattern: str
+    frames: Sequence[int]
+    keys: Mapping[int, str | os.PathLike]
+    options: Mapping[str, Any] | None
+    colorspace: str | None
+    on_progress: Callable[[Event], None] | None
+    busy_wait_s: float
+    job_timeout_s: float | None
+    skip_existing: bool
+    pixel_type: str
+
+
 def colorize_arrays(
     address: str | Client,
     frames: Mapping[int, np.ndarray],
@@ -129,27 +165,27 @@ def colorize_arrays(
     ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
     result is handed over as it arrives and not kept (the returned dict is then empty).
     """
+    request = _InbandRequest(
+        frames,
+        keys,
+        options,
+        channels,
+        colorspace,
+        on_progress,
+        window,
+        busy_wait_s,
+        job_timeout_s,
+        carry_dtype,
+        on_result,
+        key_colorspaces,
+    )
     return _with_restarts(
         address,
         timeout_s,
         retries,
         curve,
         restarts,
-        lambda client: _colorize_arrays_once(
-            client,
-            frames,
-            keys,
-            options,
-            channels,
-            colorspace,
-            on_progress,
-            window,
-            busy_wait_s,
-            job_timeout_s,
-            carry_dtype,
-            on_result,
-            key_colorspaces,
-        ),
+        lambda client: _colorize_arrays_once(client, request),
     )
 
 
@@ -177,54 +213,40 @@ def _with_restarts(
             client.close()
 
 
-def _colorize_arrays_once(
-    client,
-    frames,
-    keys,
-    options,
-    channels,
-    colorspace,
-    on_progress,
-    window,
-    busy_wait_s,
-    job_timeout_s,
-    carry_dtype,
-    on_result,
-    key_colorspaces,
-):
-    order = sorted(int(f) for f in frames)
-    deadline = time.monotonic() + busy_wait_s
-    key_spaces = {str(int(k)): v for k, v in (key_colorspaces or {}).items()}
+def _colorize_arrays_once(client: Client, r: _InbandRequest) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    order = sorted(int(f) for f in r.frames)
+    deadline = time.monotonic() + r.busy_wait_s
+    key_spaces = {str(int(k)): v for k, v in (r.key_colorspaces or {}).items()}
     job = _retry_busy(
         lambda: client.open_shot(
-            keys,
-            options,
+            r.keys,
+            r.options,
             order,
             P.MODE_INBAND,
-            colorspace=colorspace,
-            carry_dtype=carry_dtype,
+            colorspace=r.colorspace,
+            carry_dtype=r.carry_dtype,
             key_colorspaces=key_spaces,
         ),
         deadline,
     )
     results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    flight = FrameWindow(order, window)
+    flight = FrameWindow(order, r.window)
     # A frame ``frames`` could not give (an unreadable file) or the server refused (NaN, wrong size): raised once
     # the results of the frames sent before it are back, so they are not lost.
     unreadable: Exception | None = None
-    end = None if job_timeout_s is None else time.monotonic() + job_timeout_s
+    end = None if r.job_timeout_s is None else time.monotonic() + r.job_timeout_s
     try:
         while job.finished is None:
             if end is not None and time.monotonic() > end:
-                raise TimeoutError(f"job {job.id} did not finish within {job_timeout_s} s")
+                raise TimeoutError(f"job {job.id} did not finish within {r.job_timeout_s} s")
             while unreadable is None and (nxt := flight.next_frame()) is not None:
                 try:
-                    pixels = frames[nxt]
+                    pixels = r.frames[nxt]
                 except Exception as exc:  # e.g. an unreadable file: keep the results of the frames before it
                     unreadable = exc
                     break
                 try:
-                    job.send_frame(nxt, pixels, channels, colorspace)
+                    job.send_frame(nxt, pixels, r.channels, r.colorspace)
                 except ServerBusy:
                     break
                 except ServerError as exc:
@@ -236,18 +258,18 @@ def _colorize_arrays_once(
             for ev in job.fetch(wait_s=LONG_POLL_S):
                 if ev.kind == P.EV_RESULT:
                     flight.answered(ev.frame)
-                    if on_result is not None:
-                        on_result(ev.frame, ev.rgb, ev.confidence)
+                    if r.on_result is not None:
+                        r.on_result(ev.frame, ev.rgb, ev.confidence)
                     else:
                         results[ev.frame] = (ev.rgb, ev.confidence)
-                elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in frames:
+                elif ev.kind == P.EV_NEED and ev.frame is not None and int(ev.frame) in r.frames:
                     if unreadable is not None:
                         raise unreadable  # the engine waits for a frame we cannot give: nothing more will come
                     flight.asked_for(int(ev.frame))
                 elif ev.kind in P.TERMINAL_EVENTS:
                     _raise_terminal(job, ev)
-                if on_progress is not None:
-                    on_progress(ev)
+                if r.on_progress is not None:
+                    r.on_progress(ev)
             if unreadable is not None and flight.all_sent_answered():
                 raise unreadable
     finally:
@@ -279,64 +301,51 @@ def colorize_paths(
     """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
     Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
     resubmitted up to ``restarts`` times."""
+    request = _PathsRequest(
+        input_pattern,
+        output_pattern,
+        frames,
+        keys,
+        options,
+        colorspace,
+        on_progress,
+        busy_wait_s,
+        job_timeout_s,
+        skip_existing,
+        pixel_type,
+    )
     return _with_restarts(
         address,
         timeout_s,
         retries,
         curve,
         restarts,
-        lambda client: _colorize_paths_once(
-            client,
-            input_pattern,
-            output_pattern,
-            frames,
-            keys,
-            options,
-            colorspace,
-            on_progress,
-            busy_wait_s,
-            job_timeout_s,
-            skip_existing,
-            pixel_type,
-        ),
+        lambda client: _colorize_paths_once(client, request),
     )
 
 
-def _colorize_paths_once(
-    client,
-    input_pattern,
-    output_pattern,
-    frames,
-    keys,
-    options,
-    colorspace,
-    on_progress,
-    busy_wait_s,
-    job_timeout_s,
-    skip_existing,
-    pixel_type,
-):
-    deadline = time.monotonic() + busy_wait_s
+def _colorize_paths_once(client: Client, r: _PathsRequest) -> dict:
+    deadline = time.monotonic() + r.busy_wait_s
     job = _retry_busy(
         lambda: client.open_shot(
-            keys,
-            options,
-            frames,
+            r.keys,
+            r.options,
+            r.frames,
             P.MODE_PATHS,
-            input_pattern,
-            output_pattern,
-            colorspace,
-            skip_existing=skip_existing,
-            pixel_type=pixel_type,
+            r.input_pattern,
+            r.output_pattern,
+            r.colorspace,
+            skip_existing=r.skip_existing,
+            pixel_type=r.pixel_type,
         ),
         deadline,
     )
     try:
-        for ev in job.events(timeout_s=job_timeout_s, wait_s=LONG_POLL_S):
+        for ev in job.events(timeout_s=r.job_timeout_s, wait_s=LONG_POLL_S):
             if ev.kind in P.TERMINAL_EVENTS:
                 _raise_terminal(job, ev)
-            if on_progress is not None:
-                on_progress(ev)
+            if r.on_progress is not None:
+                r.on_progress(ev)
         return dict((job.finished.info or {}).get("report") or {})
     finally:
         _close_quietly(job)
