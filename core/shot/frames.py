@@ -43,6 +43,13 @@ class KeyImage:
     pixels: np.ndarray  # HxWx3 float32 in its colour space
     colorspace: str | None = None
     name: str = ""
+    # A partial key's matte: HxW float32 in [0, 1] at the key's size, where its colour applies (softly at the
+    # edges); None: a full key, its colour everywhere (docs/KEYS.md, "Partial keys").
+    matte: np.ndarray | None = None
+
+    @property
+    def is_partial(self) -> bool:
+        return self.matte is not None
 
 
 @dataclass
