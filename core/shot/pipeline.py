@@ -120,8 +120,9 @@ def colorize_sequence(
     output_pattern: str,
     frames: list[int],
     options: ShotOptions,
-    progress=None,
-    cancel=None,
+    *,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
     skip_existing: bool = False,
     pixel_type: str = "half",
     segment: int | None = None,
@@ -130,8 +131,10 @@ def colorize_sequence(
     direction: str | None = None,
 ) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
-    written; then the shot runs with reading ahead and writing behind. ``state_dir``, ``direction``: the
-    passes between keys as files (``run_shot``; docs/FARM.md)."""
+    written; then the shot runs with reading ahead and writing behind. What is read, from where to where,
+    comes by position; how the run goes, by name (the same names as ``run_shot``'s): ``pixel_type`` and
+    ``key_colorspace`` for the files, ``state_dir`` and ``direction`` for the passes between keys as files
+    (docs/FARM.md)."""
     engine.check_method(options.method)
     checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
     with overlapped_io(checked.source(), checked.sink(pixel_type)) as (source, sink):  # I/O overlaps the compute
