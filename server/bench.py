@@ -59,7 +59,8 @@ def bench_server_overhead(
     import numpy as np
 
     from colorprop.engine.engine import Engine, ShotOptions
-    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+    from colorprop.shot.pipeline import run_shot
     from colorprop_client.client import Client, colorize_arrays
 
     plates, keys = _shot(width, height, frames)

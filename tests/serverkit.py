@@ -80,7 +80,8 @@ def written_frames(out_pattern: str) -> list[int]:
 def embedded(engine, frames: dict, keys: dict, method: str = "flow") -> dict:
     """The reference: ``run_shot`` in this process with in-memory source and sink."""
     from colorprop.engine.engine import ShotOptions
-    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+    from colorprop.shot.pipeline import run_shot
 
     sink = ArraySink()
     run_shot(

@@ -21,7 +21,7 @@ import pytest
 
 from colorprop.cli.main import main
 from colorprop.io.exr import read_exr, write_exr
-from colorprop.shot.pipeline import format_range, key_segments
+from colorprop.shot.segments import format_range, key_segments
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOT = ROOT / "examples" / "shot"

@@ -382,7 +382,8 @@ def test_the_embedded_run_blends_each_frame_as_the_forward_pass_makes_it(tmp_pat
     (progress and in-band results stream as the run goes, not after both passes)."""
     from colorprop.colour import convert
     from colorprop.engine.engine import ShotOptions
-    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+    from colorprop.shot.pipeline import run_shot
 
     frames = textured_frames(N)
     gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}

@@ -14,14 +14,10 @@ from colorprop.colour import convert
 from colorprop.cli.main import main as cli_main
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.io.exr import read_exr, write_exr
-from colorprop.shot.pipeline import (
-    ArraySink,
-    ArraySource,
-    KeyImage,
-    plan_segments,
-    run_shot,
-    working_size,
-)
+from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+from colorprop.shot.pipeline import run_shot
+from colorprop.shot.preflight import working_size
+from colorprop.shot.segments import plan_segments
 
 W, H = 96, 64
 SPACE = "Linear Rec.709 (sRGB)"

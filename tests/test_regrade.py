@@ -15,7 +15,8 @@ from colorprop.colour import convert
 from colorprop.cli.main import main as cli_main
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.io.exr import read_exr, write_exr
-from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+from colorprop.shot.pipeline import run_shot
 from colorprop.errors import InputError
 
 W, H = 96, 64

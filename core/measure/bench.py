@@ -65,14 +65,9 @@ def measure(
 
     from colorprop.engine.engine import Engine, ShotOptions
     from colorprop.io.exr import read_exr
-    from colorprop.shot.pipeline import (
-        ExrSequenceSink,
-        ExrSequenceSource,
-        ShotColour,
-        load_key,
-        overlapped_io,
-        run_shot,
-    )
+    from colorprop.shot.frames import ExrSequenceSink, ExrSequenceSource, load_key, overlapped_io
+    from colorprop.shot.pipeline import run_shot
+    from colorprop.shot.working import ShotColour
     from colorprop.engine.propagate import Propagator, StageClock
 
     engine = Engine.load(

@@ -28,7 +28,8 @@ from colorprop.errors import PixelError
 from colorprop.io.exr import read_exr
 from colorprop.io.sequence import FramePattern
 from colorprop.shot.frames import CONFIDENCE_CHANNEL
-from colorprop.shot.pipeline import FrameResult, KeyImage, run_shot
+from colorprop.shot.frames import FrameResult, KeyImage
+from colorprop.shot.pipeline import run_shot
 
 
 class ConfidenceSink:

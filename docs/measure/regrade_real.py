@@ -12,7 +12,8 @@ import numpy as np
 from colorprop.colour import convert
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.data.clips import load_dev_clips
-from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+from colorprop.shot.pipeline import run_shot
 
 SPACE = "Linear Rec.709 (sRGB)"
 engine = Engine.load()
