@@ -26,7 +26,7 @@ log = logging.getLogger("colorprop_server")
 
 def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> None:
     from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
-    from colorprop.shot.pipeline import Cancelled
+    from colorprop.shot.run import Cancelled
 
     t0 = time.monotonic()
     try:
@@ -118,7 +118,7 @@ class InbandSource:
         self.frames = s.frames
 
     def read(self, frame: int) -> Any:
-        from colorprop.shot.pipeline import PlateFrame
+        from colorprop.shot.frames import PlateFrame
 
         service, s = self.service, self.s
         service.gate.release(s.id)

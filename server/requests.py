@@ -145,7 +145,7 @@ def parse_open(
 
 
 def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, config: ServerConfig) -> InbandShot:
-    from colorprop.shot.pipeline import KeyImage
+    from colorprop.shot.frames import KeyImage
 
     key_frames = msg.get("keys")
     if not isinstance(key_frames, list) or not key_frames or any(type(k) is not int for k in key_frames):

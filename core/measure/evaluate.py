@@ -51,7 +51,8 @@ from colorprop.measure.eval_report import (
 from colorprop.measure.matte import matte_measures
 from colorprop.measure.metrics import lab_mse, lab_psnr, psnr_of_mse
 from colorprop.shot.suggest import suggest_frames
-from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+from colorprop.shot.pipeline import run_shot
 
 DEFAULT_NS = (10, 20, 30, 40, 50)
 EVAL_SPACE = "Linear Rec.709 (sRGB)"
