@@ -47,6 +47,7 @@ DIRECTIONS = ("backward", "forward")  # the order the embedded run computes them
 FINGERPRINT = "colorprop:pass"  # EXR header attribute
 CHANNELS = ("ab.a", "ab.b", "confidence", "carried")
 FLOW_CHANNELS = ("flow.x", "flow.y")
+MATTE_CHANNELS = ("matte",)
 TEMP_PREFIX = "colorprop-passes-"  # an embedded run's folder under $TMPDIR
 OWNER_LOCK = ".owner.lock"  # held by the process whose temporary folder it is
 
@@ -58,6 +59,7 @@ class PassFrame(NamedTuple):
     confidence: np.ndarray  # hxw
     carried: np.ndarray  # hxw
     flow: np.ndarray | None  # hxwx2, None for global
+    matte: np.ndarray | None = None  # hxw, a partial key's layer only (layers.py): where its colour applies
 
 
 def fingerprint(*parts) -> str:
@@ -74,7 +76,8 @@ def fingerprint(*parts) -> str:
 @dataclass
 class PassStore:
     """The pass files of one span ``a``-``b`` under ``root``; ``stamp``: the fingerprint (module docstring);
-    ``size``: the working size (width, height) every file must have; ``flow``: whether they hold a flow."""
+    ``size``: the working size (width, height) every file must have; ``flow``: whether they hold a flow;
+    ``name``: the folder's name (default ``<a>-<b>``; a partial key's layer: ``layer.<frame>``, with a matte)."""
 
     root: Path
     a: int
@@ -82,10 +85,16 @@ class PassStore:
     stamp: str
     size: tuple[int, int]
     flow: bool
+    name: str | None = None
+    matte: bool = False
 
     @property
     def folder(self) -> Path:
-        return Path(self.root) / f"{self.a}-{self.b}"
+        return Path(self.root) / (self.name or f"{self.a}-{self.b}")
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return CHANNELS + (FLOW_CHANNELS if self.flow else ()) + (MATTE_CHANNELS if self.matte else ())
 
     def path(self, direction: str, frame: int) -> Path:
         return self.folder / f"{direction}.{frame}.exr"
@@ -100,7 +109,7 @@ class PassStore:
             plate = read_exr(path)
         except ColorpropError:
             return None
-        channels = CHANNELS + (FLOW_CHANNELS if self.flow else ())
+        channels = self.channels
         if (
             plate.metadata.get(FINGERPRINT) != self.stamp
             or sorted(plate.channels) != sorted(channels)
@@ -108,8 +117,15 @@ class PassStore:
             or not np.isfinite(plate.pixels).all()
         ):
             return None
-        ab_a, ab_b, confidence, carried, *flow = [plate.channel(name) for name in channels]
-        return PassFrame(np.dstack([ab_a, ab_b]), confidence, carried, np.dstack(flow) if flow else None)
+        plane = plate.channel
+        flow = np.dstack([plane(name) for name in FLOW_CHANNELS]) if self.flow else None
+        return PassFrame(
+            np.dstack([plane("ab.a"), plane("ab.b")]),
+            plane("confidence"),
+            plane("carried"),
+            flow,
+            plane("matte") if self.matte else None,
+        )
 
     def first_unsound(self, direction: str, order: list[int]) -> int:
         """The index in ``order`` of the first frame not stored soundly (``len(order)``: all are)."""
@@ -117,15 +133,15 @@ class PassStore:
 
     def write(self, direction: str, frame: int, state: PassFrame) -> None:
         planes = [state.ab[..., 0], state.ab[..., 1], state.confidence, state.carried]
-        channels = CHANNELS
-        if state.flow is not None:
+        if self.flow:
             planes += [state.flow[..., 0], state.flow[..., 1]]
-            channels += FLOW_CHANNELS
+        if self.matte:
+            planes.append(state.matte)
         self.folder.mkdir(parents=True, exist_ok=True)
         write_exr(
             self.path(direction, frame),
             np.dstack(planes).astype(np.float32),
-            channels,
+            self.channels,
             pixel_type="float",
             extra_metadata={FINGERPRINT: self.stamp, "compression": "none"},
         )  # float noise: zip saves ~0 %
@@ -141,7 +157,7 @@ class PassStore:
             yield
 
     def _lock_path(self, direction: str) -> Path:
-        return Path(self.root) / f".{self.a}-{self.b}.{direction}.lock"
+        return Path(self.root) / f".{self.folder.name}.{direction}.lock"
 
     def remove(self) -> None:
         """Drop the span's files once its frames are written, and the root folder once it is empty; call it

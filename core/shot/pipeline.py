@@ -23,6 +23,7 @@ pixels are written unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from pathlib import Path
@@ -47,10 +48,21 @@ from colorprop.shot.frames import (  # noqa: F401  (also imported from here by t
     load_key,
     overlapped_io,
 )
-from colorprop.shot.passes import DIRECTIONS
-from colorprop.shot.preflight import check_sequence_job, working_size  # noqa: F401  (working_size: also from here)
+from colorprop.shot.passes import DIRECTIONS, temporary_root
+from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
+    check_keys_among_frames,
+    check_sequence_job,
+    working_size,
+)
 from colorprop.shot.run import Cancelled, ShotJob, ShotRun  # noqa: F401  (Cancelled: also imported from here)
-from colorprop.shot.segments import KeySegment, format_range, key_segment, key_segments, plan_segments  # noqa: F401
+from colorprop.shot.segments import (  # noqa: F401
+    KeySegment,
+    Segment,
+    format_range,
+    key_segment,
+    key_segments,
+    plan_segments,
+)
 from colorprop.shot.working import ShotColour  # noqa: F401  (also imported from here)
 
 
@@ -80,17 +92,27 @@ def run_shot(
     ``blend(ab_f, carried_f, ab_b, carried_b, t) -> ab``: how two runs meet between keys (``t`` = 0 at
     the earlier key, 1 at the later); default: ``blend_by_confidence`` with the method's prior power;
     eval swaps in ``confidence.blend_crossfade`` as the baseline.
+    Partial keys (``KeyImage.matte``) are layers over what the full keys give (layers.py): the segments are the
+    full keys'; each layer's passes are stored under ``state_dir`` (else a temporary folder) as far as the
+    frames this run colours need them, and laid over those frames. With ``regrade`` and no full key, what they
+    are laid over is the plate's own colour.
     """
     engine.check_method(options.method)
     job = ShotJob(source, keys, options, sink, skip_existing, segment, state_dir, direction, blend)
     if blend is None:
         blend = functools.partial(blend_by_confidence, power=BLEND_PRIOR_POWER[options.method])
     frames = list(source.frames)
-    order = sorted(keys)
-    segments = plan_segments(frames, order)
+    order = sorted(k for k, key in keys.items() if not key.is_partial)  # partial keys are no segment boundaries
+    check_keys_among_frames(sorted(keys), frames)
+    if not order and not options.regrade:
+        raise InputError(
+            "a partial key colours only where it is painted: "
+            "give a full key too, or --regrade to correct a colour plate"
+        )
+    segments = plan_segments(frames, order) if order else [Segment("plate", None, None, frames)]
     if segment is not None:
-        if segment not in keys:
-            raise InputError(f"--segment {segment}: not a key frame (keys: {format_frames(order)})")
+        if segment not in order:
+            raise InputError(f"--segment {segment}: not a full key frame (full keys: {format_frames(order) or 'none'})")
         chosen = set(key_segment(frames, order, segment).frames)
         segments = [s for s in segments if s.frames[0] in chosen]
     if direction is not None:
@@ -101,14 +123,20 @@ def run_shot(
         segments = [s for s in segments if s.kind == "between"]  # none after the last key: nothing to do
     run = ShotRun(engine, job, blend, sum(len(s.frames) for s in segments), progress, cancel)
     start = time.perf_counter()
-    for kind, a, b, frames_of in segments:
-        run.check_cancel()
-        if kind == "key":
-            run.key_frame(a)
-        elif kind == "between":
-            run.between_keys(a, b, frames_of, state_dir)
-        else:
-            run.one_way(kind, a, b, frames_of)
+    with contextlib.ExitStack() as stack:
+        if run.layers.layers and direction is None and segments:  # a pass task writes no frame: no layer
+            root = state_dir or stack.enter_context(temporary_root())
+            run.layers.carry(root, frames, [f for s in segments for f in s.frames])
+        for kind, a, b, frames_of in segments:
+            run.check_cancel()
+            if kind == "key":
+                run.key_frame(a)
+            elif kind == "between":
+                run.between_keys(a, b, frames_of, state_dir)
+            elif kind == "plate":
+                run.plate_only(frames_of)
+            else:
+                run.one_way(kind, a, b, frames_of)
     run.report.seconds = time.perf_counter() - start
     return run.report
 

@@ -16,6 +16,7 @@ from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.propagate import Propagator
 from colorprop.errors import ColorpropError
 from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, ProgressEvent, ShotReport
+from colorprop.shot.layers import ShotLayers
 from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint, temporary_root
 from colorprop.shot.working import Prepared, ShotColour, plate_ab, regrade_change
 
@@ -66,6 +67,7 @@ class ShotRun:
             }
         self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
         self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.layers = ShotLayers(self, {k: img for k, img in keys.items() if img.is_partial})  # layers.py
 
     # ---------------------------------------------------------------- reporting
 
@@ -92,11 +94,11 @@ class ShotRun:
             self._last_prepared = (frame, self.shot.prepare(self.source.read(frame)))
         return self._last_prepared[1]
 
-    def carried_state(self, frame: int, result: FrameResult | None, prep: Prepared) -> np.ndarray:
-        """The written colour, rounded as the sink stores it (read back when the frame was skipped);
-        with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
+    def carried_state(self, frame: int, rgb: np.ndarray | None, prep: Prepared) -> np.ndarray:
+        """The base's colour ``rgb`` (None: read back, a skipped frame no layer touches), rounded as the sink
+        stores it; with regrade, its change from the plate rounded alike (exactly 0 where the plate was kept)."""
         sink, shot = self.sink, self.shot
-        rgb = sink.read_back(frame) if result is None else result.rgb
+        rgb = sink.read_back(frame) if rgb is None else rgb
         stored = sink.pixel_dtype
         if not self.options.regrade:
             return shot.state_ab(rgb, stored)
@@ -109,6 +111,22 @@ class ShotRun:
         unchanged = np.all(ab_full == 0, axis=-1)[..., None]
         result.rgb = np.where(unchanged, prep.frame.rgb(), result.rgb).astype(np.float32)
         return result
+
+    def output(
+        self, frame: int, prep: Prepared, ab_full: np.ndarray, conf_full: np.ndarray, t0: float, written: bool = False
+    ) -> FrameResult:
+        """Write the base's colour at ``frame`` with the partial keys' layers that touch it laid over (layers.py);
+        ``written``: already on disk (a resumed frame a layer touches), not written again. Returns the base's
+        own result: what the base carries on, never the composite."""
+        base = self.finish(prep, ab_full, conf_full)
+        if written:
+            self.emit(frame, None, 0.0)
+        elif self.layers.touches(frame):
+            composite = self.layers.over(frame, prep.L_full, ab_full, conf_full)
+            self.emit(frame, self.finish(prep, *composite), time.perf_counter() - t0)
+        else:
+            self.emit(frame, base, time.perf_counter() - t0)
+        return base
 
     def new_propagator(self, key: int, other: int | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
@@ -133,11 +151,23 @@ class ShotRun:
 
     def key_frame(self, a: int) -> None:
         t0 = time.perf_counter()
-        result = None
-        if not (self.skip_existing and self.sink.exists(a)):
-            prep = self.prepared(a)
-            result = self.finish(prep, self.key_ab_full[a], np.ones(prep.L_full.shape, np.float32))
-        self.emit(a, result, time.perf_counter() - t0)
+        if self.skip_existing and self.sink.exists(a):
+            self.emit(a, None, 0.0)
+            return
+        prep = self.prepared(a)
+        self.output(a, prep, self.key_ab_full[a], np.ones(prep.L_full.shape, np.float32), t0)
+
+    def plate_only(self, run: list[int]) -> None:
+        """Regrade without a full key: the base is the plate's own colour (no change), under the layers."""
+        for frame in run:
+            self.check_cancel()
+            t0 = time.perf_counter()
+            if self.skip_existing and self.sink.exists(frame):
+                self.emit(frame, None, 0.0)
+                continue
+            prep = self.prepared(frame)
+            no_change = np.zeros((*prep.L_full.shape, 2), np.float32)
+            self.output(frame, prep, no_change, np.ones(prep.L_full.shape, np.float32), t0)
 
     def one_way(self, kind: str, a: int | None, b: int | None, run: list[int]) -> None:
         """Before the first key (``kind`` "backward", from ``b``) or after the last (forward from ``a``)."""
@@ -148,9 +178,11 @@ class ShotRun:
             self.check_cancel()
             t0 = time.perf_counter()
             prep = shot.prepare(self.source.read(frame))
-            if self.skip_existing and self.sink.exists(frame):
+            written = self.skip_existing and self.sink.exists(frame)
+            if written and not self.layers.touches(frame):
                 # Already written (resume): its colour is read back, its carried confidence recomputed
-                # by flow alone (exactly what the uninterrupted run carried), no networks.
+                # by flow alone (exactly what the uninterrupted run carried), no networks. A frame a layer
+                # touched is not the base's colour: its step runs again, the frame is not rewritten.
                 prev_full = self.carried_state(frame, None, prep)
                 pending = propagator.carried_only(prep.L_work)
                 self.emit(frame, None, 0.0)
@@ -158,9 +190,9 @@ class ShotRun:
                 continue
             pending = propagator.step(prep.L_work)
             ab, confidence, _ = pending.colour
-            result = self.finish(prep, *shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow))
-            self.emit(frame, result, time.perf_counter() - t0)
-            prev_full = self.carried_state(frame, result, prep)
+            full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow)
+            base = self.output(frame, prep, *full, t0, written)
+            prev_full = self.carried_state(frame, base.rgb, prep)
             propagator.accept(pending, shot.to_work(prev_full))
 
     def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
@@ -190,16 +222,12 @@ class ShotRun:
 
     def pass_stamp(self, a: int, b: int, run: list[int]) -> str:
         """What made a span's pass files: a file with another stamp is computed again (passes.py)."""
+        return self.stamp(a, b, run, self.shot.to_work(self.key_ab_full[a]), self.shot.to_work(self.key_ab_full[b]))
+
+    def stamp(self, *parts) -> str:
+        """The fingerprint of stored passes made by this run's options and weights from ``parts``."""
         weights = self.engine.describe()["weights"]
-        return fingerprint(
-            self.options.to_dict(),
-            weights and weights["version"],
-            a,
-            b,
-            run,
-            self.shot.to_work(self.key_ab_full[a]),
-            self.shot.to_work(self.key_ab_full[b]),
-        )
+        return fingerprint(self.options.to_dict(), weights and weights["version"], *parts)
 
     @staticmethod
     def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
@@ -261,7 +289,7 @@ class ShotRun:
             self.check_cancel()
             t0 = time.perf_counter()
             prep = self.prepared(frame)
-            if frame in written:
+            if frame in written and (store is None or not self.layers.touches(frame)):
                 if store is not None:  # a later frame is made from its colour
                     prev_full = self.carried_state(frame, None, prep)
                 self.emit(frame, None, 0.0)
@@ -269,6 +297,6 @@ class ShotRun:
             k = self.stored(store, "backward", frame)
             ab = self.blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
             confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
-            result = self.finish(prep, *self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow))
-            self.emit(frame, result, time.perf_counter() - t0)
-            prev_full = self.carried_state(frame, result, prep)
+            full = self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow)
+            base = self.output(frame, prep, *full, t0, frame in written)
+            prev_full = self.carried_state(frame, base.rgb, prep)

@@ -1,0 +1,183 @@
+"""Partial keys: each one a LAYER laid over what the full keys give (docs/KEYS.md, "Partial keys").
+
+A partial key (``KeyImage.matte``) paints one region of one frame. Its layer is (colour, matte) at the working
+size, carried both ways from its frame by a Propagator of its own keyed on the painted colour (with regrade: the
+change it makes to its plate frame), frame by frame:
+
+    matte_t = floor(shape_t · carried_t)     shape_t = the key's matte warped along the same backward flows as the
+                                             colour; carried_t = that run's carried confidence (1 at the key)
+
+``floor`` sets it to exactly 0 below ``LAYER_FLOOR``. A pass stops at the first frame whose matte is 0
+everywhere: no frame beyond gets the layer. ``full`` and ``global`` carry a layer by the flow chain (``flow``):
+their global branch would match the frame against the key's unpainted pixels too, whose colour is not the
+layer's. The passes are stored like the passes between keys (passes.py, a ``PassStore`` named
+``layer.<frame>`` with a ``matte`` channel; stamped, resumed from what is stored) because a backward one is
+needed before the base run reaches its frames.
+
+At a frame, the layers touching it are laid over the base's colour and written confidence at full resolution,
+farthest key in time first (ties: the earlier key first), ``x = x·(1−m) + x_layer·m`` only where m > 0: a
+pixel no layer reaches stays bitwise the base's. The base carries its own colour on, never this composite."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from colorprop.engine.flow import warp_backward
+from colorprop.engine.propagate import Propagator, resize_hw
+from colorprop.shot.frames import KeyImage
+from colorprop.shot.passes import PassFrame, PassStore
+
+if TYPE_CHECKING:
+    from colorprop.shot.run import ShotRun
+
+LAYER_FLOOR = 1.0 / 255.0  # a carried matte below this is exactly 0: the layer has left the pixel
+LAYER_FOLDER = "layer.{frame}"  # a partial key's passes under the run's pass folder (PassStore.name)
+
+
+def layer_method(method: str) -> str:
+    """The method that carries a layer: the shot's, but for the two that match against the whole key image."""
+    return method if method in ("flow", "local") else "flow"
+
+
+def floor_matte(matte: np.ndarray) -> np.ndarray:
+    """HxW float32 matte with every value below ``LAYER_FLOOR`` (and every NaN) exactly 0."""
+    matte = np.asarray(matte, np.float32)
+    return np.where(matte >= LAYER_FLOOR, matte, np.float32(0.0))
+
+
+def working_colour(
+    ab_full: np.ndarray, matte_full: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A painted colour (HxWx2) and its matte (HxW) at the working size. The colour is averaged over painted
+    pixels only (weighted by the matte), so the key image's colour outside the paint never bleeds in at edges."""
+    matte = to_work(matte_full)
+    painted = to_work(ab_full * matte_full[..., None])
+    inside = (matte > 0)[..., None]
+    ab = np.where(inside, painted / np.maximum(matte, 1e-12)[..., None], to_work(ab_full))
+    return ab.astype(np.float32), np.clip(matte, 0.0, 1.0).astype(np.float32)
+
+
+def lay_over(
+    ab: np.ndarray, confidence: np.ndarray, layer_ab: np.ndarray, layer_confidence: np.ndarray, matte: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``ab`` (HxWx2) and ``confidence`` (HxW) with a layer laid over them by ``matte`` (HxW in [0, 1]); where the
+    matte is 0 the values are the very ones given (``np.where``: no arithmetic touches them)."""
+    touched = matte > 0
+    m = matte[..., None]
+    ab = np.where(touched[..., None], ab * (1.0 - m) + layer_ab * m, ab).astype(np.float32)
+    confidence = np.where(touched, confidence * (1.0 - matte) + layer_confidence * matte, confidence)
+    return ab, confidence.astype(np.float32)
+
+
+@dataclass
+class Layer:
+    """One partial key: its frame, its colour and matte at full resolution (as painted) and at the working size,
+    and ``reach``: each frame its passes reach (matte > 0 somewhere) with the direction that reaches it."""
+
+    frame: int
+    ab_full: np.ndarray
+    matte_full: np.ndarray
+    ab_work: np.ndarray
+    matte_work: np.ndarray
+    reach: dict[int, str] = field(default_factory=dict)
+
+
+class ShotLayers:
+    """The layers of one ``run_shot``: carried (``carry``), then laid over the base frame by frame (``over``)."""
+
+    def __init__(self, run: "ShotRun", partial: dict[int, KeyImage]):
+        self.run = run
+        shot = run.shot
+        self.layers = []
+        for k in sorted(partial):
+            matte_full = floor_matte(np.clip(partial[k].matte, 0.0, 1.0))
+            ab_work, matte_work = working_colour(run.key_ab_full[k], matte_full, shot.to_work)
+            self.layers.append(Layer(k, run.key_ab_full[k], matte_full, ab_work, matte_work))
+        self.stores: dict[int, PassStore] = {}
+
+    def touches(self, frame: int) -> bool:
+        return any(layer.frame == frame or frame in layer.reach for layer in self.layers)
+
+    def carry(self, root: Path, frames: list[int], needed: list[int]) -> None:
+        """Every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in an
+        embedded run, a farm task's own frames), stored under ``root`` (computed, or read where stored)."""
+        run = self.run
+        for layer in self.layers:
+            stamp = run.stamp("layer", layer.frame, frames, layer.ab_work, layer.matte_work)
+            store = PassStore(
+                root,
+                layer.frame,
+                layer.frame,
+                stamp,
+                run.shot.work_size,
+                False,
+                LAYER_FOLDER.format(frame=layer.frame),
+                True,
+            )
+            self.stores[layer.frame] = store
+            after = [f for f in frames if layer.frame < f <= max(needed)]
+            before = [f for f in frames if min(needed) <= f < layer.frame][::-1]
+            for direction, order in (("backward", before), ("forward", after)):
+                if order:
+                    with store.locked([direction]):
+                        self._carry(layer, store, direction, order)
+
+    def _carry(self, layer: Layer, store: PassStore, direction: str, order: list[int]) -> None:
+        """One pass of ``layer`` along ``order`` (from its key outward), stopped where its matte is 0 everywhere.
+        Frames stored soundly from the start are replayed by flow alone (``Propagator.carried_only``) with the
+        stored colour, as ``ShotRun.pass_frames`` does, so a resumed pass goes on as an uninterrupted one."""
+        run = self.run
+        stored, ended = 0, False
+        for frame in order:
+            state = store.read(direction, frame)
+            if state is None:
+                break
+            stored += 1
+            ended = not state.matte.any()
+            if ended:  # the pass stopped here: nothing more to compute
+                break
+        propagator, shape = None, layer.matte_work
+        if stored < len(order) and not ended:
+            key_L = run.prepared(layer.frame).L_work
+            method = layer_method(run.options.method)
+            propagator = Propagator(method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade)
+        for i, frame in enumerate(order):
+            run.check_cancel()
+            if propagator is None or i < stored:
+                state = run.stored(store, direction, frame)
+                if propagator is not None:  # replayed: the flow, the carried confidence and the shape move on
+                    pending = propagator.carried_only(run.prepared(frame).L_work)
+                    shape = warp_backward(shape, pending.flow)
+                    propagator.accept(pending, state.ab, state.carried)
+            else:
+                pending = propagator.step(run.prepared(frame).L_work)
+                shape = warp_backward(shape, pending.flow)
+                ab, confidence, carried = pending.colour
+                state = PassFrame(ab, confidence, carried, None, floor_matte(shape * carried))
+                store.write(direction, frame, state)
+                propagator.accept(pending, state.ab, state.carried)
+            if not state.matte.any():
+                return
+            layer.reach[frame] = direction
+
+    def over(
+        self, frame: int, L_full: np.ndarray, ab: np.ndarray, confidence: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The base's colour (HxWx2) and written confidence (HxW) at ``frame`` with the layers touching it laid
+        over, farthest key first; a layer's working-size colour goes to full resolution under the plate's L
+        (``ShotColour.to_full``), its matte by resizing (floored again)."""
+        shot = self.run.shot
+        touching = [layer for layer in self.layers if layer.frame == frame or frame in layer.reach]
+        for layer in sorted(touching, key=lambda layer: (-abs(frame - layer.frame), layer.frame)):
+            if layer.frame == frame:
+                layer_ab, layer_confidence, matte = layer.ab_full, np.float32(1.0), layer.matte_full
+            else:
+                state = self.run.stored(self.stores[layer.frame], layer.reach[frame], frame)
+                layer_ab, layer_confidence = shot.to_full(state.ab, state.confidence, L_full)
+                matte = floor_matte(np.clip(resize_hw(state.matte, *shot.full_size), 0.0, 1.0))
+            ab, confidence = lay_over(ab, confidence, layer_ab, layer_confidence, matte)
+        return ab, confidence
