@@ -33,7 +33,8 @@ def working_width_quality(
     from colorprop.data.clips import clip_path, dev_entry_name, load_split, read_frames
     from colorprop.engine.engine import Engine, ShotOptions
     from colorprop.measure.metrics import lab_psnr
-    from colorprop.shot.pipeline import ArraySink, ArraySource, KeyImage, run_shot
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
+    from colorprop.shot.pipeline import run_shot
 
     engine = Engine.load(None)
     space = "Linear Rec.709 (sRGB)"
