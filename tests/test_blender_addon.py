@@ -118,22 +118,26 @@ SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     out["suggest_rerun_status"] = st.status
     out["suggest_rerun_new_nodes"] = len(tree.nodes) - nodes_before_suggest
 
-    # Cancel, in Blender's Python: the client loop stops within one request once asked.
+    # Cancel, in Blender's Python, once 2 frames are written: the client loop stops at its next request.
     from bl_ext.user_default.colorprop import blender_io, logic
     from bl_ext.user_default.colorprop._client import dcc
     out["client_file"] = dcc.__file__
-    written = []
+    written, cancel_seen_at = [], []
     def write(frame, rgb, confidence):
         written.append(frame)
+    def is_cancelled():
+        if len(written) >= 2 and not cancel_seen_at:
+            cancel_seen_at.append(len(written))  # what was written when the loop first saw the cancel
+        return len(written) >= 2
     plate_pattern, frames = logic.sequence_of(plate0)
     shot = dcc.InbandShot(lambda f: blender_io.load_rgb(dcc.frame_path(plate_pattern, f)),
                           {1: blender_io.load_rgb(key_path)}, write)
     try:
-        dcc.run_job(address, frames, shot, {"method": "flow"}, is_cancelled=lambda: len(written) >= 2)
+        dcc.run_job(address, frames, shot, {"method": "flow"}, is_cancelled=is_cancelled)
         out["cancel"] = "not cancelled"
     except dcc.Cancelled:
         out["cancel"] = "cancelled"
-    out["cancel_written"] = written
+    out["cancel_frames"], out["cancel_written"], out["cancel_seen_at"] = frames, written, cancel_seen_at
     json.dump(out, open(result_json, "w"), indent=1)
 """)
 
@@ -381,8 +385,13 @@ def test_extension_installs_offline_and_colours_an_exr_sequence(
     assert res["goto"] == ["FINISHED"] and res["frame_current"] == expected[1].frame
     assert res["suggest_rerun"] == ["FINISHED"] and res["suggest_rerun_status"].startswith("done: 6 frames")
     assert res["suggest_rerun_new_nodes"] > 0  # settings changed: the shot ran again
-    # cancel from Blender's Python stops the job early
-    assert res["cancel"] == "cancelled" and 2 <= len(res["cancel_written"]) < 24
+    # cancel from Blender's Python stops the job at the loop's next request: nothing is written after the loop saw
+    # it, and what was written, in order, is at most the results of the fetch that brought the 2nd frame: of the
+    # frames sent by then, 1 already back and the client's window of 4 (so never all 6)
+    written, frames = res["cancel_written"], res["cancel_frames"]
+    assert res["cancel"] == "cancelled" and frames == list(FRAMES)
+    assert res["cancel_seen_at"] == [len(written)] and 2 <= len(written) <= 1 + 4, written
+    assert written == frames[: len(written)]
 
 
 def test_without_pyzmq_enabling_says_so_and_how_to_fix_it(blender_python, extension_zip, tmp_path):
