@@ -123,6 +123,10 @@ def read_exr_header(path: str | Path) -> Plate:
 def read_image(path: str | Path) -> Plate:
     """Any image OpenImageIO reads (EXR, PNG, TIFF, JPEG, DPX, ...) as a ``Plate``: pixels as float32
     (integer formats normalised to 0..1), ``pixel_types`` as stored ("uint8", "uint16", "half", ...).
+    Colour with an alpha channel comes as the file stores it: a file with unassociated (straight) alpha
+    (PNG, TIFF saved so) is not premultiplied on reading, as OpenImageIO otherwise does (in 8 bits, losing
+    the colour under a faint alpha), and says so with ``metadata["oiio:UnassociatedAlpha"] == 1``; every
+    other file with alpha (EXR, TIFF with associated alpha) holds premultiplied colour.
     ImageReadError (exit 3) names the file."""
     return _read(Path(path), with_pixels=True, exr_only=False)
 
@@ -135,7 +139,12 @@ def _read(path: Path, with_pixels: bool, exr_only: bool = True) -> Plate:
         raise error(path, "no such file")
     if path.stat().st_size == 0:
         raise error(path, "file is empty (0 bytes)")
-    inp = oiio.ImageInput.open(str(path))
+    if exr_only:
+        inp = oiio.ImageInput.open(str(path))
+    else:
+        hints = oiio.ImageSpec()
+        hints.attribute("oiio:UnassociatedAlpha", 1)  # straight alpha stays straight (``read_image``)
+        inp = oiio.ImageInput.open(str(path), hints)
     if inp is None:
         raise error(path, _oiio_error(oiio.geterror) or "OpenImageIO could not open it")
     try:

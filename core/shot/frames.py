@@ -305,18 +305,67 @@ def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[Prefet
         writer.flush()
 
 
+# An integer file's alpha at or above this is opaque: 1 less the smallest 16-bit step (what a 16-bit
+# paint export's "opaque" may round to); a float file's alpha is opaque only at 1 (or above) exactly.
+OPAQUE_INTEGER_ALPHA = 1.0 - 1.0 / 65535
+FLOAT_PIXEL_TYPES = ("half", "float", "double")
+
+
 def load_key(
     path: str | os.PathLike, colorspace: str | None, key_colorspace: str | None = None, through: Path | None = None
 ) -> KeyImage:
     """A key from any image OpenImageIO reads. Its colour space: ``key_colorspace`` (--key-colorspace)
     when given; else display-referred sRGB for integer files (PNG, JPEG, 8/16-bit TIFF, DPX: what a
     paint app saves); else, for float files (EXR, float TIFF), ``colorspace`` (--colorspace), the
-    file's metadata, or (None) the plate's space. ``through``: as in ``ExrSequenceSource.read``."""
+    file's metadata, or (None) the plate's space. ``through``: as in ``ExrSequenceSource.read``.
+
+    Its alpha (channel A, else the last of 4) is the key's matte (a partial key, ``KeyImage.matte``),
+    unless it is opaque everywhere: then the key is full, exactly as the same file without alpha.
+    Premultiplied colour (EXR by convention, TIFF saved with associated alpha) is un-premultiplied where
+    alpha > 0; straight colour (PNG, TIFF with unassociated alpha: ``read_image``) is taken as it is.
+    Alpha is not checked here (outside [0, 1], NaN, 0 everywhere): ``preflight.check_key`` does that."""
     image = read_image(through or path)
     frame = PlateFrame(image.pixels, image.channels, image.colorspace, image, str(path))
-    integer = not any(t in ("half", "float", "double") for t in image.pixel_types)
+    integer = not any(t in FLOAT_PIXEL_TYPES for t in image.pixel_types)
     space = key_colorspace or (SRGB_DISPLAY if integer else colorspace or image.colorspace)
-    return KeyImage(frame.rgb(), space, str(path))
+    rgb, matte = frame.rgb(), None
+    at = alpha_channel(image.channels)
+    if at is not None:
+        alpha = image.pixels[..., at]
+        matte = matte_of(alpha, image.pixel_types[at])
+        if matte is not None and image.metadata.get("oiio:UnassociatedAlpha") != 1:
+            np.divide(rgb, alpha[..., None], out=rgb, where=alpha[..., None] > 0)  # rgb is a copy of the pixels
+    return KeyImage(rgb, space, str(path), matte)
+
+
+def load_matte(path: str | os.PathLike, through: Path | None = None) -> np.ndarray | None:
+    """A separate matte image (--key-matte): its alpha when it has one that is not opaque everywhere, else its
+    first channel (a gray or black-and-white mask, in RGB or RGBA with an opaque alpha); HxW float32, or None
+    when it is 1 everywhere (the key is full). Integer files are taken as stored (0..1), with no colour
+    conversion: a matte is coverage, not colour. ``through``: as in ``ExrSequenceSource.read``."""
+    image = read_image(through or path)
+    at = alpha_channel(image.channels)
+    if at is not None:
+        matte = matte_of(image.pixels[..., at], image.pixel_types[at])
+        if matte is not None:
+            return matte
+    return matte_of(image.pixels[..., 0], image.pixel_types[0])
+
+
+def alpha_channel(channels: tuple[str, ...]) -> int | None:
+    """The index of an image's alpha: channel A, else the last of 4 (R,G,B,A by any other names); None."""
+    if "A" in channels:
+        return channels.index("A")
+    return 3 if len(channels) == 4 else None
+
+
+def matte_of(alpha: np.ndarray, pixel_type: str) -> np.ndarray | None:
+    """HxW float32 ``alpha`` (a channel stored as ``pixel_type``), or None when it is opaque everywhere
+    (``OPAQUE_INTEGER_ALPHA``). NaN is never opaque: the pre-flight refuses it."""
+    opaque = 1.0 if pixel_type in FLOAT_PIXEL_TYPES else OPAQUE_INTEGER_ALPHA
+    if float(np.min(alpha)) >= opaque:
+        return None
+    return np.array(alpha, np.float32)
 
 
 def format_frames(frames: list[int], limit: int = 8) -> str:

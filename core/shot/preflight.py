@@ -11,13 +11,15 @@ Checks, cheapest first:
 1. frames: 1 to ``MAX_FRAMES_PER_SHOT`` of them;
 2. patterns: input and output are frame patterns (a frame token of at most ``MAX_PADDING`` digits), the
    output an OpenEXR one (``.exr``);
-3. keys: at least one, every key frame among the frames;
-4. the output never overwrites an input frame or a key (paths compared resolved);
+3. keys: at least one, every key frame among the frames (partial keys too); a separate matte only for a key;
+4. the output never overwrites an input frame, a key or a key's matte (paths compared resolved);
 5. plates: every frame is an EXR file (not missing, not a folder) whose header reads, with colour
    channels (R,G,B or Y) and the first frame's size;
 6. sizes: at least ``MIN_SIDE`` pixels on each side, at plate size and at the working size;
 7. colour spaces: ``--colorspace``, else the plate's metadata; each key's;
-8. keys: readable images (EXR, PNG, TIFF, JPEG, DPX, ...), the plate's size, finite;
+8. keys: readable images (EXR, PNG, TIFF, JPEG, DPX, ...), the plate's size, finite; a partial key's matte
+   (its alpha, or ``key_mattes``) the key's size, finite, not 0 everywhere, clamped into [0, 1] with a note;
+   without ``options.regrade``, at least one full key;
 9. output folders: folders (not files) that can be written, or can be created (exit 4 otherwise).
 
 The checks a frame's pixels need (NaN/Inf in the channels the engine reads, the size of each frame
@@ -26,6 +28,7 @@ in memory) run in ``pipeline.ShotColour`` with the functions below, on every pat
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +41,15 @@ from colorprop.engine.engine import DEFAULT_WORKING_WIDTH
 from colorprop.errors import ExrWriteError, InputError, PixelError, SequenceError
 from colorprop.io.exr import Plate, check_colour_channels, check_finite, image_channels, read_exr_header
 from colorprop.io.sequence import MAX_FRAMES_PER_SHOT, FramePattern, check_no_overwrite
-from colorprop.shot.frames import ExrSequenceSink, ExrSequenceSource, KeyImage, format_frames, load_key, output_layout
+from colorprop.shot.frames import (
+    ExrSequenceSink,
+    ExrSequenceSource,
+    KeyImage,
+    format_frames,
+    load_key,
+    load_matte,
+    output_layout,
+)
 
 # OpenCV's DIS optical flow fails below this many pixels on a side (an error after the first frame, or
 # a crash for some sizes: 64x12 and 128x15 crash, 16 on each side works at every width up to 8192).
@@ -92,6 +103,7 @@ def check_sequence_job(
     allow: PathCheck | None = None,
     key_colorspace: str | None = None,
     open_file: FileOpener | None = None,
+    key_mattes: dict[int, str] | None = None,
 ) -> CheckedShot:
     """Run every check of the module docstring; ``output_pattern`` None: nothing will be written.
 
@@ -99,7 +111,8 @@ def check_sequence_job(
     called on every path the job will read or write before it is touched (the server passes its
     allowed-roots check). ``key_colorspace``: the keys' colour space (``frames.load_key``). ``open_file(path)``:
     a context manager giving a path that names the opened file, through which a key is read (the server's
-    ``AllowedRoots.opened_file``: what is read is what was checked)."""
+    ``AllowedRoots.opened_file``: what is read is what was checked). ``key_mattes``: frame -> a separate
+    matte image for the key at that frame (--key-matte; ``frames.load_matte``), read like the keys."""
     allow = allow or (lambda path: path)
     frames = check_frames(frames)
     inp = check_pattern(input_pattern, "--input")
@@ -107,9 +120,11 @@ def check_sequence_job(
     if out is not None:
         check_output_is_exr(out)
     check_keys_among_frames(keys, frames)
+    check_mattes_have_keys(key_mattes or {}, keys)
     key_paths = {k: allow(Path(p)) for k, p in keys.items()}
+    matte_paths = {k: allow(Path(p)) for k, p in (key_mattes or {}).items()}
     if out is not None:
-        check_output_overwrites_nothing(inp, out, frames, key_paths, allow)
+        check_output_overwrites_nothing(inp, out, frames, key_paths, allow, matte_paths)
     check_plates_exist(inp, frames, allow)
     headers = {f: read_plate_header(inp.path(f)) for f in frames}
     first = headers[frames[0]]
@@ -128,9 +143,13 @@ def check_sequence_job(
             f"at the plate's {width}x{height}"
         )
     space = plate_colorspace(options.colorspace, first.colorspace, str(first.path))
-    loaded = {k: read_key(path, options.colorspace, key_colorspace, open_file) for k, path in key_paths.items()}
+    loaded = {
+        k: read_key(path, options.colorspace, key_colorspace, open_file, matte_paths.get(k))
+        for k, path in key_paths.items()
+    }
     for key in loaded.values():
-        check_key(key, (width, height), space)
+        check_key(key, (width, height), space, notes)
+    check_full_key_or_regrade(loaded, options.regrade)
     if out is not None:
         make_output_folders(out, frames)  # inside what ``allow`` allows: its output frame paths were
     return CheckedShot(inp, out, frames, loaded, headers, space, options.write_confidence, notes)
@@ -178,16 +197,33 @@ def check_keys_among_frames(keys: Iterable[int], frames: list[int]) -> None:
         )
 
 
+def check_mattes_have_keys(key_mattes: Iterable[int], keys: Iterable[int]) -> None:
+    """InputError naming the frames of a separate matte (--key-matte) that have no key (--key)."""
+    orphans = sorted(set(key_mattes) - set(keys))
+    if orphans:
+        raise InputError(
+            f"--key-matte for frame(s) {format_frames(orphans)}: no --key at that frame; a matte says where "
+            "a key colours, give the key too (--key FRAME=PATH)"
+        )
+
+
 def check_output_overwrites_nothing(
-    inp: FramePattern, out: FramePattern, frames: list[int], key_paths: dict[int, Path], allow: PathCheck
+    inp: FramePattern,
+    out: FramePattern,
+    frames: list[int],
+    key_paths: dict[int, Path],
+    allow: PathCheck,
+    matte_paths: dict[int, Path] | None = None,
 ) -> None:
     check_no_overwrite(inp, out, frames)
     outputs = {allow(out.path(f)).resolve(): f for f in frames}
-    for key_frame, key_path in sorted(key_paths.items()):
+    named = [("key", k, p) for k, p in sorted(key_paths.items())]
+    named += [("key matte", k, p) for k, p in sorted((matte_paths or {}).items())]
+    for what, key_frame, key_path in named:
         hit = outputs.get(Path(key_path).resolve())
         if hit is not None:
             raise SequenceError(
-                f"--output {out.pattern!r} frame {hit} would overwrite the key {key_path} "
+                f"--output {out.pattern!r} frame {hit} would overwrite the {what} {key_path} "
                 f"(frame {key_frame}); choose another output path"
             )
 
@@ -222,12 +258,24 @@ def read_plate_header(path: Path) -> Plate:
     return header
 
 
-def read_key(path: Path, colorspace: str | None, key_colorspace: str | None, open_file: FileOpener | None) -> KeyImage:
-    """``load_key``, through ``open_file`` when there is one."""
-    if open_file is None:
-        return load_key(path, colorspace, key_colorspace)
-    with open_file(path) as through:
-        return load_key(path, colorspace, key_colorspace, through)
+def read_key(
+    path: Path,
+    colorspace: str | None,
+    key_colorspace: str | None,
+    open_file: FileOpener | None,
+    matte_path: Path | None = None,
+) -> KeyImage:
+    """``load_key``, through ``open_file`` when there is one; with ``matte_path`` (--key-matte), the matte
+    read from that image (``load_matte``) replaces the key's own alpha, and the key's name (what messages
+    say) names both files."""
+    opened = open_file or contextlib.nullcontext  # nullcontext(path) gives the path itself
+    with opened(path) as through:
+        key = load_key(path, colorspace, key_colorspace, through)
+    if matte_path is not None:
+        with opened(matte_path) as through:
+            key.matte = load_matte(matte_path, through)
+        key.name = f"{path} with matte {matte_path}"
+    return key
 
 
 def working_size(width: int, height: int, working_width: int) -> tuple[int, int]:
@@ -263,13 +311,52 @@ def plate_colorspace(chosen: str | None, metadata: str | None, name: str) -> str
         raise type(err)(f"{err} (from {origin}; override with --colorspace)") from None
 
 
-def check_key(key: KeyImage, size: tuple[int, int], plate_space: str) -> str:
-    """The key's canonical colour space, after checking its size against the plate's and its pixels."""
+def check_key(key: KeyImage, size: tuple[int, int], plate_space: str, notes: list[str] | None = None) -> str:
+    """The key's canonical colour space, after checking its size against the plate's, its pixels and, for a
+    partial key, its matte (``check_key_matte``, which may append a note to ``notes``). Every path calls it
+    for every key, in-band keys included (``ShotColour.key_ab``)."""
     h, w = key.pixels.shape[:2]
     if (w, h) != size:
         raise PixelError(f"{key.name}: key is {w}x{h} but the plate is {size[0]}x{size[1]}")
     check_finite(key.pixels, key.name, "key")
+    check_key_matte(key, notes)
     return convert.check_colorspace(key.colorspace or plate_space)
+
+
+def check_key_matte(key: KeyImage, notes: list[str] | None = None) -> None:
+    """A partial key's matte (a full key passes): the key's size (PixelError, exit 3, naming both sizes),
+    finite (PixelError, exit 3, as the key's colour), not 0 everywhere (InputError, exit 2: it would colour
+    nothing). Values outside [0, 1] (a float alpha of 1.3 or -0.2) are clamped: ``key.matte`` is replaced by
+    a clamped copy (the caller's array is never written to) and a note saying so is appended to ``notes``.
+    Running it again changes nothing."""
+    matte = key.matte
+    if matte is None:
+        return
+    h, w = key.pixels.shape[:2]
+    if matte.shape != (h, w):
+        size = "x".join(map(str, matte.shape[::-1]))  # WxH, as every size in a message
+        raise PixelError(f"{key.name}: the matte is {size} but the key is {w}x{h}; they must be the same size")
+    check_finite(matte, key.name, "matte (alpha)")
+    low, high = float(matte.min()), float(matte.max())
+    if high <= 0.0:
+        raise InputError(
+            f"{key.name}: the matte (alpha) is 0 everywhere, so the key would colour nothing; paint where it "
+            "applies, or give it without alpha (a full key)"
+        )
+    if low < 0.0 or high > 1.0:
+        key.matte = np.clip(matte, 0.0, 1.0)
+        if notes is not None:
+            notes.append(f"{key.name}: matte (alpha) values from {low:g} to {high:g} clamped to [0, 1]")
+
+
+def check_full_key_or_regrade(keys: dict[int, KeyImage], regrade: bool) -> None:
+    """InputError (exit 2) when every key is partial and ``regrade`` is off: the partial keys are laid over
+    the colour the full keys give (or, with --regrade, the plate's own), and there would be none."""
+    if keys and not regrade and all(key.is_partial for key in keys.values()):
+        raise InputError(
+            "a partial key colours only where it is painted: give a full key too, or --regrade to correct a "
+            f"colour plate (partial keys: {', '.join(f'{k} {keys[k].name}' for k in sorted(keys))})"
+        )
 
 
 def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str) -> None:
