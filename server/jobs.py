@@ -15,7 +15,7 @@ from colorprop_client import protocol as P
 from .gate import Stopped
 from .logs import log_event
 from .paths import AllowedRoots, PathRefused
-from .requests import PathsShot
+from .requests import PathsShot, error_code
 from .session import Session, jsonable, suggestions
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ log = logging.getLogger("colorprop_server")
 
 
 def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> None:
-    from colorprop.errors import ColorpropError, ExrReadError, ExrWriteError, InputError, PixelError
+    from colorprop.errors import ColorpropError
     from colorprop.shot.run import Cancelled
 
     t0 = time.monotonic()
@@ -44,18 +44,7 @@ def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> N
         s.push({"kind": P.EV_FAILED, "code": P.E_PATH, "message": str(exc)})
     except ColorpropError as exc:
         s.state = "failed"
-        code = (
-            P.E_PIXELS
-            if isinstance(exc, PixelError)
-            else P.E_UNREADABLE
-            if isinstance(exc, ExrReadError)
-            else P.E_WRITE_FAILED
-            if isinstance(exc, ExrWriteError)
-            else P.E_BAD_INPUT
-            if isinstance(exc, InputError)
-            else P.E_ENGINE
-        )
-        s.push({"kind": P.EV_FAILED, "code": code, "message": str(exc)})
+        s.push({"kind": P.EV_FAILED, "code": error_code(exc), "message": str(exc)})
     except Exception as exc:
         log.exception("job %s failed", s.id)
         s.state = "failed"

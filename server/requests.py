@@ -85,6 +85,21 @@ class Fetch:
     max_events: int
 
 
+def error_code(exc: Exception) -> str:
+    """The protocol's code for a core error (``remote.EXIT_FOR_CODE`` maps it back to the CLI's exit code)."""
+    from colorprop.errors import ExrReadError, ExrWriteError, InputError, PixelError
+
+    for cls, code in (
+        (PixelError, P.E_PIXELS),
+        (ExrReadError, P.E_UNREADABLE),
+        (ExrWriteError, P.E_WRITE_FAILED),
+        (InputError, P.E_BAD_INPUT),
+    ):
+        if isinstance(exc, cls):
+            return code
+    return P.E_ENGINE
+
+
 def job_id(msg: P.Message) -> str:
     job = msg.get("job")
     if not isinstance(job, str) or not _JOB_ID.match(job):
