@@ -10,6 +10,7 @@ from colorprop.cli.common import (
     Progress,
     add_device_argument,
     add_precision_argument,
+    add_key_matte_argument,
     input_frames,
     on_sigterm,
     parse_keys,
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
         required=True,
         metavar="FRAME=PATH",
         help="a colour key frame (EXR, PNG, TIFF, JPEG, DPX, ...); repeat for several keys, or "
-        "FRAMES=PATTERN (1,48=key.####.exr)",
+        "FRAMES=PATTERN (1,48=key.####.exr); a key with alpha colours only where alpha > 0 (a partial key)",
     )
     out = p.add_mutually_exclusive_group(required=True)
     out.add_argument(
@@ -75,6 +76,7 @@ def add_parser(sub) -> None:
         help="OCIO colour space of the keys (default: sRGB for 8/16-bit integer images such as PNG, "
         "JPEG, TIFF, DPX; the plate's for float images such as EXR)",
     )
+    add_key_matte_argument(p)
     p.add_argument(
         "--working-width",
         type=int,
@@ -148,10 +150,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from colorprop.engine.devices import check_device
     from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.preflight import check_mattes_have_keys
 
     if not args.server:  # (a server runs on its own device)
         check_device(args.device)
     keys = parse_keys(args.key)
+    args.key_mattes = parse_keys(args.key_matte or [], "--key-matte")
+    check_mattes_have_keys(args.key_mattes, keys)
     options = ShotOptions.from_dict(
         {
             "method": args.method,
@@ -164,12 +169,19 @@ def run(args) -> int:
         }
     )
     frames = input_frames(args.input, args.frames, allow_gaps=args.allow_gaps)
+    # The segments are cut at the full keys only (partial keys are layers over them): read which keys are.
+    full = full_key_frames(keys, args.key_mattes) if args.list_segments or args.segment is not None else sorted(keys)
     if args.list_segments:
         import json
 
         from colorprop.shot.pipeline import key_segments
 
-        segments = key_segments(sorted(frames), sorted(keys))
+        if not full:
+            raise InputError(
+                "--list-segments: every key is partial, and segments are cut at full keys; colour the shot in one "
+                "task (no --segment)"
+            )
+        segments = key_segments(sorted(frames), full)
         print(
             json.dumps(
                 {"keys": ",".join(str(s.key) for s in segments), "segments": [s.to_json() for s in segments]}, indent=2
@@ -181,7 +193,7 @@ def run(args) -> int:
     if args.direction is not None:
         from colorprop.shot.pipeline import key_segment
 
-        owned = key_segment(sorted(frames), sorted(keys), args.segment)
+        owned = key_segment(sorted(frames), full, args.segment)
         if owned is not None and len(owned.keys) == 1:  # the last key: no span to a next key, no pass (a farm no-op)
             print(
                 f"colorprop: segment {args.segment} has no next key: no {args.direction} pass to run", file=sys.stderr
@@ -194,9 +206,9 @@ def run(args) -> int:
     if args.segment is not None and args.server:
         from colorprop.shot.pipeline import key_segment
 
-        owned = key_segment(sorted(frames), sorted(keys), args.segment)
+        owned = key_segment(sorted(frames), full, args.segment)
         if owned is None:
-            raise InputError(f"--segment {args.segment}: not a key frame (keys: {sorted(keys)})")
+            raise InputError(f"--segment {args.segment}: not a full key frame (full keys: {full})")
         if owned.frames != sorted(frames):
             raise InputError(
                 f"--segment {args.segment} with --server: the server runs whole shots only; "
@@ -226,7 +238,17 @@ def run(args) -> int:
     return 0
 
 
+def full_key_frames(keys: dict[int, str], key_mattes: dict[int, str]) -> list[int]:
+    """The frames of the full keys, ascending: a key with a --key-matte, or with an alpha that is not opaque
+    everywhere, is partial (``frames.load_key``)."""
+    from colorprop.shot.preflight import read_key
+
+    mattes = {k: Path(p) for k, p in key_mattes.items()}
+    return sorted(k for k, path in keys.items() if not read_key(Path(path), None, None, None, mattes.get(k)).is_partial)
+
+
 def colorize(args, keys, frames, options, progress):
+    mattes = {"key_mattes": args.key_mattes} if args.key_mattes else {}
     if args.server:
         from colorprop.cli.plugins import remote_colorizer  # zmq lives outside core
 
@@ -242,6 +264,7 @@ def colorize(args, keys, frames, options, progress):
             timeout_s=args.timeout,
             pixel_type=args.pixel_type,
             key_colorspace=args.key_colorspace,
+            **mattes,
         )
     from colorprop.engine.engine import Engine
     from colorprop.shot.pipeline import colorize_sequence
@@ -261,4 +284,5 @@ def colorize(args, keys, frames, options, progress):
         key_colorspace=args.key_colorspace,
         direction=args.direction,
         state_dir=Path(args.state_dir) if args.state_dir else None,
+        **mattes,
     )

@@ -58,27 +58,38 @@ class Progress:
         self.stream.flush()
 
 
-def parse_keys(specs: list[str]) -> dict[int, str]:
-    """``FRAME=PATH``, or ``FRAMES=PATTERN`` for a key sequence (``1,48=key.####.exr``: the farm form)."""
+def parse_keys(specs: list[str], option: str = "--key") -> dict[int, str]:
+    """``FRAME=PATH``, or ``FRAMES=PATTERN`` for a key sequence (``1,48=key.####.exr``: the farm form); the
+    same for ``--key-matte`` (``option``: the option named in messages)."""
     from colorprop.io.sequence import FramePattern, parse_frames
 
     keys: dict[int, str] = {}
     for spec in specs:
         frame, sep, path = spec.partition("=")
         if not sep or not path or not frame.strip():
-            raise InputError(f"--key {spec!r}: expected FRAME=PATH, e.g. --key 1=key.exr")
+            raise InputError(f"{option} {spec!r}: expected FRAME=PATH, e.g. {option} 1=key.exr")
         single = frame.strip().lstrip("-").isdigit()
         try:
             pattern = None if single and Path(path).exists() else FramePattern(path)
         except InputError:  # no frame token: a plain file
             pattern = None
         if not single and pattern is None:
-            raise InputError(f"--key {spec!r}: several frames need a key pattern, e.g. 1,48=key.####.exr")
+            raise InputError(f"{option} {spec!r}: several frames need a pattern, e.g. 1,48=key.####.exr")
         for f in parse_frames(frame):
             if f in keys:
-                raise InputError(f"--key {spec!r}: frame {f} is given twice")
+                raise InputError(f"{option} {spec!r}: frame {f} is given twice")
             keys[f] = str(pattern.path(f)) if pattern is not None else path
     return keys
+
+
+def add_key_matte_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--key-matte",
+        action="append",
+        metavar="FRAME=PATH",
+        help="a matte for the key at FRAME (its alpha; without one, or with an opaque one, its first channel): "
+        "the key colours only where it is > 0, softly at its edges (a partial key); same forms as --key",
+    )
 
 
 def input_frames(input_pattern: str, spec: str | None, allow_gaps: bool = False, option: str = "--input") -> list[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 
-from colorprop.cli.common import input_frames, parse_keys
+from colorprop.cli.common import add_key_matte_argument, input_frames, parse_keys
 from colorprop.errors import InputError
 
 
@@ -28,9 +28,10 @@ def add_parser(sub) -> None:
         "--key",
         action="append",
         metavar="FRAME=PATH",
-        help="a colour key frame, as for colorize; repeat for several keys (required, unless --from; "
-        "with --from, its frame is never suggested and its file is not read)",
+        help="a colour key frame, as for colorize (a partial one too); repeat for several keys (required, "
+        "unless --from; with --from, its frame is never suggested and its file is not read)",
     )
+    add_key_matte_argument(p)
     p.add_argument(
         "--from",
         dest="from_output",
@@ -80,7 +81,10 @@ def run(args) -> int:
             sorted(frames),
             options,  # nothing is written
             key_colorspace=args.key_colorspace,
+            key_mattes=parse_keys(args.key_matte or [], "--key-matte"),
         )
+        for note in checked.notes:
+            print(f"colorprop: note: {note}", file=sys.stderr)
         keys = sorted(checked.keys)
         summary = confidence_per_frame(engine, checked.source(), checked.keys, options)
     chosen = suggest_frames(summary, keys, args.count)
