@@ -40,23 +40,10 @@ def shot(tmp_path):
     return tmp_path, gray
 
 
-def colorize(folder: Path, out: str, *keys: str, extra=()) -> tuple[int, str]:
+def colorize(folder: Path, out: str, *keys: str) -> tuple[int, str]:
     """``colorprop colorize`` (flow) of the shot with ``keys`` (--key/--key-matte arguments); (exit code, stderr)."""
-    return run(
-        "colorize",
-        "-i",
-        str(folder / "shot" / "plate.####.exr"),
-        *keys,
-        "-o",
-        out,
-        "--method",
-        "flow",
-        "--progress",
-        "none",
-        "--weights",
-        str(folder / "no-weights"),
-        *extra,
-    )
+    shot = ["-i", str(folder / "shot" / "plate.####.exr"), "-o", out, "--method", "flow", "--progress", "none"]
+    return run("colorize", *shot, *keys, "--weights", str(folder / "no-weights"))
 
 
 def frames_of(pattern: str) -> np.ndarray:
