@@ -19,6 +19,9 @@ Regrade (``ShotOptions.regrade``): the plate is in colour and a key is a regrade
 What is carried is the *change*, delta_ab = ab(key) − ab(plate frame); each frame is written as
 ab(plate) + propagated delta under the plate's L, and where the delta is exactly zero the plate's own
 pixels are written unchanged.
+
+Partial keys (a key with a matte) are layers laid over what the full keys give (layers.py): the plan above is
+the full keys'; a pixel no layer reaches is written as if there were no partial key.
 """
 
 from __future__ import annotations
