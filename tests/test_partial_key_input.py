@@ -377,8 +377,13 @@ def test_segments_are_cut_at_full_keys_only(shot, capsys):
         "--server",
         "tcp://127.0.0.1:1",
     )
-    assert code == 2 and "--segment 3: not a full key frame (full keys: [1])" in message, message
+    assert code == 2 and "--segment 3: not a full key frame (full keys: 1)" in message, message
     assert not (folder / "o").exists()
+    code, message = run(
+        *args, "--key", f"3={folder / 'key.png'}", "-o", str(folder / "o" / "o.####.exr"), "--segment", "3"
+    )
+    assert code == 2 and "--segment 3: not a full key frame (full keys: 1)" in message, message
+    assert not (folder / "o").exists()  # embedded too: refused before the output folder is made
 
 
 def test_suggest_keys_takes_partial_keys_and_refuses_bad_ones(shot):

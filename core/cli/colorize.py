@@ -150,6 +150,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from colorprop.engine.devices import check_device
     from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.frames import format_frames
     from colorprop.shot.preflight import check_mattes_have_keys
 
     if not args.server:  # (a server runs on its own device)
@@ -203,12 +204,12 @@ def run(args) -> int:
         raise InputError(
             "--direction/--state-dir with --server: the server runs whole shots; run the passes embedded (no --server)"
         )
+    if args.segment is not None and args.segment not in full:  # before the output folder is made
+        raise InputError(f"--segment {args.segment}: not a full key frame (full keys: {format_frames(full) or 'none'})")
     if args.segment is not None and args.server:
         from colorprop.shot.pipeline import key_segment
 
         owned = key_segment(sorted(frames), full, args.segment)
-        if owned is None:
-            raise InputError(f"--segment {args.segment}: not a full key frame (full keys: {full})")
         if owned.frames != sorted(frames):
             raise InputError(
                 f"--segment {args.segment} with --server: the server runs whole shots only; "
