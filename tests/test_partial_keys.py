@@ -255,6 +255,7 @@ def test_segment_names_full_keys_only(engine, shot, tmp_path):
         colour(engine, plate, tmp_path, keys, segment=5)
 
 
+@pytest.mark.slow  # the shipped networks colour the shot twice
 def test_full_method_pixels_no_layer_reaches_are_bitwise_the_run_without(shot, tmp_path):
     full = Engine.load()
     assert "full" in full.methods()
