@@ -15,7 +15,9 @@ from colorprop.colour import convert
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
 from colorprop.io.exr import read_exr, write_exr
+from colorprop.engine.propagate import resize_hw
 from colorprop.shot.frames import ExrSequenceSink, ExrSequenceSource, KeyImage
+from colorprop.shot.layers import working_colour
 from colorprop.shot.pipeline import run_shot
 from test_pipeline import SPACE, H, W, textured_frames, write_shot
 
@@ -266,3 +268,15 @@ def test_full_method_pixels_no_layer_reaches_are_bitwise_the_run_without(shot, t
     assert_only_within_reach(got, base, {5: BOX})
     inner = interior()
     np.testing.assert_allclose(ab(got[5])[inner], ab(painted(frames[4]))[inner], atol=0.1)
+
+
+def test_the_working_colour_of_a_paint_never_takes_the_colour_outside_its_matte():
+    """A paint export is black outside its alpha: at the working size, edge cells average the painted pixels only
+    and cells with nothing painted hold the paint's mean colour, so warping and upsampling mix in no black."""
+    ab_full = np.zeros((H, W, 2), np.float32)
+    ab_full[20:41, 30:51] = (40.0, -25.0)
+    matte = box_matte((30, 20, 51, 41))
+    matte[20, 30:51] = 0.5  # a soft top edge
+    ab_work, matte_work = working_colour(ab_full, matte, lambda x: resize_hw(x, W // 4, H // 4))
+    np.testing.assert_allclose(ab_work, np.broadcast_to(np.float32([40.0, -25.0]), ab_work.shape), atol=1e-3)
+    assert matte_work.max() == 1.0 and 0.0 < matte_work[5, 7] < 1.0  # the cell over the box's corner: partly painted

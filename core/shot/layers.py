@@ -53,11 +53,13 @@ def working_colour(
     ab_full: np.ndarray, matte_full: np.ndarray, to_work: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
     """A painted colour (HxWx2) and its matte (HxW) at the working size. The colour is averaged over painted
-    pixels only (weighted by the matte), so the key image's colour outside the paint never bleeds in at edges."""
+    pixels only (weighted by the matte), and where nothing is painted it is the paint's mean colour: the key
+    image's colour there (black, in a paint export) never bleeds in where warping and upsampling mix neighbours."""
     matte = to_work(matte_full)
     painted = to_work(ab_full * matte_full[..., None])
     inside = (matte > 0)[..., None]
-    ab = np.where(inside, painted / np.maximum(matte, 1e-12)[..., None], to_work(ab_full))
+    mean = (ab_full * matte_full[..., None]).sum(axis=(0, 1)) / max(float(matte_full.sum()), 1e-12)
+    ab = np.where(inside, painted / np.maximum(matte, 1e-12)[..., None], mean)
     return ab.astype(np.float32), np.clip(matte, 0.0, 1.0).astype(np.float32)
 
 
