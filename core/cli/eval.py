@@ -32,6 +32,12 @@ def add_parser(sub) -> None:
         help="also check suggest-keys: top suggestion among the 5 worst frames, gain of a key there "
         "over one at the midpoint (two more runs per clip and method)",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="with one key: also paint a partial key (the true colour inside the worst 10 %% of the one-key "
+        "run's pixels) at the frame suggest-keys names, and measure what it fixes and what it leaves alone",
+    )
     p.add_argument("--weights", default=None, help="weights folder (default: the shipped ones)")
     add_precision_argument(p)
     p.add_argument("--cache", default=None, help="footage cache (default .cache/ or $COLORPROP_CACHE)")

@@ -24,6 +24,10 @@ matte; is its top suggestion among the 5 frames with the largest true Lab MSE, a
 (its true colour, added to the eval keys) gain over a key at the shot's midpoint? Gains are in dB of the Lab MSE
 averaged over the scored frames other than those two (the PSNR of the shot's mean error, not the mean of
 per-frame PSNRs, which a few near-perfect frames would dominate).
+
+With ``partial`` (``--partial``, one key): a partial key painted where the one-key run is worst at the frame
+``suggest-keys`` names; what it fixes there, over the frames it reaches, and that the rest stays bitwise
+(measure/partial.py).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from colorprop.measure.eval_report import (
 )
 from colorprop.measure.matte import matte_measures
 from colorprop.measure.metrics import lab_mse, lab_psnr, psnr_of_mse
+from colorprop.measure.partial import format_partial, partial_key_check, summarise_partial
 from colorprop.shot.suggest import suggest_frames
 from colorprop.shot.frames import ArraySink, ArraySource, KeyImage
 from colorprop.shot.pipeline import run_shot
@@ -106,10 +111,18 @@ def eval_variants(method: str, keys: str, key_indices: list[int]) -> list[tuple[
 
 
 def evaluate(
-    engine: Engine, clips, methods: list[str], ns=DEFAULT_NS, keys: str = "first", log=print, suggest: bool = False
+    engine: Engine,
+    clips,
+    methods: list[str],
+    ns=DEFAULT_NS,
+    keys: str = "first",
+    log=print,
+    suggest: bool = False,
+    partial: bool = False,
 ) -> dict:
     """Per clip and method: Lab-PSNR per frame and its mean over the first N propagated frames; the
-    confidence measures; with ``suggest`` the key-suggestion check (module docstring)."""
+    confidence measures; with ``suggest`` the key-suggestion check (module docstring); with ``partial`` (one
+    key) the partial-key check (measure/partial.py)."""
     results: dict = {"ns": list(ns), "keys": keys, "clips": {}, "seconds": {}}
     names = methods
     for clip in clips:
@@ -153,6 +166,13 @@ def evaluate(
                             f"  suggest {sc['top']} ({'in' if sc['hit'] else 'not in'} worst 5), "
                             f"{sc['advantage_db']:+.2f} dB over the midpoint"
                         )
+                    if partial and name == method and keys == "first":
+                        pc = partial_key_check(engine, clip.frames_linear, true_lab, method, pred, conf)
+                        per_method[name]["partial"] = pc
+                        line += (
+                            f"  partial@{pc['frame']} ΔE {pc['error_in_region_before']:.2f}"
+                            f"->{pc['error_in_region_after']:.2f}, {len(pc['reached'])} frames reached"
+                        )
                 log(line)
         results["clips"][clip.name] = {
             "report_apart": bool(getattr(clip, "report_apart", False)),
@@ -163,6 +183,8 @@ def evaluate(
     results["confidence"] = summarise_confidence(results, names)
     if suggest:
         results["suggest"] = summarise_suggestions(results, names)
+    if partial:
+        results["partial"] = summarise_partial(results, names)
     return results
 
 
@@ -237,6 +259,7 @@ def run_eval_command(args) -> int:
         args.keys,
         log=lambda s: print(s, file=sys.stderr),
         suggest=getattr(args, "suggest", False),
+        partial=getattr(args, "partial", False),
     )
     results["split"] = split
     results["weights"] = engine.describe()["weights"]
@@ -249,6 +272,8 @@ def run_eval_command(args) -> int:
     )
     print(table)
     print(format_confidence(results))
+    if results.get("partial"):
+        print(format_partial(results["partial"]))
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
