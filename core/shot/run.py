@@ -43,7 +43,9 @@ class ShotJob:
 class ShotRun:
     """The state of one ``run_shot``: the shot's colour bookkeeping, the keys' colour, what was reported.
     Its three segment kinds are ``key_frame``, ``between_keys`` (two stored passes, blended) and ``one_way``
-    (before the first key or after the last: one run, frame after frame). ``blend`` is the job's, resolved."""
+    (before the first key or after the last: one run, frame after frame); with regrade and only partial keys,
+    ``plate_only``. Each frame goes out through ``output``, the partial keys' ``layers`` laid over it.
+    ``blend`` is the job's, resolved."""
 
     def __init__(
         self,
