@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -30,9 +30,6 @@ from colorprop.engine.flow import warp_backward
 from colorprop.engine.propagate import Propagator, resize_hw
 from colorprop.shot.frames import KeyImage
 from colorprop.shot.passes import PassFrame, PassStore
-
-if TYPE_CHECKING:
-    from colorprop.shot.run import ShotRun
 
 LAYER_FLOOR = 1.0 / 255.0  # a carried matte below this is exactly 0: the layer has left the pixel
 LAYER_FOLDER = "layer.{frame}"  # a partial key's passes under the run's pass folder (PassStore.name)
@@ -89,9 +86,10 @@ class Layer:
 
 
 class ShotLayers:
-    """The layers of one ``run_shot``: carried (``carry``), then laid over the base frame by frame (``over``)."""
+    """The layers of one ``run_shot``: carried (``carry``), then laid over the base frame by frame (``over``).
+    ``run``: the ``ShotRun`` (run.py) that owns them: its shot, options, engine, keys' colour, frames and stamps."""
 
-    def __init__(self, run: "ShotRun", partial: dict[int, KeyImage]):
+    def __init__(self, run, partial: dict[int, KeyImage]):
         self.run = run
         shot = run.shot
         self.layers = []
