@@ -176,6 +176,21 @@ def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspac
     )
 
 
+def check_partial_keys_agree(keys: dict, told: tuple[int, ...]) -> None:
+    """InputError unless the keys this server read as partial (a matte, or the file's alpha) are the ones the client
+    read so (``partial_keys``): a key file the two sides see differently (storage out of sync) would colour
+    other pixels than the artist painted."""
+    from colorprop.errors import InputError
+    from colorprop.shot.frames import format_frames
+
+    here = sorted(k for k, key in keys.items() if key.is_partial)
+    if here != sorted(told):
+        raise InputError(
+            f"the server reads key frame(s) {format_frames(here) or 'none'} as partial (alpha or --key-matte), the "
+            f"client read {format_frames(list(told)) or 'none'}: do both see the same key files?"
+        )
+
+
 class CheckedSource:
     """The shared-path plates, each checked against the roots again and read by descriptor, one compute turn
     per frame."""
@@ -243,8 +258,19 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
         return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
 
     checked = check_sequence_job(
-        shot.input, shot.keys, shot.output, s.frames, options, allow=allowed, open_file=roots.opened_file
+        shot.input,
+        shot.keys,
+        shot.output,
+        s.frames,
+        options,
+        allow=allowed,
+        open_file=roots.opened_file,
+        key_mattes=shot.key_mattes,
     )
+    if shot.partial_keys is not None:
+        check_partial_keys_agree(checked.keys, shot.partial_keys)
+    for note in checked.notes:
+        log_event(log, "job_note", job=s.id, note=note)
     service.gate.acquire(s.id, s.stop.is_set)
     source, sink = checked.source(), checked.sink(shot.pixel_type)
     out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(shot.output).name

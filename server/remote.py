@@ -90,8 +90,11 @@ def colorize_via_server(
     curve_keys: str | None = None,
     curve_name: str | None = None,
     key_colorspace: str | None = None,
+    key_mattes: dict[int, str] | None = None,
 ) -> Any:
-    """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``.
+    """Same contract as ``pipeline.colorize_sequence``; returns a ``ShotReport``. ``key_mattes``: frame -> the
+    matte image of a partial key (``--key-matte``); a key file's own alpha makes a partial key too. Partial keys
+    travel as protocol ``MATTE_VERSION``: a server that speaks only version 1 refuses them (exit 2).
 
     CURVE keys come from ``curve_keys`` or ``$COLORPROP_CURVE_KEYS`` (a folder holding
     ``<name>.key_secret`` and ``server.key``; name from ``curve_name``/``$COLORPROP_CURVE_NAME``,
@@ -102,7 +105,9 @@ def colorize_via_server(
 
     if not P.is_address(address):
         raise InputError(f"--server {address!r}: not a server address; use {P.ADDRESS_FORMS}")
-    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
+    checked = check_sequence_job(
+        input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace, key_mattes=key_mattes
+    )
     curve = client_curve_keys(curve_keys, curve_name)
     client = C.Client(address, timeout_s=timeout_s or C.DEFAULT_TIMEOUT_S, retries=C.DEFAULT_RETRIES, curve=curve)
     report = ShotReport()
@@ -140,6 +145,8 @@ def colorize_via_server(
                     skip_existing=skip_existing,
                     pixel_type=pixel_type,
                     busy_wait_s=BUSY_WAIT_S,
+                    key_mattes={k: str(Path(p).absolute()) for k, p in (key_mattes or {}).items()},
+                    partial_keys=[k for k, key in checked.keys.items() if key.is_partial],
                 )
                 report.frames_written = list(rep.get("frames_written", []))
                 report.frames_skipped = list(rep.get("frames_skipped", []))
@@ -231,4 +238,5 @@ def _colorize_inband(client, checked, options, progress, skip_existing, pixel_ty
         carry_dtype="float16" if pixel_type == "half" else "float32",
         key_colorspaces={k: img.colorspace for k, img in key_images.items()},
         busy_wait_s=BUSY_WAIT_S,
+        key_mattes={k: img.matte for k, img in key_images.items() if img.is_partial},
     )

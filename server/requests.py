@@ -27,10 +27,11 @@ class InbandShot:
     keys: dict[int, Any]
     shape: tuple[int, int]  # (H, W) every frame must have: the keys'
     carry: type
+    notes: tuple[str, ...] = ()  # from the pre-flight of the keys (a partial key's matte clamped into [0, 1])
 
     @property
     def key_bytes(self) -> int:
-        return sum(k.pixels.nbytes for k in self.keys.values())
+        return sum(k.pixels.nbytes + (0 if k.matte is None else k.matte.nbytes) for k in self.keys.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class PathsShot:
     keys: dict[int, str]
     skip_existing: bool
     pixel_type: str
+    key_mattes: dict[int, str] = dataclasses.field(default_factory=dict)  # --key-matte: frame -> matte image
+    # The keys the client read as partial (their files' alpha, a matte); None: a version-1 client, which does not say
+    partial_keys: tuple[int, ...] | None = None
 
     key_bytes = 0  # the keys are read in the job thread, not held from the request
 
@@ -152,8 +156,14 @@ def parse_open(
     except ColorpropError as exc:
         raise ProtocolError(P.E_BAD_INPUT, str(exc), "options") from None
     frames = sorted(frames)
+    if msg.get("v") < P.MATTE_VERSION and (
+        msg.get("key_mattes") or msg.get("partial_keys") or any(n.startswith("matte") for n in msg.arrays)
+    ):
+        raise ProtocolError(P.E_VERSION, f"partial keys need protocol {P.MATTE_VERSION}; the request says 1", "v")
     if mode == P.MODE_INBAND:
-        shot: InbandShot | PathsShot = parse_inband_shot(msg, set(frames), colorspace, config)
+        shot: InbandShot | PathsShot = check_inband_keys(
+            parse_inband_shot(msg, set(frames), colorspace, config), options.regrade
+        )
     else:
         shot = parse_paths_shot(msg, frames, roots)
     return OpenShot(job, mode, frames, options, colorspace, seq_base, shot)
@@ -165,8 +175,13 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
     key_frames = msg.get("keys")
     if not isinstance(key_frames, list) or not key_frames or any(type(k) is not int for k in key_frames):
         raise ProtocolError(P.E_BAD_INPUT, "keys must be a non-empty list of frame numbers", "keys")
-    if set(msg.arrays) != {f"key{k}" for k in key_frames}:
-        raise ProtocolError(P.E_BAD_INPUT, "one buffer 'key<frame>' per key frame is needed", "buffers")
+    mattes = {k for k in key_frames if P.matte_buffer(k) in msg.arrays}
+    if set(msg.arrays) != {f"key{k}" for k in key_frames} | {P.matte_buffer(k) for k in mattes}:
+        raise ProtocolError(
+            P.E_BAD_INPUT,
+            "one buffer 'key<frame>' per key frame is needed (and 'matte<frame>' for a partial key)",
+            "buffers",
+        )
     key_cs = msg.get("key_colorspaces") or {}
     if not isinstance(key_cs, dict) or any(v is not None and not isinstance(v, str) for v in key_cs.values()):
         raise ProtocolError(P.E_BAD_INPUT, "key_colorspaces must map frames to colour space names", "key_colorspaces")
@@ -192,11 +207,38 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
         except ProtocolError as exc:
             exc.field = "keys"
             raise
-        keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}")
+        matte = inband_matte(msg.arrays[P.matte_buffer(k)], k) if k in mattes else None
+        keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}", matte)
     carry = msg.get("carry_dtype", "float32")
     if carry not in ("float32", "float16"):
         raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
     return InbandShot(keys, shape, np.float16 if carry == "float16" else np.float32)
+
+
+def check_inband_keys(shot: InbandShot, regrade: bool) -> InbandShot:
+    """The pre-flight's checks of the keys' mattes (core's ``check_key_matte``, ``check_full_key_or_regrade``), here
+    at the open: a bad matte is refused before anything runs, with the code of the CLI's exit for it."""
+    from colorprop.errors import ColorpropError
+    from colorprop.shot.preflight import check_full_key_or_regrade, check_key_matte
+
+    notes: list[str] = []
+    try:
+        for key in shot.keys.values():
+            check_key_matte(key, notes)
+        check_full_key_or_regrade(shot.keys, regrade)
+    except ColorpropError as exc:
+        raise ProtocolError(error_code(exc), str(exc), "keys") from None
+    return dataclasses.replace(shot, notes=tuple(notes))
+
+
+def inband_matte(arr: np.ndarray, key: int) -> np.ndarray:
+    """A partial key's matte buffer as the engine takes it (HxW float32). Its size against the key's, its values
+    (NaN, all transparent, outside [0, 1]) are the pre-flight's, run on the job as on every path."""
+    if arr.ndim != 2:
+        raise ProtocolError(
+            P.E_PIXELS, f"key {key}: its matte must be HxW (one channel), got {list(arr.shape)}", P.matte_buffer(key)
+        )
+    return np.array(arr, dtype=np.float32)
 
 
 def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> PathsShot:
@@ -215,14 +257,15 @@ def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> 
             )
     if not isinstance(keys, dict) or not 0 < len(keys) <= P.MAX_KEYS:
         raise ProtocolError(P.E_BAD_INPUT, f"keys must map 1..{P.MAX_KEYS} frame numbers to EXR paths", "keys")
-    try:
-        key_paths = {
-            int(k): v for k, v in keys.items() if isinstance(v, str) and len(v) <= P.MAX_PATH_CHARS and str(int(k)) == k
-        }
-    except ValueError:
-        key_paths = {}
-    if len(key_paths) != len(keys):
-        raise ProtocolError(P.E_BAD_INPUT, "keys must map frame numbers to EXR paths", "keys")
+    key_paths = _frame_paths(keys, "keys")
+    matte_paths = _frame_paths(msg.get("key_mattes") or {}, "key_mattes")
+    partial = msg.get("partial_keys", []) if msg.get("v") >= P.MATTE_VERSION else None
+    if partial is not None and (not isinstance(partial, list) or any(type(k) is not int for k in partial)):
+        raise ProtocolError(P.E_BAD_INPUT, "partial_keys must be a list of key frames", "partial_keys")
+    for name, frames_of in (("key_mattes", matte_paths), ("partial_keys", partial or [])):
+        strays = sorted(set(frames_of) - set(key_paths))
+        if strays:
+            raise ProtocolError(P.E_BAD_INPUT, f"frame(s) {strays} have no key (--key FRAME=PATH)", name)
     try:
         in_pat, out_pat = FramePattern(inp), FramePattern(out)
     except ColorpropError as exc:
@@ -236,7 +279,7 @@ def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> 
         for pattern in (in_pat, out_pat):
             roots.check(pattern.pattern)
             roots.check(pattern.path(frames[0]).parent)
-        for path in key_paths.values():
+        for path in [*key_paths.values(), *matte_paths.values()]:
             roots.check_file(path)
     except PathRefused as exc:
         raise ProtocolError(P.E_PATH, str(exc), "path") from None
@@ -245,7 +288,30 @@ def parse_paths_shot(msg: P.Message, frames: list[int], roots: AllowedRoots) -> 
         raise ProtocolError(P.E_BAD_INPUT, "skip_existing must be true/false", "skip_existing")
     if pixel_type not in ("half", "float"):
         raise ProtocolError(P.E_BAD_INPUT, "pixel_type must be half or float", "pixel_type")
-    return PathsShot(in_pat.pattern, out_pat.pattern, key_paths, skip, pixel_type)
+    return PathsShot(
+        in_pat.pattern,
+        out_pat.pattern,
+        key_paths,
+        skip,
+        pixel_type,
+        matte_paths,
+        None if partial is None else tuple(sorted(partial)),
+    )
+
+
+def _frame_paths(value: Any, field: str) -> dict[int, str]:
+    """``{"<frame>": path}`` from the header as ``{frame: path}``; ProtocolError naming ``field`` otherwise."""
+    try:
+        paths = {
+            int(k): v
+            for k, v in value.items()
+            if isinstance(v, str) and len(v) <= P.MAX_PATH_CHARS and str(int(k)) == k
+        }
+    except (ValueError, AttributeError):
+        paths = None
+    if paths is None or len(paths) != len(value) or len(paths) > P.MAX_KEYS:
+        raise ProtocolError(P.E_BAD_INPUT, f"{field} must map frame numbers to image paths", field)
+    return paths
 
 
 def parse_frame(msg: P.Message, frames: set[int], shape: tuple[int, int]) -> FrameIn:

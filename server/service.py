@@ -201,6 +201,9 @@ class Service:
         else:
             target, args = jobs.run_paths, (session, req.shot, req.options)
         session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode}
+        notes = req.shot.notes if isinstance(req.shot, requests.InbandShot) else ()
+        if notes:  # (a partial key's matte clamped into [0, 1]): told in the reply and the log
+            session.opened_reply["notes"] = list(notes)
         self.sessions[job_id] = session
         session.thread = threading.Thread(
             target=jobs.job_thread, args=(self, session, target, args), name=f"colorprop-job-{job_id[:8]}", daemon=True
@@ -215,6 +218,7 @@ class Service:
             mode=req.mode,
             frames=len(req.frames),
             method=req.options.method,
+            notes=list(notes) or None,
         )
         self.metrics.job_started(client)
         reply(P.encode(P.OPENED, msg.id, **session.opened_reply))

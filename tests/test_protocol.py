@@ -66,7 +66,7 @@ BUF = {"name": "pixels", "shape": [2, 2, 3], "dtype": "float32", "nbytes": 48}
         ([b"\xff\xfe"], P.E_PROTOCOL, None),
         ([b"[1,2]"], P.E_PROTOCOL, None),
         ([b'{"v":1,"type":"ping","id":"a","x":NaN}'], P.E_PROTOCOL, None),
-        ([_header(v=2)], P.E_VERSION, "v"),
+        ([_header(v=P.PROTOCOL_VERSION + 1)], P.E_VERSION, "v"),
         ([_header(v="1")], P.E_PROTOCOL, "v"),
         ([_header(type="eval")], P.E_PROTOCOL, "type"),
         ([_header(id=7)], P.E_PROTOCOL, "id"),

@@ -129,14 +129,20 @@ class Client(Transport):
         output_pattern: str | None = None,
         colorspace: str | None = None,
         job_id: str | None = None,
+        key_mattes: Mapping[int, Any] | None = None,
+        partial_keys: Sequence[int] = (),
         **extra: Any,
     ) -> "Job":
         """Open a shot session and return its :class:`Job`.
 
         In-band mode: ``keys`` maps frame -> HxWx3 array (plate colour space), ``frames`` lists
-        every frame you will send. Paths mode: ``keys`` maps frame -> EXR path on shared storage,
-        ``input_pattern``/``output_pattern`` are frame patterns (``####``) under the server's
-        allowed roots and ``frames`` the frames to colorize.
+        every frame you will send; ``key_mattes`` frame -> HxW matte in [0, 1] makes that key a partial key.
+        Paths mode: ``keys`` maps frame -> EXR path on shared storage, ``input_pattern``/``output_pattern``
+        are frame patterns (``####``) under the server's allowed roots and ``frames`` the frames to colorize;
+        ``key_mattes`` frame -> a matte image's path (``--key-matte``), ``partial_keys`` the key frames whose
+        files hold an alpha that makes them partial. Either needs protocol ``MATTE_VERSION``: a server that
+        speaks only version 1 refuses the shot (ServerError ``E_VERSION`` saying so) instead of colouring
+        those keys as full keys.
         """
         job_id = job_id or P.new_id()
         fields: dict[str, Any] = {
@@ -148,20 +154,38 @@ class Client(Transport):
             **extra,
         }
         arrays = []
+        key_mattes = dict(key_mattes or {})
+        partial = sorted({int(f) for f in key_mattes} | {int(f) for f in partial_keys})
         if mode == P.MODE_INBAND:
             key_frames = []
             for f, img in sorted(keys.items()):
-                arr = _as_wire_array(img)
-                arrays.append((f"key{int(f)}", arr))
+                arrays.append((f"key{int(f)}", _as_wire_array(img)))
+                if f in key_mattes:
+                    arrays.append((P.matte_buffer(f), _as_wire_array(key_mattes[f])))
                 key_frames.append(int(f))
             fields["keys"] = key_frames
         elif mode == P.MODE_PATHS:
             fields["keys"] = {str(int(f)): os.fspath(p) for f, p in keys.items()}
             fields["input"] = input_pattern
             fields["output"] = output_pattern
+            if partial:
+                fields["key_mattes"] = {str(int(f)): os.fspath(p) for f, p in key_mattes.items()}
+                fields["partial_keys"] = partial
         else:
             raise ValueError(f"mode must be one of {P.MODES}, not {mode!r}")
-        msg = self.request(P.OPEN_SHOT, arrays, **fields)
+        version = P.MATTE_VERSION if partial else P.BASE_VERSION
+        try:
+            msg = self.request(P.OPEN_SHOT, arrays, version=version, **fields)
+        except ServerError as exc:
+            if exc.code != P.E_VERSION or version == P.BASE_VERSION:
+                raise
+            raise ServerError(
+                P.E_VERSION,
+                f"partial key(s) at frame(s) {', '.join(map(str, partial))} (a matte, or a key image's alpha) need "
+                f"protocol {P.MATTE_VERSION}, which the server at {self.address} does not speak; update the server, "
+                "or use full keys",
+                "v",
+            ) from None
         return Job(self, job_id, mode, msg.header)
 
 

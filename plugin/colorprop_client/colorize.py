@@ -117,6 +117,7 @@ class _InbandRequest:
     carry_dtype: str
     on_result: Callable[[int, np.ndarray, np.ndarray], None] | None
     key_colorspaces: Mapping[int, str | None] | None
+    key_mattes: Mapping[int, np.ndarray] | None
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ class _PathsRequest:
     job_timeout_s: float | None
     skip_existing: bool
     pixel_type: str
+    key_mattes: Mapping[int, str | os.PathLike] | None
+    partial_keys: Sequence[int]
 
 
 def colorize_arrays(
@@ -154,6 +157,7 @@ def colorize_arrays(
     carry_dtype: str = "float32",
     on_result: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     key_colorspaces: Mapping[int, str | None] | None = None,
+    key_mattes: Mapping[int, np.ndarray] | None = None,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Colorize in-band frames on a server: ``{frame: (rgb HxWx3, confidence HxW)}``.
 
@@ -164,6 +168,8 @@ def colorize_arrays(
     the same way, exactly as the embedded engine does with a half-float EXR sink.
     ``frames`` may be any mapping (e.g. one that reads files lazily). With ``on_result`` each
     result is handed over as it arrives and not kept (the returned dict is then empty).
+    ``key_mattes``: frame -> HxW matte in [0, 1] of a partial key (it colours only where its matte is above 0);
+    a server that speaks only protocol 1 refuses such a shot (``ServerError`` ``E_VERSION``).
     """
     request = _InbandRequest(
         frames,
@@ -178,6 +184,7 @@ def colorize_arrays(
         carry_dtype,
         on_result,
         key_colorspaces,
+        key_mattes,
     )
     return _with_restarts(
         address,
@@ -226,6 +233,7 @@ def _colorize_arrays_once(client: Client, r: _InbandRequest) -> dict[int, tuple[
             colorspace=r.colorspace,
             carry_dtype=r.carry_dtype,
             key_colorspaces=key_spaces,
+            key_mattes=r.key_mattes,
         ),
         deadline,
     )
@@ -297,10 +305,14 @@ def colorize_paths(
     skip_existing: bool = False,
     pixel_type: str = "half",
     restarts: int = 1,
+    key_mattes: Mapping[int, str | os.PathLike] | None = None,
+    partial_keys: Sequence[int] = (),
 ) -> dict:
     """Colorize EXR frames on shared storage; the server reads and writes the files (atomically).
     Returns the ``done`` event's report. A lost job (server restarted, worker stopped) is
-    resubmitted up to ``restarts`` times."""
+    resubmitted up to ``restarts`` times. ``key_mattes``: frame -> the path of a partial key's matte image
+    (``--key-matte``); ``partial_keys``: the key frames whose own files are partial (their alpha), so that a
+    server that speaks only protocol 1 refuses the shot rather than colour them as full keys."""
     request = _PathsRequest(
         input_pattern,
         output_pattern,
@@ -313,6 +325,8 @@ def colorize_paths(
         job_timeout_s,
         skip_existing,
         pixel_type,
+        key_mattes,
+        tuple(partial_keys),
     )
     return _with_restarts(
         address,
@@ -337,6 +351,8 @@ def _colorize_paths_once(client: Client, r: _PathsRequest) -> dict:
             r.colorspace,
             skip_existing=r.skip_existing,
             pixel_type=r.pixel_type,
+            key_mattes=r.key_mattes,
+            partial_keys=r.partial_keys,
         ),
         deadline,
     )

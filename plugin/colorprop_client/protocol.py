@@ -32,7 +32,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
+# Versions. A message goes out at the lowest version that carries everything it holds (``BASE_VERSION`` unless a
+# field below needs more), so a side that speaks only version 1 reads every message a shot of full keys sends,
+# and refuses (E_VERSION) one it would misread. What each version added:
+#   2: an open_shot may carry partial keys: in-band a ``matte<frame>`` buffer (HxW, [0, 1]) beside ``key<frame>``;
+#      with shared paths ``key_mattes`` ({frame: path}) and ``partial_keys`` (the key frames whose files the
+#      client read as partial, alpha included: a version-1 server would read them as full keys).
+PROTOCOL_VERSION = 2  # the newest this side speaks (CAPABILITIES ``protocol``)
+BASE_VERSION = 1
+MATTE_VERSION = 2
+SUPPORTED_VERSIONS = frozenset(range(BASE_VERSION, PROTOCOL_VERSION + 1))
 
 # Where a server listens and a client connects when nobody says otherwise (the broker's front end too).
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5557"
@@ -152,6 +161,11 @@ class Message:
         return self.header.get(key, default)
 
 
+def matte_buffer(frame: int) -> str:
+    """The name of an in-band partial key's matte buffer (HxW) beside its ``key<frame>`` pixels."""
+    return f"matte{int(frame)}"
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -168,9 +182,11 @@ def encode(
     id: str | None = None,
     arrays: Mapping[str, np.ndarray] | Sequence[tuple[str, np.ndarray]] | None = None,
     max_message_bytes: int | None = None,
+    version: int = BASE_VERSION,
     **fields: Any,
 ) -> list[bytes | memoryview]:
-    """Build the frames of one message. ``arrays`` become buffer frames in the given order."""
+    """Build the frames of one message. ``arrays`` become buffer frames in the given order; ``version``: the
+    lowest protocol version that carries the message (``MATTE_VERSION`` for partial keys)."""
     if type not in MESSAGE_TYPES:
         raise ProtocolError(E_PROTOCOL, f"unknown message type {type!r}", "type")
     items = list(arrays.items()) if isinstance(arrays, Mapping) else list(arrays or [])
@@ -187,7 +203,7 @@ def encode(
     if max_message_bytes is not None and total > max_message_bytes:
         raise ProtocolError(E_TOO_LARGE, f"message of {total} bytes exceeds the limit of {max_message_bytes}")
     header = dict(fields)
-    header.update({"v": PROTOCOL_VERSION, "type": type, "id": id or new_id(), "buffers": descs, "total_bytes": total})
+    header.update({"v": version, "type": type, "id": id or new_id(), "buffers": descs, "total_bytes": total})
     return [json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8"), *bufs]
 
 
@@ -249,9 +265,12 @@ def decode(
     version = header.get("v")
     if type(version) is not int:
         raise ProtocolError(E_PROTOCOL, "missing or invalid protocol version", "v", rid)
-    if version != PROTOCOL_VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise ProtocolError(
-            E_VERSION, f"protocol version {version} not supported; this side speaks {PROTOCOL_VERSION}", "v", rid
+            E_VERSION,
+            f"protocol version {version} not supported; this side speaks {BASE_VERSION} to {PROTOCOL_VERSION}",
+            "v",
+            rid,
         )
     mtype = header.get("type")
     if not isinstance(mtype, str) or mtype not in (expect or MESSAGE_TYPES):
