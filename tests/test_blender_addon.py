@@ -471,3 +471,79 @@ def test_add_on_preferences_reach_a_curve_server(blender_python, curve_server, e
     assert res["missing"][0] == "CANCELLED" and res["missing_status"].startswith(missing), res["missing_status"]
     assert res["no_keys"][0] == "CANCELLED" and f"{address} requires CURVE keys and none are set" in res["no_keys"][1]
     assert res["env_connect"] == ["FINISHED"] and res["env_connect_status"].startswith(f"connected as {alice.identity}")
+
+
+PARTIAL_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
+    import json
+    import bpy
+
+    zip_path, address, plate0, full_key, partial_key, transparent_key, result_json = sys.argv[-7:]
+    out = {"install": list(bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
+                                                                   enable_on_install=True))}
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.path.dirname(result_json), "partial.blend"))
+    st = bpy.context.scene.colorprop
+    st.server, st.plate, st.use_range, st.frame_start, st.frame_end = address, plate0, True, 1, 6
+    for frame, path in ((1, full_key), (4, partial_key)):
+        key = st.keys.add()
+        key.frame, key.path = frame, path
+
+    def run(name):
+        try:  # an operator that reports an ERROR raises RuntimeError when called from a script
+            out[name] = list(bpy.ops.colorprop.colorize())
+        except RuntimeError as exc:
+            out[name] = ["CANCELLED", str(exc)]
+        out[name + "_status"] = st.status
+
+    out["connect"] = list(bpy.ops.colorprop.connect())
+    st.method = "flow"
+    run("partial")
+    st.keys[1].path, st.output_dir = transparent_key, "//transparent/"
+    run("transparent")
+    json.dump(out, open(result_json, "w"), indent=1)
+""")
+
+
+def test_a_key_images_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
+    blender_python, server, extension_zip, engine, tmp_path
+):
+    """Real bpy: frame 4's key image is RGBA (a blue box, alpha 0 around it, premultiplied as EXR is): the add-on
+    sends it as a partial key and the shot equals the embedded engine's with core's load_key of the same file; a
+    key transparent everywhere is one line in the panel (the CLI's bad input), nothing written."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import write_exr
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage, load_key
+    from colorprop.shot.pipeline import run_shot
+
+    shot = tmp_path / "shot"
+    shot.mkdir()
+    for f in FRAMES:
+        shutil.copy(SHOT / f"plate.{f:04d}.exr", shot)
+    plate4 = _read(SHOT / "plate.0004.exr")
+    alpha = np.zeros(plate4.shape[:2], np.float32)
+    alpha[100:180, 180:320] = 1.0
+    alpha[96:100, 180:320] = 0.5  # a soft top edge
+    painted = plate4 * np.array([0.3, 0.6, 1.0], np.float32) * alpha[..., None]
+    write_exr(tmp_path / "partial.exr", np.dstack([painted, alpha]), ("R", "G", "B", "A"), pixel_type="float")
+    write_exr(tmp_path / "clear.exr", np.dstack([painted, 0 * alpha]), ("R", "G", "B", "A"), pixel_type="float")
+    args = [str(extension_zip), server, str(shot / "plate.0001.exr"), str(SHOT / "key.0001.exr")]
+    res = run_blender(
+        blender_python, PARTIAL_SCRIPT, args + [str(tmp_path / "partial.exr"), str(tmp_path / "clear.exr")], tmp_path
+    )
+
+    assert res["install"] == ["FINISHED"] and res["connect"] == ["FINISHED"]
+    assert res["partial"] == ["FINISHED"] and res["partial_status"].startswith("done: 6 frames"), res["partial_status"]
+    frames = {f: _read(SHOT / f"plate.{f:04d}.exr") for f in FRAMES}
+    keys = {1: KeyImage(_read(SHOT / "key.0001.exr")), 4: load_key(tmp_path / "partial.exr", None)}
+    assert keys[4].matte is not None
+    reference, without = ArraySink(), ArraySink()
+    run_shot(engine, ArraySource(frames), keys, ShotOptions(method="flow"), reference)
+    run_shot(engine, ArraySource(frames), {1: keys[1]}, ShotOptions(method="flow"), without)
+    for f in FRAMES:
+        out = _read(tmp_path / "colorprop" / f"plate_colorprop.{f:04d}.exr")
+        np.testing.assert_array_equal(out, reference.results[f].rgb, err_msg=f"frame {f}")
+    changed = np.abs(reference.results[4].rgb - without.results[4].rgb).max(axis=2) > 1e-3
+    assert changed[100:180, 180:320].mean() > 0.9 and not changed[:60].any()
+    assert res["transparent"][0] == "CANCELLED"
+    status = res["transparent_status"]
+    assert status.startswith("ERROR: server error [bad_input]: key 4: ") and "0 everywhere" in status, status
+    assert not (tmp_path / "transparent").exists() or not list((tmp_path / "transparent").glob("*.exr"))

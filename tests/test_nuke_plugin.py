@@ -733,3 +733,75 @@ def test_missing_key_files_are_named_with_the_knob_they_come_from(standin, tmp_p
             node[button].execute()
             assert node["status"].value().startswith(expected), (button, node["status"].value())
     assert not connects and not _renders()  # the key error came first: no connect was tried
+
+
+# -- partial keys: the key input's alpha ----------------------------------------------------------
+PARTIAL_BOX = (slice(100, 180), slice(180, 320))  # rows, columns of the region painted at frame 4
+
+
+def _rgba_key_frame(frame: int, alpha_at_4: float = 1.0) -> np.ndarray:
+    """The key input with an alpha: frame 1 the example's key, opaque (a full key); frame 4 a box of the plate
+    painted blue, premultiplied as Nuke's streams are, alpha ``alpha_at_4`` inside the box and 0 elsewhere."""
+    if frame == 1:
+        rgb = exr_io.read_exr(SHOT / "key.0001.exr").rgb()
+        return np.dstack([rgb, np.ones(rgb.shape[:2], np.float32)])
+    assert frame == 4, "keys at frames 1 and 4"
+    alpha = np.zeros(_shot_frame(4).shape[:2], np.float32)
+    alpha[PARTIAL_BOX] = alpha_at_4
+    painted = _shot_frame(4) * np.array([0.3, 0.6, 1.0], np.float32)
+    return np.dstack([painted * alpha[..., None], alpha])
+
+
+@pytest.mark.parametrize("mode", ["send pixels", "shared paths"])
+def test_a_key_inputs_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(standin, server, engine, mode):
+    """The key input carries an alpha: the node renders the key RGBA, and frame 4's key (alpha in a box) colours
+    only that box, exactly as the embedded engine colours the same rendered files (keys read by core's load_key)."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.frames import ArraySink, ExrSequenceSink, ExrSequenceSource, load_key
+    from colorprop.shot.pipeline import run_shot
+
+    address, shared = server
+    work = shared / ("partial_" + mode.replace(" ", "_"))
+    node = _make_node(address, work, last=6, key_frame=_rgba_key_frame)
+    node["keyframes"].setValue("1, 4")
+    node["connect"].execute()
+    node["mode"].setValue(mode)
+    node["colorize"].execute()
+    assert node["status"].value().startswith("done: 6 frames"), node["status"].value()
+    with node:
+        assert nuke.toNode("WriteKey")["channels"].value() == "rgba"
+        pattern = nuke.toNode("Result")["file"].value()
+    keys = {k: load_key(work / "key" / f"key.{k:04d}.exr", None) for k in (1, 4)}
+    assert keys[1].matte is None and keys[4].matte is not None  # frame 1 opaque: a full key
+    plates = ExrSequenceSource(str(work / "plate" / "plate.####.exr"), range(1, 7))
+    if mode == "send pixels":  # the node writes the server's float results
+        sink = ArraySink()
+        run_shot(engine, plates, keys, ShotOptions(method="flow"), sink)
+        reference = {f: r.rgb for f, r in sink.results.items()}
+    else:  # the server wrote half-float EXRs
+        run_shot(engine, plates, keys, ShotOptions(method="flow"), ExrSequenceSink(str(work / "ref.####.exr"), "half"))
+        reference = {f: exr_io.read_exr(work / f"ref.{f:04d}.exr").rgb() for f in range(1, 7)}
+    without = ArraySink()
+    run_shot(engine, plates, {1: keys[1]}, ShotOptions(method="flow"), without)
+    for f in range(1, 7):
+        np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(pattern, f)).rgb(), reference[f])
+    changed = np.abs(reference[4] - without.results[4].rgb).max(axis=2) > 1e-3
+    assert changed[PARTIAL_BOX].mean() > 0.9 and not changed[:50].any()  # the box, not the rest
+
+
+@pytest.mark.parametrize("mode, names", [("send pixels", "key 4: "), ("shared paths", "key.0004.exr: ")])
+def test_a_key_alpha_transparent_everywhere_is_one_line_on_the_node(standin, server, mode, names):
+    """Frame 4's key is transparent everywhere: refused as the CLI refuses it (exit 2's bad input), one line on the
+    node naming the key, nothing coloured."""
+    address, shared = server
+    work = shared / ("transparent_" + mode.replace(" ", "_"))
+    node = _make_node(address, work, last=6, key_frame=lambda f: _rgba_key_frame(f, alpha_at_4=0.0))
+    node["keyframes"].setValue("1, 4")
+    node["connect"].execute()
+    node["mode"].setValue(mode)
+    node["colorize"].execute()
+    status = node["status"].value()
+    assert status.startswith("ERROR: server error [bad_input]: ") and names in status, status
+    assert "0 everywhere" in status and "\n" not in status, status
+    assert node["tile_color"].value() == cpnode.ERROR_COLOR
+    assert not (work / "colorized").exists() or not any((work / "colorized").iterdir())

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -222,8 +222,9 @@ class InbandShot:
     """Pixels travel with the requests: the host loads each plate frame and writes each result."""
 
     load_frame: Callable[[int], np.ndarray]  # frame -> HxWx3 float32, top row first
-    keys: dict[int, np.ndarray]  # key frame -> HxWx3 float32
+    keys: dict[int, np.ndarray]  # key frame -> HxWx3 float32, or HxWx4 RGBA: its alpha makes a partial key
     write_result: Callable[[int, np.ndarray, np.ndarray], None]  # (frame, rgb HxWx3, confidence HxW)
+    premultiplied: bool = True  # the keys' colour is premultiplied by their alpha (EXR's convention)
     mode = P.MODE_INBAND
 
 
@@ -234,7 +235,22 @@ class PathsShot:
     plate_pattern: str
     key_paths: dict[int, str]
     output_pattern: str
+    partial_keys: list[int] = field(default_factory=list)  # keys whose files' alpha makes them partial
     mode = P.MODE_PATHS
+
+
+def key_and_matte(pixels: np.ndarray, name: str, premultiplied: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """A key as the host read it (HxWx3 or RGBA HxWx4) -> (rgb, matte HxW or None), as core's ``load_key`` reads a
+    file: a partial key unless alpha is 1 everywhere, ``premultiplied`` colour divided by alpha where it is > 0."""
+    arr = np.asarray(pixels, np.float32)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ColorizeError(f"{name}: a key must be HxW RGB or RGBA, got shape {list(arr.shape)}")
+    rgb, alpha = np.array(arr[..., :3]), np.ascontiguousarray(arr[..., 3]) if arr.shape[2] == 4 else None
+    if alpha is None or float(np.min(alpha)) >= 1.0:  # (NaN is not >= 1: sent, and the server refuses it)
+        return rgb, None
+    if premultiplied:
+        np.divide(rgb, alpha[..., None], out=rgb, where=alpha[..., None] > 0)
+    return rgb, alpha
 
 
 class FrameCounter:
@@ -282,8 +298,7 @@ def run_job(
             "this server has no shared-path mode (it was started without allowed roots); use 'send pixels'"
         )
     counter = FrameCounter(len(frames))
-    # In-band, a frame counts when its result is written here; with shared paths, when the server
-    # reports it written.
+    # In-band a frame counts when its result is written here, with shared paths when the server reports it written.
     counted = P.EV_RESULT if shot.mode == P.MODE_INBAND else P.EV_PROGRESS
     suggestions: list[dict] = []
 
@@ -303,13 +318,15 @@ def run_job(
             0.0, f"colorizing {len(frames)} frames ({options.get('method', 'default method')}) {identity_text(curve)}"
         )
         if isinstance(shot, InbandShot):
+            keys = {k: key_and_matte(px, f"key {k}", shot.premultiplied) for k, px in shot.keys.items()}
             colorize_arrays(
                 client,
                 LazyFrames(frames, shot.load_frame),
-                shot.keys,
+                {k: rgb for k, (rgb, _) in keys.items()},
                 options,
                 colorspace=colorspace,
                 on_progress=on_event,
+                key_mattes={k: matte for k, (_, matte) in keys.items() if matte is not None},
             )
         else:
             colorize_paths(
@@ -321,6 +338,7 @@ def run_job(
                 options,
                 colorspace=colorspace,
                 on_progress=on_event,
+                partial_keys=shot.partial_keys,
             )
     except (Cancelled, JobCancelled):
         raise Cancelled() from None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable
 
+import numpy as np
+
 GUI = False
 calls: list[tuple] = []
 main_queue: list[tuple[Callable, tuple]] = []  # executeInMainThread calls, run by run_main_queue()
@@ -230,6 +232,12 @@ class Node:
     def __exit__(self, *exc: Any) -> None:
         self.end()
 
+    def channels(self) -> list[str]:
+        """The channels this node outputs (Nuke's ``layer.channel`` names): rgb, and rgba.alpha when the stand-in
+        pixels it renders (at its first frame) have a fourth channel."""
+        names = ["rgba.red", "rgba.green", "rgba.blue"]
+        return names + ["rgba.alpha"] if self.upstream_pixels(self.frame_range[0]).shape[2] == 4 else names
+
     def upstream_pixels(self, frame: int):
         """Stand-in renderer: what this node outputs at ``frame`` (HxWx3)."""
         if self._class == "Input":
@@ -306,7 +314,14 @@ def execute(node: Node, start: int, end: int, incr: int = 1) -> None:
     if node["disable"].value():
         raise RuntimeError(f"{node.name()} is disabled")
     for f in range(start, end + 1, incr):
-        exr_io.write_exr(dcc.frame_path(node["file"].value(), f), node.upstream_pixels(f))
+        pixels = node.upstream_pixels(f)
+        if node["channels"].value() == "rgb":
+            pixels, names = pixels[..., :3], ("R", "G", "B")
+        else:  # rgba: a stream without alpha gets a black one, as Nuke writes a channel its input lacks
+            if pixels.shape[2] == 3:
+                pixels = np.dstack([pixels, np.zeros(pixels.shape[:2], np.float32)])
+            names = ("R", "G", "B", "A")
+        exr_io.write_exr(dcc.frame_path(node["file"].value(), f), pixels, names)
 
 
 def executeInMainThread(fn: Callable, args: tuple = ()) -> None:

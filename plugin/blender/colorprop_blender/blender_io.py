@@ -13,8 +13,9 @@ from . import logic
 from ._client import dcc
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Any image Blender reads -> HxWx3 float32 scene-linear, top row first."""
+def load_rgb(path: str, alpha: bool = False) -> np.ndarray:
+    """Any image Blender reads -> HxWx3 float32 scene-linear, top row first; with ``alpha`` HxWx4 straight RGBA
+    when the image has 4 channels (a key's alpha makes a partial key: ``dcc.key_and_matte``)."""
     if not os.path.isfile(path):
         raise dcc.ColorizeError(f"{path}: no such file")
     img = bpy.data.images.load(path, check_existing=False)
@@ -24,10 +25,13 @@ def load_rgb(path: str) -> np.ndarray:
             raise dcc.ColorizeError(f"{path}: Blender cannot read this image")
         flat = np.empty(w * h * img.channels, np.float32)
         img.pixels.foreach_get(flat)
-        rgb = logic.blender_to_hwc(flat, w, h, img.channels)
-        # Float images (EXR) come scene-linear; byte images come in their own encoding.
+        rgb = logic.blender_to_hwc(flat, w, h, img.channels, alpha)
+        # Float images (EXR) come scene-linear; byte images come in their own encoding (the alpha is linear).
         if not img.is_float and img.colorspace_settings.name.lower().startswith("srgb"):
-            rgb = logic.srgb_to_linear(rgb)
+            rgb[..., :3] = logic.srgb_to_linear(rgb[..., :3])
+        if img.is_float and rgb.shape[2] == 4:  # Blender holds float images premultiplied (byte ones straight)
+            colour, matte = dcc.key_and_matte(rgb, path, premultiplied=True)
+            rgb = rgb if matte is None else np.dstack([colour, matte])
         return rgb
     finally:
         bpy.data.images.remove(img)

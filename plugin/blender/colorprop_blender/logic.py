@@ -21,12 +21,12 @@ MOVIE_EXTENSIONS = {".mov", ".mp4", ".mkv", ".avi", ".webm", ".mxf", ".m4v", ".o
 
 
 # -- pixels ---------------------------------------------------------------------------------------
-def blender_to_hwc(flat: np.ndarray, width: int, height: int, channels: int = 4) -> np.ndarray:
-    """Blender's bottom-up flat buffer -> HxWx3 float32, top row first."""
+def blender_to_hwc(flat: np.ndarray, width: int, height: int, channels: int = 4, alpha: bool = False) -> np.ndarray:
+    """Blender's bottom-up flat buffer -> HxWx3 float32, top row first (HxWx4 with ``alpha`` and 4 channels)."""
     img = np.asarray(flat, dtype=np.float32).reshape(height, width, channels)
     if channels == 1:
         img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img[::-1, :, :3])
+    return np.ascontiguousarray(img[::-1, :, : 4 if alpha and channels == 4 else 3])
 
 
 def hwc_to_blender(rgb: np.ndarray, alpha: float = 1.0) -> np.ndarray:

@@ -46,7 +46,8 @@ class Job:
         self.frames = frames
         if not st.keys:
             raise dcc.ColorizeError("add a keyframe: a frame number and its coloured image")
-        self.keys = {int(k.frame): blender_io.load_rgb(bpy.path.abspath(k.path)) for k in st.keys}
+        # RGBA: a key image's alpha makes a partial key (dcc.key_and_matte)
+        self.keys = {int(k.frame): blender_io.load_rgb(bpy.path.abspath(k.path), alpha=True) for k in st.keys}
         self.options = dcc.build_options(caps, st.method, st.quality)
         self.out_pattern = logic.output_pattern(blender_io.output_folder(st.output_dir), self.pattern)
         self.matte_pattern = dcc.matte_pattern(self.out_pattern) if st.confidence else None
@@ -60,7 +61,7 @@ class Job:
         self.suggestions = dcc.run_job(
             self.address,
             self.frames,
-            dcc.InbandShot(load_frame, self.keys, write_result),
+            dcc.InbandShot(load_frame, self.keys, write_result, premultiplied=False),  # load_rgb made them straight
             self.options,
             progress,
             is_cancelled,

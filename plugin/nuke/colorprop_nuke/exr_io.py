@@ -41,6 +41,12 @@ class ExrImage:
             return np.repeat(self.pixels[..., names.index("Y"), None], 3, axis=2)
         raise ExrError(f"no R,G,B or Y channels (has {', '.join(names)})")
 
+    def rgba(self) -> np.ndarray:
+        """HxWx4 R,G,B,A when the file has an alpha channel (A), else HxWx3 as :meth:`rgb`."""
+        if "A" not in self.channels:
+            return self.rgb()
+        return np.dstack([self.rgb(), self.pixels[..., self.channels.index("A")]])
+
 
 def _read_cstr(buf: bytes, pos: int) -> tuple[str, int]:
     end = buf.index(b"\0", pos)

@@ -96,10 +96,12 @@ def run_plan(
     options = dcc.build_options(caps, plan.method, plan.quality, **extra)
     os.makedirs(os.path.dirname(plan.output_pattern) or ".", exist_ok=True)
     try:
+        # the rendered keys, RGBA when the key input has an alpha (a partial key)
+        keys = {k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgba() for k in plan.keyframes}
         if plan.mode == P.MODE_INBAND:
             shot: dcc.InbandShot | dcc.PathsShot = dcc.InbandShot(
                 load_frame=lambda f: read_exr(dcc.frame_path(plan.plate_pattern, f)).rgb(),
-                keys={k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgb() for k in plan.keyframes},
+                keys=keys,
                 write_result=lambda f, rgb, conf: write_result(
                     plan.output_pattern, f, rgb, conf if plan.confidence else None
                 ),
@@ -109,6 +111,7 @@ def run_plan(
                 plan.plate_pattern,
                 {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
                 plan.output_pattern,
+                [k for k, pixels in keys.items() if dcc.key_and_matte(pixels, f"key {k}", True)[1] is not None],
             )
         suggestions = dcc.run_job(
             plan.address,

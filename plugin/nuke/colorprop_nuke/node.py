@@ -277,8 +277,12 @@ def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
     """Render the plate over the frame range and the key input at the key frames (main thread)."""
     for pattern in (plan.plate_pattern, plan.key_pattern, plan.output_pattern):
         os.makedirs(os.path.dirname(pattern), exist_ok=True)
+    # The key's alpha, when its input has one, makes a partial key (it colours only where alpha > 0). Without one
+    # the Write would fill an asked-for alpha with black: a key transparent everywhere.
+    key_channels = "rgba" if "rgba.alpha" in node.input(1).channels() else "rgb"
     with node:
         plate_w, key_w = nuke.toNode("WritePlate"), nuke.toNode("WriteKey")
+        key_w["channels"].setValue(key_channels)
         for write, pattern, frames in (
             (plate_w, plan.plate_pattern, plan.frames),
             (key_w, plan.key_pattern, plan.keyframes),
