@@ -14,11 +14,11 @@ import os
 import signal
 import subprocess
 import threading
-import time
 
 import numpy as np
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from colorprop_client import protocol as P
 from colorprop_client.client import Client, CurveKeys, JobFailed, JobLost, colorize_arrays, colorize_paths
@@ -251,6 +251,7 @@ def test_client_key_cannot_register_as_a_worker(tmp_path, free_port):
         assert wait_until(lambda: _try(lambda: _pong(front, bob)) is not None, 90), "broker did not start"
         from colorprop_server import framing as W
 
+        refusals = fake.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
         fake.connect(back)
         caps = {
             "protocol": P.PROTOCOL_VERSION,
@@ -259,12 +260,14 @@ def test_client_key_cannot_register_as_a_worker(tmp_path, free_port):
             "engine": {"methods": ["flow"]},
             "worker": {"pid": 1},
         }
-        for _ in range(10):  # READY, again and again, as a worker would (no connection: nothing queues)
-            try:
-                fake.send_multipart([W.WORKER_PROTO, W.READY, json.dumps(caps).encode()], flags=zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-            time.sleep(0.2)
+        # READY, as a worker would: queued on the socket until its handshake completes, which it never does
+        fake.send_multipart([W.WORKER_PROTO, W.READY, json.dumps(caps).encode()], flags=zmq.NOBLOCK)
+        # the broker's worker side refused the key itself (its ZAP domain lists workers only), so no READY of
+        # alice's can ever reach the broker: wait for that refusal instead of sending READY for a while
+        assert refusals.poll(60_000), "alice's key was not refused on the broker's worker side"
+        assert recv_monitor_message(refusals)["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        fake.disable_monitor()
+        refusals.close(0)
         assert _pong(front, bob)["workers"] == 0
         worker = _spawn_worker(back, "--curve-keys", str(keys), "--curve-client-name", "w1")
         assert wait_until(lambda: _pong(front, bob)["workers"] == 1, 90), "the real worker did not register"
