@@ -280,3 +280,33 @@ def test_the_working_colour_of_a_paint_never_takes_the_colour_outside_its_matte(
     ab_work, matte_work = working_colour(ab_full, matte, lambda x: resize_hw(x, W // 4, H // 4))
     np.testing.assert_allclose(ab_work, np.broadcast_to(np.float32([40.0, -25.0]), ab_work.shape), atol=1e-3)
     assert matte_work.max() == 1.0 and 0.0 < matte_work[5, 7] < 1.0  # the cell over the box's corner: partly painted
+
+
+def test_a_layer_pass_stored_in_part_resumes_exactly_and_another_jobs_is_never_used(engine, shot, tmp_path):
+    """Under a state dir a layer's passes stay (``layer.<frame>``). A pass killed after frame 7 (later files gone)
+    is replayed from its stored frames, which are not written again, and carried on as the uninterrupted pass;
+    the files of another paint (another stamp) are computed again, never laid over."""
+    plate, frames = shot
+    keys = {1: full_key(frames, 1), 5: partial_key(frames, 5)}
+    embedded = colour(engine, plate, tmp_path / "embedded", keys)
+    state = tmp_path / "state"
+    colour(engine, plate, tmp_path / "first", keys, state_dir=state)
+    folder = state / "layer.5"
+    whole = {p.name: read_exr(p).pixels for p in folder.glob("*.exr")}
+    assert sorted(whole) == sorted(
+        [f"backward.{f}.exr" for f in range(1, 5)] + [f"forward.{f}.exr" for f in range(6, 10)]
+    )
+    for f in (8, 9):
+        (folder / f"forward.{f}.exr").unlink()
+    kept = {f: (folder / f"forward.{f}.exr").stat().st_mtime_ns for f in (6, 7)}
+    resumed = colour(engine, plate, tmp_path / "resumed", keys, state_dir=state)
+    assert {f: (folder / f"forward.{f}.exr").stat().st_mtime_ns for f in (6, 7)} == kept
+    for name, pixels in whole.items():
+        np.testing.assert_array_equal(read_exr(folder / name).pixels, pixels, err_msg=name)
+    other = {1: full_key(frames, 1), 5: partial_key(frames, 5, gain=(0.1, 0.1, 1.0))}
+    repainted = colour(engine, plate, tmp_path / "repainted", other, state_dir=state)
+    alone = colour(engine, plate, tmp_path / "repainted-alone", other)
+    for f in range(1, N + 1):
+        np.testing.assert_array_equal(resumed[f], embedded[f], err_msg=f"frame {f}")
+        np.testing.assert_array_equal(repainted[f], alone[f], err_msg=f"repainted, frame {f}")
+    assert not np.array_equal(repainted[5], embedded[5])
