@@ -202,11 +202,7 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
             shape = tuple(arr.shape[:2])
         elif tuple(arr.shape[:2]) != shape:
             raise ProtocolError(P.E_PIXELS, f"key {k}: size differs from the other keys", "shape")
-        try:
-            P.check_finite(arr, f"key {k}")
-        except ProtocolError as exc:
-            exc.field = "keys"
-            raise
+        _check_finite(arr, f"key {k}", "keys")
         matte = inband_matte(msg.arrays[P.matte_buffer(k)], k) if k in mattes else None
         keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}", matte)
     carry = msg.get("carry_dtype", "float32")
@@ -347,12 +343,17 @@ def parse_frame(msg: P.Message, frames: set[int], shape: tuple[int, int]) -> Fra
         )
     if "Y" not in channels and not {"R", "G", "B"} <= set(channels):
         raise ProtocolError(P.E_BAD_INPUT, f"frame {frame}: channels {channels} have neither R,G,B nor Y", "channels")
-    try:
-        P.check_finite(pixels, f"frame {frame}")
-    except ProtocolError as exc:
-        exc.field = "pixels"
-        raise
+    _check_finite(pixels, f"frame {frame}", "pixels")
     return FrameIn(job, frame, pixels, tuple(channels), _colorspace(msg))
+
+
+def _check_finite(arr: np.ndarray, what: str, field: str) -> None:
+    """``protocol.check_finite`` (its message names ``what``), the error naming the request's ``field``."""
+    try:
+        P.check_finite(arr, what)
+    except ProtocolError as exc:
+        exc.field = field
+        raise
 
 
 def parse_fetch(msg: P.Message, config: ServerConfig) -> Fetch:
