@@ -45,6 +45,20 @@ def _shot(width: int, height: int, frames: int, seed: int = 0) -> tuple[dict, di
     return plates, {1: key}
 
 
+def _serve(address: str, *options: str) -> subprocess.Popen:
+    """``colorprop serve`` on ``address`` in its own process, as in production."""
+    command = [sys.executable, "-m", "colorprop_server", "serve", "--bind", address, "--log-level", "WARNING"]
+    return subprocess.Popen([*command, *options], stdout=subprocess.DEVNULL)
+
+
+def _written(result: dict[str, Any], json_path: str | None) -> dict[str, Any]:
+    """``result``, written to ``json_path`` first when one is given."""
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
 def bench_server_overhead(
     width: int = 1280,
     height: int = 720,
@@ -69,10 +83,7 @@ def bench_server_overhead(
     proc = None
     if address is None:
         address = f"tcp://127.0.0.1:{free_loopback_port()}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "colorprop_server", "serve", "--bind", address, "--log-level", "WARNING"],
-            stdout=subprocess.DEVNULL,
-        )
+        proc = _serve(address)
     client = Client(address, timeout_s=timeout_s, retries=1)
     try:
         _wait_for_server(address, proc)
@@ -128,10 +139,7 @@ def bench_server_overhead(
         "server_runs_s": [round(t, 4) for t in remote],
         "cpu_count": os.cpu_count(),
     }
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return _written(result, json_path)
 
 
 def bench_memory_hog(
@@ -161,23 +169,7 @@ def bench_memory_hog(
     generate_keys(Path(tmp.name) / "keys", ("alice", "bob"), ())
     alice, bob = (CurveKeys.from_dir(Path(tmp.name) / "keys", n) for n in ("alice", "bob"))
     address = f"tcp://127.0.0.1:{free_loopback_port()}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "colorprop_server",
-            "serve",
-            "--bind",
-            address,
-            "--curve-keys",
-            str(Path(tmp.name) / "keys"),
-            "--max-memory-mb",
-            str(budget_mb),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = _serve(address, "--curve-keys", str(Path(tmp.name) / "keys"), "--max-memory-mb", str(budget_mb))
     side = math.isqrt((budget_mb << 20) // (3 * 3 * 4))  # three keys fill the budget to within one row
     big = np.full((side, side, 3), 0.25, np.float32)
     hog_jobs, hog_refused, alone, beside = [], None, [], []
@@ -233,10 +225,7 @@ def bench_memory_hog(
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
     }
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return _written(result, json_path)
 
 
 def _wait_for_server(address: str, proc: subprocess.Popen | None, curve: Any = None, timeout_s: float = 120.0) -> None:
