@@ -23,14 +23,20 @@ class SequenceError(InputError):
     """A frame sequence problem: pattern matches nothing, frame missing, output would overwrite input."""
 
 
-class ExrReadError(ColorpropError):
-    exit_code = 3
+class _FileError(ColorpropError):
+    """A file that cannot be read or written: the message names the file (``path``) and why (``reason``)."""
+
+    verb = "read"
     what = "EXR"
 
     def __init__(self, path, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot read {self.what} {self.path}: {reason}")
+        super().__init__(f"cannot {self.verb} {self.what} {self.path}: {reason}")
+
+
+class ExrReadError(_FileError):
+    exit_code = 3
 
 
 class ImageReadError(ExrReadError):
@@ -39,14 +45,9 @@ class ImageReadError(ExrReadError):
     what = "image"
 
 
-class ExrWriteError(ColorpropError):
+class ExrWriteError(_FileError):
     exit_code = 4
-    what = "EXR"
-
-    def __init__(self, path, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot write {self.what} {self.path}: {reason}")
+    verb = "write"
 
 
 class ImageWriteError(ExrWriteError):
