@@ -27,7 +27,7 @@ from colorprop.data.clips import (
 )
 from colorprop.data.sources import COMFYUI_MIN_FRAMES
 from colorprop.data.validation import is_validation_clip, training_entries, validation_source_keys
-from colorprop.data.synthetic import make_synthetic_clip, make_synthetic_clip_with_masks
+from colorprop.data.synthetic import make_synthetic_clip
 
 # ----------------------------------------------------------------------------- split
 
@@ -209,9 +209,9 @@ def _still(seed: int, h=120, w=160) -> np.ndarray:
 
 def test_synthetic_clip_is_deterministic_given_rng():
     img, other = _still(0), _still(1)
-    a = make_synthetic_clip(img, 12, np.random.default_rng(7), (64, 48), others=[other])
-    b = make_synthetic_clip(img, 12, np.random.default_rng(7), (64, 48), others=[other])
-    c = make_synthetic_clip(img, 12, np.random.default_rng(8), (64, 48), others=[other])
+    a = make_synthetic_clip(img, 12, np.random.default_rng(7), (64, 48), others=[other]).frames
+    b = make_synthetic_clip(img, 12, np.random.default_rng(7), (64, 48), others=[other]).frames
+    c = make_synthetic_clip(img, 12, np.random.default_rng(8), (64, 48), others=[other]).frames
     assert len(a) == 12 and a[0].shape == (48, 64, 3) and a[0].dtype == np.float32
     for x, y in zip(a, b):
         np.testing.assert_array_equal(x, y)
@@ -227,9 +227,7 @@ def test_occluders_change_pixels_and_enter_and_leave():
     n = 40
     seen_enter_and_leave = False
     for seed in range(6):
-        clip = make_synthetic_clip_with_masks(
-            red, n, np.random.default_rng(seed), (96, 64), others=[green], num_occluders=1
-        )
+        clip = make_synthetic_clip(red, n, np.random.default_rng(seed), (96, 64), others=[green], num_occluders=1)
         cover = np.array([m.mean() for m in clip.occluder_alpha])
         assert cover.max() > 0.02, "the occluder never shows"
         for frame, alpha in zip(clip.frames, clip.occluder_alpha):

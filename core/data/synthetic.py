@@ -132,23 +132,9 @@ def make_synthetic_clip(
     size: tuple[int, int] = (256, 256),
     others: Sequence[np.ndarray] = (),
     num_occluders: int | None = None,
-) -> list[np.ndarray]:
-    """A synthetic video (``num_frames`` × HxWx3 float32 linear, ``size`` = (width, height)).
-
-    See ``make_synthetic_clip_with_masks`` for the occluder masks as well.
-    """
-    return make_synthetic_clip_with_masks(image, num_frames, rng, size, others, num_occluders).frames
-
-
-def make_synthetic_clip_with_masks(
-    image: np.ndarray,
-    num_frames: int,
-    rng: np.random.Generator,
-    size: tuple[int, int] = (256, 256),
-    others: Sequence[np.ndarray] = (),
-    num_occluders: int | None = None,
 ) -> SyntheticClip:
-    """Render a virtual-camera clip over ``image`` (HxWx3 linear) with 1–3 crossing occluders.
+    """Render a virtual-camera clip over ``image`` (HxWx3 linear) with 1–3 crossing occluders: its frames
+    (``num_frames`` × HxWx3 float32 linear, ``size`` = (width, height)) and the occluders' masks.
 
     Camera: centre, zoom and rotation follow independent smooth random tracks (``smooth_track``:
     occasionally a large, fast move). Occluders: random crops of ``others`` (or of ``image`` if

@@ -62,8 +62,8 @@ def synthetic_segments(cfg: TrainConfig, rng: np.random.Generator, stills: list[
     for i in range(cfg.synthetic_segments):
         k = int(rng.integers(len(stills)))
         others = [s for j, s in enumerate(stills) if j != k] or stills
-        frames = make_synthetic_clip(stills[k], cfg.segment_frames, rng, (cfg.train_width, height), others)
-        segments.append(Segment(f"synthetic{i}:still{k}", frames))
+        clip = make_synthetic_clip(stills[k], cfg.segment_frames, rng, (cfg.train_width, height), others)
+        segments.append(Segment(f"synthetic{i}:still{k}", clip.frames))
     return segments
 
 
