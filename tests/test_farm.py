@@ -561,3 +561,46 @@ def test_job_bundle_files_name_template_parameters():
         assert {a["name"]: a["anyOf"] for a in req["attributes"]} == {"attr.worker.os.family": ["linux", "macos"]}
         amounts = {a["name"]: a["min"] for a in req["amounts"]}
         assert amounts["amount.worker.vcpu"] >= 2 and amounts["amount.worker.memory"] >= 4096
+
+
+@needs_openjd
+@pytest.mark.parametrize(
+    "full_keys, source", [((1,), "alpha"), ((1, 24), "matte")], ids=["one-key-alpha", "span-matte"]
+)
+def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_keys, source):
+    """PartialKeyFrames=12: frame 12's key (its alpha, or a KeyMatteName matte) colours a box over the full keys'
+    result. The tasks are the full keys' only (a partial key is no segment) and every task reads the partial key;
+    the frames equal one embedded run with the same keys."""
+    keys_dir = tmp_path / "keys"
+    keys_dir.mkdir()
+    for k in full_keys:
+        pixels = read_exr(SHOT / "key.0001.exr").pixels
+        write_exr(keys_dir / f"key.{k:04d}.exr", pixels[..., [k % 3, (k + 1) % 3, (k + 2) % 3]], ("R", "G", "B"))
+    plate = np.repeat(read_exr(SHOT / "plate.0012.exr").pixels[..., :1], 3, axis=2)
+    matte = np.zeros(plate.shape[:2], np.float32)
+    matte[100:180, 180:320] = 1.0
+    painted = plate * np.array([0.3, 0.6, 1.0], np.float32)
+    if source == "alpha":  # premultiplied, as EXR is
+        write_exr(keys_dir / "key.0012.exr", np.dstack([painted * matte[..., None], matte]), ("R", "G", "B", "A"))
+        partial_args, extra_params = ["--key", f"12={keys_dir}/key.0012.exr"], []
+    else:
+        write_exr(keys_dir / "key.0012.exr", painted, ("R", "G", "B"))
+        write_exr(keys_dir / "matte.0012.exr", matte[..., None], ("Y",))
+        partial_args = ["--key", f"12={keys_dir}/key.0012.exr", "--key-matte", f"12={keys_dir}/matte.0012.exr"]
+        extra_params = ["-p", "KeyMatteName=matte.####.exr"]
+    full_spec = f"{','.join(map(str, full_keys))}={keys_dir}/key.####.exr"
+    embedded = tmp_path / "embedded"
+    argv = ["colorize", "--input", str(SHOT / "plate.####.exr"), "--key", full_spec, *partial_args]
+    assert main([*argv, "--method", "flow", "--progress", "none", "--output", str(embedded / "colour.####.exr")]) == 0
+    farm = tmp_path / "farm"
+    params = template_params(keys_dir, farm, existing="overwrite")
+    params += ["-p", f"KeyFrames={','.join(map(str, full_keys))}", "-p", "PartialKeyFrames=12", *extra_params]
+    run = openjd("run", str(TEMPLATE), *params)
+    log = finish(run)
+    assert run.returncode == 0, log
+    tasks = [line for line in log.splitlines() if "colorprop task:" in line]
+    assert len(tasks) == 3 * len(full_keys)  # per full key: two pass tasks and one Colorize task
+    assert all(f"--key 12={keys_dir}/key.####.exr" in t for t in tasks), tasks
+    assert all(("--key-matte 12=" in t) == (source == "matte") for t in tasks), tasks
+    assert "--segment 12" not in log and log.count("frame(s) written") == len(full_keys)
+    assert_same_pixels(frames_of(farm), frames_of(embedded))
