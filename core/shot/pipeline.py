@@ -35,38 +35,20 @@ from typing import Callable
 from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import InputError
-from colorprop.shot.frames import (  # noqa: F401  (also imported from here by the server, eval and tests)
-    ArraySink,
-    ArraySource,
-    ExrSequenceSink,
-    ExrSequenceSource,
-    FrameResult,
+from colorprop.shot.frames import (
     FrameSink,
     FrameSource,
     KeyImage,
-    PlateFrame,
     ProgressEvent,
     ShotReport,
     format_frames,
-    load_key,
     overlapped_io,
 )
 from colorprop.shot.passes import DIRECTIONS, temporary_root
-from colorprop.shot.preflight import (  # noqa: F401  (working_size: also imported from here)
-    check_keys_among_frames,
-    check_sequence_job,
-    working_size,
-)
-from colorprop.shot.run import Cancelled, ShotJob, ShotRun  # noqa: F401  (Cancelled: also imported from here)
-from colorprop.shot.segments import (  # noqa: F401
-    KeySegment,
-    Segment,
-    format_range,
-    key_segment,
-    key_segments,
-    plan_segments,
-)
-from colorprop.shot.working import ShotColour  # noqa: F401  (also imported from here)
+from colorprop.shot.preflight import check_keys_among_frames, check_sequence_job
+from colorprop.shot.run import ShotJob, ShotRun
+from colorprop.shot.segments import Segment, key_segment, plan_segments
+from colorprop.shot.segments import key_segments  # noqa: F401  (core/cli/colorize.py still imports it from here)
 
 
 def run_shot(
