@@ -353,3 +353,24 @@ def test_a_matte_for_a_frame_without_a_key_or_of_the_wrong_shape_is_refused_at_t
                 key_mattes={PARTIAL: str(folder / "matte.exr")},
             )
         assert stray.value.code == P.E_BAD_INPUT and stray.value.field == "key_mattes"
+
+
+def test_an_inband_matte_outside_0_1_is_clamped_with_a_note_as_the_cli_clamps_it(engine, server):
+    """A float alpha of 1.3 and -0.2 (a paint app's overshoot): clamped into [0, 1] as the pre-flight clamps it, the
+    note in the opened reply, and the shot coloured as the embedded run with the clamped matte colours it."""
+    from colorprop_client.client import Client
+    from colorprop.shot.frames import KeyImage
+
+    frames, key, painted, matte = shot()
+    over = np.where(matte > 0, matte * 1.3, -0.2).astype(np.float32)
+    with Client(server.address) as c:
+        job = c.open_shot({FULL: key, PARTIAL: painted}, {"method": "flow"}, list(frames), key_mattes={PARTIAL: over})
+        job.close()
+    assert job.opened["notes"] == [f"key {PARTIAL}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"]
+    remote = colorize_arrays(
+        server.address, frames, {FULL: key, PARTIAL: painted}, {"method": "flow"}, key_mattes={PARTIAL: over}
+    )
+    clamped = np.clip(over, 0, 1)
+    reference = embedded(engine, frames, {FULL: KeyImage(key), PARTIAL: KeyImage(painted, matte=clamped)})
+    for f in reference:
+        np.testing.assert_array_equal(remote[f][0], reference[f][0], err_msg=f"frame {f}")
