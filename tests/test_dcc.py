@@ -349,3 +349,32 @@ def test_each_host_gets_the_pip_tag_the_blender_extension_is_built_with(monkeypa
     assert (
         key in tomllib.loads((REPO / "plugin/blender/colorprop_blender/blender_manifest.toml").read_text())["platforms"]
     )
+
+
+def test_key_and_matte_reads_a_keys_alpha_as_cores_load_key_reads_the_file(tmp_path):
+    """The plug-ins' one reading of a key's alpha gives core's ``load_key`` values bit for bit: an EXR's premultiplied
+    colour divided by its alpha where it is above 0, the alpha as the matte; an opaque alpha a full key."""
+    from colorprop.io.exr import read_exr
+    from colorprop.shot.frames import load_key
+
+    rng = np.random.default_rng(5)
+    rgb = rng.random((20, 24, 3), dtype=np.float32)
+    alpha = np.zeros((20, 24), np.float32)
+    alpha[4:16, 6:18], alpha[2:4, 6:18] = 1.0, 0.37
+    for name, a in (("partial", alpha), ("opaque", np.ones_like(alpha))):
+        write_exr(
+            tmp_path / f"{name}.exr", np.dstack([rgb * a[..., None], a]), ("R", "G", "B", "A"), pixel_type="float"
+        )
+        stored = read_exr(tmp_path / f"{name}.exr")
+        rgba = stored.pixels[..., [stored.channels.index(c) for c in "RGBA"]]
+        colour, matte = dcc.key_and_matte(rgba, name, premultiplied=True)
+        core = load_key(tmp_path / f"{name}.exr", None)
+        np.testing.assert_array_equal(colour, core.pixels)
+        assert (matte is None) == (core.matte is None) == (name == "opaque")
+        if matte is not None:
+            np.testing.assert_array_equal(matte, core.matte)
+    straight, matte = dcc.key_and_matte(np.dstack([rgb, alpha]), "png", premultiplied=False)
+    np.testing.assert_array_equal(straight, rgb)  # straight colour (PNG) as it is
+    assert dcc.key_and_matte(rgb, "rgb", premultiplied=True)[1] is None
+    with pytest.raises(dcc.ColorizeError, match="key 3: a key must be HxW RGB or RGBA"):
+        dcc.key_and_matte(rgb[..., :2], "key 3", premultiplied=True)
