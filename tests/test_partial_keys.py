@@ -88,16 +88,26 @@ def reach(frame: int, key: int, box=BOX) -> np.ndarray:
     return mask
 
 
-def assert_only_within_reach(got, without, keys_box: dict[int, tuple]) -> None:
-    """Every pixel outside the reach of every partial key is bitwise the run without them; within, the layers
-    changed something at every frame (they are carried both ways)."""
+def layer_frames(key: int, full: list[int]) -> list[int]:
+    """The frames a partial key's layer may reach: its own and those up to (not including) the nearest full key
+    on either side, or the shot's end."""
+    before = max((f for f in full if f < key), default=0)
+    after = min((f for f in full if f > key), default=N + 1)
+    return list(range(before + 1, after))
+
+
+def assert_only_within_reach(got, without, keys_box: dict[int, tuple], full: list[int]) -> None:
+    """Every pixel outside the reach of every partial key is bitwise the run without them, and so is every frame
+    at or beyond a full key from the partial key (``full``: the full keys); within, the layers changed something
+    at every frame (they are carried both ways)."""
     assert sorted(got) == sorted(without) == list(range(1, N + 1))
     for f in got:
         inside = np.zeros((H, W), bool)
         for k, box in keys_box.items():
-            inside |= reach(f, k, box)
+            if f in layer_frames(k, full):
+                inside |= reach(f, k, box)
         np.testing.assert_array_equal(got[f][~inside], without[f][~inside], err_msg=f"frame {f}")
-        assert np.any(got[f][inside] != without[f][inside]), f"frame {f}: no layer"
+        assert not inside.any() or np.any(got[f][inside] != without[f][inside]), f"frame {f}: no layer"
 
 
 def interior(box=BOX, by: int = 3) -> tuple[slice, slice]:
@@ -115,11 +125,23 @@ def without(engine, shot, tmp_path_factory) -> dict[int, np.ndarray]:
 def test_pixels_no_layer_reaches_are_bitwise_the_run_without_the_partial_key(engine, shot, without, tmp_path):
     plate, frames = shot
     got = colour(engine, plate, tmp_path, {1: full_key(frames, 1), 5: partial_key(frames, 5)})
-    assert_only_within_reach(got, without, {5: BOX})
+    assert_only_within_reach(got, without, {5: BOX}, [1])
     inner = interior()
     # At its frame the painted colour is what is written inside the matte (half floats: within 0.1 ab).
     np.testing.assert_allclose(ab(got[5])[inner], ab(painted(frames[4]))[inner], atol=0.1)
     assert np.all(got[5][inner][..., 3] == 1.0)  # the written confidence: the key's, 1
+
+
+def test_a_layer_never_reaches_a_full_key_nor_the_frames_beyond_it(engine, shot, tmp_path):
+    """A full key states its whole frame: a partial key's layer stops before the nearest full key on either side,
+    so the full key frames and every frame beyond are bitwise the run without the partial key."""
+    plate, frames = shot
+    fulls = {1: full_key(frames, 1), 7: full_key(frames, 7)}
+    base = colour(engine, plate, tmp_path / "base", fulls)
+    got = colour(engine, plate, tmp_path / "both", fulls | {5: partial_key(frames, 5)})
+    for f in (1, 7, 8, 9):
+        np.testing.assert_array_equal(got[f], base[f], err_msg=f"frame {f}")
+    assert_only_within_reach(got, base, {5: BOX}, [1, 7])
 
 
 def test_a_layer_stops_where_its_region_leaves_the_frame(engine, shot, without, tmp_path):
@@ -154,7 +176,7 @@ def test_partial_and_full_keys_in_either_order(engine, shot, tmp_path, full, par
     got = colour(
         engine, plate, tmp_path / "both", {full: full_key(frames, full), partial: partial_key(frames, partial)}
     )
-    assert_only_within_reach(got, base, {partial: BOX})
+    assert_only_within_reach(got, base, {partial: BOX}, [full])
     inner = interior()
     np.testing.assert_allclose(ab(got[partial])[inner], ab(painted(frames[partial - 1]))[inner], atol=0.1)
 
@@ -186,7 +208,7 @@ def test_of_two_overlapping_partial_keys_the_nearer_wins(engine, shot, without, 
         6: partial_key(frames, 6, gain=blue),
     }
     got = colour(engine, plate, tmp_path, keys)
-    assert_only_within_reach(got, without, {4: box4, 6: BOX})
+    assert_only_within_reach(got, without, {4: box4, 6: BOX}, [1])
     inner = interior(by=5)
     green_ab, blue_ab = ab(painted(frames[3], green, box4))[interior(box4)], ab(painted(frames[5], blue))[inner]
     np.testing.assert_allclose(ab(got[4])[interior(box4)], green_ab, atol=0.1)  # each wins at its own frame
@@ -215,7 +237,7 @@ def test_resume_over_frames_a_layer_touched_equals_the_uninterrupted_run(engine,
     keys = {k: full_key(frames, k) for k in full} | {5: partial_key(frames, 5)}
     whole = colour(engine, plate, tmp_path / "whole", keys, options)
     base = colour(engine, plate, tmp_path / "base", {k: full_key(frames, k) for k in full}, options)
-    assert_only_within_reach(whole, base, {5: BOX})
+    assert_only_within_reach(whole, base, {5: BOX}, full)
     part = tmp_path / "part"
     colour(engine, plate, part, keys, options)
     for f in range(7, N + (0 if N in full else 1)):
@@ -231,21 +253,24 @@ def test_resume_over_frames_a_layer_touched_equals_the_uninterrupted_run(engine,
 
 
 def test_farm_tasks_with_a_state_dir_give_the_embedded_runs_pixels(engine, shot, tmp_path):
-    """Full keys at 1 and N, a partial key at 5: the span's two pass tasks, the last key's segment (it needs the
-    layer's forward pass up to N: it computes and stores it) and the first key's blend (it reads it) write what
-    the embedded run writes."""
+    """Full keys at 1 and N, a partial key at 5: the span's two pass tasks and the last key's segment need no layer
+    (it never reaches a full key); the first key's blend computes and stores it; together they write what the
+    embedded run writes."""
     plate, frames = shot
     keys = {1: full_key(frames, 1), 5: partial_key(frames, 5), N: full_key(frames, N)}
     embedded = colour(engine, plate, tmp_path / "embedded", keys)
     base = colour(engine, plate, tmp_path / "base", {1: full_key(frames, 1), N: full_key(frames, N)})
-    assert_only_within_reach(embedded, base, {5: BOX})
+    assert_only_within_reach(embedded, base, {5: BOX}, [1, N])
     out, state = tmp_path / "farm", tmp_path / "state"
     for direction in ("backward", "forward"):
         assert colour(engine, plate, out, keys, segment=1, direction=direction, state_dir=state) == {}
     assert not (state / "layer.5").exists()  # a pass task writes no frame: it needs no layer
     colour(engine, plate, out, keys, segment=N, state_dir=state)
-    assert sorted(p.name for p in (state / "layer.5").glob("*.exr")) == [f"forward.{f}.exr" for f in range(6, N + 1)]
+    assert not (state / "layer.5").exists()
     farm = colour(engine, plate, out, keys, segment=1, state_dir=state)
+    assert sorted(p.name for p in (state / "layer.5").glob("*.exr")) == sorted(
+        [f"backward.{f}.exr" for f in range(2, 5)] + [f"forward.{f}.exr" for f in range(6, N)]
+    )
     for f in range(1, N + 1):
         np.testing.assert_array_equal(farm[f], embedded[f], err_msg=f"frame {f}")
 
@@ -265,7 +290,7 @@ def test_full_method_pixels_no_layer_reaches_are_bitwise_the_run_without(shot, t
     options = ShotOptions(method="full")
     base = colour(full, plate, tmp_path / "base", {1: full_key(frames, 1)}, options)
     got = colour(full, plate, tmp_path / "layer", {1: full_key(frames, 1), 5: partial_key(frames, 5)}, options)
-    assert_only_within_reach(got, base, {5: BOX})
+    assert_only_within_reach(got, base, {5: BOX}, [1])
     inner = interior()
     np.testing.assert_allclose(ab(got[5])[inner], ab(painted(frames[4]))[inner], atol=0.1)
 
@@ -294,7 +319,7 @@ def test_a_layer_pass_stored_in_part_resumes_exactly_and_another_jobs_is_never_u
     folder = state / "layer.5"
     whole = {p.name: read_exr(p).pixels for p in folder.glob("*.exr")}
     assert sorted(whole) == sorted(
-        [f"backward.{f}.exr" for f in range(1, 5)] + [f"forward.{f}.exr" for f in range(6, 10)]
+        [f"backward.{f}.exr" for f in range(2, 5)] + [f"forward.{f}.exr" for f in range(6, 10)]
     )
     for f in (8, 9):
         (folder / f"forward.{f}.exr").unlink()

@@ -8,7 +8,8 @@ change it makes to its plate frame), frame by frame:
                                              colour; carried_t = that run's carried confidence (1 at the key)
 
 ``floor`` sets it to exactly 0 below ``LAYER_FLOOR``. A pass stops at the first frame whose matte is 0
-everywhere: no frame beyond gets the layer. ``full`` and ``global`` carry a layer by the flow chain (``flow``):
+everywhere, and before the first full key it meets (a full key states its whole frame; the nearer key in time
+wins): no frame beyond gets the layer. ``full`` and ``global`` carry a layer by the flow chain (``flow``):
 their global branch would match the frame against the key's unpainted pixels too, whose colour is not the
 layer's. The passes are stored like the passes between keys (passes.py, a ``PassStore`` named
 ``layer.<frame>`` with a ``matte`` channel; stamped, resumed from what is stored) because a backward one is
@@ -82,21 +83,31 @@ class Layer:
     matte_full: np.ndarray
     ab_work: np.ndarray
     matte_work: np.ndarray
+    span: tuple[int | None, int | None]  # the nearest full keys before and after it (None: none); never reached
     reach: dict[int, str] = field(default_factory=dict)
+
+    def ways(self, frames: list[int]) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
+        """Its two passes over the shot's ``frames``, each from the key outward as far as the full key beyond."""
+        before, after = self.span
+        backward = [f for f in frames if f < self.frame and (before is None or f > before)][::-1]
+        forward = [f for f in frames if f > self.frame and (after is None or f < after)]
+        return ("backward", backward), ("forward", forward)
 
 
 class ShotLayers:
     """The layers of one ``run_shot``: carried (``carry``), then laid over the base frame by frame (``over``).
     ``run``: the ``ShotRun`` (run.py) that owns them: its shot, options, engine, keys' colour, frames and stamps."""
 
-    def __init__(self, run, partial: dict[int, KeyImage]):
+    def __init__(self, run, keys: dict[int, KeyImage]):
         self.run = run
         shot = run.shot
+        full = sorted(k for k, key in keys.items() if not key.is_partial)
         self.layers = []
-        for k in sorted(partial):
-            matte_full = floor_matte(np.clip(partial[k].matte, 0.0, 1.0))
+        for k in sorted(k for k, key in keys.items() if key.is_partial):
+            matte_full = floor_matte(np.clip(keys[k].matte, 0.0, 1.0))
             ab_work, matte_work = working_colour(run.key_ab_full[k], matte_full, shot.to_work)
-            self.layers.append(Layer(k, run.key_ab_full[k], matte_full, ab_work, matte_work))
+            span = max((f for f in full if f < k), default=None), min((f for f in full if f > k), default=None)
+            self.layers.append(Layer(k, run.key_ab_full[k], matte_full, ab_work, matte_work, span))
         self.stores: dict[int, PassStore] = {}
 
     def touches(self, frame: int) -> bool:
@@ -119,9 +130,9 @@ class ShotLayers:
                 True,
             )
             self.stores[layer.frame] = store
-            after = [f for f in frames if layer.frame < f <= max(needed)]
-            before = [f for f in frames if min(needed) <= f < layer.frame][::-1]
-            for direction, order in (("backward", before), ("forward", after)):
+            wanted = set(needed)
+            for direction, way in layer.ways(frames):
+                order = way[: max((i + 1 for i, f in enumerate(way) if f in wanted), default=0)]  # to the last needed
                 if order:
                     with store.locked([direction]):
                         self._carry(layer, store, direction, order)

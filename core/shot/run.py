@@ -69,7 +69,7 @@ class ShotRun:
             }
         self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
         self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self.layers = ShotLayers(self, {k: img for k, img in keys.items() if img.is_partial})  # layers.py
+        self.layers = ShotLayers(self, keys)  # layers.py
 
     # ---------------------------------------------------------------- reporting
 
