@@ -175,7 +175,7 @@ def run(args) -> int:
     if args.list_segments:
         import json
 
-        from colorprop.shot.pipeline import key_segments
+        from colorprop.shot.segments import key_segments
 
         if not full:
             raise InputError(
@@ -192,7 +192,7 @@ def run(args) -> int:
     if args.direction is not None and (args.segment is None or args.state_dir is None):
         raise InputError("--direction: needs --segment KEY and --state-dir DIR (the pass is stored there)")
     if args.direction is not None:
-        from colorprop.shot.pipeline import key_segment
+        from colorprop.shot.segments import key_segment
 
         owned = key_segment(sorted(frames), full, args.segment)
         if owned is not None and len(owned.keys) == 1:  # the last key: no span to a next key, no pass (a farm no-op)
@@ -207,7 +207,7 @@ def run(args) -> int:
     if args.segment is not None and args.segment not in full:  # before the output folder is made
         raise InputError(f"--segment {args.segment}: not a full key frame (full keys: {format_frames(full) or 'none'})")
     if args.segment is not None and args.server:
-        from colorprop.shot.pipeline import key_segment
+        from colorprop.shot.segments import key_segment
 
         owned = key_segment(sorted(frames), full, args.segment)
         if owned.frames != sorted(frames):
