@@ -282,6 +282,44 @@ def test_segment_names_full_keys_only(engine, shot, tmp_path):
         colour(engine, plate, tmp_path, keys, segment=5)
 
 
+@pytest.mark.parametrize("box", [BOX, (W - 6, 20, W, 40)], ids=["reaches-every-frame", "leaves-the-frame"])
+def test_progress_shows_each_layer_frame_and_done_ends_at_total(engine, shot, tmp_path, box):
+    """The layer's passes come first: each frame they reach is a progress step of its own, so the first output
+    frame is not shown stuck while they run; a pass that stops early (the region leaves the frame) takes the
+    frames it never reaches off the total. ``done`` counts 1, 2, ... and ends exactly at ``total``; the report
+    lists output frames only."""
+    plate, frames = shot
+    events = []
+    sink = ExrSequenceSink(str(tmp_path / "c.####.exr"))
+    keys = {1: full_key(frames, 1), N: partial_key(frames, N, box=box)}
+    report = run_shot(engine, ExrSequenceSource(plate, range(1, N + 1)), keys, FLOW, sink, progress=events.append)
+    assert report.frames_written == list(range(1, N + 1))
+    assert [e.done for e in events] == list(range(1, len(events) + 1))
+    assert events[-1].done == events[-1].total
+    assert events[0].total == N + (N - 2)  # the backward pass may reach frames N-1 .. 2
+    assert [e.total for e in events] == sorted((e.total for e in events), reverse=True)
+    layer_steps = len(events) - N
+    assert [e.frame for e in events[:layer_steps]] == list(range(N - 1, N - 1 - layer_steps, -1))
+    if box == BOX:
+        assert layer_steps == N - 2
+    else:
+        assert 0 < layer_steps < N - 2 and events[-1].total < events[0].total
+
+
+def test_a_pass_task_over_written_frames_counts_them_to_its_total(engine, shot, tmp_path):
+    """A farm pass task with every frame of its span written does no pass, and still shows each frame done."""
+    plate, frames = shot
+    keys = {1: full_key(frames, 1), 5: partial_key(frames, 5), N: full_key(frames, N)}
+    colour(engine, plate, tmp_path, keys)
+    events = []
+    sink = ExrSequenceSink(str(tmp_path / "c.####.exr"), write_confidence=True)
+    source = ExrSequenceSource(plate, range(1, N + 1))
+    options = dict(segment=1, direction="forward", state_dir=tmp_path / "state", skip_existing=True)
+    report = run_shot(engine, source, keys, FLOW, sink, progress=events.append, **options)
+    assert report.frames_skipped == list(range(2, N))
+    assert [(e.done, e.total, e.skipped) for e in events] == [(i, N - 2, True) for i in range(1, N - 1)]
+
+
 @pytest.mark.slow  # the shipped networks colour the shot twice
 def test_full_method_pixels_no_layer_reaches_are_bitwise_the_run_without(shot, tmp_path):
     full = Engine.load()

@@ -21,6 +21,7 @@ pixel no layer reaches stays bitwise the base's. The base carries its own colour
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -115,8 +116,12 @@ class ShotLayers:
 
     def carry(self, root: Path, frames: list[int], needed: list[int]) -> None:
         """Every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in an
-        embedded run, a farm task's own frames), stored under ``root`` (computed, or read where stored)."""
+        embedded run, a farm task's own frames), stored under ``root`` (computed, or read where stored). Each
+        frame a pass may reach is one more step of the run's progress (``ShotRun.tick``), shown as it goes; the
+        frames a pass stops short of leave the total."""
         run = self.run
+        wanted = set(needed)
+        passes = []
         for layer in self.layers:
             stamp = run.stamp("layer", layer.frame, frames, layer.ab_work, layer.matte_work)
             store = PassStore(
@@ -130,12 +135,14 @@ class ShotLayers:
                 True,
             )
             self.stores[layer.frame] = store
-            wanted = set(needed)
             for direction, way in layer.ways(frames):
                 order = way[: max((i + 1 for i, f in enumerate(way) if f in wanted), default=0)]  # to the last needed
                 if order:
-                    with store.locked([direction]):
-                        self._carry(layer, store, direction, order)
+                    passes.append((layer, store, direction, order))
+        run.total += sum(len(order) for *_, order in passes)
+        for layer, store, direction, order in passes:
+            with store.locked([direction]):
+                self._carry(layer, store, direction, order)
 
     def _carry(self, layer: Layer, store: PassStore, direction: str, order: list[int]) -> None:
         """One pass of ``layer`` along ``order`` (from its key outward), stopped where its matte is 0 everywhere.
@@ -158,6 +165,7 @@ class ShotLayers:
             propagator = Propagator(method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade)
         for i, frame in enumerate(order):
             run.check_cancel()
+            t0 = time.perf_counter()
             if propagator is None or i < stored:
                 state = run.stored(store, direction, frame)
                 if propagator is not None:  # replayed: the flow, the carried confidence and the shape move on
@@ -171,7 +179,9 @@ class ShotLayers:
                 state = PassFrame(ab, confidence, carried, None, floor_matte(shape * carried))
                 store.write(direction, frame, state)
                 propagator.accept(pending, state.ab, state.carried)
+            run.tick(frame, time.perf_counter() - t0, skipped=propagator is None or i < stored)
             if not state.matte.any():
+                run.total -= len(order) - 1 - i
                 return
             layer.reach[frame] = direction
 

@@ -80,10 +80,16 @@ class ShotRun:
 
     def count(self, frame: int, written: bool, seconds: float) -> None:
         """A frame done (an output frame, or a pass frame with ``direction``): reported and shown."""
-        self.done += 1
         (self.report.frames_written if written else self.report.frames_skipped).append(frame)
+        self.tick(frame, seconds, skipped=not written)
+
+    def tick(self, frame: int, seconds: float, skipped: bool) -> None:
+        """One step of ``total`` done (a frame counted, or a frame of a partial key's layer: layers.py): shown.
+        ``total`` is the frames counted plus the layer frames the passes may reach, less those they stop short
+        of, so ``done`` ends at ``total``."""
+        self.done += 1
         if self.progress is not None:
-            self.progress(ProgressEvent(frame, self.done, self.total, seconds, skipped=not written))
+            self.progress(ProgressEvent(frame, self.done, self.total, seconds, skipped=skipped))
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel():
@@ -210,7 +216,9 @@ class ShotRun:
             )
             if self.direction_only is not None:
                 if self.skip_existing and all(self.sink.exists(f) for f in run):
-                    return  # every frame is written: no pass is needed (nor its lock file)
+                    for f in run:  # every frame is written: no pass is needed (nor its lock file)
+                        self.count(f, False, 0.0)
+                    return
                 with store.locked([self.direction_only]):
                     for _ in self.pass_frames(self.direction_only, a, b, run, store):
                         pass
