@@ -252,6 +252,29 @@ def test_resume_over_frames_a_layer_touched_equals_the_uninterrupted_run(engine,
         np.testing.assert_array_equal(resumed[f], whole[f], err_msg=f"frame {f}")
 
 
+def test_resume_with_every_frame_a_layer_reaches_written_carries_no_layer(engine, shot, tmp_path):
+    """Full keys at 1 and 7, a partial key at 5 (its layer lives in frames 2..6), frames 8 and 9 lost: the resumed
+    run carries no layer (no step of its progress, no file under the state dir), writes 8 and 9 only, and every
+    frame is bitwise the uninterrupted run's."""
+    plate, frames = shot
+    keys = {1: full_key(frames, 1), 5: partial_key(frames, 5), 7: full_key(frames, 7)}
+    whole = colour(engine, plate, tmp_path / "whole", keys)
+    part = tmp_path / "part"
+    colour(engine, plate, part, keys)
+    for f in (8, 9):
+        (part / f"c.{f:04d}.exr").unlink()
+    events = []
+    sink = ExrSequenceSink(str(part / "c.####.exr"), write_confidence=True)
+    state = tmp_path / "state"
+    source = ExrSequenceSource(plate, range(1, N + 1))
+    report = run_shot(engine, source, keys, FLOW, sink, skip_existing=True, state_dir=state, progress=events.append)
+    assert report.frames_written == [8, 9] and len(events) == N and events[-1].total == N
+    assert not (state / "layer.5").exists()
+    resumed = outputs(part)
+    for f in range(1, N + 1):
+        np.testing.assert_array_equal(resumed[f], whole[f], err_msg=f"frame {f}")
+
+
 def test_farm_tasks_with_a_state_dir_give_the_embedded_runs_pixels(engine, shot, tmp_path):
     """Full keys at 1 and N, a partial key at 5: the span's two pass tasks and the last key's segment need no layer
     (it never reaches a full key); the first key's blend computes and stores it; together they write what the

@@ -86,6 +86,7 @@ class Layer:
     matte_work: np.ndarray
     span: tuple[int | None, int | None]  # the nearest full keys before and after it (None: none); never reached
     reach: dict[int, str] = field(default_factory=dict)
+    unknown: set[int] = field(default_factory=set)  # written frames no pass went to (resume): maybe reached
 
     def ways(self, frames: list[int]) -> tuple[tuple[str, list[int]], tuple[str, list[int]]]:
         """Its two passes over the shot's ``frames``, each from the key outward as far as the full key beyond."""
@@ -112,15 +113,18 @@ class ShotLayers:
         self.stores: dict[int, PassStore] = {}
 
     def touches(self, frame: int) -> bool:
-        return any(layer.frame == frame or frame in layer.reach for layer in self.layers)
+        """Whether a layer reaches ``frame``, or may have (a written frame no pass went to: its base colour is
+        made again rather than read back, which gives the same colour where no layer was laid over it)."""
+        return any(layer.frame == frame or frame in layer.reach or frame in layer.unknown for layer in self.layers)
 
     def carry(self, root: Path, frames: list[int], needed: list[int]) -> None:
         """Every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in an
-        embedded run, a farm task's own frames), stored under ``root`` (computed, or read where stored). Each
+        embedded run, a farm task's own frames) that are still to be written (with ``skip_existing``: a pass
+        whose frames are all written is not carried), stored under ``root`` (computed, or read where stored). Each
         frame a pass may reach is one more step of the run's progress (``ShotRun.tick``), shown as it goes; the
         frames a pass stops short of leave the total."""
         run = self.run
-        wanted = set(needed)
+        wanted = {f for f in needed if not (run.skip_existing and run.sink.exists(f))}
         passes = []
         for layer in self.layers:
             stamp = run.stamp("layer", layer.frame, frames, layer.ab_work, layer.matte_work)
@@ -137,6 +141,7 @@ class ShotLayers:
             self.stores[layer.frame] = store
             for direction, way in layer.ways(frames):
                 order = way[: max((i + 1 for i, f in enumerate(way) if f in wanted), default=0)]  # to the last needed
+                layer.unknown.update(set(way[len(order) :]) & set(needed))
                 if order:
                     passes.append((layer, store, direction, order))
         run.total += sum(len(order) for *_, order in passes)

@@ -182,15 +182,17 @@ class ShotRun:
         shot = self.shot
         propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
         prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
-        for frame in reversed(run) if kind == "backward" else run:
+        order = list(reversed(run)) if kind == "backward" else run
+        exists = [self.skip_existing and self.sink.exists(frame) for frame in order]
+        todo = max((i + 1 for i, e in enumerate(exists) if not e), default=0)  # after: written, and nothing needs them
+        for frame, written in zip(order[:todo], exists):
             self.check_cancel()
             t0 = time.perf_counter()
             prep = shot.prepare(self.source.read(frame))
-            written = self.skip_existing and self.sink.exists(frame)
             if written and not self.layers.touches(frame):
                 # Already written (resume): its colour is read back, its carried confidence recomputed
                 # by flow alone (exactly what the uninterrupted run carried), no networks. A frame a layer
-                # touched is not the base's colour: its step runs again, the frame is not rewritten.
+                # touched (or may have) is not the base's colour: its step runs again, the frame is not rewritten.
                 prev_full = self.carried_state(frame, None, prep)
                 pending = propagator.carried_only(prep.L_work)
                 self.emit(frame, None, 0.0)
@@ -202,6 +204,8 @@ class ShotRun:
             base = self.output(frame, prep, *full, t0, written)
             prev_full = self.carried_state(frame, base.rgb, prep)
             propagator.accept(pending, shot.to_work(prev_full))
+        for frame in order[todo:]:
+            self.emit(frame, None, 0.0)
 
     def between_keys(self, a: int, b: int, run: list[int], state_dir: Path | None) -> None:
         """The span between keys ``a`` and ``b``: its passes stored under ``state_dir`` (else a temporary
