@@ -182,3 +182,41 @@ def test_serve_takes_threads_from_its_config_file_and_the_command_line_wins(tmp_
         [sys.executable, "-c", SERVE_PROBE, "--config", str(config)], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 2 and f"{config}: threads: 0; at least 1" in proc.stderr
+
+
+# glibc: a block over malloc's mmap threshold is mapped on its own (mallinfo2's hblks counts them) and unmapped
+# on free, so its pages are faulted in and zeroed again by the next frame's array of the same size.
+MEMORY_PROBE = """
+import ctypes, json, sys
+import numpy as np
+from colorprop.engine.threads import apply_thread_policy
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+apply_thread_policy(1)
+before = libc.mallinfo2().hblks  # blocks mapped on their own while modules loaded
+frame = np.ones((2160, 3840, 3), np.float32)  # a 4K frame's colour, 95 MiB
+mapped = libc.mallinfo2().hblks - before
+del frame
+print("PROBE " + json.dumps({"mapped_blocks": mapped, "kept_after_free": libc.mallinfo2().fordblks}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+def test_the_policy_keeps_a_frames_memory_for_the_next_and_a_studios_malloc_settings_win():
+    def run(**env: str) -> dict:
+        environ = {k: v for k, v in os.environ.items() if k not in threads.MALLOC_ENVIRONMENT}
+        proc = subprocess.run(
+            [sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, timeout=300, env={**environ, **env}
+        )
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("PROBE "))[len("PROBE ") :])
+
+    kept = run()
+    assert kept["mapped_blocks"] == 0  # the frame came from the heap ...
+    assert kept["kept_after_free"] >= 2160 * 3840 * 3 * 4  # ... and stays there, free, for the next frame
+    assert run(MALLOC_MMAP_THRESHOLD_=str(1 << 20))["mapped_blocks"] >= 1  # the environment's setting is kept
