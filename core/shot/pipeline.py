@@ -142,14 +142,17 @@ def colorize_sequence(
     key_colorspace: str | None = None,
     state_dir: Path | None = None,
     direction: str | None = None,
+    key_mattes: dict[int, str] | None = None,
 ) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
     written; then the shot runs with reading ahead and writing behind. What is read, from where to where,
     comes by position; how the run goes, by name (the same names as ``run_shot``'s): ``pixel_type`` and
     ``key_colorspace`` for the files, ``state_dir`` and ``direction`` for the passes between keys as files
-    (docs/FARM.md)."""
+    (docs/FARM.md), ``key_mattes`` {frame: path} for a key's separate matte (--key-matte: a partial key)."""
     engine.check_method(options.method)
-    checked = check_sequence_job(input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace)
+    checked = check_sequence_job(
+        input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace, key_mattes=key_mattes
+    )
     with overlapped_io(checked.source(), checked.sink(pixel_type)) as (source, sink):  # I/O overlaps the compute
         report = run_shot(
             engine,
