@@ -170,7 +170,9 @@ def parse_open(
 
 
 def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, config: ServerConfig) -> InbandShot:
+    from colorprop.errors import InputError
     from colorprop.shot.frames import KeyImage
+    from colorprop.shot.preflight import check_keys_among_frames
 
     key_frames = msg.get("keys")
     if not isinstance(key_frames, list) or not key_frames or any(type(k) is not int for k in key_frames):
@@ -185,10 +187,12 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
     key_cs = msg.get("key_colorspaces") or {}
     if not isinstance(key_cs, dict) or any(v is not None and not isinstance(v, str) for v in key_cs.values()):
         raise ProtocolError(P.E_BAD_INPUT, "key_colorspaces must map frames to colour space names", "key_colorspaces")
+    try:  # the pre-flight's check and words: a key (a partial one too) on a frame the shot does not colour
+        check_keys_among_frames(key_frames, sorted(frames))
+    except InputError as exc:
+        raise ProtocolError(P.E_BAD_INPUT, str(exc), "keys") from None
     keys, shape = {}, None
     for k in key_frames:
-        if k not in frames:
-            raise ProtocolError(P.E_BAD_INPUT, f"key frame {k} is not among the shot's frames", "keys")
         arr = msg.arrays[f"key{k}"]
         if arr.ndim != 3 or arr.shape[2] != 3:
             raise ProtocolError(P.E_PIXELS, f"key {k}: must be HxWx3, got {list(arr.shape)}", "shape")

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.usefixtures("watchdog")
 
 N, H, W = 6, 48, 64
 FULL, PARTIAL = 1, 4  # key frames: a full key first, a partial key (a box painted blue) later
+OUTSIDE = 9  # a frame after the shot's last
 
 
 def box_matte(h: int = H, w: int = W) -> np.ndarray:
@@ -238,6 +239,8 @@ def bad_keys(case: str) -> tuple[dict, dict, dict]:
         matte[0, 0] = np.nan
     elif case == "partial-only":
         keys = {PARTIAL: painted}
+    elif case == "outside":  # a partial key on a frame the shot does not colour
+        return {FULL: key, OUTSIDE: painted}, {OUTSIDE: matte}, options
     return keys, {PARTIAL: matte}, options
 
 
@@ -247,6 +250,7 @@ BAD = {
     "transparent": (P.E_BAD_INPUT, 2, "0 everywhere"),
     "nan": (P.E_PIXELS, 3, "NaN"),
     "partial-only": (P.E_BAD_INPUT, 2, "give a full key too, or --regrade"),
+    "outside": (P.E_BAD_INPUT, 2, f"{OUTSIDE} are not among the"),
 }
 
 
@@ -267,9 +271,11 @@ def write_bad_shot(folder: Path, case: str) -> tuple[str, list[str]]:
 
     plate, args = write_shot(folder, "matte")
     _, mattes, _ = bad_keys(case)
-    write_exr(folder / "matte.exr", mattes[PARTIAL][..., None], ("Y",), pixel_type="float")
+    write_exr(folder / "matte.exr", mattes.get(PARTIAL, mattes.get(OUTSIDE))[..., None], ("Y",), pixel_type="float")
     if case == "partial-only":
         args = args[2:]  # no full key
+    elif case == "outside":
+        args = [a.replace(f"{PARTIAL}={folder}", f"{OUTSIDE}={folder}") for a in args]
     return plate, args
 
 
