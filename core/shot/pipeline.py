@@ -48,7 +48,6 @@ from colorprop.shot.passes import DIRECTIONS, temporary_root
 from colorprop.shot.preflight import check_keys_among_frames, check_sequence_job
 from colorprop.shot.run import ShotJob, ShotRun
 from colorprop.shot.segments import Segment, key_segment, plan_segments
-from colorprop.shot.segments import key_segments  # noqa: F401  (core/cli/colorize.py still imports it from here)
 
 
 def run_shot(
