@@ -104,44 +104,45 @@ def test_colorize_without_server_exits_6_within_5_s_by_default(tmp_path, free_po
 
 
 @pytest.mark.slow
-def test_server_stopped_with_sigterm_mid_job_exits_6_not_1(tmp_path, free_port, capsys):
-    """SIGTERM to a real `colorprop serve` once the first frame is written: the job ends with `shutdown`, and the
-    client's resend is refused by the stopping server, which still drains another artist's job (one that has not
-    fetched why it ended). That is a server unavailable (exit 6, a farm retries later), not a failed job (exit 1,
-    "[shutdown]")."""
+def test_server_stopped_with_sigterm_mid_job_exits_6_not_1(tmp_path, free_port, capsys, monkeypatch):
+    """SIGTERM to a real `colorprop serve` as the client reports its first frame written (from the CLI's progress
+    call, so at a known frame however the processes are scheduled): the job ends with `shutdown`, and the client's
+    resend is refused by the stopping server, which still drains another artist's job (one that has not fetched why
+    it ended). That is a server unavailable (exit 6, a farm retries later), not a failed job (exit 1, "[shutdown]")."""
     import signal
-    import threading
 
-    from serverkit import spawn, stop_proc, wait_hello, wait_until, written_frames
+    from colorprop.cli.common import Progress
+    from serverkit import spawn, stop_proc, wait_hello, written_frames
 
     plate, key, frames = _plates(tmp_path / "shot", n=60, h=96, w=128)
     out = str(tmp_path / "o" / "c.####.exr")
     addr = f"tcp://127.0.0.1:{free_port()}"
     proc = spawn(["serve", "--bind", addr, "--log-level", "WARNING"])
-    stopped, other = {}, None
+    report_progress, signalled_at = Progress.__call__, []
 
-    def terminate_after_first_frame() -> None:
-        if wait_until(lambda: written_frames(out) or stopped, timeout=120, step=0.01) and not stopped:
-            stopped["rc"] = stop_proc(proc, signal.SIGTERM, timeout=60)
+    def terminate_at_first_frame(self, event) -> None:
+        report_progress(self, event)
+        if not signalled_at:
+            signalled_at.append(event.done)
+            proc.send_signal(signal.SIGTERM)
 
+    monkeypatch.setattr(Progress, "__call__", terminate_at_first_frame)
+    other = None
     try:
         wait_hello(addr, proc)
         other = Client(addr)  # another artist's open shot: the stopping server waits for it to hear why it ended
         other_frames, other_keys = make_shot(4, seed=52)
         other.open_shot(other_keys, {"method": "flow"}, list(other_frames))
-        killer = threading.Thread(target=terminate_after_first_frame)
-        killer.start()
         rc = _colorize(plate, key, out, "--server", addr)
-        stopped.setdefault("client_done", True)
-        killer.join(90)
+        server_rc = proc.wait(60)
     finally:
         stop_proc(proc, signal.SIGKILL)
         if other is not None:
             other.close()
     err = capsys.readouterr().err
-    assert len(written_frames(out)) < len(frames), "the shot finished before the server was stopped"
+    assert signalled_at == [1] and 1 <= len(written_frames(out)) < len(frames)
     assert rc == 6 and "shutting down" in err, err
-    assert stopped.get("rc") == 0
+    assert server_rc == 0
 
 
 def test_keys_command_writes_server_client_and_worker_keys(tmp_path, capsys):
