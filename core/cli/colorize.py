@@ -249,7 +249,6 @@ def full_key_frames(keys: dict[int, str], key_mattes: dict[int, str]) -> list[in
 
 
 def colorize(args, keys, frames, options, progress):
-    mattes = {"key_mattes": args.key_mattes} if args.key_mattes else {}
     if args.server:
         from colorprop.cli.plugins import remote_colorizer  # zmq lives outside core
 
@@ -265,7 +264,7 @@ def colorize(args, keys, frames, options, progress):
             timeout_s=args.timeout,
             pixel_type=args.pixel_type,
             key_colorspace=args.key_colorspace,
-            **mattes,
+            key_mattes=args.key_mattes,
         )
     from colorprop.engine.engine import Engine
     from colorprop.shot.pipeline import colorize_sequence
@@ -285,5 +284,5 @@ def colorize(args, keys, frames, options, progress):
         key_colorspace=args.key_colorspace,
         direction=args.direction,
         state_dir=Path(args.state_dir) if args.state_dir else None,
-        **mattes,
+        key_mattes=args.key_mattes,
     )
