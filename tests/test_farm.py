@@ -578,12 +578,17 @@ def test_job_bundle_files_name_template_parameters():
 
 @needs_openjd
 @pytest.mark.parametrize(
-    "full_keys, source", [((1,), "alpha"), ((1, 24), "matte")], ids=["one-key-alpha", "span-matte"]
+    "full_keys, source, server_mode",
+    [((1,), "alpha", "embedded"), ((1, 24), "matte", "embedded"), ((1,), "matte", "serve")],
+    ids=["one-key-alpha", "span-matte", "session-server-matte"],
 )
-def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_keys, source):
+def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_keys, source, server_mode):
     """PartialKeyFrames=12: frame 12's key (its alpha, or a KeyMatteName matte) colours a box over the full keys'
     result. The tasks are the full keys' only (a partial key is no segment) and every task reads the partial key;
-    the frames equal one embedded run with the same keys."""
+    the frames equal one embedded run with the same keys, also when the Colorize task runs on the session's
+    server (the matte read there, protocol 2)."""
+    if server_mode == "serve" and not has_serve():
+        pytest.skip("this colorprop has no `serve` command")
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir()
     for k in full_keys:
@@ -608,6 +613,7 @@ def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_ke
     farm = tmp_path / "farm"
     params = template_params(keys_dir, farm, existing="overwrite")
     params += ["-p", f"KeyFrames={','.join(map(str, full_keys))}", "-p", "PartialKeyFrames=12", *extra_params]
+    params += ["-p", f"ServerMode={server_mode}"]
     run = openjd("run", str(TEMPLATE), *params)
     log = finish(run)
     assert run.returncode == 0, log
@@ -616,4 +622,5 @@ def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_ke
     assert all(f"--key 12={keys_dir}/key.####.exr" in t for t in tasks), tasks
     assert all(("--key-matte 12=" in t) == (source == "matte") for t in tasks), tasks
     assert "--segment 12" not in log and log.count("frame(s) written") == len(full_keys)
+    assert ("--server ipc://" in log) == (server_mode == "serve")
     assert_same_pixels(frames_of(farm), frames_of(embedded))
