@@ -45,7 +45,7 @@ from colorprop.shot.frames import (
     overlapped_io,
 )
 from colorprop.shot.passes import DIRECTIONS, temporary_root
-from colorprop.shot.preflight import check_keys_among_frames, check_sequence_job
+from colorprop.shot.preflight import check_full_key_or_regrade, check_keys_among_frames, check_sequence_job
 from colorprop.shot.run import ShotJob, ShotRun
 from colorprop.shot.segments import Segment, key_segment, plan_segments
 
@@ -88,11 +88,7 @@ def run_shot(
     frames = list(source.frames)
     order = sorted(k for k, key in keys.items() if not key.is_partial)  # partial keys are no segment boundaries
     check_keys_among_frames(sorted(keys), frames)
-    if not order and not options.regrade:
-        raise InputError(
-            "a partial key colours only where it is painted: "
-            "give a full key too, or --regrade to correct a colour plate"
-        )
+    check_full_key_or_regrade(keys, options.regrade)
     segments = plan_segments(frames, order) if order else [Segment("plate", None, None, frames)]
     if segment is not None:
         if segment not in order:
