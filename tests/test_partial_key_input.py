@@ -89,16 +89,18 @@ def test_alpha_is_the_keys_matte_and_its_colour_is_straight(tmp_path, name, fmt,
     assert key.colorspace == (None if fmt in ("half", "float") else convert.SRGB_DISPLAY)
 
 
-def test_a_gray_key_with_alpha_and_a_four_channel_key_without_a_name(tmp_path):
-    """Alpha is channel A, else the last of four; a gray key (Y, A) is gray colour with a matte."""
+def test_a_gray_key_with_alpha_and_a_fourth_channel_that_is_not_alpha(tmp_path):
+    """Alpha is the channel named A; a gray key (Y, A) is gray colour with a matte; a fourth channel by another
+    name (R, G, B, Z: a depth pass) is never taken for alpha: that key is full."""
     alpha = soft_alpha()
     write_image(tmp_path / "ya.png", np.dstack([np.full((H, W), 0.5), alpha]), "uint8", **{"oiio:UnassociatedAlpha": 1})
-    write_exr(tmp_path / "noname.exr", rgba(alpha[..., None] * PAINT, alpha), ("X", "Y", "Z", "W"), pixel_type="float")
+    write_exr(tmp_path / "depth.exr", rgba(alpha[..., None] * PAINT, alpha), ("R", "G", "B", "Z"), pixel_type="float")
     gray = load_key(tmp_path / "ya.png", None)
     np.testing.assert_allclose(gray.matte, alpha, atol=1 / 255)
     assert np.allclose(gray.pixels[alpha > 0], 128 / 255, atol=1e-6)
-    unnamed = load_key(tmp_path / "noname.exr", None)
-    np.testing.assert_array_equal(unnamed.matte, alpha)
+    depth = load_key(tmp_path / "depth.exr", None)
+    assert depth.matte is None
+    np.testing.assert_array_equal(depth.pixels, (alpha[..., None] * PAINT).astype(np.float32))
 
 
 def test_an_opaque_alpha_is_a_full_key_whose_output_is_bitwise_the_rgb_keys(shot):

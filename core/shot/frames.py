@@ -319,7 +319,7 @@ def load_key(
     paint app saves); else, for float files (EXR, float TIFF), ``colorspace`` (--colorspace), the
     file's metadata, or (None) the plate's space. ``through``: as in ``ExrSequenceSource.read``.
 
-    Its alpha (channel A, else the last of 4) is the key's matte (a partial key, ``KeyImage.matte``),
+    Its alpha (channel A) is the key's matte (a partial key, ``KeyImage.matte``),
     unless it is opaque everywhere: then the key is full, exactly as the same file without alpha.
     Premultiplied colour (EXR by convention, TIFF saved with associated alpha) is un-premultiplied where
     alpha > 0; straight colour (PNG, TIFF with unassociated alpha: ``read_image``) is taken as it is.
@@ -353,10 +353,9 @@ def load_matte(path: str | os.PathLike, through: Path | None = None) -> np.ndarr
 
 
 def alpha_channel(channels: tuple[str, ...]) -> int | None:
-    """The index of an image's alpha: channel A, else the last of 4 (R,G,B,A by any other names); None."""
-    if "A" in channels:
-        return channels.index("A")
-    return 3 if len(channels) == 4 else None
+    """The index of an image's alpha channel, named A (as OpenImageIO names it in PNG and TIFF too); None. A
+    fourth channel by another name (Z, a depth or a mask pass) is never taken for alpha."""
+    return channels.index("A") if "A" in channels else None
 
 
 def matte_of(alpha: np.ndarray, pixel_type: str) -> np.ndarray | None:
