@@ -183,7 +183,7 @@ class Broker(WorkerSide):
         try:
             msg = P.decode(body, self.config.max_message_bytes, expect=P.REQUEST_TYPES)
         except ProtocolError as exc:
-            reply(P.error_reply(exc.request_id, exc.code, str(exc), exc.field), "error")
+            reply(P.error_reply(exc.request_id, exc.code, exc.message, exc.field), "error")
             return
         if msg.type == P.PING:
             reply(P.encode(P.PONG, msg.id, time=time.time(), workers=len(self.workers), jobs=len(self.routes)), "pong")

@@ -88,7 +88,7 @@ class Service:
             msg = P.decode(frames, self.config.max_message_bytes, expect=P.REQUEST_TYPES)
         except ProtocolError as exc:
             info.update(type="?", id=_loggable(exc.request_id), bytes=sum(_nbytes(f) for f in frames))
-            logged_reply(P.error_reply(exc.request_id, exc.code, str(exc), exc.field))
+            logged_reply(P.error_reply(exc.request_id, exc.code, exc.message, exc.field))
             return
         # The ids a client chose go to the log escaped (a refused job id too): no terminal escapes, no forged lines.
         info.update(
@@ -100,7 +100,7 @@ class Service:
         try:
             self._handlers[msg.type](msg, client, logged_reply)
         except ProtocolError as exc:
-            logged_reply(P.error_reply(msg.id, exc.code, str(exc), exc.field))
+            logged_reply(P.error_reply(msg.id, exc.code, exc.message, exc.field))
         except Exception as exc:  # never let one request take the server down
             log.exception("internal error handling %s", msg.type)
             logged_reply(P.error_reply(msg.id, P.E_INTERNAL, f"{type(exc).__name__}: {exc}"))

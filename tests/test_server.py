@@ -360,6 +360,7 @@ def test_wrong_size_and_dtype_frames_are_refused(server):
         with pytest.raises(ServerError) as err:
             job.send_frame(99, frames[2])
         assert err.value.code == P.E_BAD_INPUT and err.value.field == "frame"
+        assert str(err.value).count("(field 'frame')") == 1  # named once, not again by the server's own text
         # dtype float64 declared, and a buffer shorter than declared: both refused at decode.
         good = P.encode(P.FRAME, "r2", [("pixels", frames[2])], job=job.id, frame=2, channels=["R", "G", "B"])
         head = json.loads(good[0])

@@ -143,6 +143,7 @@ class ProtocolError(Exception):
 
     def __init__(self, code: str, message: str, field: str | None = None, request_id: str | None = None):
         self.code = code
+        self.message = message  # without the field: an error reply carries the field apart
         self.field = field
         self.request_id = request_id
         super().__init__(f"{message} (field {field!r})" if field else message)
