@@ -377,3 +377,56 @@ def test_remove_stale_temps_removes_dead_writers_files_only(tmp_path):
     assert sorted(removed) == sorted(stale + [".o.0001.tmp-999997.exr"])
     assert outside.read_bytes() == b"keep"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([own, ".o.0002.tmp-999999.exr", "outside.exr"])
+
+
+def _every_rounding_case() -> np.ndarray:
+    """float32 values at and between every pair of neighbouring finite halves (ties round to even), just
+    beside the ties, in the subnormal range, beyond half's largest value (to inf) and below its smallest."""
+    halves = np.arange(0, 0x7C00, dtype=np.uint16).view(np.float16).astype(np.float32)  # +0 .. 65504
+    mids = (halves[:-1] + halves[1:]) / 2  # exact in float32: the ties
+    beside = np.concatenate([np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(np.inf))])
+    extremes = np.array([65519.99, 65520.0, 1e6, 3e38, 1e-8, 2.9e-8, 3e-8, 1e-30, 0.0], np.float32)
+    values = np.concatenate([halves, mids, beside, extremes])
+    return np.concatenate([values, -values])
+
+
+def test_half_written_and_read_bit_for_bit_as_openimageio_converts(tmp_path):
+    # write_exr and read_exr convert between float32 and half themselves (a vectorised kernel, not
+    # OpenImageIO's): every rounding must be OpenImageIO's own, to the bit.
+    values = _every_rounding_case()
+    width = 1024
+    values = np.pad(values, (0, -len(values) % (width * 2)), constant_values=1.0)
+    pixels = values.reshape(-1, width, 2)
+    ours = write_exr(tmp_path / "ours.exr", pixels, ("R", "A"))
+    spec = oiio.ImageSpec(width, pixels.shape[0], 2, oiio.HALF)
+    spec.channelnames = ("R", "A")
+    reference = oiio.ImageOutput.create(str(tmp_path / "oiio.exr"))
+    assert reference.open(str(tmp_path / "oiio.exr"), spec) and reference.write_image(pixels) and reference.close()
+
+    def stored(path, fmt):
+        inp = oiio.ImageInput.open(str(path))
+        data = inp.read_image(0, 0, 0, 2, fmt)
+        inp.close()
+        return data
+
+    assert np.array_equal(stored(ours, "half").view(np.uint16), stored(tmp_path / "oiio.exr", "half").view(np.uint16))
+    plate = read_exr(ours)
+    assert plate.pixels.dtype == np.float32 and plate.pixels.flags.c_contiguous
+    assert np.array_equal(plate.pixels.view(np.uint32), stored(ours, "float").view(np.uint32))
+    with np.errstate(over="ignore"):  # the values beyond half's range are meant to become inf
+        as_half = pixels.astype(np.float16).astype(np.float32)
+    assert np.array_equal(plate.pixels.view(np.uint32), as_half.view(np.uint32))
+
+
+def test_mixed_channel_types_keep_float_precision(tmp_path):
+    # only an all-half frame is converted to half before OpenImageIO sees it
+    precise = np.full((4, 4, 2), 1.0 + 2.0**-20, np.float32)  # not a half: a rounding would show
+    spec = oiio.ImageSpec(4, 4, 2, oiio.FLOAT)
+    spec.channelnames, spec.channelformats = ("R", "A"), (oiio.TypeDesc("float"), oiio.TypeDesc("half"))
+    out = oiio.ImageOutput.create(str(tmp_path / "mixed.exr"))
+    assert out.open(str(tmp_path / "mixed.exr"), spec) and out.write_image(precise) and out.close()
+    mixed = read_exr(tmp_path / "mixed.exr")
+    assert mixed.pixel_types == ("float", "half") and np.all(mixed.channel("R") == precise[..., 0])
+    written = read_exr(write_exr(tmp_path / "out.exr", precise, ("R", "A"), template=mixed))
+    assert written.pixel_types == ("float", "half")
+    assert np.all(written.channel("R") == precise[..., 0]) and np.all(written.channel("A") == 1.0)

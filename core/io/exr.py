@@ -9,6 +9,7 @@ gets back a file that differs from its plate only in the pixels we changed.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,7 +256,8 @@ def write_exr(
     pixel_type: str = "half",
     extra_metadata: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``pixels`` (HxWxC float32, the data window) as an EXR, atomically.
+    """Write ``pixels`` (HxWxC float32, the data window; or float16 where every channel is stored as half) as an
+    EXR, atomically.
 
     With a template: its data/display windows, compression and every metadata attribute are
     copied, and each channel that also exists in the template keeps the template's pixel type;
@@ -322,6 +324,13 @@ def _spec_for(
     return spec
 
 
+def stored_types(channels: tuple[str, ...], template: Plate | None, pixel_type: str) -> tuple[str, ...]:
+    """The pixel type ``write_exr`` stores each of ``channels`` as: the template's for its channels, else
+    ``pixel_type``."""
+    types = dict(zip(template.channels, template.pixel_types)) if template is not None else {}
+    return tuple(types.get(c, pixel_type) for c in channels)
+
+
 def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, ...], pixel_type: str) -> None:
     info = template.spec_info
     if (spec.width, spec.height) != (info.width, info.height):
@@ -331,8 +340,7 @@ def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, 
     spec.x, spec.y = info.x, info.y
     spec.full_x, spec.full_y = info.full_x, info.full_y
     spec.full_width, spec.full_height = info.full_width, info.full_height
-    types = dict(zip(template.channels, template.pixel_types))
-    spec.channelformats = tuple(oiio.TypeDesc(types.get(c, pixel_type)) for c in channels)
+    spec.channelformats = tuple(oiio.TypeDesc(t) for t in stored_types(channels, template, pixel_type))
     for name, value in template.metadata.items():
         type_name = template.metadata_types.get(name)
         if type_name is None:
@@ -344,7 +352,14 @@ def _apply_template(spec: oiio.ImageSpec, template: Plate, channels: tuple[str, 
 def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray, fd: int) -> None:
     """Write into the temp file opened as ``fd``: through ``/proc/self/fd/<fd>`` where it exists, so
     the bytes go to the file we created even if its name was swapped for a link meanwhile."""
-    data = np.ascontiguousarray(pixels, dtype=np.float32).reshape(spec.height, spec.width, spec.nchannels)
+    data = np.asarray(pixels).reshape(spec.height, spec.width, spec.nchannels)
+    if ({str(t) for t in spec.channelformats} or {str(spec.format)}) == {"half"}:
+        if data.dtype != np.float16:
+            half = np.empty(data.shape, np.float16)
+            copy_converted(half, data)
+            data = half
+    else:  # float and uint channels: OpenImageIO converts from float32, losing nothing a float holds
+        data = np.ascontiguousarray(data, dtype=np.float32)
     out = oiio.ImageOutput.create(str(temp))
     if out is None:
         raise ExrWriteError(temp, oiio.geterror() or "no EXR writer")
@@ -354,6 +369,18 @@ def _write_spec_and_pixels(temp: Path, spec: oiio.ImageSpec, pixels: np.ndarray,
     closed = out.close()
     if not (written and closed):
         raise ExrWriteError(temp, out.geterror() or "OpenImageIO reported a failure without a message")
+
+
+def copy_converted(target: np.ndarray, source: np.ndarray) -> None:
+    """``target[...] = source`` (same shape; views of any strides), converted to ``target``'s dtype in torch's
+    vectorised kernel: float32 to float16 rounds to nearest even as OpenImageIO rounds what it writes as half
+    (bit for bit, tests/test_exr.py), at a tenth of the time of OpenImageIO's or numpy's conversion (those took a
+    fifth of a 4K frame's write)."""
+    import torch
+
+    with warnings.catch_warnings():  # a read-only source is only read
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        torch.from_numpy(target).copy_(torch.from_numpy(np.asarray(source)))
 
 
 def check_finite(

@@ -14,7 +14,7 @@ import numpy as np
 
 from colorprop.errors import ColorpropError, ExrWriteError
 from colorprop.colour.convert import SRGB_DISPLAY
-from colorprop.io.exr import Plate, image_channels, read_exr, read_image, write_exr
+from colorprop.io.exr import Plate, copy_converted, image_channels, read_exr, read_image, stored_types, write_exr
 from colorprop.io.sequence import FramePattern
 
 CONFIDENCE_CHANNEL = "colorprop.confidence"
@@ -187,7 +187,9 @@ class ExrSequenceSink:
         return PlateFrame(plate.pixels, plate.channels, None, plate).rgb()
 
     def write(self, frame: int, result: FrameResult) -> None:
-        pixels, channels = output_channels(result, self.write_confidence)
+        channels = output_layout(result.source.channels, self.write_confidence)[1]
+        half = set(stored_types(channels, result.source.template, self.pixel_type)) == {"half"}
+        pixels, _ = output_channels(result, self.write_confidence, np.float16 if half else np.float32)
         path = self.pattern.path(frame)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,14 +205,21 @@ class ExrSequenceSink:
         )
 
 
-def output_channels(result: FrameResult, write_confidence: bool) -> tuple[np.ndarray, tuple[str, ...]]:
-    """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB)."""
+def output_channels(
+    result: FrameResult, write_confidence: bool, dtype: type = np.float32
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """R,G,B first, then every other plate channel untouched (a plate's Y is replaced by RGB), as one HxWxC
+    frame of ``dtype``: np.float16 where every channel is stored as half, converted plane by plane straight
+    into it (the half frame is the one copy: no float32 frame beside it)."""
     src = result.source
     keep, channels = output_layout(src.channels, write_confidence)
     planes = [result.rgb[..., 0], result.rgb[..., 1], result.rgb[..., 2]] + [src.pixels[..., i] for i in keep]
     if write_confidence:
         planes.append(result.confidence)
-    return np.stack(planes, axis=-1).astype(np.float32, copy=False), channels  # stack made the one copy
+    frame = np.empty(planes[0].shape + (len(planes),), dtype)
+    for i, plane in enumerate(planes):
+        copy_converted(frame[..., i], plane)
+    return frame, channels
 
 
 def output_layout(plate_channels: tuple[str, ...], write_confidence: bool) -> tuple[list[int], tuple[str, ...]]:
