@@ -10,7 +10,7 @@ import OpenImageIO as oiio
 import pytest
 
 from colorprop.errors import ExrReadError, ExrWriteError, PixelError
-from colorprop.io.exr import Plate, check_finite, read_exr, write_exr
+from colorprop.io.exr import Plate, as_stored, check_finite, read_exr, write_exr
 
 # Values exactly representable in half, so half round trips compare exactly.
 _HALF_EXACT = np.array([0.0, 0.25, 1.0, 4.0, 65504.0 / 16, -0.125, 1.5, 0.0009765625], np.float32)
@@ -416,6 +416,9 @@ def test_half_written_and_read_bit_for_bit_as_openimageio_converts(tmp_path):
     with np.errstate(over="ignore"):  # the values beyond half's range are meant to become inf
         as_half = pixels.astype(np.float16).astype(np.float32)
     assert np.array_equal(plate.pixels.view(np.uint32), as_half.view(np.uint32))
+    # the colour a run carries to the next frame is rounded as the file holds it
+    assert np.array_equal(as_stored(pixels, np.float16).view(np.uint32), plate.pixels.view(np.uint32))
+    assert as_stored(pixels, np.float32) is pixels
 
 
 def test_mixed_channel_types_keep_float_precision(tmp_path):

@@ -383,6 +383,18 @@ def copy_converted(target: np.ndarray, source: np.ndarray) -> None:
         torch.from_numpy(target).copy_(torch.from_numpy(np.asarray(source)))
 
 
+def as_stored(pixels: np.ndarray, dtype: type) -> np.ndarray:
+    """float32 ``pixels`` as a file storing them as ``dtype`` gives them back: rounded to half exactly as
+    ``write_exr`` rounds them for np.float16 (in ``copy_converted``'s kernel), unchanged for np.float32."""
+    if np.dtype(dtype) == np.float32:
+        return np.asarray(pixels, dtype=np.float32)
+    stored = np.empty(pixels.shape, dtype)
+    copy_converted(stored, pixels)
+    back = np.empty(pixels.shape, np.float32)
+    copy_converted(back, stored)
+    return back
+
+
 def check_finite(
     pixels: np.ndarray, path: str | Path | None, what: str = "pixels", channels: tuple[str, ...] | None = None
 ) -> None:

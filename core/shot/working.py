@@ -14,6 +14,7 @@ from colorprop.engine.engine import ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import resize_hw
 from colorprop.errors import InputError, PixelError
+from colorprop.io.exr import as_stored
 from colorprop.shot.frames import RGB, FrameResult, KeyImage, PlateFrame
 from colorprop.shot.preflight import check_key, check_plate_pixels, check_size, plate_colorspace, working_size
 
@@ -34,7 +35,7 @@ def lab_ab(rgb: np.ndarray, space: str) -> np.ndarray:
 
 
 def _stored_ab(rgb: np.ndarray, space: str, stored_as: type) -> np.ndarray:
-    return lab_ab(rgb.astype(stored_as, copy=False).astype(np.float32, copy=False), space)
+    return lab_ab(as_stored(rgb, stored_as), space)
 
 
 class ShotColour:
