@@ -624,3 +624,51 @@ def test_openjd_run_with_a_partial_key_equals_the_embedded_run(tmp_path, full_ke
     assert "--segment 12" not in log and log.count("frame(s) written") == len(full_keys)
     assert ("--server ipc://" in log) == (server_mode == "serve")
     assert_same_pixels(frames_of(farm), frames_of(embedded))
+
+
+@needs_openjd
+@pytest.mark.parametrize("server_mode", ["embedded", "serve"])
+def test_openjd_regrade_of_a_colour_plate_by_a_partial_key_only(tmp_path, server_mode):
+    """Regrade=true, KeyFrames empty, PartialKeyFrames=6: one object of a colour plate fixed by one painted key. The
+    job is one segment (each step's one task; the pass tasks have nothing to do), every task gets --regrade, and the
+    frames equal the embedded `colorize --regrade` bit for bit; away from the painted object they are the plate's."""
+    if server_mode == "serve" and not has_serve():
+        pytest.skip("this colorprop has no `serve` command")
+    plate_dir, keys_dir = tmp_path / "plate", tmp_path / "keys"
+    plate_dir.mkdir(), keys_dir.mkdir()
+    frames = range(1, 11)
+    tint = np.array([1.0, 0.8, 0.55], np.float32)  # a colour plate (half floats, as the output is written)
+    for f in frames:
+        write_exr(
+            plate_dir / f"plate.{f:04d}.exr",
+            read_exr(SHOT / f"plate.{f:04d}.exr").pixels[..., :3] * tint,
+            ("R", "G", "B"),
+        )
+    plate = {f: read_exr(plate_dir / f"plate.{f:04d}.exr").pixels for f in frames}
+    matte = np.zeros(plate[6].shape[:2], np.float32)
+    matte[100:180, 180:320] = 1.0
+    painted = plate[6] * np.array([0.3, 0.6, 1.0], np.float32) * matte[..., None]  # premultiplied, as EXR is
+    write_exr(keys_dir / "key.0006.exr", np.dstack([painted, matte]), ("R", "G", "B", "A"))
+    embedded = tmp_path / "embedded"
+    argv = ["colorize", "--input", str(plate_dir / "plate.####.exr"), "--key", f"6={keys_dir}/key.0006.exr"]
+    argv += ["--regrade", "--method", "flow", "--progress", "none", "--output", str(embedded / "colour.####.exr")]
+    assert main(argv) == 0
+    farm = tmp_path / "farm"
+    params = template_params(keys_dir, farm, existing="overwrite") + ["-p", f"PlateDirectory={plate_dir}"]
+    params += ["-p", "KeyFrames=", "-p", "PartialKeyFrames=6", "-p", "Regrade=true", "-p", f"ServerMode={server_mode}"]
+    run = openjd("run", str(TEMPLATE), *params)
+    log = finish(run)
+    assert run.returncode == 0, log
+    assert log.count("no forward pass to run") == log.count("no backward pass to run") == 1, log
+    tasks = [line for line in log.splitlines() if "colorprop task:" in line]
+    assert len(tasks) == 1 and "--regrade" in tasks[0] and "--segment" not in tasks[0], tasks
+    assert ("--server ipc://" in tasks[0]) == (server_mode == "serve")
+    got, want = frames_of(farm), frames_of(embedded)
+    assert sorted(got) == sorted(want) == list(frames)
+    away = np.ones(matte.shape, bool)
+    away[40:220, 120:380] = False  # the painted box and as far as the shot moves it in 5 frames, with room
+    for f in frames:
+        np.testing.assert_array_equal(got[f], want[f], err_msg=f"frame {f}")
+        np.testing.assert_array_equal(got[f][..., :3][away], plate[f][away], err_msg=f"frame {f}")
+    inner = (slice(110, 170), slice(190, 310))
+    assert np.abs(got[6][inner][..., :3] - plate[6][inner]).max() > 0.05  # the object is regraded
