@@ -7,15 +7,21 @@ frame, on a real clip with the shipped weights."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+import pytest
 import torch
 
 from colorprop.colour import convert
 from colorprop.data.example import example_shot_dir
 from colorprop.engine.models import load_models
-from colorprop.engine.propagate import Propagator, ab_numpy, resize_hw, run_candidates
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
+from colorprop.engine.propagate import Propagator, ab_numpy, key_direct, resize_hw, run_candidates
 from colorprop.engine.step import (
     CANDIDATE_CHANNELS,
+    DIRECT_CHANNELS,
+    DIRECT_FIELDS,
     PACKED_LAYOUT,
     Candidates,
     Carried,
@@ -43,21 +49,55 @@ def example_labs() -> list[tuple[np.ndarray, np.ndarray]]:
     return labs
 
 
-def test_the_packed_layout_is_the_candidates_fields_then_the_true_colour():
-    assert tuple(name for name, _ in PACKED_LAYOUT) == (*Candidates._fields, "ab_true")
-    assert CANDIDATE_CHANNELS == 11
-    fields = Candidates(*(torch.full((1, n, 2, 3), float(i)) for i, (_, n) in enumerate(PACKED_LAYOUT[:-1])))
+@pytest.mark.parametrize("direct", [False, True])
+def test_the_packed_layout_is_the_candidates_fields_then_the_true_colour_then_key_direct(direct):
+    base = tuple(f for f in Candidates._fields if f not in DIRECT_FIELDS)
+    assert tuple(name for name, _ in PACKED_LAYOUT) == (*base, "ab_true", *DIRECT_FIELDS)
+    assert DIRECT_FIELDS == Candidates._fields[-2:]
+    assert (CANDIDATE_CHANNELS, DIRECT_CHANNELS) == (11, 14)
+    sizes = dict(PACKED_LAYOUT)
+    names = [*Candidates._fields] if direct else [*base]
+    fields = Candidates(**{name: torch.full((1, sizes[name], 2, 3), float(i)) for i, name in enumerate(names)})
     packed = pack_candidates(fields, torch.full((1, 2, 2, 3), 99.0))
-    for i, (name, n) in enumerate(PACKED_LAYOUT[:-1]):
+    assert packed.shape[1] == (DIRECT_CHANNELS if direct else CANDIDATE_CHANNELS)
+    for i, name in enumerate(names):
         assert (packed[:, packed_slice(name)] == float(i)).all(), name
+    assert (packed[:, packed_slice("ab_true")] == 99.0).all()
     unpacked, ab_true = unpack_candidates(packed)
     for name in Candidates._fields:
-        assert torch.equal(getattr(unpacked, name), getattr(fields, name)), name
+        if name in names:
+            assert torch.equal(getattr(unpacked, name), getattr(fields, name)), name
+        else:
+            assert getattr(unpacked, name) is None, name
     assert (ab_true == 99.0).all()
+    # a run packed with key-direct, cut to CANDIDATE_CHANNELS, is the run packed without it
+    if direct:
+        short, _ = unpack_candidates(packed[:, :CANDIDATE_CHANNELS])
+        assert short.ab_direct is None and short.direct_consistency is None
+        assert all(torch.equal(getattr(short, f), getattr(fields, f)) for f in base)
+    with pytest.raises(ValueError, match="channels"):
+        unpack_candidates(packed[:, :-1])
 
 
-def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a_real_clip():
+def error_head_models():
+    """The shipped models with an error-head F_f over chain, key and key-direct that predicts each candidate's
+    error from its own cue (1 − consistency, 1 − similarity, 1 − the direct flow's consistency): on the example
+    clip it takes each of the three somewhere."""
     models = load_models(device="cpu", precision="fp32")
+    net = FusionNet(FusionConfig(width=3, dilations=(1,), candidates=("chain", "key", "direct"), head="error"))
+    conv = net.body[0]
+    with torch.no_grad():
+        conv.weight.zero_()
+        for k, cue in enumerate((6, 10, 14)):  # fusion_features: consistency, similarity, direct consistency
+            conv.weight[k, cue, 1, 1] = -1.0
+        conv.bias.fill_(1.0)
+        net.head.weight.copy_(torch.diag(torch.tensor([4.0, 1.0, 4.0]))[:, :, None, None])  # F_s's similarity is lower
+    return replace(models, fusion=net.eval())
+
+
+@pytest.mark.parametrize("head", ["choice (shipped)", "error with key-direct"])
+def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a_real_clip(head):
+    models = load_models(device="cpu", precision="fp32") if head.startswith("choice") else error_head_models()
     labs = example_labs()
     (L_key, ab_key), rest = labs[0], labs[1:]
 
@@ -69,16 +109,20 @@ def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a
         inferred.append(pending.colour.ab)
 
     packed = torch.from_numpy(run_candidates(models, labs))
-    assert packed.shape == (FRAMES, CANDIDATE_CHANNELS, HEIGHT, WIDTH)
+    direct = models.fusion.cfg.direct
+    assert packed.shape == (FRAMES, DIRECT_CHANNELS if direct else CANDIDATE_CHANNELS, HEIGHT, WIDTH)
+    if direct:  # the packed key-direct channels are the engine's key_direct, which measure.choice caches
+        np.testing.assert_array_equal(packed[1:, CANDIDATE_CHANNELS:].numpy(), key_direct(labs)[1:])
     carried = start(packed[:1, packed_slice("ab_true")])
-    key_taken = 0.0
+    taken = torch.zeros(len(models.fusion.cfg.candidates))
     with torch.inference_mode():
         for t in range(1, FRAMES):
             candidates, ab_true = unpack_candidates(packed[t : t + 1])
             np.testing.assert_array_equal(ab_numpy(ab_true), rest[t - 1][1])
             out = propagate_step(models.fusion, carried, candidates)
             carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)
-            key_taken += float(out.key_weight.mean())
+            chosen = out.key_weight.long() if out.chosen is None else out.chosen
+            taken += torch.bincount(chosen.flatten(), minlength=len(taken))
             np.testing.assert_allclose(ab_numpy(out.ab), inferred[t - 1], atol=1e-3, err_msg=f"frame {t + 1}")
-    # The key match is really chosen somewhere, so a swapped key slice would show in the colour.
-    assert key_taken > 0.0
+    # Every candidate is really chosen somewhere, so a swapped slice would show in the colour.
+    assert (taken > 0).all(), taken

@@ -14,7 +14,9 @@ Methods:
             when the trained F_w was trained that way)
     global  F_s: the key's colour copied at coarse-to-fine feature matches
     full    F_f chooses per pixel between the flow-carried colour and F_s's key match (engine/step.py);
-            F_w is not used: trained on flow-aligned frames it learns identity kernels (docs/TRAINING.md)
+            F_w is not used: trained on flow-aligned frames it learns identity kernels (docs/TRAINING.md).
+            When the fusion config asks for it, also the key-direct candidate: the key's colour along DIS
+            flow from the frame straight to the key (``key_direct``)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
 from colorprop.engine.step import (
     CANDIDATE_CHANNELS,
+    DIRECT_CHANNELS,
     Candidates,
     Carried,
     advance,
@@ -152,6 +155,7 @@ class Propagator:
         self.models = models
         self.device = models.device if models is not None else torch.device("cpu")
         self.dis = make_dis()
+        self.key_lab = (key_L, key_ab)  # full's key-direct candidate warps the key itself (fusion config)
         self.prev_L = key_L
         self.prev_conf = np.ones(key_L.shape[:2], np.float32)  # confidence.py: carried, 1 at the key
         # The flow chain's own confidence, a cue for F_f: the carried one without what blends add between keys.
@@ -313,6 +317,11 @@ class Propagator:
         chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
+        direct = ()
+        if self.models.fusion.cfg.direct:
+            with self._stage("dis_direct"):  # DIS from this frame straight to the key: no accumulated drift
+                to_key = flow_step(self.dis, *self.key_lab, L)
+            direct = (ab_tensor(to_key.ab, dev), t(to_key.consistency))
         return Candidates(
             gray,
             flow_tensor(flowed.flow, dev),
@@ -321,6 +330,7 @@ class Propagator:
             t(chain),
             global_out.ab,
             global_out.similarity.clamp(0.0, 1.0),
+            *direct,
         ), flowed
 
     def follow(self, L: np.ndarray, chain: np.ndarray) -> None:
@@ -332,17 +342,34 @@ class Propagator:
 def run_candidates(models: "Models", labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """What no trained weight of F_f changes, for every frame of a run keyed at its first frame, exactly as the
     Propagator computes it at inference (``Propagator.candidates``). ``labs``: (L HxW, ab HxWx2) per frame,
-    the first one the key. Returns T x CANDIDATE_CHANNELS x H x W float32 (``step.pack_candidates``: the
-    ``Candidates`` channels, then the true ab/128); frame 0 holds the key's own colour, its other channels
-    unused. Training and the choice measurements run the recursion on these."""
+    the first one the key. Returns T x C x H x W float32 (``step.pack_candidates``: the ``Candidates`` channels,
+    the true ab/128, key-direct's when the fusion config has it: C = CANDIDATE_CHANNELS or DIRECT_CHANNELS);
+    frame 0 holds the key's own colour, its other channels unused. Training and the choice measurements run
+    the recursion on these."""
     L_key, ab_key = labs[0]
     propagator = Propagator("full", L_key, ab_key, models)
-    out = np.zeros((len(labs), CANDIDATE_CHANNELS, *L_key.shape), np.float32)
+    channels = DIRECT_CHANNELS if models.fusion.cfg.direct else CANDIDATE_CHANNELS
+    out = np.zeros((len(labs), channels, *L_key.shape), np.float32)
     out[0, packed_slice("ab_true")] = ab_key.transpose(2, 0, 1) / AB_SCALE
     for t, (L, ab_true) in enumerate(labs[1:], start=1):
         c, _ = propagator.candidates(L)
         out[t] = pack_candidates(c, ab_tensor(ab_true, c.gray.device))[0].cpu().numpy()
         propagator.follow(L, map_numpy(c.chain))
+    return out
+
+
+def key_direct(labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """The key-direct candidate of a run keyed at its first frame (``labs``: (L, ab) per frame), as
+    ``Propagator.candidates`` computes it (``flow_step`` from the key): T x 3 x H x W float32, ab/128 then
+    consistency (``step.DIRECT_FIELDS``' channels); frame 0 is the key itself."""
+    dis = make_dis()
+    L_key, ab_key = labs[0]
+    out = np.ones((len(labs), 3, *L_key.shape), np.float32)
+    out[0, :2] = ab_key.transpose(2, 0, 1) / AB_SCALE
+    for t, (L, _) in enumerate(labs[1:], start=1):
+        to_key = flow_step(dis, L_key, ab_key, L)
+        out[t, :2] = to_key.ab.transpose(2, 0, 1) / AB_SCALE
+        out[t, 2] = to_key.consistency
     return out
 
 

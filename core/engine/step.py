@@ -7,9 +7,13 @@ run carries from frame to frame is ``Carried``:
 
     ab_flow  = warp(carried.ab, flow)                       the flow candidate (previous output, carried on)
     ab_key   = candidates.ab_key                            the key candidate (F_s: key colour at the match)
-    F_f(cues) -> key logit, residual, confidence
+    ab_direct = candidates.ab_direct                        key-direct: the key's colour along DIS flow from
+                                                            this frame straight to the key (opt-in by config)
+    F_f(cues) -> key logit, residual, confidence            the "choice" head (chain or key):
     w        = 1[key logit > 0]                             hard choice (straight-through when training)
     ab       = (1 − w) · ab_flow + w · ab_key + residual
+    F_f(cues) -> predicted error per candidate              the "error" head (any of chain, key, direct):
+    ab       = the candidate with the lowest predicted error (hard argmin; no gradient through the choice)
 
     next carried: ab (what was written), age = 0 where the written colour left the flow candidate, else
     warp(age) + 1 frame: "frames since this pixel's colour was last refreshed from a key", decided from the
@@ -35,7 +39,10 @@ class Candidates(NamedTuple):
     gray N x 1 x H x W (L/100, clipped for the networks); flow N x 2 x H x W (pixels, this frame -> the
     previous one); consistency, photometric, chain, similarity N x 1 x H x W in [0, 1] (forward-backward
     flow agreement; luminance match of the warped previous frame; the flow chain's carried confidence;
-    F_s's match similarity); ab_key N x 2 x H x W (ab/128, F_s's key colour at the match)."""
+    F_s's match similarity); ab_key N x 2 x H x W (ab/128, F_s's key colour at the match).
+    Key-direct (None unless the fusion config asks for it): ab_direct N x 2 x H x W (ab/128, the key's colour
+    along DIS flow from this frame to the key), direct_consistency N x 1 x H x W (that flow's forward-backward
+    agreement)."""
 
     gray: torch.Tensor
     flow: torch.Tensor
@@ -44,10 +51,15 @@ class Candidates(NamedTuple):
     chain: torch.Tensor
     ab_key: torch.Tensor
     similarity: torch.Tensor
+    ab_direct: torch.Tensor | None = None
+    direct_consistency: torch.Tensor | None = None
 
 
 # The packed layout of one frame's ``Candidates`` and its true colour (training and the choice measurements
-# precompute whole runs as T x CANDIDATE_CHANNELS x H x W arrays): Candidates' fields in order, then ab_true.
+# precompute whole runs as T x C x H x W arrays): Candidates' fields without key-direct, ab_true, then the
+# key-direct fields when the run has them. A run packed without key-direct (CANDIDATE_CHANNELS) is the first
+# channels of one packed with it (DIRECT_CHANNELS): every slice keeps its place.
+DIRECT_FIELDS = ("ab_direct", "direct_consistency")
 PACKED_LAYOUT = (
     ("gray", 1),
     ("flow", 2),
@@ -57,8 +69,11 @@ PACKED_LAYOUT = (
     ("ab_key", 2),
     ("similarity", 1),
     ("ab_true", 2),
+    ("ab_direct", 2),
+    ("direct_consistency", 1),
 )
-CANDIDATE_CHANNELS = sum(n for _, n in PACKED_LAYOUT)
+CANDIDATE_CHANNELS = sum(n for name, n in PACKED_LAYOUT if name not in DIRECT_FIELDS)
+DIRECT_CHANNELS = sum(n for _, n in PACKED_LAYOUT)
 
 
 def packed_slice(name: str) -> slice:
@@ -73,14 +88,22 @@ def packed_slice(name: str) -> slice:
 
 def pack_candidates(c: Candidates, ab_true: torch.Tensor) -> torch.Tensor:
     """``Candidates`` (N x C x H x W each) and the true colour (N x 2 x H x W, ab/128) -> N x
-    CANDIDATE_CHANNELS x H x W."""
-    return torch.cat([*c, ab_true], dim=1)
+    CANDIDATE_CHANNELS x H x W, or N x DIRECT_CHANNELS x H x W when ``c`` holds key-direct."""
+    base = [getattr(c, name) for name, _ in PACKED_LAYOUT if name in Candidates._fields and name not in DIRECT_FIELDS]
+    direct = [getattr(c, name) for name in DIRECT_FIELDS]
+    if any(x is None for x in direct) != all(x is None for x in direct):
+        raise ValueError("Candidates: ab_direct and direct_consistency come together")
+    return torch.cat([*base, ab_true, *(x for x in direct if x is not None)], dim=1)
 
 
 def unpack_candidates(packed: torch.Tensor) -> tuple[Candidates, torch.Tensor]:
-    """``pack_candidates``' inverse: N x CANDIDATE_CHANNELS x H x W -> (Candidates, ab_true N x 2 x H x W)."""
-    parts = torch.split(packed, [n for _, n in PACKED_LAYOUT], dim=1)
-    return Candidates(*parts[:-1]), parts[-1]
+    """``pack_candidates``' inverse: N x CANDIDATE_CHANNELS (or DIRECT_CHANNELS) x H x W -> (Candidates,
+    ab_true N x 2 x H x W)."""
+    channels = packed.shape[1]
+    if channels not in (CANDIDATE_CHANNELS, DIRECT_CHANNELS):
+        raise ValueError(f"packed candidates have {CANDIDATE_CHANNELS} or {DIRECT_CHANNELS} channels, got {channels}")
+    fields = {name: packed[:, packed_slice(name)] for name, _ in PACKED_LAYOUT if packed_slice(name).stop <= channels}
+    return Candidates(**{k: v for k, v in fields.items() if k != "ab_true"}), fields["ab_true"]
 
 
 class Carried(NamedTuple):
@@ -94,7 +117,9 @@ class Carried(NamedTuple):
 class StepOutput(NamedTuple):
     """ab N x 2 x H x W (ab/128); ab_flow the flow candidate; key_weight N x 1 x H x W in [0, 1] (1: the key
     match was taken); key_logit before the choice; confidence N x 1 x H x W (F_f's estimate, 1 where there
-    is no F_f); age_flow the carried age moved along the flow, one frame older."""
+    is no F_f); age_flow the carried age moved along the flow, one frame older; predicted the error head's
+    N x K x H x W predicted log(1 + error) per candidate and chosen its N x 1 x H x W argmin (index into the
+    fusion config's candidates), both None for the choice head."""
 
     ab: torch.Tensor
     ab_flow: torch.Tensor
@@ -102,6 +127,8 @@ class StepOutput(NamedTuple):
     key_logit: torch.Tensor
     confidence: torch.Tensor
     age_flow: torch.Tensor
+    predicted: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -119,12 +146,13 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor) -> torch.Tensor:
-    """F_f's input, N x N_INPUTS x H x W, in the order fusion_net documents."""
+def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor, direct: bool = False) -> torch.Tensor:
+    """F_f's input, N x n_inputs x H x W, in the order fusion_net documents (key-direct's cues last, ``direct``)."""
     distance = (ab_flow - c.ab_key).norm(dim=1, keepdim=True)
-    return torch.cat(
-        [c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain, age_flow, c.similarity], dim=1
-    )
+    cues = [c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain, age_flow, c.similarity]
+    if direct:
+        cues += [c.ab_direct, (ab_flow - c.ab_direct).norm(dim=1, keepdim=True), c.direct_consistency]
+    return torch.cat(cues, dim=1)
 
 
 def choose(key_logit: torch.Tensor, training: bool) -> torch.Tensor:
@@ -149,10 +177,18 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
     if fusion is None:
         zero = torch.zeros_like(c.consistency)
         return StepOutput(ab_flow, ab_flow, zero, zero - 1.0, torch.ones_like(zero), age_flow)
-    out = fusion(fusion_features(c, ab_flow, age_flow), c.consistency)
-    w = choose(out.key_logit, training)
-    ab = ab_flow + w * (c.ab_key - ab_flow) + out.residual
-    return StepOutput(ab, ab_flow, w, out.key_logit, out.confidence, age_flow)
+    out = fusion(fusion_features(c, ab_flow, age_flow, fusion.cfg.direct), c.consistency)
+    if out.predicted is None:
+        w = choose(out.key_logit, training)
+        ab = ab_flow + w * (c.ab_key - ab_flow) + out.residual
+        return StepOutput(ab, ab_flow, w, out.key_logit, out.confidence, age_flow)
+    names = fusion.cfg.candidates
+    offered = {"chain": ab_flow, "key": c.ab_key, "direct": c.ab_direct}
+    stack = torch.stack([offered[n] for n in names], dim=1)  # N x K x 2 x H x W
+    chosen = out.predicted.detach().argmin(dim=1, keepdim=True)  # N x 1 x H x W; ties: the first (the chain)
+    ab = torch.gather(stack, 1, chosen[:, :, None].expand(-1, -1, 2, -1, -1))[:, 0]
+    key_weight = (chosen == names.index("key")).to(ab.dtype) if "key" in names else torch.zeros_like(out.confidence)
+    return StepOutput(ab, ab_flow, key_weight, out.key_logit, out.confidence, age_flow, out.predicted, chosen)
 
 
 def carry_on(advanced: Carried, ab_written: torch.Tensor) -> Carried:

@@ -7,14 +7,14 @@ candidates are computed once at the range's width and cached (``--candidates-cac
              own computation; the chain carries on whatever was written)
     key      F_s's key match (same)
     direct   key-direct flow: the key's colour warped along DIS flow from frame t straight to the key (no
-             accumulated drift), with the forward-backward consistency of that flow (``propagate.flow_step``
-             from the key, one DIS pair per frame)
+             accumulated drift), with the forward-backward consistency of that flow (``propagate.key_direct``,
+             the engine's candidate; one DIS pair per frame)
 
 then the recursion of ``step.propagate_step`` runs with each policy:
 
     flow | key | direct        one candidate alone (flow = the classical chain)
     rule                        the untrained F_f: key match where the flow's consistency < 0.5
-    trained                     F_f from the weights folder (chooses between chain and key)
+    trained                     F_f from the weights folder (chain and key, or any candidates its config names)
     oracle:<c>+<c>...           per pixel the candidate of the set closest to the truth, inside the recursion
                                 (what it picks is carried on): the most any chooser over that set can reach.
                                 ``oracle`` alone is oracle:chain+key
@@ -35,14 +35,22 @@ import numpy as np
 import torch
 
 from colorprop.colour.convert import linear_rec709_to_lab
-from colorprop.engine.flow import make_dis
 from colorprop.engine.models import load_models
-from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
-from colorprop.engine.propagate import AB_SCALE, flow_step, run_candidates
-from colorprop.engine.step import Carried, advance, carry_on, packed_slice, propagate_step, start, unpack_candidates
+from colorprop.engine.nets.fusion_net import CANDIDATE_NAMES, FusionConfig, FusionNet
+from colorprop.engine.propagate import AB_SCALE, key_direct, run_candidates
+from colorprop.engine.step import (
+    CANDIDATE_CHANNELS,
+    Carried,
+    advance,
+    carry_on,
+    packed_slice,
+    propagate_step,
+    start,
+    unpack_candidates,
+)
 from colorprop.measure.metrics import mean_lab_psnr_first_n
 
-CANDIDATE_NAMES = ("chain", "key", "direct")  # ties go to the first of a set in this order
+__all__ = ["CANDIDATE_NAMES", "candidate_set", "key_direct", "pick_closest", "run_policy", "main"]
 SINGLE = {"flow": ("chain",), "key": ("key",), "direct": ("direct",), "oracle": ("chain", "key")}
 POLICIES = (
     "flow",
@@ -77,20 +85,6 @@ def candidate_set(policy: str) -> tuple[str, ...] | None:
     return tuple(n for n in CANDIDATE_NAMES if n in names)
 
 
-def key_direct(labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """The key-direct candidate of a run keyed at its first frame: T x 3 x H x W float32, the key's ab (ab/128)
-    warped along DIS flow from each frame to the key, then that flow's forward-backward consistency."""
-    dis = make_dis()
-    L_key, ab_key = labs[0]
-    out = np.ones((len(labs), 3, *L_key.shape), np.float32)
-    out[0, :2] = ab_key.transpose(2, 0, 1) / AB_SCALE
-    for t, (L, _) in enumerate(labs[1:], start=1):
-        flowed = flow_step(dis, L_key, ab_key, L)
-        out[t, :2] = flowed.ab.transpose(2, 0, 1) / AB_SCALE
-        out[t, 2] = flowed.consistency
-    return out
-
-
 def pick_closest(named: dict[str, torch.Tensor], ab_true: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Per pixel the candidate (N x 2 x H x W each) closest to ``ab_true``; (ab, share of pixels per candidate)."""
     names = list(named)
@@ -107,24 +101,24 @@ def run_policy(
     """The recursion over one range's candidates (``run_candidates``' layout; ``direct``: ``key_direct``'s);
     returns (ab per frame HxWx2 Lab, mean share of pixels per candidate over the propagated frames)."""
     names = candidate_set(policy)
-    frames = torch.from_numpy(cand)
+    base = cand[:, :CANDIDATE_CHANNELS]  # a cache packed with key-direct: its own direct channels are these
+    frames = torch.from_numpy(base if direct is None else np.concatenate([base, direct], axis=1))
     carried = start(frames[:1, packed_slice("ab_true")])
     out_ab = [cand[0, packed_slice("ab_true")].transpose(1, 2, 0) * AB_SCALE]
     shares: dict[str, list[float]] = {}
     for t in range(1, len(cand)):
         c, ab_true = unpack_candidates(frames[t : t + 1])
-        if names is None:  # rule / trained: F_f chooses between the chain and the key match
+        if names is None:  # rule / trained: F_f chooses (chain or key; the error head among its candidates)
             out = propagate_step(fusion, carried, c)
             ab, moved = out.ab, Carried(out.ab_flow, out.age_flow)
-            share = float(out.key_weight.mean())
-            picked = {"chain": 1.0 - share, "key": share}
+            if out.chosen is None:
+                share = float(out.key_weight.mean())
+                picked = {"chain": 1.0 - share, "key": share}
+            else:
+                picked = {n: float((out.chosen == i).float().mean()) for i, n in enumerate(fusion.cfg.candidates)}
         else:
             moved = advance(carried, c.flow)
-            available = {
-                "chain": moved.ab,
-                "key": c.ab_key,
-                "direct": None if direct is None else torch.from_numpy(direct[t : t + 1, :2]),
-            }
+            available = {"chain": moved.ab, "key": c.ab_key, "direct": c.ab_direct}
             ab, picked = pick_closest({n: available[n] for n in names}, ab_true)
         for n, s in picked.items():
             shares.setdefault(n, []).append(s)
