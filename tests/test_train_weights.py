@@ -15,6 +15,8 @@ from colorprop.engine import weights
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.errors import WeightsError
 from colorprop.engine.models import load_models
+from colorprop.engine.nets.fusion_net import FusionConfig
+from colorprop.engine.step import DIRECT_CHANNELS
 from colorprop.training.config import SMOKE, TrainConfig
 from colorprop.training.train import train
 
@@ -70,6 +72,73 @@ def test_training_paused_mid_stage_reproduces_an_uninterrupted_run(smoke_run, tm
         a = torch.load(smoke_run / "weights" / f"{name}.pt", weights_only=True)
         b = torch.load(tmp_path / "w" / f"{name}.pt", weights_only=True)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def error_head_config() -> TrainConfig:
+    """A fusion-only smoke run: F_w from the shipped weights, F_f with the key-direct candidate and the error head."""
+    fusion = FusionConfig(width=8, candidates=("chain", "key", "direct"), head="error")
+    return replace(TrainConfig(), **SMOKE, local_from="shipped", fusion=fusion.to_dict())
+
+
+@pytest.fixture(scope="module")
+def error_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train_error")
+    train(error_head_config(), out / "run", out / "weights", device="cpu")
+    return out
+
+
+def test_fusion_only_run_reuses_the_shipped_f_w_and_trains_the_error_head(error_run):
+    folder = error_run / "weights"
+    shipped = weights.read_manifest()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["networks"]["local"]["sha256"] == shipped.network("local").sha256  # stage 1 skipped
+    assert manifest["training"]["config"]["local_from"] == "shipped"
+    models = load_models(folder, device="cpu")
+    assert models.fusion.cfg.head == "error" and models.fusion.cfg.candidates == ("chain", "key", "direct")
+    log = [json.loads(line) for line in (error_run / "run" / "log.jsonl").read_text().splitlines()]
+    assert {r["stage"] for r in log} == {"fusion"} and len(log) == SMOKE["fusion_steps"]
+    assert all(np.isfinite(r["error_fit"]) and 0.0 <= r["direct_share"] <= 1.0 for r in log)
+    inputs = np.load(error_run / "run" / "fusion_inputs.npz")["runs"]
+    assert inputs.shape[2] == DIRECT_CHANNELS  # the runs are packed with key-direct
+    # the trained F_f colours through the Propagator; its matte is the chosen candidate's confidence in [0, 1]
+    from colorprop.engine.propagate import Propagator
+
+    frames = load_example_labs()
+    propagator = Propagator("full", *frames[0], models)
+    step = propagator.step(frames[1][0]).colour
+    assert step.ab.shape == frames[1][1].shape and np.isfinite(step.ab).all()
+    assert 0.0 <= step.confidence.min() and step.confidence.max() <= 1.0
+
+
+def test_fusion_only_run_paused_mid_stage_reproduces_an_uninterrupted_run(error_run, tmp_path):
+    cfg = error_head_config()
+    run = tmp_path / "run"
+    assert train(cfg, run, tmp_path / "w", device="cpu", max_steps=cfg.fusion_steps // 2) is None
+    assert train(cfg, run, tmp_path / "w", device="cpu", resume=True) is not None
+    a = torch.load(error_run / "weights" / "fusion.pt", weights_only=True)
+    b = torch.load(tmp_path / "w" / "fusion.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_whose_f_w_config_differs_from_the_weights_it_reuses_is_refused(tmp_path):
+    cfg = replace(error_head_config(), local={**TrainConfig().local, "kernel_size": 7})
+    with pytest.raises(SystemExit, match="F_w config differs"):
+        train(cfg, tmp_path / "run", tmp_path / "w", device="cpu")
+
+
+def load_example_labs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """(L, ab) of the example shot's key and second plate at 160 x 90."""
+    from colorprop.colour import convert
+    from colorprop.data.example import example_shot_dir
+    from colorprop.engine.propagate import resize_hw
+    from colorprop.io.exr import read_exr
+
+    shot = example_shot_dir()
+    labs = []
+    for path in (shot / "key.0001.exr", shot / "plate.0002.exr"):
+        lab = convert.linear_rec709_to_lab(resize_hw(read_exr(path).rgb(), 160, 90))
+        labs.append((np.ascontiguousarray(lab[..., 0]), np.ascontiguousarray(lab[..., 1:])))
+    return labs
 
 
 def test_corrupt_weights_are_refused(smoke_run, tmp_path):

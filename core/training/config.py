@@ -18,7 +18,9 @@ class TrainConfig:
     synthetic_segments: int = 8
     segment_frames: int = 40
     max_clip_frames_step: int = 2  # frames may be taken every 1..N source frames (more motion)
-    # stage 1: F_w
+    # stage 1: F_w. local_from: "" trains it; "shipped" or a weights folder takes its F_w from there and skips
+    # the stage (F_w is not in `full`; a fusion-only run reuses it; its config must equal ``local``)
+    local_from: str = ""
     local: dict = field(
         default_factory=lambda: LocalNetConfig(
             channels=(16, 32, 64, 128), kernel_size=13, use_ab_prev=True, init_center_logit=2.0

@@ -11,7 +11,16 @@ import torch.nn.functional as F
 
 from colorprop.engine.models import Models
 from colorprop.engine.propagate import AB_SCALE, run_candidates
-from colorprop.engine.step import Carried, carry_on, packed_slice, propagate_step, start, unpack_candidates
+from colorprop.engine.step import (
+    Candidates,
+    Carried,
+    StepOutput,
+    carry_on,
+    packed_slice,
+    propagate_step,
+    start,
+    unpack_candidates,
+)
 from colorprop.training.config import TrainConfig
 from colorprop.training.data import Segment, lab_split
 from colorprop.training.run_folder import Run, TrainingPaused
@@ -38,34 +47,67 @@ def fusion_inputs(models: Models, runs: list[Segment], crop: int, seed: int) -> 
 def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int, cfg: TrainConfig):
     """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total``
     long) from ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after
-    the last frame, logged numbers). Loss, weighted toward later frames: L1 on ab, plus the choice against the oracle's
-    (``fusion_choice_weight``); plus F_f's confidence against whether its colour is within
-    ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
+    the last frame, logged numbers). Loss, weighted toward later frames: the choice head, L1 on ab, plus the choice
+    against the oracle's (``fusion_choice_weight``); the error head, ``error_fit`` (no colour loss: its choice
+    is an argmin); both, F_f's confidence against whether its colour is within ``fusion_confidence_within`` of
+    the truth (binary cross-entropy)."""
     loss = frames.new_zeros(())
-    logged = {"l1": 0.0, "flow_l1": 0.0, "key_share": 0.0, "oracle_share": 0.0}
+    logged: dict[str, float] = {}
     within = cfg.fusion_confidence_within / AB_SCALE
     for i in range(frames.shape[1]):
         cand, ab_true = unpack_candidates(frames[:, i])
         out = propagate_step(net, carried, cand, training=True)
         weight = 1.0 + cfg.fusion_late_weight * (t0 + i) / total
-        l1 = (out.ab - ab_true).abs().mean()
-        right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
-        conf = F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
-        d_key = (cand.ab_key - ab_true).norm(dim=1, keepdim=True)
-        d_flow = (out.ab_flow.detach() - ab_true).norm(dim=1, keepdim=True)
-        key_closer = (d_key < d_flow).float()
-        margin = (d_key - d_flow).abs()
-        choice = (margin * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
-        key_cost = torch.sigmoid(out.key_logit).mean()
-        loss = loss + weight * (l1 + cfg.fusion_choice_weight * choice + cfg.fusion_key_cost * key_cost)
-        loss = loss + cfg.fusion_confidence_weight * conf
-        logged["oracle_share"] += key_closer.mean().item()
-        logged["l1"] += l1.item()
-        logged["flow_l1"] += (out.ab_flow.detach() - ab_true).abs().mean().item()
-        logged["key_share"] += out.key_weight.detach().mean().item()
+        if out.predicted is None:
+            term, numbers = choice_loss(out, cand, ab_true, cfg)
+        else:
+            term, numbers = error_fit(out, cand, ab_true, net.cfg.candidates)
+        loss = loss + weight * term
+        loss = loss + cfg.fusion_confidence_weight * confidence_loss(out, ab_true, within)
+        numbers["flow_l1"] = (out.ab_flow.detach() - ab_true).abs().mean().item()
+        numbers["key_share"] = out.key_weight.detach().mean().item()
+        for k, v in numbers.items():
+            logged[k] = logged.get(k, 0.0) + v
         carried = carry_on(Carried(out.ab_flow, out.age_flow), out.ab)
     n = frames.shape[1]
     return loss / n, carried, {k: v / n for k, v in logged.items()}
+
+
+def choice_loss(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, cfg: TrainConfig):
+    """The choice head's loss on one frame (before the late weight): L1 on ab, the choice against the oracle's
+    weighted by its margin, a price on the key's (soft) share; returns (loss, logged numbers)."""
+    l1 = (out.ab - ab_true).abs().mean()
+    d_key = (cand.ab_key - ab_true).norm(dim=1, keepdim=True)
+    d_flow = (out.ab_flow.detach() - ab_true).norm(dim=1, keepdim=True)
+    key_closer = (d_key < d_flow).float()
+    margin = (d_key - d_flow).abs()
+    choice = (margin * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
+    key_cost = torch.sigmoid(out.key_logit).mean()
+    loss = l1 + cfg.fusion_choice_weight * choice + cfg.fusion_key_cost * key_cost
+    return loss, {"l1": l1.item(), "oracle_share": key_closer.mean().item()}
+
+
+def error_fit(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, names: tuple[str, ...]):
+    """The error head's loss on one frame: per pixel and candidate, its predicted log(1 + error) against the
+    actual one (ab in Lab units), Huber in log space, on the states the model itself visits (the chain is what
+    it carried); no colour loss (the choice is an argmin). Returns (loss, logged numbers)."""
+    offered = {"chain": out.ab_flow, "key": cand.ab_key, "direct": cand.ab_direct}
+    actual = torch.cat([(offered[n].detach() - ab_true).norm(dim=1, keepdim=True) for n in names], dim=1)
+    fit = F.smooth_l1_loss(out.predicted, torch.log1p(actual * AB_SCALE), beta=0.25)
+    best = actual.argmin(dim=1, keepdim=True)
+    numbers = {
+        "error_fit": fit.item(),
+        "l1": (out.ab - ab_true).abs().mean().item(),
+        "right_choice": (best == out.chosen).float().mean().item(),
+    }
+    numbers.update({f"{n}_share": (out.chosen == i).float().mean().item() for i, n in enumerate(names)})
+    return fit, numbers
+
+
+def confidence_loss(out: StepOutput, ab_true: torch.Tensor, within: float) -> torch.Tensor:
+    """F_f's confidence (the written matte) against whether the written colour is within ``within`` (ab/128)."""
+    right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
+    return F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
 
 
 def train_fusion(models: Models, data: dict[str, np.ndarray], cfg: TrainConfig, run: Run) -> None:

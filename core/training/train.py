@@ -87,9 +87,12 @@ def _train(
             print(f"{len(segments)} segments of {cfg.segment_frames} frames", file=sys.stderr)
         return segments
 
-    pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
-    train_local(models, pairs, cfg, run)
-    del pairs
+    if cfg.local_from:
+        train_local_from(models, cfg)
+    else:
+        pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
+        train_local(models, pairs, cfg, run)
+        del pairs
     fusion_data = run.cached(
         "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
     )
@@ -127,6 +130,16 @@ def _train(
     path = weights.write_manifest(weights_out, manifest)
     print(f"colorprop train: {seconds / 60:.1f} min; weights in {weights_out}", file=sys.stderr)
     return path
+
+
+def train_local_from(models, cfg: TrainConfig) -> None:
+    """Stage 1 skipped: F_w from the weights folder ``cfg.local_from`` ("shipped": the shipped weights), whose
+    manifest's F_w config must be this run's."""
+    manifest = weights.read_manifest(None if cfg.local_from == "shipped" else Path(cfg.local_from))
+    if manifest.network("local").config != cfg.local:
+        raise SystemExit(f"{manifest.folder}: its F_w config differs from this run's 'local'; train stage 1 instead")
+    models.local.load_state_dict(weights.load_state_dict(manifest, "local"), strict=True)
+    print(f"F_w from {manifest.folder} (stage 1 skipped)", file=sys.stderr)
 
 
 def run_train_command(args) -> int:

@@ -1,0 +1,112 @@
+"""F_f's error head (issue 26): a predicted error per candidate, the lowest taken, its confidence the matte;
+the key-direct candidate opt-in by config, so the shipped weights' config (without these fields) is unchanged."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
+from colorprop.engine.step import Candidates, propagate_step, start
+from colorprop.training.config import TrainConfig
+from colorprop.training.stage_fusion import error_fit
+
+THREE = ("chain", "key", "direct")
+
+
+def candidates(n=1, h=24, w=31, seed=0) -> Candidates:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda c: torch.rand(n, c, h, w, generator=g)  # noqa: E731
+    return Candidates(
+        gray=r(1),
+        flow=torch.zeros(n, 2, h, w),
+        consistency=r(1),
+        photometric=r(1),
+        chain=r(1),
+        ab_key=0.3 * torch.randn(n, 2, h, w, generator=g),
+        similarity=r(1),
+        ab_direct=0.3 * torch.randn(n, 2, h, w, generator=g),
+        direct_consistency=r(1),
+    )
+
+
+def test_the_shipped_config_is_the_two_candidate_choice_head_and_new_configs_round_trip():
+    from colorprop.engine import weights
+
+    shipped = weights.read_manifest().network("fusion").config
+    assert "candidates" not in shipped and "head" not in shipped  # older manifests: the defaults below
+    cfg = FusionConfig.from_dict(shipped)
+    assert (cfg.candidates, cfg.head, cfg.direct, cfg.n_inputs) == (("chain", "key"), "choice", False, 11)
+    new = FusionConfig(candidates=("direct", "chain", "key"), head="error")
+    assert new.candidates == THREE and new.n_inputs == 15  # kept in CANDIDATE_NAMES order
+    assert FusionConfig.from_dict(new.to_dict()) == new
+    with pytest.raises(ValueError, match="chain and key only"):
+        FusionConfig(candidates=THREE)
+    with pytest.raises(ValueError, match="head"):
+        FusionConfig(head="blend")
+    with pytest.raises(ValueError, match="candidates"):
+        FusionConfig(candidates=("key", "direct"), head="error")
+    assert TrainConfig().local_from == ""  # the default run trains stage 1, as the shipped run did
+
+
+def test_untrained_error_head_keeps_the_chain_and_takes_the_lowest_predicted_error():
+    net = FusionNet(FusionConfig(width=8, candidates=THREE, head="error")).eval()
+    c = candidates()
+    carried = start(0.2 * torch.randn(1, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
+    with torch.inference_mode():
+        out = propagate_step(net, carried, c)
+    assert out.predicted.shape == (1, 3, 24, 31) and out.chosen.shape == (1, 1, 24, 31)
+    assert torch.allclose(out.ab, carried.ab, atol=1e-6) and (out.chosen == 0).all()  # ties: the chain (flow)
+    assert (out.key_weight == 0).all()
+    confidences = []
+    for lowest, bias in ((1, [2.0, -1.0, 0.5]), (2, [2.0, 0.5, -2.0])):
+        with torch.no_grad():
+            net.head.bias.copy_(torch.tensor(bias))
+        with torch.inference_mode():
+            out = propagate_step(net, carried, c)
+        assert (out.chosen == lowest).all()
+        assert torch.equal(out.ab, (c.ab_key, c.ab_direct)[lowest - 1])
+        assert torch.equal(out.key_weight, torch.full_like(out.key_weight, float(lowest == 1)))
+        spread = net.log_spread.exp()
+        expected = torch.sigmoid((math.log1p(4.0) - torch.nn.functional.softplus(torch.tensor(min(bias)))) / spread)
+        assert torch.allclose(out.confidence, expected.expand_as(out.confidence))
+        confidences.append(float(out.confidence.mean()))
+    assert 0.0 < confidences[0] < confidences[1] < 1.0  # a lower predicted error is a higher confidence
+
+
+@pytest.mark.slow  # ~10 s: 240 optimiser steps
+def test_error_head_learns_which_candidate_is_right_from_its_cues():
+    """Trained on error_fit alone: the chain is right where its flow is consistent, the key match where F_s's
+    similarity is high, key-direct elsewhere; the argmin then takes the right one almost everywhere."""
+    torch.manual_seed(0)
+    net = FusionNet(FusionConfig(width=8, dilations=(1, 1), candidates=THREE, head="error"))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-2)
+    g = torch.Generator().manual_seed(4)
+
+    def frame():
+        c = candidates(n=2, seed=int(torch.randint(0, 10**6, (1,), generator=g)))
+        truth = 0.3 * torch.randn(2, 2, 24, 31, generator=g)
+        region = torch.randint(0, 3, (2, 1, 24, 31), generator=g)
+        cons, sim, dcons = (torch.where(region == k, 0.9, 0.1) for k in range(3))
+        wrong = lambda k: truth + torch.where(region == k, 0.0, 0.2)  # noqa: E731
+        c = c._replace(consistency=cons, similarity=sim, direct_consistency=dcons, ab_key=wrong(1), ab_direct=wrong(2))
+        return c, start(wrong(0)), truth, region
+
+    for _ in range(240):
+        c, carried, truth, _ = frame()
+        out = propagate_step(net, carried, c, training=True)
+        loss, numbers = error_fit(out, c, truth, net.cfg.candidates)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert set(numbers) >= {"error_fit", "right_choice", "chain_share", "key_share", "direct_share"}
+    c, carried, truth, region = frame()
+    with torch.inference_mode():
+        out = propagate_step(net.eval(), carried, c)
+    assert float((out.chosen == region).float().mean()) > 0.9
+    # the predictions are errors in Lab units: ~0 for the right candidate, ~36 (0.2 · 128 · √2) for the others
+    on_right = torch.gather(out.predicted, 1, region)
+    on_wrong = (out.predicted.sum(1, keepdim=True) - on_right) / 2
+    assert float(on_right.mean()) < math.log1p(4.0) and float(on_wrong.mean()) > math.log1p(20.0)
