@@ -386,6 +386,9 @@ def test_segments_are_cut_at_full_keys_only(shot, capsys):
     )
     assert code == 2 and "--segment 3: not a full key frame (full keys: 1)" in message, message
     assert not (folder / "o").exists()  # embedded too: refused before the output folder is made
+    code, message = run(*args, "-o", str(folder / "o" / "o.####.exr"), "--direction", "forward")
+    assert code == 2 and "--direction forward: needs --segment KEY, --state-dir DIR" in message, message
+    assert not (folder / "o").exists()  # the same check as run_shot's (segments.check_segment_request)
 
 
 def test_suggest_keys_takes_partial_keys_and_refuses_bad_ones(shot):

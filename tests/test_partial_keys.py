@@ -396,3 +396,16 @@ def test_a_layer_pass_stored_in_part_resumes_exactly_and_another_jobs_is_never_u
         np.testing.assert_array_equal(resumed[f], embedded[f], err_msg=f"frame {f}")
         np.testing.assert_array_equal(repainted[f], alone[f], err_msg=f"repainted, frame {f}")
     assert not np.array_equal(repainted[5], embedded[5])
+
+
+def test_run_shot_refuses_a_direction_without_its_segment_and_state_dir(tmp_path):
+    """run_shot's callers other than the CLI (the server, eval) get the CLI's check: one check, one message."""
+    from colorprop.shot.segments import check_segment_request
+
+    with pytest.raises(InputError, match="--direction forward: needs --segment KEY, --state-dir DIR"):
+        check_segment_request(None, "forward", tmp_path, [1])
+    with pytest.raises(InputError, match="--direction sideways: needs"):
+        check_segment_request(1, "sideways", tmp_path, [1])
+    with pytest.raises(InputError, match="--segment 5: not a full key frame"):
+        check_segment_request(5, None, None, [1, 9])
+    check_segment_request(1, "forward", tmp_path, [1, 9])  # a farm pass task: accepted

@@ -150,7 +150,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from colorprop.engine.devices import check_device
     from colorprop.engine.engine import ShotOptions
-    from colorprop.shot.frames import format_frames
     from colorprop.shot.preflight import check_mattes_have_keys
 
     if not args.server:  # (a server runs on its own device)
@@ -189,11 +188,10 @@ def run(args) -> int:
             )
         )
         return 0
-    if args.direction is not None and (args.segment is None or args.state_dir is None):
-        raise InputError("--direction: needs --segment KEY and --state-dir DIR (the pass is stored there)")
-    if args.direction is not None:
-        from colorprop.shot.segments import key_segment
+    from colorprop.shot.segments import check_segment_request, key_segment
 
+    check_segment_request(args.segment, args.direction, args.state_dir, full)  # before the output folder is made
+    if args.direction is not None:
         owned = key_segment(sorted(frames), full, args.segment)
         if owned is not None and len(owned.keys) == 1:  # the last key: no span to a next key, no pass (a farm no-op)
             print(
@@ -204,11 +202,7 @@ def run(args) -> int:
         raise InputError(
             "--direction/--state-dir with --server: the server runs whole shots; run the passes embedded (no --server)"
         )
-    if args.segment is not None and args.segment not in full:  # before the output folder is made
-        raise InputError(f"--segment {args.segment}: not a full key frame (full keys: {format_frames(full) or 'none'})")
     if args.segment is not None and args.server:
-        from colorprop.shot.segments import key_segment
-
         owned = key_segment(sorted(frames), full, args.segment)
         if owned.frames != sorted(frames):
             raise InputError(

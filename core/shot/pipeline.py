@@ -34,20 +34,18 @@ from typing import Callable
 
 from colorprop.engine.confidence import BLEND_PRIOR_POWER, blend_by_confidence
 from colorprop.engine.engine import Engine, ShotOptions
-from colorprop.errors import InputError
 from colorprop.shot.frames import (
     FrameSink,
     FrameSource,
     KeyImage,
     ProgressEvent,
     ShotReport,
-    format_frames,
     overlapped_io,
 )
-from colorprop.shot.passes import DIRECTIONS, temporary_root
+from colorprop.shot.passes import temporary_root
 from colorprop.shot.preflight import check_full_key_or_regrade, check_keys_among_frames, check_sequence_job
 from colorprop.shot.run import ShotJob, ShotRun
-from colorprop.shot.segments import Segment, key_segment, plan_segments
+from colorprop.shot.segments import Segment, check_segment_request, key_segment, plan_segments
 
 
 def run_shot(
@@ -90,16 +88,11 @@ def run_shot(
     check_keys_among_frames(sorted(keys), frames)
     check_full_key_or_regrade(keys, options.regrade)
     segments = plan_segments(frames, order) if order else [Segment("plate", None, None, frames)]
+    check_segment_request(segment, direction, state_dir, order)
     if segment is not None:
-        if segment not in order:
-            raise InputError(f"--segment {segment}: not a full key frame (full keys: {format_frames(order) or 'none'})")
         chosen = set(key_segment(frames, order, segment).frames)
         segments = [s for s in segments if s.frames[0] in chosen]
     if direction is not None:
-        if segment is None or state_dir is None or direction not in DIRECTIONS:
-            raise InputError(
-                f"--direction {direction}: needs --segment, --state-dir and one of {', '.join(DIRECTIONS)}"
-            )
         segments = [s for s in segments if s.kind == "between"]  # none after the last key: nothing to do
     run = ShotRun(engine, job, blend, sum(len(s.frames) for s in segments), progress, cancel)
     start = time.perf_counter()

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from colorprop.errors import InputError
+from colorprop.shot.frames import format_frames
+from colorprop.shot.passes import DIRECTIONS
 from colorprop.shot.preflight import check_keys_among_frames
 
 
@@ -92,3 +95,18 @@ def format_range(frames: list[int]) -> str:
         if f is not None:
             start = prev = f
     return ",".join(chunks)
+
+
+def check_segment_request(
+    segment: int | None, direction: str | None, state_dir: object | None, full_keys: list[int]
+) -> None:
+    """A farm task's ``--segment KEY`` [``--direction D --state-dir DIR``] against the shot's full keys (partial
+    keys cut no segment): InputError (exit 2) naming the option. The CLI calls it before the output folder is
+    made, ``run_shot`` again for its other callers; one check, one message."""
+    if direction is not None and (segment is None or state_dir is None or direction not in DIRECTIONS):
+        raise InputError(
+            f"--direction {direction}: needs --segment KEY, --state-dir DIR (the pass is stored there) and one of "
+            f"{', '.join(DIRECTIONS)}"
+        )
+    if segment is not None and segment not in full_keys:
+        raise InputError(f"--segment {segment}: not a full key frame (full keys: {format_frames(full_keys) or 'none'})")
