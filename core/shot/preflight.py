@@ -23,7 +23,7 @@ Checks, cheapest first:
 9. output folders: folders (not files) that can be written, or can be created (exit 4 otherwise).
 
 The checks a frame's pixels need (NaN/Inf in the channels the engine reads, the size of each frame
-in memory) run in ``pipeline.ShotColour`` with the functions below, on every path, in-band included.
+in memory) run in ``working.ShotColour`` with the functions below, on every path, in-band included.
 """
 
 from __future__ import annotations
