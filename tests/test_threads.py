@@ -187,7 +187,7 @@ def test_serve_takes_threads_from_its_config_file_and_the_command_line_wins(tmp_
 # glibc: a block over malloc's mmap threshold is mapped on its own (mallinfo2's hblks counts them) and unmapped
 # on free, so its pages are faulted in and zeroed again by the next frame's array of the same size.
 MEMORY_PROBE = """
-import ctypes, json, sys
+import ctypes, json, sys, threading
 import numpy as np
 from colorprop.engine.threads import apply_thread_policy
 
@@ -202,7 +202,17 @@ before = libc.mallinfo2().hblks  # blocks mapped on their own while modules load
 frame = np.ones((2160, 3840, 3), np.float32)  # a 4K frame's colour, 95 MiB
 mapped = libc.mallinfo2().hblks - before
 del frame
-print("PROBE " + json.dumps({"mapped_blocks": mapped, "kept_after_free": libc.mallinfo2().fordblks}))
+kept = libc.mallinfo2().fordblks
+helper = {}
+
+def read_ahead():  # a helper thread's frame (a 4K RGBA plate read ahead, 127 MiB): from the same heap
+    plate = np.ones((2160, 3840, 4), np.float32)
+    helper["mapped"] = libc.mallinfo2().hblks - before
+
+thread = threading.Thread(target=read_ahead)
+thread.start()
+thread.join()
+print("PROBE " + json.dumps({"mapped_blocks": mapped, "kept_after_free": kept, "mapped_by_helper": helper["mapped"]}))
 """
 
 
@@ -219,4 +229,6 @@ def test_the_policy_keeps_a_frames_memory_for_the_next_and_a_studios_malloc_sett
     kept = run()
     assert kept["mapped_blocks"] == 0  # the frame came from the heap ...
     assert kept["kept_after_free"] >= 2160 * 3840 * 3 * 4  # ... and stays there, free, for the next frame
-    assert run(MALLOC_MMAP_THRESHOLD_=str(1 << 20))["mapped_blocks"] >= 1  # the environment's setting is kept
+    assert kept["mapped_by_helper"] == 0  # a helper thread's too (an arena of its own would have mapped it)
+    for studio in ({"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}, {"MALLOC_ARENA_MAX": "8"}):
+        assert run(**studio)["mapped_blocks"] >= 1  # the environment's setting is kept: the policy changed nothing
