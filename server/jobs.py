@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -63,6 +63,12 @@ def job_thread(service: Service, s: Session, target: Callable, args: tuple) -> N
         )
         service.metrics.job_finished(s.client, s.state, s.end_code)
         service.wake()
+
+
+def push_notes(s: Session, notes: Iterable[str]) -> None:
+    """The pre-flight's notes (a partial key's matte clamped into [0, 1]) as note events, for the artist's DCC."""
+    for note in notes:
+        s.push({"kind": P.EV_NOTE, "message": note})
 
 
 def turn(service: Service, s: Session) -> None:
@@ -271,6 +277,8 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
         check_partial_keys_agree(checked.keys, shot.partial_keys)
     for note in checked.notes:
         log_event(log, "job_note", job=s.id, note=note)
+    push_notes(s, checked.notes)
+    service.wake()
     service.gate.acquire(s.id, s.stop.is_set)
     source, sink = checked.source(), checked.sink(shot.pixel_type)
     out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(shot.output).name

@@ -202,8 +202,9 @@ class Service:
             target, args = jobs.run_paths, (session, req.shot, req.options)
         session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode}
         notes = req.shot.notes if isinstance(req.shot, requests.InbandShot) else ()
-        if notes:  # (a partial key's matte clamped into [0, 1]): told in the reply and the log
+        if notes:  # (a partial key's matte clamped into [0, 1]): told in the reply, as events and in the log
             session.opened_reply["notes"] = list(notes)
+            jobs.push_notes(session, notes)
         self.sessions[job_id] = session
         session.thread = threading.Thread(
             target=jobs.job_thread, args=(self, session, target, args), name=f"colorprop-job-{job_id[:8]}", daemon=True

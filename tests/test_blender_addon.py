@@ -300,7 +300,7 @@ def run_blender(blender_python: Path, script: str, args: list[str], tmp_path: Pa
         timeout=600,
     )
     assert proc.returncode == 0 and result_json.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(result_json.read_text())
+    return {**json.loads(result_json.read_text()), "stdout": proc.stdout}  # (operator reports print there)
 
 
 def test_extension_installs_offline_and_colours_an_exr_sequence(
@@ -477,7 +477,7 @@ PARTIAL_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     import json
     import bpy
 
-    zip_path, address, plate0, full_key, partial_key, transparent_key, result_json = sys.argv[-7:]
+    zip_path, address, plate0, full_key, partial_key, transparent_key, overshoot_key, result_json = sys.argv[-8:]
     out = {"install": list(bpy.ops.extensions.package_install_files(filepath=zip_path, repo="user_default",
                                                                    enable_on_install=True))}
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(os.path.dirname(result_json), "partial.blend"))
@@ -492,11 +492,13 @@ PARTIAL_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
             out[name] = list(bpy.ops.colorprop.colorize())
         except RuntimeError as exc:
             out[name] = ["CANCELLED", str(exc)]
-        out[name + "_status"] = st.status
+        out[name + "_status"], out[name + "_notes"] = st.status, st.notes
 
     out["connect"] = list(bpy.ops.colorprop.connect())
     st.method = "flow"
     run("partial")
+    st.keys[1].path, st.output_dir = overshoot_key, "//overshoot/"
+    run("overshoot")
     st.keys[1].path, st.output_dir = transparent_key, "//transparent/"
     run("transparent")
     json.dump(out, open(result_json, "w"), indent=1)
@@ -507,12 +509,14 @@ def test_a_key_images_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
     blender_python, server, extension_zip, engine, tmp_path
 ):
     """Real bpy: frame 4's key image is RGBA (a blue box, alpha 0 around it, premultiplied as EXR is): the add-on
-    sends it as a partial key and the shot equals the embedded engine's with core's load_key of the same file; a
-    key transparent everywhere is one line in the panel (the CLI's bad input), nothing written."""
+    sends it as a partial key and the shot equals the embedded engine's with core's load_key of the same file; an
+    alpha of 1.3 and -0.2 is clamped as the CLI clamps it, its note in the status line, the panel and a warning
+    report; a key transparent everywhere is one line in the panel (the CLI's bad input), nothing written."""
     from colorprop.engine.engine import ShotOptions
     from colorprop.io.exr import write_exr
     from colorprop.shot.frames import ArraySink, ArraySource, KeyImage, load_key
     from colorprop.shot.pipeline import run_shot
+    from colorprop.shot.preflight import check_key_matte
 
     shot = tmp_path / "shot"
     shot.mkdir()
@@ -525,10 +529,12 @@ def test_a_key_images_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
     painted = plate4 * np.array([0.3, 0.6, 1.0], np.float32) * alpha[..., None]
     write_exr(tmp_path / "partial.exr", np.dstack([painted, alpha]), ("R", "G", "B", "A"), pixel_type="float")
     write_exr(tmp_path / "clear.exr", np.dstack([painted, 0 * alpha]), ("R", "G", "B", "A"), pixel_type="float")
+    over = np.where(alpha > 0, alpha * 1.3, -0.2).astype(np.float32)  # a paint's overshoot
+    over_rgba = np.dstack([plate4 * np.array([0.3, 0.6, 1.0], np.float32) * over[..., None], over])
+    write_exr(tmp_path / "over.exr", over_rgba, ("R", "G", "B", "A"), pixel_type="float")
     args = [str(extension_zip), server, str(shot / "plate.0001.exr"), str(SHOT / "key.0001.exr")]
-    res = run_blender(
-        blender_python, PARTIAL_SCRIPT, args + [str(tmp_path / "partial.exr"), str(tmp_path / "clear.exr")], tmp_path
-    )
+    keys_args = [str(tmp_path / name) for name in ("partial.exr", "clear.exr", "over.exr")]
+    res = run_blender(blender_python, PARTIAL_SCRIPT, args + keys_args, tmp_path)
 
     assert res["install"] == ["FINISHED"] and res["connect"] == ["FINISHED"]
     assert res["partial"] == ["FINISHED"] and res["partial_status"].startswith("done: 6 frames"), res["partial_status"]
@@ -543,7 +549,23 @@ def test_a_key_images_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
         np.testing.assert_array_equal(out, reference.results[f].rgb, err_msg=f"frame {f}")
     changed = np.abs(reference.results[4].rgb - without.results[4].rgb).max(axis=2) > 1e-3
     assert changed[100:180, 180:320].mean() > 0.9 and not changed[:60].any()
-    assert res["transparent"][0] == "CANCELLED"
+    assert res["partial_notes"] == ""
+
+    note = "key 4: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"
+    assert res["overshoot"] == ["FINISHED"] and res["overshoot_notes"] == note
+    assert res["overshoot_status"].startswith("done: 6 frames") and res["overshoot_status"].endswith(f"; note: {note}")
+    assert f"Warning: ColorProp: note: {note}" in res["stdout"]
+    keys[4] = load_key(tmp_path / "over.exr", None)
+    clamped: list[str] = []
+    check_key_matte(keys[4], clamped)  # the pre-flight's clamp, as the server ran it
+    assert clamped == [f"{tmp_path / 'over.exr'}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"]
+    reference = ArraySink()
+    run_shot(engine, ArraySource(frames), keys, ShotOptions(method="flow"), reference)
+    for f in FRAMES:
+        out = _read(tmp_path / "overshoot" / f"plate_colorprop.{f:04d}.exr")
+        np.testing.assert_array_equal(out, reference.results[f].rgb, err_msg=f"frame {f}")
+
+    assert res["transparent"][0] == "CANCELLED" and res["transparent_notes"] == ""
     status = res["transparent_status"]
     assert status.startswith("ERROR: server error [bad_input]: key 4: ") and "0 everywhere" in status, status
     assert not (tmp_path / "transparent").exists() or not list((tmp_path / "transparent").glob("*.exr"))

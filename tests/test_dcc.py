@@ -241,7 +241,9 @@ def test_run_job_returns_the_servers_key_suggestions_in_both_modes(inproc_server
     frames, keys = make_shot(9, seed=8)
     mattes: dict[int, np.ndarray] = {}
     shot = dcc.InbandShot(lambda f: frames[f], keys, lambda f, rgb, conf: mattes.__setitem__(f, conf))
-    got = dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"})
+    report = dcc.run_job(inproc_server.address, sorted(frames), shot, {"method": "flow"})
+    assert report.notes == []  # full keys: the pre-flight has nothing to tell
+    got = report.suggestions
     expected = suggest_frames({f: frame_summary(c) for f, c in mattes.items()}, [1], P.SUGGEST_COUNT)
     assert len(expected) == P.SUGGEST_COUNT
     assert [s["frame"] for s in got] == [x.frame for x in expected]
@@ -255,7 +257,9 @@ def test_run_job_returns_the_servers_key_suggestions_in_both_modes(inproc_server
         write_exr(folder / f"plate.{f:04d}.exr", rgb, ("R", "G", "B"))
     write_exr(folder / "key.0001.exr", keys[1], ("R", "G", "B"))
     paths = dcc.PathsShot(str(folder / "plate.####.exr"), {1: str(folder / "key.0001.exr")}, str(folder / "o.####.exr"))
-    got = dcc.run_job(inproc_server.address, sorted(frames), paths, {"method": "flow", "write_confidence": True})
+    got = dcc.run_job(
+        inproc_server.address, sorted(frames), paths, {"method": "flow", "write_confidence": True}
+    ).suggestions
     summary = {f: frame_summary(read_exr(folder / f"o.{f:04d}.exr").channel("colorprop.confidence")) for f in frames}
     assert [s["frame"] for s in got] == [x.frame for x in suggest_frames(summary, [1], P.SUGGEST_COUNT)]
 
@@ -273,6 +277,14 @@ def test_done_status_text():
     suggestions = [{"frame": 12, "expected_error": 0.3}, {"frame": 40, "expected_error": 0.1}]
     assert dcc.done_status(6, "/o/x.####.exr", suggestions) == "done: 6 frames -> /o/x.####.exr; suggested keys: 12, 40"
     assert dcc.done_status(3, "o.%04d.exr", []) == "done: 3 frames -> o.%04d.exr; suggested keys: none"
+    notes = ["key 4: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]", "another"]
+    assert dcc.done_status(3, "o.%04d.exr", None, notes) == (
+        "done: 3 frames -> o.%04d.exr; note: key 4: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]; "
+        "note: another"
+    )
+    assert dcc.done_status(3, "o.%04d.exr", [], notes[1:]) == (
+        "done: 3 frames -> o.%04d.exr; suggested keys: none; note: another"
+    )
 
 
 def test_suggestions_field_is_optional_and_checked():

@@ -739,14 +739,15 @@ def test_missing_key_files_are_named_with_the_knob_they_come_from(standin, tmp_p
 PARTIAL_BOX = (slice(100, 180), slice(180, 320))  # rows, columns of the region painted at frame 4
 
 
-def _rgba_key_frame(frame: int, alpha_at_4: float = 1.0) -> np.ndarray:
+def _rgba_key_frame(frame: int, alpha_at_4: float = 1.0, alpha_around: float = 0.0) -> np.ndarray:
     """The key input with an alpha: frame 1 the example's key, opaque (a full key); frame 4 a box of the plate
-    painted blue, premultiplied as Nuke's streams are, alpha ``alpha_at_4`` inside the box and 0 elsewhere."""
+    painted blue, premultiplied as Nuke's streams are, alpha ``alpha_at_4`` inside the box and ``alpha_around``
+    elsewhere."""
     if frame == 1:
         rgb = exr_io.read_exr(SHOT / "key.0001.exr").rgb()
         return np.dstack([rgb, np.ones(rgb.shape[:2], np.float32)])
     assert frame == 4, "keys at frames 1 and 4"
-    alpha = np.zeros(_shot_frame(4).shape[:2], np.float32)
+    alpha = np.full(_shot_frame(4).shape[:2], alpha_around, np.float32)
     alpha[PARTIAL_BOX] = alpha_at_4
     painted = _shot_frame(4) * np.array([0.3, 0.6, 1.0], np.float32)
     return np.dstack([painted * alpha[..., None], alpha])
@@ -787,6 +788,49 @@ def test_a_key_inputs_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
         np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(pattern, f)).rgb(), reference[f])
     changed = np.abs(reference[4] - without.results[4].rgb).max(axis=2) > 1e-3
     assert changed[PARTIAL_BOX].mean() > 0.9 and not changed[:50].any()  # the box, not the rest
+
+
+@pytest.mark.parametrize("mode", ["send pixels", "shared paths"])
+def test_a_key_alpha_outside_0_1_is_clamped_and_its_note_is_on_the_node(standin, server, engine, mode):
+    """Frame 4's key alpha is 1.3 in the box and -0.2 around it (a paint's overshoot): the server clamps it as the
+    CLI's pre-flight does, its note naming the key reaches the node's progress and, after the run, its status line
+    (an in-band key is named by its frame, a shared-path one by its file, as the CLI names it); the frames are the
+    embedded engine's with the clamped matte."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.shot.frames import ArraySink, ExrSequenceSink, ExrSequenceSource, load_key
+    from colorprop.shot.pipeline import run_shot
+    from colorprop.shot.preflight import check_key_matte
+
+    address, shared = server
+    work = shared / ("overshoot_" + mode.replace(" ", "_"))
+    node = _make_node(address, work, last=6, key_frame=lambda f: _rgba_key_frame(f, 1.3, -0.2))
+    node["keyframes"].setValue("1, 4")
+    node["connect"].execute()
+    node["mode"].setValue(mode)
+    node["colorize"].execute()
+    key_file = work / "key" / "key.0004.exr"
+    named = "key 4" if mode == "send pixels" else str(key_file)
+    note = f"{named}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"
+    status = node["status"].value()
+    assert status.startswith("done: 6 frames") and status.endswith(f"; note: {note}"), status
+    assert f"note: {note}" in nuke.ProgressTask.instances[-1].messages  # shown while the job ran
+    assert node["tile_color"].value() == cpnode.OK_COLOR
+    with node:
+        pattern = nuke.toNode("Result")["file"].value()
+    keys = {k: load_key(work / "key" / f"key.{k:04d}.exr", None) for k in (1, 4)}
+    notes: list[str] = []
+    check_key_matte(keys[4], notes)  # the pre-flight's clamp, as the server ran it
+    assert notes == [f"{key_file}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"]
+    plates = ExrSequenceSource(str(work / "plate" / "plate.####.exr"), range(1, 7))
+    if mode == "send pixels":
+        sink = ArraySink()
+        run_shot(engine, plates, keys, ShotOptions(method="flow"), sink)
+        reference = {f: r.rgb for f, r in sink.results.items()}
+    else:
+        run_shot(engine, plates, keys, ShotOptions(method="flow"), ExrSequenceSink(str(work / "ref.####.exr"), "half"))
+        reference = {f: exr_io.read_exr(work / f"ref.{f:04d}.exr").rgb() for f in range(1, 7)}
+    for f in range(1, 7):
+        np.testing.assert_array_equal(exr_io.read_exr(dcc.frame_path(pattern, f)).rgb(), reference[f])
 
 
 @pytest.mark.parametrize("mode, names", [("send pixels", "key 4: "), ("shared paths", "key.0004.exr: ")])

@@ -372,11 +372,75 @@ def test_an_inband_matte_outside_0_1_is_clamped_with_a_note_as_the_cli_clamps_it
     with Client(server.address) as c:
         job = c.open_shot({FULL: key, PARTIAL: painted}, {"method": "flow"}, list(frames), key_mattes={PARTIAL: over})
         job.close()
-    assert job.opened["notes"] == [f"key {PARTIAL}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"]
+    note = f"key {PARTIAL}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"
+    assert job.opened["notes"] == [note]
+    seen: list = []
     remote = colorize_arrays(
-        server.address, frames, {FULL: key, PARTIAL: painted}, {"method": "flow"}, key_mattes={PARTIAL: over}
+        server.address,
+        frames,
+        {FULL: key, PARTIAL: painted},
+        {"method": "flow"},
+        key_mattes={PARTIAL: over},
+        on_progress=seen.append,
     )
+    # also a note event, first of the job's (colorize_arrays does not act on the kind: it hands it on)
+    assert seen[0].kind == P.EV_NOTE and seen[0].info["message"] == note
+    assert [ev for ev in seen if ev.kind == P.EV_NOTE] == seen[:1]
     clamped = np.clip(over, 0, 1)
     reference = embedded(engine, frames, {FULL: KeyImage(key), PARTIAL: KeyImage(painted, matte=clamped)})
     for f in reference:
         np.testing.assert_array_equal(remote[f][0], reference[f][0], err_msg=f"frame {f}")
+
+
+@pytest.mark.parametrize("shared_paths", [False, True], ids=["in-band", "shared-paths"])
+def test_a_dcc_run_with_a_key_alpha_outside_0_1_shows_the_note_and_colours_as_the_embedded_run(
+    engine, server, tmp_path, capsys, shared_paths
+):
+    """An RGBA key whose alpha reaches 1.3 and -0.2, through the DCC's job (dcc.run_job, as both hosts run it): the
+    server's pre-flight note reaches the artist in either data mode, shown through progress and returned, naming
+    the key as the embedded run names it; the pixels are the embedded run's with the matte clamped."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import read_exr, write_exr
+    from colorprop.shot.frames import ArraySink, ArraySource, KeyImage, load_key
+    from colorprop.shot.pipeline import run_shot
+    from colorprop.shot.preflight import check_key_matte
+    from colorprop_client import dcc
+
+    frames, key, painted, matte = shot()
+    alpha = np.where(matte > 0, matte * 1.3, -0.2).astype(np.float32)
+    folder = server.root / f"overshoot-{tmp_path.name}"  # under the server's allowed root
+    plate, _ = write_shot(folder, "alpha")  # then the partial key's file again, with the overshooting alpha
+    write_exr(
+        folder / "partial.exr", np.dstack([painted * alpha[..., None], alpha]), ("R", "G", "B", "A"), pixel_type="float"
+    )
+    key_paths = {FULL: str(folder / "full.exr"), PARTIAL: str(folder / "partial.exr")}
+    seen: list[str] = []
+    if shared_paths:
+        out = folder / "remote" / "c.####.exr"
+        job = dcc.PathsShot(plate, key_paths, str(out), [PARTIAL])
+        named = key_paths[PARTIAL]  # the server read the file: the note names it, as the embedded CLI's does
+    else:
+        written: dict[int, np.ndarray] = {}
+        rgba = read_exr(folder / "partial.exr").pixels  # the host's key, premultiplied as the file holds it
+        job = dcc.InbandShot(
+            lambda f: frames[f], {FULL: key, PARTIAL: rgba}, lambda f, rgb, c: written.update({f: rgb})
+        )
+        named = f"key {PARTIAL}"
+    report = dcc.run_job(server.address, sorted(frames), job, {"method": "flow"}, lambda f, msg: seen.append(msg))
+    note = f"{named}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"
+    assert report.notes == [note] and dcc.note_text(note) in seen, (report.notes, seen)
+    if shared_paths:  # the embedded CLI on the same files: the same note, the same files
+        keys = ["--key", f"{FULL}={key_paths[FULL]}", "--key", f"{PARTIAL}={key_paths[PARTIAL]}"]
+        assert cli(plate, keys, str(folder / "embedded" / "c.####.exr")) == 0
+        assert f"colorprop: note: {note}" in capsys.readouterr().err
+        local, remote = exrs(str(folder / "embedded" / "c.####.exr")), exrs(str(out))
+    else:  # the embedded run on the key as core's load_key reads the file, clamped by the pre-flight
+        partial, notes = load_key(folder / "partial.exr", None), []
+        check_key_matte(partial, notes)
+        assert notes == [f"{folder / 'partial.exr'}: matte (alpha) values from -0.2 to 1.3 clamped to [0, 1]"]
+        sink = ArraySink()
+        run_shot(engine, ArraySource(frames), {FULL: KeyImage(key), PARTIAL: partial}, ShotOptions(method="flow"), sink)
+        local, remote = {f: r.rgb for f, r in sink.results.items()}, written
+    assert sorted(local) == sorted(remote) == list(range(1, N + 1))
+    for f in local:
+        np.testing.assert_array_equal(remote[f], local[f], err_msg=f"frame {f}")

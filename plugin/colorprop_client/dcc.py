@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -60,6 +59,7 @@ from .curve_keys import KEYS_DIR_ENV, CurveKeys, KeyFileError, KeyFilesMissing, 
 from .dcc_text import (  # the knob and status texts, offered to the hosts here too
     NO_SUGGESTIONS,  # noqa: F401
     ColorizeError,
+    FrameCounter,
     add_keyframe,  # noqa: F401
     check_address,
     check_frames,
@@ -69,6 +69,7 @@ from .dcc_text import (  # the knob and status texts, offered to the hosts here 
     matte_path,  # noqa: F401
     matte_pattern,  # noqa: F401
     matte_rgb,  # noqa: F401
+    note_text,
     parse_frame_range,  # noqa: F401
     parse_keyframes,  # noqa: F401
     suggested_frames_text,  # noqa: F401
@@ -253,19 +254,13 @@ def key_and_matte(pixels: np.ndarray, name: str, premultiplied: bool) -> tuple[n
     return rgb, alpha
 
 
-class FrameCounter:
-    """Frames done of a job, as (fraction, message) for a progress bar."""
+class JobReport(NamedTuple):
+    """What a finished job tells the artist besides its frames: the server's key suggestions
+    (``[{"frame", "expected_error"}]``, weakest first; :func:`suggestion_labels` shows them) and the notes of its
+    pre-flight (e.g. a partial key's matte clamped into [0, 1]), each once; both empty from a server that sends none."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.started = total, 0, time.monotonic()
-
-    def count(self, frame: Any) -> tuple[float, str]:
-        self.done = min(self.total, self.done + 1)
-        rate = (time.monotonic() - self.started) / self.done
-        return self.done / self.total, f"frame {frame}: {self.done}/{self.total} ({rate:.1f} s/frame)"
-
-    def finished(self) -> str:
-        return f"done: {self.total} frames in {time.monotonic() - self.started:.1f} s"
+    suggestions: list[dict]
+    notes: list[str]
 
 
 def run_job(
@@ -279,10 +274,9 @@ def run_job(
     caps: Mapping[str, Any] | None = None,
     timeout_s: float = JOB_TIMEOUT_S,
     curve: CurveKeys | None = None,
-) -> list[dict]:
+) -> JobReport:
     """Colour ``frames`` on the server at ``address``; returns when every result is written, with the
-    server's key suggestions (``[{"frame", "expected_error"}]``, weakest first; empty from a server that
-    sends none: :func:`suggestion_labels` shows them).
+    server's key suggestions and notes (each also shown through ``progress`` as it comes: :func:`note_text`).
 
     ``caps``: the capabilities from :func:`connect` (asked for here when None); ``curve``: the keys from
     :func:`curve_keys` (None: a plain connection). Raises ColorizeError (one line for the artist) or Cancelled."""
@@ -300,7 +294,7 @@ def run_job(
     counter = FrameCounter(len(frames))
     # In-band a frame counts when its result is written here, with shared paths when the server reports it written.
     counted = P.EV_RESULT if shot.mode == P.MODE_INBAND else P.EV_PROGRESS
-    suggestions: list[dict] = []
+    report = JobReport([], [])
 
     def on_event(ev: Event) -> None:
         if ev.kind == P.EV_RESULT and ev.rgb is not None and isinstance(shot, InbandShot):
@@ -309,8 +303,13 @@ def run_job(
             progress(*counter.count(ev.frame))
         elif ev.kind == P.EV_RETRIED:
             progress(counter.done / counter.total, "a server worker was lost; the job restarted on another")
+        elif ev.kind == P.EV_NOTE:
+            note = str((ev.info or {}).get("message", ""))
+            if note not in report.notes:  # (a job restarted tells its notes again)
+                report.notes.append(note)
+                progress(counter.done / counter.total, note_text(note))
         elif ev.kind == P.EV_DONE:
-            suggestions[:] = P.parse_suggestions(ev.info or {})
+            report.suggestions[:] = P.parse_suggestions(ev.info or {})
 
     client = CancellableClient(address, timeout_s=timeout_s, curve=curve, is_cancelled=is_cancelled)
     try:
@@ -347,7 +346,7 @@ def run_job(
     finally:
         client.close()
     progress(1.0, counter.finished())
-    return suggestions
+    return report
 
 
 # -- key suggestions ------------------------------------------------------------------------------

@@ -1,13 +1,15 @@
 """What an artist types into a DCC plug-in, read the same way in every host: key frames, frame ranges, frame
 patterns (``####``, ``@@@@``, ``%04d``, as ``colorprop.io.sequence`` reads them; ``tests/test_dcc.py`` checks
-both against one table), the server address, and where the confidence matte goes. ``ColorizeError`` is what the
-artist must fix. Standard library and numpy only (``dcc`` offers every name here)."""
+both against one table), the server address, where the confidence matte goes, and the status lines of a run
+(frames done, key suggestions, the server's notes). ``ColorizeError`` is what the artist must fix. Standard
+library and numpy only (``dcc`` offers every name here)."""
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+import time
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -134,13 +136,36 @@ def last_run_suggestions_status(frames: Iterable[int]) -> str:
     return f"suggested keys from the last run: {suggested_frames_text(frames)}"
 
 
-def done_status(count: int, output_pattern: str, suggestions: list[dict] | None = None) -> str:
+def done_status(
+    count: int, output_pattern: str, suggestions: list[dict] | None = None, notes: Iterable[str] = ()
+) -> str:
     """The status line once a run's results are written: ``"done: 6 frames -> /o/x.####.exr"``, and with
-    ``suggestions`` (a host that lists them) ``"; suggested keys: 12, 40"`` (``none`` for an empty list)."""
+    ``suggestions`` (a host that lists them) ``"; suggested keys: 12, 40"`` (``none`` for an empty list), then
+    ``"; note: ..."`` for each of the job's notes (:func:`note_text`)."""
     text = f"done: {count} frames -> {output_pattern}"
-    if suggestions is None:
-        return text
-    return f"{text}; suggested keys: {suggested_frames_text(s['frame'] for s in suggestions)}"
+    if suggestions is not None:
+        text += f"; suggested keys: {suggested_frames_text(s['frame'] for s in suggestions)}"
+    return "; ".join([text, *map(note_text, notes)])
+
+
+def note_text(note: str) -> str:
+    """A note of the server's pre-flight (``protocol.EV_NOTE``: it stopped nothing) for a status line."""
+    return f"note: {note}"
+
+
+class FrameCounter:
+    """Frames done of a job, as (fraction, message) for a progress bar."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.started = total, 0, time.monotonic()
+
+    def count(self, frame: Any) -> tuple[float, str]:
+        self.done = min(self.total, self.done + 1)
+        rate = (time.monotonic() - self.started) / self.done
+        return self.done / self.total, f"frame {frame}: {self.done}/{self.total} ({rate:.1f} s/frame)"
+
+    def finished(self) -> str:
+        return f"done: {self.total} frames in {time.monotonic() - self.started:.1f} s"
 
 
 def suggestion_frame(label: str) -> int | None:

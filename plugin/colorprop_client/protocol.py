@@ -92,6 +92,11 @@ EV_FAILED = "failed"  # the shot failed; ``code`` and ``message`` say why
 EV_CANCELLED = "cancelled"
 EV_RETRIED = "retried"  # the job restarted on another worker (broker mode)
 EV_WRITTEN = "written"  # shared-path mode: an output frame is in place (frame, path)
+# Something the artist should know that stopped nothing (``message``: one line): each note of the server's
+# pre-flight, e.g. a partial key's matte clamped into [0, 1], in either data mode (in-band also in the OPENED
+# reply's ``notes``). Added within protocol 2, in replies of any version: a client that does not know the kind
+# passes it by (the colorize loops hand every event they do not act on to ``on_progress``).
+EV_NOTE = "note"
 TERMINAL_EVENTS = frozenset({EV_DONE, EV_FAILED, EV_CANCELLED})
 # Optional field of the EV_DONE event: where a new key would help most, weakest frame first,
 # ``[{"frame": int, "expected_error": float}]`` (expected_error: the expected share of wrong pixels,

@@ -28,6 +28,7 @@ class Job:
         self.scene = context.scene
         self.settings = run_settings(st)
         self.suggestions: list[dict] = []
+        self.notes: list[str] = []  # the server's (dcc.JobReport)
         self.address = st.server.strip()
         self.curve = addon_curve_keys(context)
         self.caps = caps = dcc.connect(self.address, curve=self.curve)
@@ -58,7 +59,7 @@ class Job:
 
     def run(self, load_frame, write_result, progress, is_cancelled=lambda: False) -> None:
         """The job on the server (any thread): ``load_frame(frame)``, ``write_result(frame, rgb, confidence)``."""
-        self.suggestions = dcc.run_job(
+        self.suggestions, self.notes = dcc.run_job(
             self.address,
             self.frames,
             dcc.InbandShot(load_frame, self.keys, write_result, premultiplied=False),  # load_rgb made them straight
@@ -76,8 +77,10 @@ class Job:
             writer.save(dcc.matte_path(self.out_pattern, frame), dcc.matte_rgb(confidence))
 
     def finish(self) -> "bpy.types.Node":
-        """The result in the compositor, and the server's key suggestions listed in the panel (main thread)."""
+        """The result in the compositor, and the server's key suggestions and notes listed in the panel (main
+        thread)."""
         st = self.scene.colorprop
+        st.notes = "\n".join(self.notes)
         st.suggestions.clear()
         for suggestion, label in zip(self.suggestions, dcc.suggestion_labels(self.suggestions)):
             item = st.suggestions.add()
@@ -222,6 +225,7 @@ class ColorizeRun:
     def _prepare(self, context) -> Job | None:
         try:
             _set_status(context, "preparing...", 0.0)
+            context.scene.colorprop.notes = ""  # the last run's
             return Job(context)
         except dcc.ColorizeError as exc:
             _set_status(context, f"ERROR: {exc}")
@@ -230,7 +234,9 @@ class ColorizeRun:
 
     def _done(self, context, job: Job) -> None:
         node = job.finish()
-        _set_status(context, dcc.done_status(len(job.frames), job.out_pattern), 1.0)
+        _set_status(context, dcc.done_status(len(job.frames), job.out_pattern, notes=job.notes), 1.0)
+        for note in job.notes:
+            self.report({"WARNING"}, f"ColorProp: {dcc.note_text(note)}")
         self.report(
             {"INFO"}, f"ColorProp: {len(job.frames)} frames in {os.path.dirname(job.out_pattern)}; node '{node.name}'"
         )

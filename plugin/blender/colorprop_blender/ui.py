@@ -65,6 +65,11 @@ class ColorPropSettings(bpy.types.PropertyGroup):
     suggestions_for: bpy.props.StringProperty(
         name="Suggestions For", default="", description="The settings of the run the suggestions come from"
     )
+    notes: bpy.props.StringProperty(
+        name="Notes",
+        default="",
+        description="The server's notes on the last run (e.g. a key's alpha clamped), a line each",
+    )
     status: bpy.props.StringProperty(name="Status", default="")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
@@ -141,6 +146,8 @@ class COLORPROP_PT_panel(bpy.types.Panel):
             box.label(text="Suggested keys (click to go there):")
             for suggestion in st.suggestions:
                 box.operator("colorprop.goto_frame", text=suggestion.label).frame = suggestion.frame
+        for note in st.notes.splitlines():
+            col.label(text=dcc.note_text(note), icon="INFO")
         if st.status:
             if st.status.startswith("ERROR"):
                 col.label(text=st.status, icon="ERROR")

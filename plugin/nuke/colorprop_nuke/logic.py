@@ -78,10 +78,9 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
 
 def run_plan(
     plan: ShotPlan, progress: dcc.Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False
-) -> list[dict]:
+) -> dcc.JobReport:
     """Colorize the rendered plate through the server into ``plan.output_pattern`` (one file per frame of
-    ``plan.frames``); return the server's key suggestions (``[{"frame", "expected_error"}]``, weakest first;
-    empty from a server that sends none).
+    ``plan.frames``); return the server's key suggestions and notes (``dcc.run_job``).
 
     Raises dcc.ColorizeError (message for the node), dcc.Cancelled."""
     plan.check()
@@ -113,7 +112,7 @@ def run_plan(
                 plan.output_pattern,
                 [k for k, pixels in keys.items() if dcc.key_and_matte(pixels, f"key {k}", True)[1] is not None],
             )
-        suggestions = dcc.run_job(
+        report = dcc.run_job(
             plan.address,
             plan.frames,
             shot,
@@ -136,4 +135,4 @@ def run_plan(
             write_mattes(plan.output_pattern, plan.frames)
         except ExrError as exc:
             raise dcc.ColorizeError(str(exc)) from None
-    return suggestions
+    return report

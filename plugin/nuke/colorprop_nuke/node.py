@@ -320,7 +320,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, sett
         return cancel.is_set() or task.isCancelled()
 
     try:
-        suggestions = logic.run_plan(plan, progress, is_cancelled)
+        report = logic.run_plan(plan, progress, is_cancelled)
     except dcc.Cancelled:
         _in_main(_set_status, node, "cancelled", BUSY_COLOR)
     except dcc.ColorizeError as exc:
@@ -328,7 +328,7 @@ def _work(node: "nuke.Node", plan: logic.ShotPlan, cancel: threading.Event, sett
     except Exception as exc:  # a bug must still reach the artist, not die silently in a thread
         _in_main(_set_status, node, f"ERROR: {dcc.describe_error(exc)}", ERROR_COLOR)
     else:
-        _in_main(show_result, node, plan, suggestions, settings)
+        _in_main(show_result, node, plan, report, settings)
     finally:
         task = None  # the last reference to Nuke's progress task: dropping it closes the bar
 
@@ -340,9 +340,9 @@ def _in_main(fn, *args) -> None:
         fn(*args)
 
 
-def show_result(node: "nuke.Node", plan: logic.ShotPlan, suggestions: list[dict], settings: tuple) -> None:
-    """Point the internal Reads at the colour (and matte) sequences, wire the output and list the key
-    suggestions (main thread)."""
+def show_result(node: "nuke.Node", plan: logic.ShotPlan, report: dcc.JobReport, settings: tuple) -> None:
+    """Point the internal Reads at the colour (and matte) sequences, wire the output, list the key
+    suggestions and put the server's notes on the status line (main thread)."""
     with node:
         sequences = [("Result", plan.output_pattern)]
         if plan.confidence:
@@ -357,10 +357,11 @@ def show_result(node: "nuke.Node", plan: logic.ShotPlan, suggestions: list[dict]
             read["on_error"].setValue("nearest frame")
             read["reload"].execute()
         nuke.toNode("Output1").setInput(0, nuke.toNode("Show"))
-    _suggested[node.name()] = (settings, suggestions)
+    _suggested[node.name()] = (settings, report.suggestions)
     if "suggested" in node.knobs():  # a node saved by an older version has no suggestion knobs
-        show_suggestions(node, suggestions)
-    _set_status(node, dcc.done_status(len(plan.frames), plan.output_pattern, suggestions), OK_COLOR)
+        show_suggestions(node, report.suggestions)
+    status = dcc.done_status(len(plan.frames), plan.output_pattern, report.suggestions, report.notes)
+    _set_status(node, status, OK_COLOR)
 
 
 def _set_status(node: "nuke.Node", text: str, color: int) -> None:
