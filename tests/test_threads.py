@@ -98,6 +98,7 @@ def report(output, method):
     from colorprop.colour import convert
     print("PROBE " + json.dumps({"torch": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
           "cv2": cv2.getNumThreads(), "oiio": oiio.get_int_attribute("threads"),
+          "exr": oiio.get_int_attribute("exr_threads"),
           "bands": convert._band_pool()._max_workers, "wait": os.environ.get("OMP_WAIT_POLICY")}))
 
 example.run_example = report
@@ -126,16 +127,16 @@ def probe(args: list[str], **env: str) -> tuple[dict, str]:
 
 def test_cli_gives_every_library_the_decided_count_and_quiet_openmp():
     got, stderr = probe(["--threads", "3"], COLORPROP_THREADS="5")
-    assert got == {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "bands": 3, "wait": "PASSIVE"}
+    assert got == {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "exr": 3, "bands": 3, "wait": "PASSIVE"}
     # what OpenMP itself read when torch loaded it: idle workers never spin (unset, they spin 300000 times)
     assert "GOMP_SPINCOUNT = '0'" in stderr
 
 
 def test_cli_takes_the_environment_then_the_usable_cpus():
     got, _ = probe([], COLORPROP_THREADS="1")
-    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "bands")} == {1}
+    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "exr", "bands")} == {1}
     got, stderr = probe([], OMP_WAIT_POLICY="ACTIVE")
-    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "bands")} == {threads.usable_cpus()}
+    assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "exr", "bands")} == {threads.usable_cpus()}
     assert got["wait"] == "ACTIVE" and "OMP_WAIT_POLICY = 'ACTIVE'" in stderr  # a value already set is kept
     assert "GOMP_SPINCOUNT = '0'" not in stderr
 

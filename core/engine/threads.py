@@ -188,9 +188,9 @@ def decide_threads(
 
 
 def apply_thread_policy(requested: int | None = None, requested_by: str = "--threads") -> ThreadChoice:
-    """Decide the thread count and give it to torch (intra-op and inter-op), OpenCV, OpenImageIO and the
-    row-band pool, and keep freed memory for the next frame. Call once at the start of a command that runs
-    the engine, before anything computes."""
+    """Decide the thread count and give it to torch (intra-op and inter-op), OpenCV, OpenImageIO (and OpenEXR's
+    pool under it) and the row-band pool, and keep freed memory for the next frame. Call once at the start of a
+    command that runs the engine, before anything computes."""
     choice = decide_threads(requested, requested_by)
     quiet_openmp()
     keep_freed_memory()
@@ -208,5 +208,6 @@ def apply_thread_policy(requested: int | None = None, requested_by: str = "--thr
             pass
     cv2.setNumThreads(choice.count)
     oiio.attribute("threads", choice.count)
+    oiio.attribute("exr_threads", choice.count)  # OpenEXR's own pool (zip in and out): the hardware's CPUs unless told
     set_band_threads(choice.count)
     return choice
