@@ -433,3 +433,27 @@ def test_mixed_channel_types_keep_float_precision(tmp_path):
     written = read_exr(write_exr(tmp_path / "out.exr", precise, ("R", "A"), template=mixed))
     assert written.pixel_types == ("float", "half")
     assert np.all(written.channel("R") == precise[..., 0]) and np.all(written.channel("A") == 1.0)
+
+
+def test_zip_output_is_deflated_at_the_faster_level_and_reads_back_bit_for_bit(tmp_path):
+    # ZIP_LEVEL (2) where the output's compression is zip or zips without a level; a level asked for is kept
+    y, x = np.mgrid[0:96, 0:128].astype(np.float32)
+    gradient = (x / 128 + y / 96)[..., None] * np.array([1.0, 0.5, 0.25, 1.0], np.float32)
+    noise = np.random.default_rng(5).standard_normal(gradient.shape).astype(np.float32)
+    pixels = (gradient + 0.001 * noise).astype(np.float16)  # a grain the deflate levels compress apart
+
+    def by_oiio(name: str, compression: str) -> int:
+        return _write_with_oiio(tmp_path / name, pixels, "RGBA", ("half",) * 4, compression=compression).stat().st_size
+
+    assert by_oiio("two.exr", "zip:2") != by_oiio("four.exr", "zip")  # OpenImageIO's own default level is 4
+    ours = write_exr(tmp_path / "ours.exr", pixels, ("R", "G", "B", "A"))
+    assert ours.stat().st_size == (tmp_path / "two.exr").stat().st_size
+    back = read_exr(ours)
+    assert back.metadata["compression"] == "zip" and np.array_equal(back.pixels, pixels.astype(np.float32))
+    template = read_exr(tmp_path / "four.exr")  # a zip plate: its outputs are zip at the faster level too
+    again = write_exr(tmp_path / "again.exr", pixels, ("R", "G", "B", "A"), template=template)
+    assert again.stat().st_size == ours.stat().st_size
+    asked = write_exr(tmp_path / "asked.exr", pixels, ("R", "G", "B", "A"), extra_metadata={"compression": "zip:4"})
+    assert asked.stat().st_size == (tmp_path / "four.exr").stat().st_size
+    zips = write_exr(tmp_path / "zips.exr", pixels, ("R", "G", "B", "A"), extra_metadata={"compression": "zips"})
+    assert zips.stat().st_size == by_oiio("zips2.exr", "zips:2") and read_exr(zips).metadata["compression"] == "zips"

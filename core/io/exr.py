@@ -22,6 +22,10 @@ from colorprop.io.header_text import check_header_text
 from colorprop.io.temps import create_temp, discard_temp
 
 DEFAULT_COMPRESSION = "zip"
+# Deflate effort of zip and zips output where no level is asked for ("zip:6"): OpenImageIO's default is 4. Level 2
+# stores the same pixels (lossless, the same compression as far as any reader knows) in files 0.7 % larger, for 12 %
+# less CPU a 4K frame written (which is a third of a frame's CPU in `full`).
+ZIP_LEVEL = 2
 PIXEL_TYPES = ("half", "float", "uint")
 # OIIO bookkeeping that describes the file just read, not the image; the writer recomputes it.
 _NOT_COPIED = frozenset({"oiio:subimages", "oiio:RowsPerChunk"})
@@ -284,6 +288,9 @@ def _spec_for(
         spec.erase_attribute("colorInteropID")
     for name, value in extra_metadata.items():
         spec.attribute(name, value)
+    compression = spec.get_string_attribute("compression")
+    if compression in ("zip", "zips"):
+        spec.attribute("compression", f"{compression}:{ZIP_LEVEL}")
     return spec
 
 
