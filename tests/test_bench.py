@@ -58,6 +58,8 @@ def test_tiny_bench_writes_json_with_every_stage(tmp_path, untrained_weights, ca
         assert row["stage_sum"] == pytest.approx(sum(s for s in row["stages"].values() if s is not None))
         # end_to_end is the median interval between finished frames: below the whole run's time per frame x frames
         assert 0 < row["end_to_end"] < row["end_to_end_mean_with_key"] * row["frames"]
+        # the CPU every thread spent over those intervals, and the cores it kept busy on average
+        assert row["end_to_end_cpu"] > 0 and 0 < row["cpu_use"] <= results["machine"]["usable_cpus"] + 0.5
         assert row["peak_rss_mib"] > 0
         assert row["channels_out"] == ["R", "G", "B", "A"]  # pass-through channel survives
     assert set(results["ratio_to_flow"]) == {"160x96/full/cpu/fp32"}

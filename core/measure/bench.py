@@ -11,7 +11,9 @@ run) and each device, one **child process** measures:
   confidence to full resolution), ``colour_out`` (Lab -> plate space, and the carried state back at
   the working size), ``exr_write`` (write_exr of R,G,B + pass-through channels);
 * ``end_to_end``: ``run_shot`` on the EXR sequence, as ``colorprop colorize`` runs it (reading and
-  writing overlapped with compute): the interval between successive finished frames;
+  writing overlapped with compute): the interval between successive finished frames; ``end_to_end_cpu``: the
+  process's CPU time (every thread) over those intervals, and ``cpu_use`` the one over the other (the cores kept
+  busy: at the usable CPUs the run is CPU-bound, below them something waits);
 * ``peak_rss_mib``: the child's ru_maxrss, so sizes and methods never share a peak.
 
 The child runs the thread policy (engine/threads.py) with the count the command decided, as every command
@@ -116,14 +118,20 @@ def measure(
     }
 
     # End to end, as `colorprop colorize` runs it.
-    finished: list[float] = []
+    finished: list[tuple[float, float]] = []  # (wall, process CPU) as each frame is done
     start = time.perf_counter()
     with overlapped_io(ExrSequenceSource(plates, frames), ExrSequenceSink(str(out / "shot.####.exr"))) as io:
         report = run_shot(
-            engine, *io[:1], {frames[0]: key}, options, io[1], progress=lambda ev: finished.append(time.perf_counter())
+            engine,
+            *io[:1],
+            {frames[0]: key},
+            options,
+            io[1],
+            progress=lambda ev: finished.append((time.perf_counter(), time.process_time())),
         )
     total = time.perf_counter() - start
-    intervals = np.diff(finished)[1:]  # frame k done -> frame k+1 done; drop the key -> warm-up interval
+    # frame k done -> frame k+1 done; drop the key -> warm-up interval
+    intervals, cpu_intervals = (np.diff([f[i] for f in finished])[1:] for i in (0, 1))
     assert len(report.frames_written) == len(frames)
     check = read_exr(out / f"shot.{frames[-1]:04d}.exr")  # the written frame is a whole plate
     return {
@@ -135,6 +143,8 @@ def measure(
         "stages": stages,
         "stage_sum": float(sum(v for v in stages.values() if v is not None)),
         "end_to_end": float(np.median(intervals)),
+        "end_to_end_cpu": float(np.median(cpu_intervals)),
+        "cpu_use": float(np.sum(cpu_intervals) / np.sum(intervals)),
         "end_to_end_mean_with_key": total / len(frames),
         "frames": len(frames),
         "channels_out": list(check.channels),
