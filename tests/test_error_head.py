@@ -40,7 +40,7 @@ def test_the_shipped_config_is_the_two_candidate_choice_head_and_new_configs_rou
     cfg = FusionConfig.from_dict(shipped)
     assert (cfg.candidates, cfg.head, cfg.direct, cfg.n_inputs) == (("chain", "key"), "choice", False, 11)
     new = FusionConfig(candidates=("direct", "chain", "key"), head="error")
-    assert new.candidates == THREE and new.n_inputs == 15  # kept in CANDIDATE_NAMES order
+    assert new.candidates == THREE and new.n_inputs == 16  # kept in CANDIDATE_NAMES order
     assert FusionConfig.from_dict(new.to_dict()) == new
     with pytest.raises(ValueError, match="chain and key only"):
         FusionConfig(candidates=THREE)
@@ -51,8 +51,11 @@ def test_the_shipped_config_is_the_two_candidate_choice_head_and_new_configs_rou
     assert TrainConfig().local_from == ""  # the default run trains stage 1, as the shipped run did
 
 
-def test_untrained_error_head_keeps_the_chain_and_takes_the_lowest_predicted_error():
+def test_an_error_head_with_equal_predictions_keeps_the_chain_and_takes_the_lowest_predicted_error():
     net = FusionNet(FusionConfig(width=8, candidates=THREE, head="error")).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()  # every candidate predicted the same error
+        net.skip.weight.zero_()
     c = candidates()
     carried = start(0.2 * torch.randn(1, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
     with torch.inference_mode():

@@ -88,9 +88,10 @@ def error_head_models():
     conv = net.body[0]
     with torch.no_grad():
         conv.weight.zero_()
-        for k, cue in enumerate((6, 10, 14)):  # fusion_features: consistency, similarity, direct consistency
+        for k, cue in enumerate((6, 10, 15)):  # fusion_features: consistency, similarity, direct consistency
             conv.weight[k, cue, 1, 1] = -1.0
         conv.bias.fill_(1.0)
+        net.skip.weight.zero_()
         net.head.weight.copy_(torch.diag(torch.tensor([4.0, 1.0, 4.0]))[:, :, None, None])  # F_s's similarity is lower
     return replace(models, fusion=net.eval())
 

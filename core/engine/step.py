@@ -27,9 +27,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from colorprop.engine.nets.fusion_net import FusionNet
+from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 
 AGE_FRAMES = 50.0  # age is fed to F_f as frames / AGE_FRAMES (1 = fifty frames without a refresh)
+AB_UNITS = 128.0  # network chroma x this = Lab ab units
 REFRESH_AB = 2.0 / 128.0  # a written colour this far (ab/128) from the flow candidate counts as refreshed
 
 
@@ -146,12 +147,17 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image, grid.to(image.dtype), mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor, direct: bool = False) -> torch.Tensor:
-    """F_f's input, N x n_inputs x H x W, in the order fusion_net documents (key-direct's cues last, ``direct``)."""
-    distance = (ab_flow - c.ab_key).norm(dim=1, keepdim=True)
-    cues = [c.gray, ab_flow, c.ab_key, distance, c.consistency, c.photometric, c.chain, age_flow, c.similarity]
-    if direct:
-        cues += [c.ab_direct, (ab_flow - c.ab_direct).norm(dim=1, keepdim=True), c.direct_consistency]
+def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor, cfg: FusionConfig) -> torch.Tensor:
+    """F_f's input, N x cfg.n_inputs x H x W, in the order fusion_net documents. The error head sees the
+    distances between candidates as log(1 + Lab units), the scale of the errors it predicts (a distance
+    bounds the error of one candidate given the other's); key-direct's cues come last."""
+    distance = lambda a, b: (a - b).norm(dim=1, keepdim=True)  # noqa: E731
+    scaled = (lambda d: torch.log1p(d * AB_UNITS)) if cfg.head == "error" else (lambda d: d)
+    cues = [c.gray, ab_flow, c.ab_key, scaled(distance(ab_flow, c.ab_key))]
+    cues += [c.consistency, c.photometric, c.chain, age_flow, c.similarity]
+    if cfg.direct:
+        cues += [c.ab_direct, scaled(distance(ab_flow, c.ab_direct)), scaled(distance(c.ab_key, c.ab_direct))]
+        cues += [c.direct_consistency]
     return torch.cat(cues, dim=1)
 
 
@@ -177,7 +183,7 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
     if fusion is None:
         zero = torch.zeros_like(c.consistency)
         return StepOutput(ab_flow, ab_flow, zero, zero - 1.0, torch.ones_like(zero), age_flow)
-    out = fusion(fusion_features(c, ab_flow, age_flow, fusion.cfg.direct), c.consistency)
+    out = fusion(fusion_features(c, ab_flow, age_flow, fusion.cfg), c.consistency)
     if out.predicted is None:
         w = choose(out.key_logit, training)
         ab = ab_flow + w * (c.ab_key - ab_flow) + out.residual

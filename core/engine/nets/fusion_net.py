@@ -7,7 +7,8 @@ pixel, a *choice* between the candidates, from cues that say where each one is r
 
     inputs  N x n_inputs x H x W: gray, ab_flow (2), ab_key (2), |ab_flow − ab_key| (1), consistency,
             photometric, chain, age, similarity; with the key-direct candidate also ab_direct (2),
-            |ab_flow − ab_direct| (1), its consistency (``step.Candidates``: what each cue is)
+            |ab_flow − ab_direct|, |ab_key − ab_direct|, its consistency (``step.Candidates``: what each
+            cue is; the error head sees the distances as log(1 + Lab units))
     body    ``len(dilations)`` 3x3 convs of ``width`` channels with ReLU (dilations widen the context)
 
 Two heads (``FusionConfig.head``), each a 1x1 conv:
@@ -45,7 +46,7 @@ __all__ = ["CANDIDATE_NAMES", "FusionConfig", "FusionOutput", "FusionNet", "N_IN
 CANDIDATE_NAMES = ("chain", "key", "direct")  # a config's candidates keep this order
 HEADS = ("choice", "error")
 N_INPUTS = 11  # F_f's inputs without the key-direct candidate
-N_DIRECT_INPUTS = 4  # ab_direct (2), |ab_flow − ab_direct|, the direct flow's consistency
+N_DIRECT_INPUTS = 5  # ab_direct (2), |ab_flow − ab_direct|, |ab_key − ab_direct|, the direct flow's consistency
 
 
 @dataclass(frozen=True)
@@ -116,23 +117,32 @@ class FusionNet(nn.Module):
             ]
             cin = cfg.width
         self.body = nn.Sequential(*layers)
-        if cfg.head == "choice":
+        if cfg.head == "choice":  # starts at zero: the chooser starts as the rule
             self.head = nn.Conv2d(cin, 4, 1)
             self.rule_threshold = nn.Parameter(torch.tensor(float(cfg.rule_threshold)))
             self.rule_gain = nn.Parameter(torch.tensor(float(cfg.rule_gain)))
+            with torch.no_grad():
+                self.head.weight.zero_()
         else:
+            # He-initialised body (the default init shrinks the signal layer by layer: most units then sit dead or
+            # always on and the fit stalls at the mean error), a random head and a linear path from the cues
+            for layer in self.body:
+                if isinstance(layer, nn.Conv2d):
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
             self.head = nn.Conv2d(cin, len(cfg.candidates), 1)
+            self.skip = nn.Conv2d(cfg.n_inputs, len(cfg.candidates), 1, bias=False)
             self.log_spread = nn.Parameter(torch.tensor(math.log(0.3)))
         with torch.no_grad():
-            self.head.weight.zero_()
             self.head.bias.zero_()
 
     def forward(self, features: torch.Tensor, consistency: torch.Tensor) -> FusionOutput:
         if features.shape[1] != self.cfg.n_inputs:
             raise ValueError(f"FusionNet expects N x {self.cfg.n_inputs} x H x W features, got {tuple(features.shape)}")
-        y = self.head(self.body(features)).float()
+        y = self.head(self.body(features))
         if self.cfg.head == "error":
-            return self._errors(y)
+            return self._errors((y + self.skip(features)).float())
+        y = y.float()
         key_logit = y[:, 0:1] + self.rule_gain * (self.rule_threshold - consistency.float())
         residual = (
             self.cfg.residual_max * torch.tanh(y[:, 1:3]) if self.cfg.residual_max > 0 else torch.zeros_like(y[:, 1:3])
