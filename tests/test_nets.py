@@ -347,29 +347,3 @@ def test_fs_memory_of_past_output_stays_bounded():
         prop.accept(pending, pending.colour.ab)
         widths.append(prop.key_state.features.coarse.shape[-1] // key_cells)
     assert widths == [1, 2, 2, 3, 3, 3, 3, 3]
-
-
-def test_a_masked_key_is_matched_only_where_it_is_painted():
-    """``GlobalBranch.mask_key``: a frame equal to the key, with only the key's left half painted, takes every match
-    from the left half; the same key unmasked matches the right half of the frame onto itself."""
-    from colorprop.engine.models import load_models
-
-    import cv2
-    import numpy as np
-
-    models = load_models(device="cpu")
-    r = np.random.default_rng(3)
-    gray = torch.from_numpy(cv2.GaussianBlur(r.random((64, 128)).astype(np.float32), (0, 0), 2) * 0.8 + 0.1)
-    gray = gray[None, None]
-    ab = torch.zeros(1, 2, 64, 128)
-    painted = torch.zeros(1, 1, 64, 128)
-    painted[..., :64] = 1.0
-    branch = models.global_branch
-    with torch.inference_mode():
-        key = branch.encode_key(gray, ab)
-        free = branch.match(branch.features(gray), key)
-        masked = branch.match(branch.features(gray), branch.mask_key(key, painted))
-    w4 = key.ab_fine.shape[-1]
-    assert (free.key_x >= w4 // 2).float().mean() > 0.3, "unmasked, the right half matches onto itself"
-    assert bool((masked.key_x < w4 // 2).all()), "masked, no match may come from the unpainted right half"
-    assert bool((masked.topk_index % w4 < w4 // 2).all())

@@ -139,13 +139,10 @@ class Propagator:
         models: "Models | None" = None,
         change_only: bool = False,
         other_keys: list[tuple[np.ndarray, np.ndarray]] = (),
-        key_matte: np.ndarray | None = None,
     ):
         """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
-        plate's own colour; measured on real footage in docs/KEYS.md. ``key_matte`` (HxW in [0, 1], a partial
-        key's): ``full`` and ``global`` match only against the key's painted cells (``GlobalBranch.mask_key``),
-        and keep no memory of their own output, whose colour is the layer's everywhere."""
+        plate's own colour; measured on real footage in docs/KEYS.md."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if method in LEARNED_METHODS and models is None:
@@ -172,13 +169,9 @@ class Propagator:
                     for kl, kab in [(key_L, key_ab), *other_keys]
                 ]
                 self.key_state = states[0] if len(states) == 1 else models.global_branch.join_keys(*states)
-                if key_matte is not None:
-                    painted = torch.from_numpy(np.asarray(key_matte, np.float32))[None, None].to(self.device)
-                    self.key_state = models.global_branch.mask_key(self.key_state, painted)
         # full: F_s also matches against a bounded memory of this run's own past output (fusion config
         # memory_every / memory_size; 0 = off): flat in shot length, refreshed from what was written.
         self.key_states = [self.key_state]
-        self.remembers = key_matte is None
         self.memory: list = []
         self.frames_since_memory = 0
 
@@ -222,7 +215,7 @@ class Propagator:
         """Every ``memory_every`` frames, this written frame joins F_s's memory (the oldest one leaves)."""
         cfg = self.models.fusion.cfg
         self.frames_since_memory += 1
-        if not self.remembers or not cfg.memory_every or self.frames_since_memory < cfg.memory_every:
+        if not cfg.memory_every or self.frames_since_memory < cfg.memory_every:
             return
         self.frames_since_memory = 0
         branch = self.models.global_branch

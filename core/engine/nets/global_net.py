@@ -80,13 +80,11 @@ class KeyState(NamedTuple):
     color_model: N x 4 x H4 x W4 on the key's fine grid: (a_a, a_b, beta_a, beta_b), so that
         ab/128 ~ a + beta * L/100 around that location (beta = 0 in ``copy`` mode).
     ab_fine: N x 2 x H4 x W4, the key's mean ab/128 per stride-4 cell.
-    valid: N x 1 x H4 x W4 bool, the cells a match may pick (``GlobalBranch.mask_key``); None: all of them.
     """
 
     features: Features
     color_model: torch.Tensor
     ab_fine: torch.Tensor
-    valid: torch.Tensor | None = None
 
 
 class GlobalOutput(NamedTuple):
@@ -142,26 +140,13 @@ class GlobalBranch(nn.Module):
         return KeyState(features=feats, color_model=model, ab_fine=ab_fine)
 
     @staticmethod
-    def mask_key(key: KeyState, painted: torch.Tensor) -> KeyState:
-        """``key`` matched only where ``painted`` (N x 1 x H x W in [0, 1], a partial key's matte at the size the
-        key was encoded at) is above 0 in its stride-4 cell: an unpainted cell never wins a match."""
-        fine = F.avg_pool2d(pad_to_multiple(painted.float(), STRIDE_COARSE), STRIDE_FINE)
-        return key._replace(valid=fine > 0)
-
-    @staticmethod
     def join_keys(*keys: KeyState) -> KeyState:
         """Several keys (same size) as one: their grids side by side, so a frame matches against all of them."""
         cat = lambda xs: torch.cat(list(xs), dim=-1)  # noqa: E731
-        valid = None
-        if any(k.valid is not None for k in keys):
-            valid = cat(
-                k.valid if k.valid is not None else torch.ones_like(k.ab_fine[:, :1], dtype=torch.bool) for k in keys
-            )
         return KeyState(
             features=Features(cat(k.features.coarse for k in keys), cat(k.features.fine for k in keys)),
             color_model=cat(k.color_model for k in keys),
             ab_fine=cat(k.ab_fine for k in keys),
-            valid=valid,
         )
 
     def match(self, cur_features: Features, key: KeyState) -> Match:
@@ -170,10 +155,8 @@ class GlobalBranch(nn.Module):
         kf = Features(*(t.float() for t in key.features))
         cur_features = Features(*(t.float() for t in cur_features))
         n = cur_features.coarse.shape[0]
-        valid = key.valid
         if kf.coarse.shape[0] == 1 and n > 1:
             kf = Features(kf.coarse.expand(n, -1, -1, -1), kf.fine.expand(n, -1, -1, -1))
-            valid = None if valid is None else valid.expand(n, -1, -1, -1)
         with torch.autocast(cur_features.coarse.device.type, enabled=False):
             return match_coarse_to_fine(
                 kf,
@@ -183,7 +166,6 @@ class GlobalBranch(nn.Module):
                 temperature=cfg.temperature,
                 soft_topk=cfg.soft_topk,
                 chunk=cfg.chunk,
-                key_valid=valid,
             )
 
     def forward(self, gray_cur: torch.Tensor, key: KeyState) -> GlobalOutput:

@@ -23,7 +23,6 @@ from colorprop.engine.nets.features import Features
 __all__ = ["Match", "coarse_topk", "roi_cells", "match_coarse_to_fine", "readout"]
 
 CELL = 4  # fine locations per coarse cell along each axis (stride 16 / stride 4)
-NEVER = -4.0  # the similarity of a key location the match may not pick: below every cosine, so it never wins
 
 
 class Match(NamedTuple):
@@ -45,18 +44,13 @@ class Match(NamedTuple):
 
 
 def coarse_topk(
-    key_coarse: torch.Tensor,
-    cur_coarse: torch.Tensor,
-    k: int,
-    chunk: int = 1024,
-    key_valid: torch.Tensor | None = None,
+    key_coarse: torch.Tensor, cur_coarse: torch.Tensor, k: int, chunk: int = 1024
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k key coarse cells for every current coarse cell, by cosine similarity.
 
     Args:
         key_coarse: N x C x hk x wk; cur_coarse: N x C x hc x wc (normalised here).
         k: cells to keep (clipped to hk * wk). chunk: current cells per matmul.
-        key_valid: N x hk*wk bool, the cells that may be picked (the others score ``NEVER``); None: all.
 
     Returns:
         (indices N x hc*wc x k long, flat ``Y * wk + X`` into the key coarse grid, best first;
@@ -68,8 +62,6 @@ def coarse_topk(
     idx, val = [], []
     for s in range(0, cf.shape[1], chunk):
         sims = torch.bmm(cf[:, s : s + chunk], kf)  # N x m x Mk
-        if key_valid is not None:
-            sims = sims.masked_fill(~key_valid[:, None, :], NEVER)
         v, i = sims.topk(k, dim=-1)
         idx.append(i)
         val.append(v)
@@ -128,7 +120,6 @@ def match_coarse_to_fine(
     temperature: float = 0.02,
     soft_topk: int = 8,
     chunk: int = 64,
-    key_valid: torch.Tensor | None = None,
 ) -> Match:
     """Match every fine location of ``cur`` to the key's fine grid, coarse first then inside the ROI.
 
@@ -138,9 +129,6 @@ def match_coarse_to_fine(
         temperature: softmax temperature on cosine similarities for ``topk_weight``.
         soft_topk: T, candidates kept for the soft readout.
         chunk: current coarse cells processed at once (bounds memory, see module doc).
-        key_valid: N x 1 x 4hk x 4wk bool, the key's fine locations a match may pick (a partial key's painted
-            cells); the others score ``NEVER``, so they are picked only where the ROI holds no valid one, and
-            then the similarity says so (``NEVER``). None: every location.
 
     Returns:
         ``Match`` on the current fine grid (N x 4hc x 4wc).
@@ -149,8 +137,7 @@ def match_coarse_to_fine(
     _, _, hc, wc = cur.coarse.shape
     if key.fine.shape[-2:] != (CELL * hk, CELL * wk) or cur.fine.shape[-2:] != (CELL * hc, CELL * wc):
         raise ValueError("fine grids must be exactly 4x the coarse grids (see features.Features)")
-    valid_cells = None if key_valid is None else _to_cells(key_valid.to(key.fine.dtype))[..., 0] > 0  # N x Mk x 16
-    top, _ = coarse_topk(key.coarse, cur.coarse, k, key_valid=None if key_valid is None else valid_cells.any(-1))
+    top, _ = coarse_topk(key.coarse, cur.coarse, k)
     cells, valid = roi_cells(top, (hk, wk), roi_radius)  # N x Mc x R
     key_cells = _to_cells(F.normalize(key.fine, dim=1, eps=1e-6))  # N x Mk x 16 x C
     cur_cells = _to_cells(F.normalize(cur.fine, dim=1, eps=1e-6))  # N x Mc x 16 x C
@@ -171,9 +158,6 @@ def match_coarse_to_fine(
         cand = key_flat.index_select(0, (c + base).reshape(-1))
         cand = cand.reshape(n, m, r * CELL * CELL, -1)  # N x m x r*16 x C
         sims = torch.matmul(cur_cells[:, s : s + chunk], cand.transpose(-1, -2))  # N x m x 16 x r*16
-        if valid_cells is not None:
-            may = valid_cells.reshape(n * hk * wk, -1).index_select(0, (c + base).reshape(-1))
-            sims = sims.masked_fill(~may.reshape(n, m, 1, r * CELL * CELL), NEVER)
         bias = torch.zeros(v_ok.shape, dtype=sims.dtype, device=sims.device).masked_fill_(~v_ok, float("-inf"))
         sims += bias.repeat_interleave(CELL * CELL, dim=-1).unsqueeze(2)
         v, p = sims.topk(t, dim=-1)  # N x m x 16 x T
