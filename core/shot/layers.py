@@ -167,14 +167,7 @@ class ShotLayers:
         if stored < len(order) and not ended:
             key_L = run.prepared(layer.frame).L_work
             method = layer_method(run.options.method)
-            propagator = Propagator(
-                method,
-                key_L,
-                layer.ab_work,
-                run.engine.models,
-                change_only=run.options.regrade,
-                key_matte=layer.matte_work,
-            )
+            propagator = Propagator(method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade)
         for i, frame in enumerate(order):
             run.check_cancel()
             t0 = time.perf_counter()
