@@ -91,7 +91,7 @@ def test_bad_counts_name_where_they_came_from():
 PROBE = """
 import json, os, sys
 from colorprop.cli import example
-assert "torch" not in sys.modules
+assert "torch" not in sys.modules and "cv2" not in sys.modules  # both read their pools' settings as they load
 
 def report(output, method):
     import cv2, OpenImageIO as oiio, torch
@@ -99,7 +99,8 @@ def report(output, method):
     print("PROBE " + json.dumps({"torch": torch.get_num_threads(), "interop": torch.get_num_interop_threads(),
           "cv2": cv2.getNumThreads(), "oiio": oiio.get_int_attribute("threads"),
           "exr": oiio.get_int_attribute("exr_threads"),
-          "bands": convert._band_pool()._max_workers, "wait": os.environ.get("OMP_WAIT_POLICY")}))
+          "bands": convert._band_pool()._max_workers, "wait": os.environ.get("OMP_WAIT_POLICY"),
+          "cv2_wait": os.environ.get("OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER")}))
 
 example.run_example = report
 from colorprop.cli.main import main
@@ -111,7 +112,7 @@ def probe(args: list[str], **env: str) -> tuple[dict, str]:
     environ = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", threads.THREADS_ENV)
+        if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", threads.THREADS_ENV, *threads.QUIET_OPENCV)
     }
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
@@ -127,7 +128,8 @@ def probe(args: list[str], **env: str) -> tuple[dict, str]:
 
 def test_cli_gives_every_library_the_decided_count_and_quiet_openmp():
     got, stderr = probe(["--threads", "3"], COLORPROP_THREADS="5")
-    assert got == {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "exr": 3, "bands": 3, "wait": "PASSIVE"}
+    expected = {"torch": 3, "interop": 3, "cv2": 3, "oiio": 3, "exr": 3, "bands": 3, "wait": "PASSIVE"}
+    assert got == {**expected, "cv2_wait": "0"}  # OpenCV's idle workers sleep at once too
     # what OpenMP itself read when torch loaded it: idle workers never spin (unset, they spin 300000 times)
     assert "GOMP_SPINCOUNT = '0'" in stderr
 
@@ -138,6 +140,8 @@ def test_cli_takes_the_environment_then_the_usable_cpus():
     got, stderr = probe([], OMP_WAIT_POLICY="ACTIVE")
     assert {got[k] for k in ("torch", "interop", "cv2", "oiio", "exr", "bands")} == {threads.usable_cpus()}
     assert got["wait"] == "ACTIVE" and "OMP_WAIT_POLICY = 'ACTIVE'" in stderr  # a value already set is kept
+    got, _ = probe([], OPENCV_THREAD_POOL_ACTIVE_WAIT_WORKER="2000")
+    assert got["cv2_wait"] == "2000" and got["wait"] == "PASSIVE"
     assert "GOMP_SPINCOUNT = '0'" not in stderr
 
 
