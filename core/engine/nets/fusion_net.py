@@ -19,7 +19,7 @@ Two heads (``FusionConfig.head``), each a 1x1 conv:
                      forward-backward consistency is low"; the head starts at zero and learns the rest.
         residual   = residual_max · tanh(·): a small bounded refinement of the chosen colour (0 disables it).
         confidence = sigmoid(·): the net's own estimate that its colour is right (trained against its error).
-    "error" (any of ``candidates``; issue 26)
+    "error" (any of ``candidates``: one head that predicts each candidate's error)
         predicted  = softplus(·), one per candidate: the expected log(1 + |ab_c − ab_true|), ab in Lab units.
                      ``step.propagate_step`` takes the candidate with the lowest prediction (hard argmin).
         confidence = sigmoid((log(1 + error_within) − min predicted) / spread): P(error < error_within) of the
