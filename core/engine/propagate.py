@@ -31,6 +31,7 @@ import torch
 
 from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
 from colorprop.engine.step import (
+    AB_SCALE,
     CANDIDATE_CHANNELS,
     DIRECT_CHANNELS,
     Candidates,
@@ -53,7 +54,6 @@ LEARNED_METHODS = ("full", "local", "global")
 # F_f's chain cue is the flow chain's confidence without the flatness trust the written matte uses: the
 # shipped F_f was trained on that cue (changing it changes F_f's input; retrain before changing it).
 CHAIN_FLAT_TRUST = 0.0
-AB_SCALE = 128.0  # network chroma = ab / 128
 L_SCALE = 100.0  # network gray = L / 100
 L_NET_MAX = 1.2  # HDR luminance is shown to the networks clipped here; the true L is kept outside
 

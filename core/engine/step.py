@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 
 AGE_FRAMES = 50.0  # age is fed to F_f as frames / AGE_FRAMES (1 = fifty frames without a refresh)
-AB_UNITS = 128.0  # network chroma x this = Lab ab units
-REFRESH_AB = 2.0 / 128.0  # a written colour this far (ab/128) from the flow candidate counts as refreshed
+AB_SCALE = 128.0  # network chroma = ab / 128 (Lab units)
+REFRESH_AB = 2.0 / AB_SCALE  # a written colour this far (ab/128) from the flow candidate counts as refreshed
 
 
 class Candidates(NamedTuple):
@@ -152,13 +152,19 @@ def fusion_features(c: Candidates, ab_flow: torch.Tensor, age_flow: torch.Tensor
     distances between candidates as log(1 + Lab units), the scale of the errors it predicts (a distance
     bounds the error of one candidate given the other's); key-direct's cues come last."""
     distance = lambda a, b: (a - b).norm(dim=1, keepdim=True)  # noqa: E731
-    scaled = (lambda d: torch.log1p(d * AB_UNITS)) if cfg.head == "error" else (lambda d: d)
+    scaled = (lambda d: torch.log1p(d * AB_SCALE)) if cfg.head == "error" else (lambda d: d)
     cues = [c.gray, ab_flow, c.ab_key, scaled(distance(ab_flow, c.ab_key))]
     cues += [c.consistency, c.photometric, c.chain, age_flow, c.similarity]
     if cfg.direct:
         cues += [c.ab_direct, scaled(distance(ab_flow, c.ab_direct)), scaled(distance(c.ab_key, c.ab_direct))]
         cues += [c.direct_consistency]
     return torch.cat(cues, dim=1)
+
+
+def candidate_colours(c: Candidates, ab_flow: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    """Each candidate's colour by its name (``fusion_net.CANDIDATE_NAMES``): the chain is ``ab_flow`` (the carried
+    colour moved along the flow), the key match and key-direct come with ``c`` (key-direct None without it)."""
+    return {"chain": ab_flow, "key": c.ab_key, "direct": c.ab_direct}
 
 
 def choose(key_logit: torch.Tensor, training: bool) -> torch.Tensor:
@@ -189,7 +195,7 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
         ab = ab_flow + w * (c.ab_key - ab_flow) + out.residual
         return StepOutput(ab, ab_flow, w, out.key_logit, out.confidence, age_flow)
     names = fusion.cfg.candidates
-    offered = {"chain": ab_flow, "key": c.ab_key, "direct": c.ab_direct}
+    offered = candidate_colours(c, ab_flow)
     stack = torch.stack([offered[n] for n in names], dim=1)  # N x K x 2 x H x W
     chosen = out.predicted.detach().argmin(dim=1, keepdim=True)  # N x 1 x H x W; ties: the first (the chain)
     ab = torch.gather(stack, 1, chosen[:, :, None].expand(-1, -1, 2, -1, -1))[:, 0]
