@@ -42,6 +42,7 @@ from colorprop.engine.step import (
     CANDIDATE_CHANNELS,
     Carried,
     advance,
+    candidate_colours,
     carry_on,
     packed_slice,
     propagate_step,
@@ -118,7 +119,7 @@ def run_policy(
                 picked = {n: float((out.chosen == i).float().mean()) for i, n in enumerate(fusion.cfg.candidates)}
         else:
             moved = advance(carried, c.flow)
-            available = {"chain": moved.ab, "key": c.ab_key, "direct": c.ab_direct}
+            available = candidate_colours(c, moved.ab)
             ab, picked = pick_closest({n: available[n] for n in names}, ab_true)
         for n, s in picked.items():
             shares.setdefault(n, []).append(s)

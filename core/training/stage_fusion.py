@@ -15,6 +15,7 @@ from colorprop.engine.step import (
     Candidates,
     Carried,
     StepOutput,
+    candidate_colours,
     carry_on,
     packed_slice,
     propagate_step,
@@ -91,7 +92,7 @@ def error_fit(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, names: t
     """The error head's loss on one frame: per pixel and candidate, its predicted log(1 + error) against the
     actual one (ab in Lab units), Huber in log space, on the states the model itself visits (the chain is what
     it carried); no colour loss (the choice is an argmin). Returns (loss, logged numbers)."""
-    offered = {"chain": out.ab_flow, "key": cand.ab_key, "direct": cand.ab_direct}
+    offered = candidate_colours(cand, out.ab_flow)
     actual = torch.cat([(offered[n].detach() - ab_true).norm(dim=1, keepdim=True) for n in names], dim=1)
     fit = F.smooth_l1_loss(out.predicted, torch.log1p(actual * AB_SCALE), beta=0.25)
     best = actual.argmin(dim=1, keepdim=True)
