@@ -1,14 +1,12 @@
 """Frames in and out of a shot: plate frames, keys, results, and where they come from and go to
-(in memory, or EXR sequences read ahead and written behind on helper threads)."""
+(in memory, or EXR sequences; read ahead and written behind on helper threads: overlap.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Protocol
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from colorprop.errors import ColorpropError, ExrWriteError
 from colorprop.colour.convert import SRGB_DISPLAY
 from colorprop.io.exr import Plate, copy_converted, image_channels, read_exr, read_image, stored_types, write_exr
 from colorprop.io.sequence import FramePattern
+from colorprop.shot.overlap import BackgroundSink, PrefetchingSource, overlapped_io  # noqa: F401  (their old home)
 
 CONFIDENCE_CHANNEL = "colorprop.confidence"
 RGB = ("R", "G", "B")
@@ -228,90 +227,6 @@ def output_layout(plate_channels: tuple[str, ...], write_confidence: bool) -> tu
     keep = [i for i, c in enumerate(plate_channels) if c not in image]
     channels = RGB + tuple(plate_channels[i] for i in keep)
     return keep, channels + ((CONFIDENCE_CHANNEL,) if write_confidence else ())
-
-
-class PrefetchingSource:
-    """Reads the frame a run will ask for next on a helper thread while the caller computes.
-
-    Runs walk the frame list one step at a time, forward or backward; after ``read(f)`` the next frame
-    in the same direction is read ahead. A frame not read ahead is read on the spot, so the frames (and
-    errors) the caller gets are exactly those of ``source`` alone.
-    """
-
-    def __init__(self, source: FrameSource, pool: ThreadPoolExecutor):
-        self.source = source
-        self.frames = source.frames
-        self._pool = pool
-        self._index = {f: i for i, f in enumerate(self.frames)}
-        self._ahead: tuple[int, Future] | None = None
-        self._last: int | None = None
-
-    def read(self, frame: int) -> PlateFrame:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[0] == frame:
-            plate = ahead[1].result()
-        else:
-            if ahead is not None:
-                ahead[1].cancel()
-            plate = self.source.read(frame)
-        i, last = self._index.get(frame), self._index.get(self._last)
-        step = 1 if last is None or i is None or i >= last else -1
-        self._last = frame
-        if i is not None and 0 <= i + step < len(self.frames):
-            nxt = self.frames[i + step]
-            self._ahead = (nxt, self._pool.submit(self.source.read, nxt))
-        return plate
-
-    def close(self) -> None:
-        if self._ahead is not None:
-            self._ahead[1].cancel()
-            self._ahead = None
-
-
-class BackgroundSink:
-    """Writes on a helper thread, one frame in flight: frame k is written while frame k+1 is computed.
-    A write error surfaces at the next call or at ``flush``."""
-
-    def __init__(self, sink: FrameSink, pool: ThreadPoolExecutor):
-        self.sink = sink
-        self.pixel_dtype = sink.pixel_dtype
-        self._pool = pool
-        self._pending: Future | None = None
-
-    def flush(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def exists(self, frame: int) -> bool:
-        self.flush()
-        return self.sink.exists(frame)
-
-    def read_back(self, frame: int) -> np.ndarray:
-        self.flush()
-        return self.sink.read_back(frame)
-
-    def write(self, frame: int, result: FrameResult) -> None:
-        self.flush()
-        self._pending = self._pool.submit(self.sink.write, frame, result)
-
-
-@contextlib.contextmanager
-def overlapped_io(source: FrameSource, sink: FrameSink) -> Iterator[tuple[PrefetchingSource, BackgroundSink]]:
-    """``source`` and ``sink`` with reading ahead and writing behind on helper threads, for sources and
-    sinks whose reads and writes are independent files (EXR sequences). Every write is finished (or
-    its error raised) when the block ends."""
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="colorprop-io") as pool:
-        reader, writer = PrefetchingSource(source, pool), BackgroundSink(sink, pool)
-        try:
-            yield reader, writer
-        except BaseException:
-            reader.close()
-            with contextlib.suppress(Exception):  # the first error is the one to report
-                writer.flush()
-            raise
-        reader.close()
-        writer.flush()
 
 
 # An integer file's alpha at or above this is opaque: 1 less the smallest 16-bit step (what a 16-bit

@@ -40,8 +40,8 @@ from colorprop.shot.frames import (
     KeyImage,
     ProgressEvent,
     ShotReport,
-    overlapped_io,
 )
+from colorprop.shot.overlap import overlapped_io
 from colorprop.shot.passes import temporary_root
 from colorprop.shot.preflight import check_full_key_or_regrade, check_keys_among_frames, check_sequence_job
 from colorprop.shot.run import ShotJob, ShotRun
