@@ -79,6 +79,44 @@ def test_an_error_head_with_equal_predictions_keeps_the_chain_and_takes_the_lowe
     assert 0.0 < confidences[0] < confidences[1] < 1.0  # a lower predicted error is a higher confidence
 
 
+def test_a_price_for_leaving_the_chain_keeps_it_unless_another_candidate_is_predicted_better_by_more():
+    """leave_price is added to every candidate's predicted log(1 + error) but the chain's before the argmin; the
+    matte is the chosen candidate's own prediction; 0 (the default) is the plain argmin, bit for bit."""
+    bias = torch.tensor([1.0, 0.9, 0.5])  # predicted softplus(bias): chain 1.31, key 1.24, direct 0.97
+    gap = torch.nn.functional.softplus(bias[0]) - torch.nn.functional.softplus(bias)  # 0, 0.07, 0.34
+    c = candidates()
+    carried = start(0.2 * torch.randn(1, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
+    outs = {}
+    for price in (0.0, 0.05, 0.2, 0.5):
+        net = FusionNet(FusionConfig(width=8, candidates=THREE, head="error", leave_price=price)).eval()
+        with torch.no_grad():
+            net.head.weight.zero_()
+            net.skip.weight.zero_()
+            net.head.bias.copy_(bias)
+        with torch.inference_mode():
+            outs[price] = propagate_step(net, carried, c)
+    assert 0.05 < float(gap[1]) < 0.2 < float(gap[2]) < 0.5  # the prices below sit between the gaps
+    assert (outs[0.0].chosen == 2).all() and (outs[0.05].chosen == 2).all() and (outs[0.2].chosen == 2).all()
+    assert (outs[0.5].chosen == 0).all() and (outs[0.5].key_weight == 0).all()
+    assert torch.equal(outs[0.5].ab, outs[0.5].ab_flow) and torch.equal(outs[0.2].ab, c.ab_direct)
+    assert torch.equal(outs[0.0].confidence, outs[0.2].confidence)  # same choice, same matte
+    assert float(outs[0.5].confidence.mean()) < float(outs[0.0].confidence.mean())  # the chain's own, higher error
+    key_first = torch.tensor([1.0, 0.5, 0.9])  # key 0.97 vs direct 1.24: priced alike, the lower still wins
+    net = FusionNet(FusionConfig(width=8, candidates=THREE, head="error", leave_price=0.2)).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.skip.weight.zero_()
+        net.head.bias.copy_(key_first)
+    with torch.inference_mode():
+        assert (propagate_step(net, carried, c).chosen == 1).all()
+    cfg = FusionConfig(candidates=THREE, head="error", leave_price=0.3)
+    assert FusionConfig.from_dict(cfg.to_dict()) == cfg and FusionConfig().leave_price == 0.0
+    with pytest.raises(ValueError, match="leave_price"):
+        FusionConfig(leave_price=0.1)  # the choice head has no predicted errors to price
+    with pytest.raises(ValueError, match="leave_price"):
+        FusionConfig(candidates=THREE, head="error", leave_price=-0.1)
+
+
 @pytest.mark.slow  # ~10 s: 240 optimiser steps
 def test_error_head_learns_which_candidate_is_right_from_its_cues():
     """Trained on error_fit alone: the chain is right where its flow is consistent, the key match where F_s's

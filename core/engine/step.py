@@ -13,7 +13,8 @@ run carries from frame to frame is ``Carried``:
     w        = 1[key logit > 0]                             hard choice (straight-through when training)
     ab       = (1 − w) · ab_flow + w · ab_key + residual
     F_f(cues) -> predicted error per candidate              the "error" head (any of chain, key, direct):
-    ab       = the candidate with the lowest predicted error (hard argmin; no gradient through the choice)
+    ab       = the candidate with the lowest predicted error, every one but the chain priced by the config's
+               leave_price (hard argmin, made by F_f; no gradient through the choice)
 
     next carried: ab (what was written), age = 0 where the written colour left the flow candidate, else
     warp(age) + 1 frame: "frames since this pixel's colour was last refreshed from a key", decided from the
@@ -197,7 +198,7 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
     names = fusion.cfg.candidates
     offered = candidate_colours(c, ab_flow)
     stack = torch.stack([offered[n] for n in names], dim=1)  # N x K x 2 x H x W
-    chosen = out.predicted.detach().argmin(dim=1, keepdim=True)  # N x 1 x H x W; ties: the first (the chain)
+    chosen = out.chosen  # N x 1 x H x W, F_f's priced argmin (fusion_net)
     ab = torch.gather(stack, 1, chosen[:, :, None].expand(-1, -1, 2, -1, -1))[:, 0]
     key_weight = (chosen == names.index("key")).to(ab.dtype) if "key" in names else torch.zeros_like(out.confidence)
     return StepOutput(ab, ab_flow, key_weight, out.key_logit, out.confidence, age_flow, out.predicted, chosen)

@@ -21,8 +21,10 @@ Two heads (``FusionConfig.head``), each a 1x1 conv:
         confidence = sigmoid(·): the net's own estimate that its colour is right (trained against its error).
     "error" (any of ``candidates``: one head that predicts each candidate's error)
         predicted  = softplus(·), one per candidate: the expected log(1 + |ab_c − ab_true|), ab in Lab units.
-                     ``step.propagate_step`` takes the candidate with the lowest prediction (hard argmin).
-        confidence = sigmoid((log(1 + error_within) − min predicted) / spread): P(error < error_within) of the
+        chosen     = argmin over candidates of predicted + leave_price on every candidate but the chain (hard;
+                     ``step.propagate_step`` writes its colour): the chain is left only for a candidate predicted
+                     better by more than the price (0, the default: the plain argmin).
+        confidence = sigmoid((log(1 + error_within) − predicted[chosen]) / spread): P(error < error_within) of the
                      chosen candidate, a monotone map of its predicted error (spread is trained).
 
 A convex choice cannot invent colours, which is what makes it safe on footage it has not seen.
@@ -57,7 +59,9 @@ class FusionConfig(ManifestConfig):
     memory_every, memory_size: F_s's memory of the run's own output (``propagate.Propagator``).
     candidates: what F_f chooses among (CANDIDATE_NAMES; "direct" = key-direct flow, one more DIS pair a frame).
     head: "choice" (the key logit; candidates chain and key only) or "error" (a predicted error per candidate).
-    error_within: the error head's matte is P(|error| < this), Lab ab units."""
+    error_within: the error head's matte is P(|error| < this), Lab ab units.
+    leave_price: the error head leaves the chain only for a candidate whose predicted log(1 + error) is lower by
+    more than this (a margin chosen after training; 0: the plain argmin)."""
 
     width: int = 32
     dilations: tuple[int, ...] = (1, 2, 4, 1)
@@ -69,6 +73,7 @@ class FusionConfig(ManifestConfig):
     candidates: tuple[str, ...] = ("chain", "key")
     head: str = "choice"
     error_within: float = 4.0
+    leave_price: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "dilations", tuple(int(d) for d in self.dilations))
@@ -81,6 +86,8 @@ class FusionConfig(ManifestConfig):
             raise ValueError(f"FusionConfig candidates {self.candidates}: the chain and at least one of key, direct")
         if self.head == "choice" and self.candidates != ("chain", "key"):
             raise ValueError("FusionConfig head 'choice' chooses between chain and key only; use head 'error'")
+        if self.leave_price < 0 or (self.leave_price and self.head != "error"):
+            raise ValueError(f"FusionConfig leave_price {self.leave_price}: >= 0, and for the error head only")
 
     @property
     def direct(self) -> bool:
@@ -95,12 +102,14 @@ class FusionConfig(ManifestConfig):
 class FusionOutput(NamedTuple):
     """key_logit: N x 1 x H x W (> 0: the key match is preferred to the chain). residual: N x 2 x H x W, ab/128,
     bounded. confidence: N x 1 x H x W in [0, 1]. predicted: the error head's N x K x H x W predicted
-    log(1 + error) per candidate (``FusionConfig.candidates`` order), None for the choice head."""
+    log(1 + error) per candidate (``FusionConfig.candidates`` order) and chosen the N x 1 x H x W index of the
+    candidate taken (its module docstring), both None for the choice head."""
 
     key_logit: torch.Tensor
     residual: torch.Tensor
     confidence: torch.Tensor
     predicted: torch.Tensor | None = None
+    chosen: torch.Tensor | None = None
 
 
 class FusionNet(nn.Module):
@@ -150,11 +159,15 @@ class FusionNet(nn.Module):
         return FusionOutput(key_logit=key_logit, residual=residual, confidence=torch.sigmoid(y[:, 3:4]))
 
     def _errors(self, y: torch.Tensor) -> FusionOutput:
-        """The error head: predicted log(1 + error) per candidate, the chosen one's as a confidence."""
+        """The error head: predicted log(1 + error) per candidate, the choice, the chosen one's as a confidence."""
         predicted = F.softplus(y)
         within = math.log1p(self.cfg.error_within)
-        lowest = predicted.min(dim=1, keepdim=True).values
-        confidence = torch.sigmoid((within - lowest.detach()) / self.log_spread.exp())
+        priced = predicted.detach()
+        if self.cfg.leave_price:
+            priced = torch.cat([priced[:, :1], priced[:, 1:] + self.cfg.leave_price], dim=1)
+        chosen = priced.argmin(dim=1, keepdim=True)  # ties: the first (the chain)
+        own = predicted.detach().gather(1, chosen)  # = the lowest prediction without a price
+        confidence = torch.sigmoid((within - own) / self.log_spread.exp())
         key = self.cfg.candidates.index("key") if "key" in self.cfg.candidates else None
-        key_logit = predicted[:, :1] - predicted[:, key : key + 1] if key is not None else lowest * 0.0 - 1.0
-        return FusionOutput(key_logit, y.new_zeros(y.shape[0], 2, *y.shape[2:]), confidence, predicted)
+        key_logit = predicted[:, :1] - predicted[:, key : key + 1] if key is not None else torch.full_like(own, -1.0)
+        return FusionOutput(key_logit, y.new_zeros(y.shape[0], 2, *y.shape[2:]), confidence, predicted, chosen)
