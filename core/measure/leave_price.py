@@ -62,8 +62,8 @@ def main(argv=None) -> int:
     ap.add_argument("--packed", required=True, help="a run folder's fusion_inputs.npz (training runs, key-direct)")
     ap.add_argument("--weights", required=True, help="weights folder with the error head's F_f")
     ap.add_argument("--prices", default="0,0.05,0.1,0.2,0.3,0.5,0.75,1.0")
-    ap.add_argument("--n", default="10,39")
-    ap.add_argument("--runs", type=int, default=0, help="the first this many packed runs (0: all)")
+    ap.add_argument("--n", default="10,49", help="frames scored (the packed runs are 50 frames: the key and 49)")
+    ap.add_argument("--runs", type=int, default=0, help="this many packed runs, evenly spaced (0: all)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     models = load_models(Path(args.weights), device="cpu", precision="fp32")
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.weights}: F_f has the {models.fusion.cfg.head!r} head; a leave price needs 'error'")
     with np.load(args.packed) as z:
         runs = z["runs"]
-    runs = runs[: args.runs] if args.runs else runs
+    runs = runs[np.unique(np.linspace(0, len(runs) - 1, args.runs).round().astype(int))] if args.runs else runs
     ns, prices = [int(n) for n in args.n.split(",")], [float(p) for p in args.prices.split(",")]
     flow = [score_run(r, None, ns)[0] for r in runs]
     flow_mean = [float(np.mean([f[n] for f in flow])) for n in ns]
