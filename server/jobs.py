@@ -71,10 +71,15 @@ def push_notes(s: Session, notes: Iterable[str]) -> None:
         s.push({"kind": P.EV_NOTE, "message": note})
 
 
+def live_fields(s: Session) -> dict:
+    """What a live session's result or written event adds: the number of the run that made it."""
+    return {} if s.live is None else {"run": s.live.running}
+
+
 def turn(service: Service, s: Session) -> None:
     """Give the compute turn back and queue for the next one (round-robin at every frame)."""
     service.gate.release(s.id)
-    service.gate.acquire(s.id, s.stop.is_set)
+    service.gate.acquire(s.id, s.halted)
 
 
 def progress_of(service: Service, s: Session) -> Callable:
@@ -98,10 +103,10 @@ def wait_for_fetch(service: Service, s: Session) -> None:
     service.gate.release(s.id)
     with s.cond:
         while s.undelivered_results() >= service.config.max_pending_results:
-            if s.stop.is_set():
+            if s.halted():
                 raise Stopped()
             s.cond.wait(0.1)
-    service.gate.acquire(s.id, s.stop.is_set)
+    service.gate.acquire(s.id, s.halted)
 
 
 class InbandSource:
@@ -126,14 +131,14 @@ class InbandSource:
                     s.push({"kind": P.EV_NEED, "frame": frame})
                     service.wake()
                 while frame not in s.inbox:
-                    if s.stop.is_set():
+                    if s.halted():
                         raise Stopped()
                     s.cond.wait(0.1)
                 s.needed = None
                 item = s.inbox.pop(frame)
                 s.consumed.add(frame)
                 s.last_read = (frame, item)
-        service.gate.acquire(s.id, s.stop.is_set)
+        service.gate.acquire(s.id, s.halted)
         pixels, channels, cs = item
         return PlateFrame(pixels, channels, cs if cs is not None else self.colorspace, None, f"frame {frame}")
 
@@ -151,13 +156,19 @@ class ResultSink:
     def read_back(self, frame: int) -> np.ndarray:  # pragma: no cover - skip_existing is never set
         raise NotImplementedError
 
+    def held(self, frame: int) -> str | None:
+        """The stamp of the result the client holds for ``frame`` (a live session's), else None."""
+        return None if self.s.live is None else self.s.live.held(frame)
+
     def write(self, frame: int, result: Any) -> None:
         from colorprop.engine.confidence import frame_summary
 
         s = self.s
+        if s.live is not None and s.live.unchanged(frame, result):
+            return  # a live re-run's frame the client already holds, bit for bit: not sent again
         s.summaries[frame] = frame_summary(result.confidence)
         s.push(
-            {"kind": P.EV_RESULT, "frame": frame},
+            {"kind": P.EV_RESULT, "frame": frame, **live_fields(s)},
             [
                 ("rgb", np.ascontiguousarray(result.rgb, np.float32)),
                 ("confidence", np.ascontiguousarray(result.confidence, np.float32)),
@@ -167,10 +178,13 @@ class ResultSink:
         wait_for_fetch(self.service, s)
 
 
-def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type) -> Any:
+def run_inband(
+    service: Service, s: Session, keys: dict, options: Any, colorspace: str | None, carry: type, **more: Any
+) -> Any:
+    """An in-band job's run; ``more``: a live session's ``cache`` and ``view`` for ``run_shot``."""
     from colorprop.shot.pipeline import run_shot
 
-    service.gate.acquire(s.id, s.stop.is_set)
+    service.gate.acquire(s.id, s.halted)
     return run_shot(
         service.engine,
         InbandSource(service, s, colorspace),
@@ -178,7 +192,8 @@ def run_inband(service: Service, s: Session, keys: dict, options: Any, colorspac
         options,
         ResultSink(service, s, carry),
         progress=progress_of(service, s),
-        cancel=s.stop.is_set,
+        cancel=s.halted,
+        **more,
     )
 
 
@@ -231,10 +246,16 @@ class CheckedSink:
         with self.roots.opened_file(self.sink.pattern.path(frame)) as through:
             return self.sink.read_back(frame, through)
 
+    def held(self, frame: int) -> str | None:
+        """The stamp of what this live session wrote at ``frame``, else None."""
+        return None if self.s.live is None else self.s.live.held(frame)
+
     def write(self, frame: int, result: Any) -> None:
         from colorprop.engine.confidence import frame_summary
         from colorprop.errors import ExrWriteError
 
+        if self.s.live is not None and self.s.live.unchanged(frame, result):
+            return  # a live re-run's frame this session wrote already, bit for bit: not written again
         path = self.sink.pattern.path(frame)
         with self.roots.pinned_dir(self.out_dir, create=True) as pinned:
             into = self.sink.retarget(str(pinned / self.out_name))
@@ -243,10 +264,10 @@ class CheckedSink:
             except ExrWriteError as err:  # name the file, not the descriptor path
                 raise ExrWriteError(path, err.reason.replace(str(pinned), str(self.out_dir))) from None
         self.s.summaries[frame] = frame_summary(result.confidence)
-        self.s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path)})
+        self.s.push({"kind": P.EV_WRITTEN, "frame": frame, "path": str(path), **live_fields(self.s)})
 
 
-def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> Any:
+def run_paths(service: Service, s: Session, shot: PathsShot, options: Any, **more: Any) -> Any:
     """Shared-path job: the pre-flight every path runs (shot/preflight.py: overwrites, plates, sizes,
     keys, colour space, output folder), here in the job thread, with every path it touches checked
     against the roots; then every path is checked again when it is used, and writes go through the
@@ -259,7 +280,7 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
     roots = service.roots
 
     def allowed(path: Path) -> Path:  # a 20,000-frame shot takes a while: stay cancellable
-        if s.stop.is_set():
+        if s.halted():
             raise Stopped()
         return roots.check(path)  # the pre-flight opens only regular files; reads check again (opened_file)
 
@@ -279,7 +300,7 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
         log_event(log, "job_note", job=s.id, note=note)
     push_notes(s, checked.notes)
     service.wake()
-    service.gate.acquire(s.id, s.stop.is_set)
+    service.gate.acquire(s.id, s.halted)
     source, sink = checked.source(), checked.sink(shot.pixel_type)
     out_dir, out_name = sink.pattern.path(s.frames[0]).parent, Path(shot.output).name
     with roots.pinned_dir(out_dir, create=True) as pinned:  # a killed writer's temp files: ours now
@@ -291,6 +312,7 @@ def run_paths(service: Service, s: Session, shot: PathsShot, options: Any) -> An
         options,
         CheckedSink(roots, s, sink, out_dir, out_name),
         progress=progress_of(service, s),
-        cancel=s.stop.is_set,
+        cancel=s.halted,
         skip_existing=shot.skip_existing,
+        **more,
     )

@@ -59,6 +59,8 @@ class OpenShot:
     colorspace: str | None
     seq_base: int
     shot: InbandShot | PathsShot
+    live: bool = False  # protocol 3: the session stays open for edits (live.py)
+    view: int | None = None  # the frame under the playhead (live sessions)
 
     @property
     def key_frames(self) -> list[int]:
@@ -160,18 +162,22 @@ def parse_open(
         msg.get("key_mattes") or msg.get("partial_keys") or any(n.startswith("matte") for n in msg.arrays)
     ):
         raise ProtocolError(P.E_VERSION, f"partial keys need protocol {P.MATTE_VERSION}; the request says 1", "v")
+    live, view = msg.get("live", False), msg.get("view")
+    if not isinstance(live, bool) or (view is not None and (type(view) is not int or view not in frames)):
+        raise ProtocolError(P.E_BAD_INPUT, "live must be true/false and view a frame of the shot", "live")
+    if live and msg.get("v") < P.LIVE_VERSION:
+        raise ProtocolError(P.E_VERSION, f"a live session needs protocol {P.LIVE_VERSION}", "v")
     if mode == P.MODE_INBAND:
         shot: InbandShot | PathsShot = check_inband_keys(
             parse_inband_shot(msg, set(frames), colorspace, config), options.regrade
         )
     else:
         shot = parse_paths_shot(msg, frames, roots)
-    return OpenShot(job, mode, frames, options, colorspace, seq_base, shot)
+    return OpenShot(job, mode, frames, options, colorspace, seq_base, shot, live, view)
 
 
 def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, config: ServerConfig) -> InbandShot:
     from colorprop.errors import InputError
-    from colorprop.shot.frames import KeyImage
     from colorprop.shot.preflight import check_keys_among_frames
 
     key_frames = msg.get("keys")
@@ -193,26 +199,36 @@ def parse_inband_shot(msg: P.Message, frames: set[int], colorspace: str | None, 
         raise ProtocolError(P.E_BAD_INPUT, str(exc), "keys") from None
     keys, shape = {}, None
     for k in key_frames:
-        arr = msg.arrays[f"key{k}"]
-        if arr.ndim != 3 or arr.shape[2] != 3:
-            raise ProtocolError(P.E_PIXELS, f"key {k}: must be HxWx3, got {list(arr.shape)}", "shape")
-        if arr.shape[0] * arr.shape[1] > config.max_frame_pixels:
-            raise ProtocolError(
-                P.E_TOO_LARGE,
-                f"key {k}: {arr.shape[1]}x{arr.shape[0]} is above the {config.max_frame_pixels}-pixel limit",
-                "shape",
-            )
-        if shape is None:
-            shape = tuple(arr.shape[:2])
-        elif tuple(arr.shape[:2]) != shape:
-            raise ProtocolError(P.E_PIXELS, f"key {k}: size differs from the other keys", "shape")
-        _check_finite(arr, f"key {k}", "keys")
-        matte = inband_matte(msg.arrays[P.matte_buffer(k)], k) if k in mattes else None
-        keys[k] = KeyImage(np.array(arr, dtype=np.float32), key_cs.get(str(k), colorspace), f"key {k}", matte)
+        keys[k] = inband_key(msg, k, shape, key_cs.get(str(k), colorspace), config)
+        shape = shape or keys[k].pixels.shape[:2]
     carry = msg.get("carry_dtype", "float32")
     if carry not in ("float32", "float16"):
         raise ProtocolError(P.E_BAD_INPUT, "carry_dtype must be float32 or float16", "carry_dtype")
     return InbandShot(keys, shape, np.float16 if carry == "float16" else np.float32)
+
+
+def inband_key(
+    msg: P.Message, k: int, shape: tuple[int, int] | None, colorspace: str | None, config: ServerConfig
+) -> Any:
+    """The ``KeyImage`` of the buffer ``key<k>`` (and ``matte<k>`` when sent: a partial key), of size ``shape``
+    (H, W) when given: an open's keys, or a key a live session's edit sets."""
+    from colorprop.shot.frames import KeyImage
+
+    arr = msg.arrays[f"key{k}"]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ProtocolError(P.E_PIXELS, f"key {k}: must be HxWx3, got {list(arr.shape)}", "shape")
+    if arr.shape[0] * arr.shape[1] > config.max_frame_pixels:
+        raise ProtocolError(
+            P.E_TOO_LARGE,
+            f"key {k}: {arr.shape[1]}x{arr.shape[0]} is above the {config.max_frame_pixels}-pixel limit",
+            "shape",
+        )
+    if shape is not None and tuple(arr.shape[:2]) != tuple(shape):
+        raise ProtocolError(P.E_PIXELS, f"key {k}: size differs from the other keys", "shape")
+    _check_finite(arr, f"key {k}", "keys")
+    matte = msg.arrays.get(P.matte_buffer(k))
+    matte = None if matte is None else inband_matte(matte, k)
+    return KeyImage(np.array(arr, dtype=np.float32), colorspace, f"key {k}", matte)
 
 
 def check_inband_keys(shot: InbandShot, regrade: bool) -> InbandShot:

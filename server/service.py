@@ -22,7 +22,7 @@ import numpy as np
 from colorprop_client import protocol as P
 from colorprop_client.protocol import ProtocolError
 
-from . import gate, jobs, requests
+from . import gate, jobs, live, requests
 from .config import ServerConfig
 from .gate import FairGate
 from .logs import log_event, loggable
@@ -59,6 +59,8 @@ class Service:
             P.FETCH: self._on_fetch,
             P.CANCEL: self._on_cancel,
             P.CLOSE: self._on_close,
+            P.EDIT: self._on_edit,
+            P.VIEW: self._on_view,
         }
 
     # ------------------------------------------------------------------ entry points
@@ -198,9 +200,12 @@ class Service:
         if isinstance(req.shot, requests.InbandShot):
             session.shape, session.key_bytes = req.shot.shape, req.shot.key_bytes
             target, args = jobs.run_inband, (session, req.shot.keys, req.options, req.colorspace, req.shot.carry)
-        else:
+        if req.live:
+            session.live = live.LiveState(req.shot, req.view, regrade=req.options.regrade)
+            target, args = live.run_live, (session, req.options, req.colorspace)
+        elif not isinstance(req.shot, requests.InbandShot):
             target, args = jobs.run_paths, (session, req.shot, req.options)
-        session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode}
+        session.opened_reply = {"job": job_id, "frames": len(req.frames), "mode": req.mode, "live": req.live}
         notes = req.shot.notes if isinstance(req.shot, requests.InbandShot) else ()
         if notes:  # (a partial key's matte clamped into [0, 1]): told in the reply, as events and in the log
             session.opened_reply["notes"] = list(notes)
@@ -271,6 +276,38 @@ class Service:
         with s.cond:
             s.cond.notify_all()
         reply(P.encode(P.ACK, msg.id, job=s.id, cancelled=True))
+
+    def _on_edit(self, msg: P.Message, client: str, reply: Reply) -> None:
+        """A live session's key edit: the new keys replace the old at once and the running run goes stale; a resend
+        of the same request is answered the same, without another re-run."""
+        s = live.check_live(msg, self.sessions.get(requests.job_id(msg)))
+        s.last_seen = time.monotonic()
+        if s.live.last_edit is not None and s.live.last_edit[0] == msg.id:
+            reply(P.encode(P.ACK, msg.id, job=s.id, run=s.live.last_edit[1]))
+            return
+        shot = live.apply_edit(msg, s, self.config, self.roots)
+        grown = shot.key_bytes - s.live.shot.key_bytes
+        busy = gate.memory_busy(self.config, self.sessions.values(), client, grown) if grown > 0 else None
+        if busy:
+            reply(P.encode(P.BUSY, msg.id, message=busy, retry_after_s=self._retry_after()))
+            return
+        view = live.parse_view(msg.get("view"), s) if msg.get("view") is not None else s.live.view
+        with s.cond:
+            s.live.shot, s.live.view, s.key_bytes = shot, view, shot.key_bytes
+            s.live.run += 1
+            s.live.last_edit = (msg.id, s.live.run)
+            s.cond.notify_all()
+        log_event(log, "live_edit", job=s.id, client=client, run=s.live.run, keys=sorted(shot.keys))
+        for note in getattr(shot, "notes", ()):
+            s.push({"kind": P.EV_NOTE, "message": note})
+        reply(P.encode(P.ACK, msg.id, job=s.id, run=s.live.run))
+
+    def _on_view(self, msg: P.Message, client: str, reply: Reply) -> None:
+        """The frame under a live session's playhead: the next run reaches it first."""
+        s = live.check_live(msg, self.sessions.get(requests.job_id(msg)))
+        s.last_seen = time.monotonic()
+        s.live.view = live.parse_view(msg.get("frame"), s)
+        reply(P.encode(P.ACK, msg.id, job=s.id, view=s.live.view))
 
     def _on_close(self, msg: P.Message, client: str, reply: Reply) -> None:
         s = self._session(msg)

@@ -54,6 +54,12 @@ class Session:
         self.key_frames: list[int] = []
         self.summaries: dict[int, dict] = {}  # frame -> confidence.frame_summary of the frames coloured (suggestions)
         self.end_code: str | None = None  # the error code of its failed event
+        self.live: Any = None  # live.LiveState of a live session (protocol 3), else None
+
+    def halted(self) -> bool:
+        """True once the job's run must stop: the session is cancelled or dropped, or (a live session) an edit
+        made the running run stale. Every wait of the job thread and ``run_shot``'s ``cancel`` ask this."""
+        return self.stop.is_set() or (self.live is not None and self.live.stale())
 
     # job thread side
     def push(self, event: dict, arrays: list | None = None) -> None:

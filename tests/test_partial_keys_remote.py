@@ -155,7 +155,7 @@ class Version1Client:
 
 @pytest.mark.parametrize("shared_paths", [False, True], ids=["in-band", "shared-paths"])
 def test_a_version_1_client_still_runs_a_batch_job(engine, server, tmp_path, shared_paths):
-    """The server speaks 2 and still answers a version-1 client's requests, at version 1, with the same pixels."""
+    """The server speaks 3 and still answers a version-1 client's requests, at version 1, with the same pixels."""
     from colorprop.shot.frames import KeyImage
 
     frames, key, _, _ = shot()
@@ -163,7 +163,7 @@ def test_a_version_1_client_still_runs_a_batch_job(engine, server, tmp_path, sha
     old = Version1Client(server.address)
     try:
         hello = old.request(P.HELLO)
-        assert hello.get("protocol") == P.PROTOCOL_VERSION == 2
+        assert hello.get("protocol") == P.PROTOCOL_VERSION == P.LIVE_VERSION == 3
         if shared_paths:
             from colorprop.io.exr import write_exr
 

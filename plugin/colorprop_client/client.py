@@ -173,12 +173,14 @@ class Client(Transport):
                 fields["partial_keys"] = partial
         else:
             raise ValueError(f"mode must be one of {P.MODES}, not {mode!r}")
-        version = P.MATTE_VERSION if partial else P.BASE_VERSION
+        version = P.LIVE_VERSION if extra.get("live") else P.MATTE_VERSION if partial else P.BASE_VERSION
         try:
             msg = self.request(P.OPEN_SHOT, arrays, version=version, **fields)
         except ServerError as exc:
             if exc.code != P.E_VERSION or version == P.BASE_VERSION:
                 raise
+            if version == P.LIVE_VERSION:
+                raise ServerError(P.E_VERSION, live_version_message(self.address), "v") from None
             raise ServerError(
                 P.E_VERSION,
                 f"partial key(s) at frame(s) {', '.join(map(str, partial))} (a matte, or a key image's alpha) need "
@@ -211,6 +213,13 @@ class CancellableClient(Client):
                     pass
             raise CancelledByUser()
         return super().request(type, arrays, wait_s, **fields)
+
+
+def live_version_message(address: str) -> str:
+    return (
+        f"a live session needs protocol {P.LIVE_VERSION}, which the server at {address} does not speak; update the "
+        "server, or colour the shot as a batch job"
+    )
 
 
 def _as_wire_array(img: Any) -> np.ndarray:

@@ -38,9 +38,13 @@ import numpy as np
 #   2: an open_shot may carry partial keys: in-band a ``matte<frame>`` buffer (HxW, [0, 1]) beside ``key<frame>``;
 #      with shared paths ``key_mattes`` ({frame: path}) and ``partial_keys`` (the key frames whose files the
 #      client read as partial, alpha included: a version-1 server would read them as full keys).
-PROTOCOL_VERSION = 2  # the newest this side speaks (CAPABILITIES ``protocol``)
+#   3: live sessions: an open_shot with ``live: true`` stays open after its run; ``edit`` changes its keys (the
+#      running run is cancelled, a re-run starts) and ``view`` names the frame under the playhead; their events
+#      ``run`` and ``run_done`` (docs/SERVER.md, "Live sessions"). Batch jobs are unchanged.
+PROTOCOL_VERSION = 3  # the newest this side speaks (CAPABILITIES ``protocol``)
 BASE_VERSION = 1
 MATTE_VERSION = 2
+LIVE_VERSION = 3
 SUPPORTED_VERSIONS = frozenset(range(BASE_VERSION, PROTOCOL_VERSION + 1))
 
 # Where a server listens and a client connects when nobody says otherwise (the broker's front end too).
@@ -68,6 +72,8 @@ CANCEL = "cancel"  # -> ACK
 CLOSE = "close"  # -> ACK (the session and its undelivered results are dropped)
 STATUS = "status"  # -> JOBS: the jobs a server or broker holds (added within version 1: an older
 #                    server answers ERROR/E_PROTOCOL "unknown message type")
+EDIT = "edit"  # version 3, a live session: ``edits`` [{op, frame, to?, path?, matte?}] (EDIT_OPS) -> ACK ``run``
+VIEW = "view"  # version 3, a live session: ``frame`` under the playhead, run first from the next run on -> ACK
 # Server -> client replies:
 CAPABILITIES = "capabilities"
 PONG = "pong"
@@ -78,7 +84,8 @@ JOBS = "jobs"  # ``jobs``: [{job, client, state, frames_done, frames, age_s}]; o
 BUSY = "busy"
 ERROR = "error"
 
-REQUEST_TYPES = frozenset({HELLO, PING, OPEN_SHOT, FRAME, FETCH, CANCEL, CLOSE, STATUS})
+REQUEST_TYPES = frozenset({HELLO, PING, OPEN_SHOT, FRAME, FETCH, CANCEL, CLOSE, STATUS, EDIT, VIEW})
+LIVE_REQUESTS = frozenset({EDIT, VIEW})  # need LIVE_VERSION
 REPLY_TYPES = frozenset({CAPABILITIES, PONG, OPENED, ACK, EVENTS, JOBS, BUSY, ERROR})
 SHORT_JOB_ID = 8  # characters of another client's job id a status reply shows (a full id can fetch or cancel)
 MESSAGE_TYPES = REQUEST_TYPES | REPLY_TYPES
@@ -97,6 +104,11 @@ EV_WRITTEN = "written"  # shared-path mode: an output frame is in place (frame, 
 # reply's ``notes``). Added within protocol 2, in replies of any version: a client that does not know the kind
 # passes it by (the colorize loops hand every event they do not act on to ``on_progress``).
 EV_NOTE = "note"
+# A live session's runs (protocol 3): ``run`` (``run``: 0 for the open's, +1 per edit; ``keys``, ``view``), its
+# ``result``/``written`` events (with ``run``; a frame the run does not change is not sent again), ``run_done``
+# (``run``, ``report``, ``unchanged``). An edit cancels the running run (no run_done); the session ends at close.
+EV_RUN = "run"
+EV_RUN_DONE = "run_done"
 TERMINAL_EVENTS = frozenset({EV_DONE, EV_FAILED, EV_CANCELLED})
 # Optional field of the EV_DONE event: where a new key would help most, weakest frame first,
 # ``[{"frame": int, "expected_error": float}]`` (expected_error: the expected share of wrong pixels,
@@ -104,6 +116,13 @@ TERMINAL_EVENTS = frozenset({EV_DONE, EV_FAILED, EV_CANCELLED})
 # ignores it, and one that does reads an older server's done event (no field) as no suggestions.
 DONE_SUGGESTIONS = "suggestions"
 SUGGEST_COUNT = 3  # how many frames the server suggests
+
+# The ops of an EDIT: ``set`` a key at ``frame`` (add or repaint; in-band the buffers ``key<frame>`` and, for a
+# partial key, ``matte<frame>``; shared paths ``path`` and ``matte``), ``remove`` the key at ``frame``, ``move``
+# the key at ``frame`` to ``to``.
+EDIT_SET, EDIT_REMOVE, EDIT_MOVE = "set", "remove", "move"
+EDIT_OPS = (EDIT_SET, EDIT_REMOVE, EDIT_MOVE)
+MAX_EDITS = 64  # ops in one edit
 
 # Data modes for OPEN_SHOT.
 MODE_INBAND = "inband"
@@ -120,6 +139,7 @@ E_UNREADABLE = "unreadable"  # shared-path mode: a plate or key that cannot be r
 E_WRITE_FAILED = "write_failed"  # shared-path mode: an output frame that cannot be written
 E_PATH = "path_refused"  # a path outside the allowed roots
 E_UNKNOWN_JOB = "unknown_job"  # the server has no such job (closed, timed out, server restarted)
+E_NOT_LIVE = "not_live"  # an edit or view for a job that is not an open live session (a batch job, or one that ended)
 E_WORKER_LOST = "worker_lost"  # a worker died and the job cannot be retried
 E_ENGINE = "engine"  # the engine raised while processing
 E_INTERNAL = "internal"
