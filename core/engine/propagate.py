@@ -43,7 +43,8 @@ from colorprop.engine.step import (
     propagate_step,
     start,
 )
-from colorprop.engine.flow import FlowStep, dis_flow, forward_backward_consistency, l_to_u8, make_dis, warp_backward
+from colorprop.engine.flow import FlowStep, flow_step, make_dis, warp_backward
+from colorprop.engine.nets.features import Features
 
 if TYPE_CHECKING:
     from colorprop.engine.models import Models
@@ -139,16 +140,22 @@ class Propagator:
         models: "Models | None" = None,
         change_only: bool = False,
         other_keys: list[tuple[np.ndarray, np.ndarray]] = (),
+        flows=None,
+        features=None,
     ):
         """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
-        plate's own colour; measured on real footage in docs/KEYS.md."""
+        plate's own colour; measured on real footage in docs/KEYS.md. ``flows`` and ``features``: a shot
+        cache's stores (shot/cache.py) of what does not depend on the key, DIS flows (``flow.dis_pair``) and
+        F_s's features of a frame (``frame_features``); taken from them bit for bit as computed, or computed
+        and kept there; None: computed."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
         if method in LEARNED_METHODS and models is None:
             raise ValueError(f"method {method!r} needs trained models")
         self.method = method
         self.change_only = change_only
+        self.flows, self.feature_store = flows, features
         self.models = models
         self.device = models.device if models is not None else torch.device("cpu")
         self.dis = make_dis()
@@ -227,7 +234,7 @@ class Propagator:
     def _flow(self, L: np.ndarray) -> FlowStep:
         """DIS from this frame back to the previous one (and the previous colour along it, but for ``full``,
         which carries its colour in torch)."""
-        return flow_step(self.dis, self.prev_L, self.prev_ab, L)
+        return flow_step(self.dis, self.prev_L, self.prev_ab, L, self.flows)
 
     def _carried(self, flowed: FlowStep, L: np.ndarray) -> np.ndarray:
         return carry_confidence(self.prev_conf, self.prev_L, L, flowed.flow, flowed.consistency)
@@ -268,7 +275,7 @@ class Propagator:
         if self.method == "global":
             with self._stage("F_s"):
                 with models.autocast():
-                    global_out = as_float32(models.global_branch(gray, self.key_state))
+                    global_out = as_float32(models.global_branch(gray, self.key_state, self.frame_features(gray, L)))
             similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
             return PendingFrame(
                 L,
@@ -306,14 +313,16 @@ class Propagator:
         with torch.inference_mode():
             with self._stage("F_s"):
                 with self.models.autocast():
-                    global_out = as_float32(self.models.global_branch(gray, self.key_state))
+                    global_out = as_float32(
+                        self.models.global_branch(gray, self.key_state, self.frame_features(gray, L))
+                    )
         chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
         direct = ()
         if self.models.fusion.cfg.direct:
             with self._stage("dis_direct"):  # DIS from this frame straight to the key: no accumulated drift
-                to_key = flow_step(self.dis, *self.key_lab, L)
+                to_key = flow_step(self.dis, *self.key_lab, L, self.flows)
             direct = (ab_tensor(to_key.ab, dev), t(to_key.consistency))
         return Candidates(
             gray,
@@ -325,6 +334,19 @@ class Propagator:
             global_out.similarity.clamp(0.0, 1.0),
             *direct,
         ), flowed
+
+    def frame_features(self, gray: torch.Tensor, L: np.ndarray) -> Features | None:
+        """F_s's features of the frame (gray, and its luminance ``L`` HxW that names it): they do not depend on
+        the key, so a shot cache keeps them (``features``); None without one (F_s computes them itself). Called
+        under the same autocast as F_s."""
+        if self.feature_store is None:
+            return None
+        stored = self.feature_store.get(L, self.device)
+        if stored is not None:
+            return Features(*stored)
+        features = self.models.global_branch.features(gray)
+        self.feature_store.put(L, tuple(features))
+        return features
 
     def follow(self, L: np.ndarray, chain: np.ndarray) -> None:
         """Move the luminance and the flow chain (HxW) on to this frame (``accept`` without colour)."""
@@ -364,15 +386,6 @@ def key_direct(labs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         out[t, :2] = to_key.ab.transpose(2, 0, 1) / AB_SCALE
         out[t, 2] = to_key.consistency
     return out
-
-
-def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray | None, L: np.ndarray) -> FlowStep:
-    """DIS flow from the current frame back to the previous one; previous ab warped along it (None: no ab)."""
-    prev_u8, cur_u8 = l_to_u8(prev_L), l_to_u8(L)
-    flow_bwd = dis_flow(dis, cur_u8, prev_u8)
-    flow_fwd = dis_flow(dis, prev_u8, cur_u8)
-    ab = None if prev_ab is None else warp_backward(prev_ab, flow_bwd)
-    return FlowStep(ab, forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
 
 
 def resize_hw(x: np.ndarray, width: int, height: int) -> np.ndarray:

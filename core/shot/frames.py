@@ -12,11 +12,21 @@ import numpy as np
 
 from colorprop.errors import ColorpropError, ExrWriteError
 from colorprop.colour.convert import SRGB_DISPLAY
-from colorprop.io.exr import Plate, copy_converted, image_channels, read_exr, read_image, stored_types, write_exr
+from colorprop.io.exr import (
+    Plate,
+    copy_converted,
+    image_channels,
+    read_exr,
+    read_exr_header,
+    read_image,
+    stored_types,
+    write_exr,
+)
 from colorprop.io.sequence import FramePattern
 from colorprop.shot.overlap import BackgroundSink, PrefetchingSource, overlapped_io  # noqa: F401  (their old home)
 
 CONFIDENCE_CHANNEL = "colorprop.confidence"
+RESULT_STAMP = "colorprop:result"  # EXR header attribute: the stamp of the result written (FrameResult.stamp)
 RGB = ("R", "G", "B")
 
 
@@ -56,6 +66,7 @@ class FrameResult:
     rgb: np.ndarray  # HxWx3 float32, plate colour space
     confidence: np.ndarray  # HxW float32 in [0, 1]
     source: PlateFrame
+    stamp: str = ""  # with a shot cache: a fingerprint of all its pixels depend on (rerun.py); "" without
 
 
 class FrameSource(Protocol):
@@ -73,6 +84,8 @@ class FrameSink(Protocol):
 
     def write(self, frame: int, result: FrameResult) -> None: ...
 
+    # Optional: ``held(frame) -> str | None``, the stamp of the result it holds for the frame (rerun.py).
+
 
 @dataclass
 class ProgressEvent:
@@ -89,6 +102,7 @@ class ShotReport:
     frames_skipped: list[int] = field(default_factory=list)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # from the pre-flight (e.g. --working-width clamped)
+    frames_unchanged: list[int] = field(default_factory=list)  # skipped: the sink held their stamp (``held``)
 
 
 class ArraySource:
@@ -115,6 +129,10 @@ class ArraySink:
     def exists(self, frame: int) -> bool:
         return False
 
+    def held(self, frame: int) -> str | None:
+        result = self.results.get(frame)
+        return result.stamp or None if result is not None else None
+
     def read_back(self, frame: int) -> np.ndarray:
         return self.results[frame].rgb
 
@@ -134,6 +152,12 @@ class ExrSequenceSource:
         path = self.pattern.path(frame)
         plate = read_exr(through or path)
         return PlateFrame(plate.pixels, plate.channels, plate.colorspace, plate, str(path))
+
+    def identity(self, frame: int) -> str:
+        """The plate file's path, size and mtime_ns: what a shot cache knows it by (cache.py)."""
+        path = self.pattern.path(frame)
+        stat = path.stat()
+        return f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 class ExrSequenceSink:
@@ -181,6 +205,18 @@ class ExrSequenceSink:
         size, channels = self.expect(frame)
         return (plate.spec_info.width, plate.spec_info.height) == size and set(plate.channels) == set(channels)
 
+    def held(self, frame: int, through: Path | None = None) -> str | None:
+        """The stamp (``RESULT_STAMP``) of the output frame on disk, when it has the expected size and channels."""
+        try:
+            plate = read_exr_header(through or self.pattern.path(frame))
+        except (ColorpropError, OSError):
+            return None
+        if self.expect is not None:
+            size, channels = self.expect(frame)
+            if (plate.spec_info.width, plate.spec_info.height) != size or set(plate.channels) != set(channels):
+                return None
+        return plate.metadata.get(RESULT_STAMP) or None
+
     def read_back(self, frame: int, through: Path | None = None) -> np.ndarray:
         plate = read_exr(through or self.pattern.path(frame))
         return PlateFrame(plate.pixels, plate.channels, None, plate).rgb()
@@ -200,7 +236,7 @@ class ExrSequenceSink:
             channels,
             template=result.source.template,
             pixel_type=self.pixel_type,
-            extra_metadata=self.stamp,
+            extra_metadata={**(self.stamp or {}), RESULT_STAMP: result.stamp} if result.stamp else self.stamp,
         )
 
 

@@ -124,6 +124,7 @@ class ShotLayers:
             span = max((f for f in full if f < k), default=None), min((f for f in full if f > k), default=None)
             self.layers.append(Layer(k, run.key_ab_full[k], matte_full, ab_work, matte_work, span))
         self.stores: dict[int, PassStore] = {}
+        self.pending: list[tuple[Layer, PassStore, str, list[int]]] = []  # passes planned (``carry``), not carried
 
     def touches(self, frame: int) -> bool:
         """Whether a layer reaches ``frame``, or may have (a written frame no pass went to: its base colour is
@@ -131,14 +132,15 @@ class ShotLayers:
         return any(layer.frame == frame or frame in layer.reach or frame in layer.unknown for layer in self.layers)
 
     def carry(self, root: Path, frames: list[int], needed: list[int]) -> None:
-        """Every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in an
-        embedded run, a farm task's own frames) that are still to be written (with ``skip_existing``: a pass
-        whose frames are all written is not carried), stored under ``root`` (computed, or read where stored). Each
-        frame a pass may reach is one more step of the run's progress (``ShotRun.tick``), shown as it goes; the
-        frames a pass stops short of leave the total."""
+        """Plan every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in
+        an embedded run, a farm task's own frames) that are still to be written (with ``skip_existing``: a pass
+        whose frames are all written is not carried), stored under ``root``; ``carry_into`` carries them
+        (computed, or read where stored) before the segment whose frames they reach. Each frame a pass may reach
+        is one more step of the run's progress (``ShotRun.tick``), shown as it goes; the frames a pass stops short
+        of leave the total."""
         run = self.run
         wanted = {f for f in needed if not (run.skip_existing and run.sink.exists(f))}
-        passes = []
+        self.pending = []
         for layer in self.layers:
             stamp = run.stamp("layer", layer.frame, frames, layer.ab_work, layer.matte_work)
             store = PassStore(
@@ -156,11 +158,19 @@ class ShotLayers:
                 order = way[: max((i + 1 for i, f in enumerate(way) if f in wanted), default=0)]  # to the last needed
                 layer.unknown.update(set(way[len(order) :]) & set(needed))
                 if order:
-                    passes.append((layer, store, direction, order))
-        run.total += sum(len(order) for *_, order in passes)
-        for layer, store, direction, order in passes:
-            with store.locked([direction]):
-                self._carry(layer, store, direction, order)
+                    self.pending.append((layer, store, direction, order))
+        run.total += sum(len(order) for *_, order in self.pending)
+
+    def carry_into(self, frames: list[int] | None = None) -> None:
+        """Carry the planned passes that reach ``frames`` (None: all of them), in the order planned. A pass never
+        crosses a full key, so each lies within one segment: the segment's frames are coloured after it."""
+        reaching = set(frames) if frames is not None else None
+        for planned in list(self.pending):
+            layer, store, direction, order = planned
+            if reaching is None or reaching.intersection(order):
+                self.pending.remove(planned)
+                with store.locked([direction]):
+                    self._carry(layer, store, direction, order)
 
     def _carry(self, layer: Layer, store: PassStore, direction: str, order: list[int]) -> None:
         """One pass of ``layer`` along ``order`` (from its key outward), stopped where its matte is 0 everywhere.
@@ -180,7 +190,9 @@ class ShotLayers:
         if stored < len(order) and not ended:
             key_L = run.prepared(layer.frame).L_work
             method = layer_method(run.options.method)
-            propagator = Propagator(method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade)
+            propagator = Propagator(
+                method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade, **run.stores()
+            )
         for i, frame in enumerate(order):
             run.check_cancel()
             t0 = time.perf_counter()

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from colorprop.shot.cache import plate_identity
+
 # A FrameSource, FrameSink, PlateFrame, FrameResult (frames.py, which imports this module: no circle back).
 FrameSource = FrameSink = PlateFrame = FrameResult = Any
 
@@ -45,6 +47,9 @@ class PrefetchingSource:
             self._ahead = (nxt, self._pool.submit(self.source.read, nxt))
         return plate
 
+    def identity(self, frame: int) -> str:
+        return plate_identity(self.source, frame)
+
     def close(self) -> None:
         if self._ahead is not None:
             self._ahead[1].cancel()
@@ -73,6 +78,11 @@ class BackgroundSink:
     def read_back(self, frame: int) -> np.ndarray:
         self.flush()
         return self.sink.read_back(frame)
+
+    def held(self, frame: int) -> str | None:
+        self.flush()
+        held = getattr(self.sink, "held", None)
+        return None if held is None else held(frame)
 
     def write(self, frame: int, result: FrameResult) -> None:
         self.flush()

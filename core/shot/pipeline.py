@@ -42,6 +42,7 @@ from colorprop.shot.frames import (
     ShotReport,
 )
 from colorprop.shot.overlap import overlapped_io
+from colorprop.shot.cache import ShotCache
 from colorprop.shot.passes import temporary_root
 from colorprop.shot.preflight import check_full_key_or_regrade, check_keys_among_frames, check_sequence_job
 from colorprop.shot.run import ShotJob, ShotRun
@@ -62,6 +63,8 @@ def run_shot(
     blend=None,
     state_dir: Path | None = None,
     direction: str | None = None,
+    cache: ShotCache | None = None,
+    view: int | None = None,
 ) -> ShotReport:
     """Colour every frame of ``source`` from ``keys`` and hand each result to ``sink`` (held as a ``ShotJob``).
 
@@ -78,9 +81,13 @@ def run_shot(
     full keys'; each layer's passes are stored under ``state_dir`` (else a temporary folder) as far as the
     frames this run colours need them, and laid over those frames. With ``regrade`` and no full key, what they
     are laid over is the plate's own colour.
+    ``cache``: a ``ShotCache`` (cache.py): what no key changes is kept there and taken again, and a re-run after a
+    key edit computes only what the edit changes (rerun.py); each result carries a stamp, and a frame whose stamp
+    the sink already holds is not written again (``ShotReport.frames_unchanged``); the pixels are bit for bit
+    those without it. ``view``: a frame; the segment and the layers' passes that reach it go first.
     """
     engine.check_method(options.method)
-    job = ShotJob(source, keys, options, sink, skip_existing, segment, state_dir, direction, blend)
+    job = ShotJob(source, keys, options, sink, skip_existing, segment, state_dir, direction, blend, cache, view)
     if blend is None:
         blend = functools.partial(blend_by_confidence, power=BLEND_PRIOR_POWER[options.method])
     frames = list(source.frames)
@@ -98,10 +105,20 @@ def run_shot(
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
         if run.layers.layers and direction is None and segments:  # a pass task writes no frame: no layer
-            root = state_dir or stack.enter_context(temporary_root())
+            kept = cache.layers_root() if cache is not None else None
+            root = state_dir or kept or stack.enter_context(temporary_root())
             run.layers.carry(root, frames, [f for s in segments for f in s.frames])
-        for kind, a, b, frames_of in segments:
+            if cache is not None:
+                cache.in_use.update(store.folder for store in run.layers.stores.values())
+            if view is None:  # the layers' passes first (each segment's frames in turn, with a view)
+                run.layers.carry_into()
+        for kind, a, b, frames_of in view_first(segments, view):
             run.check_cancel()
+            run.layers.carry_into(frames_of)
+            if run.rerun is not None and direction is None:
+                run.rerun.segment(kind, a, b, frames_of)
+                if run.rerun.replay(frames_of, view):
+                    continue
             if kind == "key":
                 run.key_frame(a)
             elif kind == "between":
@@ -111,7 +128,15 @@ def run_shot(
             else:
                 run.one_way(kind, a, b, frames_of)
     run.report.seconds = time.perf_counter() - start
+    if cache is not None:
+        run.report.notes.extend(cache.notes)
     return run.report
+
+
+def view_first(segments: list[Segment], view: int | None) -> list[Segment]:
+    """``segments`` with the one holding frame ``view`` first (the rest in order)."""
+    first = [s for s in segments if view is not None and view in s.frames]
+    return first + [s for s in segments if s not in first]
 
 
 def colorize_sequence(
@@ -131,12 +156,15 @@ def colorize_sequence(
     state_dir: Path | None = None,
     direction: str | None = None,
     key_mattes: dict[int, str] | None = None,
+    cache: ShotCache | None = None,
+    view: int | None = None,
 ) -> ShotReport:
     """The embedded job: the pre-flight (preflight.py) checks everything before the first frame is
     written; then the shot runs with reading ahead and writing behind. What is read, from where to where,
     comes by position; how the run goes, by name (the same names as ``run_shot``'s): ``pixel_type`` and
     ``key_colorspace`` for the files, ``state_dir`` and ``direction`` for the passes between keys as files
-    (docs/FARM.md), ``key_mattes`` {frame: path} for a key's separate matte (--key-matte: a partial key)."""
+    (docs/FARM.md), ``key_mattes`` {frame: path} for a key's separate matte (--key-matte: a partial key),
+    ``cache`` and ``view`` as ``run_shot``'s (--cache)."""
     engine.check_method(options.method)
     checked = check_sequence_job(
         input_pattern, keys, output_pattern, frames, options, key_colorspace=key_colorspace, key_mattes=key_mattes
@@ -154,6 +182,8 @@ def colorize_sequence(
             segment=segment,
             state_dir=state_dir,
             direction=direction,
+            cache=cache,
+            view=view,
         )
-    report.notes = checked.notes
+    report.notes = checked.notes + report.notes
     return report

@@ -16,8 +16,10 @@ from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.propagate import Propagator
 from colorprop.errors import ColorpropError
 from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, ProgressEvent, ShotReport
+from colorprop.shot.cache import ShotCache
 from colorprop.shot.layers import ShotLayers
 from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint, temporary_root
+from colorprop.shot.rerun import Rerun
 from colorprop.shot.working import Prepared, ShotColour, plate_ab, regrade_change
 
 
@@ -38,6 +40,8 @@ class ShotJob:
     state_dir: Path | None = None  # the passes between keys kept there (resumable)
     direction: str | None = None  # "forward" | "backward": only that pass of the segment's span
     blend: Callable | None = None  # how two passes meet between keys (None: by confidence)
+    cache: ShotCache | None = None  # what is kept between runs of the shot (cache.py, rerun.py)
+    view: int | None = None  # the frame looked at: the runs reaching it go first
 
 
 class ShotRun:
@@ -70,6 +74,8 @@ class ShotRun:
         self._last_prepared: tuple[int, Prepared] | None = None  # a pass and the blend of a frame share it
         self._key_work: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.layers = ShotLayers(self, keys)  # layers.py
+        self.plates: str | None = None  # with a cache: what the plates and the engine are (rerun.py), in stamps
+        self.rerun = None if job.cache is None else Rerun(self, job.cache)
 
     # ---------------------------------------------------------------- reporting
 
@@ -125,16 +131,37 @@ class ShotRun:
     ) -> FrameResult:
         """Write the base's colour at ``frame`` with the partial keys' layers that touch it laid over (layers.py);
         ``written``: already on disk (a resumed frame a layer touches), not written again. Returns the base's
-        own result: what the base carries on, never the composite."""
+        own result: what the base carries on, never the composite. With a cache the base is kept there."""
         base = self.finish(prep, ab_full, conf_full)
-        if written:
-            self.emit(frame, None, 0.0)
-        elif self.layers.touches(frame):
-            composite = self.layers.over(frame, prep.L_full, ab_full, conf_full)
-            self.emit(frame, self.finish(prep, *composite), time.perf_counter() - t0)
-        else:
-            self.emit(frame, base, time.perf_counter() - t0)
+        if self.rerun is not None and not written:
+            self.rerun.keep(frame, ab_full, conf_full)
+        self.deliver(frame, prep, ab_full, conf_full, t0, written, base)
         return base
+
+    def deliver(
+        self,
+        frame: int,
+        prep: Prepared,
+        ab_full: np.ndarray,
+        conf_full: np.ndarray,
+        t0: float,
+        written: bool = False,
+        base: FrameResult | None = None,
+    ) -> None:
+        """``output``'s write, from the base's colour and confidence (``base``: their result, when made). With a
+        cache, the result carries its stamp (rerun.py) and a frame whose stamp the sink holds is not written."""
+        stamp = self.rerun.frame_stamp(frame) if self.rerun is not None and not written else ""
+        if written or (stamp and stamp == self.rerun.held(frame)):
+            if stamp:
+                self.report.frames_unchanged.append(frame)
+            self.emit(frame, None, 0.0)
+            return
+        if self.layers.touches(frame):
+            base = self.finish(prep, *self.layers.over(frame, prep.L_full, ab_full, conf_full))
+        elif base is None:
+            base = self.finish(prep, ab_full, conf_full)
+        base.stamp = stamp
+        self.emit(frame, base, time.perf_counter() - t0)
 
     def new_propagator(self, key: int, other: int | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
@@ -146,7 +173,12 @@ class ShotRun:
             self.engine.models,
             change_only=self.options.regrade,
             other_keys=others,
+            **self.stores(),
         )
+
+    def stores(self) -> dict:
+        """A Propagator's stores of what no key changes (DIS flows, F_s's features; cache.py), with a cache."""
+        return {} if self.rerun is None else {"flows": self.rerun.flows, "features": self.rerun.features}
 
     def key_work(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A key's luminance and colour at working resolution, read once per shot (a key starts one run and
@@ -241,7 +273,8 @@ class ShotRun:
     def stamp(self, *parts) -> str:
         """The fingerprint of stored passes made by this run's options and weights from ``parts``."""
         weights = self.engine.describe()["weights"]
-        return fingerprint(self.options.to_dict(), weights and weights["version"], *parts)
+        plates = () if self.plates is None else (self.plates,)  # with a cache: the plates and the engine too
+        return fingerprint(self.options.to_dict(), weights and weights["version"], *plates, *parts)
 
     @staticmethod
     def stored(store: PassStore, direction: str, frame: int) -> PassFrame:
