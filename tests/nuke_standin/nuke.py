@@ -175,10 +175,11 @@ class Node:
             "name": cls + "1",
             "tile_color": 0,
             "label": "",
+            "knobChanged": "",  # (hidden in Nuke) the script Nuke runs after the artist changes a knob
             **_DEFAULT_KNOBS.get(cls, {}),
             **kw,
         }.items():
-            self._add(Knob(name, name, value))
+            self._add(Knob(name, None if name == "knobChanged" else name, value))  # (knobChanged: hidden)
         self.render_frame: Callable[[int], Any] | None = None  # stand-in source pixels (tests)
         self.frame_range = (1, 1)
 
@@ -279,6 +280,26 @@ def toNode(name: str) -> Node | None:
 
 def thisNode() -> Node:
     return _this[-1]
+
+
+_knob: list[Knob] = []
+
+
+def thisKnob() -> Knob:
+    return _knob[-1]
+
+
+def artist_sets(node: Node, knob: str, value: Any) -> None:
+    """Stand-in for the artist changing a knob in the panel: the value is set, then the node's ``knobChanged``
+    script runs with ``nuke.thisNode()`` / ``nuke.thisKnob()`` (what Nuke does)."""
+    node[knob].setValue(value)
+    script = node["knobChanged"].value()
+    if script:
+        _this.append(node), _knob.append(node[knob])
+        try:
+            exec(script, {"nuke": __import__(__name__)})
+        finally:
+            _this.pop(), _knob.pop()
 
 
 def frame(f: int | None = None) -> int:

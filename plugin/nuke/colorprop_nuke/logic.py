@@ -76,6 +76,39 @@ def write_mattes(output_pattern: str, frames: list[int]) -> None:
         write_matte(output_pattern, f, matte)
 
 
+def plan_options(plan: ShotPlan, caps: dict[str, Any]) -> dict[str, Any]:
+    """The options the server gets: the method and quality preset, and the plan's own."""
+    extra = dict(plan.options)
+    if plan.confidence and plan.mode == P.MODE_PATHS:
+        extra["write_confidence"] = True  # the server writes the files; in-band the matte comes with each result
+    return dcc.build_options(caps, plan.method, plan.quality, **extra)
+
+
+def read_keys(plan: ShotPlan) -> dict[int, np.ndarray]:
+    """The rendered keys, RGBA when the key input has an alpha (a partial key). Raises ExrError."""
+    return {k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgba() for k in plan.keyframes}
+
+
+def plan_shot(plan: ShotPlan) -> dcc.InbandShot | dcc.PathsShot:
+    """The shot as the client library takes it (the rendered plate and keys; where the results go). Raises
+    ExrError for a rendered file it cannot read."""
+    keys = read_keys(plan)
+    if plan.mode == P.MODE_INBAND:
+        return dcc.InbandShot(
+            load_frame=lambda f: read_exr(dcc.frame_path(plan.plate_pattern, f)).rgb(),
+            keys=keys,
+            write_result=lambda f, rgb, conf: write_result(
+                plan.output_pattern, f, rgb, conf if plan.confidence else None
+            ),
+        )
+    return dcc.PathsShot(
+        plan.plate_pattern,
+        {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
+        plan.output_pattern,
+        [k for k, pixels in keys.items() if dcc.key_and_matte(pixels, f"key {k}", True)[1] is not None],
+    )
+
+
 def run_plan(
     plan: ShotPlan, progress: dcc.Progress | None = None, is_cancelled: Callable[[], bool] = lambda: False
 ) -> dcc.JobReport:
@@ -89,29 +122,10 @@ def run_plan(
     if caps is None:
         progress(0.0, f"connecting to {plan.address} {dcc.identity_text(plan.curve)}")
         caps = dcc.connect(plan.address, curve=plan.curve)
-    extra = dict(plan.options)
-    if plan.confidence and plan.mode == P.MODE_PATHS:
-        extra["write_confidence"] = True  # the server writes the files; in-band the matte comes with each result
-    options = dcc.build_options(caps, plan.method, plan.quality, **extra)
+    options = plan_options(plan, caps)
     os.makedirs(os.path.dirname(plan.output_pattern) or ".", exist_ok=True)
     try:
-        # the rendered keys, RGBA when the key input has an alpha (a partial key)
-        keys = {k: read_exr(dcc.frame_path(plan.key_pattern, k)).rgba() for k in plan.keyframes}
-        if plan.mode == P.MODE_INBAND:
-            shot: dcc.InbandShot | dcc.PathsShot = dcc.InbandShot(
-                load_frame=lambda f: read_exr(dcc.frame_path(plan.plate_pattern, f)).rgb(),
-                keys=keys,
-                write_result=lambda f, rgb, conf: write_result(
-                    plan.output_pattern, f, rgb, conf if plan.confidence else None
-                ),
-            )
-        else:
-            shot = dcc.PathsShot(
-                plan.plate_pattern,
-                {k: dcc.frame_path(plan.key_pattern, k) for k in plan.keyframes},
-                plan.output_pattern,
-                [k for k, pixels in keys.items() if dcc.key_and_matte(pixels, f"key {k}", True)[1] is not None],
-            )
+        shot = plan_shot(plan)
         report = dcc.run_job(
             plan.address,
             plan.frames,

@@ -72,6 +72,8 @@ def _add_knobs(node: "nuke.Node") -> None:
         nuke.String_Knob("colorspace", "plate colour space"),
         nuke.PyScript_Knob("colorize", "Colorize", _CALL.format("on_colorize")),
         nuke.PyScript_Knob("cancel", "Cancel", _CALL.format("on_cancel")),
+        nuke.Boolean_Knob("live", "live"),  # colorprop_nuke.live: the shot stays open, key edits re-run
+        nuke.PyScript_Knob("live_keys", "send keys", _CALL.format("on_live_keys")),
         nuke.Text_Knob("status", "status", "not run yet"),
         nuke.PyScript_Knob("suggest", "suggest keys", _CALL.format("on_suggest")),
         nuke.Enumeration_Knob("suggested", "suggested keys", [dcc.NO_SUGGESTIONS]),
@@ -123,8 +125,18 @@ def _add_knobs(node: "nuke.Node") -> None:
     )
     node["goto"].setTooltip("make the picked suggested frame the current frame")
 
+    node["knobChanged"].setValue(
+        "import colorprop_nuke.live as _cp; _cp.on_knob_changed(nuke.thisNode(), nuke.thisKnob())"
+    )
+
 
 # -- knob callbacks (main thread) -----------------------------------------------------------------
+def on_live_keys(node: "nuke.Node") -> None:
+    from . import live
+
+    live.on_keys(node)
+
+
 def on_add_key(node: "nuke.Node") -> None:
     node["keyframes"].setValue(dcc.add_keyframe(node["keyframes"].value(), int(nuke.frame())))
 
@@ -273,8 +285,9 @@ def default_work_dir(node: "nuke.Node") -> str:
     return os.path.join(os.path.dirname(script), "colorprop", stem, node.name())
 
 
-def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
-    """Render the plate over the frame range and the key input at the key frames (main thread)."""
+def render_inputs(node: "nuke.Node", plan: logic.ShotPlan, plate: bool = True) -> None:
+    """Render the plate over the frame range (unless ``plate`` is False: a live key edit) and the key input at
+    the key frames (main thread)."""
     for pattern in (plan.plate_pattern, plan.key_pattern, plan.output_pattern):
         os.makedirs(os.path.dirname(pattern), exist_ok=True)
     # The key's alpha, when its input has one, makes a partial key (it colours only where alpha > 0). Without one
@@ -284,7 +297,7 @@ def render_inputs(node: "nuke.Node", plan: logic.ShotPlan) -> None:
         plate_w, key_w = nuke.toNode("WritePlate"), nuke.toNode("WriteKey")
         key_w["channels"].setValue(key_channels)
         for write, pattern, frames in (
-            (plate_w, plan.plate_pattern, plan.frames),
+            *([(plate_w, plan.plate_pattern, plan.frames)] if plate else []),
             (key_w, plan.key_pattern, plan.keyframes),
         ):
             write["file"].setValue(pattern)
