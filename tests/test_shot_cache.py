@@ -265,3 +265,39 @@ def test_full_method_with_cached_flows_and_features_is_bitwise_the_run_without(s
     assert cache.hits.get("features", 0) >= N - 3 and cache.misses.get("features", 0) == 0
     assert set(report.frames_unchanged) >= {6, 7, 8, 9}
     assert_bitwise(got, colour(engine, plate, tmp_path / "fresh2", repainted, options=options)[1])
+
+
+def test_colorize_with_cache_a_second_run_after_a_key_edit_writes_only_what_changed(shot, tmp_path, capsys):
+    from colorprop.cli.main import main
+    from colorprop.io.exr import write_exr
+
+    plate, frames = shot
+    keys = []
+    for k in (1, 5, N):
+        write_exr(tmp_path / f"key{k}.exr", frames[k - 1], ("R", "G", "B"))
+        keys += ["--key", f"{k}={tmp_path / f'key{k}.exr'}"]
+    common = [
+        "colorize",
+        "-i",
+        plate,
+        "--method",
+        "flow",
+        "--progress",
+        "none",
+        "--colorspace",
+        "Linear Rec.709 (sRGB)",
+    ]
+    cached = [*common, "-o", str(tmp_path / "out" / "c.####.exr"), "--cache", str(tmp_path / "cache"), *keys]
+    assert main(cached) == 0
+    before = files(tmp_path / "out")
+    write_exr(tmp_path / f"key{N}.exr", frames[N - 1] * np.float32([1.0, 0.6, 0.4]), ("R", "G", "B"))  # repainted
+    capsys.readouterr()
+    assert main(cached) == 0
+    assert "written" in capsys.readouterr().err
+    after = files(tmp_path / "out")
+    assert {f for f in before if before[f] == after[f]} == {1, 2, 3, 4, 5}  # only the span to key N is rewritten
+    assert main([*common, "-o", str(tmp_path / "fresh" / "c.####.exr"), *keys]) == 0
+    for f in range(1, N + 1):
+        got, want = (read_exr(tmp_path / d / f"c.{f:04d}.exr").pixels for d in ("out", "fresh"))
+        assert np.array_equal(got, want), f
+    assert main([*common, "-o", str(tmp_path / "x.####.exr"), "--cache", "c", "--cache-max-gb", "0", *keys]) == 2

@@ -139,6 +139,19 @@ def add_parser(sub) -> None:
         "temporary folder)",
     )
     p.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep what no key changes (flows, features) and each frame's result in this folder, so a second run "
+        "after a key edit computes only what the edit changes and writes only the frames that change (bit for bit "
+        "the run without it; safe to delete; docs/KEYS.md, 'Re-runs')",
+    )
+    p.add_argument(
+        "--cache-max-gb",
+        type=float,
+        default=8.0,
+        help="with --cache: the folder's bound; the least recently used entries go beyond it",
+    )
+    p.add_argument(
         "--direction",
         choices=("forward", "backward"),
         help="with --segment and --state-dir: only run this pass of the segment's span to the next "
@@ -202,6 +215,10 @@ def run(args) -> int:
         raise InputError(
             "--direction/--state-dir with --server: the server runs whole shots; run the passes embedded (no --server)"
         )
+    if args.server and args.cache is not None:
+        raise InputError("--cache with --server: the server keeps its own; run embedded (no --server) to use DIR")
+    if args.cache_max_gb <= 0:
+        raise InputError(f"--cache-max-gb {args.cache_max_gb}: must be above 0")
     if args.segment is not None and args.server:
         owned = key_segment(sorted(frames), full, args.segment)
         if owned.frames != sorted(frames):
@@ -225,9 +242,10 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 0
+    unchanged = f" ({len(report.frames_unchanged)} unchanged since the last run)" if args.cache else ""
     print(
         f"colorprop: {len(report.frames_written)} frame(s) written, {len(report.frames_skipped)} skipped "
-        f"(already complete), {report.seconds:.1f} s, method {options.method}",
+        f"(already complete){unchanged}, {report.seconds:.1f} s, method {options.method}",
         file=sys.stderr,
     )
     return 0
@@ -261,8 +279,10 @@ def colorize(args, keys, frames, options, progress):
             key_mattes=args.key_mattes,
         )
     from colorprop.engine.engine import Engine
+    from colorprop.shot.cache import ShotCache
     from colorprop.shot.pipeline import colorize_sequence
 
+    cache = ShotCache(args.cache, max_bytes=int(args.cache_max_gb * 1024**3)) if args.cache else None
     engine = Engine.load(Path(args.weights) if args.weights else None, device=args.device, precision=args.precision)
     return colorize_sequence(
         engine,
@@ -279,4 +299,5 @@ def colorize(args, keys, frames, options, progress):
         direction=args.direction,
         state_dir=Path(args.state_dir) if args.state_dir else None,
         key_mattes=args.key_mattes,
+        cache=cache,
     )
