@@ -140,7 +140,28 @@ class InbandSource:
                 s.last_read = (frame, item)
         service.gate.acquire(s.id, s.halted)
         pixels, channels, cs = item
-        return PlateFrame(pixels, channels, cs if cs is not None else self.colorspace, None, f"frame {frame}")
+        cs = cs if cs is not None else self.colorspace
+        if s.live is not None and frame not in s.live.plate_ids:
+            s.live.plate_ids[frame] = plate_id(pixels, channels, cs)
+        return PlateFrame(pixels, channels, cs, None, f"frame {frame}")
+
+    def identity(self, frame: int) -> str:
+        """What the shot cache knows the plate by: a hash of the pixels the client sent for it, taken at the
+        session's first read of it. A live session's plates are the ones it opened with (a plate that changes is
+        a new session), so a re-run finds its flows and features without the client sending every frame again."""
+        plate_ids = self.s.live.plate_ids if self.s.live is not None else {}
+        if frame not in plate_ids:
+            item = self.read(frame)
+            return plate_id(item.pixels, item.channels, item.colorspace)
+        return plate_ids[frame]
+
+
+def plate_id(pixels: np.ndarray, channels: tuple, colorspace: str | None) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=16)
+    digest.update(repr((pixels.shape, str(pixels.dtype), tuple(channels), colorspace)).encode())
+    return "inband:" + digest.hexdigest()
 
 
 class ResultSink:
@@ -224,6 +245,11 @@ class CheckedSource:
         turn(self.service, self.s)
         with self.service.roots.opened_file(self.source.pattern.path(frame)) as through:
             return self.source.read(frame, through)
+
+    def identity(self, frame: int) -> str:
+        """The plate's path, size and mtime (the shot cache's identity of it), the path checked against the roots."""
+        self.service.roots.check(self.source.pattern.path(frame))
+        return self.source.identity(frame)
 
 
 class CheckedSink:

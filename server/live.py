@@ -52,6 +52,7 @@ class LiveState:
     last_edit: tuple[str, int] | None = None  # (request id, run) of the last edit: a resend is answered the same
     sent: dict[int, tuple[str | None, bytes]] = dataclasses.field(default_factory=dict)  # frame -> (stamp, digest)
     skipped: set[int] = dataclasses.field(default_factory=set)  # frames of the running run not sent again
+    plate_ids: dict[int, str] = dataclasses.field(default_factory=dict)  # in-band: frame -> hash of its pixels
     folder: Path | None = None
 
     def stale(self) -> bool:
