@@ -200,6 +200,10 @@ class ExrSequenceSink:
             plate = read_exr(path)
         except ColorpropError:
             return False
+        return self._expected(frame, plate)
+
+    def _expected(self, frame: int, plate: Plate) -> bool:
+        """Whether an output frame (or its header) has the size and channels ``expect`` says."""
         if self.expect is None:
             return True
         size, channels = self.expect(frame)
@@ -211,11 +215,7 @@ class ExrSequenceSink:
             plate = read_exr_header(through or self.pattern.path(frame))
         except (ColorpropError, OSError):
             return None
-        if self.expect is not None:
-            size, channels = self.expect(frame)
-            if (plate.spec_info.width, plate.spec_info.height) != size or set(plate.channels) != set(channels):
-                return None
-        return plate.metadata.get(RESULT_STAMP) or None
+        return (plate.metadata.get(RESULT_STAMP) or None) if self._expected(frame, plate) else None
 
     def read_back(self, frame: int, through: Path | None = None) -> np.ndarray:
         plate = read_exr(through or self.pattern.path(frame))
