@@ -20,7 +20,7 @@ import numpy as np
 from . import protocol as P
 from .client import CancellableClient, Event
 from .dcc import JOB_TIMEOUT_S, ColorizeError, InbandShot, PathsShot, describe_error, key_and_matte, note_text
-from .errors import ServerError, ServerUnavailable
+from .errors import CancelledByUser, ServerError, ServerUnavailable
 from .live import LiveSession
 
 POLL_S = 0.25  # a long-poll's length: an edit or a stop waits at most this long for the polling thread
@@ -78,6 +78,8 @@ class LiveNode:
             while not self._stop.is_set():
                 self._do_todo()
                 self.session.poll(wait_s=POLL_S)
+        except CancelledByUser:  # the host stopped it while a plate was being read
+            pass
         except (ServerError, ServerUnavailable, TimeoutError, P.ProtocolError, ColorizeError) as exc:
             gone = isinstance(exc, ServerUnavailable)
             self.error = exc.args[0] if isinstance(exc, ColorizeError) else describe_error(exc)

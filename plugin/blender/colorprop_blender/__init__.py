@@ -7,9 +7,9 @@ A Blender extension: blender_manifest.toml holds its name, version and the bundl
 def register():
     import bpy
 
-    from . import ops, ui
+    from . import live, ops, ui
 
-    for cls in ui.classes + ops.classes:
+    for cls in ui.classes + ops.classes + live.classes:
         bpy.utils.register_class(cls)
     bpy.types.Scene.colorprop = bpy.props.PointerProperty(type=ui.ColorPropSettings)
 
@@ -17,8 +17,10 @@ def register():
 def unregister():
     import bpy
 
-    from . import ops, ui
+    from . import live, ops, ui
 
+    for run in list(live._runs.values()):
+        run.stop()
     del bpy.types.Scene.colorprop
-    for cls in reversed(ui.classes + ops.classes):
+    for cls in reversed(ui.classes + ops.classes + live.classes):
         bpy.utils.unregister_class(cls)

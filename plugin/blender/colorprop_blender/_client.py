@@ -5,6 +5,6 @@ ImportError, so a missing pyzmq is reported as that (``dcc`` says how to fix it)
 import os
 
 if os.path.isdir(os.path.join(os.path.dirname(os.path.abspath(__file__)), "colorprop_client")):
-    from .colorprop_client import dcc, protocol  # noqa: F401
+    from .colorprop_client import dcc, dcc_live, protocol  # noqa: F401
 else:
-    from colorprop_client import dcc, protocol  # noqa: F401
+    from colorprop_client import dcc, dcc_live, protocol  # noqa: F401

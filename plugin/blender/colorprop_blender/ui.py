@@ -71,6 +71,7 @@ class ColorPropSettings(bpy.types.PropertyGroup):
         description="The server's notes on the last run (e.g. a key's alpha clamped), a line each",
     )
     status: bpy.props.StringProperty(name="Status", default="")
+    live: bpy.props.BoolProperty(name="Live", default=False, description="A live session is open (colorprop.live)")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
 
 
@@ -141,6 +142,9 @@ class COLORPROP_PT_panel(bpy.types.Panel):
         col.prop(st, "output_dir")
         col.operator("colorprop.colorize", icon="COLOR")
         col.operator("colorprop.suggest_keys", icon="VIEWZOOM")
+        row = col.row(align=True)
+        row.operator("colorprop.live", text="Stop Live" if st.live else "Live", icon="PLAY", depress=st.live)
+        row.operator("colorprop.live_keys", icon="FILE_REFRESH")
         if st.suggestions:
             box = col.box()
             box.label(text="Suggested keys (click to go there):")
