@@ -262,3 +262,46 @@ def test_an_older_server_refuses_a_live_open_with_the_version_error(engine, monk
             assert "live session needs protocol 3" in str(refused.value) and "update the server" in str(refused.value)
     finally:
         srv.stop()
+
+
+def test_a_shared_path_live_session_writes_each_run_and_rewrites_only_changed_frames(engine, tmp_path):
+    """Shared paths: the server reads the plates and key files and writes the outputs; an edit naming a partial
+    key's file re-runs, and a frame the edit does not change is not written again (its file untouched)."""
+    from colorprop.io.exr import read_exr, write_exr
+
+    from serverkit import write_plates
+
+    frames, key, painted = shot(seed=44)
+    plate, key_path = write_plates(tmp_path / "shot", frames, key)
+    partial = tmp_path / "shot" / "partial.exr"
+    matte = box_matte()
+    write_exr(partial, np.dstack([painted * matte[..., None], matte]), ("R", "G", "B", "A"), pixel_type="float")
+    out = str(tmp_path / "out" / "o.####.exr")
+    srv = ThreadServer(engine, allowed_roots=(str(tmp_path),))
+    try:
+        with Client(srv.address, timeout_s=3) as c, LiveSession(
+            c, list(frames), {FIRST: key_path}, {"method": "flow"}, mode=P.MODE_PATHS, input_pattern=plate,
+            output_pattern=out, view=PARTIAL,
+        ) as live:  # fmt: skip
+            live.wait_run(0, timeout_s=120)
+            assert sorted(live.written) == list(frames)
+            mtimes = {f: (tmp_path / "out" / f"o.{f:04d}.exr").stat().st_mtime_ns for f in frames}
+            run = live.edit(set={PARTIAL: str(partial)}, partial=[PARTIAL])
+            done = live.wait_run(run, timeout_s=120)
+            rewritten = {f for f in frames if live.result_run[f] == run}
+            assert rewritten | set(done["unchanged"]) == set(frames) and PARTIAL in rewritten
+            for f in done["unchanged"]:
+                assert (tmp_path / "out" / f"o.{f:04d}.exr").stat().st_mtime_ns == mtimes[f]
+        from colorprop.engine.engine import ShotOptions
+        from colorprop.shot.frames import ExrSequenceSink, ExrSequenceSource, load_key
+        from colorprop.shot.pipeline import run_shot
+
+        ref = str(tmp_path / "ref" / "r.####.exr")
+        keys = {FIRST: load_key(key_path, None), PARTIAL: load_key(partial, None)}
+        run_shot(engine, ExrSequenceSource(plate, list(frames)), keys, ShotOptions(method="flow"),
+                 ExrSequenceSink(ref, "half"))  # fmt: skip
+        for f in frames:
+            got, want = read_exr(out.replace("####", f"{f:04d}")), read_exr(ref.replace("####", f"{f:04d}"))
+            np.testing.assert_array_equal(got.pixels, want.pixels, err_msg=f"frame {f}")
+    finally:
+        srv.stop()
