@@ -235,7 +235,9 @@ class Broker(WorkerSide):
                 job,
                 w.ident,
                 mode,
-                [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS else None,
+                # (a live session is not replayed: its edits live on the worker that died; its client hears
+                # worker_lost and opens it again)
+                [bytes(f.bytes) for f in body] if mode == P.MODE_PATHS and msg.get("live") is not True else None,
                 identity,
                 frames=len(msg.get("frames")) if isinstance(msg.get("frames"), list) else 0,
             )

@@ -149,6 +149,42 @@ def test_worker_killed_mid_inband_job(cluster, engine, restarts):
     assert len(killed) == 1
 
 
+def test_a_live_session_through_the_broker_edits_and_is_never_replayed_with_old_keys(cluster, engine, tmp_path):
+    """A live session (protocol 3) through the broker: its edit reaches the worker and the re-run equals the
+    embedded run of the new key; when its worker dies it is not restarted elsewhere with the keys it opened with
+    (its edits lived on that worker): the client hears worker_lost."""
+    from colorprop.engine.engine import ShotOptions
+    from colorprop.io.exr import read_exr, write_exr
+    from colorprop.shot.pipeline import colorize_sequence
+    from colorprop_client.live import LiveSession
+
+    frames, keys = make_shot(20, h=96, w=128, seed=53)
+    shot = cluster.root / "live"
+    plate, key = write_plates(shot, frames, keys[1])
+    repainted = shot / "repainted.exr"
+    write_exr(repainted, (keys[1] * np.float32(0.6)).astype(np.float32), ("R", "G", "B"), pixel_type="float")
+    out = shot / "out"
+    with Client(cluster.frontend_endpoint, timeout_s=2, retries=5) as c:
+        live = LiveSession(c, list(frames), {1: key}, {"method": "flow"}, mode=P.MODE_PATHS, input_pattern=plate,
+                           output_pattern=str(out / "o.####.exr"))  # fmt: skip
+        live.wait_run(0, timeout_s=120)
+        run = live.edit(set={1: str(repainted)})
+        live.wait_run(run, timeout_s=120)
+        ref = tmp_path / "ref"
+        colorize_sequence(engine, plate, {1: str(repainted)}, str(ref / "r.####.exr"), list(frames),
+                          ShotOptions(method="flow"))  # fmt: skip
+        for f in frames:
+            np.testing.assert_array_equal(
+                read_exr(out / f"o.{f:04d}.exr").pixels, read_exr(ref / f"r.{f:04d}.exr").pixels
+            )
+        retried_before = cluster.jobs_retried
+        _kill_worker_of_only_job(cluster)
+        with pytest.raises(JobLost) as lost:
+            live.wait_run(run + 1, timeout_s=60)
+        assert lost.value.code == P.E_WORKER_LOST and cluster.jobs_retried == retried_before
+        live.close()
+
+
 # ---------------------------------------------------------------- broker processes
 
 

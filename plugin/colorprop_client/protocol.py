@@ -85,7 +85,6 @@ BUSY = "busy"
 ERROR = "error"
 
 REQUEST_TYPES = frozenset({HELLO, PING, OPEN_SHOT, FRAME, FETCH, CANCEL, CLOSE, STATUS, EDIT, VIEW})
-LIVE_REQUESTS = frozenset({EDIT, VIEW})  # need LIVE_VERSION
 REPLY_TYPES = frozenset({CAPABILITIES, PONG, OPENED, ACK, EVENTS, JOBS, BUSY, ERROR})
 SHORT_JOB_ID = 8  # characters of another client's job id a status reply shows (a full id can fetch or cancel)
 MESSAGE_TYPES = REQUEST_TYPES | REPLY_TYPES
