@@ -22,13 +22,13 @@ Methods:
 from __future__ import annotations
 
 import contextlib
-import time
-from typing import TYPE_CHECKING, Iterator, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
 import torch
 
+from colorprop.engine.clock import StageClock
 from colorprop.engine.confidence import carry_confidence, photometric_similarity, written_confidence
 from colorprop.engine.step import (
     AB_SCALE,
@@ -45,6 +45,7 @@ from colorprop.engine.step import (
 )
 from colorprop.engine.flow import FlowStep, flow_step, make_dis, warp_backward
 from colorprop.engine.nets.features import Features
+from colorprop.engine.nets.matching import Match
 
 if TYPE_CHECKING:
     from colorprop.engine.models import Models
@@ -106,27 +107,6 @@ def map_numpy(x: torch.Tensor) -> np.ndarray:
     return x[0, 0].float().cpu().numpy().astype(np.float32)
 
 
-class StageClock:
-    """Wall seconds per stage name, summed over calls (``colorprop bench``). CUDA work is waited for
-    at both ends of a stage, so a stage's time is its own, not the queue's."""
-
-    def __init__(self, device: torch.device | None = None):
-        self.seconds: dict[str, float] = {}
-        self._cuda = device is not None and device.type == "cuda"
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        if self._cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            if self._cuda:
-                torch.cuda.synchronize()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-
 class Propagator:
     """Carries the key's colour forward (or backward) one frame per ``step``.
 
@@ -147,7 +127,7 @@ class Propagator:
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
         plate's own colour; measured on real footage in docs/KEYS.md. ``flows`` and ``features``: a shot
         cache's stores (shot/cache.py) of what does not depend on the key, DIS flows (``flow.dis_pair``) and
-        F_s's features of a frame (``frame_features``); taken from them bit for bit as computed, or computed
+        F_s's features and key match of a frame (``key_match``); taken from them bit for bit as computed, or computed
         and kept there; None: computed."""
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -155,7 +135,7 @@ class Propagator:
             raise ValueError(f"method {method!r} needs trained models")
         self.method = method
         self.change_only = change_only
-        self.flows, self.feature_store = flows, features
+        self.flows, self.feature_store, self.key_digest = flows, features, None
         self.models = models
         self.device = models.device if models is not None else torch.device("cpu")
         self.dis = make_dis()
@@ -230,6 +210,7 @@ class Propagator:
             self.memory = [*self.memory, branch.encode_key(gray_tensor(L, self.device), ab_tensor(ab, self.device))]
             self.memory = self.memory[-cfg.memory_size :]
             self.key_state = branch.join_keys(*self.key_states, *self.memory)
+            self.key_digest = None
 
     def _flow(self, L: np.ndarray) -> FlowStep:
         """DIS from this frame back to the previous one (and the previous colour along it, but for ``full``,
@@ -275,7 +256,7 @@ class Propagator:
         if self.method == "global":
             with self._stage("F_s"):
                 with models.autocast():
-                    global_out = as_float32(models.global_branch(gray, self.key_state, self.frame_features(gray, L)))
+                    global_out = as_float32(models.global_branch(gray, self.key_state, self.key_match(gray, L)))
             similarity = map_numpy(global_out.similarity).clip(0, 1)  # no flow: nothing is carried
             return PendingFrame(
                 L,
@@ -313,9 +294,7 @@ class Propagator:
         with torch.inference_mode():
             with self._stage("F_s"):
                 with self.models.autocast():
-                    global_out = as_float32(
-                        self.models.global_branch(gray, self.key_state, self.frame_features(gray, L))
-                    )
+                    global_out = as_float32(self.models.global_branch(gray, self.key_state, self.key_match(gray, L)))
         chain = self._chain(flowed, L)
         photometric = photometric_similarity(L, warp_backward(self.prev_L, flowed.flow))
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(dev)  # noqa: E731
@@ -335,18 +314,26 @@ class Propagator:
             *direct,
         ), flowed
 
-    def frame_features(self, gray: torch.Tensor, L: np.ndarray) -> Features | None:
-        """F_s's features of the frame (gray, and its luminance ``L`` HxW that names it): they do not depend on
-        the key, so a shot cache keeps them (``features``); None without one (F_s computes them itself). Called
+    def key_match(self, gray: torch.Tensor, L: np.ndarray) -> Match | None:
+        """F_s's match of the frame (gray, and its luminance ``L`` HxW that names it) against the key(s): made
+        from luminance alone, never from a key's colour, so a shot cache keeps it (``features``, with F_s's
+        features of the frame, which no key changes at all); None without one (F_s makes it itself). Called
         under the same autocast as F_s."""
-        if self.feature_store is None:
+        store = self.feature_store
+        if store is None:
             return None
-        stored = self.feature_store.get(L, self.device)
-        if stored is not None:
-            return Features(*stored)
-        features = self.models.global_branch.features(gray)
-        self.feature_store.put(L, tuple(features))
-        return features
+        if self.key_digest is None:
+            self.key_digest = store.digest(self.key_state.features)
+        match = store.get("match", L, self.device, self.key_digest)
+        if match is None:
+            branch = self.models.global_branch
+            features = store.get("features", L, self.device)
+            if features is None:
+                features = branch.features(gray)
+                store.put("features", L, features)
+            match = branch.match(Features(*features), self.key_state)
+            store.put("match", L, match, self.key_digest)
+        return Match(*match)
 
     def follow(self, L: np.ndarray, chain: np.ndarray) -> None:
         """Move the luminance and the flow chain (HxW) on to this frame (``accept`` without colour)."""

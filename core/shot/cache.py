@@ -18,6 +18,8 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
               all find it
     features  F_s's backbone features of a frame's working luminance (``GlobalBranch.features``): what F_s
               computes before it looks at a key
+    match     F_s's match of a frame against the key(s) (``GlobalBranch.match``): made from the frame's and the
+              keys' luminance alone, so a run from a repainted key finds it
     base      one frame's base result, what ``ShotRun.output`` receives (ab and written confidence at full
               resolution, float32), found by its segment's stamp (run.py): a segment whose stamp did not change
               is not run again; its frames come from here
@@ -268,27 +270,34 @@ class FlowEntries:
         self.cache.put("flow", key, ab=ba if swapped else ab, ba=ab if swapped else ba)
 
 
-class FeatureEntries:
-    """The ``features`` entries as the Propagator asks for them: F_s's features of a working luminance image,
-    tensors kept bit for bit (bfloat16 as its 16 bits)."""
+class NetworkEntries:
+    """The ``features`` and ``match`` entries as the Propagator asks for them (``Propagator.key_match``): F_s's
+    features of a frame's working luminance ``L``, and its match against the key(s) (``key``: a digest of their
+    features), tensors kept bit for bit (bfloat16 as its 16 bits)."""
 
     def __init__(self, cache: ShotCache, salt: str):
         self.cache, self.salt = cache, salt
 
-    def get(self, L: np.ndarray, device: torch.device) -> tuple[torch.Tensor, ...] | None:
-        entry = self.cache.get("features", fingerprint(self.salt, array_digest(L)))
+    @staticmethod
+    def digest(tensors) -> str:
+        return fingerprint(*(array_digest(_array(t)) for t in tensors))
+
+    def get(self, kind: str, L: np.ndarray, device: torch.device, key: str = "") -> tuple[torch.Tensor, ...] | None:
+        entry = self.cache.get(kind, fingerprint(self.salt, array_digest(L), key))
         if entry is None:
             return None
-        count = len(entry) // 2
-        return tuple(_tensor(entry[f"t{i}"], str(entry[f"d{i}"])).to(device) for i in range(count))
+        return tuple(_tensor(entry[f"t{i}"], str(entry[f"d{i}"])).to(device) for i in range(len(entry) // 2))
 
-    def put(self, L: np.ndarray, tensors: tuple[torch.Tensor, ...]) -> None:
+    def put(self, kind: str, L: np.ndarray, tensors, key: str = "") -> None:
         arrays = {}
         for i, t in enumerate(tensors):
-            t = t.detach().cpu().contiguous()
-            arrays[f"t{i}"] = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
-            arrays[f"d{i}"] = np.array(str(t.dtype))
-        self.cache.put("features", fingerprint(self.salt, array_digest(L)), **arrays)
+            arrays[f"t{i}"], arrays[f"d{i}"] = _array(t), np.array(str(t.dtype))
+        self.cache.put(kind, fingerprint(self.salt, array_digest(L), key), **arrays)
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu().contiguous()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
 
 
 def _tensor(array: np.ndarray, dtype: str) -> torch.Tensor:

@@ -23,7 +23,7 @@ import time
 import cv2
 import numpy as np
 
-from colorprop.shot.cache import FeatureEntries, FlowEntries, ShotCache, array_digest, plate_identity
+from colorprop.shot.cache import NetworkEntries, FlowEntries, ShotCache, array_digest, plate_identity
 from colorprop.shot.passes import fingerprint
 
 
@@ -52,7 +52,7 @@ class Rerun:
         cache.open(fingerprint(frames, identities), {"engine": engine, "options": run.options.to_dict()})
         run.plates = fingerprint(identities, engine)
         self.flows = FlowEntries(cache, fingerprint("flow", cv2.__version__))
-        self.features = FeatureEntries(cache, fingerprint("features", engine))
+        self.features = NetworkEntries(cache, fingerprint("features", engine))
         self.segment_stamp = ""
         self._colour: dict[int, str] = {}
 

@@ -168,19 +168,19 @@ class GlobalBranch(nn.Module):
                 chunk=cfg.chunk,
             )
 
-    def forward(self, gray_cur: torch.Tensor, key: KeyState, features: Features | None = None) -> GlobalOutput:
+    def forward(self, gray_cur: torch.Tensor, key: KeyState, match: Match | None = None) -> GlobalOutput:
         """Colour the current frame from the key.
 
         Args:
             gray_cur: N x 1 x H x W, L/100 (any H, W; need not equal the key's size).
             key: from ``encode_key`` (batch N or 1).
-            features: ``self.features(gray_cur)`` when the caller has them already (a shot cache), else None.
+            match: ``self.match(self.features(gray_cur), key)`` when the caller has it already (a shot cache).
 
         Returns:
             GlobalOutput(ab N x 2 x H x W, similarity N x 1 x H x W), at the input resolution.
         """
         h, w = gray_cur.shape[-2:]
-        m = self.match(self.features(gray_cur) if features is None else features, key)
+        m = self.match(self.features(gray_cur), key) if match is None else match
         model = key.color_model
         if model.shape[0] == 1 and gray_cur.shape[0] > 1:
             model = model.expand(gray_cur.shape[0], -1, -1, -1)
