@@ -43,19 +43,6 @@ def dis_flow(dis, src_u8: np.ndarray, dst_u8: np.ndarray) -> np.ndarray:
     return dis.calc(src_u8, dst_u8, None)
 
 
-def dis_pair(dis, a_u8: np.ndarray, b_u8: np.ndarray, store=None) -> tuple[np.ndarray, np.ndarray]:
-    """DIS both ways between two 8-bit images: (flow a -> b, flow b -> a), computed in that order. ``store``
-    (a shot cache's flows, shot/cache.py ``FlowEntries``: ``get(a, b)`` -> the pair or None, ``put(a, b, ab, ba)``)
-    gives the pair when it holds it and keeps it when computed: DIS depends on the two images alone, so a
-    stored pair is bit for bit the one computed."""
-    pair = None if store is None else store.get(a_u8, b_u8)
-    if pair is None:
-        pair = dis_flow(dis, a_u8, b_u8), dis_flow(dis, b_u8, a_u8)
-        if store is not None:
-            store.put(a_u8, b_u8, *pair)
-    return pair
-
-
 def _sample_grid(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # A row of x and a column of y broadcast: the same sums as full coordinate grids, without making them.
     h, w = flow.shape[:2]
@@ -107,7 +94,21 @@ def forward_backward_consistency(flow_bwd: np.ndarray, flow_fwd: np.ndarray) -> 
 
 def flow_step(dis, prev_L: np.ndarray, prev_ab: np.ndarray | None, L: np.ndarray, store=None) -> FlowStep:
     """DIS flow from the current frame back to the previous one; previous ab warped along it (None: no ab).
-    ``store``: a shot cache's flows (``dis_pair``)."""
-    flow_bwd, flow_fwd = dis_pair(dis, l_to_u8(L), l_to_u8(prev_L), store)
+
+    ``store``: a shot cache's flows (shot/cache.py ``FlowEntries``): ``get(cur_u8, prev_u8)`` -> (flow cur ->
+    prev, flow prev -> cur, the first one's consistency or None) or None; ``put(cur_u8, prev_u8, bwd, fwd,
+    consistency)``. DIS and the check depend on the two 8-bit images alone, so what is stored is bit for bit
+    what is computed; a pair stored the other way round gives its two flows, its consistency is computed."""
+    cur_u8, prev_u8 = l_to_u8(L), l_to_u8(prev_L)
+    stored = None if store is None else store.get(cur_u8, prev_u8)
+    if stored is None:
+        flow_bwd = dis_flow(dis, cur_u8, prev_u8)
+        flow_fwd = dis_flow(dis, prev_u8, cur_u8)
+        stored = flow_bwd, flow_fwd, None
+    flow_bwd, flow_fwd, consistency = stored
+    if consistency is None:
+        consistency = forward_backward_consistency(flow_bwd, flow_fwd)
+        if store is not None:
+            store.put(cur_u8, prev_u8, flow_bwd, flow_fwd, consistency)
     ab = None if prev_ab is None else warp_backward(prev_ab, flow_bwd)
-    return FlowStep(ab, forward_backward_consistency(flow_bwd, flow_fwd), flow_bwd)
+    return FlowStep(ab, consistency, flow_bwd)

@@ -126,7 +126,7 @@ class Propagator:
         """``change_only`` (regrade: ``key_ab`` is a change, 0 where the key left the plate alone): ``full``
         puts no change where the tracked change (F_w's output) is exactly 0, so untouched regions stay the
         plate's own colour; measured on real footage in docs/KEYS.md. ``flows`` and ``features``: a shot
-        cache's stores (shot/cache.py) of what does not depend on the key, DIS flows (``flow.dis_pair``) and
+        cache's stores (shot/cache.py) of what does not depend on the key, DIS flows (``flow.flow_step``) and
         F_s's features and key match of a frame (``key_match``); taken from them bit for bit as computed, or computed
         and kept there; None: computed."""
         if method not in METHODS:

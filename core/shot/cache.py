@@ -13,9 +13,9 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
 
 ``<shot>`` is a fingerprint of where the plates come from and the frame list. The kinds:
 
-    flow      DIS flow both ways between two working-size luminance images (engine/flow.py ``dis_pair``),
-              found by the two 8-bit images themselves: the base's runs and the layers', forward and backward,
-              all find it
+    flow      DIS flow both ways between two working-size luminance images and the consistency of each way
+              (engine/flow.py ``flow_step``), found by the two 8-bit images themselves: the base's runs and the
+              layers', forward and backward, all find it
     features  F_s's backbone features of a frame's working luminance (``GlobalBranch.features``): what F_s
               computes before it looks at a key
     match     F_s's match of a frame against the key(s) (``GlobalBranch.match``): made from the frame's and the
@@ -248,8 +248,8 @@ def reason(err: OSError) -> str:
 
 
 class FlowEntries:
-    """The ``flow`` entries as engine/flow.py's ``dis_pair`` asks for them: DIS both ways between two 8-bit
-    images, found whichever of the two comes first."""
+    """The ``flow`` entries as engine/flow.py's ``flow_step`` asks for them: DIS both ways between two 8-bit
+    images (found whichever comes first) and the consistency of each way that a run has used."""
 
     def __init__(self, cache: ShotCache, salt: str):
         self.cache, self.salt = cache, salt
@@ -258,16 +258,24 @@ class FlowEntries:
         da, db = array_digest(a), array_digest(b)
         return fingerprint(self.salt, *sorted((da, db))), da > db
 
-    def get(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def get(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+        """(flow a -> b, flow b -> a, the consistency of a -> b or None), or None."""
         key, swapped = self._key(a, b)
         entry = self.cache.get("flow", key)
         if entry is None:
             return None
-        return (entry["ba"], entry["ab"]) if swapped else (entry["ab"], entry["ba"])
+        first, second = ("ba", "ab") if swapped else ("ab", "ba")
+        return entry[first], entry[second], entry.get(f"c_{first}")
 
-    def put(self, a: np.ndarray, b: np.ndarray, ab: np.ndarray, ba: np.ndarray) -> None:
+    def put(self, a: np.ndarray, b: np.ndarray, ab: np.ndarray, ba: np.ndarray, consistency: np.ndarray) -> None:
+        """Keep the pair with the consistency of a -> b (and the other way's, when the entry has it)."""
         key, swapped = self._key(a, b)
-        self.cache.put("flow", key, ab=ba if swapped else ab, ba=ab if swapped else ba)
+        first, second = ("ba", "ab") if swapped else ("ab", "ba")
+        entry = self.cache.get("flow", key) or {}
+        arrays = {first: ab, second: ba, f"c_{first}": consistency}
+        if f"c_{second}" in entry:
+            arrays[f"c_{second}"] = entry[f"c_{second}"]
+        self.cache.put("flow", key, **arrays)
 
 
 class NetworkEntries:

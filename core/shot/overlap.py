@@ -65,6 +65,7 @@ class BackgroundSink:
         self.pixel_dtype = sink.pixel_dtype
         self._pool = pool
         self._pending: Future | None = None
+        self._pending_frame: int | None = None
 
     def flush(self) -> None:
         pending, self._pending = self._pending, None
@@ -80,13 +81,14 @@ class BackgroundSink:
         return self.sink.read_back(frame)
 
     def held(self, frame: int) -> str | None:
-        self.flush()
+        if self._pending_frame == frame:  # its own write may still go on (another frame's is another file)
+            self.flush()
         held = getattr(self.sink, "held", None)
         return None if held is None else held(frame)
 
     def write(self, frame: int, result: FrameResult) -> None:
         self.flush()
-        self._pending = self._pool.submit(self.sink.write, frame, result)
+        self._pending, self._pending_frame = self._pool.submit(self.sink.write, frame, result), frame
 
 
 @contextlib.contextmanager
