@@ -22,6 +22,9 @@ pixels are written unchanged.
 
 Partial keys (a key with a matte) are layers laid over what the full keys give (layers.py): the plan above is
 the full keys'; a pixel no layer reaches is written as if there were no partial key.
+
+With a shot cache (cache.py, rerun.py) what no key changes is computed once per shot, and a re-run after a key
+edit runs only the segments and layer passes the edit changes and writes only the frames whose result changes.
 """
 
 from __future__ import annotations
