@@ -238,8 +238,8 @@ class Service:
         # (the frame the engine waits for is always taken)
         over_budget = gate.frame_busy(self.config, self.sessions.values(), client, req.held_bytes)
         with s.cond:
-            if frame in s.consumed and frame != s.needed:
-                accepted = False  # a late resend of a frame the engine already read
+            if s.live is None and frame in s.consumed and frame != s.needed:
+                accepted = False  # a late resend of a frame the engine already read (a live run reads some twice)
             elif (
                 frame != s.needed
                 and frame not in s.inbox

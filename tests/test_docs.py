@@ -2,7 +2,8 @@
 
 - A table generated from a JSON is marked in the Markdown by a comment line just above it,
   ``<!-- table: KIND path/to/file.json -->``; the test renders the JSON with the command's own formatter and
-  the table must be the same, figure for figure (KIND: ``eval``, ``eval-per-range``, ``bench``).
+  the table must be the same, figure for figure (KIND: ``eval``, ``eval-per-range``, ``bench``,
+  ``bench-live``).
 - No link leaves the repository: a reader of the repository has nothing outside it; every relative link
   resolves to a file that is there.
 - docs/README.md is the index of the docs: it names every page in docs/.
@@ -34,6 +35,10 @@ def render(kind: str, results: dict) -> str:
         return format_per_range(results, results["methods"])
     if kind == "bench":
         from colorprop.measure.bench import format_table
+
+        return format_table(results)
+    if kind == "bench-live":
+        from colorprop_server.bench_live import format_table
 
         return format_table(results)
     raise ValueError(f"unknown table kind {kind!r}")

@@ -29,6 +29,8 @@ from .client import Client, Event, Job, _as_wire_array
 from .colorize import LONG_POLL_S, _raise_terminal
 from .errors import ServerBusy, ServerError, ServerUnavailable
 
+PREFETCH = 2  # plates sent ahead of the server's 'need', in the direction its run goes
+
 
 class LiveSession:
     """One live session on the server; not thread-safe (one thread polls, edits and closes)."""
@@ -51,9 +53,13 @@ class LiveSession:
         partial_keys: Sequence[int] = (),
         on_event: Callable[[Event], None] | None = None,
         job_id: str | None = None,
+        prefetch: int = PREFETCH,
     ):
         self.client, self.plates, self.channels, self.colorspace = client, plates, tuple(channels), colorspace
         self.on_event = on_event or (lambda ev: None)
+        self.frames, self.prefetch = sorted(int(f) for f in frames), prefetch
+        self._last_need: int | None = None
+        self._ahead: set[int] = set()  # plates sent before the server asked for them, not asked for yet
         self.results: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (rgb HxWx3, confidence HxW), newest
         self.written: dict[int, str] = {}  # shared paths: frame -> the output file the server wrote
         self.result_run: dict[int, int] = {}  # frame -> the run its newest result came from
@@ -181,13 +187,32 @@ class LiveSession:
 
     # ------------------------------------------------------------------ helpers
     def _send_plate(self, frame: int) -> None:
+        """The plate the server asks for, then up to ``prefetch`` more in the direction its run goes (a run reads
+        consecutive frames), so that the next reads find them there instead of waiting for a round trip."""
         if self.plates is None:
             raise ValueError("an in-band live session needs plates (frame -> pixels)")
+        step = 0 if self._last_need is None else (frame > self._last_need) - (frame < self._last_need)
+        self._last_need = frame
+        self._ahead.discard(frame)
+        if not self._send(frame):
+            return
+        if step and self.prefetch:
+            i = self.frames.index(frame) if frame in self.frames else -1
+            for j in range(i + step, i + step * (self.prefetch + 1), step):
+                if i < 0 or not 0 <= j < len(self.frames):
+                    break
+                if self.frames[j] not in self._ahead:
+                    if not self._send(self.frames[j]):
+                        break  # the server's buffer is full: it asks when it needs one
+                    self._ahead.add(self.frames[j])
+
+    def _send(self, frame: int) -> bool:
         pixels = self.plates(frame) if callable(self.plates) else self.plates[frame]
         try:
             self.job.send_frame(frame, pixels, self.channels, self.colorspace)
+            return True
         except ServerBusy:
-            pass  # a stale need (an edit started another run): the frame the server waits for is always taken
+            return False  # a stale need (an edit started another run), or a full buffer: asked again when needed
 
 
 def _check_time(end: float | None, what: str) -> None:
