@@ -6,6 +6,7 @@ called by the script itself (no event loop in background mode). COLORPROP_SKIP_B
 
 from __future__ import annotations
 
+import os
 import shutil
 import textwrap
 
@@ -15,7 +16,10 @@ import pytest
 from hide_zmq import HIDE_ZMQ
 from test_blender_addon import FRAMES, SHOT, _read, blender_python, extension_zip, run_blender, server  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("watchdog")
+pytestmark = [
+    pytest.mark.usefixtures("watchdog"),
+    pytest.mark.skipif(os.environ.get("COLORPROP_SKIP_BLENDER") == "1", reason="COLORPROP_SKIP_BLENDER=1"),
+]
 
 LIVE_SCRIPT = HIDE_ZMQ + textwrap.dedent(r"""
     import json, os, shutil, sys, time
