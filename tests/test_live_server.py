@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from colorprop_client import protocol as P
-from colorprop_client.client import Client, ServerError
+from colorprop_client.client import Client, JobCancelled, ServerError
 from colorprop_client.live import LiveSession
 
 from serverkit import ThreadServer, make_shot
@@ -105,7 +105,7 @@ def test_open_stream_edit_each_run_equals_a_fresh_run(engine, live_server):
 
 def test_an_edit_cancels_the_running_run_and_the_rerun_ends_with_the_new_keys(engine, live_server):
     """The edit goes out while run 0 is still at its first frames (its need unanswered): run 0 never ends, run 1
-    does, with the pixels of a fresh run of the new keys."""
+    does, with the pixels of a fresh run of the new keys; then cancel ends the session."""
     frames, key, painted = shot(seed=17)
     with (
         Client(live_server.address, timeout_s=3) as c,
@@ -118,6 +118,16 @@ def test_an_edit_cancels_the_running_run_and_the_rerun_ends_with_the_new_keys(en
         live.wait_run(run, timeout_s=120)
         assert 0 not in live.runs_done
         assert_shows(live, embedded(engine, frames, {FIRST: repainted}))
+        # cancel ends the session (its client hears 'cancelled'); a later edit is refused as not live
+        session = live_server.service.sessions[live.job.id]
+        live.job.cancel()
+        with pytest.raises(JobCancelled):
+            live.wait_run(run + 1, timeout_s=60)
+        session.thread.join(30)
+        assert session.state == "cancelled" and not session.live.folder.exists()
+        with pytest.raises(ServerError) as ended:
+            live.edit(remove=[FIRST])
+        assert ended.value.code == P.E_NOT_LIVE
 
 
 def test_two_clients_live_sessions_at_once_end_with_their_embedded_pixels(engine, live_server):
