@@ -79,12 +79,22 @@ def lay_over(
     ab: np.ndarray, confidence: np.ndarray, layer_ab: np.ndarray, layer_confidence: np.ndarray, matte: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ab`` (HxWx2) and ``confidence`` (HxW) with a layer laid over them by ``matte`` (HxW in [0, 1]); where the
-    matte is 0 the values are the very ones given (``np.where``: no arithmetic touches them)."""
-    touched = matte > 0
-    m = matte[..., None]
-    ab = np.where(touched[..., None], ab * (1.0 - m) + layer_ab * m, ab).astype(np.float32)
-    confidence = np.where(touched, confidence * (1.0 - matte) + layer_confidence * matte, confidence)
-    return ab, confidence.astype(np.float32)
+    matte is 0 the values are the very ones given (no arithmetic touches them). The arithmetic runs over the box
+    around the touched pixels only, pixel by pixel as over the whole frame."""
+    ab, confidence = ab.astype(np.float32), np.asarray(confidence).astype(np.float32)
+    rows, cols = np.flatnonzero((matte > 0).any(axis=1)), np.flatnonzero((matte > 0).any(axis=0))
+    if rows.size == 0:
+        return ab, confidence
+    box = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    m = matte[box]
+    touched = m > 0
+    layer_ab = np.broadcast_to(layer_ab, ab.shape)[box]
+    layer_confidence = np.broadcast_to(layer_confidence, confidence.shape)[box]
+    mixed = ab[box] * (1.0 - m[..., None]) + layer_ab * m[..., None]
+    ab[box] = np.where(touched[..., None], mixed, ab[box])
+    mixed = confidence[box] * (1.0 - m) + layer_confidence * m
+    confidence[box] = np.where(touched, mixed, confidence[box])
+    return ab, confidence
 
 
 @dataclass
@@ -188,7 +198,7 @@ class ShotLayers:
                 break
         propagator, shape = None, layer.matte_work
         if stored < len(order) and not ended:
-            key_L = run.prepared(layer.frame).L_work
+            key_L = run.working_L(layer.frame)
             method = layer_method(run.options.method)
             propagator = Propagator(
                 method, key_L, layer.ab_work, run.engine.models, change_only=run.options.regrade, **run.stores()
@@ -199,11 +209,11 @@ class ShotLayers:
             if propagator is None or i < stored:
                 state = run.stored(store, direction, frame)
                 if propagator is not None:  # replayed: the flow, the carried confidence and the shape move on
-                    pending = propagator.carried_only(run.prepared(frame).L_work)
+                    pending = propagator.carried_only(run.working_L(frame))
                     shape = warp_backward(shape, pending.flow)
                     propagator.accept(pending, state.ab, state.carried)
             else:
-                pending = propagator.step(run.prepared(frame).L_work)
+                pending = propagator.step(run.working_L(frame))
                 shape = warp_backward(shape, pending.flow)
                 ab, confidence, carried = pending.colour
                 state = PassFrame(ab, confidence, carried, None, floor_matte(shape * smooth(carried)))

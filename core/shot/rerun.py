@@ -41,6 +41,7 @@ class Rerun:
         self.run, self.cache = run, cache
         frames = list(run.source.frames)
         identities = [plate_identity(run.source, f) for f in frames]
+        self.identities = dict(zip(frames, identities))
         about = run.engine.describe()
         weights = about["weights"]
         engine = {
@@ -87,6 +88,19 @@ class Rerun:
             elif frame in layer.reach:
                 parts.append((layer.frame, layers.stores[layer.frame].stamp, layer.reach[frame]))
         return fingerprint(self.segment_stamp, frame, parts)
+
+    def _L_key(self, frame: int) -> str:
+        shot = self.run.shot
+        return fingerprint("L", self.identities[frame], shot.space, shot.work_size)
+
+    def working_L(self, frame: int) -> np.ndarray:
+        """The frame's luminance at the working size (``Prepared.L_work``), kept by its plate's identity."""
+        stored = self.cache.get("L", self._L_key(frame))
+        return stored["L"] if stored is not None else self.run.prepared(frame).L_work  # (which keeps it)
+
+    def keep_L(self, frame: int, L: np.ndarray) -> None:
+        if not self.cache.has("L", self._L_key(frame)):
+            self.cache.put("L", self._L_key(frame), L=L)
 
     def held(self, frame: int) -> str | None:
         held = getattr(self.run.sink, "held", None)

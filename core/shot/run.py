@@ -106,7 +106,14 @@ class ShotRun:
     def prepared(self, frame: int) -> Prepared:
         if self._last_prepared is None or self._last_prepared[0] != frame:
             self._last_prepared = (frame, self.shot.prepare(self.source.read(frame)))
+            if self.rerun is not None:
+                self.rerun.keep_L(frame, self._last_prepared[1].L_work)
         return self._last_prepared[1]
+
+    def working_L(self, frame: int) -> np.ndarray:
+        """A frame's luminance at the working size (all a pass needs of it): with a cache, kept there, so a pass
+        over frames the blend or a layer reads again reads no plate twice."""
+        return self.prepared(frame).L_work if self.rerun is None else self.rerun.working_L(frame)
 
     def carried_state(self, frame: int, rgb: np.ndarray | None, prep: Prepared) -> np.ndarray:
         """The base's colour ``rgb`` (None: read back, a skipped frame no layer touches), rounded as the sink
@@ -184,7 +191,7 @@ class ShotRun:
         """A key's luminance and colour at working resolution, read once per shot (a key starts one run and
         is the far key of another)."""
         if k not in self._key_work:
-            self._key_work[k] = self.prepared(k).L_work, self.shot.to_work(self.key_ab_full[k])
+            self._key_work[k] = self.working_L(k), self.shot.to_work(self.key_ab_full[k])
         return self._key_work[k]
 
     # ---------------------------------------------------------------- the three kinds of segment
@@ -220,7 +227,7 @@ class ShotRun:
         for frame, written in zip(order[:todo], exists):
             self.check_cancel()
             t0 = time.perf_counter()
-            prep = shot.prepare(self.source.read(frame))
+            prep = self.prepared(frame)
             if written and not self.layers.touches(frame):
                 # Already written (resume): its colour is read back, its carried confidence recomputed
                 # by flow alone (exactly what the uninterrupted run carried), no networks. A frame a layer
@@ -306,7 +313,7 @@ class ShotRun:
             if propagator is None:
                 state = self.stored(store, direction, frame)
             else:
-                L = self.prepared(frame).L_work
+                L = self.working_L(frame)
                 if i < todo:
                     pending = propagator.carried_only(L)
                     state = self.stored(store, direction, frame)
