@@ -20,8 +20,9 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
               computes before it looks at a key
     match     F_s's match of a frame against the key(s) (``GlobalBranch.match``): made from the frame's and the
               keys' luminance alone, so a run from a repainted key finds it
-    L         a frame's luminance at the working size (``Prepared.L_work``), by its plate's identity: a pass
-              reads no plate
+    L, L_full a frame's luminance at the working size (``Prepared.L_work``: a pass reads no plate) and at full
+              size (the plate is read for its other channels and header, its L is not made again), by the
+              plate's identity
     base      one frame's base result, what ``ShotRun.output`` receives (ab and written confidence at full
               resolution, float32), found by its segment's stamp (run.py): a segment whose stamp did not change
               is not run again; its frames come from here

@@ -25,6 +25,7 @@ import numpy as np
 
 from colorprop.shot.cache import NetworkEntries, FlowEntries, ShotCache, array_digest, plate_identity
 from colorprop.shot.passes import fingerprint
+from colorprop.shot.working import Prepared
 
 
 def describe_callable(f) -> object:
@@ -98,9 +99,21 @@ class Rerun:
         stored = self.cache.get("L", self._L_key(frame))
         return stored["L"] if stored is not None else self.run.prepared(frame).L_work  # (which keeps it)
 
-    def keep_L(self, frame: int, L: np.ndarray) -> None:
-        if not self.cache.has("L", self._L_key(frame)):
-            self.cache.put("L", self._L_key(frame), L=L)
+    def prepared(self, frame: int) -> Prepared | None:
+        """The frame prepared with its luminance (full and working size) from the cache: the plate is read, its
+        L not made again; None unless both are kept. The plate was checked when they were kept (its identity)."""
+        key = self._L_key(frame)
+        full = self.cache.get("L_full", key) if self.cache.has("L", key) else None
+        work = self.cache.get("L", key) if full is not None else None
+        if work is None:
+            return None
+        return Prepared(full["L"], work["L"], self.run.shot.space, self.run.source.read(frame))
+
+    def keep_L(self, frame: int, prep: Prepared) -> None:
+        key = self._L_key(frame)
+        for kind, L in (("L", prep.L_work), ("L_full", prep.L_full)):
+            if not self.cache.has(kind, key):
+                self.cache.put(kind, key, L=L)
 
     def held(self, frame: int) -> str | None:
         held = getattr(self.run.sink, "held", None)

@@ -104,10 +104,12 @@ class ShotRun:
     # ---------------------------------------------------------------- one frame's colour
 
     def prepared(self, frame: int) -> Prepared:
+        """The plate frame in the working space (with a cache, its luminance kept there: rerun.py)."""
         if self._last_prepared is None or self._last_prepared[0] != frame:
-            self._last_prepared = (frame, self.shot.prepare(self.source.read(frame)))
-            if self.rerun is not None:
-                self.rerun.keep_L(frame, self._last_prepared[1].L_work)
+            prep = None if self.rerun is None else self.rerun.prepared(frame)
+            self._last_prepared = (frame, prep or self.shot.prepare(self.source.read(frame)))
+            if self.rerun is not None and prep is None:
+                self.rerun.keep_L(frame, self._last_prepared[1])
         return self._last_prepared[1]
 
     def working_L(self, frame: int) -> np.ndarray:
