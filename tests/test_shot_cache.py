@@ -202,6 +202,8 @@ def test_another_shots_or_engines_entries_are_never_used(engine, shot, tmp_path,
     assert "base" not in cache.hits and any("other shot" in n for n in report.notes), report.notes
     assert report.frames_written == list(range(1, N + 1))
     assert_bitwise(got, colour(engine, other_plate, tmp_path / "fresh", keys)[1])
+    report, _ = colour(engine, plate, tmp_path / "d", keys, cache, options=ShotOptions(method="flow", carry="working"))
+    assert "base" not in cache.hits and any("other options" in n for n in report.notes), report.notes
     monkeypatch.setattr("colorprop.engine.engine.__version__", "0.0.0-another")
     report, got = colour(engine, plate, tmp_path / "c", keys, cache)
     assert cache.hits.get("base", 0) == 0 and any("other engine" in n for n in report.notes), report.notes

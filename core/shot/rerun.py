@@ -141,6 +141,9 @@ class Rerun:
                 run.report.frames_unchanged.append(frame)
                 run.emit(frame, None, 0.0)
                 continue
+            if run.skip_existing and run.sink.exists(frame):  # kept as it is, as a run of the segment keeps it
+                run.emit(frame, None, 0.0)
+                continue
             base = self.cache.get("base", self._base_key(frame))
             if base is None:
                 run.total += i  # the run of the segment counts these frames again
