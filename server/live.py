@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import logging
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,34 +111,16 @@ def run_live(service: Service, s: Session, options: Any, colorspace: str | None)
 
 
 def one_run(service: Service, s: Session, shot: Any, options: Any, colorspace: str | None, **more: Any) -> Any:
-    """One run of the shot with its keys of now; ``cache`` and ``view`` go to ``run_shot`` where it takes them."""
-    more = {k: v for k, v in more.items() if k in run_shot_takes() and v is not None}
+    """One run of the shot with its keys of now (``more``: the session's ``cache`` and ``view`` for ``run_shot``)."""
     if isinstance(shot, InbandShot):
         return jobs.run_inband(service, s, shot.keys, options, colorspace, shot.carry, **more)
     return jobs.run_paths(service, s, shot, options, **more)
 
 
-_TAKES: list[frozenset] = []
-_TAKES_LOCK = threading.Lock()
-
-
-def run_shot_takes() -> frozenset:
-    """The keyword arguments this core's ``run_shot`` takes (``cache`` and ``view`` came with issue 25)."""
-    with _TAKES_LOCK:
-        if not _TAKES:
-            from colorprop.shot.pipeline import run_shot
-
-            _TAKES.append(frozenset(inspect.signature(run_shot).parameters))
-        return _TAKES[0]
-
-
 def open_cache(folder: Path) -> Any:
-    """The session's shot cache in ``folder`` (the core's ``ShotCache``), or None where the core has none."""
-    try:
-        from colorprop.shot.cache import ShotCache
-    except ImportError:
-        return None
-    folder.mkdir(parents=True, exist_ok=True)
+    """The session's shot cache in ``folder`` (a cache that cannot be made leaves the runs uncached, with a note)."""
+    from colorprop.shot.cache import ShotCache
+
     return ShotCache(folder)
 
 
