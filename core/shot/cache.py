@@ -103,6 +103,7 @@ class ShotCache:
         """Use the folder of ``shot`` (a fingerprint); ``record``: what its entries are made from (shot.json).
         A folder that cannot be made leaves the cache off for this run (a note)."""
         self.folder, self.writable, self.in_use, self.notes, self.hits, self.misses = None, True, set(), [], {}, {}
+        self._bytes = None  # counted again: other processes may have written since
         folder = self.root / shot
         try:
             folder.mkdir(parents=True, exist_ok=True)
