@@ -78,6 +78,7 @@ def test_after_each_key_edit_the_rerun_is_the_fresh_run_and_rewrites_only_what_c
         report, got = colour(engine, plate, out, keys, cache)
         _, fresh = colour(engine, plate, tmp_path / f"fresh{i}", keys)
         assert_bitwise(got, fresh)
+        assert report.notes == [], report.notes  # the same plates, engine and options: nothing to say
         after = files(out)
         unchanged = {f for f in before if before[f] == after[f]}
         assert unchanged == set(report.frames_unchanged), edit
