@@ -304,3 +304,32 @@ def test_colorize_with_cache_a_second_run_after_a_key_edit_writes_only_what_chan
         got, want = (read_exr(tmp_path / d / f"c.{f:04d}.exr").pixels for d in ("out", "fresh"))
         assert np.array_equal(got, want), f
     assert main([*common, "-o", str(tmp_path / "x.####.exr"), "--cache", "c", "--cache-max-gb", "0", *keys]) == 2
+
+
+def test_regrade_edits_rerun_bitwise_the_fresh_run(engine, tmp_path):
+    """A colour plate regraded: a partial key alone (the base is the plate), then a full key added, then the
+    partial key repainted; each re-run is the fresh run, and the plate-only frames are never rewritten."""
+    from colorprop.io.exr import write_exr
+    from test_partial_keys import SPACE
+
+    frames = textured_frames(N, shift=SHIFT)
+    for i, f in enumerate(frames, start=1):
+        write_exr(tmp_path / f"plate.{i:04d}.exr", f, ("R", "G", "B"), extra_metadata={"oiio:ColorSpace": SPACE})
+    plate = str(tmp_path / "plate.####.exr")
+    regrade = ShotOptions(method="flow", regrade=True)
+    graded = full_key([f * np.float32([1.0, 0.9, 0.7]) for f in frames], 8)
+    cache, out = ShotCache(tmp_path / "cache"), tmp_path / "out"
+    for i, keys in enumerate(
+        [
+            {3: partial_key(frames, 3)},
+            {3: partial_key(frames, 3), 8: graded},
+            {3: partial_key(frames, 3, gain=(0.3, 1.0, 0.3)), 8: graded},
+        ]
+    ):
+        before = files(out)
+        report, got = colour(engine, plate, out, keys, cache, options=regrade)
+        assert_bitwise(got, colour(engine, plate, tmp_path / f"fresh{i}", keys, options=regrade)[1])
+        after = files(out)
+        assert {f for f in before if before[f] == after[f]} == set(report.frames_unchanged)
+        if i == 2:  # the repaint changes the layer's frames only; the grade's segment from 8 is not rewritten
+            assert {8, 9} <= set(report.frames_unchanged)
