@@ -115,13 +115,14 @@ def test_the_segment_reaching_the_viewed_frame_runs_first(engine, shot, tmp_path
     assert_bitwise(got, colour(engine, plate, tmp_path / "fresh", keys)[1])
 
 
-def test_a_layer_reaching_the_viewed_frame_is_carried_before_the_other_segments(engine, shot, tmp_path):
+def test_a_layer_reaching_the_viewed_frame_is_carried_as_far_as_each_frame_just_before_it(engine, shot, tmp_path):
     plate, frames = shot
     keys = {1: full_key(frames, 1), 5: full_key(frames, 5), 7: partial_key(frames, 7)}
     events = []
     _, got = colour(engine, plate, tmp_path / "a", keys, ShotCache(tmp_path / "c"), view=7, progress=events.append)
-    assert [e.frame for e in events[:3]] == [6, 8, 9]  # the layer's two passes, then the segment from key 5
-    assert events[3].frame == 6 and 1 not in [e.frame for e in events[:7]]
+    # the segment from key 5 first, each frame's layer pass just before it (6: the layer's, then the frame)
+    assert [e.frame for e in events[:7]] == [6, 6, 7, 8, 8, 9, 9] and [e.done for e in events[:2]] == [1, 2]
+    assert [e.done for e in events] == list(range(1, len(events) + 1)) and events[-1].done == events[-1].total
     assert_bitwise(got, colour(engine, plate, tmp_path / "fresh", keys)[1])
 
 
@@ -333,3 +334,18 @@ def test_regrade_edits_rerun_bitwise_the_fresh_run(engine, tmp_path):
         assert {f for f in before if before[f] == after[f]} == set(report.frames_unchanged)
         if i == 2:  # the repaint changes the layer's frames only; the grade's segment from 8 is not rewritten
             assert {8, 9} <= set(report.frames_unchanged)
+
+
+def test_a_partial_key_edited_at_the_viewed_frame_shows_there_first(engine, shot, tmp_path):
+    """The re-run after repainting the partial key at the viewed frame: that frame is the first thing done (no
+    layer pass waits before it), then the frames around it, each after its own layer step."""
+    plate, frames = shot
+    keys = {1: full_key(frames, 1), 5: partial_key(frames, 5)}
+    cache, events = ShotCache(tmp_path / "cache"), []
+    colour(engine, plate, tmp_path / "out", keys, cache, view=5)
+    keys[5] = partial_key(frames, 5, gain=(0.2, 0.9, 0.3))
+    report, got = colour(engine, plate, tmp_path / "out", keys, cache, view=5, progress=events.append)
+    assert events[0].frame == 5 and not events[0].skipped
+    assert [e.frame for e in events[1:3]] == [4, 4] and events[2].done == 3  # its layer step, then frame 4
+    assert 1 in report.frames_unchanged  # the full key, which no layer reaches
+    assert_bitwise(got, colour(engine, plate, tmp_path / "fresh", keys)[1])

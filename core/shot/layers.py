@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -98,6 +98,18 @@ def lay_over(
 
 
 @dataclass
+class PlannedPass:
+    """One pass of a layer (``ShotLayers.carry``): ``steps`` once started, frame by frame (``carry_to``)."""
+
+    layer: "Layer"
+    store: PassStore
+    direction: str
+    order: list[int]
+    steps: Iterator[int] | None = None
+    carried: int = 0  # how many of ``order`` it has carried (each one it reached, in order)
+
+
+@dataclass
 class Layer:
     """One partial key: its frame, its colour and matte at full resolution (as painted) and at the working size,
     and ``reach``: each frame its passes reach (matte > 0 somewhere) with the direction that reaches it."""
@@ -134,18 +146,19 @@ class ShotLayers:
             span = max((f for f in full if f < k), default=None), min((f for f in full if f > k), default=None)
             self.layers.append(Layer(k, run.key_ab_full[k], matte_full, ab_work, matte_work, span))
         self.stores: dict[int, PassStore] = {}
-        self.pending: list[tuple[Layer, PassStore, str, list[int]]] = []  # passes planned (``carry``), not carried
+        self.pending: list[PlannedPass] = []  # passes planned (``carry``), not carried to their end
 
     def touches(self, frame: int) -> bool:
         """Whether a layer reaches ``frame``, or may have (a written frame no pass went to: its base colour is
         made again rather than read back, which gives the same colour where no layer was laid over it)."""
+        self.carry_to(frame)
         return any(layer.frame == frame or frame in layer.reach or frame in layer.unknown for layer in self.layers)
 
     def carry(self, root: Path, frames: list[int], needed: list[int]) -> None:
         """Plan every layer's passes over the shot's ``frames`` as far as the ``needed`` frames go (all of them in
         an embedded run, a farm task's own frames) that are still to be written (with ``skip_existing``: a pass
-        whose frames are all written is not carried), stored under ``root``; ``carry_into`` carries them
-        (computed, or read where stored) before the segment whose frames they reach. Each frame a pass may reach
+        whose frames are all written is not carried), stored under ``root``; ``carry_into`` carries them all, or
+        ``carry_to`` each as far as a frame (computed, or read where stored). Each frame a pass may reach
         is one more step of the run's progress (``ShotRun.tick``), shown as it goes; the frames a pass stops short
         of leave the total."""
         run = self.run
@@ -168,22 +181,46 @@ class ShotLayers:
                 order = way[: max((i + 1 for i, f in enumerate(way) if f in wanted), default=0)]  # to the last needed
                 layer.unknown.update(set(way[len(order) :]) & set(needed))
                 if order:
-                    self.pending.append((layer, store, direction, order))
-        run.total += sum(len(order) for *_, order in self.pending)
+                    self.pending.append(PlannedPass(layer, store, direction, order))
+        run.total += sum(len(planned.order) for planned in self.pending)
 
-    def carry_into(self, frames: list[int] | None = None) -> None:
-        """Carry the planned passes that reach ``frames`` (None: all of them), in the order planned. A pass never
-        crosses a full key, so each lies within one segment: the segment's frames are coloured after it."""
-        reaching = set(frames) if frames is not None else None
+    def carry_into(self) -> None:
+        """Carry every planned pass to its end, in the order planned (a run without a viewed frame: all first)."""
         for planned in list(self.pending):
-            layer, store, direction, order = planned
-            if reaching is None or reaching.intersection(order):
-                self.pending.remove(planned)
-                with store.locked([direction]):
-                    self._carry(layer, store, direction, order)
+            for _ in self._steps(planned):
+                pass
+            self.pending.remove(planned)
 
-    def _carry(self, layer: Layer, store: PassStore, direction: str, order: list[int]) -> None:
-        """One pass of ``layer`` along ``order`` (from its key outward), stopped where its matte is 0 everywhere.
+    def carry_to(self, frame: int) -> None:
+        """Carry the planned passes that may reach ``frame`` as far as it, no further (a run with a viewed frame:
+        each frame's layers just before it is laid over, so the viewed frame waits for its own passes only)."""
+        for planned in list(self.pending):
+            if frame in planned.order[planned.carried :]:
+                for carried in self._steps(planned):
+                    planned.carried += 1
+                    if carried == frame:
+                        break
+                else:
+                    self.pending.remove(planned)
+
+    def close(self) -> None:
+        """Let go of the passes left part way (their locks), however the run ends."""
+        for planned in self.pending:
+            if planned.steps is not None:
+                planned.steps.close()
+
+    def _steps(self, planned: PlannedPass) -> Iterator[int]:
+        if planned.steps is None:
+            planned.steps = self._locked(planned)
+        return planned.steps
+
+    def _locked(self, planned: PlannedPass) -> Iterator[int]:
+        with planned.store.locked([planned.direction]):
+            yield from self._carry(planned.layer, planned.store, planned.direction, planned.order)
+
+    def _carry(self, layer: Layer, store: PassStore, direction: str, order: list[int]) -> Iterator[int]:
+        """One pass of ``layer`` along ``order`` (from its key outward), stopped where its matte is 0 everywhere;
+        each frame it reaches is yielded once carried.
         Frames stored soundly from the start are replayed by flow alone (``Propagator.carried_only``) with the
         stored colour, as ``ShotRun.pass_frames`` does, so a resumed pass goes on as an uninterrupted one."""
         run = self.run
@@ -224,6 +261,7 @@ class ShotLayers:
                 run.total -= len(order) - 1 - i
                 return
             layer.reach[frame] = direction
+            yield frame
 
     def over(
         self, frame: int, L_full: np.ndarray, ab: np.ndarray, confidence: np.ndarray
@@ -232,6 +270,7 @@ class ShotLayers:
         over, farthest key first; a layer's working-size colour goes to full resolution under the plate's L
         (``ShotColour.to_full``), its matte by resizing (floored again)."""
         shot = self.run.shot
+        self.carry_to(frame)
         touching = [layer for layer in self.layers if layer.frame == frame or frame in layer.reach]
         for layer in sorted(touching, key=lambda layer: (-abs(frame - layer.frame), layer.frame)):
             if layer.frame == frame:

@@ -113,11 +113,11 @@ def run_shot(
             run.layers.carry(root, frames, [f for s in segments for f in s.frames])
             if cache is not None:
                 cache.in_use.update(store.folder for store in run.layers.stores.values())
-            if view is None:  # the layers' passes first (each segment's frames in turn, with a view)
+            stack.callback(run.layers.close)
+            if view is None:  # the layers' passes first; with a view each frame's just before it (layers.py)
                 run.layers.carry_into()
         for kind, a, b, frames_of in view_first(segments, view):
             run.check_cancel()
-            run.layers.carry_into(frames_of)
             if run.rerun is not None and direction is None:
                 run.rerun.segment(kind, a, b, frames_of)
                 if run.rerun.replay(frames_of, view):

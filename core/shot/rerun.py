@@ -82,6 +82,7 @@ class Rerun:
 
     def frame_stamp(self, frame: int) -> str:
         layers = self.run.layers
+        layers.carry_to(frame)  # (what reaches the frame is known once its passes got there)
         parts = []
         for layer in layers.layers:
             if layer.frame == frame:
