@@ -73,6 +73,9 @@ def test_pick_closest_ties_go_to_the_first_candidate():
 def test_policy_names():
     assert candidate_set("oracle") == ("chain", "key") and candidate_set("direct") == ("direct",)
     assert candidate_set("oracle:direct+chain") == ("chain", "direct") and candidate_set("trained") is None
+    assert candidate_set("trained@0.2") is None  # the error head with a leave price
+    with pytest.raises(ValueError, match="leave price"):
+        candidate_set("trained@-0.1")
     with pytest.raises(ValueError, match="memory"):
         candidate_set("oracle:chain+memory")
     with pytest.raises(ValueError, match="unknown policy"):

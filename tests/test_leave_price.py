@@ -7,7 +7,8 @@ import torch
 
 from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 from colorprop.engine.step import DIRECT_CHANNELS, packed_slice
-from colorprop.measure.leave_price import best_price, priced, score_run
+from colorprop.measure.choice import priced
+from colorprop.measure.leave_price import best_price, score_run
 
 
 def packed_run(t=6, h=20, w=24, seed=0) -> np.ndarray:

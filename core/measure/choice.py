@@ -15,6 +15,7 @@ then the recursion of ``step.propagate_step`` runs with each policy:
     flow | key | direct        one candidate alone (flow = the classical chain)
     rule                        the untrained F_f: key match where the flow's consistency < 0.5
     trained                     F_f from the weights folder (chain and key, or any candidates its config names)
+    trained@<price>             the same error head with ``FusionConfig.leave_price`` = price (``priced``)
     oracle:<c>+<c>...           per pixel the candidate of the set closest to the truth, inside the recursion
                                 (what it picks is carried on): the most any chooser over that set can reach.
                                 ``oracle`` alone is oracle:chain+key
@@ -27,6 +28,7 @@ are written after every range (``--json``), so a stopped run keeps what it measu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -51,7 +53,7 @@ from colorprop.engine.step import (
 )
 from colorprop.measure.metrics import mean_lab_psnr_first_n
 
-__all__ = ["CANDIDATE_NAMES", "candidate_set", "key_direct", "pick_closest", "run_policy", "main"]
+__all__ = ["CANDIDATE_NAMES", "candidate_set", "key_direct", "pick_closest", "priced", "run_policy", "main"]
 SINGLE = {"flow": ("chain",), "key": ("key",), "direct": ("direct",), "oracle": ("chain", "key")}
 POLICIES = (
     "flow",
@@ -67,9 +69,13 @@ POLICIES = (
 
 
 def candidate_set(policy: str) -> tuple[str, ...] | None:
-    """The candidates an oracle policy picks among, in CANDIDATE_NAMES order; None for rule / trained."""
+    """The candidates an oracle policy picks among, in CANDIDATE_NAMES order; None for rule / trained(@price)."""
     if policy in SINGLE:
         return SINGLE[policy]
+    if policy.startswith("trained@"):
+        if float(policy.split("@", 1)[1]) < 0:
+            raise ValueError(f"policy {policy!r}: the leave price is >= 0")
+        return None
     if not policy.startswith("oracle:"):
         if policy in ("rule", "trained"):
             return None
@@ -84,6 +90,13 @@ def candidate_set(policy: str) -> tuple[str, ...] | None:
             f"policy {policy!r}: unknown candidate(s) {sorted(unknown)}; choose from {', '.join(CANDIDATE_NAMES)}"
         )
     return tuple(n for n in CANDIDATE_NAMES if n in names)
+
+
+def priced(fusion: FusionNet, price: float) -> FusionNet:
+    """The same trained F_f with ``leave_price`` set to ``price`` (weights copied, config replaced)."""
+    net = FusionNet(dataclasses.replace(fusion.cfg, leave_price=price))
+    net.load_state_dict(fusion.state_dict(), strict=True)
+    return net.eval()
 
 
 def pick_closest(named: dict[str, torch.Tensor], ab_true: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -204,6 +217,7 @@ def main(argv=None) -> int:
         candidate_set(policy)  # an unknown policy is refused before any work
     models = load_models(Path(args.weights) if args.weights else None, device="cpu", precision="fp32")
     fusion = {"trained": models.fusion, "rule": FusionNet(FusionConfig()).eval()}
+    fusion.update({p: priced(models.fusion, float(p.split("@", 1)[1])) for p in policies if p.startswith("trained@")})
     ns = [int(n) for n in args.n.split(",")]
     cache = Path(args.candidates_cache)
     cache.mkdir(parents=True, exist_ok=True)

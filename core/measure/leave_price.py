@@ -3,18 +3,19 @@
 ``FusionConfig.leave_price`` adds a price, in the head's log(1 + error) units, to every candidate but the chain
 before the argmin. It is chosen here on the packed TRAINING runs of a run folder (``fusion_inputs.npz``, the
 crops ``colorprop train`` unrolls F_f over), never on validation: for each price the recursion of
-``choice.run_policy`` runs over every packed run with the trained F_f, and the mean Lab-PSNR over the first N
-propagated frames (L is the run's own, so only the chosen colour counts) is compared with the flow chain's.
-The price kept is the one with the highest mean gain over flow across the N asked (ties: the lower price).
+``choice.run_policy`` runs over the packed runs with the trained F_f at that price (choice's ``trained@<price>``),
+and the mean Lab-PSNR over the first N propagated frames (L is the run's own, so only the chosen colour counts)
+is compared with the flow chain's. The price kept has the highest mean gain over flow across the N asked (ties:
+the lower price).
 
-The head was fitted on these crops, so its predictions are at their best here: a price that helps on them is a
-lower bound of the margin unseen footage needs, and the one validation eval says whether it is enough.
+The head was fitted on these crops, so its predictions are at their best here: a price chosen on them is likely
+lower than unseen footage needs (``python -m colorprop.measure.choice --split dev --policies flow,trained@0.1,...``
+scores prices on whole frames of the seen sources instead).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -24,17 +25,10 @@ import numpy as np
 from colorprop.engine.models import load_models
 from colorprop.engine.nets.fusion_net import FusionNet
 from colorprop.engine.step import AB_SCALE, CANDIDATE_CHANNELS, packed_slice
-from colorprop.measure.choice import run_policy
+from colorprop.measure.choice import priced, run_policy
 from colorprop.measure.metrics import mean_lab_psnr_first_n
 
-__all__ = ["priced", "score_run", "best_price", "main"]
-
-
-def priced(fusion: FusionNet, price: float) -> FusionNet:
-    """The same trained F_f with ``leave_price`` set to ``price`` (weights shared, config replaced)."""
-    net = FusionNet(dataclasses.replace(fusion.cfg, leave_price=price))
-    net.load_state_dict(fusion.state_dict(), strict=True)
-    return net.eval()
+__all__ = ["score_run", "best_price", "main"]
 
 
 def score_run(packed: np.ndarray, fusion: FusionNet | None, ns: list[int]) -> tuple[dict[int, float], dict]:
