@@ -412,3 +412,30 @@ def test_write_exr_reports_its_own_error_not_the_temp_cleanup(tmp_path):
     with pytest.raises(ExrWriteError) as err:
         write_exr(tmp_path / "plain" / "o.exr", np.zeros((4, 4, 3), np.float32), ("R", "G", "B"))
     assert err.value.exit_code == 4 and str(tmp_path / "plain" / "o.exr") in str(err.value)
+
+
+def test_plate_pixels_check_refuses_what_it_refused_without_the_copy():
+    """check_plate_pixels passes a frame whose sum is finite without copying its read channels; every other frame
+    goes to the exact check: finite values summing past float32's range pass, opposite infinities (their sum NaN)
+    and a NaN beside a pass-through +inf are counted and named in their own channels."""
+    from colorprop.errors import PixelError
+    from colorprop.shot.preflight import check_plate_pixels
+
+    channels = ("R", "G", "B", "A", "Z")
+    pixels = np.full((H, W, len(channels)), 0.5, np.float32)
+    check_plate_pixels(pixels, channels, "plate")
+    pixels[..., :3] = np.finfo(np.float32).max / 2  # finite, but the frame sums to +inf
+    assert not np.isfinite(np.sum(pixels))
+    check_plate_pixels(pixels, channels, "plate")
+    pixels[..., :3] = 0.5
+    pixels[:, : W // 2, 4] = np.inf  # a depth pass: passes through
+    check_plate_pixels(pixels, channels, "plate")
+    pixels[3, 5, 1], pixels[4, 6, 1] = np.inf, -np.inf
+    with pytest.raises(
+        PixelError, match=r"plate: plate has 2 pixel\(s\) with NaN/Inf in channel G; first at \(x=5, y=3\)"
+    ):
+        check_plate_pixels(pixels, channels, "plate")
+    pixels[3, 5, 1] = pixels[4, 6, 1] = 0.5
+    pixels[7, 2, 0] = np.nan
+    with pytest.raises(PixelError, match=r"1 pixel\(s\) with NaN/Inf in channel R; first at \(x=2, y=7\)"):
+        check_plate_pixels(pixels, channels, "plate")
