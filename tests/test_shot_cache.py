@@ -349,3 +349,24 @@ def test_a_partial_key_edited_at_the_viewed_frame_shows_there_first(engine, shot
     assert [e.frame for e in events[1:3]] == [4, 4] and events[2].done == 3  # its layer step, then frame 4
     assert 1 in report.frames_unchanged  # the full key, which no layer reaches
     assert_bitwise(got, colour(engine, plate, tmp_path / "fresh", keys)[1])
+
+
+@pytest.mark.parametrize("full", [[1], [1, N]], ids=["one-way", "between-keys"])
+def test_a_run_cut_short_resumes_from_what_it_kept(engine, shot, tmp_path, full):
+    """Cancelled part way through a segment: the re-run carries on from the base results (one way) or the passes
+    (between keys) the cut-short run kept, bit for bit the fresh run."""
+    plate, frames = shot
+    keys = {k: full_key(frames, k) for k in full}
+    cache, done = ShotCache(tmp_path / "cache"), []
+    with pytest.raises(Cancelled):
+        colour(engine, plate, tmp_path / "out", keys, cache, progress=done.append, cancel=lambda: len(done) >= 5)
+    if full == [1]:
+        assert len(list((cache.folder / "base").iterdir())) == 5  # the key and frames 2-5
+    else:
+        assert list((cache.folder / "spans" / f"1-{N}").glob("backward.*.exr"))
+    report, got = colour(engine, plate, tmp_path / "out", keys, cache)
+    assert_bitwise(got, colour(engine, plate, tmp_path / "fresh", keys)[1])
+    if full == [1]:
+        assert cache.hits.get("base") == 4  # frames 2-5 taken again (the key frame is its own segment, replayed)
+    assert not (cache.folder / "spans" / f"1-{N}").exists()  # a span's passes go once its frames are written
+    assert set(report.frames_unchanged) >= {1, 2, 3, 4}

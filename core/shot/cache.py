@@ -10,6 +10,7 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
                                      folder held entries made from others, a note says so (they age out)
     <root>/<shot>/<kind>/<key>.npz   one entry (numpy arrays, and its ``key``, checked when read)
     <root>/<shot>/layers/layer.<p>/  a partial key's stored passes (``passes.PassStore``, layers.py)
+    <root>/<shot>/spans/<a>-<b>/     a span's passes while it runs (run.py; a run cut short resumes them)
 
 ``<shot>`` is a fingerprint of where the plates come from and the frame list. The kinds:
 
@@ -54,6 +55,8 @@ from colorprop.shot.passes import fingerprint
 DEFAULT_MAX_BYTES = 8 * 1024**3
 ENTRY_SUFFIX = ".npz"
 LAYERS = "layers"  # a shot's partial-key passes (layers.py), kept as PassStore folders
+SPANS = "spans"  # the passes between keys while their span runs (run.py; removed once its frames are written)
+FOLDERS = (LAYERS, SPANS)  # each PassStore folder under these is evicted whole
 RECORD = "shot.json"
 EVICT_TO = 0.9  # of max_bytes, once passed
 
@@ -204,7 +207,7 @@ class ShotCache:
                     continue
                 try:
                     rel = path.relative_to(shot).parts
-                    unit = shot / LAYERS / rel[1] if rel[0] == LAYERS and len(rel) > 2 else path
+                    unit = shot / rel[0] / rel[1] if rel[0] in FOLDERS and len(rel) > 2 else path
                     stat = path.stat()
                 except (OSError, ValueError):
                     continue

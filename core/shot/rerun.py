@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from colorprop.shot.cache import NetworkEntries, FlowEntries, ShotCache, array_digest, plate_identity
+from colorprop.shot.cache import SPANS, FlowEntries, NetworkEntries, ShotCache, array_digest, plate_identity
 from colorprop.shot.passes import fingerprint
 from colorprop.shot.working import Prepared
 
@@ -127,6 +128,19 @@ class Rerun:
         """The base result of ``frame`` (what ``ShotRun.output`` received), kept for a re-run."""
         self.cache.put("base", self._base_key(frame), ab=ab_full, confidence=conf_full)
 
+    def kept(self, frames: list[int]) -> int:
+        """How many of ``frames`` (a run's, in its order) have their base result kept, from the first on."""
+        return next((i for i, f in enumerate(frames) if not self.cache.has("base", self._base_key(f))), len(frames))
+
+    def base(self, frame: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The base result kept for ``frame`` (ab, confidence at full resolution), or None."""
+        entry = self.cache.get("base", self._base_key(frame))
+        return None if entry is None else (entry["ab"], entry["confidence"])
+
+    def spans_root(self) -> Path | None:
+        """Where the passes between keys are kept while their span runs (a run cut short resumes them)."""
+        return self.cache.folder / SPANS if self.cache.folder is not None and self.cache.writable else None
+
     def replay(self, frames: list[int], view: int | None) -> bool:
         """The segment's frames from the base results kept (module docstring), nearest ``view`` first; False
         (nothing done) unless every frame's is there. A result that turns out unreadable midway leaves the rest
@@ -145,9 +159,9 @@ class Rerun:
             if run.skip_existing and run.sink.exists(frame):  # kept as it is, as a run of the segment keeps it
                 run.emit(frame, None, 0.0)
                 continue
-            base = self.cache.get("base", self._base_key(frame))
+            base = self.base(frame)
             if base is None:
                 run.total += i  # the run of the segment counts these frames again
                 return False
-            run.deliver(frame, run.prepared(frame), base["ab"], base["confidence"], t0)
+            run.deliver(frame, run.prepared(frame), *base, t0)
         return True

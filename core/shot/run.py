@@ -226,10 +226,21 @@ class ShotRun:
         order = list(reversed(run)) if kind == "backward" else run
         exists = [self.skip_existing and self.sink.exists(frame) for frame in order]
         todo = max((i + 1 for i, e in enumerate(exists) if not e), default=0)  # after: written, and nothing needs them
-        for frame, written in zip(order[:todo], exists):
+        # With a cache, the frames a run cut short (cancelled) kept from its key on: carried on as a resume does.
+        kept = self.rerun.kept(order[:todo]) if self.rerun is not None and self.options.method != "global" else 0
+        for i, (frame, written) in enumerate(zip(order[:todo], exists)):
             self.check_cancel()
             t0 = time.perf_counter()
             prep = self.prepared(frame)
+            stored = self.rerun.base(frame) if i < kept else None
+            if stored is not None:  # its colour from the cache, its carried confidence by flow alone, no networks
+                pending = propagator.carried_only(prep.L_work)
+                base = self.finish(prep, *stored)
+                self.deliver(frame, prep, *stored, t0, written, base)
+                prev_full = self.carried_state(frame, base.rgb, prep)
+                propagator.accept(pending, shot.to_work(prev_full))
+                continue
+            kept = min(kept, i)  # (an entry gone bad: computed from here on)
             if written and not self.layers.touches(frame):
                 # Already written (resume): its colour is read back, its carried confidence recomputed
                 # by flow alone (exactly what the uninterrupted run carried), no networks. A frame a layer
@@ -255,10 +266,13 @@ class ShotRun:
         the turn is ours, so a second blend of a span another one just finished finds it written (or, without
         ``skip_existing``, makes it again), never a pass file half gone."""
         with contextlib.ExitStack() as stack:
-            root = state_dir or stack.enter_context(temporary_root())
+            kept = None if self.rerun is None else self.rerun.spans_root()  # a cut-short run's passes: resumed
+            root = state_dir or kept or stack.enter_context(temporary_root())
             store = PassStore(
                 root, a, b, self.pass_stamp(a, b, run), self.shot.work_size, flow=self.options.method != "global"
             )
+            if kept is not None:
+                self.rerun.cache.in_use.add(store.folder)
             if self.direction_only is not None:
                 if self.skip_existing and all(self.sink.exists(f) for f in run):
                     for f in run:  # every frame is written: no pass is needed (nor its lock file)
