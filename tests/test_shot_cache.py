@@ -269,6 +269,12 @@ def test_full_method_with_cached_flows_and_features_is_bitwise_the_run_without(s
     assert cache.hits.get("match", 0) >= N - 3 and cache.misses.get("match", 0) == 0  # F_s matched luminance only
     assert set(report.frames_unchanged) >= {6, 7, 8, 9}
     assert_bitwise(got, colour(engine, plate, tmp_path / "fresh2", repainted, options=options)[1])
+    done, cut = [], ShotCache(tmp_path / "cut")  # cut short after the key-to-key span, in the run from key 6
+    with pytest.raises(Cancelled):
+        colour(engine, plate, tmp_path / "b", keys, cut, options, progress=done.append, cancel=lambda: len(done) >= 8)
+    _, got = colour(engine, plate, tmp_path / "b", keys, cut, options=options)
+    assert cut.hits.get("base", 0) >= 1  # frame 7 from what the cut-short run kept, then on from there
+    assert_bitwise(got, fresh)
 
 
 def test_colorize_with_cache_a_second_run_after_a_key_edit_writes_only_what_changed(shot, tmp_path, capsys):
