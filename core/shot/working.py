@@ -72,7 +72,8 @@ class ShotColour:
 
     def finish(self, prep: Prepared, ab_full: np.ndarray, confidence_full: np.ndarray) -> FrameResult:
         rgb = convert.map_row_bands(self._plate_rgb, prep.L_full, ab_full)
-        return FrameResult(rgb.astype(np.float32, copy=False), confidence_full.astype(np.float32), prep.frame)
+        # The confidence as given, not copied (a 4K plane): the result shares it, so no caller writes into it after.
+        return FrameResult(rgb.astype(np.float32, copy=False), np.asarray(confidence_full, np.float32), prep.frame)
 
     def _plate_rgb(self, L: np.ndarray, ab: np.ndarray) -> np.ndarray:
         return plate_lab.plate_from_lab(L, ab, self.space)
@@ -94,7 +95,8 @@ class ShotColour:
         from the working size each frame."""
         if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
             return ab_work, conf_work
-        conf = np.clip(resize_hw(conf_work, *self.full_size), 0.0, 1.0)
+        conf = resize_hw(conf_work, *self.full_size)  # a new array: the sizes differ
+        np.clip(conf, 0.0, 1.0, out=conf)
         if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
             return upsample_chroma(ab_work, L_full, method=self.upsample), conf
         prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
