@@ -4,9 +4,11 @@ A partial key (``KeyImage.matte``) paints one region of one frame. Its layer is 
 size, carried both ways from its frame by a Propagator of its own keyed on the painted colour (with regrade: the
 change it makes to its plate frame), frame by frame:
 
-    matte_t = floor(shape_t · smooth(carried_t))    shape_t = the key's matte warped along the same backward flows
+    matte_t = floor(shape_t · opacity(carried_t))   shape_t = the key's matte warped along the same backward flows
                                                     as the colour; carried_t = that run's carried confidence (1 at
-                                                    the key), smoothed (Gaussian, ``LAYER_SMOOTH_SIGMA``)
+                                                    the key); opacity = √(smooth(c) · c), its local mean
+                                                    (Gaussian, ``LAYER_SMOOTH_SIGMA``) held down where the pixel's
+                                                    own tracking is lost
 
 ``floor`` sets it to exactly 0 below ``LAYER_FLOOR``. A pass stops at the first frame whose matte is 0
 everywhere, and before the first full key it meets (a full key states its whole frame; the nearer key in time
@@ -37,10 +39,10 @@ from colorprop.shot.passes import PassFrame, PassStore
 
 LAYER_FLOOR = 1.0 / 255.0  # a carried matte below this is exactly 0: the layer has left the pixel
 # The carried confidence is a product of per-pixel cues and turns blotchy a few frames from the key; a layer fades
-# by its local mean instead (Gaussian sigma, working pixels). Chosen on the validation ranges (`colorprop eval
-# --split validation --methods flow --partial`): Lab-PSNR gain over the reached frames +0.69 (unsmoothed), +0.74
-# (sigma 2), +0.78 dB (sigma 5), every range up; the calibrated matte instead gained +0.87 on average but lost
-# on two ranges (-0.31, -0.95 dB: the layer stayed where it was wrong). docs/KEYS.md.
+# by the geometric mean of its local mean (Gaussian sigma, working pixels) and the pixel's own value. The local mean
+# alone gained most on the validation ranges but lost 0.62 dB on a dev range (bbb@5374: it kept the layer on pixels
+# whose tracking was lost, next to tracked ones); the geometric mean loses on no range of either split
+# (`colorprop eval --split validation|dev --methods flow --partial`; the table in docs/KEYS.md).
 LAYER_SMOOTH_SIGMA = 5.0
 LAYER_FOLDER = "layer.{frame}"  # a partial key's passes under the run's pass folder (PassStore.name)
 
@@ -50,9 +52,11 @@ def layer_method(method: str) -> str:
     return method if method in ("flow", "local") else "flow"
 
 
-def smooth(carried: np.ndarray) -> np.ndarray:
-    """HxW carried confidence -> its local mean (``LAYER_SMOOTH_SIGMA``), what a layer's opacity follows."""
-    return cv2.GaussianBlur(np.asarray(carried, np.float32), (0, 0), LAYER_SMOOTH_SIGMA)
+def opacity(carried: np.ndarray) -> np.ndarray:
+    """HxW carried confidence -> a layer's opacity: √(local mean · own value) (comment at ``LAYER_SMOOTH_SIGMA``)."""
+    carried = np.asarray(carried, np.float32)
+    local = cv2.GaussianBlur(carried, (0, 0), LAYER_SMOOTH_SIGMA)
+    return np.sqrt(np.maximum(local * carried, 0.0))
 
 
 def floor_matte(matte: np.ndarray) -> np.ndarray:
@@ -253,7 +257,7 @@ class ShotLayers:
                 pending = propagator.step(run.working_L(frame))
                 shape = warp_backward(shape, pending.flow)
                 ab, confidence, carried = pending.colour
-                state = PassFrame(ab, confidence, carried, None, floor_matte(shape * smooth(carried)))
+                state = PassFrame(ab, confidence, carried, None, floor_matte(shape * opacity(carried)))
                 store.write(direction, frame, state)
                 propagator.accept(pending, state.ab, state.carried)
             run.tick(frame, time.perf_counter() - t0, skipped=propagator is None or i < stored)
