@@ -28,8 +28,9 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
               resolution, float32), found by its segment's stamp (run.py): a segment whose stamp did not change
               is not run again; its frames come from here
 
-Every entry is written to a temporary name in its folder and renamed, so a reader (another process too) finds a
-whole entry or none, and a cancelled or killed run leaves only whole entries. The folder is bounded: once the
+Every entry is written (on a helper thread, behind the run) to a temporary name in its folder and renamed, so a
+reader (another process too) finds a whole entry or none, and a cancelled or killed run leaves only whole
+entries. The folder is bounded: once the
 files under ``root`` pass ``max_bytes``, the least recently used (mtime, touched on each read) go until 90 % is
 left, never a layer folder this run is using. A cache that cannot be written (read-only, no space, a file
 where the folder should be) leaves the run uncached from there on, with a note; it never fails a job.
@@ -44,6 +45,7 @@ import os
 import shutil
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -59,6 +61,7 @@ SPANS = "spans"  # the passes between keys while their span runs (run.py; remove
 FOLDERS = (LAYERS, SPANS)  # each PassStore folder under these is evicted whole
 RECORD = "shot.json"
 EVICT_TO = 0.9  # of max_bytes, once passed
+WRITES_AHEAD = 3  # entries written behind the run at most (a 720p frame's base result: 11 MB)
 
 
 def array_digest(a: np.ndarray) -> str:
@@ -95,6 +98,9 @@ class ShotCache:
         self.misses: dict[str, int] = {}  # ... and not found (or damaged)
         self._bytes: int | None = None  # the files under root, counted at the first write
         self._lock = threading.Lock()
+        self._writer: ThreadPoolExecutor | None = None  # entries are written behind the run (``flush``)
+        self._writing: dict[Path, dict[str, np.ndarray]] = {}  # ... and found there until they are on disk
+        self._ahead = threading.BoundedSemaphore(WRITES_AHEAD)
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -105,6 +111,7 @@ class ShotCache:
     def open(self, shot: str, record: dict) -> None:
         """Use the folder of ``shot`` (a fingerprint); ``record``: what its entries are made from (shot.json).
         A folder that cannot be made leaves the cache off for this run (a note)."""
+        self.flush()
         self.folder, self.writable, self.in_use, self.notes, self.hits, self.misses = None, True, set(), [], {}, {}
         self._bytes = None  # counted again: other processes may have written since
         folder = self.root / shot
@@ -143,6 +150,11 @@ class ShotCache:
         if self.folder is None:
             return None
         path = self._path(kind, key)
+        with self._lock:
+            writing = self._writing.get(path)
+        if writing is not None:
+            self.hits[kind] = self.hits.get(kind, 0) + 1
+            return dict(writing)
         try:
             with np.load(path, allow_pickle=False) as stored:
                 if str(stored["key"]) != key:
@@ -163,15 +175,42 @@ class ShotCache:
         return arrays
 
     def has(self, kind: str, key: str) -> bool:
-        return self.folder is not None and self._path(kind, key).is_file()
+        if self.folder is None:
+            return False
+        path = self._path(kind, key)
+        with self._lock:
+            if path in self._writing:
+                return True
+        return path.is_file()
 
     def put(self, kind: str, key: str, **arrays: np.ndarray) -> None:
-        """Keep ``arrays`` as entry ``key`` of ``kind`` (replaced whole: temporary name, then rename)."""
+        """Keep ``arrays`` as entry ``key`` of ``kind`` (replaced whole: temporary name, then rename), written on
+        a helper thread while the run goes on (``WRITES_AHEAD`` at most; ``get`` finds it meanwhile). The arrays
+        must not change afterwards."""
         if self.folder is None or not self.writable:
             return
         path = self._path(kind, key)
-        if self._write(path, lambda f: np.savez(f, key=np.array(key), **arrays)):
-            self._grow(path)
+        self._ahead.acquire()
+        with self._lock:
+            self._writing[path] = arrays
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="colorprop-cache")
+        self._writer.submit(self._put_now, path, key, arrays)
+
+    def _put_now(self, path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            if self._write(path, lambda f: np.savez(f, key=np.array(key), **arrays)):
+                self._grow(path)
+        finally:
+            with self._lock:
+                self._writing.pop(path, None)
+            self._ahead.release()
+
+    def flush(self) -> None:
+        """Wait for every entry being written (``run_shot`` calls it as the run ends, however it ends)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     def _path(self, kind: str, key: str) -> Path:
         return self.folder / kind / f"{key}{ENTRY_SUFFIX}"
