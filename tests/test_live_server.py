@@ -315,3 +315,20 @@ def test_a_shared_path_live_session_writes_each_run_and_rewrites_only_changed_fr
             np.testing.assert_array_equal(got.pixels, want.pixels, err_msg=f"frame {f}")
     finally:
         srv.stop()
+
+
+def test_the_live_benchmark_runs_end_to_end_and_its_table_renders(tmp_path):
+    """``python -m colorprop_server.bench_live`` on a tiny shot (method flow, no CLI part): its JSON says the
+    live session's pixels after the edit equal the batch job's, and the docs table renders from it."""
+    import json
+
+    from colorprop_server import bench_live
+
+    out = tmp_path / "bench_live.json"
+    assert bench_live.main(["--width", "96", "--height", "64", "--frames", "8", "--edit-at", "5", "--method", "flow",
+                            "--no-cli", "--json", str(out)]) == 0  # fmt: skip
+    r = json.loads(out.read_text())
+    assert r["identical"] is True and r["frames_sent"] + r["frames_unchanged"] == 8 and r["frames_sent"] >= 1
+    assert 0 < r["edit_view_s"] <= r["edit_all_s"] and r["rerun_share"] == round(r["edit_all_s"] / r["batch_s"], 3)
+    table = bench_live.format_table(r)
+    assert table.splitlines()[0] == "| step | seconds | |" and "partial key at 5" in table
