@@ -230,6 +230,11 @@ def test_another_shots_or_engines_entries_are_never_used(engine, shot, tmp_path,
     monkeypatch.setattr("colorprop.engine.engine.__version__", "0.0.0-another")
     report, got = colour(engine, plate, tmp_path / "c", keys, cache)
     assert cache.hits.get("base", 0) == 0 and any("other engine" in n for n in report.notes), report.notes
+    # other code under the same version string (a development install): its source files' hash differs
+    monkeypatch.setattr("colorprop.shot.rerun.code_digest", lambda: "edited-sources")
+    report, got = colour(engine, plate, tmp_path / "e", keys, cache)
+    assert cache.hits.get("base", 0) == 0 and any("other engine" in n for n in report.notes), report.notes
+    assert_bitwise(got, colour(engine, plate, tmp_path / "fresh2", keys)[1])
 
 
 def test_a_plate_changed_on_disk_is_a_new_shot(engine, shot, tmp_path):

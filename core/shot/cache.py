@@ -6,7 +6,8 @@ recomputed); a missing, unreadable or corrupt entry is recomputed; the folder ma
 
     <root>/<shot>/shot.json          what this shot's entries were made from: each plate's identity (an EXR's
                                      path, size and mtime_ns; the pixels' hash for frames in memory), the
-                                     engine (version, weights, device, precision) and the options; when the
+                                     engine (version, its source files' hash ``code_digest``, the weights'
+                                     version and manifest hash, device, precision) and the options; when the
                                      folder held entries made from others, a note says so (they age out)
     <root>/<shot>/<kind>/<key>.npz   one entry (numpy arrays, and its ``key``, checked when read)
     <root>/<shot>/layers/layer.<p>/  a partial key's stored passes (``passes.PassStore``, layers.py)
@@ -39,6 +40,7 @@ where the folder should be) leaves the run uncached from there on, with a note; 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -62,6 +64,27 @@ FOLDERS = (LAYERS, SPANS)  # each PassStore folder under these is evicted whole
 RECORD = "shot.json"
 EVICT_TO = 0.9  # of max_bytes, once passed
 WRITES_AHEAD = 3  # entries written behind the run at most (a 720p frame's base result: 11 MB)
+
+
+@functools.cache
+def code_digest() -> str:
+    """A hash of this colorprop's own source files (the package's .py files, read once per process): part of the
+    engine's identity, so a cache made by other code is never used even where the version string is the same (a
+    development install between releases)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def file_digest(path: str | os.PathLike | None) -> str | None:
+    """A hash of one file's bytes (a weights manifest, which lists each network's sha256), None if it is not there."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:32] if path is not None else None
+    except OSError:
+        return None
 
 
 def array_digest(a: np.ndarray) -> str:

@@ -5,7 +5,7 @@ Stamps (fingerprints, passes.fingerprint) say what a result was made from:
 
     a segment's    its kind, keys and frames, both keys' colour at full resolution, the blend, what the sink
                    stores (the colour carried on is rounded alike), the options, the weights, and (``plates``)
-                   every plate's identity and the engine (version, device, precision)
+                   every plate's identity and the engine (version, source hash, weights manifest, device, precision)
     a frame's      its segment's stamp, and each layer that reaches it (its pass stamp and direction; at the
                    partial key's own frame, its painted colour and matte at full resolution)
 
@@ -24,7 +24,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from colorprop.shot.cache import SPANS, FlowEntries, NetworkEntries, ShotCache, array_digest, plate_identity
+from colorprop.shot.cache import (
+    SPANS,
+    FlowEntries,
+    NetworkEntries,
+    ShotCache,
+    array_digest,
+    code_digest,
+    file_digest,
+    plate_identity,
+)
 from colorprop.shot.passes import fingerprint
 from colorprop.shot.working import Prepared
 
@@ -48,7 +57,9 @@ class Rerun:
         weights = about["weights"]
         engine = {
             "version": about["version"],
+            "code": code_digest(),
             "weights": weights and weights["version"],
+            "manifest": weights and file_digest(Path(weights["folder"]) / "manifest.json"),
             "device": about["device"],
             "precision": about["precision"],
         }
