@@ -23,6 +23,7 @@ from colorprop.colour.convert import (
     y_from_lab_l,
 )
 from colorprop.colour.upsample import upsample_chroma
+from colorprop.engine.propagate import resize_hw
 from colorprop.errors import ColorSpaceError, InputError
 
 # HDR and negative values that must survive every conversion.
@@ -411,6 +412,18 @@ def test_guided_upsample_matches_the_reference():
     up = upsample_chroma(ab_small, lab_l, method="guided")
     assert up.shape == (270, 480, 2) and up.dtype == np.float32 and up.flags.c_contiguous
     np.testing.assert_allclose(up, _reference_guided_upsample(ab_small, lab_l), rtol=1e-4, atol=1e-3)
+
+
+def test_guided_upsample_takes_the_working_luminance_given():
+    """The small guide a caller already has (``Prepared.L_work``: resize_hw of L, INTER_AREA) gives bit for bit
+    what resizing L here gives; one of another size is refused."""
+    rng = np.random.default_rng(13)
+    lab_l = cv2.GaussianBlur(rng.uniform(0.0, 180.0, (270, 480)).astype(np.float32), (0, 0), 2.0)
+    ab_small = cv2.GaussianBlur(rng.uniform(-120.0, 120.0, (45, 80, 2)).astype(np.float32), (0, 0), 1.0)
+    given = upsample_chroma(ab_small, lab_l, method="guided", lab_l_small=resize_hw(lab_l, 80, 45))
+    assert np.array_equal(given, upsample_chroma(ab_small, lab_l, method="guided"))
+    with pytest.raises(ValueError, match="lab_l_small"):
+        upsample_chroma(ab_small, lab_l, method="guided", lab_l_small=resize_hw(lab_l, 96, 54))
 
 
 def test_upsample_rejects_bad_input():

@@ -252,7 +252,7 @@ class ShotRun:
                 continue
             pending = propagator.step(prep.L_work)
             ab, confidence, _ = pending.colour
-            full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow)
+            full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow, prep.L_work)
             base = self.output(frame, prep, *full, t0, written)
             prev_full = self.carried_state(frame, base.rgb, prep)
             propagator.accept(pending, shot.to_work(prev_full))
@@ -367,6 +367,6 @@ class ShotRun:
             k = self.stored(store, "backward", frame)
             ab = self.blend(f.ab, f.carried, k.ab, k.carried, (frame - a) / (b - a))
             confidence = meet_confidence(ab, f.ab, f.confidence, k.ab, k.confidence)
-            full = self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow)
+            full = self.shot.to_full(ab, confidence, prep.L_full, prev_full, f.flow, prep.L_work)
             base = self.output(frame, prep, *full, t0, frame in written)
             prev_full = self.carried_state(frame, base.rgb, prep)

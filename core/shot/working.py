@@ -85,6 +85,7 @@ class ShotColour:
         L_full: np.ndarray,
         prev_ab_full: np.ndarray | None = None,
         flow_work: np.ndarray | None = None,
+        L_work: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Working-size colour and confidence at full resolution.
 
@@ -92,16 +93,17 @@ class ShotColour:
         working-size backward flow (``flow_work``): that colour is warped onto this frame at full
         resolution (the prior) and only the change the working-size step made to it is upsampled; where
         the step kept the carried colour, its full-resolution detail is kept instead of being re-made
-        from the working size each frame."""
+        from the working size each frame. ``L_work``: ``L_full`` at the working size (``Prepared.L_work``), the
+        upsampling's guide there (None: resized again)."""
         if self.work_size == self.full_size:  # filtering at the same size would only blur, frame after frame
             return ab_work, conf_work
         conf = resize_hw(conf_work, *self.full_size)  # a new array: the sizes differ
         np.clip(conf, 0.0, 1.0, out=conf)
         if not self.carry_full or prev_ab_full is None or flow_work is None:  # global has no flow
-            return upsample_chroma(ab_work, L_full, method=self.upsample), conf
+            return upsample_chroma(ab_work, L_full, method=self.upsample, lab_l_small=L_work), conf
         prior = warp_backward(prev_ab_full, resize_flow(flow_work, *self.full_size))
         change = ab_work - resize_hw(prior, *self.work_size)
-        ab_full = upsample_chroma(change, L_full, method=self.upsample)
+        ab_full = upsample_chroma(change, L_full, method=self.upsample, lab_l_small=L_work)
         ab_full += prior  # in place: one frame-sized array fewer at 4K
         return ab_full, conf
 
