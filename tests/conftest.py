@@ -18,6 +18,9 @@ import pytest
 _SLOW = ("slow",)
 MARKS: dict[str, dict[str, tuple[str, ...]]] = {
     "test_blender_addon": {"*": ("slow", "network")},  # real bpy venv; the extension bundles pyzmq wheels from PyPI
+    "test_live_blender": {"*": ("slow", "network")},  # the same bpy venv and extension
+    "test_live_nuke": {"*": _SLOW},  # a server process per module, live sessions of whole shots
+    "test_live_server": {"test_the_live_benchmark_runs_end_to_end_and_its_table_renders": _SLOW},
     "test_broker": {"*": _SLOW},  # a broker and worker processes per module
     "test_train_weights": {"*": _SLOW},  # a module fixture trains
     "test_passes": {"*": _SLOW},  # module fixtures colour whole shots per method
@@ -31,6 +34,8 @@ MARKS: dict[str, dict[str, tuple[str, ...]]] = {
             "test_openjd_run_with_session_server",
             "test_openjd_task_failing_mid_shot_exits_3_naming_the_frame",
             "test_sigterm_exits_130_without_partial_frames",
+            "test_openjd_run_with_a_partial_key_equals_the_embedded_run",
+            "test_openjd_regrade_of_a_colour_plate_by_a_partial_key_only",
         )
     },
     "test_bench": {
@@ -77,6 +82,7 @@ MARKS: dict[str, dict[str, tuple[str, ...]]] = {
             "test_cli_takes_the_environment_then_the_usable_cpus",
             "test_cli_gives_every_library_the_decided_count_and_quiet_openmp",
             "test_serve_takes_threads_from_its_config_file_and_the_command_line_wins",
+            "test_the_policy_keeps_a_frames_memory_for_the_next_and_a_studios_malloc_settings_win",
         )
     },
     "test_color": {"test_torch_lab_float32_batch_round_trip": _SLOW},

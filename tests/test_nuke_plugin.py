@@ -753,6 +753,7 @@ def _rgba_key_frame(frame: int, alpha_at_4: float = 1.0, alpha_around: float = 0
     return np.dstack([painted * alpha[..., None], alpha])
 
 
+@pytest.mark.slow  # a whole shot through the server, each mode
 @pytest.mark.parametrize("mode", ["send pixels", "shared paths"])
 def test_a_key_inputs_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(standin, server, engine, mode):
     """The key input carries an alpha: the node renders the key RGBA, and frame 4's key (alpha in a box) colours
@@ -790,6 +791,7 @@ def test_a_key_inputs_alpha_makes_a_partial_key_coloured_as_the_embedded_engine(
     assert changed[PARTIAL_BOX].mean() > 0.9 and not changed[:50].any()  # the box, not the rest
 
 
+@pytest.mark.slow  # a whole shot through the server, each mode
 @pytest.mark.parametrize("mode", ["send pixels", "shared paths"])
 def test_a_key_alpha_outside_0_1_is_clamped_and_its_note_is_on_the_node(standin, server, engine, mode):
     """Frame 4's key alpha is 1.3 in the box and -0.2 around it (a paint's overshoot): the server clamps it as the
