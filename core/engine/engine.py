@@ -5,8 +5,6 @@ The CLI, the server and the farm path all hold an ``Engine`` and call ``pipeline
 
 from __future__ import annotations
 
-import atexit
-import gc
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -20,10 +18,6 @@ if TYPE_CHECKING:
     from colorprop.engine.models import Models
 
 DEFAULT_WORKING_WIDTH = 480
-
-# Objects frozen by Engine.load go back to the collector before the interpreter's last collection: left frozen,
-# OpenImageIO's bindings (nanobind) report them as leaked on stderr at exit. (A no-op when nothing is frozen.)
-atexit.register(gc.unfreeze)
 
 
 @dataclass(frozen=True)
@@ -103,17 +97,11 @@ class Engine:
             read_manifest(weights_dir)  # cheap: no weights, no need to import the networks
             from colorprop.engine.models import load_models
 
-            engine = cls(load_models(weights_dir, device, precision))
+            return cls(load_models(weights_dir, device, precision))
         except WeightsError as err:
             if require:
                 raise
             return cls(None, str(err))
-        # What is loaded (torch, the networks) lives as long as the process: frozen, the cyclic collector no longer
-        # walks it each time it runs (~1 % of a 4K frame's time went there); collected first, so no garbage is kept,
-        # and unfrozen at exit (atexit, above), so the interpreter's last collection still frees it.
-        gc.collect()
-        gc.freeze()
-        return engine
 
     def methods(self) -> list[str]:
         return list(METHODS) if self.models is not None else ["flow"]
