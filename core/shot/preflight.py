@@ -359,13 +359,12 @@ def check_full_key_or_regrade(keys: dict[int, KeyImage], regrade: bool) -> None:
         )
 
 
+@np.errstate(over="ignore", invalid="ignore")  # a sum past float32 (or inf - inf) is the exact check's case
 def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str) -> None:
     """NaN/Inf only in the channels the engine reads; other channels (a depth pass at +inf) pass through. A finite
     sum of the whole frame (read in place; any NaN or Inf makes it NaN or Inf) passes it without copying the read
     channels; otherwise (a pass-through +inf, a NaN, a sum past float32's range) the exact check decides."""
-    with np.errstate(over="ignore", invalid="ignore"):  # a sum past float32 (or inf - inf) is the exact check's
-        total = np.sum(pixels)
-    if np.isfinite(total):
+    if np.isfinite(np.sum(pixels)):
         return
     read = image_channels(channels)
     index = {c: i for i, c in enumerate(channels)}
