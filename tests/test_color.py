@@ -295,6 +295,20 @@ def test_plate_lab_through_a_plate_space_matches_the_reference_path(space):
     assert np.all(np.abs(plate_lab.plate_from_lab(lab[..., 0], lab[..., 1:], space) - reference) <= tolerance * scale)
 
 
+@pytest.mark.parametrize("space", ["ACEScg", "sRGB Encoded Rec.709 (sRGB)", LINEAR_REC709])
+def test_plate_l_reads_only_the_colour_channels_and_matches_the_reference_path(space):
+    # A plate's L straight from its channels (R, G, B among A and a depth pass of +inf; a gray plate's Y) equals
+    # OCIO to linear, then luminance and L in float64.
+    rgb = from_linear_rec709(_hdr_rgb(12), space)
+    depth = np.full(rgb.shape[:2] + (1,), np.inf, np.float32)
+    plate = np.concatenate([rgb, np.ones_like(depth), depth], axis=-1)
+    reference = lab_l_from_y(convert.luminance(to_linear_rec709(rgb, space).astype(np.float64)))
+    np.testing.assert_allclose(plate_lab.lab_l_of_plate(plate, (0, 1, 2), space), reference, rtol=1e-5, atol=2e-5)
+    gray = np.concatenate([depth, rgb[..., 1:2]], axis=-1)  # channels (Z, Y)
+    reference = lab_l_from_y(convert.luminance(to_linear_rec709(np.repeat(rgb[..., 1:2], 3, -1), space).astype(float)))
+    np.testing.assert_allclose(plate_lab.lab_l_of_plate(gray, (1, 1, 1), space), reference, rtol=1e-5, atol=2e-5)
+
+
 # ----------------------------------------------------------------------------- torch Lab
 
 

@@ -1,14 +1,17 @@
 """Lab at plate resolution: fused float32 kernels between a plate's colour space and CIE Lab's L and ab.
 
 The same maths as ``convert.linear_rec709_to_lab`` / ``lab_to_linear_rec709`` (the float64 references), made
-for 4K frames: float32 throughout, each matrix applied by one ``cv2.transform`` (the Lab white point and the
-500/200 scales folded into it), only the channels the caller needs (L alone in, ab alone out), and no float64
-temporaries. Every function is per pixel (HxWxC arrays), so ``convert.map_row_bands`` spreads it over the
-cores in cache-sized bands. Float32 against the references: ab within ~1e-4 Lab units, linear RGB within
-~1e-6 of the pixel's largest channel (tests/test_color.py), far below the half floats a plate is written in.
+for 4K frames: float32 throughout, each matrix applied by one ``cv2.transform`` (the Lab white point, the
+500/200 scales and a scene-linear plate's own matrix, ACEScg's, folded into it), only the channels the caller
+needs (L alone in, ab alone out), and no float64 temporaries. Every function is per pixel (HxWxC arrays), so
+``convert.map_row_bands`` spreads it over the cores in cache-sized bands. Float32 against the references: ab
+within ~1e-4 Lab units, linear RGB within ~1e-6 of the pixel's largest channel (tests/test_color.py), far below
+the half floats a plate is written in.
 """
 
 from __future__ import annotations
+
+import functools
 
 import cv2
 import numpy as np
@@ -66,9 +69,65 @@ def lab_to_linear(lab_l: np.ndarray, ab: np.ndarray) -> np.ndarray:
 
 def ab_of_plate(rgb: np.ndarray, space: str) -> np.ndarray:
     """HxWx3 pixels in colour space ``space`` -> HxWx2 float32 Lab a, b."""
-    return linear_to_ab(convert.to_linear_rec709(rgb, space))
+    to_linear = _affine(space, to_linear=True)
+    if to_linear is None:
+        return linear_to_ab(convert.to_linear_rec709(rgb, space))
+    rgb = np.ascontiguousarray(rgb, dtype=_F32)
+    to_f = _compose(convert._RGB_TO_XYZ / convert._WHITE[:, None], to_linear)
+    return cv2.transform(_g(cv2.transform(rgb, to_f)), _F_TO_AB)
 
 
 def plate_from_lab(lab_l: np.ndarray, ab: np.ndarray, space: str) -> np.ndarray:
     """HxW L and HxWx2 ab -> HxWx3 float32 pixels in colour space ``space``, unclipped."""
-    return convert.from_linear_rec709(lab_to_linear(lab_l, ab), space)
+    from_linear = _affine(space, to_linear=False)
+    if from_linear is None:
+        return convert.from_linear_rec709(lab_to_linear(lab_l, ab), space)
+    lab = cv2.merge([np.asarray(lab_l, _F32), np.asarray(ab, _F32)])
+    xyz_to_plate = from_linear[:, :3] @ (convert._XYZ_TO_RGB * convert._WHITE[None, :])
+    to_plate = np.column_stack([xyz_to_plate, from_linear[:, 3]]).astype(_F32)
+    return cv2.transform(_g_inv(cv2.transform(lab, _LAB_TO_G)), to_plate)
+
+
+def lab_l_of_plate(pixels: np.ndarray, rgb_index: tuple[int, int, int], space: str) -> np.ndarray:
+    """HxWxC plate pixels in colour space ``space`` -> HxW float32 CIE L of their luminance. ``rgb_index``: the
+    channels holding R, G, B (a gray plate's one channel three times); the others are not read."""
+    to_linear = _affine(space, to_linear=True)
+    if to_linear is None:
+        rgb = pixels[..., list(rgb_index)]
+        return convert.lab_l_from_y(convert.luminance(convert.to_linear_rec709(rgb, space)))
+    # Y / Yw straight from the plate's channels: one row (the luminance weights after the plate's matrix) and
+    # its offset, the weights of R, G, B put at their channels (summed for a gray plate). Only those channels are
+    # read: another one (a depth pass's +inf) would spoil the sum even at weight 0.
+    row = _compose(np.array([convert.LUMA_WEIGHTS]) / convert._Y_WHITE, to_linear)[0]
+    used = sorted(set(rgb_index))
+    read = pixels[..., used[0] : used[-1] + 1] if used[-1] - used[0] + 1 == len(used) else pixels[..., used]
+    weights = np.zeros(len(used), _F32)
+    for k, c in enumerate(rgb_index):
+        weights[used.index(c)] += row[k]
+    # numpy's matrix product: cv2.transform has fast kernels for 3- and 4-row matrices only (1 row: 4x slower).
+    t = np.asarray(read, dtype=_F32) @ weights
+    if row[3]:
+        t += row[3]
+    lab_l = np.cbrt(t)
+    lab_l *= _F32(116.0)
+    lab_l -= _F32(16.0)
+    np.copyto(lab_l, t * _F32(convert._KAPPA), where=~(t > convert._EPSILON))  # f's linear segment: L = kappa t
+    return lab_l
+
+
+def _compose(outer: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """``outer`` (Nx3) after the 3x4 ``affine``, as one Nx4 float32 affine matrix for ``cv2.transform``."""
+    return np.column_stack([outer @ affine[:, :3], outer @ affine[:, 3]]).astype(_F32)
+
+
+@functools.lru_cache(maxsize=32)
+def _affine(space: str, to_linear: bool) -> np.ndarray | None:
+    """The 3x4 affine matrix (float64) from ``space`` to linear Rec.709 (or back) where OCIO's transform is one
+    (``convert.linear_transform``; identity for linear Rec.709 and data spaces); None where it is a curve. Folded
+    into the Lab matrices, a scene-linear plate (ACEScg) costs no pass of its own over the frame."""
+    space = convert.check_colorspace(space)
+    if convert._is_identity(space):
+        return np.column_stack([np.eye(3), np.zeros(3)])
+    lin = convert.linear_rec709()
+    matrix = convert.linear_transform(space, lin) if to_linear else convert.linear_transform(lin, space)
+    return None if matrix is None else matrix.astype(np.float64)

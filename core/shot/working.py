@@ -14,7 +14,7 @@ from colorprop.engine.engine import ShotOptions
 from colorprop.engine.flow import resize_flow, warp_backward
 from colorprop.engine.propagate import resize_hw
 from colorprop.errors import InputError, PixelError
-from colorprop.io.exr import as_stored
+from colorprop.io.exr import as_stored, image_channels
 from colorprop.shot.frames import RGB, FrameResult, KeyImage, PlateFrame
 from colorprop.shot.preflight import check_key, check_plate_pixels, check_size, plate_colorspace, working_size
 
@@ -62,8 +62,8 @@ class ShotColour:
         return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
 
     def _lab_l(self, pixels: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:
-        rgb = PlateFrame(pixels, channels, None).rgb()
-        return convert.lab_l_from_y(convert.luminance(convert.to_linear_rec709(rgb, self.space)))
+        read = image_channels(channels)
+        return plate_lab.lab_l_of_plate(pixels, tuple(channels.index(c) for c in read * (3 // len(read))), self.space)
 
     def key_ab(self, key: KeyImage) -> np.ndarray:
         """HxWx2 Lab ab of the key at full resolution."""
