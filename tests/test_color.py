@@ -303,7 +303,11 @@ def test_plate_l_reads_only_the_colour_channels_and_matches_the_reference_path(s
     depth = np.full(rgb.shape[:2] + (1,), np.inf, np.float32)
     plate = np.concatenate([rgb, np.ones_like(depth), depth], axis=-1)
     reference = lab_l_from_y(convert.luminance(to_linear_rec709(rgb, space).astype(np.float64)))
-    np.testing.assert_allclose(plate_lab.lab_l_of_plate(plate, (0, 1, 2), space), reference, rtol=1e-5, atol=2e-5)
+    lab_l = plate_lab.lab_l_of_plate(plate, (0, 1, 2), space)
+    np.testing.assert_allclose(lab_l, reference, rtol=1e-5, atol=2e-5)
+    # The same bits from the plate sent as RGB alone (in-band) or stored B, G, R: embedded and server runs agree.
+    assert np.array_equal(plate_lab.lab_l_of_plate(np.ascontiguousarray(rgb), (0, 1, 2), space), lab_l)
+    assert np.array_equal(plate_lab.lab_l_of_plate(np.ascontiguousarray(rgb[..., ::-1]), (2, 1, 0), space), lab_l)
     gray = np.concatenate([depth, rgb[..., 1:2]], axis=-1)  # channels (Z, Y)
     reference = lab_l_from_y(convert.luminance(to_linear_rec709(np.repeat(rgb[..., 1:2], 3, -1), space).astype(float)))
     np.testing.assert_allclose(plate_lab.lab_l_of_plate(gray, (1, 1, 1), space), reference, rtol=1e-5, atol=2e-5)

@@ -95,17 +95,19 @@ def lab_l_of_plate(pixels: np.ndarray, rgb_index: tuple[int, int, int], space: s
     if to_linear is None:
         rgb = pixels[..., list(rgb_index)]
         return convert.lab_l_from_y(convert.luminance(convert.to_linear_rec709(rgb, space)))
-    # Y / Yw straight from the plate's channels: one row (the luminance weights after the plate's matrix) and
-    # its offset, the weights of R, G, B put at their channels (summed for a gray plate). Only those channels are
-    # read: another one (a depth pass's +inf) would spoil the sum even at weight 0.
+    # Y / Yw straight from the plate's channels: the luminance weights after the plate's matrix, summed per channel
+    # (a gray plate's one channel takes all three), added in R, G, B order whatever the layout, so that a plate
+    # sent as RGB (in-band) and read as RGBA (a file) give the same bits. Only those channels are read: another
+    # one (a depth pass's +inf) would spoil the sum even at weight 0.
     row = _compose(np.array([convert.LUMA_WEIGHTS]) / convert._Y_WHITE, to_linear)[0]
-    used = sorted(set(rgb_index))
-    read = pixels[..., used[0] : used[-1] + 1] if used[-1] - used[0] + 1 == len(used) else pixels[..., used]
-    weights = np.zeros(len(used), _F32)
+    weights: dict[int, float] = {}
     for k, c in enumerate(rgb_index):
-        weights[used.index(c)] += row[k]
-    # numpy's matrix product: cv2.transform has fast kernels for 3- and 4-row matrices only (1 row: 4x slower).
-    t = np.asarray(read, dtype=_F32) @ weights
+        weights[c] = weights.get(c, 0.0) + float(row[k])
+    (first, w), *rest = weights.items()
+    t = np.multiply(pixels[..., first], _F32(w), dtype=_F32)
+    term = np.empty_like(t) if rest else None
+    for c, w in rest:
+        t += np.multiply(pixels[..., c], _F32(w), out=term, dtype=_F32)
     if row[3]:
         t += row[3]
     lab_l = np.cbrt(t)
