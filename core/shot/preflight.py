@@ -360,15 +360,15 @@ def check_full_key_or_regrade(keys: dict[int, KeyImage], regrade: bool) -> None:
 
 
 @np.errstate(over="ignore", invalid="ignore")  # a sum past float32 (or inf - inf) is the exact check's case
-def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str) -> None:
+def check_plate_pixels(pixels: np.ndarray, channels: tuple[str, ...], name: str, row_sums=None) -> None:
     """NaN/Inf only in the channels the engine reads; other channels (a depth pass at +inf) pass through. A finite
-    sum of the whole frame (read in place; any NaN or Inf makes it NaN or Inf) passes it without copying the read
-    channels; otherwise (a pass-through +inf, a NaN, a sum past float32's range) the exact check decides."""
-    if np.isfinite(np.sum(pixels)):
+    sum of the whole frame (read in place, or ``row_sums``: each row's, made by the caller; any NaN or Inf makes it
+    NaN or Inf) passes it without copying the read channels; otherwise (a pass-through +inf, a NaN, a sum past
+    float32's range) the exact check decides."""
+    if np.isfinite(np.sum(pixels) if row_sums is None else np.sum(row_sums)):
         return
     read = image_channels(channels)
-    index = {c: i for i, c in enumerate(channels)}
-    check_finite(pixels[..., [index[c] for c in read]], name, "plate", read)
+    check_finite(pixels[..., [channels.index(c) for c in read]], name, "plate", read)
 
 
 def make_output_folders(out: FramePattern, frames: list[int]) -> None:

@@ -16,7 +16,13 @@ from colorprop.engine.propagate import resize_hw
 from colorprop.errors import InputError, PixelError
 from colorprop.io.exr import as_stored, image_channels
 from colorprop.shot.frames import RGB, FrameResult, KeyImage, PlateFrame
-from colorprop.shot.preflight import check_key, check_plate_pixels, check_size, plate_colorspace, working_size
+from colorprop.shot.preflight import (
+    check_key,
+    check_plate_pixels,
+    check_size,
+    plate_colorspace,
+    working_size,
+)
 
 
 @dataclass
@@ -51,19 +57,22 @@ class ShotColour:
         self.carry_full = options.carry == "full"
 
     def prepare(self, frame: PlateFrame) -> Prepared:
-        check_plate_pixels(frame.pixels, frame.channels, frame.name)
+        # Row bands on a thread pool: per-pixel maths, the same numbers, a fraction of the time at 4K; the
+        # pre-flight's sums made in the same bands. L of a frame the check refuses is never used.
+        L, sums = convert.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
+        check_plate_pixels(frame.pixels, frame.channels, frame.name, sums)
         h, w = frame.pixels.shape[:2]
         if (w, h) != self.full_size:
             raise PixelError(
                 f"{frame.name}: size {w}x{h} differs from the shot's {self.full_size[0]}x{self.full_size[1]}"
             )
-        # Row bands on a thread pool: per-pixel maths, the same numbers, a fraction of the time at 4K.
-        L = convert.map_row_bands(lambda pixels: self._lab_l(pixels, frame.channels), frame.pixels)
         return Prepared(L, resize_hw(L, *self.work_size), self.space, frame)
 
-    def _lab_l(self, pixels: np.ndarray, channels: tuple[str, ...]) -> np.ndarray:
+    @np.errstate(over="ignore", invalid="ignore")  # a frame with NaN or Inf: check_plate_pixels names it
+    def _lab_l(self, pixels: np.ndarray, channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         read = image_channels(channels)
-        return plate_lab.lab_l_of_plate(pixels, tuple(channels.index(c) for c in read * (3 // len(read))), self.space)
+        rgb_index = tuple(channels.index(c) for c in read * (3 // len(read)))
+        return plate_lab.lab_l_of_plate(pixels, rgb_index, self.space), pixels.sum(axis=(1, 2))  # each row's
 
     def key_ab(self, key: KeyImage) -> np.ndarray:
         """HxWx2 Lab ab of the key at full resolution."""
