@@ -43,6 +43,7 @@ def _refused(out: subprocess.CompletedProcess, value: str) -> None:
     assert "docs/SERVER.md, 'A GPU server'" in out.stderr
 
 
+@pytest.mark.slow  # a CLI process each (torch imported afresh)
 @needs_cpu_torch
 @pytest.mark.parametrize("value", ["cuda", "cuda:1"])
 def test_serve_on_a_cpu_torch_refuses_cuda_before_it_listens(free_port, value):
@@ -57,6 +58,7 @@ def test_serve_on_a_cpu_torch_refuses_cuda_before_it_listens(free_port, value):
         s.bind(("127.0.0.1", port))
 
 
+@pytest.mark.slow  # a CLI process each (torch imported afresh)
 @needs_cpu_torch
 @pytest.mark.parametrize("weights", ["shipped", "none"])
 def test_colorize_on_a_cpu_torch_refuses_cuda_and_writes_nothing(tmp_path, weights):
@@ -86,6 +88,7 @@ def test_colorize_on_a_cpu_torch_refuses_cuda_and_writes_nothing(tmp_path, weigh
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # a CLI process each (torch imported afresh)
 @needs_cpu_torch
 def test_bench_on_a_cpu_torch_refuses_cuda_and_writes_no_json(tmp_path):
     out = _colorprop(
@@ -147,6 +150,7 @@ def test_make_venv_cuda_installs_the_cpu_lines_torch_from_the_cuda_index_then_th
     assert lines[-1].endswith("touch .venv/.installed")  # `make test` then reuses this venv as it is
 
 
+@pytest.mark.slow  # a CLI process (torch imported afresh)
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here: the script would measure it")
 def test_the_gpu_bench_script_refuses_a_machine_without_a_gpu_in_one_line(tmp_path):
     script = REPO / "tools" / "gpu_bench.sh"
