@@ -461,6 +461,23 @@ def test_each_key_frame_is_read_no_more_often_than_a_frame_between_keys(engine):
     assert reads[3] <= between and reads[8] <= between, reads
 
 
+def test_a_shot_keyed_at_its_first_frame_reads_every_plate_frame_once(engine):
+    """The first plate is read for the shot's colour space and size; the key frame there uses that read (a 4K plate
+    took 0.4 s more to read twice, on every shot)."""
+    frames = textured_frames(6)
+    gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
+    reads: dict[int, int] = {}
+
+    class CountingSource(ArraySource):
+        def read(self, frame: int):
+            reads[frame] = reads.get(frame, 0) + 1
+            return super().read(frame)
+
+    sink = ArraySink()
+    run_shot(engine, CountingSource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)}, ShotOptions("flow"), sink)
+    assert sorted(sink.results) == list(range(1, 7)) and reads == {f: 1 for f in range(1, 7)}, reads
+
+
 def test_a_resumed_span_between_keys_checks_each_written_frame_once(engine):
     """--skip-existing over a span between keys: each output is checked once (an EXR check reads the whole file);
     with every frame written nothing is read back (no later frame is made from it); with some written, the last

@@ -15,7 +15,7 @@ from colorprop.engine.confidence import meet_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.propagate import Propagator
 from colorprop.errors import ColorpropError
-from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, ProgressEvent, ShotReport
+from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport
 from colorprop.shot.cache import ShotCache
 from colorprop.shot.layers import ShotLayers
 from colorprop.shot.passes import DIRECTIONS, PassFrame, PassStore, fingerprint, temporary_root
@@ -65,7 +65,9 @@ class ShotRun:
         self.progress, self.cancel, self.skip_existing, self.blend = progress, cancel, job.skip_existing, blend
         self.direction_only, self.total, self.done = job.direction, total, 0
         self.report = ShotReport()
-        self.shot = shot = ShotColour(options, source.read(next(iter(source.frames))))
+        first = next(iter(source.frames))
+        self._first_plate: tuple[int, PlateFrame] | None = (first, source.read(first))  # taken by ``prepared``
+        self.shot = shot = ShotColour(options, self._first_plate[1])
         self.key_ab_full = {k: shot.key_ab(img) for k, img in keys.items()}
         if options.regrade:  # carry the change the key made to its plate frame, not the colour
             self.key_ab_full = {
@@ -106,10 +108,16 @@ class ShotRun:
     def prepared(self, frame: int) -> Prepared:
         """The plate frame in the working space (with a cache, its luminance kept there: rerun.py)."""
         if self._last_prepared is None or self._last_prepared[0] != frame:
+            # The plate read for the shot's colour space and size serves its frame once, if that comes first (the
+            # key at the start of most shots): a 4K plate is not read twice.
+            first, self._first_plate = self._first_plate, None
             prep = None if self.rerun is None else self.rerun.prepared(frame)
-            self._last_prepared = (frame, prep or self.shot.prepare(self.source.read(frame)))
-            if self.rerun is not None and prep is None:
-                self.rerun.keep_L(frame, self._last_prepared[1])
+            if prep is None:
+                plate = first[1] if first is not None and first[0] == frame else self.source.read(frame)
+                prep = self.shot.prepare(plate)
+                if self.rerun is not None:
+                    self.rerun.keep_L(frame, prep)
+            self._last_prepared = (frame, prep)
         return self._last_prepared[1]
 
     def working_L(self, frame: int) -> np.ndarray:
