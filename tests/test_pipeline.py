@@ -441,22 +441,29 @@ def test_resume_with_full_resolution_carry_is_exact(tmp_path, engine):
         np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
 
 
+class CountingSource(ArraySource):
+    """An ArraySource that counts the reads of each frame (``reads``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads: dict[int, int] = {}
+
+    def read(self, frame: int):
+        self.reads[frame] = self.reads.get(frame, 0) + 1
+        return super().read(frame)
+
+
 def test_each_key_frame_is_read_no_more_often_than_a_frame_between_keys(engine):
     """Plates on the farm sit on network storage: a key starts one run, ends another and is written itself, and
     is read for that no more often than a frame that two passes and a blend use."""
     frames = textured_frames(13)
     gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
-    reads: dict[int, int] = {}
-
-    class CountingSource(ArraySource):
-        def read(self, frame: int):
-            reads[frame] = reads.get(frame, 0) + 1
-            return super().read(frame)
-
+    source = CountingSource(gray, colorspace=SPACE)
     keys = {3: KeyImage(frames[2], SPACE), 8: KeyImage(frames[7], SPACE)}
     sink = ArraySink()
-    run_shot(engine, CountingSource(gray, colorspace=SPACE), keys, ShotOptions(method="flow"), sink)
+    run_shot(engine, source, keys, ShotOptions(method="flow"), sink)
     assert sorted(sink.results) == list(range(1, 14))
+    reads = source.reads
     between = max(reads[f] for f in (4, 5, 6, 7))
     assert reads[3] <= between and reads[8] <= between, reads
 
@@ -466,16 +473,9 @@ def test_a_shot_keyed_at_its_first_frame_reads_every_plate_frame_once(engine):
     took 0.4 s more to read twice, on every shot)."""
     frames = textured_frames(6)
     gray = {i + 1: np.repeat(convert.luminance(f)[..., None], 3, 2) for i, f in enumerate(frames)}
-    reads: dict[int, int] = {}
-
-    class CountingSource(ArraySource):
-        def read(self, frame: int):
-            reads[frame] = reads.get(frame, 0) + 1
-            return super().read(frame)
-
-    sink = ArraySink()
-    run_shot(engine, CountingSource(gray, colorspace=SPACE), {1: KeyImage(frames[0], SPACE)}, ShotOptions("flow"), sink)
-    assert sorted(sink.results) == list(range(1, 7)) and reads == {f: 1 for f in range(1, 7)}, reads
+    source, sink = CountingSource(gray, colorspace=SPACE), ArraySink()
+    run_shot(engine, source, {1: KeyImage(frames[0], SPACE)}, ShotOptions("flow"), sink)
+    assert sorted(sink.results) == list(range(1, 7)) and source.reads == {f: 1 for f in range(1, 7)}, source.reads
 
 
 def test_a_resumed_span_between_keys_checks_each_written_frame_once(engine):

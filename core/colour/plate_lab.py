@@ -110,10 +110,8 @@ def lab_l_of_plate(pixels: np.ndarray, rgb_index: tuple[int, int, int], space: s
         t += np.multiply(pixels[..., c], _F32(w), out=term, dtype=_F32)
     if row[3]:
         t += row[3]
-    lab_l = np.cbrt(t)
+    lab_l = _g(t)  # L = 116 f(t) - 16 = 116 g(t)
     lab_l *= _F32(116.0)
-    lab_l -= _F32(16.0)
-    np.copyto(lab_l, t * _F32(convert._KAPPA), where=~(t > convert._EPSILON))  # f's linear segment: L = kappa t
     return lab_l
 
 

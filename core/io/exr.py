@@ -191,7 +191,8 @@ def _read_open_input(inp: oiio.ImageInput, path: Path, with_pixels: bool, error)
             widened = np.empty(pixels.shape, np.float32)
             copy_converted(widened, pixels)
             pixels = widened
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        else:
+            pixels = np.ascontiguousarray(pixels, dtype=np.float32)
     metadata, metadata_types = _metadata_of(spec)
     check_header_text(spec.channelnames, metadata, path, error)
     return Plate(

@@ -16,13 +16,7 @@ from colorprop.engine.propagate import resize_hw
 from colorprop.errors import InputError, PixelError
 from colorprop.io.exr import as_stored, image_channels
 from colorprop.shot.frames import RGB, FrameResult, KeyImage, PlateFrame
-from colorprop.shot.preflight import (
-    check_key,
-    check_plate_pixels,
-    check_size,
-    plate_colorspace,
-    working_size,
-)
+from colorprop.shot.preflight import check_key, check_plate_pixels, check_size, plate_colorspace, working_size
 
 
 @dataclass
