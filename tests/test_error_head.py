@@ -151,3 +151,32 @@ def test_error_head_learns_which_candidate_is_right_from_its_cues():
     on_right = torch.gather(out.predicted, 1, region)
     on_wrong = (out.predicted.sum(1, keepdim=True) - on_right) / 2
     assert float(on_right.mean()) < math.log1p(4.0) and float(on_wrong.mean()) > math.log1p(20.0)
+
+
+def test_while_training_the_written_colour_is_the_argmin_and_the_outcome_loss_reaches_the_predictions():
+    """The soft choice behind the argmin changes no value written (training = inference, bit for bit), but the
+    outcome loss's gradient reaches the error head; where every candidate is as good, its price for leaving the
+    chain moves the choice onto the chain."""
+    from colorprop.engine.step import soft_choice
+    from colorprop.training.stage_fusion import outcome_loss
+
+    net = FusionNet(FusionConfig(width=8, candidates=THREE, head="error"))
+    c = candidates()
+    carried = start(0.2 * torch.randn(1, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
+    with torch.inference_mode():
+        inferred = propagate_step(net, carried, c)
+    trained = propagate_step(net, carried, c, training=True)
+    assert torch.equal(trained.ab, inferred.ab) and torch.equal(trained.chosen, inferred.chosen)
+    outcome_loss(trained, torch.zeros_like(trained.ab), leave_cost=0.0).backward()
+    assert net.head.weight.grad.abs().sum() > 0  # the colour's L1 reaches the predictions through the soft choice
+
+    same = c._replace(ab_key=carried.ab.clone(), ab_direct=carried.ab.clone())  # all three candidates equal
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    shares = []
+    for _ in range(20):
+        out = propagate_step(net, carried, same, training=True)
+        shares.append(float(soft_choice(out.predicted.detach())[:, 0].mean()))
+        opt.zero_grad()
+        outcome_loss(out, carried.ab, leave_cost=0.1).backward()  # the L1 is 0 wherever the choice falls
+        opt.step()
+    assert shares[-1] > shares[0] + 0.1, shares

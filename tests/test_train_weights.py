@@ -120,6 +120,20 @@ def test_fusion_only_run_paused_mid_stage_reproduces_an_uninterrupted_run(error_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_fine_tuning_run_starts_from_the_f_f_it_names_and_refuses_another_config(error_run, tmp_path):
+    source = error_run / "weights"
+    cfg = replace(error_head_config(), fusion_from=str(source), fusion_lr=0.0, fusion_outcome_weight=10.0)
+    train(cfg, tmp_path / "run", tmp_path / "w", device="cpu")
+    a = torch.load(source / "fusion.pt", weights_only=True)
+    b = torch.load(tmp_path / "w" / "fusion.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # learning rate 0: the F_f it started from, unchanged
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(log) == SMOKE["fusion_steps"] and all(np.isfinite(r["l1"]) for r in log)
+    other = replace(cfg, fusion={**cfg.fusion, "width": 12})
+    with pytest.raises(SystemExit, match="F_f config differs"):
+        train(other, tmp_path / "run2", tmp_path / "w2", device="cpu")
+
+
 def test_a_run_whose_f_w_config_differs_from_the_weights_it_reuses_is_refused(tmp_path):
     cfg = replace(error_head_config(), local={**TrainConfig().local, "kernel_size": 7})
     with pytest.raises(SystemExit, match="F_w config differs"):

@@ -14,7 +14,8 @@ run carries from frame to frame is ``Carried``:
     ab       = (1 − w) · ab_flow + w · ab_key + residual
     F_f(cues) -> predicted error per candidate              the "error" head (any of chain, key, direct):
     ab       = the candidate with the lowest predicted error, every one but the chain priced by the config's
-               leave_price (hard argmin, made by F_f; no gradient through the choice)
+               leave_price (hard argmin, made by F_f; while training, the gradient of the softmin of the
+               predicted errors passes straight through, as ``choose``'s does)
 
     next carried: ab (what was written), age = 0 where the written colour left the flow candidate, else
     warp(age) + 1 frame: "frames since this pixel's colour was last refreshed from a key", decided from the
@@ -32,6 +33,7 @@ from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
 
 AGE_FRAMES = 50.0  # age is fed to F_f as frames / AGE_FRAMES (1 = fifty frames without a refresh)
 AB_SCALE = 128.0  # network chroma = ab / 128 (Lab units)
+CHOICE_TEMPERATURE = 0.1  # training: the soft choice behind the error head's argmin (log(1 + error) units)
 REFRESH_AB = 2.0 / AB_SCALE  # a written colour this far (ab/128) from the flow candidate counts as refreshed
 
 
@@ -168,6 +170,12 @@ def candidate_colours(c: Candidates, ab_flow: torch.Tensor) -> dict[str, torch.T
     return {"chain": ab_flow, "key": c.ab_key, "direct": c.ab_direct}
 
 
+def soft_choice(predicted: torch.Tensor) -> torch.Tensor:
+    """The error head's choice made soft, for training's gradients only: N x K x H x W shares, the softmin of the
+    predicted log(1 + error) at CHOICE_TEMPERATURE (the hard argmin is what is written)."""
+    return torch.softmax(-predicted / CHOICE_TEMPERATURE, dim=1)
+
+
 def choose(key_logit: torch.Tensor, training: bool) -> torch.Tensor:
     """Hard 0/1 choice of the key match; while training, the gradient of the sigmoid passes straight
     through (a soft share left in a carried pixel would leak and compound along the run)."""
@@ -200,6 +208,9 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
     stack = torch.stack([offered[n] for n in names], dim=1)  # N x K x 2 x H x W
     chosen = out.chosen  # N x 1 x H x W, F_f's priced argmin (fusion_net)
     ab = torch.gather(stack, 1, chosen[:, :, None].expand(-1, -1, 2, -1, -1))[:, 0]
+    if training:  # the choice's gradient, straight through: the soft choice's colour (same values as the hard one)
+        mixed = (soft_choice(out.predicted)[:, :, None] * stack).sum(dim=1)
+        ab = ab + (mixed - mixed.detach())
     key_weight = (chosen == names.index("key")).to(ab.dtype) if "key" in names else torch.zeros_like(out.confidence)
     return StepOutput(ab, ab_flow, key_weight, out.key_logit, out.confidence, age_flow, out.predicted, chosen)
 

@@ -56,6 +56,11 @@ class TrainConfig:
     # colour, which is stable in time (measured: without it F_f took the key on 36 % of training pixels, the
     # oracle on 8 %, and lost on the dev clips)
     fusion_key_cost: float = 0.02
+    # the error head: its choice's outcome beside its error fit, through the recursion (0: the fit alone): this
+    # weight x (L1 on the written ab + fusion_key_cost x the soft share taken from a candidate other than the chain)
+    fusion_outcome_weight: float = 0.0
+    # F_f's starting weights: "" (fresh) or a weights folder whose fusion config is this run's (fine-tuning)
+    fusion_from: str = ""
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
 

@@ -19,6 +19,7 @@ from colorprop.engine.step import (
     carry_on,
     packed_slice,
     propagate_step,
+    soft_choice,
     start,
     unpack_candidates,
 )
@@ -49,9 +50,9 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
     """The recursion over ``frames`` (B x T' x CANDIDATE_CHANNELS x H x W, frame indices t0.. of runs ``total``
     long) from ``carried``, exactly as inference runs it (``step.propagate_step``); returns (loss, carried after
     the last frame, logged numbers). Loss, weighted toward later frames: the choice head, L1 on ab, plus the choice
-    against the oracle's (``fusion_choice_weight``); the error head, ``error_fit`` (no colour loss: its choice
-    is an argmin); both, F_f's confidence against whether its colour is within ``fusion_confidence_within`` of
-    the truth (binary cross-entropy)."""
+    against the oracle's (``fusion_choice_weight``); the error head, ``error_fit`` (+ ``outcome_loss`` when
+    ``fusion_outcome_weight`` asks: its choice judged by what it writes); both, F_f's confidence against whether
+    its colour is within ``fusion_confidence_within`` of the truth (binary cross-entropy)."""
     loss = frames.new_zeros(())
     logged: dict[str, float] = {}
     within = cfg.fusion_confidence_within / AB_SCALE
@@ -63,6 +64,8 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
             term, numbers = choice_loss(out, cand, ab_true, cfg)
         else:
             term, numbers = error_fit(out, cand, ab_true, net.cfg.candidates)
+            if cfg.fusion_outcome_weight:
+                term = term + cfg.fusion_outcome_weight * outcome_loss(out, ab_true, cfg.fusion_key_cost)
         loss = loss + weight * term
         loss = loss + cfg.fusion_confidence_weight * confidence_loss(out, ab_true, within)
         numbers["flow_l1"] = (out.ab_flow.detach() - ab_true).abs().mean().item()
@@ -103,6 +106,14 @@ def error_fit(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, names: t
     }
     numbers.update({f"{n}_share": (out.chosen == i).float().mean().item() for i, n in enumerate(names)})
     return fit, numbers
+
+
+def outcome_loss(out: StepOutput, ab_true: torch.Tensor, leave_cost: float) -> torch.Tensor:
+    """The error head's choice judged by what it writes: L1 on ab (its gradient reaches the predictions through the
+    soft choice, ``step.soft_choice``, and earlier frames through the carried colour) + ``leave_cost`` x the soft
+    share taken from a candidate other than the chain (where all are as good, keep the chain: stable in time)."""
+    leave = 1.0 - soft_choice(out.predicted)[:, 0].mean()
+    return (out.ab - ab_true).abs().mean() + leave_cost * leave
 
 
 def confidence_loss(out: StepOutput, ab_true: torch.Tensor, within: float) -> torch.Tensor:

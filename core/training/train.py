@@ -93,6 +93,8 @@ def _train(
         pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
         train_local(models, pairs, cfg, run)
         del pairs
+    if cfg.fusion_from:
+        fusion_from(models, cfg)
     fusion_data = run.cached(
         "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
     )
@@ -140,6 +142,16 @@ def train_local_from(models, cfg: TrainConfig) -> None:
         raise SystemExit(f"{manifest.folder}: its F_w config differs from this run's 'local'; train stage 1 instead")
     models.local.load_state_dict(weights.load_state_dict(manifest, "local"), strict=True)
     print(f"F_w from {manifest.folder} (stage 1 skipped)", file=sys.stderr)
+
+
+def fusion_from(models, cfg: TrainConfig) -> None:
+    """F_f starts from the weights folder ``cfg.fusion_from`` (fine-tuning), whose fusion config must be this run's;
+    a checkpoint in the run folder, when resuming, still wins (``Run.resume``)."""
+    manifest = weights.read_manifest(Path(cfg.fusion_from))
+    if FusionConfig.from_dict(manifest.network("fusion").config) != FusionConfig.from_dict(cfg.fusion):
+        raise SystemExit(f"{manifest.folder}: its F_f config differs from this run's 'fusion'")
+    models.fusion.load_state_dict(weights.load_state_dict(manifest, "fusion"), strict=True)
+    print(f"F_f starts from {manifest.folder}", file=sys.stderr)
 
 
 def run_train_command(args) -> int:
