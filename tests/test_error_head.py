@@ -180,3 +180,26 @@ def test_while_training_the_written_colour_is_the_argmin_and_the_outcome_loss_re
         outcome_loss(out, carried.ab, leave_cost=0.1).backward()  # the L1 is 0 wherever the choice falls
         opt.step()
     assert shares[-1] > shares[0] + 0.1, shares
+
+
+def test_the_spread_weighted_fit_teaches_most_where_the_candidates_errors_differ():
+    """Pixels whose three candidates are equally wrong teach the argmin nothing: with a spread floor the fit's
+    gradient there is the floor's share of what it is where one candidate is far better; without, alike."""
+    from colorprop.engine.step import StepOutput
+
+    c = candidates(h=8, w=16)
+    truth = torch.zeros(1, 2, 8, 16)
+    chain = torch.full((1, 2, 8, 16), 0.05)
+    key = chain.clone()
+    key[..., 8:] = 0.0  # right half: the key match is exact, the chain and key-direct 0.05 off
+    c = c._replace(ab_key=key, ab_direct=chain.clone())
+    grads = {}
+    for floor in (0.0, 0.1):
+        predicted = torch.zeros(1, 3, 8, 16, requires_grad=True)
+        zero = torch.zeros(1, 1, 8, 16)
+        out = StepOutput(chain, chain, zero, zero, zero, zero, predicted, zero.long())
+        error_fit(out, c, truth, THREE, spread_floor=floor)[0].backward()
+        g = predicted.grad[:, 0].abs()  # the chain's prediction: equally wrong on both halves
+        grads[floor] = float(g[..., :8].mean() / g[..., 8:].mean())
+    assert grads[0.0] == pytest.approx(1.0)
+    assert grads[0.1] < 0.2  # the tie half weighs floor / (spread + floor)

@@ -59,6 +59,9 @@ class TrainConfig:
     # the error head: its choice's outcome beside its error fit, through the recursion (0: the fit alone): this
     # weight x (L1 on the written ab + fusion_key_cost x the soft share taken from a candidate other than the chain)
     fusion_outcome_weight: float = 0.0
+    # the error head's fit, per pixel weighted by (max − min of its candidates' actual log errors) + this floor
+    # (0: every pixel alike): most pixels are near-ties, which teach the argmin nothing
+    fusion_fit_spread_floor: float = 0.0
     # F_f's starting weights: "" (fresh) or a weights folder whose fusion config is this run's (fine-tuning)
     fusion_from: str = ""
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())

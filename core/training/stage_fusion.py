@@ -63,7 +63,7 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
         if out.predicted is None:
             term, numbers = choice_loss(out, cand, ab_true, cfg)
         else:
-            term, numbers = error_fit(out, cand, ab_true, net.cfg.candidates)
+            term, numbers = error_fit(out, cand, ab_true, net.cfg.candidates, cfg.fusion_fit_spread_floor)
             if cfg.fusion_outcome_weight:
                 term = term + cfg.fusion_outcome_weight * outcome_loss(out, ab_true, cfg.fusion_key_cost)
         loss = loss + weight * term
@@ -91,13 +91,22 @@ def choice_loss(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, cfg: T
     return loss, {"l1": l1.item(), "oracle_share": key_closer.mean().item()}
 
 
-def error_fit(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, names: tuple[str, ...]):
+def error_fit(
+    out: StepOutput, cand: Candidates, ab_true: torch.Tensor, names: tuple[str, ...], spread_floor: float = 0.0
+):
     """The error head's loss on one frame: per pixel and candidate, its predicted log(1 + error) against the
     actual one (ab in Lab units), Huber in log space, on the states the model itself visits (the chain is what
-    it carried); no colour loss (the choice is an argmin). Returns (loss, logged numbers)."""
+    it carried); no colour loss (the choice is an argmin). ``spread_floor`` > 0: each pixel weighted by how far
+    apart its candidates' actual errors are (max − min, log units) + the floor, normalised to mean 1, so the
+    pixels where the choice matters teach the most. Returns (loss, logged numbers)."""
     offered = candidate_colours(cand, out.ab_flow)
     actual = torch.cat([(offered[n].detach() - ab_true).norm(dim=1, keepdim=True) for n in names], dim=1)
-    fit = F.smooth_l1_loss(out.predicted, torch.log1p(actual * AB_SCALE), beta=0.25)
+    target = torch.log1p(actual * AB_SCALE)
+    fit = F.smooth_l1_loss(out.predicted, target, beta=0.25, reduction="none")
+    if spread_floor > 0:
+        weight = (target.amax(dim=1, keepdim=True) - target.amin(dim=1, keepdim=True)) + spread_floor
+        fit = fit * (weight / weight.mean())
+    fit = fit.mean()
     best = actual.argmin(dim=1, keepdim=True)
     numbers = {
         "error_fit": fit.item(),
