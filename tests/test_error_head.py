@@ -165,8 +165,11 @@ def test_while_training_the_written_colour_is_the_argmin_and_the_outcome_loss_re
     carried = start(0.2 * torch.randn(1, 2, 24, 31, generator=torch.Generator().manual_seed(1)))
     with torch.inference_mode():
         inferred = propagate_step(net, carried, c)
-    trained = propagate_step(net, carried, c, training=True)
+    fitted = propagate_step(net, carried, c, training=True)  # the error fit's own training
+    assert not fitted.ab.requires_grad  # the written colour has no path to F_f's weights
+    trained = propagate_step(net, carried, c, training=True, choice_gradient=True)
     assert torch.equal(trained.ab, inferred.ab) and torch.equal(trained.chosen, inferred.chosen)
+    assert trained.ab.requires_grad
     outcome_loss(trained, torch.zeros_like(trained.ab), leave_cost=0.0).backward()
     assert net.head.weight.grad.abs().sum() > 0  # the colour's L1 reaches the predictions through the soft choice
 
@@ -174,7 +177,7 @@ def test_while_training_the_written_colour_is_the_argmin_and_the_outcome_loss_re
     opt = torch.optim.SGD(net.parameters(), lr=0.5)
     shares = []
     for _ in range(20):
-        out = propagate_step(net, carried, same, training=True)
+        out = propagate_step(net, carried, same, training=True, choice_gradient=True)
         shares.append(float(soft_choice(out.predicted.detach())[:, 0].mean()))
         opt.zero_grad()
         outcome_loss(out, carried.ab, leave_cost=0.1).backward()  # the L1 is 0 wherever the choice falls

@@ -14,8 +14,8 @@ run carries from frame to frame is ``Carried``:
     ab       = (1 − w) · ab_flow + w · ab_key + residual
     F_f(cues) -> predicted error per candidate              the "error" head (any of chain, key, direct):
     ab       = the candidate with the lowest predicted error, every one but the chain priced by the config's
-               leave_price (hard argmin, made by F_f; while training, the gradient of the softmin of the
-               predicted errors passes straight through, as ``choose``'s does)
+               leave_price (hard argmin, made by F_f; when training asks for it, the gradient of the
+               softmin of the predicted errors passes straight through, as ``choose``'s does)
 
     next carried: ab (what was written), age = 0 where the written colour left the flow candidate, else
     warp(age) + 1 frame: "frames since this pixel's colour was last refreshed from a key", decided from the
@@ -192,8 +192,13 @@ def advance(carried: Carried, flow: torch.Tensor) -> Carried:
     return Carried(moved[:, :2], moved[:, 2:3] + 1.0 / AGE_FRAMES)
 
 
-def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, training: bool = False) -> StepOutput:
-    """One frame (module docstring). ``fusion`` None: the flow candidate alone (the classical chain)."""
+def propagate_step(
+    fusion: FusionNet | None, carried: Carried, c: Candidates, training: bool = False, choice_gradient: bool = False
+) -> StepOutput:
+    """One frame (module docstring). ``fusion`` None: the flow candidate alone (the classical chain).
+    ``choice_gradient`` (training the error head by what it writes): the gradient of the soft choice passes
+    straight through its argmin into the written colour, and so on to later frames; else the written colour has
+    no gradient path to the predictions (the error fit's own training, unchanged)."""
     ab_flow, age_flow = advance(carried, c.flow)
     if fusion is None:
         zero = torch.zeros_like(c.consistency)
@@ -208,7 +213,7 @@ def propagate_step(fusion: FusionNet | None, carried: Carried, c: Candidates, tr
     stack = torch.stack([offered[n] for n in names], dim=1)  # N x K x 2 x H x W
     chosen = out.chosen  # N x 1 x H x W, F_f's priced argmin (fusion_net)
     ab = torch.gather(stack, 1, chosen[:, :, None].expand(-1, -1, 2, -1, -1))[:, 0]
-    if training:  # the choice's gradient, straight through: the soft choice's colour (same values as the hard one)
+    if training and choice_gradient:  # straight through: the soft choice's colour (same values as the hard one)
         mixed = (soft_choice(out.predicted)[:, :, None] * stack).sum(dim=1)
         ab = ab + (mixed - mixed.detach())
     key_weight = (chosen == names.index("key")).to(ab.dtype) if "key" in names else torch.zeros_like(out.confidence)

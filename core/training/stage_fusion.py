@@ -58,7 +58,7 @@ def unroll_loss(net, carried: Carried, frames: torch.Tensor, t0: int, total: int
     within = cfg.fusion_confidence_within / AB_SCALE
     for i in range(frames.shape[1]):
         cand, ab_true = unpack_candidates(frames[:, i])
-        out = propagate_step(net, carried, cand, training=True)
+        out = propagate_step(net, carried, cand, training=True, choice_gradient=cfg.fusion_outcome_weight > 0)
         weight = 1.0 + cfg.fusion_late_weight * (t0 + i) / total
         if out.predicted is None:
             term, numbers = choice_loss(out, cand, ab_true, cfg)
