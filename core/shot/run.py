@@ -15,7 +15,6 @@ from colorprop.engine.confidence import meet_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.propagate import Propagator
 from colorprop.errors import ColorpropError
-from colorprop.shot.ahead import LookAhead
 from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport
 from colorprop.shot.cache import ShotCache
 from colorprop.shot.layers import ShotLayers
@@ -79,7 +78,6 @@ class ShotRun:
         self.layers = ShotLayers(self, keys)  # layers.py
         self.plates: str | None = None  # with a cache: what the plates and the engine are (rerun.py), in stamps
         self.rerun = None if job.cache is None else Rerun(self, job.cache)
-        self.ahead: LookAhead | None = None
 
     # ---------------------------------------------------------------- reporting
 
@@ -182,10 +180,9 @@ class ShotRun:
         base.stamp = stamp
         self.emit(frame, base, time.perf_counter() - t0)
 
-    def new_propagator(self, key: int, other: int | None = None, ahead: LookAhead | None = None) -> Propagator:
+    def new_propagator(self, key: int, other: int | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
-        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md).
-        ``ahead``: its stores are the Propagator's (else the shot cache's, with one)."""
+        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
         others = [self.key_work(other)] if other is not None else []
         return Propagator(
             self.options.method,
@@ -193,20 +190,8 @@ class ShotRun:
             self.engine.models,
             change_only=self.options.regrade,
             other_keys=others,
-            **(self.stores() if ahead is None else ahead.stores),
+            **self.stores(),
         )
-
-    def look_ahead(self) -> LookAhead | None:
-        """The shot's LookAhead (made once, closed with the shot) where it applies, and not with a shot cache."""
-        if self.rerun is not None or not LookAhead.applies(self.options.method, self.engine.models):
-            return None
-        if self.ahead is None:
-            self.ahead = LookAhead()
-        return self.ahead
-
-    def close(self) -> None:
-        if self.ahead is not None:
-            self.ahead.close()
 
     def stores(self) -> dict:
         """A Propagator's stores of what no key changes (DIS flows, F_s's features; cache.py), with a cache."""
@@ -244,8 +229,7 @@ class ShotRun:
     def one_way(self, kind: str, a: int | None, b: int | None, run: list[int]) -> None:
         """Before the first key (``kind`` "backward", from ``b``) or after the last (forward from ``a``)."""
         shot = self.shot
-        ahead = self.look_ahead()  # the next frame's networks during this frame's plate-size work (ahead.py)
-        propagator = self.new_propagator(b, None, ahead) if kind == "backward" else self.new_propagator(a, b, ahead)
+        propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
         prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
         order = list(reversed(run)) if kind == "backward" else run
         exists = [self.skip_existing and self.sink.exists(frame) for frame in order]
@@ -274,11 +258,7 @@ class ShotRun:
                 self.emit(frame, None, 0.0)
                 propagator.accept(pending, shot.to_work(prev_full))
                 continue
-            if ahead is not None:
-                ahead.wait()
             pending = propagator.step(prep.L_work)
-            if ahead is not None and i + 1 < todo:
-                ahead.start(propagator, prep.L_work, self.prepared(order[i + 1]).L_work)
             ab, confidence, _ = pending.colour
             full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow, prep.L_work)
             base = self.output(frame, prep, *full, t0, written)
