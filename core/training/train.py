@@ -134,23 +134,28 @@ def _train(
     return path
 
 
+def network_from(models, name: str, source: str, config_class, run_config: dict, what: str, advice: str = ""):
+    """``models``' network ``name`` from the weights folder ``source`` ("shipped": the shipped weights), whose
+    manifest's config of it must be this run's ``run_config``; returns the manifest."""
+    manifest = weights.read_manifest(None if source == "shipped" else Path(source))
+    if config_class.from_dict(manifest.network(name).config) != config_class.from_dict(run_config):
+        raise SystemExit(f"{manifest.folder}: its {what} config differs from this run's '{name}'{advice}")
+    getattr(models, name).load_state_dict(weights.load_state_dict(manifest, name), strict=True)
+    return manifest
+
+
 def train_local_from(models, cfg: TrainConfig) -> None:
-    """Stage 1 skipped: F_w from the weights folder ``cfg.local_from`` ("shipped": the shipped weights), whose
-    manifest's F_w config must be this run's."""
-    manifest = weights.read_manifest(None if cfg.local_from == "shipped" else Path(cfg.local_from))
-    if manifest.network("local").config != cfg.local:
-        raise SystemExit(f"{manifest.folder}: its F_w config differs from this run's 'local'; train stage 1 instead")
-    models.local.load_state_dict(weights.load_state_dict(manifest, "local"), strict=True)
+    """Stage 1 skipped: F_w from the weights folder ``cfg.local_from`` (``network_from``)."""
+    manifest = network_from(
+        models, "local", cfg.local_from, LocalNetConfig, cfg.local, "F_w", "; train stage 1 instead"
+    )
     print(f"F_w from {manifest.folder} (stage 1 skipped)", file=sys.stderr)
 
 
 def fusion_from(models, cfg: TrainConfig) -> None:
-    """F_f starts from the weights folder ``cfg.fusion_from`` (fine-tuning), whose fusion config must be this run's;
-    a checkpoint in the run folder, when resuming, still wins (``Run.resume``)."""
-    manifest = weights.read_manifest(Path(cfg.fusion_from))
-    if FusionConfig.from_dict(manifest.network("fusion").config) != FusionConfig.from_dict(cfg.fusion):
-        raise SystemExit(f"{manifest.folder}: its F_f config differs from this run's 'fusion'")
-    models.fusion.load_state_dict(weights.load_state_dict(manifest, "fusion"), strict=True)
+    """F_f starts from the weights folder ``cfg.fusion_from`` (fine-tuning; ``network_from``); a checkpoint in the
+    run folder, when resuming, still wins (``Run.resume``)."""
+    manifest = network_from(models, "fusion", cfg.fusion_from, FusionConfig, cfg.fusion, "F_f")
     print(f"F_f starts from {manifest.folder}", file=sys.stderr)
 
 
