@@ -20,8 +20,11 @@ class PrefetchingSource:
 
     Runs walk the frame list one step at a time, forward or backward; after ``read(f)`` the next frame
     in the same direction is read ahead. A frame not read ahead is read on the spot, so the frames (and
-    errors) the caller gets are exactly those of ``source`` alone.
+    errors) the caller gets are exactly those of ``source`` alone. A run from it may read frame k+1 before frame k
+    is out (``reads_ahead``: the shot's look-ahead, ahead.py); from any other source, frame k+1 is read after.
     """
+
+    reads_ahead = True
 
     def __init__(self, source: FrameSource, pool: ThreadPoolExecutor):
         self.source = source

@@ -107,6 +107,7 @@ def run_shot(
     run = ShotRun(engine, job, blend, sum(len(s.frames) for s in segments), progress, cancel)
     start = time.perf_counter()
     with contextlib.ExitStack() as stack:
+        stack.callback(run.close)
         if cache is not None:
             stack.callback(cache.flush)  # every entry on disk when the run ends, however it ends
         if run.layers.layers and direction is None and segments:  # a pass task writes no frame: no layer

@@ -15,6 +15,7 @@ from colorprop.engine.confidence import meet_confidence
 from colorprop.engine.engine import Engine, ShotOptions
 from colorprop.engine.propagate import Propagator
 from colorprop.errors import ColorpropError
+from colorprop.shot.ahead import LookAhead
 from colorprop.shot.frames import FrameResult, FrameSink, FrameSource, KeyImage, PlateFrame, ProgressEvent, ShotReport
 from colorprop.shot.cache import ShotCache
 from colorprop.shot.layers import ShotLayers
@@ -78,6 +79,8 @@ class ShotRun:
         self.layers = ShotLayers(self, keys)  # layers.py
         self.plates: str | None = None  # with a cache: what the plates and the engine are (rerun.py), in stamps
         self.rerun = None if job.cache is None else Rerun(self, job.cache)
+        # The next frame's networks computed during this frame's plate-size work (ahead.py), where that applies.
+        self.ahead = LookAhead() if LookAhead.applies(options.method, engine.models, source, job.cache) else None
 
     # ---------------------------------------------------------------- reporting
 
@@ -119,6 +122,13 @@ class ShotRun:
                     self.rerun.keep_L(frame, prep)
             self._last_prepared = (frame, prep)
         return self._last_prepared[1]
+
+    def prepared_early(self, frame: int) -> np.ndarray | None:
+        """``prepared(frame).L_work`` before the frame ahead of it is out (the look-ahead), or None where that fails:
+        its error is raised when the run reaches ``frame`` (read again), after the frames before it are written."""
+        with contextlib.suppress(Exception):
+            return self.prepared(frame).L_work
+        return None
 
     def working_L(self, frame: int) -> np.ndarray:
         """A frame's luminance at the working size (all a pass needs of it): with a cache, kept there, so a pass
@@ -180,9 +190,10 @@ class ShotRun:
         base.stamp = stamp
         self.emit(frame, base, time.perf_counter() - t0)
 
-    def new_propagator(self, key: int, other: int | None = None) -> Propagator:
+    def new_propagator(self, key: int, other: int | None = None, ahead: LookAhead | None = None) -> Propagator:
         """A run from ``key``; with ``other`` (the key at the far end of a between-keys segment) the global
-        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md)."""
+        branch matches against both keys (+0.06 to +0.11 dB at every N on the dev clips, docs/KEYS.md).
+        ``ahead``: its stores are the Propagator's (else the shot cache's, with one)."""
         others = [self.key_work(other)] if other is not None else []
         return Propagator(
             self.options.method,
@@ -190,8 +201,12 @@ class ShotRun:
             self.engine.models,
             change_only=self.options.regrade,
             other_keys=others,
-            **self.stores(),
+            **(self.stores() if ahead is None else ahead.stores),
         )
+
+    def close(self) -> None:
+        if self.ahead is not None:
+            self.ahead.close()
 
     def stores(self) -> dict:
         """A Propagator's stores of what no key changes (DIS flows, F_s's features; cache.py), with a cache."""
@@ -229,7 +244,8 @@ class ShotRun:
     def one_way(self, kind: str, a: int | None, b: int | None, run: list[int]) -> None:
         """Before the first key (``kind`` "backward", from ``b``) or after the last (forward from ``a``)."""
         shot = self.shot
-        propagator = self.new_propagator(b, None) if kind == "backward" else self.new_propagator(a, b)
+        ahead = self.ahead
+        propagator = self.new_propagator(b, None, ahead) if kind == "backward" else self.new_propagator(a, b, ahead)
         prev_full = self.key_ab_full[b if kind == "backward" else a]  # the last written colour, full resolution
         order = list(reversed(run)) if kind == "backward" else run
         exists = [self.skip_existing and self.sink.exists(frame) for frame in order]
@@ -258,7 +274,11 @@ class ShotRun:
                 self.emit(frame, None, 0.0)
                 propagator.accept(pending, shot.to_work(prev_full))
                 continue
+            if ahead is not None:
+                ahead.wait()
             pending = propagator.step(prep.L_work)
+            if ahead is not None and i + 1 < todo:
+                ahead.start(propagator, prep.L_work, self.prepared_early(order[i + 1]))
             ab, confidence, _ = pending.colour
             full = shot.to_full(ab, confidence, prep.L_full, prev_full, pending.flow, prep.L_work)
             base = self.output(frame, prep, *full, t0, written)
