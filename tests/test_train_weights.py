@@ -134,6 +134,27 @@ def test_a_fine_tuning_run_starts_from_the_f_f_it_names_and_refuses_another_conf
         train(other, tmp_path / "run2", tmp_path / "w2", device="cpu")
 
 
+def test_a_run_from_several_f_f_starts_from_their_mean_and_with_no_steps_writes_it(error_run, tmp_path):
+    # a uniform soup: runs fine-tuned from one start, averaged weight by weight
+    first = error_run / "weights"
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    a = torch.load(first / "fusion.pt", weights_only=True)
+    shifted = {k: v + 0.5 if v.is_floating_point() else v for k, v in a.items()}
+    manifest = json.loads((first / "manifest.json").read_text())
+    manifest["networks"]["fusion"] = weights.write_network(
+        second, "fusion", shifted, manifest["networks"]["fusion"]["config"]
+    )
+    weights.write_manifest(second, manifest)
+    cfg = replace(error_head_config(), fusion_from=[str(first), str(second)], fusion_steps=0)
+    train(cfg, tmp_path / "run", tmp_path / "w", device="cpu")
+    soup = torch.load(tmp_path / "w" / "fusion.pt", weights_only=True)
+    assert soup.keys() == a.keys()
+    assert all(torch.allclose(soup[k], a[k] + 0.25) for k in a if a[k].is_floating_point())
+    assert not (tmp_path / "run" / "fusion_inputs.npz").exists()  # nothing trained: no runs packed
+    load_models(tmp_path / "w", device="cpu")  # a weights folder like any other
+
+
 def test_a_run_whose_f_w_config_differs_from_the_weights_it_reuses_is_refused(tmp_path):
     cfg = replace(error_head_config(), local={**TrainConfig().local, "kernel_size": 7})
     with pytest.raises(SystemExit, match="F_w config differs"):

@@ -62,8 +62,9 @@ class TrainConfig:
     # the error head's fit, per pixel weighted by (max − min of its candidates' actual log errors) + this floor
     # (0: every pixel alike): most pixels are near-ties, which teach the argmin nothing
     fusion_fit_spread_floor: float = 0.0
-    # F_f's starting weights: "" (fresh) or a weights folder whose fusion config is this run's (fine-tuning)
-    fusion_from: str = ""
+    # F_f's starting weights: "" (fresh) or a weights folder whose fusion config is this run's (fine-tuning), or a
+    # list of such folders: the mean of their F_f (a uniform soup; with fusion_steps 0, the soup is the result)
+    fusion_from: str | list[str] = ""
     global_: dict = field(default_factory=lambda: GlobalConfig().to_dict())
     smoke: bool = False
 

@@ -95,10 +95,11 @@ def _train(
         del pairs
     if cfg.fusion_from:
         fusion_from(models, cfg)
-    fusion_data = run.cached(
-        "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
-    )
-    train_fusion(models, fusion_data, cfg, run)
+    if cfg.fusion_steps:  # 0: F_f as it starts (a soup of ``fusion_from``), no runs packed
+        fusion_data = run.cached(
+            "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
+        )
+        train_fusion(models, fusion_data, cfg, run)
     seconds = time.perf_counter() - t_start
 
     entries = {
@@ -134,29 +135,42 @@ def _train(
     return path
 
 
-def network_from(models, name: str, source: str, config_class, run_config: dict, what: str, advice: str = ""):
+def network_from(models, name: str, source, config_class, run_config: dict, what: str, advice: str = "") -> str:
     """``models``' network ``name`` from the weights folder ``source`` ("shipped": the shipped weights), whose
-    manifest's config of it must be this run's ``run_config``; returns the manifest."""
-    manifest = weights.read_manifest(None if source == "shipped" else Path(source))
-    if config_class.from_dict(manifest.network(name).config) != config_class.from_dict(run_config):
-        raise SystemExit(f"{manifest.folder}: its {what} config differs from this run's '{name}'{advice}")
-    getattr(models, name).load_state_dict(weights.load_state_dict(manifest, name), strict=True)
-    return manifest
+    manifest's config of it must be this run's ``run_config``; ``source`` a list of folders: the mean of their
+    weights (a uniform soup of runs fine-tuned from one start). Returns the folders, for the log."""
+    states, folders = [], []
+    for one in [source] if isinstance(source, str) else source:
+        manifest = weights.read_manifest(None if one == "shipped" else Path(one))
+        if config_class.from_dict(manifest.network(name).config) != config_class.from_dict(run_config):
+            raise SystemExit(f"{manifest.folder}: its {what} config differs from this run's '{name}'{advice}")
+        states.append(weights.load_state_dict(manifest, name))
+        folders.append(str(manifest.folder))
+    getattr(models, name).load_state_dict(mean_state(states), strict=True)
+    return ", ".join(folders)
+
+
+def mean_state(states: list[dict]) -> dict:
+    """The mean of state dicts of one network (summed in float64); one state dict: itself, bit for bit."""
+    if len(states) == 1:
+        return states[0]
+    mean = lambda k: (sum(s[k].double() for s in states) / len(states)).to(states[0][k].dtype)  # noqa: E731
+    return {k: mean(k) if v.is_floating_point() else v for k, v in states[0].items()}
 
 
 def train_local_from(models, cfg: TrainConfig) -> None:
     """Stage 1 skipped: F_w from the weights folder ``cfg.local_from`` (``network_from``)."""
-    manifest = network_from(
-        models, "local", cfg.local_from, LocalNetConfig, cfg.local, "F_w", "; train stage 1 instead"
-    )
-    print(f"F_w from {manifest.folder} (stage 1 skipped)", file=sys.stderr)
+    folder = network_from(models, "local", cfg.local_from, LocalNetConfig, cfg.local, "F_w", "; train stage 1 instead")
+    print(f"F_w from {folder} (stage 1 skipped)", file=sys.stderr)
 
 
 def fusion_from(models, cfg: TrainConfig) -> None:
-    """F_f starts from the weights folder ``cfg.fusion_from`` (fine-tuning; ``network_from``); a checkpoint in the
-    run folder, when resuming, still wins (``Run.resume``)."""
-    manifest = network_from(models, "fusion", cfg.fusion_from, FusionConfig, cfg.fusion, "F_f")
-    print(f"F_f starts from {manifest.folder}", file=sys.stderr)
+    """F_f starts from the weights folder ``cfg.fusion_from``, or the mean of several (fine-tuning; ``network_from``);
+    a checkpoint in the run folder, when resuming, still wins (``Run.resume``)."""
+    print(
+        f"F_f starts from {network_from(models, 'fusion', cfg.fusion_from, FusionConfig, cfg.fusion, 'F_f')}",
+        file=sys.stderr,
+    )
 
 
 def run_train_command(args) -> int:
