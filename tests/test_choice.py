@@ -94,3 +94,26 @@ def test_resume_keeps_only_ranges_measured_the_same_way(tmp_path):
     assert previous_ranges(path, {**asked, "split": "dev"}) == {}
     assert previous_ranges(path, {**asked, "ns": [10, 50]}) == {}
     assert previous_ranges(tmp_path / "none.json", asked) == {}
+
+
+def test_the_error_heads_costs_add_up_to_what_its_picks_change_against_the_chain():
+    from colorprop.engine.nets.fusion_net import FusionConfig, FusionNet
+
+    T, H, W = 5, 12, 16
+    rng = np.random.default_rng(5)
+    truth = rng.normal(0, 0.2, (T, 2, H, W)).astype(np.float32)
+    cand = np.zeros((T, CANDIDATE_CHANNELS, H, W), np.float32)  # flow 0: the chain is the previous written colour
+    cand[:, packed_slice("ab_true")] = truth
+    cand[:, packed_slice("ab_key")] = truth + rng.normal(0, 0.1, truth.shape).astype(np.float32)
+    direct = np.ones((T, 3, H, W), np.float32)
+    direct[:, :2] = truth + rng.normal(0, 0.1, truth.shape).astype(np.float32)
+    torch.manual_seed(0)
+    head = FusionNet(FusionConfig(width=8, candidates=("chain", "key", "direct"), head="error")).eval()
+    costs: dict[str, list[float]] = {}
+    abs_, shares = run_policy("trained", cand, direct, head, costs)
+    assert shares["chain"] < 1.0  # the untrained head leaves the chain somewhere: the costs are not all zero
+    assert costs["chain"] == [0.0] * (T - 1) and set(costs) == {"chain", "key", "direct"}
+    for t in range(1, T):
+        target = truth[t].transpose(1, 2, 0) * 128
+        written, kept = np.square(abs_[t] - target).sum(-1).mean(), np.square(abs_[t - 1] - target).sum(-1).mean()
+        assert sum(costs[n][t - 1] for n in costs) == pytest.approx(written - kept, rel=1e-4, abs=1e-3)

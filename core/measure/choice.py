@@ -110,10 +110,18 @@ def pick_closest(named: dict[str, torch.Tensor], ab_true: torch.Tensor) -> tuple
 
 @torch.inference_mode()
 def run_policy(
-    policy: str, cand: np.ndarray, direct: np.ndarray | None, fusion: FusionNet | None
+    policy: str,
+    cand: np.ndarray,
+    direct: np.ndarray | None,
+    fusion: FusionNet | None,
+    costs: dict[str, list[float]] | None = None,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
     """The recursion over one range's candidates (``run_candidates``' layout; ``direct``: ``key_direct``'s);
-    returns (ab per frame HxWx2 Lab, mean share of pixels per candidate over the propagated frames)."""
+    returns (ab per frame HxWx2 Lab, mean share of pixels per candidate over the propagated frames).
+
+    ``costs`` (the error head only), filled per candidate and frame: what its picks cost against keeping the chain
+    there, sum over its pixels of |ab_c - ab_true|^2 - |ab_chain - ab_true|^2 over all pixels (Lab units^2; the
+    candidates' costs add up to the frame's squared-error change, before it is carried on)."""
     names = candidate_set(policy)
     base = cand[:, :CANDIDATE_CHANNELS]  # a cache packed with key-direct: its own direct channels are these
     frames = torch.from_numpy(base if direct is None else np.concatenate([base, direct], axis=1))
@@ -130,6 +138,12 @@ def run_policy(
                 picked = {"chain": 1.0 - share, "key": share}
             else:
                 picked = {n: float((out.chosen == i).float().mean()) for i, n in enumerate(fusion.cfg.candidates)}
+                if costs is not None:
+                    offered = candidate_colours(c, out.ab_flow)
+                    err = {n: ((offered[n] - ab_true) * AB_SCALE).square().sum(1) for n in fusion.cfg.candidates}
+                    for i, n in enumerate(fusion.cfg.candidates):
+                        cost = torch.where(out.chosen[:, 0] == i, err[n] - err["chain"], 0.0).mean()
+                        costs.setdefault(n, []).append(float(cost))
         else:
             moved = advance(carried, c.flow)
             available = candidate_colours(c, moved.ab)
@@ -242,15 +256,18 @@ def main(argv=None) -> int:
         direct = cached(cache / f"{clip.name}_{clip.size[0]}_direct.npy", lambda: key_direct(split_labs))
         results[clip.name] = {}
         for policy in policies:
-            abs_, shares = run_policy(policy, cand, direct, fusion.get(policy))
+            costs: dict[str, list[float]] = {}
+            abs_, shares = run_policy(policy, cand, direct, fusion.get(policy), costs)
             pred = [np.concatenate([lab[..., :1], ab], -1) for lab, ab in zip(labs, abs_)]
             psnr = {str(n): mean_lab_psnr_first_n(pred, labs, n) for n in ns}
-            results[clip.name][policy] = {"psnr": psnr, "shares": shares}
+            cost = {name: {str(n): float(np.mean(v[:n])) for n in ns} for name, v in costs.items()}
+            results[clip.name][policy] = {"psnr": psnr, "shares": shares, **({"cost": cost} if cost else {})}
             print(
                 f"{clip.name:40s} {policy:24s} "
                 + " ".join(f"N={n} {psnr[str(n)]:6.2f}" for n in ns)
                 + "  "
-                + " ".join(f"{k} {v:.3f}" for k, v in shares.items()),
+                + " ".join(f"{k} {v:.3f}" for k, v in shares.items())
+                + "".join(f"  cost {k} " + " / ".join(f"{x:+.3f}" for x in v.values()) for k, v in cost.items()),
                 file=sys.stderr,
                 flush=True,
             )
