@@ -93,9 +93,18 @@ def test_validation_holds_out_whole_sources_that_nothing_trains_on():
     names = [dev_entry_name(e) for e in split["validation"]]
     assert len(set(names)) == len(names), names
     # no clip of a held-out source trains, is dev, or is excluded-but-listed elsewhere
-    others = split["train"] + split["dev"] + split.get("excluded", [])
+    others = split["train"] + split["train_generated"] + split["dev"] + split.get("excluded", [])
     assert not [e["clip"] for e in others if is_validation_clip(e["clip"], split)]
     assert training_entries(split)  # the guard lets the repository's own split through
+    generated = training_entries(split, ("train", "train_generated"))
+    assert {e["clip"] for e in generated} - {e["clip"] for e in training_entries(split)} == {
+        e["clip"] for e in split["train_generated"]
+    }
+    # the generated clips training may read come from the two packages validation does not hold, never a01
+    assert split["train_generated"] and all(
+        e["clip"].startswith(("comfy_video_", "comfy_a02_")) and min(n for _, n in e["excerpts"]) >= 50
+        for e in split["train_generated"]
+    )
     # a whole package is held out: a comfyui-a01 clip that is never scored is still validation
     assert is_validation_clip("comfy_a01_api_pixverse6_i2v-1", split)
     assert not is_validation_clip("comfy_video_video_wan2_2_14b_i2v-1", split)
@@ -108,8 +117,14 @@ def test_training_and_feature_learning_refuse_validation_footage(leak, monkeypat
     from colorprop.training.data import make_segments
 
     split = load_split()
-    split["train"] = split["train"] + [{"clip": leak}]
+    split["train_generated"] = split["train_generated"] + [{"clip": leak, "excerpts": [[0, 50]]}]
     monkeypatch.setattr(validation, "load_split", lambda: split)
+    validation.training_entries()  # a config that reads "train" alone does not read the leak
+    with pytest.raises(validation.SplitError, match=leak):
+        validation.training_entries(lists=("train", "train_generated"))
+    with pytest.raises(validation.SplitError, match="not training lists"):
+        validation.training_entries(lists=("train", "dev"))
+    split["train"] = split["train"] + [{"clip": leak}]
     with pytest.raises(validation.SplitError, match=leak):
         validation.training_entries()
     # the runs of colorprop train and of train_features (feature learning) are both drawn by make_segments; the

@@ -32,16 +32,23 @@ def is_validation_clip(clip: str, split: dict | None = None) -> bool:
     )
 
 
-def training_entries(split: dict | None = None) -> list[dict]:
-    """The ``train`` entries of the split that training and feature learning read (colourless ones aside).
+TRAINING_LISTS = ("train", "train_generated")  # the split's lists a training config may read (``train_lists``)
 
-    Raises SplitError when one of them is validation footage."""
+
+def training_entries(split: dict | None = None, lists: tuple[str, ...] | list[str] = ("train",)) -> list[dict]:
+    """The entries of the split's training ``lists`` that training and feature learning read (colourless ones
+    aside): ``train``, and ``train_generated`` (cut-free excerpts of generated clips, opt-in by the config).
+
+    Raises SplitError when one of them is validation footage, or names a list that is not a training list."""
     split = load_split() if split is None else split
-    entries = [e for e in split["train"] if not e.get("report_apart")]
+    unknown = sorted(set(lists) - set(TRAINING_LISTS))
+    if unknown:
+        raise SplitError(f"training lists {unknown}: not training lists of core/data/split.json {TRAINING_LISTS}")
+    entries = [e for name in lists for e in split.get(name, []) if not e.get("report_apart")]
     leaked = sorted({e["clip"] for e in entries if is_validation_clip(e["clip"], split)})
     if leaked:
         raise SplitError(
             f"core/data/split.json: training lists validation footage {', '.join(leaked)}; "
-            "validation sources are never trained on (remove them from 'train')"
+            "validation sources are never trained on (remove them from the training lists)"
         )
     return entries

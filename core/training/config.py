@@ -18,6 +18,9 @@ class TrainConfig:
     synthetic_segments: int = 8
     segment_frames: int = 40
     max_clip_frames_step: int = 2  # frames may be taken every 1..N source frames (more motion)
+    # the lists of split.json whose clips feed training: "train", + "train_generated" (cut-free excerpts of the
+    # generated clips outside validation, docs/measure/generated_training_split.py)
+    train_lists: tuple[str, ...] | list[str] = ("train",)
     # stage 1: F_w. local_from: "" trains it; "shipped" or a weights folder takes its F_w from there and skips
     # the stage (F_w is not in `full`; a fusion-only run reuses it; its config must equal ``local``)
     local_from: str = ""

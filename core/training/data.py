@@ -23,12 +23,12 @@ def lab_split(frame_linear: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_segments(cfg: TrainConfig, rng: np.random.Generator, cache_dir: Path) -> list[Segment]:
-    """Random runs of frames from the training clips of split.json (never a dev or validation clip); one decoding
-    pass per clip."""
+    """Random runs of frames from the training clips of split.json's ``cfg.train_lists`` (never a dev or validation
+    clip); one decoding pass per clip."""
     from colorprop.data.clips import clip_info, clip_path, read_ranges
     from colorprop.data.validation import training_entries
 
-    entries = training_entries()
+    entries = training_entries(lists=cfg.train_lists)
     spans = []  # (clip, first frame, frame count)
     for e in entries:
         if "excerpts" in e:

@@ -25,7 +25,7 @@ import numpy as np
 
 from colorprop.colour.convert import linear_rec709_to_lab
 from colorprop.data.clips import clip_path, dev_entry_name, load_clip, load_split, read_frames
-from colorprop.data.validation import is_validation_clip, training_entries, validation_source_keys
+from colorprop.data.validation import TRAINING_LISTS, is_validation_clip, training_entries, validation_source_keys
 from colorprop.measure.metrics import colourfulness
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -67,7 +67,7 @@ def main(cache: str) -> int:
     held_out = validation_source_keys(split)
     print(f"validation sources: {sorted(held_out)}")
     try:
-        training_entries(split)
+        training_entries(split, TRAINING_LISTS)
     except Exception as e:  # the guard's own message says which clip
         problems.append(str(e))
     distances: dict[str, list[float]] = {}
@@ -76,7 +76,9 @@ def main(cache: str) -> int:
         path = clip_path(cache, e["clip"])
         if e["clip"] not in distances:
             distances[e["clip"]] = histogram_distances(path)
-        if not is_validation_clip(e["clip"], split) or e["clip"] in {t["clip"] for t in split["train"]}:
+        if not is_validation_clip(e["clip"], split) or e["clip"] in {
+            t["clip"] for name in TRAINING_LISTS for t in split.get(name, [])
+        }:
             problems.append(f"{name}: not from a held-out source")
         changes = range_changes(path, e["start_frame"], e["num_frames"], distances[e["clip"]])
         clip = load_clip(cache, e["clip"], e["start_frame"], e["num_frames"], e["width"])
