@@ -45,13 +45,26 @@ def test_smoke_training_writes_a_loadable_manifest(smoke_run):
 
 
 def test_training_resumes_from_its_checkpoints(smoke_run, tmp_path):
-    """A resumed run with nothing left to do reproduces the same weights (checkpoints restore state)."""
+    """A resumed run with nothing left to do reproduces the same weights from its checkpoints alone: the
+    precomputed data of a finished run (a committed run folder holds none) is not made again."""
     run = tmp_path / "run"
     shutil.copytree(smoke_run / "run", run)
-    train(replace(TrainConfig(), **SMOKE), run, tmp_path / "w2", device="cpu", resume=True)
-    a = torch.load(smoke_run / "weights" / "fusion.pt", weights_only=True)
-    b = torch.load(tmp_path / "w2" / "fusion.pt", weights_only=True)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    packed = sorted(p.name for p in run.glob("*.npz"))
+    assert packed == ["fusion_inputs.npz", "local_pairs.npz"]
+    for name in packed:
+        (run / name).unlink()
+    saved = json.loads((run / "config.json").read_text())
+    del saved["train_lists"]  # a folder written before the field existed: its run had the default
+    (run / "config.json").write_text(json.dumps(saved))
+    train(replace(TrainConfig(), **SMOKE), run, tmp_path / "w2", device="cpu", resume=True, cache_dir=tmp_path / "no")
+    assert not list(run.glob("*.npz")) and not (tmp_path / "no").exists()
+    for name in ("local", "fusion"):
+        a = torch.load(smoke_run / "weights" / f"{name}.pt", weights_only=True)
+        b = torch.load(tmp_path / "w2" / f"{name}.pt", weights_only=True)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    other = replace(TrainConfig(), **SMOKE, train_lists=("train", "train_generated"))
+    with pytest.raises(SystemExit, match="another config"):
+        train(other, run, tmp_path / "w3", device="cpu", resume=True)
 
 
 @pytest.mark.parametrize("pause_after, stage", [(5, "local"), (14, "fusion")])
@@ -121,7 +134,8 @@ def test_fusion_only_run_paused_mid_stage_reproduces_an_uninterrupted_run(error_
 
 
 def test_a_fine_tuning_run_starts_from_the_f_f_it_names_and_refuses_another_config(error_run, tmp_path):
-    source = error_run / "weights"
+    source = tmp_path / "start"
+    shutil.copytree(error_run / "weights", source)
     cfg = replace(error_head_config(), fusion_from=str(source), fusion_lr=0.0, fusion_outcome_weight=10.0)
     train(cfg, tmp_path / "run", tmp_path / "w", device="cpu")
     a = torch.load(source / "fusion.pt", weights_only=True)
@@ -132,6 +146,13 @@ def test_a_fine_tuning_run_starts_from_the_f_f_it_names_and_refuses_another_conf
     other = replace(cfg, fusion={**cfg.fusion, "width": 12})
     with pytest.raises(SystemExit, match="F_f config differs"):
         train(other, tmp_path / "run2", tmp_path / "w2", device="cpu")
+    # finished, the run gives its weights back from its folder alone: neither the F_f it started from nor its
+    # packed runs are needed again
+    (tmp_path / "run" / "fusion_inputs.npz").unlink()
+    shutil.rmtree(source)
+    train(cfg, tmp_path / "run", tmp_path / "w3", device="cpu", resume=True)
+    c = torch.load(tmp_path / "w3" / "fusion.pt", weights_only=True)
+    assert all(torch.equal(b[k], c[k]) for k in b) and not (tmp_path / "run" / "fusion_inputs.npz").exists()
 
 
 def test_a_run_from_several_f_f_starts_from_their_mean_and_with_no_steps_writes_it(error_run, tmp_path):

@@ -34,7 +34,8 @@ class Run:
         folder.mkdir(parents=True, exist_ok=True)
         config_path = folder / "config.json"
         if resume and config_path.exists():
-            saved = json.loads(config_path.read_text())
+            # a field added after the run started has its default there: the behaviour the run was made with
+            saved = {**json.loads(json.dumps(asdict(TrainConfig()))), **json.loads(config_path.read_text())}
             if saved != json.loads(json.dumps(asdict(cfg))):
                 raise SystemExit(f"{config_path}: the run was started with another config; use a new --out")
         config_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
@@ -71,6 +72,21 @@ class Run:
         sched.load_state_dict(state["sched"])
         print(f"resuming {stage} at step {state['step']}", file=sys.stderr)
         return int(state["step"])
+
+    def finished(self, stage: str, steps: int, net) -> bool:
+        """True for a resumed run whose ``stage`` took its last step: ``net`` gets that checkpoint's weights, and
+        nothing of the stage is packed, started from or trained again (a finished run's folder alone gives its
+        weights back)."""
+        path = self.folder / f"{stage}.ckpt"
+        if not (self.resuming and path.exists()):
+            return False
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if int(state["step"]) < steps:
+            return False
+        net.load_state_dict(state["net"], strict=True)
+        net.eval()
+        print(f"{stage} finished at step {state['step']}: weights from its checkpoint", file=sys.stderr)
+        return True
 
     def cached(self, name: str, make) -> dict[str, np.ndarray]:
         """Precomputed arrays, kept in the run folder so a resumed run skips the work."""

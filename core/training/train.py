@@ -89,13 +89,14 @@ def _train(
 
     if cfg.local_from:
         train_local_from(models, cfg)
-    else:
+    elif not run.finished("local", cfg.local_steps, models.local):
         pairs = run.cached("local_pairs", lambda: local_pairs(get_segments()))
         train_local(models, pairs, cfg, run)
         del pairs
-    if cfg.fusion_from:
+    fusion_done = bool(cfg.fusion_steps) and run.finished("fusion", cfg.fusion_steps, models.fusion)
+    if cfg.fusion_from and not fusion_done:
         fusion_from(models, cfg)
-    if cfg.fusion_steps:  # 0: F_f as it starts (a soup of ``fusion_from``), no runs packed
+    if cfg.fusion_steps and not fusion_done:  # 0 steps: F_f as it starts (a soup of ``fusion_from``), no runs packed
         fusion_data = run.cached(
             "fusion_inputs", lambda: fusion_inputs(models, fusion_runs(cfg, cache_dir), cfg.fusion_crop, cfg.seed + 3)
         )
