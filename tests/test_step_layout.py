@@ -127,3 +127,25 @@ def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a
             np.testing.assert_allclose(ab_numpy(out.ab), inferred[t - 1], atol=1e-3, err_msg=f"frame {t + 1}")
     # Every candidate is really chosen somewhere, so a swapped slice would show in the colour.
     assert (taken > 0).all(), taken
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_ab_distance_is_norm_bit_for_bit_with_norms_zero_gradient(dtype):
+    from colorprop.engine.step import ab_distance
+
+    gen = torch.Generator().manual_seed(7)
+    for scale in (1e-4, 1e-2, 1.0, 100.0):
+        a = (torch.randn(3, 2, 37, 53, generator=gen) * scale).to(dtype)
+        b = (torch.randn(3, 2, 37, 53, generator=gen) * scale).to(dtype)
+        b[:, :, :5] = a[:, :, :5]  # equal colours: distance 0
+        expected = (a - b).norm(dim=1, keepdim=True)
+        got = ab_distance(a, b)
+        assert got.dtype == dtype and torch.equal(got, expected), scale
+    a = torch.randn(1, 2, 4, 4, generator=gen, requires_grad=True)
+    b = a.detach().clone()
+    b[:, :, 2:] += 1.0  # half the pixels differ
+    ab_distance(a, b).sum().backward()
+    reference = a.detach().clone().requires_grad_(True)
+    (reference - b).norm(dim=1, keepdim=True).sum().backward()
+    assert torch.isfinite(a.grad).all() and torch.equal(a.grad[:, :, :2], torch.zeros_like(a.grad[:, :, :2]))
+    assert torch.allclose(a.grad, reference.grad)

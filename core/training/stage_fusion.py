@@ -15,6 +15,7 @@ from colorprop.engine.step import (
     Candidates,
     Carried,
     StepOutput,
+    ab_distance,
     candidate_colours,
     carry_on,
     packed_slice,
@@ -81,8 +82,8 @@ def choice_loss(out: StepOutput, cand: Candidates, ab_true: torch.Tensor, cfg: T
     """The choice head's loss on one frame (before the late weight): L1 on ab, the choice against the oracle's
     weighted by its margin, a price on the key's (soft) share; returns (loss, logged numbers)."""
     l1 = (out.ab - ab_true).abs().mean()
-    d_key = (cand.ab_key - ab_true).norm(dim=1, keepdim=True)
-    d_flow = (out.ab_flow.detach() - ab_true).norm(dim=1, keepdim=True)
+    d_key = ab_distance(cand.ab_key, ab_true)
+    d_flow = ab_distance(out.ab_flow.detach(), ab_true)
     key_closer = (d_key < d_flow).float()
     margin = (d_key - d_flow).abs()
     choice = (margin * F.binary_cross_entropy_with_logits(out.key_logit, key_closer, reduction="none")).mean()
@@ -100,7 +101,7 @@ def error_fit(
     apart its candidates' actual errors are (max − min, log units) + the floor, normalised to mean 1, so the
     pixels where the choice matters teach the most. Returns (loss, logged numbers)."""
     offered = candidate_colours(cand, out.ab_flow)
-    actual = torch.cat([(offered[n].detach() - ab_true).norm(dim=1, keepdim=True) for n in names], dim=1)
+    actual = torch.cat([ab_distance(offered[n].detach(), ab_true) for n in names], dim=1)
     target = torch.log1p(actual * AB_SCALE)
     fit = F.smooth_l1_loss(out.predicted, target, beta=0.25, reduction="none")
     if spread_floor > 0:
@@ -127,7 +128,7 @@ def outcome_loss(out: StepOutput, ab_true: torch.Tensor, leave_cost: float) -> t
 
 def confidence_loss(out: StepOutput, ab_true: torch.Tensor, within: float) -> torch.Tensor:
     """F_f's confidence (the written matte) against whether the written colour is within ``within`` (ab/128)."""
-    right = ((out.ab.detach() - ab_true).norm(dim=1, keepdim=True) < within).float()
+    right = (ab_distance(out.ab.detach(), ab_true) < within).float()
     return F.binary_cross_entropy(out.confidence.clamp(1e-4, 1 - 1e-4), right)
 
 
