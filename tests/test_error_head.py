@@ -32,12 +32,14 @@ def candidates(n=1, h=24, w=31, seed=0) -> Candidates:
     )
 
 
-def test_the_shipped_config_is_the_two_candidate_choice_head_and_new_configs_round_trip():
+def test_the_shipped_config_is_the_error_head_older_manifests_load_as_the_choice_head_and_configs_round_trip():
     from colorprop.engine import weights
 
     shipped = weights.read_manifest().network("fusion").config
-    assert "candidates" not in shipped and "head" not in shipped  # older manifests: the defaults below
     cfg = FusionConfig.from_dict(shipped)
+    assert (cfg.candidates, cfg.head, cfg.direct, cfg.n_inputs) == (THREE, "error", True, 16)
+    older = {k: v for k, v in shipped.items() if k not in ("candidates", "head", "error_within")}  # before the fields
+    cfg = FusionConfig.from_dict(older)
     assert (cfg.candidates, cfg.head, cfg.direct, cfg.n_inputs) == (("chain", "key"), "choice", False, 11)
     new = FusionConfig(candidates=("direct", "chain", "key"), head="error")
     assert new.candidates == THREE and new.n_inputs == 16  # kept in CANDIDATE_NAMES order

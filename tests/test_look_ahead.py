@@ -60,8 +60,10 @@ def test_looking_ahead_gives_the_same_pixels_and_the_step_finds_what_was_made_ah
     looked = colour(full_engine, method, key, look_ahead=True)
     assert without.keys() == looked.keys() == set(range(1, 8))
     assert all(np.array_equal(without[f], looked[f]) for f in without)
-    # six frames are stepped; each after the first finds its flow (and with full, its F_s match) made ahead
-    assert lookups[False, "flow", True] == 5
+    # six frames are stepped; each after the first finds its flow (and with full, its F_s match; with key-direct, its
+    # flow to the key) made ahead; the first step's flow to the key is its chain flow, the key being the frame before
+    direct = int(method == "full" and full_engine.models.fusion.cfg.direct)
+    assert lookups[False, "flow", True] == 5 * (1 + direct) + direct
     assert lookups[False, "match", True] == (5 if method == "full" else 0)
     assert lookups[True, "flow", False] >= 5  # the helper made them (a put looks up the pair once more)
 

@@ -96,9 +96,18 @@ def error_head_models():
     return replace(models, fusion=net.eval())
 
 
-@pytest.mark.parametrize("head", ["choice (shipped)", "error with key-direct"])
+@pytest.mark.parametrize(
+    "head", ["error with key-direct (shipped)", "error with key-direct (hand-made)", "choice (rule)"]
+)
 def test_packed_candidates_through_propagate_step_reproduce_propagator_step_on_a_real_clip(head):
-    models = load_models(device="cpu", precision="fp32") if head.startswith("choice") else error_head_models()
+    models = {
+        "error with key-direct (shipped)": lambda: load_models(device="cpu", precision="fp32"),
+        "error with key-direct (hand-made)": error_head_models,
+        # the two-candidate choice head of older manifests, untrained: the rule (key match where consistency < 0.5)
+        "choice (rule)": lambda: replace(
+            load_models(device="cpu", precision="fp32"), fusion=FusionNet(FusionConfig()).eval()
+        ),
+    }[head]()
     labs = example_labs()
     (L_key, ab_key), rest = labs[0], labs[1:]
 
