@@ -62,11 +62,17 @@ class Run:
         torch.save({"step": step, "net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict()}, tmp)
         tmp.replace(self.folder / f"{stage}.ckpt")
 
-    def resume(self, stage: str, net, opt, sched) -> int:
+    def saved(self, stage: str) -> dict | None:
+        """The checkpoint of ``stage`` when resuming (step, net, opt, sched), else None."""
         path = self.folder / f"{stage}.ckpt"
         if not (self.resuming and path.exists()):
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def resume(self, stage: str, net, opt, sched) -> int:
+        state = self.saved(stage)
+        if state is None:
             return 0
-        state = torch.load(path, map_location="cpu", weights_only=True)
         net.load_state_dict(state["net"], strict=True)
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -77,11 +83,8 @@ class Run:
         """True for a resumed run whose ``stage`` took its last step: ``net`` gets that checkpoint's weights, and
         nothing of the stage is packed, started from or trained again (a finished run's folder alone gives its
         weights back)."""
-        path = self.folder / f"{stage}.ckpt"
-        if not (self.resuming and path.exists()):
-            return False
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if int(state["step"]) < steps:
+        state = self.saved(stage)
+        if state is None or int(state["step"]) < steps:
             return False
         net.load_state_dict(state["net"], strict=True)
         net.eval()
